@@ -1,0 +1,552 @@
+"""One export, start to end: plan, query, stream batches into writers, manifest, commit.
+
+Rows stream from the warehouse in Arrow record batches, ordered by (split, partition keys,
+block_time, signature), so exactly one file is open at a time and memory stays flat. The
+heavy per-batch work (casting, scaling, flattening, encoding, writing) runs in a worker
+thread; the event loop only awaits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from arbitrage.errors import ArbitrageError, ValidationError
+from arbitrage.export._flatten import flatten_batch, flatten_schema, flattening_of
+from arbitrage.export._manifest import (
+    ColumnDescription,
+    FileInfo,
+    ScalerParams,
+    build_manifest,
+    column_descriptions,
+)
+from arbitrage.export._request import ExportRequest, TimeRange, check_split, time_range
+from arbitrage.export._sink import Destination, StagedFile, redact_url
+from arbitrage.export._writers import Exporter, ExporterFactory, WriterOptions, exporter_factory
+from arbitrage.storage import Warehouse
+
+SOURCE_TABLE = "transactions"
+BATCH_ROWS = 65_536
+
+# Partition keys → ClickHouse expressions (values become `key=value` directory names).
+PARTITION_EXPRESSIONS: dict[str, str] = {
+    "date": "toString(toDate(block_time))",
+    "hour": "formatDateTime(block_time, '%Y-%m-%dT%H')",
+    "month": "formatDateTime(block_time, '%Y-%m')",
+    "dex": "if(empty(dexes), '', toString(dexes[1]))",
+    "signer": "signer",
+    "start_token": "start_token",
+    "success": "toString(success)",
+    "source": "toString(source)",
+    "hops": "toString(hops)",
+}
+# Numeric columns that are identifiers, not measurements: never scaled by default.
+NOT_SCALED = frozenset({"slot"})
+SPLITS = ("train", "val", "test")
+
+
+class ExportCancelled(ArbitrageError):
+    """The job was cancelled; nothing was published."""
+
+
+@dataclass(frozen=True)
+class ExportPlan:
+    """A checked request: everything needed to run it, nothing left to validate."""
+
+    format: str
+    request: ExportRequest
+    factory: ExporterFactory
+    options: WriterOptions
+    columns: list[str]
+    column_types: dict[str, str]
+    time_range: TimeRange
+    scaled_columns: list[str]
+
+
+@dataclass
+class ExportProgress:
+    """Counters a job shows while it runs."""
+
+    rows_total: int = 0
+    rows: int = 0
+    bytes: int = 0
+    files: list[FileInfo] = field(default_factory=list)
+
+    @property
+    def fraction(self) -> float:
+        return 1.0 if self.rows_total == 0 else min(1.0, self.rows / self.rows_total)
+
+
+class ExportResult(msgspec.Struct, kw_only=True):
+    """What a finished export wrote."""
+
+    rows: int
+    bytes: int
+    files: list[FileInfo]
+    manifest: dict[str, Any]
+    watermark: datetime
+
+
+async def table_columns(warehouse: Warehouse, table: str = SOURCE_TABLE) -> dict[str, str]:
+    """Column name → ClickHouse type of a warehouse table, in table order."""
+    result = await warehouse.query_arrow(
+        "SELECT name, type FROM system.columns WHERE database = {db:String} AND table = {table:String} ORDER BY position",
+        {"db": warehouse.database, "table": table},
+    )
+    return dict(zip(result.column("name").to_pylist(), result.column("type").to_pylist(), strict=True))
+
+
+def plan_export(format_name: str, request: ExportRequest, columns: Mapping[str, str]) -> ExportPlan:
+    """Check a request against the format and the table; raise on the first problem.
+
+    Raises:
+        UnknownFormat: no writer is registered under `format_name`.
+        ValidationError: a column, codec, range, split or destination is not acceptable.
+    """
+    factory = exporter_factory(format_name)
+    writer = factory()
+    compression = (request.compression or writer.default_compression).lower()
+    if compression not in writer.compressions:
+        raise ValidationError(
+            "compression",
+            f"{compression!r} is not supported by {format_name} (supported: {', '.join(sorted(writer.compressions))})",
+        )
+    selected = list(request.columns) if request.columns else list(columns)
+    for name in selected:
+        if name not in columns:
+            raise ValidationError("columns", f"unknown column {name!r}")
+    if len(set(selected)) != len(selected):
+        raise ValidationError("columns", "a column is named twice")
+    check_split(request.split)
+    if request.destination and redact_url(request.destination) != request.destination.split("?", 1)[0]:
+        raise ValidationError("destination", "must not embed credentials; configure them under [export]")
+    scaled: list[str] = []
+    if request.normalize_method != "none":
+        candidates = request.normalize_columns if request.normalize_columns is not None else selected
+        for name in candidates:
+            if name not in columns:
+                raise ValidationError("normalize_columns", f"unknown column {name!r}")
+            numeric = _is_numeric_clickhouse(columns[name])
+            if request.normalize_columns is not None and not numeric:
+                raise ValidationError("normalize_columns", f"column {name!r} is not numeric")
+            if numeric and name in selected and (request.normalize_columns is not None or name not in NOT_SCALED):
+                scaled.append(name)
+    options = WriterOptions(compression=compression, json_array=request.json_array, arrow_stream=request.arrow_stream)
+    return ExportPlan(
+        format=format_name,
+        request=request,
+        factory=factory,
+        options=options,
+        columns=selected,
+        column_types={name: columns[name] for name in selected},
+        time_range=time_range(request),
+        scaled_columns=scaled,
+    )
+
+
+async def run_export(
+    warehouse: Warehouse,
+    plan: ExportPlan,
+    destination: Destination,
+    *,
+    job_id: str,
+    ingested_upto: datetime,
+    ingested_after: datetime | None = None,
+    progress: ExportProgress | None = None,
+    cancel: threading.Event | None = None,
+    descriptions: Mapping[str, ColumnDescription] | None = None,
+    table: str = SOURCE_TABLE,
+    batch_rows: int = BATCH_ROWS,
+) -> ExportResult:
+    """Write the export described by `plan` to `destination`; commit only if all went well.
+
+    Rows are those matching the request's filters with `ingested_after < ingested_at <=
+    ingested_upto`, which makes the export a consistent snapshot and lets schedules
+    export contiguous, non-overlapping windows.
+
+    Raises:
+        ExportCancelled: `cancel` was set; the staged files were deleted.
+    """
+    progress = progress if progress is not None else ExportProgress()
+    cancel = cancel if cancel is not None else threading.Event()
+    source = f"{warehouse.database}.{table} FINAL"
+    where, params = _where(plan, ingested_after, ingested_upto)
+    try:
+        counted = await warehouse.query_arrow(f"SELECT count() AS n FROM {source} WHERE {where}", params)
+        progress.rows_total = int(counted.column("n")[0].as_py())
+        split_sql, split_info = await _split(warehouse, plan, source, where, params, progress.rows_total)
+        scaler = await _fit_scaler(warehouse, plan, source, where, split_sql, params)
+        select = [f"`{name}`" for name in plan.columns]
+        order = []
+        keys: list[str] = []
+        if split_sql is not None:
+            select.append(f"{split_sql} AS `__split`")
+            order.append(f"indexOf(['train', 'val', 'test'], {split_sql})")
+            keys.append("__split")
+        for index, key in enumerate(plan.request.partition_by):
+            select.append(f"{PARTITION_EXPRESSIONS[key]} AS `__p{index}`")
+            order.append(PARTITION_EXPRESSIONS[key])
+            keys.append(f"__p{index}")
+        order += ["block_time", "signature"]
+        sql = f"SELECT {', '.join(select)} FROM {source} WHERE {where} ORDER BY {', '.join(order)}"
+        files = _Files(plan, destination, scaler, keys, progress)
+        stream = warehouse.stream_arrow(sql, params, batch_rows=batch_rows)
+        async with contextlib.aclosing(stream):  # type: ignore[type-var]
+            async for batch in stream:
+                if cancel.is_set():
+                    raise ExportCancelled(f"export {job_id} was cancelled")
+                await asyncio.to_thread(files.write, batch)
+        if cancel.is_set():
+            raise ExportCancelled(f"export {job_id} was cancelled")
+        empty = await warehouse.query_arrow(f"SELECT {', '.join(f'`{c}`' for c in plan.columns)} FROM {source} LIMIT 0")
+        await asyncio.to_thread(files.finish, empty.schema)
+        manifest = build_manifest(
+            job_id=job_id,
+            format_name=plan.format,
+            compression=plan.options.compression,
+            request=_public_request(plan.request, destination),
+            schema=files.schema_description(),
+            descriptions=descriptions if descriptions is not None else column_descriptions(),
+            files=files.infos,
+            source={
+                "table": f"{warehouse.database}.{table}",
+                "watermark": _iso(ingested_upto),
+                "ingested_after": _iso(ingested_after) if ingested_after else None,
+                "time_range": {
+                    "start": _iso(plan.time_range.start) if plan.time_range.start else None,
+                    "end": _iso(plan.time_range.end) if plan.time_range.end else None,
+                },
+            },
+            scaler=(
+                {
+                    "method": plan.request.normalize_method,
+                    "fitted_on": "train" if split_sql is not None else "all",
+                    "columns": {k: msgspec.to_builtins(v) for k, v in scaler.items()},
+                }
+                if scaler
+                else None
+            ),
+            split=split_info,
+            created_at=datetime.now(UTC),
+        )
+        if cancel.is_set():
+            raise ExportCancelled(f"export {job_id} was cancelled")
+        body = msgspec.json.format(msgspec.json.encode(manifest), indent=2) + b"\n"
+        await asyncio.to_thread(destination.commit, [f.path for f in files.infos], body)
+    except BaseException:
+        await asyncio.shield(asyncio.to_thread(destination.abort))
+        raise
+    return ExportResult(
+        rows=progress.rows, bytes=progress.bytes, files=files.infos, manifest=manifest, watermark=ingested_upto
+    )
+
+
+class _Files:
+    """Routes ordered batches into one writer at a time, opening files per key and chunk."""
+
+    def __init__(
+        self,
+        plan: ExportPlan,
+        destination: Destination,
+        scaler: dict[str, ScalerParams],
+        keys: list[str],
+        progress: ExportProgress,
+    ) -> None:
+        self._plan = plan
+        self._destination = destination
+        self._scaler = scaler
+        self._keys = keys
+        self._progress = progress
+        self._nested = plan.factory.nested_types if hasattr(plan.factory, "nested_types") else plan.factory().nested_types
+        self._writer: Exporter | None = None
+        self._sink: StagedFile | None = None
+        self._key: tuple[str, ...] | None = None
+        self._file_rows = 0
+        self._part = 0
+        self._source_schema: pa.Schema | None = None
+        self._schema: pa.Schema | None = None
+        self.infos: list[FileInfo] = []
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if self._schema is None:
+            self._source_schema = batch.schema
+        key_columns = [batch.column(k).cast(pa.string()).fill_null("") for k in self._keys]
+        data = self._transform(batch.select(self._plan.columns))
+        if not key_columns:
+            self._write_run((), data)
+            return
+        joined = pc.binary_join_element_wise(*key_columns, "\x1f").to_numpy(zero_copy_only=False)
+        starts = [0, *(np.flatnonzero(joined[1:] != joined[:-1]) + 1).tolist(), len(joined)]
+        for begin, end in zip(starts[:-1], starts[1:], strict=True):
+            key = tuple(str(c[begin].as_py()) for c in key_columns)
+            self._write_run(key, data.slice(begin, end - begin))
+
+    def finish(self, empty: pa.Schema) -> None:
+        """Close the last file; with no rows at all, write one file with just the schema."""
+        if self._writer is None and not self.infos:
+            self._source_schema = empty
+            self._transform(pa.RecordBatch.from_pylist([], schema=empty))
+            self._open(())
+        self._close_file()
+
+    def schema_description(self) -> list[dict[str, Any]]:
+        assert self._schema is not None
+        schema = self._schema
+        described = []
+        for out_field in schema:
+            source_type = self._plan.column_types[out_field.name]
+            entry: dict[str, Any] = {
+                "name": out_field.name,
+                "type": str(out_field.type),
+                "nullable": out_field.nullable,
+                "source_type": source_type,
+            }
+            if self._source_schema is not None and not self._nested:
+                flattening = flattening_of(self._source_schema.field(out_field.name).type)
+                if flattening:
+                    entry["flattening"] = flattening
+            if out_field.name in self._scaler:
+                entry["normalized"] = self._plan.request.normalize_method
+            described.append(entry)
+        return described
+
+    def _transform(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        batch = _decode_dictionaries(batch)
+        if self._scaler:
+            arrays = list(batch.columns)
+            fields = list(batch.schema)
+            for i, f in enumerate(fields):
+                params = self._scaler.get(f.name)
+                if params is not None:
+                    values = arrays[i].cast(pa.float64())
+                    arrays[i] = pc.divide(pc.subtract(values, params.center), params.scale)
+                    fields[i] = pa.field(f.name, pa.float64(), f.nullable, f.metadata)
+            batch = pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+        if not self._nested:
+            batch = flatten_batch(batch)
+        if self._schema is None:
+            self._schema = batch.schema
+        return batch
+
+    def _write_run(self, key: tuple[str, ...], rows: pa.RecordBatch) -> None:
+        if key != self._key:
+            self._close_file()
+            self._key = key
+            self._part = 0
+        chunk = self._plan.request.chunk_rows
+        offset = 0
+        while offset < rows.num_rows:
+            if self._writer is None:
+                self._open(key)
+            room = rows.num_rows - offset if chunk is None else chunk - self._file_rows
+            piece = rows.slice(offset, min(room, rows.num_rows - offset))
+            assert self._writer is not None and self._sink is not None
+            self._writer.write(piece)
+            offset += piece.num_rows
+            self._file_rows += piece.num_rows
+            self._progress.rows += piece.num_rows
+            self._progress.bytes = sum(f.bytes for f in self.infos) + self._sink.bytes_written
+            if chunk is not None and self._file_rows >= chunk:
+                self._close_file()
+                self._part += 1
+
+    def _open(self, key: tuple[str, ...]) -> None:
+        assert self._schema is not None
+        partition = self._partition(key)
+        directories = [
+            (value if name == "split" else f"{name}={quote(value, safe='')}") for name, value in partition.items()
+        ]
+        writer = self._plan.factory()
+        relative = "/".join([*directories, f"part-{self._part:05d}.{writer.extension(self._plan.options)}"])
+        self._sink = self._destination.open_staged(relative)
+        writer.open(self._sink, self._schema, self._plan.options)
+        self._writer = writer
+        self._file_rows = 0
+        self.infos.append(FileInfo(path=relative, rows=0, bytes=0, sha256="", partition=partition))
+
+    def _partition(self, key: tuple[str, ...]) -> dict[str, str]:
+        names = (["split"] if "__split" in self._keys else []) + list(self._plan.request.partition_by)
+        return dict(zip(names, key, strict=True)) if key else {}
+
+    def _close_file(self) -> None:
+        if self._writer is None or self._sink is None:
+            return
+        self._writer.close()
+        self._sink.close()
+        info = self.infos[-1]
+        info.rows = self._file_rows
+        info.bytes = self._sink.bytes_written
+        info.sha256 = self._sink.sha256
+        self._progress.bytes = sum(f.bytes for f in self.infos)
+        self._progress.files = list(self.infos)
+        self._writer = None
+        self._sink = None
+
+
+def _where(plan: ExportPlan, after: datetime | None, upto: datetime) -> tuple[str, dict[str, Any]]:
+    request = plan.request
+    conditions = ["ingested_at <= {upto:DateTime64(3, 'UTC')}"]
+    params: dict[str, Any] = {"upto": ch_time(upto)}
+    if after is not None:
+        conditions.append("ingested_at > {after:DateTime64(3, 'UTC')}")
+        params["after"] = ch_time(after)
+    if plan.time_range.start is not None:
+        conditions.append("block_time >= {start:DateTime64(3, 'UTC')}")
+        params["start"] = ch_time(plan.time_range.start)
+    if plan.time_range.end is not None:
+        conditions.append("block_time < {end:DateTime64(3, 'UTC')}")
+        params["end"] = ch_time(plan.time_range.end)
+    if request.tokens:
+        conditions.append("hasAny(route, {tokens:Array(String)})")
+        params["tokens"] = ch_array(request.tokens)
+    if request.dexes:
+        conditions.append("hasAny(dexes, {dexes:Array(String)})")
+        params["dexes"] = ch_array(request.dexes)
+    if request.signers:
+        conditions.append("has({signers:Array(String)}, signer)")
+        params["signers"] = ch_array(request.signers)
+    if request.min_profit_sol is not None:
+        conditions.append("net_profit_sol >= {min_profit:Float64}")
+        params["min_profit"] = repr(float(request.min_profit_sol))
+    if request.success_only:
+        conditions.append("success")
+    return " AND ".join(conditions), params
+
+
+async def _split(
+    warehouse: Warehouse, plan: ExportPlan, source: str, where: str, params: dict[str, Any], total: int
+) -> tuple[str | None, dict[str, Any] | None]:
+    """The SQL expression naming each row's split, and what the manifest says about it.
+
+    Boundaries are the (block_time, signature) of the first val and first test row in time
+    order, so the split is exact in row counts and no row of a later split is older than
+    a row of an earlier one.
+    """
+    split = plan.request.split
+    if split is None:
+        return None, None
+    n_train = round(total * split.train)
+    n_val = round(total * split.val) if split.test > 0 else total - n_train
+    bounds: list[tuple[str, str] | None] = []
+    for offset in (n_train, n_train + n_val):
+        if offset >= total:
+            bounds.append(None)
+            continue
+        row = await warehouse.query_arrow(
+            f"SELECT block_time, signature FROM {source} WHERE {where} "
+            "ORDER BY block_time, signature LIMIT 1 OFFSET {offset:UInt64}",
+            {**params, "offset": str(offset)},
+        )
+        bounds.append((ch_time(row.column("block_time")[0].as_py()), row.column("signature")[0].as_py()))
+    for i, bound in enumerate(bounds):
+        if bound is not None:
+            params[f"split_t{i}"], params[f"split_s{i}"] = bound
+    key = "(block_time, signature)"
+
+    def before(i: int) -> str:
+        return "true" if bounds[i] is None else f"{key} < ({{split_t{i}:DateTime64(3, 'UTC')}}, {{split_s{i}:String}})"
+
+    expression = f"multiIf({before(0)}, 'train', {before(1)}, 'val', 'test')"
+    counts = {"train": n_train, "val": min(n_val, total - n_train), "test": max(0, total - n_train - n_val)}
+    info = {
+        name: {
+            "fraction": getattr(split, name),
+            "rows": counts[name],
+            "starts_at": None if i == 0 or bounds[i - 1] is None else _iso_text(bounds[i - 1][0]),  # type: ignore[index]
+        }
+        for i, name in enumerate(SPLITS)
+    }
+    info["order"] = "block_time, signature"  # type: ignore[assignment]
+    return expression, info
+
+
+async def _fit_scaler(
+    warehouse: Warehouse,
+    plan: ExportPlan,
+    source: str,
+    where: str,
+    split_sql: str | None,
+    params: dict[str, Any],
+) -> dict[str, ScalerParams]:
+    """Scaling parameters per column, computed in the warehouse over the train rows only."""
+    if not plan.scaled_columns:
+        return {}
+    condition = where if split_sql is None else f"{where} AND {split_sql} = 'train'"
+    parts = []
+    for i, name in enumerate(plan.scaled_columns):
+        value = f"toFloat64(`{name}`)"
+        parts += [f"avg({value}) AS m{i}", f"stddevPop({value}) AS s{i}", f"min({value}) AS lo{i}", f"max({value}) AS hi{i}"]
+    stats = (await warehouse.query_arrow(f"SELECT {', '.join(parts)} FROM {source} WHERE {condition}", params)).to_pylist()[0]
+    fitted = {}
+    for i, name in enumerate(plan.scaled_columns):
+        mean, std, low, high = (_finite(stats[f"{p}{i}"]) for p in ("m", "s", "lo", "hi"))
+        if plan.request.normalize_method == "zscore":
+            center, scale = mean, std
+        else:
+            center, scale = low, high - low
+        fitted[name] = ScalerParams(
+            center=center, scale=scale if scale > 0 else 1.0, mean=mean, std=std, min=low, max=high
+        )
+    return fitted
+
+
+def _finite(value: Any) -> float:
+    number = float(value) if value is not None else 0.0
+    return number if np.isfinite(number) else 0.0
+
+
+def _decode_dictionaries(batch: pa.RecordBatch) -> pa.RecordBatch:
+    if not any(pa.types.is_dictionary(f.type) for f in batch.schema):
+        return batch
+    arrays = [c.dictionary_decode() if pa.types.is_dictionary(c.type) else c for c in batch.columns]
+    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+
+
+def _is_numeric_clickhouse(type_name: str) -> bool:
+    inner = _unwrap(type_name)
+    return inner.startswith(("UInt", "Int", "Float", "Decimal"))
+
+
+def _unwrap(type_name: str) -> str:
+    for wrapper in ("Nullable(", "LowCardinality("):
+        if type_name.startswith(wrapper):
+            return _unwrap(type_name[len(wrapper) : -1])
+    return type_name
+
+
+def _public_request(request: ExportRequest, destination: Destination) -> dict[str, Any]:
+    data: dict[str, Any] = msgspec.to_builtins(request)
+    data["destination"] = destination.display_url
+    return data
+
+
+def ch_time(value: datetime) -> str:
+    """A `DateTime64(3, 'UTC')` query parameter value."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def ch_array(values: list[str]) -> str:
+    """An `Array(String)` query parameter value (ClickHouse literal syntax)."""
+    quoted = ("'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'" for v in values)
+    return "[" + ", ".join(quoted) + "]"
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _iso_text(ch_value: str) -> str:
+    return ch_value.replace(" ", "T") + "Z"

@@ -1,0 +1,371 @@
+"""Format writers behind one small protocol, and the registry that names them.
+
+A writer writes one file: `open(sink, schema, options)`, then `write(batch)` for each
+Arrow record batch, then `close()`. The sink is a binary file object owned by the caller
+(it counts bytes and computes the checksum); a writer must not close it. Writers whose
+format has no nested types set `nested_types = False` and receive flattened batches (see
+`_flatten`). Formats are looked up by name in a registry filled with the built-in writers,
+`register_exporter` calls, and the `arbitrage.exporters` entry-point group.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Any, BinaryIO, ClassVar, Protocol, runtime_checkable
+
+import msgspec
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+
+ENTRY_POINT_GROUP = "arbitrage.exporters"
+
+
+class WriterOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """What a writer may be told beside the schema."""
+
+    compression: str
+    """A codec from the writer's `compressions` (already checked)."""
+    json_array: bool = False
+    """json: one JSON array instead of NDJSON."""
+    arrow_stream: bool = False
+    """arrow: IPC stream format instead of the IPC file format."""
+
+
+@runtime_checkable
+class Exporter(Protocol):
+    """A format writer; one instance writes one file, from one thread."""
+
+    compressions: ClassVar[tuple[str, ...]]
+    """Codecs this format supports; `none` when it can be written uncompressed."""
+    default_compression: ClassVar[str]
+    """Codec used when the request names none."""
+    nested_types: ClassVar[bool]
+    """False when lists and structs must be flattened to strings before `write`."""
+
+    def extension(self, options: WriterOptions) -> str:
+        """File name extension, without the dot (e.g. `csv.gz`)."""
+        ...
+
+    def open(self, sink: BinaryIO, schema: pa.Schema, options: WriterOptions) -> None:
+        """Start a file on `sink` for batches of `schema`."""
+        ...
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        """Append the rows of `batch`."""
+        ...
+
+    def close(self) -> None:
+        """Finish the file (footer, flush); leave `sink` open."""
+        ...
+
+
+ExporterFactory = Callable[[], Exporter]
+
+
+class _Unclosable(io.RawIOBase):
+    """Pass writes through to a sink but keep it open when a library closes its stream."""
+
+    def __init__(self, sink: BinaryIO) -> None:
+        self._sink = sink
+        self._position = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        count = self._sink.write(data)
+        size = len(memoryview(data).cast("B")) if count is None else count
+        self._position += size
+        return size
+
+    def tell(self) -> int:
+        return self._position
+
+    def flush(self) -> None:
+        self._sink.flush()
+
+
+def open_compressed(sink: BinaryIO, compression: str) -> BinaryIO | pa.NativeFile:
+    """A stream that compresses into `sink` (or `sink` itself for `none`); close it when done."""
+    guarded = _Unclosable(sink)
+    if compression == "none":
+        return guarded  # type: ignore[return-value]
+    return pa.CompressedOutputStream(guarded, compression)
+
+
+class ParquetWriter:
+    """Apache Parquet; nested columns kept as lists of structs."""
+
+    compressions: ClassVar[tuple[str, ...]] = ("snappy", "zstd", "gzip", "lz4", "brotli", "none")
+    default_compression: ClassVar[str] = "snappy"
+    nested_types: ClassVar[bool] = True
+
+    def extension(self, options: WriterOptions) -> str:
+        return "parquet"
+
+    def open(self, sink: BinaryIO, schema: pa.Schema, options: WriterOptions) -> None:
+        self._writer = pq.ParquetWriter(_Unclosable(sink), schema, compression=options.compression)
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self._writer.write_batch(batch)
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class ArrowWriter:
+    """Arrow IPC file (random access, `.arrow`) or stream (`.arrows`)."""
+
+    compressions: ClassVar[tuple[str, ...]] = ("none", "lz4", "zstd")
+    default_compression: ClassVar[str] = "none"
+    nested_types: ClassVar[bool] = True
+
+    def extension(self, options: WriterOptions) -> str:
+        return "arrows" if options.arrow_stream else "arrow"
+
+    def open(self, sink: BinaryIO, schema: pa.Schema, options: WriterOptions) -> None:
+        codec = None if options.compression == "none" else options.compression
+        ipc_options = ipc.IpcWriteOptions(compression=codec)
+        make = ipc.new_stream if options.arrow_stream else ipc.new_file
+        self._writer = make(_Unclosable(sink), schema, options=ipc_options)
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self._writer.write_batch(batch)
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class CsvWriter:
+    """CSV with a header row; nested columns flattened (see `_flatten`)."""
+
+    compressions: ClassVar[tuple[str, ...]] = ("none", "gzip", "zstd", "lz4")
+    default_compression: ClassVar[str] = "none"
+    nested_types: ClassVar[bool] = False
+
+    def extension(self, options: WriterOptions) -> str:
+        return {"none": "csv", "gzip": "csv.gz", "zstd": "csv.zst", "lz4": "csv.lz4"}[options.compression]
+
+    def open(self, sink: BinaryIO, schema: pa.Schema, options: WriterOptions) -> None:
+        self._out = open_compressed(sink, options.compression)
+        self._writer = pacsv.CSVWriter(self._out, schema)
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self._writer.write_batch(batch)
+
+    def close(self) -> None:
+        self._writer.close()
+        self._out.close()
+
+
+class JsonWriter:
+    """NDJSON (one object per line), or one JSON array with `json_array`; times RFC 3339."""
+
+    compressions: ClassVar[tuple[str, ...]] = ("none", "gzip", "zstd", "lz4")
+    default_compression: ClassVar[str] = "none"
+    nested_types: ClassVar[bool] = True
+
+    def extension(self, options: WriterOptions) -> str:
+        base = "json" if options.json_array else "ndjson"
+        return {"none": base, "gzip": f"{base}.gz", "zstd": f"{base}.zst", "lz4": f"{base}.lz4"}[options.compression]
+
+    def open(self, sink: BinaryIO, schema: pa.Schema, options: WriterOptions) -> None:
+        self._out = open_compressed(sink, options.compression)
+        self._array = options.json_array
+        self._first = True
+        if self._array:
+            self._out.write(b"[")
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if not batch.num_rows:
+            return
+        frame = pl.from_arrow(pa.Table.from_batches([batch]))
+        assert isinstance(frame, pl.DataFrame)
+        buffer = io.BytesIO()
+        frame.write_ndjson(buffer)
+        lines = buffer.getvalue()
+        if self._array:
+            # JSON strings escape newlines, so every b"\n" ends an object.
+            body = lines[:-1].replace(b"\n", b",\n")
+            lines = (b"\n" if self._first else b",\n") + body
+        self._out.write(lines)
+        self._first = False
+
+    def close(self) -> None:
+        if self._array:
+            self._out.write(b"\n]\n" if not self._first else b"]\n")
+        self._out.close()
+
+
+class Hdf5Writer:
+    """HDF5 with one resizable dataset per column under `/data` (h5py/PyTables readable).
+
+    Strings are variable-length UTF-8 (null → ""); timestamps are int64 in the column's
+    unit (attributes `unit`, `timezone`); booleans are HDF5 booleans; nullable integer
+    columns are float64 with NaN for null, as are floats. HDF5 needs a seekable file, so the
+    file is built in a local temporary file and copied to the sink on close.
+    """
+
+    compressions: ClassVar[tuple[str, ...]] = ("gzip", "lzf", "none")
+    default_compression: ClassVar[str] = "gzip"
+    nested_types: ClassVar[bool] = False
+
+    def extension(self, options: WriterOptions) -> str:
+        return "h5"
+
+    def open(self, sink: BinaryIO, schema: pa.Schema, options: WriterOptions) -> None:
+        import h5py
+
+        self._sink = sink
+        handle, self._path = tempfile.mkstemp(suffix=".h5")
+        os.close(handle)
+        self._file = h5py.File(self._path, "w")
+        group = self._file.create_group("data")
+        compression: dict[str, Any] = {}
+        if options.compression == "gzip":
+            compression = {"compression": "gzip", "compression_opts": 1}
+        elif options.compression == "lzf":
+            compression = {"compression": "lzf"}
+        self._datasets = {}
+        self._fields = list(schema)
+        for field in schema:
+            dtype, attrs = _hdf5_dtype(field)
+            dataset = group.create_dataset(
+                field.name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(16_384,), **compression
+            )
+            dataset.attrs.update(attrs)
+            self._datasets[field.name] = dataset
+        self._rows = 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if not batch.num_rows:
+            return
+        end = self._rows + batch.num_rows
+        for field, column in zip(self._fields, batch.columns, strict=True):
+            dataset = self._datasets[field.name]
+            dataset.resize((end,))
+            dataset[self._rows : end] = _hdf5_values(field, column)
+        self._rows = end
+
+    def close(self) -> None:
+        try:
+            self._file.attrs["rows"] = self._rows
+            self._file.close()
+            with open(self._path, "rb") as local:
+                shutil.copyfileobj(local, self._sink, 4 * 1024 * 1024)
+        finally:
+            os.unlink(self._path)
+
+
+def _hdf5_dtype(field: pa.Field) -> tuple[Any, dict[str, Any]]:
+    import h5py
+
+    t = field.type
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return h5py.string_dtype("utf-8"), {}
+    if pa.types.is_timestamp(t):
+        return np.int64, {"unit": t.unit, "timezone": t.tz or ""}
+    if pa.types.is_date32(t):
+        return np.int32, {"unit": "days since 1970-01-01"}
+    if pa.types.is_boolean(t):
+        return np.bool_, {}
+    if pa.types.is_integer(t) and field.nullable:
+        return np.float64, {"nullable_integer": True}
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        return t.to_pandas_dtype(), {}
+    raise TypeError(f"column {field.name!r} of type {t} cannot be written to HDF5; flatten it first")
+
+
+def _hdf5_values(field: pa.Field, column: pa.Array) -> np.ndarray:
+    t = field.type
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return column.fill_null("").to_numpy(zero_copy_only=False)
+    if pa.types.is_timestamp(t):
+        return column.cast(pa.int64()).fill_null(0).to_numpy()
+    if pa.types.is_date32(t):
+        return column.cast(pa.int32()).fill_null(0).to_numpy()
+    if pa.types.is_boolean(t):
+        return column.fill_null(False).to_numpy(zero_copy_only=False)
+    if pa.types.is_integer(t) and field.nullable or pa.types.is_floating(t):
+        return column.cast(pa.float64()).fill_null(float("nan")).to_numpy(zero_copy_only=False)
+    return column.fill_null(0).to_numpy(zero_copy_only=False)
+
+
+_REGISTRY: dict[str, ExporterFactory] = {}
+_REGISTRY_LOCK = threading.Lock()
+_ENTRY_POINTS_LOADED = False
+
+
+class UnknownFormat(LookupError):
+    """No writer is registered under this name."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(f"unknown export format {name!r}; known formats: {', '.join(known)}")
+        self.name = name
+        self.known = known
+
+
+def register_exporter(name: str, writer: ExporterFactory) -> None:
+    """Make `POST /export/{name}` and `arbitrage export name` use `writer`.
+
+    Args:
+        name: format name, lower case letters, digits, `_` or `-`.
+        writer: a class (or any factory) whose instances follow the `Exporter` protocol.
+    """
+    if not name or not all(c.isalnum() or c in "_-" for c in name) or name != name.lower():
+        raise ValueError(f"format name must be lower-case letters, digits, '_' or '-': {name!r}")
+    with _REGISTRY_LOCK:
+        _REGISTRY[name] = writer
+
+
+def exporter_factory(name: str) -> ExporterFactory:
+    """The writer registered under `name`. Raises `UnknownFormat` listing the known names."""
+    _load_entry_points()
+    with _REGISTRY_LOCK:
+        factory = _REGISTRY.get(name)
+    if factory is None:
+        raise UnknownFormat(name, formats())
+    return factory
+
+
+def formats() -> list[str]:
+    """Names of every registered format, sorted."""
+    _load_entry_points()
+    with _REGISTRY_LOCK:
+        return sorted(_REGISTRY)
+
+
+def _load_entry_points() -> None:
+    global _ENTRY_POINTS_LOADED
+    if _ENTRY_POINTS_LOADED:
+        return
+    _ENTRY_POINTS_LOADED = True
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        register_exporter(point.name, point.load())
+
+
+def _register_builtins() -> None:
+    from arbitrage.export._tfrecord import TFRecordWriter
+
+    for name, writer in {
+        "csv": CsvWriter,
+        "parquet": ParquetWriter,
+        "json": JsonWriter,
+        "hdf5": Hdf5Writer,
+        "arrow": ArrowWriter,
+        "tfrecord": TFRecordWriter,
+    }.items():
+        register_exporter(name, writer)
+
+
+_register_builtins()
