@@ -33,12 +33,16 @@ KNOWN_DECIMALS: dict[str, int] = {
     "4k3Dyjzvzp8eMZWUXbBCjEvwSkkk59S5iCNLY3QrkX6R": 6,  # RAY
 }
 
-_BASE58 = "[1-9A-HJ-NP-Za-km-z]"
-Signature = Annotated[str, msgspec.Meta(pattern=f"^{_BASE58}{{64,88}}$")]
-Pubkey = Annotated[str, msgspec.Meta(pattern=f"^{_BASE58}{{32,44}}$")]
-Slot = Annotated[int, msgspec.Meta(gt=0, lt=2**63)]
-RawAmount = Annotated[int, msgspec.Meta(ge=0, lt=2**64)]
-Lamports = Annotated[int, msgspec.Meta(ge=0, lt=2**64)]
+# Lengths are checked while decoding; the base58 alphabet is checked on whole columns
+# afterwards (arbitrage.ingest), which is several times faster than a regex per value.
+BASE58_PATTERN = "^[1-9A-HJ-NP-Za-km-z]+$"
+Signature = Annotated[str, msgspec.Meta(min_length=64, max_length=88)]
+Pubkey = Annotated[str, msgspec.Meta(min_length=32, max_length=44)]
+Slot = Annotated[int, msgspec.Meta(gt=0, le=2**63 - 1)]
+# msgspec bounds stop at int64; the < 2^64 ceiling of these is checked when columns are built.
+RawAmount = Annotated[int, msgspec.Meta(ge=0)]
+Lamports = Annotated[int, msgspec.Meta(ge=0)]
+UINT64_LIMIT = 2**64
 Decimals = Annotated[int, msgspec.Meta(ge=0, le=18)]
 DexName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 

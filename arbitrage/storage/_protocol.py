@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
+from datetime import datetime
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -41,3 +42,6 @@ class Warehouse(Protocol):
 
     async def insert_arrow(self, table: str, data: pa.Table) -> None:
         """Insert an Arrow table whose column names are a subset of the table's."""
+
+    async def known_signatures(self, signatures: pa.Array, start: datetime, end: datetime) -> set[str]:
+        """Which of `signatures` are stored with a block time in [start, end] (ingest dedup)."""

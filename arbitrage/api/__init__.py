@@ -1,0 +1,12 @@
+"""HTTP controllers: thin skins that parse, authorise, call a service and answer."""
+
+from arbitrage.api._deps import DEPENDENCIES
+from arbitrage.api._errors import EXCEPTION_HANDLERS
+from arbitrage.api.health import HealthController
+from arbitrage.api.ingest import IngestController
+from arbitrage.api.stats import StatsController
+from arbitrage.api.transactions import TransactionController
+
+CONTROLLERS = [HealthController, IngestController, StatsController, TransactionController]
+
+__all__ = ["CONTROLLERS", "DEPENDENCIES", "EXCEPTION_HANDLERS"]

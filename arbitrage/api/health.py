@@ -1,0 +1,50 @@
+"""Liveness of each component, and Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from litestar import Controller, Response, get
+from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from arbitrage.services import Services
+from arbitrage.telemetry import METRICS
+
+_CHECK_TIMEOUT_S = 2.0
+
+
+async def _warehouse(services: Services) -> dict[str, Any]:
+    latency = await services.warehouse.ping()
+    return {"status": "healthy", "latency_ms": round(latency, 2), "backend": services.warehouse.backend}
+
+
+class HealthController(Controller):
+    tags = ["operations"]
+
+    @get("/health", description="200 when the service can store and serve data, 503 when the warehouse cannot.")
+    async def health(self, services: Services) -> Response[dict[str, Any]]:
+        checks = {"warehouse": lambda: _warehouse(services), **services.health_checks}
+        components: dict[str, dict[str, Any]] = {}
+        for name, check in checks.items():
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            try:
+                components[name] = await asyncio.wait_for(check(), _CHECK_TIMEOUT_S)
+            except Exception as exc:
+                components[name] = {"status": "unhealthy", "error": str(exc)[:200]}
+            components[name].setdefault("latency_ms", round((loop.time() - started) * 1000, 2))
+        statuses = {c["status"] for c in components.values()}
+        if components["warehouse"]["status"] == "unhealthy":
+            status = "unhealthy"
+        elif statuses - {"healthy", "disabled"}:
+            status = "degraded"
+        else:
+            status = "healthy"
+        code = HTTP_503_SERVICE_UNAVAILABLE if status == "unhealthy" else HTTP_200_OK
+        return Response({"status": status, "components": components}, status_code=code)
+
+    @get("/metrics", description="Prometheus text exposition.", media_type=CONTENT_TYPE_LATEST)
+    async def metrics(self) -> bytes:
+        return generate_latest(METRICS.registry)

@@ -1,0 +1,124 @@
+"""Transactions: newest-first pages, one by signature, and historical ranges."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime, time
+from typing import Annotated
+
+import msgspec
+from litestar import Controller, Request, get
+from litestar.exceptions import NotFoundException
+from litestar.params import Parameter
+from litestar.response import Stream
+
+from arbitrage.errors import ValidationError
+from arbitrage.storage import TransactionFilter, TransactionReader, decode_cursor, encode_cursor
+from arbitrage.stream import RecentTransactions, render_transactions
+
+Limit = Annotated[int, Parameter(ge=1, le=1000, description="Page size, 1-1000.")]
+Token = Annotated[str | None, Parameter(min_length=32, max_length=44, description="Mint anywhere in the route.")]
+Dex = Annotated[str | None, Parameter(min_length=1, max_length=64, description="DEX of any leg.")]
+Signer = Annotated[str | None, Parameter(min_length=32, max_length=44, description="Signer public key.")]
+MinProfit = Annotated[float | None, Parameter(description="Minimum net profit, SOL.")]
+
+
+class TransactionPage(msgspec.Struct):
+    items: list[msgspec.Raw]
+    next_cursor: str | None
+
+
+def _filters(token: str | None, dex: str | None, signer: str | None, min_profit_sol: float | None) -> TransactionFilter:
+    return TransactionFilter(token=token, dex=dex, signer=signer, min_profit_sol=min_profit_sol)
+
+
+def parse_time(value: str, field: str, *, end_of_day: bool = False) -> datetime:
+    """A date (YYYY-MM-DD) or an RFC 3339 datetime; dates of `end` mean the whole day."""
+    try:
+        if len(value) == 10:
+            day = date.fromisoformat(value)
+            moment = datetime.combine(day, time.max if end_of_day else time.min, UTC)
+            return moment
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ValidationError(field, f"not a date or RFC 3339 datetime: {value!r}") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class TransactionController(Controller):
+    tags = ["transactions"]
+
+    @get("/transactions", description="Newest first. Pass `next_cursor` back as `cursor` for the next page.")
+    async def list_transactions(
+        self,
+        reader: TransactionReader,
+        recent: RecentTransactions,
+        limit: Limit = 100,
+        cursor: Annotated[str | None, Parameter(max_length=200)] = None,
+        token: Token = None,
+        dex: Dex = None,
+        signer: Signer = None,
+        min_profit_sol: MinProfit = None,
+    ) -> TransactionPage:
+        filters = _filters(token, dex, signer, min_profit_sol)
+        before = decode_cursor(cursor) if cursor else None
+        items = recent.page(limit + 1, before) if filters.is_empty else None
+        if items is None:
+            frame = await reader.page(filters, limit + 1, before)
+            items = render_transactions(frame)
+        more = len(items) > limit
+        items = items[:limit]
+        next_cursor = None
+        if more:
+            last = msgspec.json.decode(items[-1])
+            next_cursor = encode_cursor(datetime.fromisoformat(last["block_time"].replace("Z", "+00:00")), last["signature"])
+        return TransactionPage([msgspec.Raw(i) for i in items], next_cursor)
+
+    @get("/transactions/{signature:str}", description="One transaction; 404 when it is not stored.")
+    async def get_transaction(
+        self, reader: TransactionReader, signature: Annotated[str, Parameter(min_length=64, max_length=88)]
+    ) -> msgspec.Raw:
+        frame = await reader.get(signature)
+        if frame.is_empty():
+            raise NotFoundException(f"transaction {signature} not found")
+        return msgspec.Raw(render_transactions(frame)[0])
+
+    @get(
+        "/historical",
+        description="Transactions with start <= block_time <= end, oldest first, streamed: a JSON array, "
+        "or NDJSON with `Accept: application/x-ndjson`. Dates (YYYY-MM-DD) or RFC 3339 datetimes.",
+    )
+    async def historical(
+        self,
+        request: Request[object, object, object],
+        reader: TransactionReader,
+        start: Annotated[str, Parameter(max_length=40)],
+        end: Annotated[str, Parameter(max_length=40)],
+        token: Token = None,
+        dex: Dex = None,
+        signer: Signer = None,
+        min_profit_sol: MinProfit = None,
+        limit: Annotated[int, Parameter(ge=1, le=1_000_000)] = 100_000,
+    ) -> Stream:
+        start_at = parse_time(start, "start")
+        end_at = parse_time(end, "end", end_of_day=True)
+        if end_at < start_at:
+            raise ValidationError("end", "is before start")
+        filters = msgspec.structs.replace(_filters(token, dex, signer, min_profit_sol), start=start_at, end=end_at)
+        ndjson = "ndjson" in (request.headers.get("accept") or "")
+
+        async def body() -> AsyncIterator[bytes]:
+            first = True
+            if not ndjson:
+                yield b"["
+            async for frame in reader.historical(filters, limit):
+                rows = render_transactions(frame)
+                if ndjson:
+                    yield b"\n".join(rows) + b"\n"
+                else:
+                    yield (b"" if first else b",") + b",".join(rows)
+                first = False
+            if not ndjson:
+                yield b"]"
+
+        return Stream(body(), media_type="application/x-ndjson" if ndjson else "application/json")

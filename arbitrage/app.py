@@ -1,0 +1,120 @@
+"""create_app(settings) → the Litestar app: routes, dependencies, lifespan, error mapping."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import swagger_ui_bundle
+from litestar import Litestar
+from litestar.config.response_cache import ResponseCacheConfig
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.static_files import create_static_files_router
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from arbitrage import __version__
+from arbitrage.api import CONTROLLERS, DEPENDENCIES, EXCEPTION_HANDLERS
+from arbitrage.config import Settings
+from arbitrage.ingest import IngestService
+from arbitrage.services import Services
+from arbitrage.storage import TransactionReader, open_warehouse
+from arbitrage.stream import RecentTransactions, render_transactions
+from arbitrage.telemetry import METRICS
+
+log = logging.getLogger(__name__)
+
+_SWAGGER_ASSETS = Path(swagger_ui_bundle.swagger_ui_path)
+
+
+def create_app(settings: Settings) -> Litestar:
+    """The whole service for these settings; nothing starts until the lifespan runs."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        services = await start_services(settings)
+        app.state.services = services
+        background: list[asyncio.Task[None]] = []
+        if settings.demo.enabled:
+            from arbitrage.demo import feed_demo
+
+            background.append(asyncio.create_task(feed_demo(services.ingest, settings.demo.rate), name="demo"))
+        try:
+            yield
+        finally:
+            for task in background:
+                task.cancel()
+            for task in background:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await services.warehouse.close()
+
+    openapi = OpenAPIConfig(
+        title="arbitrage",
+        version=__version__,
+        description="Solana arbitrage transactions as an API, live streams and ML-ready datasets.",
+        path="/schema",
+        render_plugins=[
+            SwaggerRenderPlugin(
+                js_url="/schema/assets/swagger-ui-bundle.js",
+                css_url="/schema/assets/swagger-ui.css",
+                standalone_preset_js_url="/schema/assets/swagger-ui-standalone-preset.js",
+            )
+        ],
+    )
+    return Litestar(
+        route_handlers=[
+            *CONTROLLERS,
+            create_static_files_router(path="/schema/assets", directories=[_SWAGGER_ASSETS], include_in_schema=False),
+        ],
+        dependencies=DEPENDENCIES,
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        lifespan=[lifespan],
+        openapi_config=openapi,
+        middleware=[_request_metrics],
+        request_max_body_size=settings.ingest.max_body_bytes,
+        response_cache_config=ResponseCacheConfig(default_expiration=1),
+        debug=False,
+    )
+
+
+async def start_services(settings: Settings) -> Services:
+    """Open the warehouse (applying migrations) and build what handlers need."""
+    warehouse = open_warehouse(settings.storage)
+    await warehouse.start()
+    reader = TransactionReader(warehouse)
+    recent = RecentTransactions(settings.ingest.recent_buffer)
+    newest = await reader.newest(settings.ingest.recent_buffer)
+    if not newest.is_empty():
+        recent.add(newest["block_time"], newest["signature"], render_transactions(newest))
+    ingest = IngestService(warehouse, recent, max_pending_batches=settings.ingest.max_pending_batches)
+    return Services(settings=settings, warehouse=warehouse, ingest=ingest, reader=reader, recent=recent)
+
+
+def _request_metrics(app: ASGIApp) -> ASGIApp:
+    """Record each HTTP request's latency by route template (bounded label values)."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = "500"
+
+        async def send_wrapper(message: dict) -> None:  # type: ignore[type-arg]
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = str(message["status"])
+            await send(message)  # type: ignore[arg-type]
+
+        try:
+            await app(scope, receive, send_wrapper)  # type: ignore[arg-type]
+        finally:
+            route = scope.get("path_template") or "unmatched"
+            METRICS.request_seconds.labels(scope["method"], route, status).observe(time.perf_counter() - started)
+
+    return middleware

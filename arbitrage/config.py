@@ -1,0 +1,201 @@
+"""Typed settings from `config.toml`, overridden by `ARB_<SECTION>__<KEY>` variables.
+
+Each field's docstring is the documentation of its `config.toml` key. Unknown keys and
+bad values raise `ConfigError` naming the key, which the CLI turns into exit code 2.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from arbitrage.errors import ConfigError
+
+ENV_PREFIX = "ARB_"
+SECRET_KEYS = frozenset({"admin_token", "jwt_secret", "s3_secret_access_key", "password", "sasl_password"})
+
+
+class ServerSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    host: str = "127.0.0.1"
+    """Address to bind. Anything but loopback requires auth (see [auth])."""
+    port: int = 8080
+    """TCP port of the HTTP API."""
+    workers: int = 1
+    """Granian workers. The embedded warehouse allows only one process, so keep 1 with it."""
+
+
+class StorageSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    backend: Literal["embedded", "clickhouse"] = "embedded"
+    """`embedded` runs ClickHouse in-process (chdb); `clickhouse` talks to a server."""
+    data_dir: str = "./data"
+    """Where the embedded warehouse keeps its data; one process owns it at a time."""
+    url: str = ""
+    """Server URL for the clickhouse backend, e.g. clickhouse://user:pass@127.0.0.1:9000/arbitrage."""
+    http_url: str = ""
+    """HTTP interface of the server for Arrow bulk inserts; derived from `url` (port 8123) when empty."""
+    cluster: str = ""
+    """ClickHouse cluster name: migrations create replicated tables ON CLUSTER with Distributed fronts."""
+    database: str = "arbitrage"
+    """Database that holds the tables."""
+    pool_size: int = 8
+    """Connections in the clickhouse backend's pool."""
+    max_concurrent_queries: int = 4
+    """Warehouse queries allowed at once; further requests wait their turn."""
+
+
+class IngestSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    max_body_bytes: int = 64 * 1024 * 1024
+    """Largest accepted request body for POST /ingest; larger bodies get 413."""
+    max_pending_batches: int = 8
+    """Batches allowed to wait for the warehouse; beyond it ingest answers 503 + Retry-After."""
+    recent_buffer: int = 10_000
+    """Newest stored transactions kept in memory for the first page of /transactions and replay."""
+
+
+class KafkaSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    enabled: bool = False
+    """Consume `topic_transactions` beside the HTTP server."""
+    bootstrap_servers: str = "127.0.0.1:9092"
+    """Comma-separated broker addresses."""
+    group_id: str = "arbitrage-backend"
+    """Consumer group of the ingest consumer."""
+    topic_transactions: str = "arbitrage-transactions"
+    """Topic of contract records, signature as key."""
+    topic_opportunities: str = "arbitrage-opportunities"
+    """Profitable stored transactions are produced here."""
+    topic_risk: str = "risk-metrics"
+    """Risk metrics of stored transactions are produced here."""
+    topic_dlq: str = "arbitrage-dlq"
+    """Messages that fail decoding or validation, with the reason in headers."""
+    batch_size: int = 10_000
+    """Records per warehouse insert."""
+    batch_timeout_ms: int = 500
+    """Longest wait before a partial batch is stored."""
+    extra: dict[str, str] = msgspec.field(default_factory=dict)
+    """Passed through to librdkafka (security.protocol, sasl.*, ...)."""
+
+
+class RedisSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    url: str = ""
+    """redis://127.0.0.1:6379/0 to share cache, rate limits and fan-out across processes; empty = memory."""
+    cache_ttl_seconds: float = 2.0
+    """Lifetime of cached hot read responses."""
+
+
+class ExportSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    dir: str = "./exports"
+    """Default destination of exports."""
+
+
+class AuthSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    enabled: bool = False
+    """Require credentials on every route but /health and /metrics."""
+    admin_token: str = ""
+    """Admin credential; generated on first start when empty."""
+
+
+class DemoSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    enabled: bool = False
+    """Feed simulated transactions into the running server (same as `serve --demo`)."""
+    rate: float = 200.0
+    """Simulated transactions per second."""
+
+
+class TelemetrySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    log_level: str = "INFO"
+    """Root log level."""
+    log_format: Literal["console", "json"] = "console"
+    """Log line format."""
+
+
+class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    server: ServerSettings = msgspec.field(default_factory=ServerSettings)
+    storage: StorageSettings = msgspec.field(default_factory=StorageSettings)
+    ingest: IngestSettings = msgspec.field(default_factory=IngestSettings)
+    kafka: KafkaSettings = msgspec.field(default_factory=KafkaSettings)
+    redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
+    export: ExportSettings = msgspec.field(default_factory=ExportSettings)
+    auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
+    demo: DemoSettings = msgspec.field(default_factory=DemoSettings)
+    telemetry: TelemetrySettings = msgspec.field(default_factory=TelemetrySettings)
+
+
+def load_settings(
+    path: str | Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Read settings: file, then `ARB_*` environment, then `overrides` ("section.key" → value).
+
+    A missing file is fine only when no path was asked for explicitly.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError(f"config file not found: {file}")
+        try:
+            raw = tomllib.loads(file.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: {exc}") from exc
+    for name, value in (env if env is not None else os.environ).items():
+        if name.startswith(ENV_PREFIX) and "__" in name:
+            section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
+            raw.setdefault(section, {})[key] = _parse_env_value(value)
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        raw.setdefault(section, {})[key] = value
+    try:
+        return msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {_name_key(str(exc))}") from exc
+
+
+def default_config_path() -> Path | None:
+    """`ARB_CONFIG` if set, else `./config.toml` when it exists."""
+    explicit = os.environ.get("ARB_CONFIG")
+    if explicit:
+        return Path(explicit)
+    local = Path("config.toml")
+    return local if local.is_file() else None
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """Settings as plain data with every secret replaced, for logs and /admin/config."""
+    data: dict[str, Any] = msgspec.to_builtins(settings)
+    for section in data.values():
+        for key in section:
+            if key in SECRET_KEYS and section[key]:
+                section[key] = "***"
+        if "url" in section and section["url"]:
+            section["url"] = re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", section["url"])
+        if "extra" in section:
+            section["extra"] = {k: ("***" if "password" in k or "secret" in k else v) for k, v in section["extra"].items()}
+    return data
+
+
+def _parse_env_value(value: str) -> Any:
+    """Environment values are TOML literals when they parse as one, else plain strings."""
+    try:
+        return tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return value
+
+
+def _name_key(message: str) -> str:
+    """Turn msgspec's `... - at `$.server.port`` into `server.port: ...`."""
+    match = re.search(r"^(.*?)(?: - at `\$\.?(.*)`)?$", message)
+    if not match or not match.group(2):
+        return message
+    reason, where = match.group(1), match.group(2)
+    field = re.search(r"unknown field `([^`]+)`", reason)
+    if field:
+        return f"unknown key `{where}.{field.group(1)}`"
+    return f"`{where}`: {reason}"

@@ -1,0 +1,19 @@
+"""Validation, batching, dedup and dead letters for every source."""
+
+from arbitrage.ingest._decode import RAW_SCHEMA, DecodedBatch, Reject, decode_body, decode_records, encoding_for
+from arbitrage.ingest._derive import derive
+from arbitrage.ingest._service import Enricher, IngestReport, IngestService, RecordError
+
+__all__ = [
+    "RAW_SCHEMA",
+    "DecodedBatch",
+    "Enricher",
+    "IngestReport",
+    "IngestService",
+    "RecordError",
+    "Reject",
+    "decode_body",
+    "decode_records",
+    "derive",
+    "encoding_for",
+]

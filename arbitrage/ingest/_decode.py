@@ -1,0 +1,400 @@
+"""Bytes in any accepted encoding → a columnar batch of contract records, plus rejects.
+
+The fast path decodes a whole body with one typed msgspec call and builds columns;
+only when that fails does it decode record by record, to keep the good records and to
+name the field that broke a rule in each bad one. Rules that depend on the clock
+(`block_time` range) and the Arrow IPC path are checked on columns with polars.
+"""
+
+from __future__ import annotations
+
+import gc
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+import msgspec
+import polars as pl
+import pyarrow as pa
+
+from arbitrage.errors import ValidationError
+from arbitrage.model import BASE58_PATTERN, EARLIEST_BLOCK_TIME, MAX_CLOCK_SKEW, MAX_LEGS, UINT64_LIMIT, Leg, TransactionIn
+
+JSON = "json"
+NDJSON = "ndjson"
+MSGPACK = "msgpack"
+ARROW = "arrow"
+
+_CONTENT_TYPES = {
+    "application/json": JSON,
+    "application/x-ndjson": NDJSON,
+    "application/ndjson": NDJSON,
+    "application/jsonl": NDJSON,
+    "application/msgpack": MSGPACK,
+    "application/x-msgpack": MSGPACK,
+    "application/vnd.msgpack": MSGPACK,
+    "application/vnd.apache.arrow.stream": ARROW,
+}
+
+RAW_LEG_SCHEMA = pa.struct(
+    [
+        ("dex", pa.string()),
+        ("pool", pa.string()),
+        ("token_in", pa.string()),
+        ("token_out", pa.string()),
+        ("amount_in", pa.uint64()),
+        ("amount_out", pa.uint64()),
+        ("decimals_in", pa.uint8()),
+        ("decimals_out", pa.uint8()),
+        ("reserve_in", pa.uint64()),
+        ("reserve_out", pa.uint64()),
+    ]
+)
+RAW_SCHEMA = pa.schema(
+    [
+        ("signature", pa.string()),
+        ("slot", pa.uint64()),
+        ("block_time", pa.int64()),
+        ("signer", pa.string()),
+        ("success", pa.bool_()),
+        ("fee_lamports", pa.uint64()),
+        ("priority_fee_lamports", pa.uint64()),
+        ("jito_tip_lamports", pa.uint64()),
+        ("compute_units_consumed", pa.uint64()),
+        ("compute_unit_limit", pa.uint64()),
+        ("bundle_id", pa.string()),
+        ("leader", pa.string()),
+        ("legs", pa.list_(RAW_LEG_SCHEMA)),
+    ]
+)
+"""Columns of a decoded batch; also the schema documented for Arrow IPC ingest (`block_time` in ms)."""
+
+_SCALAR_FIELDS = [f.name for f in RAW_SCHEMA if f.name not in ("legs", "block_time")]
+_LEG_FIELDS = [f.name for f in RAW_LEG_SCHEMA]
+_BASE58 = BASE58_PATTERN
+_LEG_DTYPES = {f.name: pl.from_arrow(pa.array([], f.type)).dtype for f in RAW_LEG_SCHEMA}
+
+
+class Reject(msgspec.Struct):
+    """A record that broke the contract: where it was in the body, which field, why."""
+
+    index: int
+    field: str
+    reason: str
+    raw: bytes
+
+
+class DecodedBatch(msgspec.Struct):
+    """Valid records as columns (`RAW_SCHEMA`, body order) and the rejects."""
+
+    frame: pl.DataFrame
+    rejects: list[Reject]
+    indexes: list[int]
+    """Position in the body of each row of `frame`."""
+
+
+def encoding_for(content_type: str | None, body: bytes) -> str:
+    """Pick the decoder from the Content-Type, sniffing JSON vs NDJSON when unsure."""
+    media = (content_type or "").split(";")[0].strip().lower()
+    encoding = _CONTENT_TYPES.get(media)
+    if encoding in (MSGPACK, ARROW, NDJSON):
+        return encoding
+    head = body.lstrip()[:1]
+    return JSON if head == b"[" else NDJSON
+
+
+def decode_body(body: bytes, encoding: str, *, now: datetime | None = None) -> DecodedBatch:
+    """Decode a request body. Raises ValidationError when the body as a whole is unreadable."""
+    with _gc_paused():
+        if encoding == ARROW:
+            return _decode_arrow(body, now)
+        if encoding == MSGPACK:
+            return _decode_items(body, msgspec.msgpack.Decoder(list[TransactionIn]), _MSGPACK_RAW, now)
+        if encoding == JSON:
+            return _decode_items(body, _JSON_LIST, _JSON_RAW, now)
+        return _decode_ndjson(body, now)
+
+
+def decode_records(records: Sequence[bytes], *, now: datetime | None = None) -> DecodedBatch:
+    """Decode one JSON object per element (Kafka messages, NDJSON lines)."""
+    with _gc_paused():
+        return _decode_elements(list(records), now)
+
+
+_JSON_LIST = msgspec.json.Decoder(list[TransactionIn])
+_JSON_ONE = msgspec.json.Decoder(TransactionIn)
+_JSON_RAW = msgspec.json.Decoder(list[msgspec.Raw])
+_MSGPACK_RAW = msgspec.msgpack.Decoder(list[msgspec.Raw])
+_MSGPACK_ONE = msgspec.msgpack.Decoder(TransactionIn)
+
+
+def _decode_items(
+    body: bytes,
+    fast: msgspec.json.Decoder[list[TransactionIn]] | msgspec.msgpack.Decoder[list[TransactionIn]],
+    raw: msgspec.json.Decoder[list[msgspec.Raw]] | msgspec.msgpack.Decoder[list[msgspec.Raw]],
+    now: datetime | None,
+) -> DecodedBatch:
+    name = "JSON" if raw is _JSON_RAW else "msgpack"
+    try:
+        records = fast.decode(body)
+    except msgspec.ValidationError:
+        pass
+    except msgspec.DecodeError as exc:
+        raise ValidationError("$", f"body is not a valid {name} array: {exc}") from exc
+    else:
+        return _finish(records, list(range(len(records))), [], now, lambda i: msgspec.json.encode(records[i]))
+    try:
+        elements = [bytes(e) for e in raw.decode(body)]
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ValidationError("$", f"body is not a {name} array of records: {exc}") from exc
+    one = _MSGPACK_ONE if raw is _MSGPACK_RAW else _JSON_ONE
+    return _decode_each(elements, one, now)
+
+
+def _decode_ndjson(body: bytes, now: datetime | None) -> DecodedBatch:
+    lines = [line for line in body.split(b"\n") if line.strip()]
+    if not lines:
+        raise ValidationError("$", "body holds no records")
+    return _decode_elements(lines, now, whole_body=body)
+
+
+def _decode_elements(elements: list[bytes], now: datetime | None, whole_body: bytes | None = None) -> DecodedBatch:
+    joined = b"[" + b",".join(elements) + b"]"
+    try:
+        records = _JSON_LIST.decode(joined)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        batch = _decode_each(elements, _JSON_ONE, now)
+        if whole_body is not None and not len(batch.frame) and all(r.field == "$" for r in batch.rejects):
+            if not any(_looks_like_json(e) for e in elements):
+                raise ValidationError("$", "body is not JSON or NDJSON") from None
+        return batch
+    return _finish(records, list(range(len(records))), [], now, elements.__getitem__)
+
+
+def _looks_like_json(element: bytes) -> bool:
+    try:
+        msgspec.json.decode(element)
+    except msgspec.DecodeError:
+        return False
+    return True
+
+
+def _decode_each(
+    elements: list[bytes],
+    one: msgspec.json.Decoder[TransactionIn] | msgspec.msgpack.Decoder[TransactionIn],
+    now: datetime | None,
+) -> DecodedBatch:
+    records: list[TransactionIn] = []
+    indexes: list[int] = []
+    rejects: list[Reject] = []
+    for index, element in enumerate(elements):
+        try:
+            records.append(one.decode(element))
+            indexes.append(index)
+        except msgspec.ValidationError as exc:
+            field, reason = field_and_reason(str(exc))
+            rejects.append(Reject(index, field, reason, element))
+        except msgspec.DecodeError as exc:
+            rejects.append(Reject(index, "$", f"malformed record: {exc}", element))
+    return _finish(records, indexes, rejects, now, elements.__getitem__)
+
+
+def _finish(
+    records: list[TransactionIn],
+    indexes: list[int],
+    rejects: list[Reject],
+    now: datetime | None,
+    raw_of: Callable[[int], bytes],
+) -> DecodedBatch:
+    """`raw_of(body_index)` returns a record's original bytes, for its dead letter."""
+    try:
+        frame = _columns(records)
+    except (OverflowError, pa.ArrowInvalid):
+        keep: list[int] = []
+        for position, record in enumerate(records):
+            field = _first_oversized(record)
+            if field is None:
+                keep.append(position)
+            else:
+                rejects.append(Reject(indexes[position], field, "must be < 2^64", raw_of(indexes[position])))
+        records = [records[p] for p in keep]
+        indexes = [indexes[p] for p in keep]
+        frame = _columns(records)
+    return _check_rules(frame, indexes, rejects, now, raw_of)
+
+
+def _first_oversized(record: TransactionIn) -> str | None:
+    """The rare slow path: which unsigned 64-bit field of a record overflows."""
+    for name in ("fee_lamports", "priority_fee_lamports", "jito_tip_lamports", "compute_units_consumed", "compute_unit_limit"):
+        value = getattr(record, name)
+        if value is not None and value >= UINT64_LIMIT:
+            return name
+    for position, leg in enumerate(record.legs):
+        for name in ("amount_in", "amount_out", "reserve_in", "reserve_out"):
+            value = getattr(leg, name)
+            if value is not None and value >= UINT64_LIMIT:
+                return f"legs[{position}].{name}"
+    return None
+
+
+def _columns(records: list[TransactionIn]) -> pl.DataFrame:
+    """Structs → Arrow columns; legs become one flat struct array with list offsets."""
+    arrays: dict[str, pa.Array] = {}
+    for name in _SCALAR_FIELDS:
+        arrays[name] = pa.array([getattr(r, name) for r in records], RAW_SCHEMA.field(name).type)
+    arrays["block_time"] = pa.array([_epoch_ms(r.block_time) for r in records], pa.int64())
+    legs: list[Leg] = [leg for r in records for leg in r.legs]
+    offsets = [0]
+    for r in records:
+        offsets.append(offsets[-1] + len(r.legs))
+    leg_frame = pl.DataFrame(
+        {f: pl.Series(f, [getattr(leg, f) for leg in legs], dtype=_LEG_DTYPES[f]) for f in _LEG_FIELDS}
+    )
+    leg_struct = leg_frame.to_struct("legs").to_arrow()
+    arrays["legs"] = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), leg_struct)
+    table = pa.Table.from_arrays([arrays[f.name] for f in RAW_SCHEMA], schema=RAW_SCHEMA)
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def _epoch_ms(value: int | datetime) -> int:
+    if isinstance(value, int):
+        return value
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return int(value.timestamp() * 1000)
+
+
+def _decode_arrow(body: bytes, now: datetime | None) -> DecodedBatch:
+    try:
+        table = pa.ipc.open_stream(body).read_all()
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ValidationError("$", f"body is not an Arrow IPC stream: {exc}") from exc
+    for required in ("signature", "slot", "block_time", "signer", "legs", "fee_lamports"):
+        if required not in table.column_names:
+            raise ValidationError(required, "missing column")
+    columns = []
+    for field in RAW_SCHEMA:
+        if field.name in table.column_names:
+            column = table.column(field.name)
+            if field.name == "block_time" and pa.types.is_timestamp(column.type):
+                column = column.cast(pa.timestamp("ms", "UTC")).cast(pa.int64())
+            try:
+                columns.append(column.cast(field.type))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise ValidationError(field.name, f"column cannot be read as {field.type}: {exc}") from exc
+        else:
+            default = {"success": True, "priority_fee_lamports": 0, "jito_tip_lamports": 0}.get(field.name)
+            columns.append(pa.array([default] * table.num_rows, field.type))
+    frame = pl.from_arrow(pa.Table.from_arrays(columns, schema=RAW_SCHEMA))
+    assert isinstance(frame, pl.DataFrame)
+    return _check_rules(frame, list(range(len(frame))), [], now, lambda i: msgspec.json.encode(frame.row(i, named=True)))
+
+
+def _check_rules(
+    frame: pl.DataFrame,
+    indexes: list[int],
+    rejects: list[Reject],
+    now: datetime | None,
+    raw_of: Callable[[int], bytes],
+) -> DecodedBatch:
+    """Vectorised contract checks; each failing row becomes a Reject naming its first bad field."""
+    if frame.is_empty():
+        return DecodedBatch(frame, sorted(rejects, key=lambda r: r.index), indexes)
+    now = now or datetime.now(UTC)
+    latest_ms = int((now + MAX_CLOCK_SKEW).timestamp() * 1000)
+    earliest_ms = int(EARLIEST_BLOCK_TIME.timestamp() * 1000)
+    checks = _rule_checks(earliest_ms, latest_ms)
+    legs = frame.select(pl.int_range(pl.len()).alias("_row"), pl.col("legs")).explode("legs").unnest("legs")
+    legs = legs.with_columns(pl.int_range(pl.len()).over("_row").alias("_leg"))
+    leg_errors = legs.select(
+        "_row",
+        pl.coalesce(
+            *[
+                pl.when(cond).then(pl.format("legs[{}].{}", pl.col("_leg"), pl.lit(name)) + pl.lit("\x00" + reason))
+                for name, cond, reason in _LEG_CHECKS
+            ]
+        ).alias("_error"),
+    ).drop_nulls("_error")
+    leg_first = leg_errors.group_by("_row", maintain_order=True).first()
+    row_errors = frame.select(
+        pl.int_range(pl.len()).alias("_row"),
+        pl.coalesce(*[pl.when(cond).then(pl.lit(f"{name}\x00{reason}")) for name, cond, reason in checks]).alias("_row_error"),
+    ).join(leg_first, on="_row", how="left")
+    errors = row_errors.select("_row", pl.coalesce("_row_error", "_error").alias("error")).drop_nulls("error")
+    if errors.is_empty():
+        return DecodedBatch(frame, sorted(rejects, key=lambda r: r.index), indexes)
+    bad_rows = errors["_row"].to_list()
+    for row, message in zip(bad_rows, errors["error"].to_list(), strict=True):
+        field, _, reason = message.partition("\x00")
+        rejects.append(Reject(indexes[row], field, reason, raw_of(indexes[row])))
+    keep = pl.Series(range(len(frame))).is_in(bad_rows).not_()
+    kept_indexes = [i for i, k in zip(indexes, keep.to_list(), strict=True) if k]
+    return DecodedBatch(frame.filter(keep), sorted(rejects, key=lambda r: r.index), kept_indexes)
+
+
+def _rule_checks(earliest_ms: int, latest_ms: int) -> list[tuple[str, pl.Expr, str]]:
+    """(field, failing condition, reason) in field order; the first failing one is reported."""
+    sig_len = pl.col("signature").str.len_chars()
+    signer_len = pl.col("signer").str.len_chars()
+    n_legs = pl.col("legs").list.len()
+    return [
+        ("signature", pl.col("signature").is_null(), "required"),
+        ("signature", (sig_len < 64) | (sig_len > 88) | ~pl.col("signature").str.contains(_BASE58), "must be base58, 64-88 characters"),
+        ("slot", pl.col("slot").is_null() | (pl.col("slot") == 0) | (pl.col("slot") >= 2**63), "must be > 0 and < 2^63"),
+        ("block_time", pl.col("block_time").is_null(), "required"),
+        ("block_time", pl.col("block_time") < earliest_ms, "is before 2020-03-16"),
+        ("block_time", pl.col("block_time") > latest_ms, "is more than 1 h in the future"),
+        ("signer", pl.col("signer").is_null(), "required"),
+        ("signer", (signer_len < 32) | (signer_len > 44) | ~pl.col("signer").str.contains(_BASE58), "must be a base58 public key, 32-44 characters"),
+        ("legs", pl.col("legs").is_null() | (n_legs < 1) | (n_legs > MAX_LEGS), f"must hold 1-{MAX_LEGS} legs"),
+        ("fee_lamports", pl.col("fee_lamports").is_null(), "required"),
+        ("leader", pl.col("leader").is_not_null() & ~pl.col("leader").str.contains(r"^[1-9A-HJ-NP-Za-km-z]{32,44}$"), "must be a base58 public key"),
+    ]
+
+
+def _pubkey_bad(name: str) -> pl.Expr:
+    length = pl.col(name).str.len_chars()
+    return pl.col(name).is_null() | (length < 32) | (length > 44) | ~pl.col(name).str.contains(_BASE58)
+
+
+_LEG_CHECKS: list[tuple[str, pl.Expr, str]] = [
+    ("dex", pl.col("dex").is_null() | (pl.col("dex").str.len_chars() == 0), "required"),
+    ("pool", _pubkey_bad("pool"), "must be a base58 public key, 32-44 characters"),
+    ("token_in", _pubkey_bad("token_in"), "must be a base58 mint, 32-44 characters"),
+    ("token_out", _pubkey_bad("token_out"), "must be a base58 mint, 32-44 characters"),
+    ("amount_in", pl.col("amount_in").is_null(), "required"),
+    ("amount_out", pl.col("amount_out").is_null(), "required"),
+    ("decimals_in", pl.col("decimals_in") > 18, "must be 0-18"),
+    ("decimals_out", pl.col("decimals_out") > 18, "must be 0-18"),
+]
+
+_PATH = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+_MISSING = re.compile(r"missing required field `([^`]+)`")
+
+
+def field_and_reason(message: str) -> tuple[str, str]:
+    """msgspec's `Expected ... - at `$.legs[0].amount_in`` → ("legs[0].amount_in", "Expected ...")."""
+    match = _PATH.match(message)
+    reason = match.group("reason") if match else message
+    path = (match.group("path") if match else "") or ""
+    path = path.lstrip(".")
+    missing = _MISSING.search(reason)
+    if missing:
+        path = f"{path}.{missing.group(1)}" if path else missing.group(1)
+        reason = "required"
+    return path or "$", reason
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Decoding allocates many short-lived objects; the cyclic GC only slows it down."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()

@@ -1,0 +1,212 @@
+"""The ingest pipeline every source shares: decode → derive → dedup → enrich → store → publish.
+
+Stages that only read their batch (decode, derive) run in worker threads in parallel;
+stages that depend on order or on what is stored (dedup, features, insert) run under
+one writer lock, so a signature is stored once and features see batches in order.
+Only after the insert returns does a caller get its report (HTTP answer, Kafka commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Protocol
+
+import msgspec
+import polars as pl
+import pyarrow as pa
+
+from arbitrage.errors import Saturated, ValidationError
+from arbitrage.ingest._decode import DecodedBatch, Reject, decode_body, decode_records, encoding_for
+from arbitrage.ingest._derive import derive
+from arbitrage.storage import Warehouse
+from arbitrage.stream import RecentTransactions, render_transactions
+from arbitrage.telemetry import METRICS
+
+log = logging.getLogger(__name__)
+
+_DEAD_LETTER_SCHEMA = pa.schema(
+    [
+        ("received_at", pa.timestamp("ms", "UTC")),
+        ("source", pa.string()),
+        ("record_index", pa.uint32()),
+        ("field", pa.string()),
+        ("reason", pa.string()),
+        ("raw", pa.binary()),
+    ]
+)
+
+
+class Enricher(Protocol):
+    """A stage that adds columns to a batch in order (features, then risk)."""
+
+    def process(self, batch: pl.DataFrame) -> pl.DataFrame: ...
+
+
+class RecordError(msgspec.Struct):
+    index: int
+    field: str
+    reason: str
+
+
+class IngestReport(msgspec.Struct):
+    """What happened to a batch; the `POST /ingest` response body."""
+
+    accepted: int
+    duplicates: int
+    rejected: int
+    errors: list[RecordError]
+
+
+StoredListener = Callable[[pl.DataFrame], Awaitable[None]]
+
+
+class IngestService:
+    """Owns the writer lock and the admission bound shared by every source."""
+
+    def __init__(
+        self,
+        warehouse: Warehouse,
+        recent: RecentTransactions,
+        *,
+        enrichers: Sequence[Enricher] = (),
+        max_pending_batches: int = 8,
+    ) -> None:
+        self.warehouse = warehouse
+        self.recent = recent
+        self.enrichers = list(enrichers)
+        self.max_pending_batches = max_pending_batches
+        self._writer = asyncio.Lock()
+        self._pending = 0
+        self._listeners: list[StoredListener] = []
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def on_stored(self, listener: StoredListener) -> None:
+        """Call `listener(stored_batch)` after each successful insert (Kafka producers, ...)."""
+        self._listeners.append(listener)
+
+    def admit(self) -> None:
+        """Raise Saturated when more batches wait than the bound allows."""
+        if self._pending >= self.max_pending_batches:
+            METRICS.ingest_saturated.inc()
+            raise Saturated(retry_after=1)
+
+    async def ingest_body(self, body: bytes, content_type: str | None, *, source: str) -> IngestReport:
+        """Decode and store a request body. ValidationError when no record can be read at all."""
+        self.admit()
+        self._pending += 1
+        METRICS.ingest_pending.set(self._pending)
+        try:
+            started = time.perf_counter()
+            try:
+                decoded = await asyncio.to_thread(decode_body, body, encoding_for(content_type, body))
+            except ValidationError as exc:
+                await self._dead_letters([Reject(0, exc.field, exc.reason, body)], source)
+                raise
+            METRICS.ingest_batch_seconds.labels("decode").observe(time.perf_counter() - started)
+            return await self._store(decoded, source)
+        finally:
+            self._pending -= 1
+            METRICS.ingest_pending.set(self._pending)
+
+    async def ingest_records(self, records: Sequence[bytes], *, source: str) -> IngestReport:
+        """Store one JSON record per element (Kafka messages, file lines); waits instead of refusing."""
+        self._pending += 1
+        METRICS.ingest_pending.set(self._pending)
+        try:
+            decoded = await asyncio.to_thread(decode_records, records)
+            return await self._store(decoded, source)
+        finally:
+            self._pending -= 1
+            METRICS.ingest_pending.set(self._pending)
+
+    async def ingest_decoded(self, decoded: DecodedBatch, *, source: str) -> IngestReport:
+        """Store a batch another decoder produced (Solana, files)."""
+        return await self._store(decoded, source)
+
+    async def _store(self, decoded: DecodedBatch, source: str) -> IngestReport:
+        if decoded.rejects:
+            await self._dead_letters(decoded.rejects, source)
+        errors = [RecordError(r.index, r.field, r.reason) for r in decoded.rejects]
+        METRICS.transactions.labels(source, "rejected").inc(len(errors))
+        if decoded.frame.is_empty():
+            return IngestReport(0, 0, len(errors), errors)
+        started = time.perf_counter()
+        frame = await asyncio.to_thread(_derive_unique, decoded.frame, source)
+        in_batch_duplicates = len(decoded.frame) - len(frame)
+        METRICS.ingest_batch_seconds.labels("derive").observe(time.perf_counter() - started)
+        async with self._writer:
+            stored = await self._store_new(frame)
+        duplicates = in_batch_duplicates + len(frame) - len(stored)
+        METRICS.transactions.labels(source, "stored").inc(len(stored))
+        METRICS.transactions.labels(source, "duplicate").inc(duplicates)
+        if len(stored):
+            profit = stored["net_profit_sol"].sum()
+            if profit and profit > 0:
+                METRICS.profit.inc(float(profit))
+            await self._publish(stored)
+        return IngestReport(len(stored), duplicates, len(errors), errors)
+
+    async def _store_new(self, frame: pl.DataFrame) -> pl.DataFrame:
+        started = time.perf_counter()
+        times = frame["block_time"]
+        known = await self.warehouse.known_signatures(frame["signature"].to_arrow(), times.min(), times.max())  # type: ignore[arg-type]
+        if known:
+            frame = frame.filter(~pl.col("signature").is_in(list(known)))
+        METRICS.ingest_batch_seconds.labels("dedup").observe(time.perf_counter() - started)
+        if frame.is_empty():
+            return frame
+        started = time.perf_counter()
+        enriched = await asyncio.to_thread(self._enrich, frame)
+        METRICS.ingest_batch_seconds.labels("enrich").observe(time.perf_counter() - started)
+        started = time.perf_counter()
+        table = enriched.drop([c for c in ("late",) if c in enriched.columns]).to_arrow()
+        await self.warehouse.insert_arrow("transactions", table)
+        METRICS.ingest_batch_seconds.labels("insert").observe(time.perf_counter() - started)
+        return enriched
+
+    def _enrich(self, frame: pl.DataFrame) -> pl.DataFrame:
+        for enricher in self.enrichers:
+            frame = enricher.process(frame)
+        return frame
+
+    async def _publish(self, stored: pl.DataFrame) -> None:
+        payloads = await asyncio.to_thread(render_transactions, stored)
+        self.recent.add(stored["block_time"], stored["signature"], payloads)
+        for listener in self._listeners:
+            try:
+                await listener(stored)
+            except Exception:
+                log.exception("a stored-batch listener failed; the batch is stored")
+
+    async def _dead_letters(self, rejects: Sequence[Reject], source: str) -> None:
+        now = datetime.now(UTC)
+        table = pa.Table.from_pydict(
+            {
+                "received_at": [now] * len(rejects),
+                "source": [source] * len(rejects),
+                "record_index": [r.index for r in rejects],
+                "field": [r.field for r in rejects],
+                "reason": [r.reason for r in rejects],
+                "raw": [r.raw for r in rejects],
+            },
+            schema=_DEAD_LETTER_SCHEMA,
+        )
+        try:
+            await self.warehouse.insert_arrow("dead_letters", table)
+            METRICS.dead_letters.labels(source).inc(len(rejects))
+        except Exception:
+            log.exception("could not store %d dead letters from %s", len(rejects), source)
+            raise
+
+
+def _derive_unique(raw: pl.DataFrame, source: str) -> pl.DataFrame:
+    """Derived columns, keeping the first of any signature repeated inside the batch."""
+    unique = raw.unique(subset="signature", keep="first", maintain_order=True)
+    return derive(unique, source=source)

@@ -1,0 +1,28 @@
+"""The running process's services, built once by the app's lifespan and shared by handlers."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from arbitrage.config import Settings
+from arbitrage.ingest import IngestService
+from arbitrage.storage import TransactionReader, Warehouse
+from arbitrage.stream import RecentTransactions
+
+HealthCheck = Callable[[], Awaitable[dict[str, Any]]]
+"""Returns {"status": "healthy" | "degraded" | "unhealthy", ...}; raising means unhealthy."""
+
+
+@dataclass
+class Services:
+    settings: Settings
+    warehouse: Warehouse
+    ingest: IngestService
+    reader: TransactionReader
+    recent: RecentTransactions
+    health_checks: dict[str, HealthCheck] = field(default_factory=dict)
+    """Components besides the warehouse (kafka, redis, ...) report here by name."""
+    extras: dict[str, Any] = field(default_factory=dict)
+    """Services of optional modules (exports, schedules, kafka), by name."""

@@ -1,0 +1,22 @@
+"""The warehouse: the floor every other module stands on."""
+
+from arbitrage.storage._embedded import EmbeddedWarehouse
+from arbitrage.storage._factory import open_warehouse
+from arbitrage.storage._migrations import Migration, discover, migrations_dir, render
+from arbitrage.storage._protocol import Warehouse
+from arbitrage.storage._reads import TransactionFilter, TransactionReader, ch_time, decode_cursor, encode_cursor
+
+__all__ = [
+    "EmbeddedWarehouse",
+    "Migration",
+    "TransactionFilter",
+    "TransactionReader",
+    "Warehouse",
+    "ch_time",
+    "decode_cursor",
+    "discover",
+    "encode_cursor",
+    "migrations_dir",
+    "open_warehouse",
+    "render",
+]

@@ -1,0 +1,181 @@
+"""The embedded warehouse: ClickHouse in-process through chdb, data under `data_dir`."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import threading
+import time
+from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import pyarrow as pa
+from chdb import session as chdb_session
+
+from arbitrage.errors import WarehouseLocked, WarehouseUnavailable
+from arbitrage.storage._migrations import Migration, apply_migrations
+
+_STREAM_END = object()
+
+
+def _ch_time(value: datetime) -> str:
+    """A DateTime64(3, 'UTC') query parameter value."""
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+class EmbeddedWarehouse:
+    """chdb on a directory this process owns (an exclusive file lock guards it).
+
+    Every chdb call runs in a worker thread (chdb releases the GIL) and at most
+    `max_concurrent_queries` run at once, so the event loop only awaits.
+    """
+
+    backend = "embedded"
+
+    def __init__(self, data_dir: str | Path, *, database: str = "arbitrage", max_concurrent_queries: int = 4) -> None:
+        self.data_dir = Path(data_dir)
+        self.database = database
+        self._slots = threading.BoundedSemaphore(max_concurrent_queries)
+        self._session: chdb_session.Session | None = None
+        self._lock_file: IO[str] | None = None
+        self._failed_reason: str | None = None
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._open)
+        await apply_migrations(
+            self.execute, self._applied_versions, self._record_migration, database=self.database
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+        if self._lock_file is not None:
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            self._lock_file.close()
+            self._lock_file = None
+
+    def fail(self, reason: str | None) -> None:
+        """Make every call raise WarehouseUnavailable (None restores); for drills and tests."""
+        self._failed_reason = reason
+
+    async def ping(self) -> float:
+        started = time.perf_counter()
+        await self.query_arrow("SELECT 1")
+        return (time.perf_counter() - started) * 1000
+
+    async def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        await asyncio.to_thread(self._run, sql, params, "Null")
+
+    async def query_arrow(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        result = await asyncio.to_thread(self._run, sql, params, "ArrowTable")
+        assert isinstance(result, pa.Table)
+        return result
+
+    async def stream_arrow(
+        self, sql: str, params: Mapping[str, Any] | None = None, batch_rows: int = 65_536
+    ) -> AsyncIterator[pa.RecordBatch]:
+        reader = await asyncio.to_thread(self._open_stream, sql, params, batch_rows)
+        try:
+            while True:
+                batch = await asyncio.to_thread(next, reader, _STREAM_END)
+                if batch is _STREAM_END:
+                    return
+                assert isinstance(batch, pa.RecordBatch)
+                yield batch
+        finally:
+            reader.close()
+
+    async def insert_arrow(self, table: str, data: pa.Table) -> None:
+        await asyncio.to_thread(self._insert, table, data)
+
+    async def known_signatures(self, signatures: pa.Array, start: datetime, end: datetime) -> set[str]:
+        return await asyncio.to_thread(self._known_signatures, signatures, start, end)
+
+    def _known_signatures(self, signatures: pa.Array, start: datetime, end: datetime) -> set[str]:
+        session = self._checked_session()
+        candidates = pa.table({"signature": signatures})
+        sql = (
+            f"SELECT signature FROM {self.database}.transactions "
+            "WHERE block_time BETWEEN {start:DateTime64(3, 'UTC')} AND {end:DateTime64(3, 'UTC')} "
+            "AND signature IN (SELECT signature FROM Python(candidates))"
+        )
+        params = {"start": _ch_time(start), "end": _ch_time(end)}
+        with self._slots:
+            try:
+                found = session.query(sql, "ArrowTable", params=params)
+            except Exception as exc:
+                raise WarehouseUnavailable(str(exc)) from exc
+        return set(found.column("signature").to_pylist())
+
+    def _open(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        lock_file = (self.data_dir / ".owner.lock").open("a+")
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock_file.seek(0)
+            owner = lock_file.read().strip() or "another process"
+            lock_file.close()
+            raise WarehouseLocked(
+                f"the data directory {self.data_dir} is in use by {owner}; "
+                "the embedded warehouse allows one process (stop it, or use another storage.data_dir)"
+            ) from None
+        lock_file.truncate(0)
+        lock_file.write(f"pid {os.getpid()}\n")
+        lock_file.flush()
+        self._lock_file = lock_file
+        self._session = chdb_session.Session(str(self.data_dir / "chdb"))
+        self._session.query(f"CREATE DATABASE IF NOT EXISTS {self.database}")
+        self._session.query(
+            f"CREATE TABLE IF NOT EXISTS {self.database}.schema_migrations "
+            "(version UInt32, name String, checksum String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
+            "ENGINE = MergeTree ORDER BY version"
+        )
+
+    def _checked_session(self) -> chdb_session.Session:
+        if self._failed_reason is not None:
+            raise WarehouseUnavailable(self._failed_reason)
+        if self._session is None:
+            raise WarehouseUnavailable("the embedded warehouse is not open")
+        return self._session
+
+    def _run(self, sql: str, params: Mapping[str, Any] | None, fmt: str) -> Any:
+        session = self._checked_session()
+        with self._slots:
+            try:
+                return session.query(sql, fmt, params=dict(params) if params else None)
+            except Exception as exc:
+                raise WarehouseUnavailable(str(exc)) from exc
+
+    def _open_stream(self, sql: str, params: Mapping[str, Any] | None, batch_rows: int) -> pa.RecordBatchReader:
+        session = self._checked_session()
+        try:
+            result = session.send_query(sql, "Arrow", params=dict(params) if params else None)
+            return result.record_batch(rows_per_batch=batch_rows)
+        except Exception as exc:
+            raise WarehouseUnavailable(str(exc)) from exc
+
+    def _insert(self, table: str, arrow_data: pa.Table) -> None:
+        session = self._checked_session()
+        columns = ", ".join(f"`{name}`" for name in arrow_data.column_names)
+        with self._slots:
+            try:
+                # chdb resolves Python(arrow_data) to this frame's local variable.
+                session.query(f"INSERT INTO {self.database}.{table} ({columns}) SELECT {columns} FROM Python(arrow_data)")
+            except Exception as exc:
+                raise WarehouseUnavailable(str(exc)) from exc
+
+    async def _applied_versions(self) -> set[int]:
+        table = await self.query_arrow(f"SELECT version FROM {self.database}.schema_migrations")
+        return set(table.column("version").to_pylist())
+
+    async def _record_migration(self, migration: Migration) -> None:
+        await self.execute(
+            f"INSERT INTO {self.database}.schema_migrations (version, name, checksum) "
+            "VALUES ({version:UInt32}, {name:String}, {checksum:String})",
+            {"version": migration.version, "name": migration.name, "checksum": migration.checksum},
+        )

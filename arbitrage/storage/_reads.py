@@ -1,0 +1,161 @@
+"""Read queries the API serves, with every value passed as a query parameter.
+
+Pages are newest first on the table's sort key (block_time, signature), so a cursor is
+the last row's key and the next page is a range read, never an OFFSET scan.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import msgspec
+import polars as pl
+import pyarrow as pa
+
+from arbitrage.errors import ValidationError
+from arbitrage.storage._protocol import Warehouse
+
+
+class TransactionFilter(msgspec.Struct, frozen=True, kw_only=True):
+    """Filters shared by /transactions, /historical and exports; None means "any"."""
+
+    token: str | None = None
+    dex: str | None = None
+    signer: str | None = None
+    min_profit_sol: float | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        return all(v is None for v in msgspec.structs.astuple(self))
+
+    def where(self) -> tuple[str, dict[str, Any]]:
+        """SQL conditions and their parameters."""
+        clauses = ["1"]
+        params: dict[str, Any] = {}
+        if self.token is not None:
+            clauses.append("has(route, {token:String})")
+            params["token"] = self.token
+        if self.dex is not None:
+            clauses.append("has(dexes, {dex:String})")
+            params["dex"] = self.dex
+        if self.signer is not None:
+            clauses.append("signer = {signer:String}")
+            params["signer"] = self.signer
+        if self.min_profit_sol is not None:
+            clauses.append("net_profit_sol >= {min_profit:Float64}")
+            params["min_profit"] = self.min_profit_sol
+        if self.start is not None:
+            clauses.append("block_time >= {start:DateTime64(3, 'UTC')}")
+            params["start"] = ch_time(self.start)
+        if self.end is not None:
+            clauses.append("block_time <= {end:DateTime64(3, 'UTC')}")
+            params["end"] = ch_time(self.end)
+        return " AND ".join(clauses), params
+
+
+def ch_time(value: datetime) -> str:
+    """A DateTime64(3, 'UTC') parameter value (naive datetimes are taken as UTC)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def encode_cursor(block_time: datetime, signature: str) -> str:
+    key = f"{int(block_time.timestamp() * 1000)}:{signature}"
+    return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """Inverse of encode_cursor; ValidationError naming `cursor` when it is not one of ours."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        millis, _, signature = base64.urlsafe_b64decode(padded).decode().partition(":")
+        if not signature:
+            raise ValueError("no signature")
+        return datetime.fromtimestamp(int(millis) / 1000, UTC), signature
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValidationError("cursor", "not a cursor returned by this API") from exc
+
+
+class TransactionReader:
+    """The API's read side over a warehouse."""
+
+    def __init__(self, warehouse: Warehouse) -> None:
+        self.warehouse = warehouse
+        self.table = f"{warehouse.database}.transactions"
+        # Ingest skips stored signatures under one writer, so one process never stores a
+        # signature twice; several writers (server backend) can race, so collapse at read.
+        self._final = " FINAL" if warehouse.backend == "clickhouse" else ""
+
+    async def page(
+        self, filters: TransactionFilter, limit: int, before: tuple[datetime, str] | None
+    ) -> pl.DataFrame:
+        where, params = filters.where()
+        if before is not None:
+            where += " AND (block_time, signature) < ({cursor_time:DateTime64(3, 'UTC')}, {cursor_sig:String})"
+            params |= {"cursor_time": ch_time(before[0]), "cursor_sig": before[1]}
+        sql = f"SELECT * FROM {self.table}{self._final} WHERE {where} ORDER BY block_time DESC, signature DESC LIMIT {int(limit)}"
+        return _frame(await self.warehouse.query_arrow(sql, params))
+
+    async def newest(self, limit: int) -> pl.DataFrame:
+        sql = f"SELECT * FROM {self.table} ORDER BY block_time DESC, signature DESC LIMIT {int(limit)}"
+        return _frame(await self.warehouse.query_arrow(sql))
+
+    async def get(self, signature: str) -> pl.DataFrame:
+        sql = f"SELECT * FROM {self.table} WHERE signature = {{signature:String}} LIMIT 1"
+        return _frame(await self.warehouse.query_arrow(sql, {"signature": signature}))
+
+    async def historical(self, filters: TransactionFilter, limit: int) -> AsyncIterator[pl.DataFrame]:
+        """Oldest first, streamed in batches."""
+        where, params = filters.where()
+        sql = f"SELECT * FROM {self.table}{self._final} WHERE {where} ORDER BY block_time, signature LIMIT {int(limit)}"
+        async for batch in self.warehouse.stream_arrow(sql, params, batch_rows=10_000):
+            yield _frame(pa.Table.from_batches([batch]))
+
+    async def stats(self) -> dict[str, Any]:
+        db = self.warehouse.database
+        totals = await self.warehouse.query_arrow(
+            f"SELECT sum(transactions) AS transactions, sum(successful) AS successful, sum(circular) AS circular, "
+            f"sum(profitable) AS profitable, sum(volume_sol) AS volume_sol, sum(gross_revenue_sol) AS gross_revenue_sol, "
+            f"sum(total_cost_sol) AS total_cost_sol, sum(jito_tips_sol) AS jito_tips_sol, sum(net_profit_sol) AS net_profit_sol "
+            f"FROM {db}.daily_stats"
+        )
+        result: dict[str, Any] = {k: v[0] for k, v in totals.to_pydict().items()}
+        for key in ("transactions", "successful", "circular", "profitable"):
+            result[key] = int(result[key] or 0)
+        for table, column, name in (
+            ("daily_token_stats", "token", "top_tokens"),
+            ("daily_dex_stats", "dex", "top_dexes"),
+            ("daily_signer_stats", "signer", "top_signers"),
+        ):
+            top = await self.warehouse.query_arrow(
+                f"SELECT {column}, sum(transactions) AS transactions, sum(net_profit_sol) AS net_profit_sol "
+                f"FROM {db}.{table} GROUP BY {column} ORDER BY transactions DESC, {column} LIMIT 10"
+            )
+            result[name] = top.to_pylist()
+        return result
+
+    async def daily(self, days: int, today: date | None = None) -> list[dict[str, Any]]:
+        first = (today or datetime.now(UTC).date()) - timedelta(days=days - 1)
+        table = await self.warehouse.query_arrow(
+            "SELECT date, sum(transactions) AS transactions, sum(successful) AS successful, sum(profitable) AS profitable, "
+            "sum(volume_sol) AS volume_sol, sum(total_cost_sol) AS total_cost_sol, sum(jito_tips_sol) AS jito_tips_sol, "
+            f"sum(net_profit_sol) AS net_profit_sol FROM {self.warehouse.database}.daily_stats "
+            "WHERE date >= {first:Date} GROUP BY date ORDER BY date",
+            {"first": first.isoformat()},
+        )
+        rows = table.to_pylist()
+        for row in rows:
+            row["date"] = row["date"].isoformat()
+        return rows
+
+
+def _frame(table: pa.Table) -> pl.DataFrame:
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
