@@ -4,7 +4,12 @@ Pure functions of their input (no I/O): feed `getTransaction` / `getBlock` resul
 raw JSON / NDJSON bytes, and get one `SolanaDecoded` per transaction. See docs/solana.md.
 """
 
-from arbitrage.solana._decode import SolanaDecoded, decode_block, decode_documents, decode_transaction
+from arbitrage.solana._decode import (
+    SolanaDecoded,
+    decode_block,
+    decode_documents,
+    decode_transaction,
+)
 from arbitrage.solana._programs import DEX_PROGRAMS, JITO_TIP_ACCOUNTS
 
 __all__ = [

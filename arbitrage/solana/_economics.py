@@ -62,8 +62,13 @@ def costs(view: MessageView, meta: dict[str, Any], signature_count: int) -> Cost
         elif data[:1] == b"\x03" and len(data) >= 9:
             price = int.from_bytes(data[1:9], "little")
     if price is not None:
-        effective_limit = limit if limit is not None else min(
-            other_instructions * DEFAULT_INSTRUCTION_COMPUTE_UNIT_LIMIT, MAX_COMPUTE_UNIT_LIMIT
+        effective_limit = (
+            limit
+            if limit is not None
+            else min(
+                other_instructions * DEFAULT_INSTRUCTION_COMPUTE_UNIT_LIMIT,
+                MAX_COMPUTE_UNIT_LIMIT,
+            )
         )
         priority = min(fee, -(-price * effective_limit // 1_000_000))
     else:
@@ -84,10 +89,18 @@ def costs(view: MessageView, meta: dict[str, Any], signature_count: int) -> Cost
 
 
 def signer_gain(
-    start_token: str, signer: str, tokens: dict[str, TokenAccount], meta: dict[str, Any], spent: Costs
+    start_token: str,
+    signer: str,
+    tokens: dict[str, TokenAccount],
+    meta: dict[str, Any],
+    spent: Costs,
 ) -> int:
     """The signer's net change in `start_token`, raw units, before fee, tips and rent."""
-    gain = sum(a.post - a.pre for a in tokens.values() if a.owner == signer and a.mint == start_token)
+    gain = sum(
+        a.post - a.pre
+        for a in tokens.values()
+        if a.owner == signer and a.mint == start_token
+    )
     if start_token == WSOL_MINT:
         native = int(meta["postBalances"][0]) - int(meta["preBalances"][0])
         gain += native + spent.fee + spent.jito_tip + spent.rent

@@ -37,7 +37,9 @@ DEX_PROGRAMS: dict[str, DexProgram] = {
     # [jup] Whirlpool; swap: [token_program, token_authority, whirlpool, ...] (swap_v2: see WHIRLPOOL_V2)
     "whirLbMiicVdio4qvUfM5KAg6Ct8VwpYzGff3uctyCc": DexProgram("orca_whirlpool", 2, 11),
     # [jup] "Cropper Whirlpool", a Whirlpool fork with the same swap layout
-    "H8W3ctz92svYg6mkn1UtGfu2aQr2fnUFHM1RhScEtQDt": DexProgram("cropper_whirlpool", 2, 11),
+    "H8W3ctz92svYg6mkn1UtGfu2aQr2fnUFHM1RhScEtQDt": DexProgram(
+        "cropper_whirlpool", 2, 11
+    ),
     # [carbon] meteora-dlmm-decoder; swap: [lb_pair, bin_array_bitmap_extension, ...]
     "LBUZKhRxPF3XUpBCjp4YzTKgLccjZhTSDM9YuVaPwxo": DexProgram("meteora_dlmm", 0, 14),
     # [jup] "Meteora" (dynamic AMM, DAMM v1); swap: [pool, user_source, user_destination, ...]
@@ -65,7 +67,10 @@ DEX_PROGRAMS: dict[str, DexProgram] = {
 WHIRLPOOL_V2_MIN_ACCOUNTS = 15
 WHIRLPOOL_V2_POOL_INDEX = 4
 WHIRLPOOL_PROGRAMS = frozenset(
-    {"whirLbMiicVdio4qvUfM5KAg6Ct8VwpYzGff3uctyCc", "H8W3ctz92svYg6mkn1UtGfu2aQr2fnUFHM1RhScEtQDt"}
+    {
+        "whirLbMiicVdio4qvUfM5KAg6Ct8VwpYzGff3uctyCc",
+        "H8W3ctz92svYg6mkn1UtGfu2aQr2fnUFHM1RhScEtQDt",
+    }
 )
 
 # [jup] JUPITER_V6_PROGRAM_ID. Its route instructions CPI into the DEXes above and emit one
@@ -74,7 +79,10 @@ JUPITER_V6 = "JUP6LkbZbjS1jKKwapdHNy74zcZ3tLUZoi5QNyVTaV4"
 
 # SPL Token and Token-2022 (solana-program-library `token/program` and `token/program-2022`).
 TOKEN_PROGRAMS = frozenset(
-    {"TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA", "TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb"}
+    {
+        "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA",
+        "TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb",
+    }
 )
 VOTE_PROGRAM = "Vote111111111111111111111111111111111111111"
 COMPUTE_BUDGET_PROGRAM = "ComputeBudget111111111111111111111111111111"

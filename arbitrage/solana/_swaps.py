@@ -74,7 +74,14 @@ class _Segment:
 
     __slots__ = ("dex", "event", "height", "pool", "program", "transfers")
 
-    def __init__(self, program: str, dex: str, pool: str, height: int | None, event: _SwapEvent | None) -> None:
+    def __init__(
+        self,
+        program: str,
+        dex: str,
+        pool: str,
+        height: int | None,
+        event: _SwapEvent | None,
+    ) -> None:
         self.program = program
         self.dex = dex
         self.pool = pool
@@ -90,20 +97,33 @@ def _transfer(view: MessageView, ix: dict[str, Any]) -> _Transfer | None:
         kind = parsed.get("type")
         info = parsed.get("info") or {}
         if kind == "transfer":
-            return _Transfer(info["source"], info["destination"], int(info["amount"]), None)
+            return _Transfer(
+                info["source"], info["destination"], int(info["amount"]), None
+            )
         if kind == "transferChecked":
-            return _Transfer(info["source"], info["destination"], int(info["tokenAmount"]["amount"]), info["mint"])
+            return _Transfer(
+                info["source"],
+                info["destination"],
+                int(info["tokenAmount"]["amount"]),
+                info["mint"],
+            )
         return None
     text = ix.get("data") or ""
-    if not 2 <= len(text) <= 16:  # transfer data is 9-10 bytes; longer payloads are other instructions
+    if (
+        not 2 <= len(text) <= 16
+    ):  # transfer data is 9-10 bytes; longer payloads are other instructions
         return None
     data = b58decode(text)
     if data[0] == _TRANSFER and len(data) >= 9:
         accounts = view.accounts(ix)
-        return _Transfer(accounts[0], accounts[1], int.from_bytes(data[1:9], "little"), None)
+        return _Transfer(
+            accounts[0], accounts[1], int.from_bytes(data[1:9], "little"), None
+        )
     if data[0] == _TRANSFER_CHECKED and len(data) >= 10:
         accounts = view.accounts(ix)
-        return _Transfer(accounts[0], accounts[2], int.from_bytes(data[1:9], "little"), accounts[1])
+        return _Transfer(
+            accounts[0], accounts[2], int.from_bytes(data[1:9], "little"), accounts[1]
+        )
     return None
 
 
@@ -127,10 +147,17 @@ def _segments(view: MessageView) -> list[_Segment]:
     last_pool: dict[str, str] = {}
     for position, outer in enumerate(view.outer):
         current: _Segment | None = None
-        instructions = [(outer, 1)]
-        instructions += [(ix, ix.get("stackHeight")) for ix in view.inner.get(position, ())]
+        instructions: list[tuple[dict[str, Any], int | None]] = [(outer, 1)]
+        instructions += [
+            (ix, ix.get("stackHeight")) for ix in view.inner.get(position, ())
+        ]
         for ix, height in instructions:
-            if current is not None and height is not None and current.height is not None and height <= current.height:
+            if (
+                current is not None
+                and height is not None
+                and current.height is not None
+                and height <= current.height
+            ):
                 entries.append(current)
                 current = None
             program = view.program(ix)
@@ -145,15 +172,29 @@ def _segments(view: MessageView) -> list[_Segment]:
                     entries.append(current)
                     current = None
                 data = ix.get("data") or ""
-                event = _swap_event(data) if data.startswith(_SWAP_EVENT_PREFIX) else None
+                event = (
+                    _swap_event(data) if data.startswith(_SWAP_EVENT_PREFIX) else None
+                )
                 if event is not None:
                     last = entries[-1] if entries else None
-                    if last is not None and last.program == event.amm and last.event is None:
+                    if (
+                        last is not None
+                        and last.program == event.amm
+                        and last.event is None
+                    ):
                         last.event = event
                     else:
                         spec = DEX_PROGRAMS.get(event.amm)
                         dex = spec.name if spec else event.amm
-                        entries.append(_Segment(event.amm, dex, last_pool.get(event.amm, event.amm), height, event))
+                        entries.append(
+                            _Segment(
+                                event.amm,
+                                dex,
+                                last_pool.get(event.amm, event.amm),
+                                height,
+                                event,
+                            )
+                        )
                 continue
             spec = DEX_PROGRAMS.get(program)
             if spec is None:
@@ -182,7 +223,11 @@ def _net_by_owner(
     for t in transfers:
         source = tokens.get(t.source)
         destination = tokens.get(t.destination)
-        mint = t.mint or (source.mint if source else None) or (destination.mint if destination else None)
+        mint = (
+            t.mint
+            or (source.mint if source else None)
+            or (destination.mint if destination else None)
+        )
         if mint is None:
             continue
         if source is not None:
@@ -206,7 +251,10 @@ def _two_sided(per_mint: dict[str, int]) -> tuple[str, int, str, int] | None:
 
 
 def _flows(
-    segment: _Segment, tokens: dict[str, TokenAccount], signers: frozenset[str], recurrence: Counter[str]
+    segment: _Segment,
+    tokens: dict[str, TokenAccount],
+    signers: frozenset[str],
+    recurrence: Counter[str],
 ) -> tuple[str, int, str, int] | None:
     """(token_in, amount_in, token_out, amount_out) of one segment, or None if one side is missing.
 
@@ -225,7 +273,11 @@ def _flows(
         flows = _two_sided(net[owner])
         if flows is not None:
             return flows
-    two_sided = {o: flows for o in net.keys() - signers if (flows := _two_sided(net[o])) is not None}
+    two_sided = {
+        o: flows
+        for o in net.keys() - signers
+        if (flows := _two_sided(net[o])) is not None
+    }
     if len(two_sided) == 1:
         sent, amount_sent, received, amount_received = next(iter(two_sided.values()))
         return received, amount_received, sent, amount_sent
@@ -243,7 +295,12 @@ def extract_hops(view: MessageView, tokens: dict[str, TokenAccount]) -> list[Hop
     recurrence: Counter[str] = Counter()
     for segment in segments:
         recurrence.update(
-            {a.owner for t in segment.transfers for a in (tokens.get(t.source), tokens.get(t.destination)) if a}
+            {
+                a.owner
+                for t in segment.transfers
+                for a in (tokens.get(t.source), tokens.get(t.destination))
+                if a
+            }
         )
     hops: list[Hop] = []
     for i, segment in enumerate(segments):
@@ -251,18 +308,40 @@ def extract_hops(view: MessageView, tokens: dict[str, TokenAccount]) -> list[Hop
         flows = _flows(segment, tokens, view.signers, recurrence)
         if event is not None:
             amount_in, amount_out = event.input_amount, event.output_amount
-            if flows is not None and flows[0] == event.input_mint and flows[2] == event.output_mint:
+            if (
+                flows is not None
+                and flows[0] == event.input_mint
+                and flows[2] == event.output_mint
+            ):
                 # Token-2022 transfer fees make the event's planned amounts differ from what moved:
                 # the pool can take less than planned, and the trader receives the gross less the
                 # fee withheld, so the smaller figure on each side is the one that settled.
-                amount_in, amount_out = min(amount_in, flows[1]), min(amount_out, flows[3])
-            hops.append(Hop(segment.dex, segment.pool, event.input_mint, event.output_mint, amount_in, amount_out))
+                amount_in, amount_out = (
+                    min(amount_in, flows[1]),
+                    min(amount_out, flows[3]),
+                )
+            hops.append(
+                Hop(
+                    segment.dex,
+                    segment.pool,
+                    event.input_mint,
+                    event.output_mint,
+                    amount_in,
+                    amount_out,
+                )
+            )
             continue
         if flows is not None:
-            hops.append(Hop(segment.dex, segment.pool, flows[0], flows[2], flows[1], flows[3]))
+            hops.append(
+                Hop(segment.dex, segment.pool, flows[0], flows[2], flows[1], flows[3])
+            )
             continue
         following = segments[i + 1] if i + 1 < len(segments) else None
-        if following is not None and following.program == segment.program and following.pool == segment.pool:
+        if (
+            following is not None
+            and following.program == segment.program
+            and following.pool == segment.pool
+        ):
             # An order book pays out in a second instruction (OpenBook new_order + settle_funds):
             # the two halves form one hop.
             following.transfers[:0] = segment.transfers
