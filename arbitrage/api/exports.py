@@ -1,0 +1,109 @@
+"""`POST /export/{format}`, `GET /exports`, `GET|DELETE /exports/{id}`, `GET /exports/{id}/download`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from litestar import Controller, delete, get, post
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.exceptions import ClientException, NotFoundException
+from litestar.params import Parameter
+from litestar.response import Stream
+from litestar.status_codes import HTTP_202_ACCEPTED
+
+from arbitrage.api._deps import services_from
+from arbitrage.export import (
+    ExportJob,
+    ExportRequest,
+    ExportService,
+    JobNotDownloadable,
+    JobNotFound,
+    JobState,
+    UnknownFormat,
+    formats,
+)
+
+
+class ExportAccepted(msgspec.Struct):
+    """The answer to `POST /export/{format}`: poll `GET /exports/{id}`."""
+
+    id: str
+    state: JobState
+    destination: str
+
+
+class ExportList(msgspec.Struct):
+    items: list[ExportJob]
+
+
+class FormatList(msgspec.Struct):
+    formats: list[str]
+
+
+def _exports(state: State) -> ExportService:
+    service = services_from(state).extras.get("exports")
+    assert isinstance(service, ExportService), "exports are not configured in this app"
+    return service
+
+
+class ExportController(Controller):
+    tags = ["exports"]
+    dependencies = {"exports": Provide(_exports, sync_to_thread=False)}
+
+    @get("/export/formats", description="Names of the export formats this server knows.")
+    async def list_formats(self) -> FormatList:
+        return FormatList(formats=formats())
+
+    @post(
+        "/export/{format_name:str}",
+        status_code=HTTP_202_ACCEPTED,
+        description="Start an export job; answers at once with its id. Unknown format: 404 with the list.",
+    )
+    async def create(self, exports: ExportService, format_name: str, data: ExportRequest | None = None) -> ExportAccepted:
+        try:
+            job = await exports.submit(format_name, data or ExportRequest())
+        except UnknownFormat as exc:
+            raise NotFoundException(detail=str(exc), extra={"formats": exc.known}) from exc
+        return ExportAccepted(id=job.id, state=job.state, destination=job.destination)
+
+    @get("/exports", description="Export jobs, newest first.")
+    async def list_jobs(
+        self,
+        exports: ExportService,
+        limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+        state: JobState | None = None,
+    ) -> ExportList:
+        return ExportList(items=await exports.list(limit=limit, state=state))
+
+    @get("/exports/{job_id:str}", description="State, rows written, bytes, progress, files and error of a job.")
+    async def get_job(self, exports: ExportService, job_id: str) -> ExportJob:
+        try:
+            return await exports.get(job_id)
+        except JobNotFound as exc:
+            raise NotFoundException(detail=str(exc)) from exc
+
+    @delete("/exports/{job_id:str}", status_code=200, description="Cancel a queued or running job.")
+    async def cancel_job(self, exports: ExportService, job_id: str) -> ExportJob:
+        try:
+            return await exports.cancel(job_id)
+        except JobNotFound as exc:
+            raise NotFoundException(detail=str(exc)) from exc
+
+    @get(
+        "/exports/{job_id:str}/download",
+        description="The file of a single-file export, or a zip of a multi-file one (with its manifest).",
+    )
+    async def download(self, exports: ExportService, job_id: str) -> Stream:
+        try:
+            result = await exports.download(job_id)
+        except JobNotFound as exc:
+            raise NotFoundException(detail=str(exc)) from exc
+        except JobNotDownloadable as exc:
+            raise ClientException(detail=str(exc), status_code=409) from exc
+        return Stream(
+            result.chunks,
+            media_type=result.media_type,
+            headers={"Content-Disposition": f'attachment; filename="{result.filename}"'},
+        )

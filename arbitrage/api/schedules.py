@@ -1,0 +1,75 @@
+"""`POST /schedule/export`, `GET /schedules`, `GET|PATCH|DELETE /schedules/{id}`, `POST /schedules/{id}/run`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Controller, delete, get, patch, post
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.exceptions import ClientException, NotFoundException
+from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
+
+from arbitrage.api._deps import services_from
+from arbitrage.errors import ValidationError
+from arbitrage.export import ExportJob, UnknownFormat
+from arbitrage.schedule import Schedule, ScheduleBusy, ScheduleCreate, ScheduleDetail, ScheduleNotFound, ScheduleService
+
+
+class ScheduleList(msgspec.Struct):
+    items: list[Schedule]
+
+
+def _schedules(state: State) -> ScheduleService:
+    service = services_from(state).extras.get("schedules")
+    assert isinstance(service, ScheduleService), "schedules are not configured in this app"
+    return service
+
+
+class ScheduleController(Controller):
+    tags = ["schedules"]
+    dependencies = {"schedules": Provide(_schedules, sync_to_thread=False)}
+
+    @post("/schedule/export", status_code=HTTP_201_CREATED, description="Export on a timetable (hourly, daily, weekly or cron, UTC).")
+    async def create(self, schedules: ScheduleService, data: ScheduleCreate) -> Schedule:
+        try:
+            return await schedules.create(data)
+        except UnknownFormat as exc:
+            raise ValidationError("format", str(exc)) from exc
+
+    @get("/schedules", description="Every schedule with its next run time.")
+    async def list_schedules(self, schedules: ScheduleService) -> ScheduleList:
+        return ScheduleList(items=await schedules.list())
+
+    @get("/schedules/{schedule_id:str}", description="A schedule, its next run time and its latest runs.")
+    async def get_schedule(self, schedules: ScheduleService, schedule_id: str) -> ScheduleDetail:
+        try:
+            return await schedules.get(schedule_id)
+        except ScheduleNotFound as exc:
+            raise NotFoundException(detail=str(exc)) from exc
+
+    @patch("/schedules/{schedule_id:str}", description="Change any field of a schedule (null clears an option).")
+    async def update(self, schedules: ScheduleService, schedule_id: str, data: dict[str, Any]) -> Schedule:
+        try:
+            return await schedules.update(schedule_id, data)
+        except ScheduleNotFound as exc:
+            raise NotFoundException(detail=str(exc)) from exc
+        except UnknownFormat as exc:
+            raise ValidationError("format", str(exc)) from exc
+
+    @delete("/schedules/{schedule_id:str}", status_code=HTTP_204_NO_CONTENT, description="Remove a schedule.")
+    async def remove(self, schedules: ScheduleService, schedule_id: str) -> None:
+        try:
+            await schedules.delete(schedule_id)
+        except ScheduleNotFound as exc:
+            raise NotFoundException(detail=str(exc)) from exc
+
+    @post("/schedules/{schedule_id:str}/run", status_code=HTTP_202_ACCEPTED, description="Run a schedule now.")
+    async def run_now(self, schedules: ScheduleService, schedule_id: str) -> ExportJob:
+        try:
+            return await schedules.run_now(schedule_id)
+        except ScheduleNotFound as exc:
+            raise NotFoundException(detail=str(exc)) from exc
+        except ScheduleBusy as exc:
+            raise ClientException(detail=str(exc), status_code=409) from exc

@@ -1,0 +1,508 @@
+"""Export jobs: accepted at once, run in the background, persisted in the warehouse.
+
+A job row lives in `export_jobs` (ReplacingMergeTree: each update inserts the whole row
+with a higher `version`, which is also the row's heartbeat in nanoseconds). A running
+job refreshes its row every few seconds; a job whose row stops moving (its process died)
+is marked failed, at start-up for the embedded warehouse (one process owns it) and by
+the periodic sweep otherwise. Files are staged and committed by `run_export`, so a job
+that did not finish never published anything under a final name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+import zipfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import msgspec
+import pyarrow as pa
+from prometheus_client import Counter
+
+from arbitrage.errors import ArbitrageError
+from arbitrage.export._manifest import ColumnDescription, FileInfo
+from arbitrage.export._request import ExportRequest
+from arbitrage.export._run import (
+    ExportCancelled,
+    ExportPlan,
+    ExportProgress,
+    plan_export,
+    run_export,
+    table_columns,
+)
+from arbitrage.export._sink import MANIFEST_NAME, Destination, redact_url
+from arbitrage.storage import Warehouse
+from arbitrage.telemetry import METRICS
+
+log = logging.getLogger(__name__)
+
+JobState = Literal["queued", "running", "done", "failed", "cancelled"]
+ACTIVE_STATES = ("queued", "running")
+JOBS_TABLE = "export_jobs"
+HEARTBEAT_SECONDS = 5.0
+
+JOBS_FINISHED = Counter(
+    "arbitrage_export_jobs", "Export jobs finished, by format and final state.", ["format", "state"],
+    registry=METRICS.registry,
+)
+ROWS_EXPORTED = Counter("arbitrage_export_rows", "Rows written by finished exports.", registry=METRICS.registry)
+
+_BUILTIN = frozenset({"csv", "parquet", "json", "hdf5", "arrow", "tfrecord"})
+_MEDIA_TYPES = {
+    "parquet": "application/vnd.apache.parquet",
+    "arrow": "application/vnd.apache.arrow.file",
+    "arrows": "application/vnd.apache.arrow.stream",
+    "csv": "text/csv",
+    "json": "application/json",
+    "ndjson": "application/x-ndjson",
+    "h5": "application/x-hdf5",
+    "tfrecord": "application/octet-stream",
+    "gz": "application/gzip",
+    "zst": "application/zstd",
+    "lz4": "application/octet-stream",
+}
+
+
+class JobNotFound(ArbitrageError):
+    """No export job has this id."""
+
+
+class JobNotDownloadable(ArbitrageError):
+    """The job has not finished successfully, so there is nothing to download."""
+
+
+class ExportJob(msgspec.Struct, kw_only=True):
+    """An export job as `GET /exports/{id}` shows it."""
+
+    id: str
+    state: JobState
+    format: str
+    request: ExportRequest
+    destination: str
+    """Where the files are (credentials removed)."""
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    rows: int = 0
+    """Rows written so far."""
+    rows_total: int = 0
+    """Rows the export will write (known once it runs)."""
+    bytes: int = 0
+    progress: float = 0.0
+    """Fraction done, 0 to 1."""
+    files: list[FileInfo] = []
+    error: str | None = None
+    schedule_id: str | None = None
+    due_at: datetime | None = None
+    ingested_after: datetime | None = None
+    watermark: datetime | None = None
+    """Upper bound of `ingested_at` the export covered (its source watermark)."""
+    attempt: int = 1
+
+
+class Download(msgspec.Struct, frozen=True):
+    """A finished job's result as one file: the data file itself or a zip of all files."""
+
+    filename: str
+    media_type: str
+    chunks: Iterator[bytes]
+
+
+@dataclass
+class _Active:
+    job: ExportJob
+    plan: ExportPlan
+    progress: ExportProgress
+    cancel: threading.Event
+    task: asyncio.Task[None] | None = None
+
+
+class ExportService:
+    """Accepts, runs, tracks, cancels and serves export jobs.
+
+    Args:
+        warehouse: where rows come from and jobs are recorded.
+        export_dir: default destination; each job writes into `<destination>/<job id>/`.
+        storage_options: fsspec options per protocol, e.g. `{"s3": {"key": …, "secret": …,
+            "endpoint_url": …}}`; never shown in responses or stored.
+        max_concurrent_jobs: jobs that run at once; others wait queued.
+        stale_after_seconds: a running job whose row has not moved for this long belongs to
+            a dead process and is marked failed.
+        descriptions: column descriptions for manifests (default `column_descriptions()`).
+    """
+
+    def __init__(
+        self,
+        warehouse: Warehouse,
+        *,
+        export_dir: str,
+        storage_options: Mapping[str, Mapping[str, Any]] | None = None,
+        max_concurrent_jobs: int = 2,
+        stale_after_seconds: float = 60.0,
+        descriptions: Mapping[str, ColumnDescription] | None = None,
+    ) -> None:
+        self._warehouse = warehouse
+        self._export_dir = export_dir
+        self._storage_options = storage_options
+        self._slots = asyncio.Semaphore(max_concurrent_jobs)
+        self._stale_ns = int(stale_after_seconds * 1e9)
+        self._descriptions = descriptions
+        self._active: dict[str, _Active] = {}
+        self._last_version = 0
+        self._sweeper: asyncio.Task[None] | None = None
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+    async def start(self) -> None:
+        """Fail jobs that a dead process left running, then keep sweeping for such jobs."""
+        everything = self._warehouse.backend == "embedded"  # no other process can own a job
+        await self.fail_interrupted(all_active=everything)
+        self._sweeper = asyncio.create_task(self._sweep(), name="export-job-sweeper")
+
+    async def close(self) -> None:
+        """Cancel running jobs (their staged files are deleted) and wait for them."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        for active in list(self._active.values()):
+            active.cancel.set()
+        tasks = [a.task for a in self._active.values() if a.task is not None]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def submit(
+        self,
+        format_name: str,
+        request: ExportRequest,
+        *,
+        schedule_id: str | None = None,
+        due_at: datetime | None = None,
+        ingested_after: datetime | None = None,
+        ingested_upto: datetime | None = None,
+        attempt: int = 1,
+    ) -> ExportJob:
+        """Check the request, record a queued job and start it; return at once.
+
+        Raises:
+            UnknownFormat: the format is not registered.
+            ValidationError: the request names an unknown column, codec, bad range, ….
+        """
+        plan = plan_export(format_name, request, await table_columns(self._warehouse))
+        now = datetime.now(UTC)
+        job_id = f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+        base = (request.destination or self._export_dir).rstrip("/")
+        job = ExportJob(
+            id=job_id,
+            state="queued",
+            format=format_name,
+            request=msgspec.structs.replace(request, destination=redact_url(request.destination) if request.destination else None),
+            destination=redact_url(f"{base}/{job_id}"),
+            created_at=now,
+            schedule_id=schedule_id,
+            due_at=due_at,
+            ingested_after=ingested_after,
+            watermark=ingested_upto,
+            attempt=attempt,
+        )
+        active = _Active(job=job, plan=plan, progress=ExportProgress(), cancel=threading.Event())
+        self._active[job_id] = active
+        await self._save(job)
+        active.task = asyncio.create_task(self._run(active, f"{base}/{job_id}"), name=f"export-{job_id}")
+        return job
+
+    async def get(self, job_id: str) -> ExportJob:
+        """The job as it is now. Raises `JobNotFound`."""
+        active = self._active.get(job_id)
+        if active is not None:
+            return self._snapshot(active)
+        rows = await self._query("id = {id:String}", {"id": job_id}, limit=1)
+        if not rows:
+            raise JobNotFound(f"no export job {job_id!r}")
+        return rows[0]
+
+    async def list(
+        self, *, limit: int = 100, state: JobState | None = None, schedule_id: str | None = None
+    ) -> list[ExportJob]:
+        """Jobs, newest first."""
+        conditions, params = ["1"], {}
+        if state is not None:
+            conditions.append("state = {state:String}")
+            params["state"] = state
+        if schedule_id is not None:
+            conditions.append("schedule_id = {schedule_id:String}")
+            params["schedule_id"] = schedule_id
+        jobs = await self._query(" AND ".join(conditions), params, limit=limit)
+        return [self._snapshot(self._active[j.id]) if j.id in self._active else j for j in jobs]
+
+    async def cancel(self, job_id: str) -> ExportJob:
+        """Ask a queued or running job to stop; a finished job is returned unchanged."""
+        active = self._active.get(job_id)
+        if active is None:
+            return await self.get(job_id)
+        active.cancel.set()
+        if active.task is not None:
+            await asyncio.wait([active.task], timeout=30)
+        return await self.get(job_id)
+
+    async def wait(self, job_id: str, timeout: float | None = None) -> ExportJob:
+        """The job once it is no longer queued or running (for the CLI, schedules, tests)."""
+        active = self._active.get(job_id)
+        if active is not None and active.task is not None:
+            await asyncio.wait_for(asyncio.shield(active.task), timeout)
+        return await self.get(job_id)
+
+    async def download(self, job_id: str) -> Download:
+        """A finished job's single file, or a zip of its files and manifest.
+
+        Raises:
+            JobNotFound, JobNotDownloadable.
+        """
+        job = await self.get(job_id)
+        if job.state != "done":
+            raise JobNotDownloadable(f"export {job_id} is {job.state}; only done exports can be downloaded")
+        destination = Destination(self._real_destination(job), job.id, self._storage_options)
+        if len(job.files) == 1:
+            path = job.files[0].path
+            name = path.rsplit("/", 1)[-1]
+            media = _MEDIA_TYPES.get(name.rsplit(".", 1)[-1], "application/octet-stream")
+            return Download(f"{job.id}-{name}", media, destination.read_chunks(path))
+        paths = [f.path for f in job.files] + [MANIFEST_NAME]
+        return Download(f"{job.id}.zip", "application/zip", _zip_chunks(destination, paths))
+
+    async def fail_interrupted(self, *, all_active: bool = False) -> list[str]:
+        """Mark queued/running jobs of dead processes failed and delete their staged files."""
+        stale_before = time.time_ns() - self._stale_ns
+        jobs = await self._query("state IN ('queued', 'running')", {}, limit=10_000, with_version=True)
+        failed = []
+        for job, version in jobs:  # type: ignore[misc]
+            if job.id in self._active or (not all_active and version > stale_before):
+                continue
+            job.state = "failed"
+            job.error = "interrupted: the process running this export stopped before it finished"
+            job.finished_at = datetime.now(UTC)
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(Destination(self._real_destination(job), job.id, self._storage_options).abort)
+            await self._save(job)
+            failed.append(job.id)
+        if failed:
+            log.warning("marked %d interrupted export job(s) failed: %s", len(failed), ", ".join(failed))
+        return failed
+
+    def _real_destination(self, job: ExportJob) -> str:
+        # The stored destination is redacted; credentials come from storage_options anyway.
+        return job.destination
+
+    async def _run(self, active: _Active, destination_url: str) -> None:
+        job = active.job
+        heartbeat: asyncio.Task[None] | None = None
+        try:
+            async with self._slots:
+                if active.cancel.is_set():
+                    raise ExportCancelled(f"export {job.id} was cancelled")
+                job.state = "running"
+                job.started_at = datetime.now(UTC)
+                await self._save(job)
+                heartbeat = asyncio.create_task(self._heartbeat(active))
+                destination = await asyncio.to_thread(Destination, destination_url, job.id, self._storage_options)
+                result = await run_export(
+                    self._warehouse,
+                    active.plan,
+                    destination,
+                    job_id=job.id,
+                    ingested_after=job.ingested_after,
+                    ingested_upto=job.watermark or job.created_at,
+                    progress=active.progress,
+                    cancel=active.cancel,
+                    descriptions=self._descriptions,
+                )
+            job.state = "done"
+            job.files = result.files
+            job.watermark = result.watermark
+        except ExportCancelled:
+            job.state = "cancelled"
+        except asyncio.CancelledError:
+            job.state = "cancelled"
+            raise
+        except Exception as exc:
+            log.exception("export %s failed", job.id)
+            job.state = "failed"
+            job.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            if heartbeat is not None:
+                heartbeat.cancel()
+            job = self._snapshot(active)
+            job.finished_at = datetime.now(UTC)
+            if job.state == "done":
+                job.progress = 1.0
+            active.job = job
+            JOBS_FINISHED.labels(job.format if job.format in _BUILTIN else "custom", job.state).inc()
+            if job.state == "done":
+                ROWS_EXPORTED.inc(job.rows)
+            try:
+                await asyncio.shield(self._save(job))
+            finally:
+                self._active.pop(job.id, None)
+
+    async def _heartbeat(self, active: _Active) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            with contextlib.suppress(Exception):
+                await self._save(self._snapshot(active))
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(max(HEARTBEAT_SECONDS, self._stale_ns / 2e9))
+            try:
+                await self.fail_interrupted()
+            except Exception:
+                log.exception("sweeping interrupted export jobs failed")
+
+    def _snapshot(self, active: _Active) -> ExportJob:
+        progress = active.progress
+        return msgspec.structs.replace(
+            active.job,
+            rows=progress.rows,
+            rows_total=progress.rows_total,
+            bytes=progress.bytes,
+            progress=progress.fraction if active.job.state != "queued" else 0.0,
+            files=active.job.files or list(progress.files),
+        )
+
+    def _next_version(self) -> int:
+        self._last_version = max(time.time_ns(), self._last_version + 1)
+        return self._last_version
+
+    async def _save(self, job: ExportJob) -> None:
+        row = {
+            "id": job.id,
+            "version": self._next_version(),
+            "state": job.state,
+            "format": job.format,
+            "request": msgspec.json.encode(job.request).decode(),
+            "destination": job.destination,
+            "schedule_id": job.schedule_id or "",
+            "due_at": job.due_at,
+            "created_at": job.created_at,
+            "started_at": job.started_at,
+            "finished_at": job.finished_at,
+            "rows": job.rows,
+            "rows_total": job.rows_total,
+            "bytes": job.bytes,
+            "progress": job.progress,
+            "files": msgspec.json.encode(job.files).decode(),
+            "error": job.error or "",
+            "ingested_after": job.ingested_after,
+            "watermark": job.watermark,
+            "attempt": job.attempt,
+            "owner": self.owner,
+        }
+        await self._warehouse.insert_arrow(JOBS_TABLE, pa.Table.from_pylist([row], schema=_JOB_SCHEMA))
+
+    async def _query(
+        self, where: str, params: dict[str, Any], *, limit: int, with_version: bool = False
+    ) -> list[Any]:
+        table = await self._warehouse.query_arrow(
+            f"SELECT * FROM {self._warehouse.database}.{JOBS_TABLE} FINAL WHERE {where} "
+            "ORDER BY created_at DESC, id DESC LIMIT {limit:UInt32}",
+            {**params, "limit": str(limit)},
+        )
+        jobs = []
+        for row in table.to_pylist():
+            job = _job_from_row(row)
+            jobs.append((job, row["version"]) if with_version else job)
+        return jobs
+
+
+_TIME = pa.timestamp("ms", "UTC")
+_JOB_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("version", pa.uint64()),
+        ("state", pa.string()),
+        ("format", pa.string()),
+        ("request", pa.string()),
+        ("destination", pa.string()),
+        ("schedule_id", pa.string()),
+        ("due_at", _TIME),
+        ("created_at", _TIME),
+        ("started_at", _TIME),
+        ("finished_at", _TIME),
+        ("rows", pa.uint64()),
+        ("rows_total", pa.uint64()),
+        ("bytes", pa.uint64()),
+        ("progress", pa.float64()),
+        ("files", pa.string()),
+        ("error", pa.string()),
+        ("ingested_after", _TIME),
+        ("watermark", _TIME),
+        ("attempt", pa.uint32()),
+        ("owner", pa.string()),
+    ]
+)
+
+
+def _job_from_row(row: dict[str, Any]) -> ExportJob:
+    return ExportJob(
+        id=row["id"],
+        state=row["state"],
+        format=row["format"],
+        request=msgspec.json.decode(row["request"], type=ExportRequest),
+        destination=row["destination"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        rows=row["rows"],
+        rows_total=row["rows_total"],
+        bytes=row["bytes"],
+        progress=row["progress"],
+        files=msgspec.json.decode(row["files"], type=list[FileInfo]),
+        error=row["error"] or None,
+        schedule_id=row["schedule_id"] or None,
+        due_at=row["due_at"],
+        ingested_after=row["ingested_after"],
+        watermark=row["watermark"],
+        attempt=row["attempt"],
+    )
+
+
+class _ChunkBuffer(io.RawIOBase):
+    """A write-only, unseekable stream whose written bytes are taken out as chunks."""
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        chunk = bytes(data)
+        self._chunks.append(chunk)
+        return len(chunk)
+
+    def drain(self) -> Iterator[bytes]:
+        chunks, self._chunks = self._chunks, []
+        yield from chunks
+
+
+def _zip_chunks(destination: Destination, paths: list[str]) -> Iterator[bytes]:
+    """A zip (stored, zip64) of the files, produced while reading them: memory stays flat."""
+    buffer = _ChunkBuffer()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for path in paths:
+            entry = zipfile.ZipInfo(path, date_time=time.gmtime()[:6])
+            with archive.open(entry, "w", force_zip64=True) as member:
+                for chunk in destination.read_chunks(path):
+                    member.write(chunk)
+                    yield from buffer.drain()
+            yield from buffer.drain()
+    yield from buffer.drain()

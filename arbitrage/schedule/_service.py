@@ -1,0 +1,454 @@
+"""Persisted export schedules and the loop that runs them.
+
+Guarantees:
+- Schedules live in the warehouse (`schedules`, one row per id, newest version wins) and
+  are reloaded on start-up.
+- Due times are cron times (UTC). Missed due times (the process was down) coalesce into
+  one run at start-up when `run_missed_on_startup`, else they are skipped.
+- A due time runs at most once, also with several processes: before running, a process
+  claims `(schedule id, due time)` in `schedule_claims` with an insert de-duplication
+  token, so only the first claim is stored, and runs only if its owner id reads back.
+- Incremental runs export rows with `previous watermark < ingested_at <= now - lag`; the
+  watermark advances only when a run succeeds, so a failed run's rows go out with the next
+  one and no row goes out twice.
+- A failed run is retried with exponential backoff; failures show in the schedule, in
+  `health()` and in Prometheus metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+import pyarrow as pa
+from prometheus_client import Counter, Gauge
+
+from arbitrage.errors import ArbitrageError, ValidationError
+from arbitrage.export import ExportJob, ExportRequest, ExportService, plan_export, redact_url, table_columns
+from arbitrage.schedule._model import Schedule, ScheduleCreate, ScheduleDetail, cron_of, latest_due, next_due
+from arbitrage.storage import Warehouse
+from arbitrage.telemetry import METRICS
+
+log = logging.getLogger(__name__)
+
+SCHEDULES_TABLE = "schedules"
+CLAIMS_TABLE = "schedule_claims"
+
+RUNS = Counter(
+    "arbitrage_schedule_runs", "Scheduled export runs by outcome (done, failed, cancelled).", ["outcome"],
+    registry=METRICS.registry,
+)
+FAILING = Gauge("arbitrage_schedules_failing", "Schedules whose latest run failed.", registry=METRICS.registry)
+
+
+class ScheduleNotFound(ArbitrageError):
+    """No schedule has this id."""
+
+
+class ScheduleBusy(ArbitrageError):
+    """The schedule is running already; a second run would race on its watermark."""
+
+
+class ScheduleService:
+    """Create, change, list and run export schedules.
+
+    Args:
+        warehouse: where schedules and claims are stored.
+        exports: runs each scheduled export as a job.
+        run_missed_on_startup: run once at start-up a schedule whose due time passed while
+            the process was down (else wait for its next due time).
+        max_retries: extra attempts after a failed run.
+        retry_backoff_seconds: wait before the first retry; doubles for each next one.
+        poll_seconds: how often the loop looks for due schedules.
+        watermark_lag_seconds: incremental runs leave out rows ingested in the last seconds,
+            so rows still being inserted are taken by the next run rather than missed.
+        clock: current time (tests pass a fake one).
+    """
+
+    def __init__(
+        self,
+        warehouse: Warehouse,
+        exports: ExportService,
+        *,
+        run_missed_on_startup: bool = True,
+        max_retries: int = 3,
+        retry_backoff_seconds: float = 30.0,
+        poll_seconds: float = 15.0,
+        watermark_lag_seconds: float = 5.0,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self._warehouse = warehouse
+        self._exports = exports
+        self._run_missed = run_missed_on_startup
+        self._max_retries = max_retries
+        self._backoff = retry_backoff_seconds
+        self._poll = poll_seconds
+        self._lag = timedelta(seconds=watermark_lag_seconds)
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._schedules: dict[str, Schedule] = {}
+        self._running: dict[str, asyncio.Task[ExportJob | None]] = {}
+        self._lock = asyncio.Lock()
+        self._loop: asyncio.Task[None] | None = None
+        self._last_version = 0
+        self.owner = exports.owner + ":" + secrets.token_hex(2)
+
+    async def start(self, *, run_loop: bool = True) -> None:
+        """Load schedules; skip missed due times unless configured to run them; start the loop."""
+        self._schedules = {s.id: s for s in await self._load()}
+        if not self._run_missed:
+            now = self._clock()
+            for schedule in self._schedules.values():
+                due = latest_due(schedule.cron, now)
+                if due > (schedule.last_due or schedule.created_at):
+                    schedule.last_due = due
+                    await self._save(schedule)
+        if run_loop:
+            self._loop = asyncio.create_task(self._run_loop(), name="export-schedules")
+
+    async def close(self) -> None:
+        """Stop the loop and cancel runs in progress (their jobs are cancelled cleanly)."""
+        if self._loop is not None:
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
+        for task in list(self._running.values()):
+            task.cancel()
+        if self._running:
+            await asyncio.gather(*self._running.values(), return_exceptions=True)
+
+    async def create(self, body: ScheduleCreate) -> Schedule:
+        """Validate and store a new schedule. Raises `ValidationError`/`UnknownFormat`."""
+        now = self._clock()
+        schedule = self._build(f"sch-{secrets.token_hex(6)}", body, created_at=now)
+        await self._check_export(schedule)
+        async with self._lock:
+            self._schedules[schedule.id] = schedule
+            await self._save(schedule)
+        return self._view(schedule)
+
+    async def update(self, schedule_id: str, changes: Mapping[str, Any]) -> Schedule:
+        """Apply a partial update (any `ScheduleCreate` field; null clears an option)."""
+        async with self._lock:
+            current = self._get(schedule_id)
+            body = current.create_body()
+            body.update(changes)
+            try:
+                parsed = msgspec.convert({k: v for k, v in body.items() if v is not None}, ScheduleCreate)
+            except msgspec.ValidationError as exc:
+                raise ValidationError(_field_of(str(exc)), str(exc)) from exc
+            updated = self._build(current.id, parsed, created_at=current.created_at)
+            for name in ("watermark", "last_due", "last_success_at", "last_job_id", "last_error", "consecutive_failures"):
+                setattr(updated, name, getattr(current, name))
+            if updated.cron != current.cron:
+                updated.last_due = max(current.last_due or current.created_at, self._clock())
+            await self._check_export(updated)
+            self._schedules[schedule_id] = updated
+            await self._save(updated)
+        return self._view(updated)
+
+    async def delete(self, schedule_id: str) -> None:
+        """Remove a schedule; a run in progress is cancelled."""
+        async with self._lock:
+            schedule = self._get(schedule_id)
+            task = self._running.get(schedule_id)
+            if task is not None:
+                task.cancel()
+            del self._schedules[schedule_id]
+            await self._save(schedule, deleted=True)
+
+    async def get(self, schedule_id: str, *, runs: int = 10) -> ScheduleDetail:
+        """A schedule with its next run time and its latest runs."""
+        schedule = self._view(self._get(schedule_id))
+        last_runs = await self._exports.list(limit=runs, schedule_id=schedule_id)
+        return ScheduleDetail(schedule=schedule, last_runs=last_runs)
+
+    async def list(self) -> list[Schedule]:
+        """Every schedule, oldest first."""
+        return [self._view(s) for s in sorted(self._schedules.values(), key=lambda s: s.created_at)]
+
+    async def run_now(self, schedule_id: str) -> ExportJob:
+        """Run a schedule outside its timetable; returns the started job.
+
+        Raises:
+            ScheduleBusy: a run of this schedule is in progress.
+        """
+        schedule = self._get(schedule_id)
+        if schedule_id in self._running:
+            raise ScheduleBusy(f"schedule {schedule_id} is running")
+        started: asyncio.Future[ExportJob] = asyncio.get_running_loop().create_future()
+        self._spawn(schedule, due=None, started=started)
+        return await started
+
+    async def wait_idle(self, schedule_id: str) -> None:
+        """Wait for the schedule's run in progress, if any (tests, shutdown)."""
+        task = self._running.get(schedule_id)
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def tick(self) -> list[str]:
+        """Start every schedule that is due now and whose due time this process claims."""
+        now = self._clock()
+        started = []
+        for schedule in list(self._schedules.values()):
+            if not schedule.enabled or schedule.id in self._running:
+                continue
+            due = latest_due(schedule.cron, now)
+            if due <= (schedule.last_due or schedule.created_at):
+                continue
+            if not await self._claim(schedule.id, due):
+                schedule.last_due = due  # another process runs it
+                continue
+            schedule.last_due = due
+            await self._save(schedule)
+            self._spawn(schedule, due=due)
+            started.append(schedule.id)
+        return started
+
+    def health(self) -> dict[str, Any]:
+        """`degraded` while any schedule's latest run failed, with the failing schedules."""
+        failing = [
+            {"id": s.id, "name": s.name, "consecutive_failures": s.consecutive_failures, "last_error": s.last_error}
+            for s in self._schedules.values()
+            if s.consecutive_failures > 0
+        ]
+        FAILING.set(len(failing))
+        return {"status": "degraded" if failing else "healthy", "schedules": len(self._schedules), "failing": failing}
+
+    def _spawn(self, schedule: Schedule, *, due: datetime | None, started: asyncio.Future[ExportJob] | None = None) -> None:
+        task = asyncio.create_task(self._run(schedule.id, due, started), name=f"schedule-{schedule.id}")
+        self._running[schedule.id] = task
+        task.add_done_callback(lambda _: self._running.pop(schedule.id, None))
+
+    async def _run(
+        self, schedule_id: str, due: datetime | None, started: asyncio.Future[ExportJob] | None
+    ) -> ExportJob | None:
+        attempt = 0
+        job: ExportJob | None = None
+        while True:
+            attempt += 1
+            schedule = self._schedules.get(schedule_id)
+            if schedule is None:
+                return job
+            upto = self._clock() - self._lag
+            after = schedule.watermark if schedule.incremental else None
+            if after is not None and upto <= after:
+                upto = after
+            request = msgspec.structs.replace(schedule.request, destination=schedule.upload_to)
+            try:
+                job = await self._exports.submit(
+                    schedule.format,
+                    request,
+                    schedule_id=schedule.id,
+                    due_at=due,
+                    ingested_after=after,
+                    ingested_upto=upto,
+                    attempt=attempt,
+                )
+                if started is not None and not started.done():
+                    started.set_result(job)
+                job = await self._exports.wait(job.id)
+            except asyncio.CancelledError:
+                if job is not None:
+                    await self._exports.cancel(job.id)
+                raise
+            except Exception as exc:
+                if started is not None and not started.done():
+                    started.set_exception(exc)
+                    return None
+                job = None
+                error = f"{type(exc).__name__}: {exc}"
+            else:
+                error = job.error or job.state
+            async with self._lock:
+                schedule = self._schedules.get(schedule_id)
+                if schedule is None:
+                    return job
+                if job is not None and job.state == "done":
+                    if schedule.incremental:
+                        schedule.watermark = upto
+                    schedule.last_success_at = self._clock()
+                    schedule.last_job_id = job.id
+                    schedule.last_error = None
+                    schedule.consecutive_failures = 0
+                    await self._save(schedule)
+                    RUNS.labels("done").inc()
+                    return job
+                if job is not None and job.state == "cancelled":
+                    RUNS.labels("cancelled").inc()
+                    return job
+                schedule.consecutive_failures += 1
+                schedule.last_error = error
+                schedule.last_job_id = job.id if job is not None else schedule.last_job_id
+                await self._save(schedule)
+            RUNS.labels("failed").inc()
+            log.warning("scheduled export %s failed (attempt %d): %s", schedule_id, attempt, error)
+            self.health()
+            if attempt > self._max_retries:
+                return job
+            await asyncio.sleep(self._backoff * 2 ** (attempt - 1))
+
+    async def _claim(self, schedule_id: str, due: datetime) -> bool:
+        """Claim a due time; True when this process won it (see the module docstring)."""
+        params = {
+            "token": f"{schedule_id}@{ch_time(due)}",
+            "sid": schedule_id,
+            "due": ch_time(due),
+            "owner": self.owner,
+        }
+        table = f"{self._warehouse.database}.{CLAIMS_TABLE}"
+        await self._warehouse.execute(
+            f"INSERT INTO {table} SETTINGS insert_deduplication_token = {{token:String}} "
+            "SELECT {sid:String}, {due:DateTime64(3, 'UTC')}, {owner:String}, now64(3)",
+            params,
+        )
+        winner = await self._warehouse.query_arrow(
+            f"SELECT owner FROM {table} WHERE schedule_id = {{sid:String}} AND due_at = {{due:DateTime64(3, 'UTC')}} "
+            "ORDER BY claimed_at LIMIT 1",
+            params,
+        )
+        return winner.num_rows == 1 and winner.column("owner")[0].as_py() == self.owner
+
+    def _build(self, schedule_id: str, body: ScheduleCreate, *, created_at: datetime) -> Schedule:
+        if body.destination and body.upload_to:
+            raise ValidationError("upload_to", "give upload_to or destination, not both")
+        upload_to = body.upload_to or body.destination
+        if upload_to and redact_url(upload_to) != upload_to.split("?", 1)[0]:
+            raise ValidationError("upload_to", "must not embed credentials; configure them under [export]")
+        request_fields = {f: getattr(body, f) for f in ExportRequest.__struct_fields__}
+        request_fields["destination"] = None
+        return Schedule(
+            id=schedule_id,
+            name=body.name,
+            format=body.format,
+            frequency=body.frequency,
+            cron=cron_of(body.frequency),
+            request=ExportRequest(**request_fields),
+            upload_to=upload_to,
+            incremental=body.incremental,
+            enabled=body.enabled,
+            created_at=created_at,
+            updated_at=self._clock(),
+        )
+
+    async def _check_export(self, schedule: Schedule) -> None:
+        plan_export(schedule.format, schedule.request, await table_columns(self._warehouse))
+
+    def _get(self, schedule_id: str) -> Schedule:
+        schedule = self._schedules.get(schedule_id)
+        if schedule is None:
+            raise ScheduleNotFound(f"no schedule {schedule_id!r}")
+        return schedule
+
+    def _view(self, schedule: Schedule) -> Schedule:
+        base = max(schedule.last_due or schedule.created_at, schedule.created_at)
+        return msgspec.structs.replace(
+            schedule,
+            next_run_at=next_due(schedule.cron, base) if schedule.enabled else None,
+            running=schedule.id in self._running,
+        )
+
+    def _next_version(self) -> int:
+        self._last_version = max(time.time_ns(), self._last_version + 1)
+        return self._last_version
+
+    async def _save(self, schedule: Schedule, *, deleted: bool = False) -> None:
+        row = {
+            "id": schedule.id,
+            "version": self._next_version(),
+            "deleted": deleted,
+            "name": schedule.name,
+            "format": schedule.format,
+            "frequency": schedule.frequency,
+            "cron": schedule.cron,
+            "request": msgspec.json.encode(schedule.request).decode(),
+            "upload_to": schedule.upload_to or "",
+            "incremental": schedule.incremental,
+            "enabled": schedule.enabled,
+            "created_at": schedule.created_at,
+            "updated_at": self._clock(),
+            "watermark": schedule.watermark,
+            "last_due": schedule.last_due,
+            "last_success_at": schedule.last_success_at,
+            "last_job_id": schedule.last_job_id or "",
+            "last_error": schedule.last_error or "",
+            "consecutive_failures": schedule.consecutive_failures,
+        }
+        await self._warehouse.insert_arrow(SCHEDULES_TABLE, pa.Table.from_pylist([row], schema=_SCHEDULE_SCHEMA))
+
+    async def _load(self) -> list[Schedule]:
+        table = await self._warehouse.query_arrow(
+            f"SELECT * FROM {self._warehouse.database}.{SCHEDULES_TABLE} FINAL WHERE NOT deleted ORDER BY created_at"
+        )
+        return [
+            Schedule(
+                id=row["id"],
+                name=row["name"],
+                format=row["format"],
+                frequency=row["frequency"],
+                cron=row["cron"],
+                request=msgspec.json.decode(row["request"], type=ExportRequest),
+                upload_to=row["upload_to"] or None,
+                incremental=row["incremental"],
+                enabled=row["enabled"],
+                created_at=row["created_at"],
+                updated_at=row["updated_at"],
+                watermark=row["watermark"],
+                last_due=row["last_due"],
+                last_success_at=row["last_success_at"],
+                last_job_id=row["last_job_id"] or None,
+                last_error=row["last_error"] or None,
+                consecutive_failures=row["consecutive_failures"],
+            )
+            for row in table.to_pylist()
+        ]
+
+    async def _run_loop(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("checking export schedules failed")
+            await asyncio.sleep(self._poll)
+
+
+def ch_time(value: datetime) -> str:
+    """A `DateTime64(3, 'UTC')` query parameter value."""
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _field_of(message: str) -> str:
+    marker = "at `$."
+    return message.split(marker, 1)[1].rstrip("`") if marker in message else "body"
+
+
+_TIME = pa.timestamp("ms", "UTC")
+_SCHEDULE_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("version", pa.uint64()),
+        ("deleted", pa.bool_()),
+        ("name", pa.string()),
+        ("format", pa.string()),
+        ("frequency", pa.string()),
+        ("cron", pa.string()),
+        ("request", pa.string()),
+        ("upload_to", pa.string()),
+        ("incremental", pa.bool_()),
+        ("enabled", pa.bool_()),
+        ("created_at", _TIME),
+        ("updated_at", _TIME),
+        ("watermark", _TIME),
+        ("last_due", _TIME),
+        ("last_success_at", _TIME),
+        ("last_job_id", pa.string()),
+        ("last_error", pa.string()),
+        ("consecutive_failures", pa.uint32()),
+    ]
+)
