@@ -1,0 +1,32 @@
+"""Point-in-time ML features of stored transactions, their registry, and ML preparation.
+
+Pure functions of batches and state: the caller loads history from the warehouse
+(`HISTORY_WINDOW` of it, for `FeatureEngine.from_history`) and stores the output.
+"""
+
+from arbitrage.features._engine import HISTORY_WINDOW, FeatureEngine, RollingState
+from arbitrage.features._preparation import ColumnScaler, DataPreparation, PreparationParams, TemporalSplit
+from arbitrage.features._registry import (
+    FEATURE_NAMES,
+    FEATURES,
+    LATE_COLUMN,
+    Feature,
+    feature_columns_sql,
+    feature_schema,
+)
+
+__all__ = [
+    "ColumnScaler",
+    "DataPreparation",
+    "PreparationParams",
+    "TemporalSplit",
+    "FEATURES",
+    "FEATURE_NAMES",
+    "HISTORY_WINDOW",
+    "LATE_COLUMN",
+    "Feature",
+    "FeatureEngine",
+    "RollingState",
+    "feature_columns_sql",
+    "feature_schema",
+]
