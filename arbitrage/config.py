@@ -177,7 +177,9 @@ def redacted(settings: Settings) -> dict[str, Any]:
         if "url" in section and section["url"]:
             section["url"] = re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", section["url"])
         if "extra" in section:
-            section["extra"] = {k: ("***" if "password" in k or "secret" in k else v) for k, v in section["extra"].items()}
+            section["extra"] = {
+                k: ("***" if "password" in k or "secret" in k else v) for k, v in section["extra"].items()
+            }
     return data
 
 
@@ -192,10 +194,8 @@ def _parse_env_value(value: str) -> Any:
 def _name_key(message: str) -> str:
     """Turn msgspec's `... - at `$.server.port`` into `server.port: ...`."""
     match = re.search(r"^(.*?)(?: - at `\$\.?(.*)`)?$", message)
-    if not match or not match.group(2):
-        return message
-    reason, where = match.group(1), match.group(2)
+    reason, where = (match.group(1), match.group(2) or "") if match else (message, "")
     field = re.search(r"unknown field `([^`]+)`", reason)
     if field:
-        return f"unknown key `{where}.{field.group(1)}`"
-    return f"`{where}`: {reason}"
+        return f"unknown key `{where + '.' if where else ''}{field.group(1)}`"
+    return f"`{where}`: {reason}" if where else reason

@@ -135,7 +135,9 @@ STORED_COLUMNS: tuple[Column, ...] = (
     Column("hops", "UInt8", pl.UInt8, "Number of legs."),
     Column("circular", "Bool", pl.Boolean, "Route starts and ends in the same mint."),
     Column("start_token", "String", pl.String, "Mint the route starts in."),
-    Column("gross_revenue", "Nullable(Float64)", pl.Float64, "Output minus input in the start token (circular routes)."),
+    Column(
+        "gross_revenue", "Nullable(Float64)", pl.Float64, "Output minus input in the start token (circular routes)."
+    ),
     Column("gross_revenue_sol", "Nullable(Float64)", pl.Float64, "Gross revenue valued in SOL along the route."),
     Column("total_cost_lamports", "UInt64", pl.UInt64, "Fee + priority fee + tip, lamports."),
     Column("total_cost_sol", "Float64", pl.Float64, "Fee + priority fee + tip, SOL."),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import random
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -43,7 +42,9 @@ def _base58(rng: random.Random, length: int) -> str:
 class Simulator:
     """Deterministic for a seed; `start` is the block time of the first slot (default: now - 1 h)."""
 
-    def __init__(self, seed: int | None = 0, *, start: datetime | None = None, tx_per_slot: float = 4.0, signers: int = 40) -> None:
+    def __init__(
+        self, seed: int | None = 0, *, start: datetime | None = None, tx_per_slot: float = 4.0, signers: int = 40
+    ) -> None:
         self._rng = random.Random(seed)
         self._slot = 280_000_000 + self._rng.randrange(1_000_000)
         self._time_ms = int((start or datetime.now(UTC) - timedelta(hours=1)).timestamp() * 1000)
@@ -52,12 +53,14 @@ class Simulator:
         self._decimals = {mint: dec for mint, dec, _, _ in TOKENS}
         self._signers = [_base58(self._rng, 44) for _ in range(signers)]
         self._leaders = [_base58(self._rng, 44) for _ in range(20)]
+        self._mints_except = {m: [o for o, *_ in TOKENS if o != m] for m, *_ in TOKENS}
         self._pools: dict[tuple[str, str, str], tuple[str, float]] = {}
         for dex in DEXES:
             for i, (a, *_rest) in enumerate(TOKENS):
                 for b, *_ in TOKENS[i + 1 :]:
                     pool = _base58(self._rng, 44)
                     self._pools[(dex, a, b)] = (pool, 0.0)
+        self._pool_keys = list(self._pools)
 
     def records(self, count: int) -> list[dict[str, Any]]:
         """The next `count` transactions, in slot order."""
@@ -84,15 +87,52 @@ class Simulator:
         burst = rng.random() < 0.03
         n = int(rng.expovariate(1 / self._tx_per_slot)) + (rng.randrange(10, 40) if burst else 0)
         leader = self._leaders[(self._slot // 4) % len(self._leaders)]
-        return [self._transaction(leader, position) for position in range(n)]
+        return [self._transaction(leader) for _ in range(n)]
 
     def _walk(self) -> None:
         rng = self._rng
         for mint, _, _, vol in TOKENS:
             if vol:
                 self._prices[mint] *= math.exp(rng.gauss(0, vol))
-        for key, (pool, deviation) in self._pools.items():
-            self._pools[key] = (pool, 0.9 * deviation + rng.gauss(0, 0.0012))
+        for key in rng.sample(self._pool_keys, 16):
+            pool, deviation = self._pools[key]
+            self._pools[key] = (pool, 0.8 * deviation + rng.gauss(0, 0.002))
+
+    def _candidate(self, start: str) -> tuple[list[str], list[str], float]:
+        """A random 2-4-hop cycle from `start`: its mints, DEXes and return per unit in."""
+        rng = self._rng
+        hops = rng.choice((2, 2, 3, 3, 3, 4))
+        path = [start, *rng.sample(self._mints_except[start], hops - 1), start]
+        dexes = [rng.choice(DEXES) for _ in range(hops)]
+        factor = 1.0
+        for dex, token_in, token_out in zip(dexes, path, path[1:], strict=False):
+            factor *= self._quote(dex, token_in, token_out)[1]
+        return path, dexes, factor
+
+    def _legs(self, path: list[str], dexes: list[str], amount: float) -> tuple[list[dict[str, Any]], float]:
+        rng = self._rng
+        legs: list[dict[str, Any]] = []
+        for dex, token_in, token_out in zip(dexes, path, path[1:], strict=False):
+            pool, price = self._quote(dex, token_in, token_out)
+            raw_in = max(1, int(amount * 10 ** self._decimals[token_in]))
+            out = amount * price
+            leg: dict[str, Any] = {
+                "dex": dex,
+                "pool": pool,
+                "token_in": token_in,
+                "token_out": token_out,
+                "amount_in": raw_in,
+                "amount_out": max(1, int(out * 10 ** self._decimals[token_out])),
+            }
+            if rng.random() < 0.5:
+                reserve_in = int(raw_in * rng.uniform(200, 5000))
+                leg["reserve_in"] = reserve_in
+                leg["reserve_out"] = int(
+                    reserve_in * price * 10 ** (self._decimals[token_out] - self._decimals[token_in])
+                )
+            legs.append(leg)
+            amount = out
+        return legs, amount
 
     def _quote(self, dex: str, token_in: str, token_out: str) -> tuple[str, float]:
         """Pool address and the pool's price (units of token_out per unit of token_in)."""
@@ -100,31 +140,19 @@ class Simulator:
         pool, deviation = self._pools[key]
         fair = self._prices[token_in] / self._prices[token_out]
         sign = 1 if key[1] == token_in else -1
-        return pool, fair * math.exp(sign * deviation) * 0.9975
+        return pool, fair * math.exp(sign * deviation) * 0.9997
 
-    def _transaction(self, leader: str, position: int) -> dict[str, Any]:
+    def _transaction(self, leader: str) -> dict[str, Any]:
         rng = self._rng
-        mints = [m for m, *_ in TOKENS]
         start = WSOL_MINT if rng.random() < 0.75 else USDC_MINT
-        hops = rng.choice((2, 2, 3, 3, 3, 4))
-        middle = rng.sample([m for m in mints if m != start], hops - 1)
-        path = [start, *middle, start]
         size_sol = rng.lognormvariate(math.log(2.0), 1.0)
-        amount = size_sol / self._prices[start]
-        legs = []
-        for token_in, token_out in zip(path, path[1:], strict=False):
-            dex = rng.choice(DEXES)
-            pool, price = self._quote(dex, token_in, token_out)
-            raw_in = max(1, int(amount * 10 ** self._decimals[token_in]))
-            out = amount * price
-            raw_out = max(1, int(out * 10 ** self._decimals[token_out]))
-            reserve_in = int(raw_in * rng.uniform(200, 5000))
-            leg: dict[str, Any] = {"dex": dex, "pool": pool, "token_in": token_in, "token_out": token_out, "amount_in": raw_in, "amount_out": raw_out}
-            if rng.random() < 0.5:
-                leg["reserve_in"] = reserve_in
-                leg["reserve_out"] = int(reserve_in * price * 10 ** (self._decimals[token_out] - self._decimals[token_in]))
-            legs.append(leg)
-            amount = out
+        # A searcher quotes a few candidate cycles and sends the best one; prices may move
+        # before it lands, so some arrive unprofitable.
+        path, dexes, _ = max((self._candidate(start) for _ in range(6)), key=lambda c: c[2])
+        legs, amount = self._legs(path, dexes, size_sol / self._prices[start])
+        slippage = math.exp(rng.gauss(-0.0004, 0.0008))
+        legs[-1]["amount_out"] = max(1, int(legs[-1]["amount_out"] * slippage))
+        amount *= slippage
         gain_sol = (amount - size_sol / self._prices[start]) * self._prices[start]
         success = rng.random() > 0.12
         tip = int(max(0.0, gain_sol) * rng.uniform(0.2, 0.6) * 1e9) if rng.random() < 0.6 else 0
@@ -146,19 +174,4 @@ class Simulator:
         }
         if tip:
             record["bundle_id"] = _base58(rng, 64)
-        del position
         return record
-
-
-def paced(stream: Iterator[dict[str, Any]], rate: float) -> Iterator[list[dict[str, Any]]]:
-    """Group a stream into chunks emitted at `rate` records per second (wall clock)."""
-    chunk = max(1, int(rate / 10))
-    started = time.monotonic()
-    sent = 0
-    while True:
-        batch = [next(stream) for _ in range(chunk)]
-        sent += len(batch)
-        yield batch
-        delay = started + sent / rate - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from litestar import Controller, Response, get
+from litestar.di import NamedDependency
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -15,7 +16,7 @@ from arbitrage.telemetry import METRICS
 _CHECK_TIMEOUT_S = 2.0
 
 
-async def _warehouse(services: Services) -> dict[str, Any]:
+async def _warehouse(services: NamedDependency[Services]) -> dict[str, Any]:
     latency = await services.warehouse.ping()
     return {"status": "healthy", "latency_ms": round(latency, 2), "backend": services.warehouse.backend}
 
@@ -24,7 +25,7 @@ class HealthController(Controller):
     tags = ["operations"]
 
     @get("/health", description="200 when the service can store and serve data, 503 when the warehouse cannot.")
-    async def health(self, services: Services) -> Response[dict[str, Any]]:
+    async def health(self, services: NamedDependency[Services]) -> Response[dict[str, Any]]:
         checks = {"warehouse": lambda: _warehouse(services), **services.health_checks}
         components: dict[str, dict[str, Any]] = {}
         for name, check in checks.items():

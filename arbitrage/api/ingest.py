@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from litestar import Controller, Request, Response, post
+from litestar.di import NamedDependency
 
 from arbitrage.ingest import IngestReport, IngestService
 
@@ -22,9 +23,10 @@ class IngestController(Controller):
     tags = ["ingest"]
 
     @post(description=_DESCRIPTION, status_code=200, response_description="What was stored")
-    async def ingest(self, request: Request[object, object, object], ingest: IngestService) -> Response[IngestReport]:
+    async def ingest(
+        self, request: Request[object, object, object], ingest: NamedDependency[IngestService]
+    ) -> Response[IngestReport]:
         body = await request.body()
         report = await ingest.ingest_body(body, request.headers.get("content-type"), source="http")
         status = 422 if report.rejected and not (report.accepted or report.duplicates) else 200
         return Response(report, status_code=status)
-

@@ -6,6 +6,7 @@ import time
 from typing import Annotated, Any
 
 from litestar import Controller, get
+from litestar.di import NamedDependency
 from litestar.params import Parameter
 
 from arbitrage.storage import TransactionReader
@@ -40,12 +41,12 @@ class StatsController(Controller):
         self._cache = _ShortCache(1.0)
 
     @get(description="Totals over everything stored, and the top tokens, DEXes and signers.")
-    async def stats(self, reader: TransactionReader) -> dict[str, Any]:
+    async def stats(self, reader: NamedDependency[TransactionReader]) -> dict[str, Any]:
         return self._cache.get("stats") or self._cache.put("stats", await reader.stats())
 
     @get("/daily", description="One row per UTC day for the last `days` days (days without data are omitted).")
     async def daily(
-        self, reader: TransactionReader, days: Annotated[int, Parameter(ge=1, le=3650)] = 30
+        self, reader: NamedDependency[TransactionReader], days: Annotated[int, Parameter(ge=1, le=3650)] = 30
     ) -> dict[str, list[dict[str, Any]]]:
         key = ("daily", days)
         return self._cache.get(key) or self._cache.put(key, {"days": await reader.daily(days)})

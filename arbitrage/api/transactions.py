@@ -8,6 +8,7 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, Request, get
+from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.params import Parameter
 from litestar.response import Stream
@@ -51,8 +52,8 @@ class TransactionController(Controller):
     @get("/transactions", description="Newest first. Pass `next_cursor` back as `cursor` for the next page.")
     async def list_transactions(
         self,
-        reader: TransactionReader,
-        recent: RecentTransactions,
+        reader: NamedDependency[TransactionReader],
+        recent: NamedDependency[RecentTransactions],
         limit: Limit = 100,
         cursor: Annotated[str | None, Parameter(max_length=200)] = None,
         token: Token = None,
@@ -71,12 +72,16 @@ class TransactionController(Controller):
         next_cursor = None
         if more:
             last = msgspec.json.decode(items[-1])
-            next_cursor = encode_cursor(datetime.fromisoformat(last["block_time"].replace("Z", "+00:00")), last["signature"])
+            next_cursor = encode_cursor(
+                datetime.fromisoformat(last["block_time"].replace("Z", "+00:00")), last["signature"]
+            )
         return TransactionPage([msgspec.Raw(i) for i in items], next_cursor)
 
     @get("/transactions/{signature:str}", description="One transaction; 404 when it is not stored.")
     async def get_transaction(
-        self, reader: TransactionReader, signature: Annotated[str, Parameter(min_length=64, max_length=88)]
+        self,
+        reader: NamedDependency[TransactionReader],
+        signature: Annotated[str, Parameter(min_length=64, max_length=88)],
     ) -> msgspec.Raw:
         frame = await reader.get(signature)
         if frame.is_empty():
@@ -91,7 +96,7 @@ class TransactionController(Controller):
     async def historical(
         self,
         request: Request[object, object, object],
-        reader: TransactionReader,
+        reader: NamedDependency[TransactionReader],
         start: Annotated[str, Parameter(max_length=40)],
         end: Annotated[str, Parameter(max_length=40)],
         token: Token = None,

@@ -19,7 +19,15 @@ import polars as pl
 import pyarrow as pa
 
 from arbitrage.errors import ValidationError
-from arbitrage.model import BASE58_PATTERN, EARLIEST_BLOCK_TIME, MAX_CLOCK_SKEW, MAX_LEGS, UINT64_LIMIT, Leg, TransactionIn
+from arbitrage.model import (
+    BASE58_PATTERN,
+    EARLIEST_BLOCK_TIME,
+    MAX_CLOCK_SKEW,
+    MAX_LEGS,
+    UINT64_LIMIT,
+    Leg,
+    TransactionIn,
+)
 
 JSON = "json"
 NDJSON = "ndjson"
@@ -210,7 +218,7 @@ def _finish(
     """`raw_of(body_index)` returns a record's original bytes, for its dead letter."""
     try:
         frame = _columns(records)
-    except (OverflowError, pa.ArrowInvalid):
+    except (OverflowError, TypeError, pa.ArrowInvalid):
         keep: list[int] = []
         for position, record in enumerate(records):
             field = _first_oversized(record)
@@ -226,7 +234,13 @@ def _finish(
 
 def _first_oversized(record: TransactionIn) -> str | None:
     """The rare slow path: which unsigned 64-bit field of a record overflows."""
-    for name in ("fee_lamports", "priority_fee_lamports", "jito_tip_lamports", "compute_units_consumed", "compute_unit_limit"):
+    for name in (
+        "fee_lamports",
+        "priority_fee_lamports",
+        "jito_tip_lamports",
+        "compute_units_consumed",
+        "compute_unit_limit",
+    ):
         value = getattr(record, name)
         if value is not None and value >= UINT64_LIMIT:
             return name
@@ -290,7 +304,9 @@ def _decode_arrow(body: bytes, now: datetime | None) -> DecodedBatch:
             columns.append(pa.array([default] * table.num_rows, field.type))
     frame = pl.from_arrow(pa.Table.from_arrays(columns, schema=RAW_SCHEMA))
     assert isinstance(frame, pl.DataFrame)
-    return _check_rules(frame, list(range(len(frame))), [], now, lambda i: msgspec.json.encode(frame.row(i, named=True)))
+    return _check_rules(
+        frame, list(range(len(frame))), [], now, lambda i: msgspec.json.encode(frame.row(i, named=True))
+    )
 
 
 def _check_rules(
@@ -321,7 +337,9 @@ def _check_rules(
     leg_first = leg_errors.group_by("_row", maintain_order=True).first()
     row_errors = frame.select(
         pl.int_range(pl.len()).alias("_row"),
-        pl.coalesce(*[pl.when(cond).then(pl.lit(f"{name}\x00{reason}")) for name, cond, reason in checks]).alias("_row_error"),
+        pl.coalesce(*[pl.when(cond).then(pl.lit(f"{name}\x00{reason}")) for name, cond, reason in checks]).alias(
+            "_row_error"
+        ),
     ).join(leg_first, on="_row", how="left")
     errors = row_errors.select("_row", pl.coalesce("_row_error", "_error").alias("error")).drop_nulls("error")
     if errors.is_empty():
@@ -342,16 +360,32 @@ def _rule_checks(earliest_ms: int, latest_ms: int) -> list[tuple[str, pl.Expr, s
     n_legs = pl.col("legs").list.len()
     return [
         ("signature", pl.col("signature").is_null(), "required"),
-        ("signature", (sig_len < 64) | (sig_len > 88) | ~pl.col("signature").str.contains(_BASE58), "must be base58, 64-88 characters"),
-        ("slot", pl.col("slot").is_null() | (pl.col("slot") == 0) | (pl.col("slot") >= 2**63), "must be > 0 and < 2^63"),
+        (
+            "signature",
+            (sig_len < 64) | (sig_len > 88) | ~pl.col("signature").str.contains(_BASE58),
+            "must be base58, 64-88 characters",
+        ),
+        (
+            "slot",
+            pl.col("slot").is_null() | (pl.col("slot") == 0) | (pl.col("slot") >= 2**63),
+            "must be > 0 and < 2^63",
+        ),
         ("block_time", pl.col("block_time").is_null(), "required"),
         ("block_time", pl.col("block_time") < earliest_ms, "is before 2020-03-16"),
         ("block_time", pl.col("block_time") > latest_ms, "is more than 1 h in the future"),
         ("signer", pl.col("signer").is_null(), "required"),
-        ("signer", (signer_len < 32) | (signer_len > 44) | ~pl.col("signer").str.contains(_BASE58), "must be a base58 public key, 32-44 characters"),
+        (
+            "signer",
+            (signer_len < 32) | (signer_len > 44) | ~pl.col("signer").str.contains(_BASE58),
+            "must be a base58 public key, 32-44 characters",
+        ),
         ("legs", pl.col("legs").is_null() | (n_legs < 1) | (n_legs > MAX_LEGS), f"must hold 1-{MAX_LEGS} legs"),
         ("fee_lamports", pl.col("fee_lamports").is_null(), "required"),
-        ("leader", pl.col("leader").is_not_null() & ~pl.col("leader").str.contains(r"^[1-9A-HJ-NP-Za-km-z]{32,44}$"), "must be a base58 public key"),
+        (
+            "leader",
+            pl.col("leader").is_not_null() & ~pl.col("leader").str.contains(r"^[1-9A-HJ-NP-Za-km-z]{32,44}$"),
+            "must be a base58 public key",
+        ),
     ]
 
 

@@ -16,9 +16,11 @@ from arbitrage.model import KNOWN_DECIMALS, LAMPORTS_PER_SOL, STORED_SCHEMA, WSO
 
 
 def _decimals(explicit: str, mint: str) -> pl.Expr:
-    return pl.col(explicit).fill_null(
-        pl.col(mint).replace_strict(KNOWN_DECIMALS, default=6, return_dtype=pl.UInt8)
-    ).cast(pl.UInt8)
+    return (
+        pl.col(explicit)
+        .fill_null(pl.col(mint).replace_strict(KNOWN_DECIMALS, default=6, return_dtype=pl.UInt8))
+        .cast(pl.UInt8)
+    )
 
 
 def derive(raw: pl.DataFrame, *, source: str, ingested_at: datetime | None = None) -> pl.DataFrame:
@@ -28,7 +30,10 @@ def derive(raw: pl.DataFrame, *, source: str, ingested_at: datetime | None = Non
         raw.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_row"), "legs")
         .explode("legs")
         .unnest("legs")
-        .with_columns(_decimals("decimals_in", "token_in").alias("decimals_in"), _decimals("decimals_out", "token_out").alias("decimals_out"))
+        .with_columns(
+            _decimals("decimals_in", "token_in").alias("decimals_in"),
+            _decimals("decimals_out", "token_out").alias("decimals_out"),
+        )
         .with_columns(
             (pl.col("amount_in").cast(pl.Float64) / pl.lit(10.0).pow(pl.col("decimals_in"))).alias("_in"),
             (pl.col("amount_out").cast(pl.Float64) / pl.lit(10.0).pow(pl.col("decimals_out"))).alias("_out"),
@@ -61,7 +66,10 @@ def derive(raw: pl.DataFrame, *, source: str, ingested_at: datetime | None = Non
         .with_columns(circular.alias("circular"), lamports.alias("total_cost_lamports"))
         .with_columns(gross.alias("gross_revenue"))
         .with_columns(
-            pl.when(~pl.col("success")).then(pl.lit(0.0)).otherwise(pl.col("gross_revenue") * sol_rate).alias("gross_revenue_sol"),
+            pl.when(~pl.col("success"))
+            .then(pl.lit(0.0))
+            .otherwise(pl.col("gross_revenue") * sol_rate)
+            .alias("gross_revenue_sol"),
             (pl.col("total_cost_lamports").cast(pl.Float64) / LAMPORTS_PER_SOL).alias("total_cost_sol"),
         )
         .with_columns(

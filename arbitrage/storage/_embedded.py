@@ -35,8 +35,16 @@ class EmbeddedWarehouse:
 
     backend = "embedded"
 
-    def __init__(self, data_dir: str | Path, *, database: str = "arbitrage", max_concurrent_queries: int = 4) -> None:
+    def __init__(
+        self,
+        data_dir: str | Path,
+        *,
+        database: str = "arbitrage",
+        max_concurrent_queries: int = 4,
+        migrations: Path | None = None,
+    ) -> None:
         self.data_dir = Path(data_dir)
+        self._migrations = migrations
         self.database = database
         self._slots = threading.BoundedSemaphore(max_concurrent_queries)
         self._session: chdb_session.Session | None = None
@@ -44,9 +52,21 @@ class EmbeddedWarehouse:
         self._failed_reason: str | None = None
 
     async def start(self) -> None:
-        await asyncio.to_thread(self._open)
+        """Open and migrate; on failure release everything (chdb allows one data path per process)."""
+        try:
+            await asyncio.to_thread(self._open)
+            await self._migrate()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _migrate(self) -> None:
         await apply_migrations(
-            self.execute, self._applied_versions, self._record_migration, database=self.database
+            self.execute,
+            self._applied_versions,
+            self._record_migration,
+            database=self.database,
+            directory=self._migrations,
         )
 
     async def close(self) -> None:
@@ -165,7 +185,9 @@ class EmbeddedWarehouse:
         with self._slots:
             try:
                 # chdb resolves Python(arrow_data) to this frame's local variable.
-                session.query(f"INSERT INTO {self.database}.{table} ({columns}) SELECT {columns} FROM Python(arrow_data)")
+                session.query(
+                    f"INSERT INTO {self.database}.{table} ({columns}) SELECT {columns} FROM Python(arrow_data)"
+                )
             except Exception as exc:
                 raise WarehouseUnavailable(str(exc)) from exc
 

@@ -92,9 +92,7 @@ class TransactionReader:
         # signature twice; several writers (server backend) can race, so collapse at read.
         self._final = " FINAL" if warehouse.backend == "clickhouse" else ""
 
-    async def page(
-        self, filters: TransactionFilter, limit: int, before: tuple[datetime, str] | None
-    ) -> pl.DataFrame:
+    async def page(self, filters: TransactionFilter, limit: int, before: tuple[datetime, str] | None) -> pl.DataFrame:
         where, params = filters.where()
         if before is not None:
             where += " AND (block_time, signature) < ({cursor_time:DateTime64(3, 'UTC')}, {cursor_sig:String})"

@@ -30,7 +30,9 @@ class RecentTransactions:
 
     def __init__(self, capacity: int = 10_000) -> None:
         self.capacity = capacity
-        self._frame = pl.DataFrame(schema={"block_time": pl.Datetime("ms", "UTC"), "signature": pl.String, "json": pl.Binary})
+        self._frame = pl.DataFrame(
+            schema={"block_time": pl.Datetime("ms", "UTC"), "signature": pl.String, "json": pl.Binary}
+        )
         self._position = 0
         self._subscribers: dict[asyncio.Queue[LiveEvent | None], int] = {}
 
@@ -45,7 +47,9 @@ class RecentTransactions:
         """Merge a stored batch and publish it to live subscribers (call from the event loop)."""
         if not payloads:
             return
-        batch = pl.DataFrame({"block_time": block_times, "signature": signatures, "json": pl.Series(payloads, dtype=pl.Binary)})
+        batch = pl.DataFrame(
+            {"block_time": block_times, "signature": signatures, "json": pl.Series(payloads, dtype=pl.Binary)}
+        )
         self._frame = pl.concat([self._frame, batch]).sort(_KEYS, descending=True).head(self.capacity)
         for block_time, signature, payload in zip(block_times.to_list(), signatures.to_list(), payloads, strict=True):
             self._position += 1
@@ -62,7 +66,9 @@ class RecentTransactions:
         frame = self._frame
         if before is not None:
             at, sig = before
-            frame = frame.filter((pl.col("block_time") < at) | ((pl.col("block_time") == at) & (pl.col("signature") < sig)))
+            frame = frame.filter(
+                (pl.col("block_time") < at) | ((pl.col("block_time") == at) & (pl.col("signature") < sig))
+            )
         if len(frame) < limit and len(self._frame) >= self.capacity:
             return None
         return frame.head(limit)["json"].to_list()

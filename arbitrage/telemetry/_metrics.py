@@ -17,26 +17,45 @@ class Metrics:
         PlatformCollector(registry=self.registry)
         r = self.registry
         self.transactions = Counter(
-            "arbitrage_transactions", "Records seen by ingest, by outcome (stored, duplicate, rejected).",
-            ["source", "outcome"], registry=r,
+            "arbitrage_transactions",
+            "Records seen by ingest, by outcome (stored, duplicate, rejected).",
+            ["source", "outcome"],
+            registry=r,
         )
         self.profit = Counter("arbitrage_profit_total_sol", "Net profit of stored transactions, SOL.", registry=r)
-        self.dead_letters = Counter("arbitrage_dead_letters", "Records written to dead letters.", ["source"], registry=r)
-        self.ingest_batch_seconds = Histogram(
-            "arbitrage_ingest_batch_duration_seconds", "Time to process one ingest batch, by stage.",
-            ["stage"], buckets=_LATENCY_BUCKETS, registry=r,
+        self.dead_letters = Counter(
+            "arbitrage_dead_letters", "Records written to dead letters.", ["source"], registry=r
         )
-        self.ingest_pending = Gauge("arbitrage_ingest_pending_batches", "Batches waiting for the warehouse writer.", registry=r)
-        self.ingest_saturated = Counter("arbitrage_ingest_saturated", "Ingest requests refused with 503 (queue full).", registry=r)
+        self.ingest_batch_seconds = Histogram(
+            "arbitrage_ingest_batch_duration_seconds",
+            "Time to process one ingest batch, by stage.",
+            ["stage"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ingest_pending = Gauge(
+            "arbitrage_ingest_pending_batches", "Batches waiting for the warehouse writer.", registry=r
+        )
+        self.ingest_saturated = Counter(
+            "arbitrage_ingest_saturated", "Ingest requests refused with 503 (queue full).", registry=r
+        )
         self.request_seconds = Histogram(
-            "api_request_duration_seconds", "HTTP request latency by route template and method.",
-            ["method", "route", "status"], buckets=_LATENCY_BUCKETS, registry=r,
+            "api_request_duration_seconds",
+            "HTTP request latency by route template and method.",
+            ["method", "route", "status"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.query_seconds = Histogram(
-            "database_query_duration_seconds", "Warehouse call latency by operation.",
-            ["operation"], buckets=_LATENCY_BUCKETS, registry=r,
+            "database_query_duration_seconds",
+            "Warehouse call latency by operation.",
+            ["operation"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
-        self.warehouse_errors = Counter("database_errors", "Warehouse calls that failed, by operation.", ["operation"], registry=r)
+        self.warehouse_errors = Counter(
+            "database_errors", "Warehouse calls that failed, by operation.", ["operation"], registry=r
+        )
 
 
 METRICS = Metrics()

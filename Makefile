@@ -1,0 +1,45 @@
+# arbitrage — `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON := python3.11
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+VENV := .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: help install system-deps run test lint fmt bench dist clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+install: ## create .venv with the locked dependencies and the `arbitrage` command (installs uv if missing)
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	@$(UV) sync --frozen --quiet
+
+system-deps: ## install the services the tests start (redis-server) when missing (Debian, as root)
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "installing redis-server (Debian package)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) \
+	  || echo "warning: could not install redis-server; Redis tests will be skipped"; }
+
+run: install ## serve on 127.0.0.1:8080 with the embedded warehouse and the demo feed on
+	$(BIN)/arbitrage serve --demo
+
+test: install system-deps ## run the whole test suite (starts and stops Redis, a Kafka-protocol broker, an S3 endpoint)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install ## ruff (lint + format check) and mypy
+	$(BIN)/ruff check arbitrage tests benchmarks
+	$(BIN)/ruff format --check arbitrage tests benchmarks
+	$(BIN)/mypy arbitrage
+
+fmt: install ## format the code and apply safe lint fixes
+	$(BIN)/ruff format arbitrage tests benchmarks
+	$(BIN)/ruff check --fix arbitrage tests benchmarks
+
+bench: install ## run the benchmarks (minutes; prints tables)
+	@for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+clean: ## remove the virtualenv, caches and local data
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache data exports dist

@@ -1,0 +1,259 @@
+"""`arbitrage serve | migrate | ingest | simulate | config show`.
+
+Settings come from `--config` (or `ARB_CONFIG`, or `./config.toml`), then `ARB_*`
+variables, then flags. A configuration error exits with code 2 and names the key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from arbitrage import __version__
+from arbitrage.config import Settings, default_config_path, load_settings, redacted
+from arbitrage.errors import ArbitrageError, ConfigError
+
+EXIT_CONFIG = 2
+SETTINGS_ENV = "ARBITRAGE_SETTINGS_JSON"
+"""How `serve` hands its resolved settings to the Granian worker that builds the app."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 0
+    try:
+        settings = load_settings(args.config or default_config_path(), overrides=_flag_overrides(args))
+        return int(args.handler(args, settings) or 0)
+    except ConfigError as exc:
+        print(f"arbitrage: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except ArbitrageError as exc:
+        print(f"arbitrage: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="arbitrage", description="Solana arbitrage data backend.")
+    parser.add_argument("--version", action="version", version=f"arbitrage {__version__}")
+    parser.add_argument("--config", help="config.toml to read (default: $ARB_CONFIG or ./config.toml)")
+    sub = parser.add_subparsers(dest="command")
+
+    serve = sub.add_parser("serve", help="serve the HTTP API (Granian, ASGI)")
+    serve.add_argument("--host", help="server.host")
+    serve.add_argument("--port", type=int, help="server.port")
+    serve.add_argument("--data-dir", help="storage.data_dir")
+    serve.add_argument("--workers", type=int, help="server.workers")
+    serve.add_argument("--demo", action="store_true", default=None, help="feed simulated transactions (demo.enabled)")
+    serve.add_argument("--demo-rate", type=float, help="demo.rate, transactions per second")
+    serve.set_defaults(handler=_serve)
+
+    migrate = sub.add_parser("migrate", help="apply pending warehouse migrations and exit")
+    migrate.add_argument("--data-dir", help="storage.data_dir")
+    migrate.set_defaults(handler=_migrate)
+
+    ingest = sub.add_parser("ingest", help="load NDJSON, JSON or Parquet files into the warehouse")
+    ingest.add_argument("files", nargs="+", type=Path)
+    ingest.add_argument("--data-dir", help="storage.data_dir")
+    ingest.add_argument("--batch-size", type=int, default=50_000, help="records per insert (default 50000)")
+    ingest.set_defaults(handler=_ingest)
+
+    simulate = sub.add_parser("simulate", help="emit simulated arbitrage transactions as NDJSON")
+    simulate.add_argument("--count", type=int, default=1000, help="how many (0 = endless)")
+    simulate.add_argument("--rate", type=float, default=0.0, help="records per second (0 = as fast as possible)")
+    simulate.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
+    simulate.add_argument("--out", type=Path, help="write to this file instead of stdout")
+    simulate.add_argument("--url", help="POST batches to this ingest URL instead, e.g. http://127.0.0.1:8080/ingest")
+    simulate.add_argument("--batch-size", type=int, default=10_000, help="records per POST with --url")
+    simulate.set_defaults(handler=_simulate)
+
+    config = sub.add_parser("config", help="configuration")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    show = config_sub.add_parser("show", help="print the effective configuration, secrets redacted")
+    show.set_defaults(handler=_config_show)
+    return parser
+
+
+def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    mapping = {
+        "host": "server.host",
+        "port": "server.port",
+        "workers": "server.workers",
+        "data_dir": "storage.data_dir",
+        "demo": "demo.enabled",
+        "demo_rate": "demo.rate",
+    }
+    return {key: getattr(args, flag) for flag, key in mapping.items() if getattr(args, flag, None) is not None}
+
+
+def _serve(_: argparse.Namespace, settings: Settings) -> int:
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    if settings.storage.backend == "embedded" and settings.server.workers != 1:
+        raise ConfigError("server.workers: the embedded warehouse allows one process; use 1 or the clickhouse backend")
+    os.environ[SETTINGS_ENV] = msgspec.json.encode(settings).decode()
+    Granian(
+        "arbitrage.cli:app_from_environment",
+        factory=True,
+        address=settings.server.host,
+        port=settings.server.port,
+        interface=Interfaces.ASGI,
+        workers=settings.server.workers,
+        log_level=settings.telemetry.log_level.lower(),  # type: ignore[arg-type]
+    ).serve()
+    return 0
+
+
+def app_from_environment() -> Any:
+    """Granian's app factory: rebuild the settings `serve` resolved."""
+    from arbitrage.app import create_app
+    from arbitrage.telemetry import configure_logging
+
+    raw = os.environ.get(SETTINGS_ENV)
+    settings = msgspec.json.decode(raw, type=Settings) if raw else load_settings(default_config_path())
+    configure_logging(settings.telemetry.log_level, settings.telemetry.log_format)
+    return create_app(settings)
+
+
+def _migrate(_: argparse.Namespace, settings: Settings) -> int:
+    from arbitrage.storage import open_warehouse
+
+    async def run() -> None:
+        warehouse = open_warehouse(settings.storage)
+        await warehouse.start()
+        await warehouse.close()
+
+    asyncio.run(run())
+    print(f"migrations applied ({settings.storage.backend} warehouse, database {settings.storage.database})")
+    return 0
+
+
+def _ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from tqdm import tqdm
+
+    from arbitrage.app import start_services
+
+    async def run() -> tuple[int, int, int]:
+        services = await start_services(settings)
+        totals = [0, 0, 0]
+        try:
+            for path in args.files:
+                with tqdm(desc=path.name, unit="tx", unit_scale=True, file=sys.stderr) as progress:
+                    for chunk in _file_chunks(path, args.batch_size):
+                        report = await services.ingest.ingest_records(chunk, source="file")
+                        totals[0] += report.accepted
+                        totals[1] += report.duplicates
+                        totals[2] += report.rejected
+                        for error in report.errors[:5]:
+                            tqdm.write(
+                                f"{path.name}: record {error.index}: {error.field}: {error.reason}", file=sys.stderr
+                            )
+                        progress.update(len(chunk))
+        finally:
+            await services.warehouse.close()
+        return totals[0], totals[1], totals[2]
+
+    accepted, duplicates, rejected = asyncio.run(run())
+    print(json.dumps({"accepted": accepted, "duplicates": duplicates, "rejected": rejected}))
+    return 0 if accepted or duplicates or not rejected else 1
+
+
+def _file_chunks(path: Path, size: int) -> Iterator[list[bytes]]:
+    """Records of a file as JSON bytes, `size` at a time (NDJSON, JSON array or Parquet)."""
+    if not path.is_file():
+        raise ArbitrageError(f"{path}: no such file")
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        encoder = msgspec.json.Encoder()
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=size):
+            yield [encoder.encode(row) for row in batch.to_pylist()]
+        return
+    with path.open("rb") as handle:
+        head = handle.read(1)
+        while head.isspace():
+            head = handle.read(1)
+        handle.seek(0)
+        if head == b"[":
+            items = msgspec.json.decode(handle.read(), type=list[msgspec.Raw])
+            for start in range(0, len(items), size):
+                yield [bytes(item) for item in items[start : start + size]]
+            return
+        chunk: list[bytes] = []
+        for line in handle:
+            if line.strip():
+                chunk.append(line.rstrip(b"\r\n"))
+                if len(chunk) >= size:
+                    yield chunk
+                    chunk = []
+        if chunk:
+            yield chunk
+
+
+def _simulate(args: argparse.Namespace, _: Settings) -> int:
+    from arbitrage.simulator import Simulator
+
+    simulator = Simulator(seed=args.seed)
+    stream = simulator.stream()
+    encoder = msgspec.json.Encoder()
+    remaining = args.count if args.count > 0 else None
+    chunk_size = args.batch_size if args.url else 1000
+    if args.rate:
+        chunk_size = max(1, min(chunk_size, int(args.rate / 10) or 1))
+    started = time.monotonic()
+    sent = 0
+    out = args.out.open("wb") if args.out else sys.stdout.buffer
+    client = None
+    if args.url:
+        import httpx
+
+        client = httpx.Client(timeout=60)
+    try:
+        while remaining is None or remaining > 0:
+            n = chunk_size if remaining is None else min(chunk_size, remaining)
+            lines = [encoder.encode(next(stream)) for _ in range(n)]
+            body = b"\n".join(lines) + b"\n"
+            if client is not None:
+                response = client.post(args.url, content=body, headers={"content-type": "application/x-ndjson"})
+                if response.status_code >= 400 and response.status_code != 422:
+                    raise ArbitrageError(f"{args.url} answered {response.status_code}: {response.text[:200]}")
+            else:
+                out.write(body)
+            sent += n
+            if remaining is not None:
+                remaining -= n
+            if args.rate:
+                delay = started + sent / args.rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+    except BrokenPipeError:
+        return 0
+    finally:
+        if args.out:
+            out.close()
+        if client is not None:
+            client.close()
+    return 0
+
+
+def _config_show(_: argparse.Namespace, settings: Settings) -> int:
+    print(json.dumps(redacted(settings), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""The ingest pipeline on real chdb: once per signature, dead letters, aggregates, admission."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from arbitrage.errors import Saturated, ValidationError
+from arbitrage.ingest import IngestService
+from arbitrage.simulator import Simulator
+from arbitrage.storage import EmbeddedWarehouse
+from arbitrage.stream import RecentTransactions
+
+pytestmark = pytest.mark.anyio
+
+
+def _service(warehouse: EmbeddedWarehouse, **kwargs: Any) -> IngestService:
+    return IngestService(warehouse, RecentTransactions(1000), **kwargs)
+
+
+async def _count(warehouse: EmbeddedWarehouse, sql: str = "SELECT count() AS n FROM arbitrage.transactions") -> int:
+    return int((await warehouse.query_arrow(sql)).column(0)[0].as_py())
+
+
+async def test_a_duplicate_signature_is_counted_once_across_batches(
+    warehouse: EmbeddedWarehouse, records: list[dict[str, Any]]
+) -> None:
+    service = _service(warehouse)
+    first = await service.ingest_body(msgspec.json.encode(records[:150]), "application/json", source="test")
+    second = await service.ingest_body(msgspec.json.encode(records[100:]), "application/json", source="test")
+    assert (first.accepted, first.duplicates) == (150, 0)
+    assert (second.accepted, second.duplicates) == (50, 50)
+    assert await _count(warehouse) == 200
+
+
+async def test_a_signature_repeated_inside_one_batch_is_stored_once(
+    warehouse: EmbeddedWarehouse, records: list[dict[str, Any]]
+) -> None:
+    report = await _service(warehouse).ingest_body(msgspec.json.encode(records[:10] + records[:3]), None, source="test")
+    assert (report.accepted, report.duplicates) == (10, 3)
+    assert await _count(warehouse) == 10
+
+
+async def test_a_duplicate_is_counted_once_across_restarts(tmp_path: Path, records: list[dict[str, Any]]) -> None:
+    for _ in range(2):
+        store = EmbeddedWarehouse(tmp_path / "wh")
+        await store.start()
+        await _service(store).ingest_body(msgspec.json.encode(records), None, source="test")
+        stored = await _count(store)
+        await store.close()
+    assert stored == len(records)
+
+
+async def test_rejected_records_become_dead_letters_with_their_raw_bytes(
+    warehouse: EmbeddedWarehouse, records: list[dict[str, Any]]
+) -> None:
+    records[4]["slot"] = 0
+    records[9]["legs"][0]["amount_in"] = -1
+    report = await _service(warehouse).ingest_body(msgspec.json.encode(records), None, source="test")
+    assert (report.accepted, report.rejected) == (len(records) - 2, 2)
+    assert [(e.index, e.field) for e in report.errors] == [(4, "slot"), (9, "legs[0].amount_in")]
+    letters = (
+        await warehouse.query_arrow("SELECT record_index, field, raw FROM arbitrage.dead_letters ORDER BY record_index")
+    ).to_pylist()
+    assert [(r["record_index"], r["field"]) for r in letters] == [(4, "slot"), (9, "legs[0].amount_in")]
+    assert msgspec.json.decode(letters[0]["raw"])["signature"] == records[4]["signature"]
+
+
+async def test_an_unreadable_body_is_refused_and_kept_as_a_dead_letter(warehouse: EmbeddedWarehouse) -> None:
+    with pytest.raises(ValidationError):
+        await _service(warehouse).ingest_body(b"definitely not json", "application/json", source="test")
+    assert await _count(warehouse) == 0
+    assert await _count(warehouse, "SELECT count() FROM arbitrage.dead_letters WHERE raw = 'definitely not json'") == 1
+
+
+async def test_daily_stats_view_matches_a_scan_of_the_table(warehouse: EmbeddedWarehouse) -> None:
+    service = _service(warehouse)
+    simulator = Simulator(seed=11)
+    for _ in range(3):
+        await service.ingest_body(simulator.ndjson(400), "application/x-ndjson", source="test")
+    view = (
+        await warehouse.query_arrow(
+            "SELECT sum(transactions) AS n, sum(net_profit_sol) AS p, sum(profitable) AS w FROM arbitrage.daily_stats"
+        )
+    ).to_pylist()[0]
+    scan = (
+        await warehouse.query_arrow(
+            "SELECT count() AS n, sum(ifNull(net_profit_sol, 0)) AS p, countIf(net_profit_sol > 0) AS w FROM arbitrage.transactions"
+        )
+    ).to_pylist()[0]
+    assert view["n"] == scan["n"] == 1200
+    assert view["w"] == scan["w"]
+    assert view["p"] == pytest.approx(scan["p"])
+
+
+async def test_ingest_refuses_with_saturated_when_too_many_batches_wait(
+    warehouse: EmbeddedWarehouse, records: list[dict[str, Any]]
+) -> None:
+    service = _service(warehouse, max_pending_batches=1)
+    bodies = [msgspec.json.encode(records[i * 50 : (i + 1) * 50]) for i in range(3)]
+    results = await asyncio.gather(
+        *(service.ingest_body(b, None, source="test") for b in bodies), return_exceptions=True
+    )
+    refused = [r for r in results if isinstance(r, Saturated)]
+    stored = [r for r in results if not isinstance(r, BaseException)]
+    assert refused and stored
+    assert await _count(warehouse) == sum(r.accepted for r in stored)
+    assert service.pending == 0
+
+
+async def test_stored_batches_reach_the_recent_buffer_newest_first(
+    warehouse: EmbeddedWarehouse, records: list[dict[str, Any]]
+) -> None:
+    service = _service(warehouse)
+    await service.ingest_body(msgspec.json.encode(records), None, source="test")
+    page = service.recent.page(5)
+    assert page is not None
+    newest = sorted(records, key=lambda r: (r["block_time"], r["signature"]), reverse=True)[:5]
+    assert [msgspec.json.decode(p)["signature"] for p in page] == [r["signature"] for r in newest]

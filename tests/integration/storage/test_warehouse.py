@@ -1,0 +1,98 @@
+"""The embedded warehouse on real chdb: migrations, ownership, persistence."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from arbitrage.errors import MigrationError, WarehouseLocked
+from arbitrage.model import STORED_COLUMNS
+from arbitrage.storage import EmbeddedWarehouse, discover, migrations_dir
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_migrations_create_every_column_the_model_declares(warehouse: EmbeddedWarehouse) -> None:
+    table = await warehouse.query_arrow(
+        "SELECT name, type FROM system.columns WHERE database = 'arbitrage' AND table = 'transactions'"
+    )
+    stored = dict(zip(table.column("name").to_pylist(), table.column("type").to_pylist(), strict=True))
+    for column in STORED_COLUMNS:
+        assert column.name in stored, f"{column.name} is in model.py but not in the transactions table"
+        assert stored[column.name] == column.clickhouse_type, column.name
+
+
+async def test_each_migration_is_applied_once_and_recorded(tmp_path: Path) -> None:
+    for _ in range(2):
+        store = EmbeddedWarehouse(tmp_path / "wh")
+        await store.start()
+        rows = (
+            await store.query_arrow("SELECT version, name FROM arbitrage.schema_migrations ORDER BY version")
+        ).to_pylist()
+        await store.close()
+    assert [(r["version"], r["name"]) for r in rows] == [(m.version, m.name) for m in discover(migrations_dir())]
+
+
+async def test_a_failing_migration_stops_start_up_naming_the_file(tmp_path: Path) -> None:
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (folder / "001_ok.sql").write_text("CREATE TABLE ${db}.ok (x UInt8) ENGINE = MergeTree ORDER BY x;\n")
+    (folder / "002_broken.sql").write_text("CREATE TABLE ${db}.broken (x NoSuchType) ENGINE = MergeTree ORDER BY x;\n")
+    store = EmbeddedWarehouse(tmp_path / "wh", migrations=folder)
+    with pytest.raises(MigrationError, match=r"002_broken\.sql.*NoSuchType"):
+        await store.start()
+    applied = await store.query_arrow("SELECT version FROM arbitrage.schema_migrations")
+    assert applied.column("version").to_pylist() == [1]
+    await store.close()
+
+
+async def test_a_second_process_on_the_same_data_dir_gets_a_clear_error(warehouse: EmbeddedWarehouse) -> None:
+    script = (
+        "import asyncio, sys\n"
+        "from arbitrage.storage import EmbeddedWarehouse\n"
+        "from arbitrage.errors import WarehouseLocked\n"
+        f"w = EmbeddedWarehouse({str(warehouse.data_dir)!r})\n"
+        "try:\n    asyncio.run(w.start())\nexcept WarehouseLocked as e:\n    print(e); sys.exit(3)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 3, result.stderr
+    assert "in use by pid" in result.stdout
+
+
+async def test_the_same_process_cannot_open_a_data_dir_twice(warehouse: EmbeddedWarehouse) -> None:
+    with pytest.raises(WarehouseLocked):
+        await EmbeddedWarehouse(warehouse.data_dir).start()
+
+
+async def test_rows_survive_a_restart(tmp_path: Path) -> None:
+    store = EmbeddedWarehouse(tmp_path / "wh")
+    await store.start()
+    await store.execute("CREATE TABLE arbitrage.kv (k String, v UInt64) ENGINE = MergeTree ORDER BY k")
+    await store.insert_arrow("kv", pa.table({"k": ["a", "b"], "v": pa.array([1, 2], pa.uint64())}))
+    await store.close()
+    reopened = EmbeddedWarehouse(tmp_path / "wh")
+    await reopened.start()
+    rows = (await reopened.query_arrow("SELECT k, v FROM arbitrage.kv ORDER BY k")).to_pylist()
+    await reopened.close()
+    assert rows == [{"k": "a", "v": 1}, {"k": "b", "v": 2}]
+
+
+async def test_streamed_results_arrive_in_bounded_batches(warehouse: EmbeddedWarehouse) -> None:
+    sizes = [b.num_rows async for b in warehouse.stream_arrow("SELECT number FROM numbers(250000)", batch_rows=50_000)]
+    assert sum(sizes) == 250_000
+    assert len(sizes) > 1
+    assert max(sizes) <= 150_000
+
+
+async def test_query_parameters_are_bound_not_spliced(warehouse: EmbeddedWarehouse) -> None:
+    hostile = "x'; DROP TABLE arbitrage.transactions; --"
+    result = await warehouse.query_arrow("SELECT {v:String} AS v", {"v": hostile})
+    assert result.column("v").to_pylist() == [hostile]
+    tables = await warehouse.query_arrow(
+        "SELECT name FROM system.tables WHERE database = 'arbitrage' AND name = 'transactions'"
+    )
+    assert tables.num_rows == 1
