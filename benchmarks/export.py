@@ -1,0 +1,168 @@
+"""Export throughput: N stored rows with every column, in each format, from the embedded warehouse.
+
+    .venv/bin/python benchmarks/export.py [--rows 1000000] [--formats parquet,csv,...]
+
+Fills a temporary embedded warehouse with synthetic transactions (all stored columns,
+1–3 legs each), then runs one export per format in a fresh child process (so peak memory is
+that export's alone) and prints rows/s, MB/s, file size and peak RSS. Targets on a 2-core
+box: parquet, arrow, csv ≥ 1 M rows in ≤ 5 s; json, hdf5, tfrecord ≥ 1 M rows/min.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from arbitrage.model import STORED_SCHEMA
+
+FORMATS = ["parquet", "arrow", "csv", "json", "hdf5", "tfrecord"]
+DEXES = np.array(["raydium_amm", "orca_whirlpool", "meteora_dlmm", "phoenix"])
+TOKENS = np.array([f"{c * 43}{i}" for i, c in enumerate("ABCDEFGH")])
+
+
+def synthetic(n: int, seed: int, start: datetime) -> pa.Table:
+    """n transactions in stored shape, built column-wise (no per-row Python)."""
+    rng = np.random.default_rng(seed)
+    hops = rng.integers(1, 4, n)
+    legs = int(hops.sum())
+    row = np.repeat(np.arange(n), hops)
+    leg_frame = pl.DataFrame(
+        {
+            "row": row,
+            "dex": DEXES[rng.integers(0, len(DEXES), legs)],
+            "pool": np.full(legs, "P" * 44),
+            "token_in": TOKENS[rng.integers(0, len(TOKENS), legs)],
+            "token_out": TOKENS[rng.integers(0, len(TOKENS), legs)],
+            "amount_in": rng.integers(1, 2**60, legs, dtype=np.uint64),
+            "amount_out": rng.integers(1, 2**60, legs, dtype=np.uint64),
+            "decimals_in": rng.integers(5, 10, legs).astype(np.uint8),
+            "decimals_out": rng.integers(5, 10, legs).astype(np.uint8),
+            "reserve_in": rng.integers(1, 10**12, legs, dtype=np.uint64),
+            "reserve_out": rng.integers(1, 10**12, legs, dtype=np.uint64),
+            "price": rng.random(legs) * 100,
+        }
+    )
+    grouped = leg_frame.group_by("row", maintain_order=True).agg(
+        pl.struct(pl.exclude("row")).alias("legs"),
+        pl.col("dex").alias("dexes"),
+        pl.col("token_in").first().alias("first_in"),
+        pl.col("token_out").alias("outs"),
+    )
+    base_ms = int(start.timestamp() * 1000)
+    frame = pl.DataFrame(
+        {
+            "signature": pl.Series(np.arange(n) + seed * 10**9).cast(pl.String).str.pad_start(88, "5"),
+            "slot": np.arange(n, dtype=np.uint64) + 250_000_000,
+            "block_time": pl.Series(base_ms + np.arange(n) * 400).cast(pl.Datetime("ms", "UTC")),
+            "signer": TOKENS[rng.integers(0, len(TOKENS), n)],
+            "success": rng.random(n) < 0.8,
+            "fee_lamports": np.full(n, 5000, np.uint64),
+            "priority_fee_lamports": rng.integers(0, 10**6, n, dtype=np.uint64),
+            "jito_tip_lamports": rng.integers(0, 10**6, n, dtype=np.uint64),
+            "compute_units_consumed": rng.integers(10**4, 10**6, n, dtype=np.uint64),
+            "compute_unit_limit": np.full(n, 1_400_000, np.uint64),
+            "bundle_id": pl.Series(np.arange(n)).cast(pl.String),
+            "leader": np.full(n, "L" * 44),
+            "hops": hops.astype(np.uint8),
+            "circular": rng.random(n) < 0.6,
+            "gross_revenue": rng.random(n),
+            "gross_revenue_sol": rng.random(n),
+            "total_cost_lamports": rng.integers(5000, 10**6, n, dtype=np.uint64),
+            "total_cost_sol": rng.random(n) / 1000,
+            "net_profit_sol": rng.normal(0.001, 0.01, n),
+            "source": np.full(n, "benchmark"),
+            "ingested_at": pl.Series(np.full(n, base_ms)).cast(pl.Datetime("ms", "UTC")),
+        }
+    ).with_columns(
+        legs=grouped["legs"],
+        dexes=grouped["dexes"],
+        route=pl.concat_list(grouped["first_in"], grouped["outs"]),
+        start_token=grouped["first_in"],
+    )
+    return frame.select(list(STORED_SCHEMA)).cast(STORED_SCHEMA).to_arrow()  # type: ignore[arg-type]
+
+
+async def fill(data_dir: Path, rows: int) -> None:
+    from arbitrage.storage import EmbeddedWarehouse
+
+    warehouse = EmbeddedWarehouse(data_dir)
+    await warehouse.start()
+    chunk = 250_000
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    for i, offset in enumerate(range(0, rows, chunk)):
+        size = min(chunk, rows - offset)
+        await warehouse.insert_arrow("transactions", synthetic(size, i, start + timedelta(days=i)))
+    await warehouse.execute(f"OPTIMIZE TABLE {warehouse.database}.transactions FINAL")
+    await warehouse.close()
+
+
+async def run_one(data_dir: Path, fmt: str, out: Path) -> dict[str, float]:
+    from arbitrage.export import Destination, ExportRequest, plan_export, run_export, table_columns
+    from arbitrage.storage import EmbeddedWarehouse
+
+    warehouse = EmbeddedWarehouse(data_dir)
+    await warehouse.start()
+    plan = plan_export(fmt, ExportRequest(), await table_columns(warehouse))
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    result = await run_export(warehouse, plan, Destination(str(out), "bench"), job_id="bench", ingested_upto=datetime.now(UTC))
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    await warehouse.close()
+    return {"rows": result.rows, "bytes": result.bytes, "seconds": seconds, "peak_mb": peak / 1024, "base_mb": baseline / 1024}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--formats", default=",".join(FORMATS))
+    parser.add_argument("--child", nargs=3, metavar=("DATA_DIR", "FORMAT", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        data_dir, fmt, out = args.child
+        print(json.dumps(asyncio.run(run_one(Path(data_dir), fmt, Path(out)))))
+        return
+    with tempfile.TemporaryDirectory(prefix="export-bench-") as tmp:
+        data_dir = Path(tmp) / "warehouse"
+        started = time.perf_counter()
+        asyncio.run(fill(data_dir, args.rows))
+        fill_seconds = time.perf_counter() - started
+        print(f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}")
+        print(f"rows: {args.rows:,} stored ({fill_seconds:.1f} s to generate and insert), all {len(STORED_SCHEMA)} columns")
+        print()
+        print(f"{'format':<10}{'seconds':>9}{'rows/s':>12}{'MB/s':>9}{'size MB':>10}{'peak RSS MB':>13}{'RSS at start':>14}")
+        for fmt in args.formats.split(","):
+            out = Path(tmp) / f"out-{fmt}"
+            child = subprocess.run(
+                [sys.executable, __file__, "--child", str(data_dir), fmt, str(out)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if child.returncode != 0:
+                print(f"{fmt:<10} failed: {child.stderr.strip().splitlines()[-1:]}")
+                continue
+            r = json.loads(child.stdout.strip().splitlines()[-1])
+            mb = r["bytes"] / 1e6
+            print(
+                f"{fmt:<10}{r['seconds']:>9.2f}{r['rows'] / r['seconds']:>12,.0f}{mb / r['seconds']:>9.1f}"
+                f"{mb:>10.1f}{r['peak_mb']:>13.0f}{r['base_mb']:>14.0f}"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""Filters, columns, partitioning, chunking, compression checks, normalization and split."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from arbitrage.errors import ValidationError
+from arbitrage.export import Destination, ExportRequest, ExportResult, Split, plan_export, run_export, table_columns
+from arbitrage.storage import EmbeddedWarehouse
+
+pytestmark = pytest.mark.anyio
+
+ROWS = 2000  # one per minute from 2024-03-01 00:00: two days
+
+
+async def export(warehouse: EmbeddedWarehouse, out: Path, fmt: str = "parquet", **options: Any) -> ExportResult:
+    plan = plan_export(fmt, ExportRequest(**options), await table_columns(warehouse))
+    return await run_export(
+        warehouse, plan, Destination(str(out), "test"), job_id="test", ingested_upto=datetime.now(UTC)
+    )
+
+
+def read_all(out: Path, result: ExportResult) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for info in result.files:
+        rows += pq.read_table(out / info.path).to_pylist()
+    return rows
+
+
+@pytest.fixture
+async def filled(warehouse: EmbeddedWarehouse, make_transactions) -> list[dict[str, Any]]:
+    await warehouse.insert_arrow("transactions", make_transactions(ROWS))
+    table = await warehouse.query_arrow(
+        f"SELECT * FROM {warehouse.database}.transactions FINAL ORDER BY block_time, signature"
+    )
+    return table.to_pylist()
+
+
+async def test_filters_keep_exactly_the_matching_rows(warehouse, filled, tmp_path):
+    token, dex, signer = filled[0]["route"][1], "phoenix", filled[3]["signer"]
+    result = await export(
+        warehouse,
+        tmp_path,
+        start_date="2024-03-01T06:00:00Z",
+        end_date="2024-03-01",
+        tokens=[token],
+        dexes=[dex],
+        signers=[signer],
+        min_profit_sol=0.0,
+        success_only=True,
+    )
+    start = datetime(2024, 3, 1, 6, tzinfo=UTC)
+    end = datetime(2024, 3, 2, tzinfo=UTC)
+    want = [
+        r["signature"]
+        for r in filled
+        if start <= r["block_time"] < end
+        and token in r["route"]
+        and dex in r["dexes"]
+        and r["signer"] == signer
+        and r["net_profit_sol"] is not None
+        and r["net_profit_sol"] >= 0
+        and r["success"]
+    ]
+    assert want, "the filter should match some rows"
+    assert [r["signature"] for r in read_all(tmp_path, result)] == want
+
+
+async def test_columns_are_written_in_the_requested_order(warehouse, filled, tmp_path):
+    result = await export(warehouse, tmp_path, columns=["net_profit_sol", "signature"])
+    table = pq.read_table(tmp_path / result.files[0].path)
+    assert table.column_names == ["net_profit_sol", "signature"]
+    assert table.column("signature").to_pylist() == [r["signature"] for r in filled]
+
+
+async def test_an_unknown_column_is_rejected_by_name(warehouse, filled):
+    with pytest.raises(ValidationError) as caught:
+        plan_export("csv", ExportRequest(columns=["signature", "no_such_column"]), await table_columns(warehouse))
+    assert caught.value.field == "columns" and "no_such_column" in caught.value.reason
+
+
+@pytest.mark.parametrize(
+    ("fmt", "codec"), [("csv", "snappy"), ("hdf5", "zstd"), ("tfrecord", "lz4"), ("arrow", "gzip")]
+)
+async def test_a_codec_the_format_cannot_write_is_rejected(warehouse, fmt, codec):
+    with pytest.raises(ValidationError) as caught:
+        plan_export(fmt, ExportRequest(compression=codec), await table_columns(warehouse))
+    assert caught.value.field == "compression" and fmt in caught.value.reason
+
+
+async def test_partition_by_date_and_dex_writes_one_directory_per_value(warehouse, filled, tmp_path):
+    result = await export(warehouse, tmp_path, partition_by=["date", "dex"])
+    expected = {(r["block_time"].date().isoformat(), r["dexes"][0]) for r in filled}
+    got = {(f.partition["date"], f.partition["dex"]) for f in result.files}
+    assert got == expected
+    for info in result.files:
+        assert info.path.startswith(f"date={info.partition['date']}/dex={info.partition['dex']}/")
+    dataset = ds.dataset(tmp_path, format="parquet", partitioning="hive", exclude_invalid_files=True)
+    assert dataset.count_rows() == ROWS
+    assert sorted(dataset.to_table().column("signature").to_pylist()) == sorted(r["signature"] for r in filled)
+
+
+async def test_chunk_rows_splits_output_into_files_of_at_most_that_many_rows(warehouse, filled, tmp_path):
+    result = await export(warehouse, tmp_path, fmt="csv", chunk_rows=700)
+    assert [f.rows for f in result.files] == [700, 700, 600]
+    assert [f.path for f in result.files] == ["part-00000.csv", "part-00001.csv", "part-00002.csv"]
+    lines = sum(len((tmp_path / f.path).read_text().splitlines()) - 1 for f in result.files)
+    assert lines == ROWS
+
+
+async def test_temporal_split_puts_older_rows_in_train_and_fits_the_scaler_on_train_only(warehouse, filled, tmp_path):
+    result = await export(
+        warehouse,
+        tmp_path,
+        columns=["signature", "block_time", "total_cost_sol", "slot"],
+        split=Split(train=0.6, val=0.2, test=0.2),
+        normalize="zscore",
+    )
+    by_split = {name: [] for name in ("train", "val", "test")}  # type: dict[str, list[dict[str, Any]]]
+    for info in result.files:
+        assert info.path.startswith(info.partition["split"] + "/")
+        by_split[info.partition["split"]] += pq.read_table(tmp_path / info.path).to_pylist()
+    assert [len(by_split[s]) for s in ("train", "val", "test")] == [1200, 400, 400]
+    assert max(r["block_time"] for r in by_split["train"]) < min(r["block_time"] for r in by_split["val"])
+    assert max(r["block_time"] for r in by_split["val"]) < min(r["block_time"] for r in by_split["test"])
+    train_raw = np.array([r["total_cost_sol"] for r in filled[:1200]])
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    params = manifest["scaler"]["columns"]["total_cost_sol"]
+    assert manifest["scaler"]["fitted_on"] == "train"
+    assert params["mean"] == pytest.approx(train_raw.mean())
+    assert params["std"] == pytest.approx(train_raw.std())
+    scaled_train = np.array([r["total_cost_sol"] for r in by_split["train"]])
+    assert scaled_train.mean() == pytest.approx(0, abs=1e-9)
+    assert scaled_train.std() == pytest.approx(1)
+    test_raw = np.array([r["total_cost_sol"] for r in filled[1600:]])
+    np.testing.assert_allclose([r["total_cost_sol"] for r in by_split["test"]], (test_raw - params["mean"]) / params["std"])
+    assert "slot" not in manifest["scaler"]["columns"]  # an identifier, not a measurement
+    assert [r["slot"] for r in by_split["train"]] == [r["slot"] for r in filled[:1200]]
+    assert manifest["split"]["train"]["rows"] == 1200
+
+
+async def test_minmax_scaling_maps_the_train_range_to_zero_one(warehouse, filled, tmp_path):
+    result = await export(warehouse, tmp_path, columns=["jito_tip_lamports"], normalize="minmax")
+    values = [r["jito_tip_lamports"] for r in read_all(tmp_path, result)]
+    assert min(values) == 0.0 and max(values) == 1.0
+
+
+async def test_an_empty_selection_writes_a_schema_only_file_and_a_manifest(warehouse, filled, tmp_path):
+    result = await export(warehouse, tmp_path, start_date="2030-01-01")
+    assert result.rows == 0 and len(result.files) == 1
+    assert pq.read_table(tmp_path / result.files[0].path).num_rows == 0
+    assert json.loads((tmp_path / "manifest.json").read_text())["rows"] == 0
