@@ -1,0 +1,111 @@
+"""The real server process (Granian + Litestar + chdb) on loopback, driven like a user would."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+
+import httpx
+import msgspec
+import pytest
+
+from arbitrage.simulator import Simulator
+from tests.e2e.server import ARBITRAGE, ServerProcess
+
+pytestmark = pytest.mark.e2e
+
+
+def test_ingested_data_is_served_and_survives_a_restart(tmp_path: Path) -> None:
+    records = Simulator(seed=21).records(3000)
+    data = tmp_path / "data"
+    with ServerProcess(data) as server:
+        report = httpx.post(f"{server.url}/ingest", content=msgspec.json.encode(records), timeout=60).json()
+        assert report["accepted"] == 3000
+        first_page = httpx.get(f"{server.url}/transactions", params={"limit": 10}).json()
+    with ServerProcess(data) as server:
+        assert httpx.get(f"{server.url}/stats").json()["transactions"] == 3000
+        assert httpx.get(f"{server.url}/transactions", params={"limit": 10}).json() == first_page
+        again = httpx.post(f"{server.url}/ingest", content=msgspec.json.encode(records[:100]), timeout=60).json()
+        assert (again["accepted"], again["duplicates"]) == (0, 100)
+
+
+def test_a_killed_server_keeps_everything_it_acknowledged(tmp_path: Path) -> None:
+    simulator = Simulator(seed=22)
+    data = tmp_path / "data"
+    acknowledged = 0
+    server = ServerProcess(data).start()
+    try:
+        for _ in range(5):
+            acknowledged += httpx.post(f"{server.url}/ingest", content=simulator.ndjson(1000), timeout=60).json()[
+                "accepted"
+            ]
+    finally:
+        server.stop(signal.SIGKILL)
+    with ServerProcess(data) as restarted:
+        assert httpx.get(f"{restarted.url}/stats").json()["transactions"] == acknowledged == 5000
+
+
+def test_a_second_server_on_the_same_data_dir_refuses_to_start(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with ServerProcess(data):
+        second = ServerProcess(data)
+        with pytest.raises(RuntimeError, match="in use by pid"):
+            second.start(timeout=30)
+
+
+def test_the_demo_feed_shows_data_at_once(tmp_path: Path) -> None:
+    with ServerProcess(tmp_path / "data", args=["--demo", "--demo-rate", "500"]) as server:
+        for _ in range(50):
+            items = httpx.get(f"{server.url}/transactions", params={"limit": 5}).json()["items"]
+            if items:
+                break
+            subprocess.run(["sleep", "0.2"], check=True)
+        assert items
+        assert items[0]["source"] == "demo"
+
+
+def test_a_bad_config_value_exits_2_naming_the_key(tmp_path: Path) -> None:
+    env = {"ARB_SERVER__PORT": "not-a-port", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [str(ARBITRAGE), "serve"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60
+    )
+    assert result.returncode == 2
+    assert "server.port" in result.stderr
+    config = tmp_path / "config.toml"
+    config.write_text("[storage]\nbakend = 'embedded'\n")
+    result = subprocess.run(
+        [str(ARBITRAGE), "--config", str(config), "migrate"], capture_output=True, text=True, cwd=tmp_path, timeout=60
+    )
+    assert result.returncode == 2
+    assert "storage.bakend" in result.stderr
+
+
+def test_cli_simulate_and_ingest_load_a_file(tmp_path: Path) -> None:
+    out = tmp_path / "sim.ndjson"
+    subprocess.run(
+        [str(ARBITRAGE), "simulate", "--count", "2500", "--seed", "5", "--out", str(out)], check=True, timeout=120
+    )
+    assert len(out.read_bytes().splitlines()) == 2500
+    loaded = subprocess.run(
+        [str(ARBITRAGE), "ingest", str(out), "--data-dir", str(tmp_path / "data"), "--batch-size", "1000"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    assert msgspec.json.decode(loaded.stdout.strip().splitlines()[-1]) == {
+        "accepted": 2500,
+        "duplicates": 0,
+        "rejected": 0,
+    }
+
+
+def test_cli_simulate_posts_to_a_running_server(tmp_path: Path) -> None:
+    with ServerProcess(tmp_path / "data") as server:
+        subprocess.run(
+            [str(ARBITRAGE), "simulate", "--count", "1500", "--url", f"{server.url}/ingest", "--batch-size", "500"],
+            check=True,
+            timeout=120,
+        )
+        assert httpx.get(f"{server.url}/stats").json()["transactions"] == 1500
