@@ -1,0 +1,112 @@
+"""Point-in-time, streaming = backfill, warm start from history, and late-row rebuilds."""
+
+from __future__ import annotations
+
+import math
+from functools import cache
+
+import polars as pl
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from arbitrage.features import FEATURE_NAMES, FeatureEngine
+from arbitrage.features._synthetic import stored_rows
+
+
+@cache
+def minutes_of_data() -> pl.DataFrame:
+    """~450 rows over about an hour: exercises the 5 m tail and the minute bars."""
+    return stored_rows(450, seed=7, mean_slot_gap=30.0)
+
+
+@cache
+def days_of_data() -> pl.DataFrame:
+    """~450 rows over about two days: exercises the 24 h / 48 h bars and pruning."""
+    return stored_rows(450, seed=11, mean_slot_gap=1_200.0, same_slot_share=0.5)
+
+
+_BACKFILLS: dict[int, pl.DataFrame] = {}
+
+
+def backfill(data: pl.DataFrame) -> pl.DataFrame:
+    """One engine over all of `data` (memoised: the data sets are built once)."""
+    if id(data) not in _BACKFILLS:
+        _BACKFILLS[id(data)] = FeatureEngine().process(data)
+    return _BACKFILLS[id(data)]
+
+
+def assert_same_features(actual: pl.DataFrame, expected: pl.DataFrame) -> None:
+    assert actual.height == expected.height
+    for name in (*FEATURE_NAMES, "late"):
+        left, right = actual.get_column(name).to_list(), expected.get_column(name).to_list()
+        if actual.schema[name] == pl.Float64:
+            bad = [i for i, (a, b) in enumerate(zip(left, right, strict=True)) if not math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)]
+            assert not bad, f"{name} differs at rows {bad[:5]}: {[left[i] for i in bad[:3]]} vs {[right[i] for i in bad[:3]]}"
+        else:
+            assert left == right, name
+
+
+def stream(data: pl.DataFrame, cuts: list[int]) -> pl.DataFrame:
+    engine = FeatureEngine()
+    bounds = [0, *sorted(set(cuts)), data.height]
+    return pl.concat([engine.process(data.slice(lo, hi - lo)) for lo, hi in zip(bounds, bounds[1:], strict=False)])
+
+
+def test_appending_later_transactions_never_changes_earlier_features() -> None:
+    data = minutes_of_data()
+    alone = FeatureEngine().process(data.head(300))
+    with_later = FeatureEngine().process(data).head(300)
+    assert_same_features(alone, with_later)
+
+
+cuts = st.lists(st.integers(min_value=1, max_value=449), max_size=6)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cuts=cuts)
+def test_streaming_in_any_batches_equals_one_backfill_over_minutes(cuts: list[int]) -> None:
+    data = minutes_of_data()
+    assert_same_features(stream(data, cuts), backfill(data))
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cuts=cuts)
+def test_streaming_in_any_batches_equals_one_backfill_over_days(cuts: list[int]) -> None:
+    data = days_of_data()
+    assert_same_features(stream(data, cuts), backfill(data))
+
+
+def test_single_row_batches_equal_one_backfill() -> None:
+    data = minutes_of_data().head(60)
+    assert_same_features(stream(data, list(range(1, 60))), FeatureEngine().process(data))
+
+
+def test_engine_warmed_from_history_continues_exactly_like_one_that_saw_everything() -> None:
+    for data in (minutes_of_data(), days_of_data()):
+        split = 380
+        engine = FeatureEngine.from_history(data.head(split))
+        assert_same_features(engine.process(data.slice(split)), backfill(data).slice(split))
+
+
+def test_warm_state_is_bounded_by_time_not_by_history_length() -> None:
+    engine = FeatureEngine()
+    engine.process(days_of_data())
+    state = engine.state
+    newest_minute = state.max_t // 60_000  # type: ignore[operator]
+    assert state.tail.get_column("minute").min() >= newest_minute - 6 or state.tail.height < 60  # type: ignore[operator]
+    assert state.bars.get_column("minute").min() >= newest_minute - 2 * 1_440 - 10  # type: ignore[operator]
+    assert state.bars.height < days_of_data().height
+
+
+def test_late_rows_are_flagged_and_a_rebuild_in_slot_order_gives_them_backfill_values() -> None:
+    data = minutes_of_data().head(200)
+    slots = data.get_column("slot").to_list()
+    a, b = (next(i for i in range(start, 200) if slots[i] != slots[i - 1]) for start in (100, 150))
+    shuffled = pl.concat([data.slice(0, a), data.slice(b), data.slice(a, b - a)])
+    engine = FeatureEngine()
+    on_time = engine.process(shuffled.slice(0, a + 200 - b))
+    late = engine.process(shuffled.slice(a + 200 - b))
+    assert not on_time.get_column("late").any()
+    assert late.get_column("late").all()
+    rebuilt = FeatureEngine().process(shuffled.sort("slot", maintain_order=True))
+    assert_same_features(rebuilt, backfill(data))
