@@ -16,17 +16,17 @@ from arbitrage.features._registry import (
 )
 
 __all__ = [
-    "ColumnScaler",
-    "DataPreparation",
-    "PreparationParams",
-    "TemporalSplit",
     "FEATURES",
     "FEATURE_NAMES",
     "HISTORY_WINDOW",
     "LATE_COLUMN",
+    "ColumnScaler",
+    "DataPreparation",
     "Feature",
     "FeatureEngine",
+    "PreparationParams",
     "RollingState",
+    "TemporalSplit",
     "feature_columns_sql",
     "feature_schema",
 ]

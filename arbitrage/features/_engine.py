@@ -157,7 +157,7 @@ def _own_columns(batch: pl.DataFrame, state: RollingState) -> pl.DataFrame:
     )
     q_out = pl.col("quote_is_out")
     raw_price = pl.when(q_out).then(pl.col("ui_out") / pl.col("ui_in")).otherwise(pl.col("ui_in") / pl.col("ui_out"))
-    frame = frame.with_columns(
+    return frame.with_columns(
         (pl.col("t") // _M1).alias("minute"),
         pl.when(q_out)
         .then(pl.concat_str("token_in", pl.lit("/"), "token_out"))
@@ -173,7 +173,6 @@ def _own_columns(batch: pl.DataFrame, state: RollingState) -> pl.DataFrame:
     ).with_columns(
         pl.when(q_out).then(-pl.col("qvol")).otherwise(pl.col("qvol")).alias("side_qvol"),
     )
-    return frame
 
 
 def _route_and_time(frame: pl.DataFrame) -> pl.DataFrame:
@@ -208,7 +207,11 @@ def _route_and_time(frame: pl.DataFrame) -> pl.DataFrame:
         pl.col("total_cost_sol").alias("cost_sol"),
         profit.fill_null(0.0).alias("profit_sol"),
         pl.when(input_sol > 0).then(profit / input_sol * 1e4).otherwise(0.0).fill_null(0.0).alias("roi_bps"),
-        pl.when(revenue > 0).then(pl.col("tip") / LAMPORTS_PER_SOL / revenue).otherwise(0.0).fill_null(0.0).alias("tip_share"),
+        pl.when(revenue > 0)
+        .then(pl.col("tip") / LAMPORTS_PER_SOL / revenue)
+        .otherwise(0.0)
+        .fill_null(0.0)
+        .alias("tip_share"),
         cu.fill_null(0.0).alias("compute_units"),
         pl.when(limit > 0).then(cu / limit).otherwise(0.0).fill_null(0.0).alias("cu_utilisation"),
         pl.when(cu > 0).then(pl.col("prio") / cu).otherwise(0.0).fill_null(0.0).alias("priority_fee_per_cu"),
@@ -272,7 +275,10 @@ def _pair_windows(rows: pl.DataFrame, first_new: int) -> tuple[pl.DataFrame, pl.
     pv = (pl.col("price") * pl.col("qvol")).fill_null(0.0)
     r2 = pl.col("r") * pl.col("r")
     ordered = ordered.with_columns(
-        pl.when(n_compared > 0).then(pl.sum_horizontal(smaller) / n_compared).otherwise(0.5).alias("trade_size_percentile"),
+        pl.when(n_compared > 0)
+        .then(pl.sum_horizontal(smaller) / n_compared)
+        .otherwise(0.5)
+        .alias("trade_size_percentile"),
         same_group_prev("t").alias("prev_pair_t"),
         window_sum(pl.col("one"), _S5, s2).alias("c5s"),
         window_sum(pl.col("one"), _M1, s2).alias("trades_1m"),
@@ -452,7 +458,10 @@ def _bar_features(rows: pl.DataFrame, new_pairs: pl.Series, first_minute: int, s
         window_sum(pl.col("trades"), _DAY_MINUTES + 1, s2).alias("bar_trades_24h"),
         window_sum(pl.col("volume"), 2 * _DAY_MINUTES + 1, s2).alias("bar_volume_48h"),
         pl.col("minute").rolling_min_by(KEY, window_size=day, closed="left").alias("first_minute_24h"),
-        pl.when(rsi_ready & (gains + losses > 0)).then(100.0 * gains / (gains + losses)).otherwise(50.0).alias("rsi_14"),
+        pl.when(rsi_ready & (gains + losses > 0))
+        .then(100.0 * gains / (gains + losses))
+        .otherwise(50.0)
+        .alias("rsi_14"),
         pl.when(bands_ready).then(pl.sum_horizontal(closes) / _BOLLINGER_BARS).alias("band_mean"),
     )
     spread = pl.sum_horizontal([(c - pl.col("band_mean")) ** 2 for c in closes]) / _BOLLINGER_BARS

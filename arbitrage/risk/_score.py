@@ -23,8 +23,22 @@ LEVEL_BOUNDS: Final = (1.0 / 3.0, 2.0 / 3.0)
 """risk_score below the first bound is low, below the second medium, else high."""
 
 RISK_COLUMNS: Final[tuple[Feature, ...]] = (
-    Feature("risk_sandwich", "risk", "Float64", "0-1", "slot", "1 - exp(-sandwich_exposure): other signers on the same pool earlier in the slot."),
-    Feature("risk_il", "risk", "Float64", "0-1", "5 m", "1 - exp(-il_estimate_5m / 0.001): impermanent loss from the pair's 5 m price move, 0.1% as scale."),
+    Feature(
+        "risk_sandwich",
+        "risk",
+        "Float64",
+        "0-1",
+        "slot",
+        "1 - exp(-sandwich_exposure): other signers on the same pool earlier in the slot.",
+    ),
+    Feature(
+        "risk_il",
+        "risk",
+        "Float64",
+        "0-1",
+        "5 m",
+        "1 - exp(-il_estimate_5m / 0.001): impermanent loss from the pair's 5 m price move, 0.1% as scale.",
+    ),
     Feature(
         "risk_token",
         "risk",

@@ -52,8 +52,15 @@ def rows(*txs: Tx) -> pl.DataFrame:
             "reserve_out": None,
             "price": None,
         }
-        leg_back = {**leg_out, "token_in": tx.token, "token_out": WSOL_MINT, "amount_in": token_raw,
-                    "amount_out": lamports_in, "decimals_in": 9, "decimals_out": 9}
+        leg_back = {
+            **leg_out,
+            "token_in": tx.token,
+            "token_out": WSOL_MINT,
+            "amount_in": token_raw,
+            "amount_out": lamports_in,
+            "decimals_in": 9,
+            "decimals_out": 9,
+        }
         cost = 5_000 + tx.priority + tx.tip
         records.append(
             {

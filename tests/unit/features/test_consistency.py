@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from functools import cache
 
@@ -40,8 +41,14 @@ def assert_same_features(actual: pl.DataFrame, expected: pl.DataFrame) -> None:
     for name in (*FEATURE_NAMES, "late"):
         left, right = actual.get_column(name).to_list(), expected.get_column(name).to_list()
         if actual.schema[name] == pl.Float64:
-            bad = [i for i, (a, b) in enumerate(zip(left, right, strict=True)) if not math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)]
-            assert not bad, f"{name} differs at rows {bad[:5]}: {[left[i] for i in bad[:3]]} vs {[right[i] for i in bad[:3]]}"
+            bad = [
+                i
+                for i, (a, b) in enumerate(zip(left, right, strict=True))
+                if not math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+            ]
+            assert not bad, (
+                f"{name} differs at rows {bad[:5]}: {[left[i] for i in bad[:3]]} vs {[right[i] for i in bad[:3]]}"
+            )
         else:
             assert left == right, name
 
@@ -49,7 +56,7 @@ def assert_same_features(actual: pl.DataFrame, expected: pl.DataFrame) -> None:
 def stream(data: pl.DataFrame, cuts: list[int]) -> pl.DataFrame:
     engine = FeatureEngine()
     bounds = [0, *sorted(set(cuts)), data.height]
-    return pl.concat([engine.process(data.slice(lo, hi - lo)) for lo, hi in zip(bounds, bounds[1:], strict=False)])
+    return pl.concat([engine.process(data.slice(lo, hi - lo)) for lo, hi in itertools.pairwise(bounds)])
 
 
 def test_appending_later_transactions_never_changes_earlier_features() -> None:

@@ -30,7 +30,8 @@ def test_split_is_in_time_order_with_an_embargo_gap_between_splits() -> None:
     assert split.train.height == 60
     assert split.val.get_column("block_time").min() > train_end + timedelta(seconds=5)  # type: ignore[operator]
     assert split.test.get_column("block_time").min() > split.val.get_column("block_time").max() + timedelta(seconds=5)  # type: ignore[operator]
-    assert split.val.height == 20 - 5 and split.test.height == 20 - 5
+    assert split.val.height == 20 - 5
+    assert split.test.height == 20 - 5
 
 
 def test_split_shares_must_sum_to_one() -> None:
@@ -46,7 +47,8 @@ def test_scaler_is_fitted_on_the_train_split_only() -> None:
     assert params == prep.fit(split.train)
     assert params.numeric["x"].center == pytest.approx(24.5)  # mean of 0..49, not of 0..99
     train = params.apply(split.train).get_column("x")
-    assert train.mean() == pytest.approx(0.0, abs=1e-12) and train.std(ddof=0) == pytest.approx(1.0)
+    assert train.mean() == pytest.approx(0.0, abs=1e-12)
+    assert train.std(ddof=0) == pytest.approx(1.0)
     assert params.apply(changed_test).get_column("x").min() > 50  # far outside the train range
 
 
@@ -62,9 +64,9 @@ def test_minmax_and_robust_scaling_use_train_statistics(method: str, low: float,
 
 def test_outliers_are_clipped_to_train_quantiles_and_missing_values_filled_with_the_train_median() -> None:
     train = pl.DataFrame({"x": [1.0, 2.0, 3.0, None, 1000.0]})
-    params = DataPreparation(method="none", handle_outliers="clip", outlier_quantiles=(0.0, 0.75), missing="median").fit(
-        train
-    )
+    params = DataPreparation(
+        method="none", handle_outliers="clip", outlier_quantiles=(0.0, 0.75), missing="median"
+    ).fit(train)
     out = params.apply(pl.DataFrame({"x": [None, 5000.0, float("nan")]})).get_column("x").to_list()
     assert out == pytest.approx([2.5, params.numeric["x"].upper, 2.5])
     assert params.numeric["x"].upper < 1000.0

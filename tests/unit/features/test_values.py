@@ -19,7 +19,9 @@ def last(frame: pl.DataFrame, column: str) -> float:
 
 def test_vwap_weights_earlier_trades_by_quote_volume_and_excludes_the_transaction_itself() -> None:
     out = FeatureEngine().process(
-        rows(Tx(1, 0, price=2.0, sol_in=1.0), Tx(2, 10_000, price=4.0, sol_in=3.0), Tx(3, 20_000, price=8.0, sol_in=5.0))
+        rows(
+            Tx(1, 0, price=2.0, sol_in=1.0), Tx(2, 10_000, price=4.0, sol_in=3.0), Tx(3, 20_000, price=8.0, sol_in=5.0)
+        )
     )
     assert last(out, "vwap_1m") == pytest.approx((2.0 * 1 + 4.0 * 3) / 4)
     assert last(out, "volume_1m") == pytest.approx(4.0)
@@ -55,7 +57,8 @@ def test_cross_dex_spread_uses_each_dex_latest_price_within_a_minute() -> None:
         )
     )
     spreads = out.get_column("spread_now_bps").to_list()
-    assert spreads[0] == 0.0 and spreads[1] == 0.0  # fewer than two DEXes before them
+    assert spreads[0] == 0.0
+    assert spreads[1] == 0.0
     assert spreads[2] == pytest.approx((2.02 - 2.0) / 2.0 * 1e4, rel=1e-6)
     assert spreads[3] == pytest.approx((2.02 - 2.01) / 2.01 * 1e4, rel=1e-6)  # raydium's latest is 2.01
     assert spreads[4] == pytest.approx((2.01 - 2.0) / 2.0 * 1e4, rel=1e-6)  # orca's 2.02 is over a minute old
@@ -102,7 +105,9 @@ def test_same_slot_features_count_only_earlier_transactions_of_other_signers() -
 
 def test_fee_percentiles_and_rank_come_from_earlier_transactions_in_recent_slots() -> None:
     fees = [100, 200, 300, 400, 500]
-    out = FeatureEngine().process(rows(*(Tx(10 + i, i * 400, priority=f) for i, f in enumerate(fees)), Tx(20, 4_000, priority=300)))
+    out = FeatureEngine().process(
+        rows(*(Tx(10 + i, i * 400, priority=f) for i, f in enumerate(fees)), Tx(20, 4_000, priority=300))
+    )
     assert last(out, "priority_fee_p50") == pytest.approx(300.0)
     assert last(out, "priority_fee_p90") == pytest.approx(460.0)
     assert last(out, "priority_fee_rank") == pytest.approx(0.5)

@@ -39,8 +39,15 @@ def test_a_quiet_transaction_scores_near_zero_and_low() -> None:
 
 def test_components_follow_their_documented_formulas() -> None:
     scored = score_risk(
-        features(sandwich_exposure=2, il_estimate_5m=0.001, competitors_same_slot=1, competitors_10_slots=10,
-                 signer_success_rate_5m=0.5, congestion_score=0.2, pair_age_s=43_200.0)
+        features(
+            sandwich_exposure=2,
+            il_estimate_5m=0.001,
+            competitors_same_slot=1,
+            competitors_10_slots=10,
+            signer_success_rate_5m=0.5,
+            congestion_score=0.2,
+            pair_age_s=43_200.0,
+        )
     ).row(0, named=True)
     assert scored["risk_sandwich"] == pytest.approx(1 - math.exp(-2))
     assert scored["risk_il"] == pytest.approx(1 - math.exp(-1))
@@ -55,12 +62,29 @@ finite = st.floats(min_value=0.0, max_value=1e6, allow_nan=False)
 
 
 @settings(max_examples=50, deadline=None)
-@given(sandwich=st.integers(0, 1000), il=finite, vol=finite, age=finite, rate=st.floats(0.0, 1.0), rivals=st.integers(0, 1000))
-def test_score_and_components_stay_in_the_unit_interval(sandwich: int, il: float, vol: float, age: float, rate: float, rivals: int) -> None:
+@given(
+    sandwich=st.integers(0, 1000),
+    il=finite,
+    vol=finite,
+    age=finite,
+    rate=st.floats(0.0, 1.0),
+    rivals=st.integers(0, 1000),
+)
+def test_score_and_components_stay_in_the_unit_interval(
+    sandwich: int, il: float, vol: float, age: float, rate: float, rivals: int
+) -> None:
     scored = score_risk(
-        features(sandwich_exposure=sandwich, il_estimate_5m=il, volatility_5m=vol, pair_age_s=age,
-                 pair_failure_rate_5m=rate, signer_success_rate_5m=rate, congestion_score=rate,
-                 competitors_same_slot=rivals, competitors_10_slots=rivals)
+        features(
+            sandwich_exposure=sandwich,
+            il_estimate_5m=il,
+            volatility_5m=vol,
+            pair_age_s=age,
+            pair_failure_rate_5m=rate,
+            signer_success_rate_5m=rate,
+            congestion_score=rate,
+            competitors_same_slot=rivals,
+            competitors_10_slots=rivals,
+        )
     )
     for column in ("risk_score", *RISK_WEIGHTS):
         assert 0.0 <= scored.get_column(column)[0] <= 1.0
