@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -203,7 +203,7 @@ async def run_export(
         files = _Files(plan, destination, scaler, keys, progress)
         stream = warehouse.stream_arrow(sql, params, batch_rows=batch_rows)
         async with contextlib.aclosing(stream):  # type: ignore[type-var]
-            async for batch in stream:
+            async for batch in _prefetched(stream):
                 if cancel.is_set():
                     raise ExportCancelled(f"export {job_id} was cancelled")
                 await asyncio.to_thread(files.write, batch)
@@ -250,6 +250,25 @@ async def run_export(
     return ExportResult(
         rows=progress.rows, bytes=progress.bytes, files=files.infos, manifest=manifest, watermark=ingested_upto
     )
+
+
+async def _prefetched(stream: AsyncIterator[pa.RecordBatch]) -> AsyncIterator[pa.RecordBatch]:
+    """Fetch the next batch while the caller writes the current one (two batches in flight)."""
+    iterator = aiter(stream)
+    pending: asyncio.Future[pa.RecordBatch] = asyncio.ensure_future(anext(iterator))
+    try:
+        while True:
+            try:
+                batch = await pending
+            except StopAsyncIteration:
+                return
+            pending = asyncio.ensure_future(anext(iterator))
+            yield batch
+    finally:
+        if not pending.done():
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, Exception):
+                await pending
 
 
 class _Files:

@@ -54,14 +54,13 @@ class TFRecordWriter:
         self._out.close()
 
 
-def encode_records(batch: pa.RecordBatch) -> bytes:
+def encode_records(batch: pa.RecordBatch) -> memoryview:
     """The TFRecord-framed Examples of every row of a flat batch, concatenated."""
     entries = [_entry(field.name, column) for field, column in zip(batch.schema, batch.columns, strict=True)]
     features = pc.binary_join_element_wise(*entries, b"") if entries else pa.array([b""] * batch.num_rows, pa.binary())
     example = _prefixed(0x0A, features)
-    data_offsets, data = _buffers(example)
+    data_offsets, view = _buffers(example)
     lengths = np.diff(data_offsets).astype("<u8")
-    view = memoryview(data)
     length_crcs = np.fromiter((crc32c.crc32c(b) for b in _rows(lengths.tobytes(), 8, len(lengths))), np.uint32, len(lengths))
     data_crcs = np.fromiter(
         (crc32c.crc32c(view[a:b]) for a, b in zip(data_offsets[:-1].tolist(), data_offsets[1:].tolist(), strict=True)),
@@ -79,6 +78,38 @@ def encode_records(batch: pa.RecordBatch) -> bytes:
 def _entry(key: str, column: pa.Array) -> pa.Array:
     """Per row, the bytes of one `feature` map entry (empty where the value is null)."""
     kind = _kind(pa.field(key, column.type))
+    key_bytes = key.encode()
+    valid = column.is_valid().to_numpy(zero_copy_only=False) if column.null_count else None
+    if kind == 2 and len(key_bytes) < 110:
+        # 0A len | 0A klen key | 12 08 | 12 06 | 0A 04 | float32: fixed width, no joins.
+        prefix = bytes([0x0A, 12 + len(key_bytes), 0x0A, len(key_bytes)]) + key_bytes + b"\x12\x08\x12\x06\x0a\x04"
+        values = column.cast(pa.float32()).fill_null(0).to_numpy(zero_copy_only=False)
+        matrix = np.empty((len(values), len(prefix) + 4), np.uint8)
+        matrix[:, : len(prefix)] = np.frombuffer(prefix, np.uint8)
+        matrix[:, len(prefix) :] = values.astype("<f4").view(np.uint8).reshape(-1, 4)
+        lengths = np.full(len(values), matrix.shape[1], np.int64)
+    elif kind == 3 and len(key_bytes) < 110:
+        # 0A len | 0A klen key | 12 (4+L) | 1A (2+L) | 0A L | varint(L bytes): one matrix, no joins.
+        digits, varint_lengths = _varint_matrix(_as_int64(column).view(np.uint64))
+        prefix = bytes([0x0A, 0, 0x0A, len(key_bytes)]) + key_bytes + b"\x12\x00\x1a\x00\x0a\x00"
+        width = len(prefix)
+        matrix = np.empty((len(digits), width + 10), np.uint8)
+        matrix[:, :width] = np.frombuffer(prefix, np.uint8)
+        matrix[:, 1] = 8 + len(key_bytes) + varint_lengths
+        matrix[:, width - 5] = 4 + varint_lengths
+        matrix[:, width - 3] = 2 + varint_lengths
+        matrix[:, width - 1] = varint_lengths
+        matrix[:, width:] = digits
+        lengths = width + varint_lengths
+    else:
+        return _entry_joined(key_bytes, kind, column)
+    if valid is not None:
+        lengths = np.where(valid, lengths, 0)
+    return _ragged(matrix, lengths)
+
+
+def _entry_joined(key_bytes: bytes, kind: int, column: pa.Array) -> pa.Array:
+    """The general (variable-length) entry encoding, used for bytes and very long keys."""
     if kind == 2:
         values = column.cast(pa.float32()).fill_null(0).to_numpy(zero_copy_only=False)
         body = np.empty((len(values), 6), np.uint8)
@@ -89,10 +120,8 @@ def _entry(key: str, column: pa.Array) -> pa.Array:
     elif kind == 3:
         list_body = _int64_list(_as_int64(column))
     else:
-        text = column.cast(pa.binary()).fill_null(b"")
-        list_body = _prefixed(0x0A, text)
+        list_body = _prefixed(0x0A, column.cast(pa.binary()).fill_null(b""))
     feature = _prefixed(0x12 if kind == 2 else (0x1A if kind == 3 else 0x0A), list_body)
-    key_bytes = key.encode()
     entry_body = pc.binary_join_element_wise(_encode_key(key_bytes), _prefixed(0x12, feature), b"")
     entry = _prefixed(0x0A, entry_body)
     if column.null_count:
@@ -177,15 +206,16 @@ def _fixed(matrix: np.ndarray) -> pa.Array:
     return _ragged(matrix, np.full(matrix.shape[0], matrix.shape[1], np.int64))
 
 
-def _buffers(values: pa.Array) -> tuple[np.ndarray, bytes]:
-    """Offsets (rebased to 0) and data bytes of a binary array without nulls."""
+def _buffers(values: pa.Array) -> tuple[np.ndarray, memoryview]:
+    """Offsets (rebased to 0) and a zero-copy view of the data of a binary array without nulls."""
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
-    values = values.cast(pa.binary())
+    if not pa.types.is_binary(values.type):
+        values = values.cast(pa.binary())
     _, offsets_buf, data_buf = values.buffers()
     offsets = np.frombuffer(offsets_buf, np.int32, len(values) + 1, values.offset * 4).astype(np.int64)
     start = int(offsets[0])
-    data = data_buf.to_pybytes()[start : int(offsets[-1])] if data_buf is not None else b""
+    data = memoryview(data_buf)[start : int(offsets[-1])] if data_buf is not None else memoryview(b"")
     return offsets - start, data
 
 

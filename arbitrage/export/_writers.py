@@ -23,7 +23,6 @@ import msgspec
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
@@ -147,7 +146,7 @@ class ArrowWriter:
 
 
 class CsvWriter:
-    """CSV with a header row; nested columns flattened (see `_flatten`)."""
+    """CSV with a header row (polars' writer); times RFC 3339 UTC; nested columns flattened (see `_flatten`)."""
 
     compressions: ClassVar[tuple[str, ...]] = ("none", "gzip", "zstd", "lz4")
     default_compression: ClassVar[str] = "none"
@@ -158,13 +157,19 @@ class CsvWriter:
 
     def open(self, sink: BinaryIO, schema: pa.Schema, options: WriterOptions) -> None:
         self._out = open_compressed(sink, options.compression)
-        self._writer = pacsv.CSVWriter(self._out, schema)
+        self._header = True
+        self._schema = schema
 
     def write(self, batch: pa.RecordBatch) -> None:
-        self._writer.write_batch(batch)
+        if batch.num_rows or self._header:
+            buffer = io.BytesIO()
+            _frame(batch).write_csv(buffer, include_header=self._header, datetime_format="%Y-%m-%dT%H:%M:%S%.3fZ")
+            self._out.write(buffer.getbuffer())
+            self._header = False
 
     def close(self) -> None:
-        self._writer.close()
+        if self._header:
+            self.write(pa.RecordBatch.from_pylist([], schema=self._schema))
         self._out.close()
 
 
@@ -189,10 +194,8 @@ class JsonWriter:
     def write(self, batch: pa.RecordBatch) -> None:
         if not batch.num_rows:
             return
-        frame = pl.from_arrow(pa.Table.from_batches([batch]))
-        assert isinstance(frame, pl.DataFrame)
         buffer = io.BytesIO()
-        frame.write_ndjson(buffer)
+        _frame(batch).write_ndjson(buffer)
         lines = buffer.getvalue()
         if self._array:
             # JSON strings escape newlines, so every b"\n" ends an object.
@@ -205,6 +208,12 @@ class JsonWriter:
         if self._array:
             self._out.write(b"\n]\n" if not self._first else b"]\n")
         self._out.close()
+
+
+def _frame(batch: pa.RecordBatch) -> pl.DataFrame:
+    frame = pl.from_arrow(pa.Table.from_batches([batch]))
+    assert isinstance(frame, pl.DataFrame)
+    return frame
 
 
 class Hdf5Writer:
