@@ -20,10 +20,12 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from arbitrage import __version__
 from arbitrage.api import CONTROLLERS, DEPENDENCIES, EXCEPTION_HANDLERS
 from arbitrage.config import Settings
+from arbitrage.features import HISTORY_WINDOW, FeatureEngine
 from arbitrage.ingest import IngestService
+from arbitrage.risk import score_risk
 from arbitrage.services import Services
 from arbitrage.storage import TransactionReader, open_warehouse
-from arbitrage.stream import RecentTransactions, render_transactions
+from arbitrage.stream import RecentTransactions
 from arbitrage.telemetry import METRICS
 
 log = logging.getLogger(__name__)
@@ -90,9 +92,14 @@ async def start_services(settings: Settings) -> Services:
     reader = TransactionReader(warehouse)
     recent = RecentTransactions(settings.ingest.recent_buffer)
     newest = await reader.newest(settings.ingest.recent_buffer)
-    if not newest.is_empty():
-        recent.add(newest["block_time"], newest["signature"], render_transactions(newest))
-    ingest = IngestService(warehouse, recent, max_pending_batches=settings.ingest.max_pending_batches)
+    recent.add(newest)
+    engine = FeatureEngine.from_history(await reader.feature_history(HISTORY_WINDOW))
+    ingest = IngestService(
+        warehouse,
+        recent,
+        enrichers=[engine.process, score_risk],
+        max_pending_batches=settings.ingest.max_pending_batches,
+    )
     return Services(settings=settings, warehouse=warehouse, ingest=ingest, reader=reader, recent=recent)
 
 

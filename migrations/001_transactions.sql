@@ -89,7 +89,6 @@ CREATE TABLE IF NOT EXISTS ${db}.daily_dex_stats ${on_cluster}
 (
     date Date,
     dex LowCardinality(String),
-    legs UInt64,
     transactions UInt64,
     net_profit_sol Float64
 )
@@ -97,8 +96,8 @@ ENGINE = ${summing_merge_tree}
 ORDER BY (date, dex);
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS ${db}.daily_dex_stats_mv ${on_cluster} TO ${db}.daily_dex_stats AS
-SELECT toDate(block_time) AS date, dex, count() AS legs, uniqExact(signature) AS transactions, sum(ifNull(net_profit_sol, 0) / hops) AS net_profit_sol
-FROM ${db}.transactions ARRAY JOIN dexes AS dex
+SELECT toDate(block_time) AS date, dex, count() AS transactions, sum(ifNull(net_profit_sol, 0)) AS net_profit_sol
+FROM ${db}.transactions ARRAY JOIN arrayDistinct(dexes) AS dex
 GROUP BY date, dex
 SETTINGS prefer_column_name_to_alias = 1;
 

@@ -2,11 +2,12 @@
 
 from arbitrage.api._deps import DEPENDENCIES
 from arbitrage.api._errors import EXCEPTION_HANDLERS
+from arbitrage.api.features import FeatureController
 from arbitrage.api.health import HealthController
 from arbitrage.api.ingest import IngestController
 from arbitrage.api.stats import StatsController
 from arbitrage.api.transactions import TransactionController
 
-CONTROLLERS = [HealthController, IngestController, StatsController, TransactionController]
+CONTROLLERS = [FeatureController, HealthController, IngestController, StatsController, TransactionController]
 
 __all__ = ["CONTROLLERS", "DEPENDENCIES", "EXCEPTION_HANDLERS"]

@@ -1,11 +1,11 @@
-"""POST /ingest: contract records as JSON, NDJSON, msgpack or an Arrow IPC stream."""
+"""POST /ingest (contract records) and POST /ingest/solana (raw Solana RPC output)."""
 
 from __future__ import annotations
 
 from litestar import Controller, Request, Response, post
 from litestar.di import NamedDependency
 
-from arbitrage.ingest import IngestReport, IngestService
+from arbitrage.ingest import IngestReport, IngestService, SolanaIngestReport, ingest_solana
 
 _DESCRIPTION = """Store a batch of transactions (see the contract in the README).
 
@@ -16,6 +16,15 @@ a msgpack array (`application/msgpack`), or an Arrow IPC stream
 are rejected; each reject names its index and field and is kept as a dead letter.
 200 when anything was accepted or already stored, 422 when every record was rejected,
 400 when the body cannot be read at all, 413 when it is too large, 503 when saturated."""
+
+_SOLANA_DESCRIPTION = """Store what a Solana RPC node returns: `getTransaction` results (`json` or
+`jsonParsed`, with or without the JSON-RPC envelope), `getBlock` results, an array of them, or
+NDJSON. Arbitrages, other swaps and failed attempts are stored (the latter two as negative
+examples); votes and unrelated transactions are only counted in `kinds`."""
+
+
+def _status(accepted: int, duplicates: int, rejected: int) -> int:
+    return 422 if rejected and not (accepted or duplicates) else 200
 
 
 class IngestController(Controller):
@@ -28,5 +37,11 @@ class IngestController(Controller):
     ) -> Response[IngestReport]:
         body = await request.body()
         report = await ingest.ingest_body(body, request.headers.get("content-type"), source="http")
-        status = 422 if report.rejected and not (report.accepted or report.duplicates) else 200
-        return Response(report, status_code=status)
+        return Response(report, status_code=_status(report.accepted, report.duplicates, report.rejected))
+
+    @post("/solana", description=_SOLANA_DESCRIPTION, status_code=200)
+    async def ingest_solana(
+        self, request: Request[object, object, object], ingest: NamedDependency[IngestService]
+    ) -> Response[SolanaIngestReport]:
+        report = await ingest_solana(ingest, await request.body())
+        return Response(report, status_code=_status(report.accepted, report.duplicates, report.rejected))

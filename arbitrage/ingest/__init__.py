@@ -3,6 +3,7 @@
 from arbitrage.ingest._decode import RAW_SCHEMA, DecodedBatch, Reject, decode_body, decode_records, encoding_for
 from arbitrage.ingest._derive import derive
 from arbitrage.ingest._service import Enricher, IngestReport, IngestService, RecordError
+from arbitrage.ingest._solana_source import SolanaIngestReport, ingest_solana
 
 __all__ = [
     "RAW_SCHEMA",
@@ -12,8 +13,10 @@ __all__ = [
     "IngestService",
     "RecordError",
     "Reject",
+    "SolanaIngestReport",
     "decode_body",
     "decode_records",
     "derive",
     "encoding_for",
+    "ingest_solana",
 ]

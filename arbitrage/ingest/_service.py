@@ -13,7 +13,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Protocol
 
 import msgspec
 import polars as pl
@@ -23,7 +22,7 @@ from arbitrage.errors import Saturated, ValidationError
 from arbitrage.ingest._decode import DecodedBatch, Reject, decode_body, decode_records, encoding_for
 from arbitrage.ingest._derive import derive
 from arbitrage.storage import Warehouse
-from arbitrage.stream import RecentTransactions, render_transactions
+from arbitrage.stream import RecentTransactions
 from arbitrage.telemetry import METRICS
 
 log = logging.getLogger(__name__)
@@ -40,10 +39,8 @@ _DEAD_LETTER_SCHEMA = pa.schema(
 )
 
 
-class Enricher(Protocol):
-    """A stage that adds columns to a batch in order (features, then risk)."""
-
-    def process(self, batch: pl.DataFrame) -> pl.DataFrame: ...
+Enricher = Callable[[pl.DataFrame], pl.DataFrame]
+"""A stage that adds columns to a batch, called in order and one batch at a time (features, then risk)."""
 
 
 class RecordError(msgspec.Struct):
@@ -166,24 +163,27 @@ class IngestService:
         enriched = await asyncio.to_thread(self._enrich, frame)
         METRICS.ingest_batch_seconds.labels("enrich").observe(time.perf_counter() - started)
         started = time.perf_counter()
-        table = enriched.drop([c for c in ("late",) if c in enriched.columns]).to_arrow()
-        await self.warehouse.insert_arrow("transactions", table)
+        await self.warehouse.insert_arrow("transactions", enriched.to_arrow())
         METRICS.ingest_batch_seconds.labels("insert").observe(time.perf_counter() - started)
         return enriched
 
     def _enrich(self, frame: pl.DataFrame) -> pl.DataFrame:
         for enricher in self.enrichers:
-            frame = enricher.process(frame)
+            frame = enricher(frame)
         return frame
 
     async def _publish(self, stored: pl.DataFrame) -> None:
-        payloads = await asyncio.to_thread(render_transactions, stored)
-        self.recent.add(stored["block_time"], stored["signature"], payloads)
+        self.recent.add(stored)
         for listener in self._listeners:
             try:
                 await listener(stored)
             except Exception:
                 log.exception("a stored-batch listener failed; the batch is stored")
+
+    async def record_rejects(self, rejects: Sequence[Reject], source: str) -> None:
+        """Keep records another decoder refused as dead letters and count them."""
+        METRICS.transactions.labels(source, "rejected").inc(len(rejects))
+        await self._dead_letters(rejects, source)
 
     async def _dead_letters(self, rejects: Sequence[Reject], source: str) -> None:
         now = datetime.now(UTC)

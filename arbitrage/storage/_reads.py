@@ -16,6 +16,7 @@ import polars as pl
 import pyarrow as pa
 
 from arbitrage.errors import ValidationError
+from arbitrage.model import STORED_COLUMNS
 from arbitrage.storage._protocol import Warehouse
 
 
@@ -103,6 +104,26 @@ class TransactionReader:
     async def newest(self, limit: int) -> pl.DataFrame:
         sql = f"SELECT * FROM {self.table} ORDER BY block_time DESC, signature DESC LIMIT {int(limit)}"
         return _frame(await self.warehouse.query_arrow(sql))
+
+    async def feature_history(self, window: timedelta) -> pl.DataFrame:
+        """Stored base columns within `window` of the newest row, in slot then ingestion order."""
+        columns = ", ".join(f"`{c.name}`" for c in STORED_COLUMNS)
+        sql = (
+            f"SELECT {columns} FROM {self.table}{self._final} "
+            f"WHERE block_time >= (SELECT max(block_time) FROM {self.table}) - toIntervalMillisecond({{window_ms:Int64}}) "
+            "ORDER BY slot, ingested_at"
+        )
+        return _frame(await self.warehouse.query_arrow(sql, {"window_ms": int(window.total_seconds() * 1000)}))
+
+    async def columns(self, names: list[str], filters: TransactionFilter) -> pl.DataFrame:
+        """Named columns of matching rows. Names must be identifiers (they come from registries)."""
+        if not all(name.isidentifier() for name in names):
+            raise ValidationError("columns", "column names must be identifiers")
+        where, params = filters.where()
+        selected = ", ".join(f"`{name}`" for name in names)
+        return _frame(
+            await self.warehouse.query_arrow(f"SELECT {selected} FROM {self.table}{self._final} WHERE {where}", params)
+        )
 
     async def get(self, signature: str) -> pl.DataFrame:
         sql = f"SELECT * FROM {self.table} WHERE signature = {{signature:String}} LIMIT 1"

@@ -1,19 +1,22 @@
 """The newest stored transactions, kept in memory by the ingest path.
 
 It answers the first pages of `/transactions` without a warehouse query and is the
-replay buffer of the live streams: subscribers get every stored batch in order.
+source of the live streams: subscribers get every stored batch in order. Rows are kept
+as columns and rendered to JSON only when someone reads them, so ingest pays nothing
+for rendering when nobody is listening.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from datetime import datetime
 
 import msgspec
 import polars as pl
 
-_KEYS = ("block_time", "signature")
+from arbitrage.stream._render import render_transactions
+
+_KEYS = ["block_time", "signature"]
 
 
 class LiveEvent(msgspec.Struct, frozen=True):
@@ -26,43 +29,51 @@ class LiveEvent(msgspec.Struct, frozen=True):
 
 
 class RecentTransactions:
-    """Top `capacity` transactions by (block_time, signature), newest first, as JSON."""
+    """Top `capacity` stored rows by (block_time, signature), newest first."""
 
     def __init__(self, capacity: int = 10_000) -> None:
         self.capacity = capacity
-        self._frame = pl.DataFrame(
-            schema={"block_time": pl.Datetime("ms", "UTC"), "signature": pl.String, "json": pl.Binary}
-        )
+        self._frame: pl.DataFrame | None = None
         self._position = 0
         self._subscribers: dict[asyncio.Queue[LiveEvent | None], int] = {}
 
     def __len__(self) -> int:
-        return len(self._frame)
+        return 0 if self._frame is None else len(self._frame)
 
     @property
     def position(self) -> int:
+        """Events published so far; the id of the last one."""
         return self._position
 
-    def add(self, block_times: pl.Series, signatures: pl.Series, payloads: Sequence[bytes]) -> None:
+    def add(self, stored: pl.DataFrame) -> None:
         """Merge a stored batch and publish it to live subscribers (call from the event loop)."""
-        if not payloads:
+        if stored.is_empty():
             return
-        batch = pl.DataFrame(
-            {"block_time": block_times, "signature": signatures, "json": pl.Series(payloads, dtype=pl.Binary)}
-        )
-        self._frame = pl.concat([self._frame, batch]).sort(_KEYS, descending=True).head(self.capacity)
-        for block_time, signature, payload in zip(block_times.to_list(), signatures.to_list(), payloads, strict=True):
-            self._position += 1
-            event = LiveEvent(self._position, signature, block_time, payload)
-            for queue, limit in list(self._subscribers.items()):
-                if queue.qsize() >= limit:
-                    del self._subscribers[queue]
-                    queue.put_nowait(None)
-                else:
-                    queue.put_nowait(event)
+        merged = stored if self._frame is None else pl.concat([self._frame, stored], how="diagonal_relaxed")
+        self._frame = merged.sort(_KEYS, descending=True).head(self.capacity)
+        first = self._position + 1
+        self._position += len(stored)
+        if not self._subscribers:
+            return
+        payloads = render_transactions(stored)
+        events = [
+            LiveEvent(first + i, signature, block_time, payload)
+            for i, (signature, block_time, payload) in enumerate(
+                zip(stored["signature"].to_list(), stored["block_time"].to_list(), payloads, strict=True)
+            )
+        ]
+        for queue, limit in list(self._subscribers.items()):
+            if queue.qsize() + len(events) > limit:
+                del self._subscribers[queue]
+                queue.put_nowait(None)
+                continue
+            for event in events:
+                queue.put_nowait(event)
 
     def page(self, limit: int, before: tuple[datetime, str] | None = None) -> list[bytes] | None:
         """Up to `limit` rows strictly older than `before`; None when memory cannot answer fully."""
+        if self._frame is None:
+            return None
         frame = self._frame
         if before is not None:
             at, sig = before
@@ -71,7 +82,7 @@ class RecentTransactions:
             )
         if len(frame) < limit and len(self._frame) >= self.capacity:
             return None
-        return frame.head(limit)["json"].to_list()
+        return render_transactions(frame.head(limit))
 
     def subscribe(self, max_queue: int = 10_000) -> asyncio.Queue[LiveEvent | None]:
         """A queue of new events; None in it means the subscriber fell behind and was dropped."""

@@ -11,7 +11,7 @@ import polars as pl
 
 from arbitrage.model import STORED_SCHEMA
 
-_HIDDEN = {"late"}
+_TOP_LEVEL_EXTRAS = ("late",)
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%.3fZ"
 
 
@@ -19,9 +19,9 @@ def render_transactions(frame: pl.DataFrame) -> list[bytes]:
     """One JSON object (bytes, no newline) per row, in the frame's order."""
     if frame.is_empty():
         return []
-    base = [c for c in STORED_SCHEMA if c in frame.columns]
+    base = [c for c in (*STORED_SCHEMA, *_TOP_LEVEL_EXTRAS) if c in frame.columns]
     risk = [c for c in frame.columns if c.startswith("risk_")]
-    features = [c for c in frame.columns if c not in STORED_SCHEMA and c not in risk and c not in _HIDDEN]
+    features = [c for c in frame.columns if c not in base and c not in risk]
     exprs: list[pl.Expr] = []
     for name in base:
         if isinstance(frame.schema[name], pl.Datetime):

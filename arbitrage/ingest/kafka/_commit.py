@@ -1,0 +1,137 @@
+"""The commit stage: produce a stored batch's derived records and dead letters, then commit its offsets.
+
+`TransactionalCommitter` does both in one Kafka transaction (`send_offsets_to_transaction`),
+so a `read_committed` reader sees each derived record once and a crash before the commit
+leaves neither offsets nor records behind. `PlainCommitter` is for brokers without
+transactions: an idempotent producer, flushed before the consumer commits (at least once).
+Both are blocking and run in a worker thread, one batch at a time, in fetch order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import Any, Protocol
+
+from confluent_kafka import KafkaException, Producer, TopicPartition
+
+from arbitrage.ingest.kafka import _metrics as m
+from arbitrage.ingest.kafka._fetch import Fetcher
+from arbitrage.ingest.kafka._options import KafkaOptions
+from arbitrage.ingest.kafka._records import OutRecord
+from arbitrage.ingest.kafka._strategies import StoredBatch
+
+log = logging.getLogger(__name__)
+
+_TIMEOUT_S = 30.0
+_ATTEMPTS = 5
+
+
+class CommitFailed(Exception):
+    """A batch's offsets could not be committed; it will be consumed again (and deduplicated)."""
+
+
+class Committer(Protocol):
+    def start(self) -> None: ...
+
+    def commit(self, batch: StoredBatch) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _producer_config(options: KafkaOptions) -> dict[str, Any]:
+    return {**options.client_config(), "compression.type": "lz4", "linger.ms": 20, "enable.idempotence": True}
+
+
+class _Producing:
+    def __init__(self, options: KafkaOptions, fetcher: Fetcher, producer: Producer) -> None:
+        self.options = options
+        self.fetcher = fetcher
+        self.producer = producer
+
+    def _produce(self, batch: StoredBatch) -> None:
+        o = self.options
+        for topic, records, kind in (
+            (o.topic_opportunities, batch.opportunities, "opportunity"),
+            (o.topic_risk, batch.risk, "risk"),
+            (o.topic_dlq, batch.dead_letters, "dead_letter"),
+        ):
+            for record in records:
+                self._send(topic, record)
+            m.DERIVED.labels(kind).inc(len(records))
+
+    def _send(self, topic: str, record: OutRecord) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, record.value, record.key, headers=record.headers or None)
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
+    def _offsets(self, batch: StoredBatch) -> list[TopicPartition]:
+        topic = self.options.topic_transactions
+        return [TopicPartition(topic, p, o) for p, o in sorted(batch.offsets.items())]
+
+    def close(self) -> None:
+        self.producer.flush(5)
+
+
+class TransactionalCommitter(_Producing):
+    """Derived records, dead letters and offsets in one transaction per batch."""
+
+    def __init__(self, options: KafkaOptions, fetcher: Fetcher) -> None:
+        config = {**_producer_config(options), "transactional.id": options.txn_id, "transaction.timeout.ms": 60_000}
+        super().__init__(options, fetcher, Producer(config))
+
+    def start(self) -> None:
+        """Fence a crashed predecessor with the same transactional id and abort its open transaction."""
+        self.producer.init_transactions(_TIMEOUT_S)
+
+    def commit(self, batch: StoredBatch) -> None:
+        delay = 0.2
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                self.producer.begin_transaction()
+                self._produce(batch)
+                group = self.fetcher.run_in_thread(self.fetcher.consumer.consumer_group_metadata, _TIMEOUT_S)
+                self.producer.send_offsets_to_transaction(self._offsets(batch), group, _TIMEOUT_S)
+                self.producer.commit_transaction(_TIMEOUT_S)
+                m.COMMITS.labels("ok").inc()
+                return
+            except KafkaException as exc:
+                error = exc.args[0]
+                m.COMMITS.labels("failed").inc()
+                log.warning("Kafka transaction failed (attempt %d): %s", attempt, error)
+                if error.fatal():
+                    raise CommitFailed(str(error)) from exc
+                with contextlib.suppress(KafkaException):
+                    self.producer.abort_transaction(_TIMEOUT_S)
+                time.sleep(delay)
+                delay *= 2
+        raise CommitFailed(f"gave up after {_ATTEMPTS} attempts")
+
+
+class PlainCommitter(_Producing):
+    """Produce and flush, then commit offsets with the consumer (brokers without transactions)."""
+
+    def __init__(self, options: KafkaOptions, fetcher: Fetcher) -> None:
+        super().__init__(options, fetcher, Producer(_producer_config(options)))
+
+    def start(self) -> None:
+        return None
+
+    def commit(self, batch: StoredBatch) -> None:
+        self._produce(batch)
+        if self.producer.flush(_TIMEOUT_S):
+            m.COMMITS.labels("failed").inc()
+            raise CommitFailed("derived records were not delivered in time")
+        try:
+            offsets = self._offsets(batch)
+            self.fetcher.run_in_thread(
+                lambda: self.fetcher.consumer.commit(offsets=offsets, asynchronous=False), _TIMEOUT_S
+            )
+        except KafkaException as exc:
+            m.COMMITS.labels("failed").inc()
+            raise CommitFailed(str(exc.args[0])) from exc
+        m.COMMITS.labels("ok").inc()

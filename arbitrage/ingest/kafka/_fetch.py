@@ -1,0 +1,279 @@
+"""The fetch stage: the confluent-kafka consumer, polled in its own thread.
+
+The thread is the only one that calls `consume()`; rebalance callbacks run in it. It hands
+chunks of messages to the event loop through a bounded channel. When the channel is full
+it keeps the chunk, pauses every assigned partition (so memory stays bounded and the
+consumer still polls, keeping its group membership) and resumes once there is room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from arbitrage.ingest.kafka import _metrics as m
+from arbitrage.ingest.kafka._options import KafkaOptions
+
+log = logging.getLogger(__name__)
+
+_POLL_S = 0.1
+_LAG_EVERY_S = 1.0
+
+
+@dataclass
+class Chunk:
+    """Messages fetched in one `consume()` call, in partition order."""
+
+    messages: list[Message]
+
+
+@dataclass
+class Barrier:
+    """Ask the pipeline to store and commit everything before it, then set `done`."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class Stop:
+    """The last item: the pipeline flushes, commits and ends."""
+
+
+Item = Chunk | Barrier | Stop
+
+
+class Channel:
+    """Thread → event loop hand-off holding at most `capacity` chunks (control items do not count)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, capacity: int) -> None:
+        self._loop = loop
+        self._queue: asyncio.Queue[Item] = asyncio.Queue()
+        self._slots = threading.BoundedSemaphore(capacity)
+
+    def offer(self, chunk: Chunk) -> bool:
+        """From the fetch thread: hand over `chunk` if there is room."""
+        if not self._slots.acquire(blocking=False):
+            return False
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, chunk)
+        return True
+
+    def send_control(self, item: Barrier | Stop) -> None:
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+
+    async def get(self, wait_s: float | None) -> Item | None:
+        """The next item, or None after `wait_s` seconds."""
+        try:
+            item = await asyncio.wait_for(self._queue.get(), wait_s)
+        except TimeoutError:
+            return None
+        if isinstance(item, Chunk):
+            self._slots.release()
+        return item
+
+
+class Fetcher:
+    """Owns the consumer. Other threads may read its state; changes go through `_commands`."""
+
+    def __init__(
+        self,
+        options: KafkaOptions,
+        channel: Channel,
+        *,
+        on_assign: Callable[[list[int]], None],
+        committed: Callable[[], dict[int, int]],
+        revoke_timeout_s: float = 10.0,
+    ) -> None:
+        self.options = options
+        self.topic = options.topic_transactions
+        self.consumer = Consumer(
+            {
+                **options.client_config(),
+                "group.id": options.group_id,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+                "session.timeout.ms": options.session_timeout_ms,
+                "heartbeat.interval.ms": max(500, options.session_timeout_ms // 5),
+                "max.poll.interval.ms": max(60_000, options.session_timeout_ms * 2),
+                "queued.max.messages.kbytes": 65_536,
+                "error_cb": self._on_error,
+            }
+        )
+        self._channel = channel
+        self._on_assign = on_assign
+        self._committed = committed
+        self._revoke_timeout_s = revoke_timeout_s
+        self._commands: queue.SimpleQueue[tuple[Callable[[], Any], concurrent.futures.Future[Any]]] = (
+            queue.SimpleQueue()
+        )
+        self._stopping = threading.Event()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="kafka-fetch", daemon=True)
+        self._held: Chunk | None = None
+        self._paused: set[int] = set()
+        self.admin_paused: set[int] = set()
+        self.assigned: list[int] = []
+        self.backpressure = False
+        self.last_error: str | None = None
+        self.lag: dict[int, int] = {}
+
+    def start(self) -> None:
+        self.consumer.subscribe([self.topic], on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost)
+        self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        """Stop fetching; messages fetched but not handed over are left to be fetched again."""
+        self._stopping.set()
+        self._thread.join(timeout)
+
+    def close(self) -> None:
+        """Leave the group (after the pipeline committed); blocking."""
+        self._closing = True
+        self.consumer.close()
+
+    def run_in_thread(self, action: Callable[[], Any], timeout: float) -> Any:
+        """Blocking form of `call`, for worker threads; runs directly once the fetch thread is gone."""
+        if not self._thread.is_alive():
+            return action()
+        return self.call(action).result(timeout)
+
+    def call(self, action: Callable[[], Any]) -> concurrent.futures.Future[Any]:
+        """Run `action` in the fetch thread (seek, commit...); the future holds its result.
+
+        A synchronous `commit()` from another thread blocks while this one sits in `consume()`,
+        so every consumer call other than reads goes through here.
+        """
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        if not self._thread.is_alive():
+            future.set_exception(RuntimeError("the Kafka consumer is not running"))
+        else:
+            self._commands.put((action, future))
+        return future
+
+    @property
+    def paused(self) -> set[int]:
+        return set(self._paused)
+
+    def _run(self) -> None:
+        next_lag = 0.0
+        while not self._stopping.is_set():
+            try:
+                self._run_commands()
+                if self._held is not None and self._channel.offer(self._held):
+                    self._held = None
+                self.backpressure = self._held is not None
+                self._reconcile_pause()
+                messages = self.consumer.consume(min(self.options.batch_size, 5_000), _POLL_S)
+                self._accept(messages)
+                if time.monotonic() >= next_lag:
+                    self._update_lag()
+                    next_lag = time.monotonic() + _LAG_EVERY_S
+            except Exception:
+                log.exception("Kafka fetch loop error; continuing")
+                self._stopping.wait(1.0)
+        self._held = None
+
+    def _accept(self, messages: list[Message]) -> None:
+        good: list[Message] = []
+        for message in messages:
+            error = message.error()
+            if error is None:
+                good.append(message)
+            elif error.code() != KafkaError._PARTITION_EOF:
+                self.last_error = error.str()
+                log.warning("Kafka consume error: %s", error.str())
+        if not good:
+            return
+        m.MESSAGES.labels("consumed").inc(len(good))
+        if self._held is not None:
+            self._held.messages.extend(good)
+        elif not self._channel.offer(Chunk(good)):
+            self._held = Chunk(good)
+
+    def _run_commands(self) -> None:
+        while True:
+            try:
+                action, future = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                future.set_result(action())
+            except Exception as exc:
+                future.set_exception(exc)
+
+    def _reconcile_pause(self) -> None:
+        wanted = set(self.assigned) if self.backpressure else set(self.admin_paused) & set(self.assigned)
+        to_pause, to_resume = wanted - self._paused, (self._paused - wanted) & set(self.assigned)
+        if to_pause:
+            self.consumer.pause([TopicPartition(self.topic, p) for p in sorted(to_pause)])
+        if to_resume:
+            self.consumer.resume([TopicPartition(self.topic, p) for p in sorted(to_resume)])
+        self._paused = wanted
+        m.PAUSED.set(len(wanted))
+
+    def _update_lag(self) -> None:
+        committed = self._committed()
+        lag: dict[int, int] = {}
+        for partition in self.assigned:
+            tp = TopicPartition(self.topic, partition)
+            try:
+                _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            except KafkaException:
+                continue
+            if high < 0:
+                continue
+            start = committed.get(partition)
+            if start is None:
+                position = self.consumer.position([tp])[0].offset
+                start = position if position >= 0 else high
+            lag[partition] = max(0, high - start)
+            m.LAG.labels(str(partition)).set(lag[partition])
+        self.lag = lag
+
+    def _assigned(self, _: Consumer, partitions: list[TopicPartition]) -> None:
+        m.REBALANCES.labels("assign").inc()
+        self.assigned = sorted(p.partition for p in partitions)
+        self._paused = set()
+        self._on_assign(self.assigned)
+        log.info("Kafka partitions assigned: %s", self.assigned)
+
+    def _revoked(self, _: Consumer, partitions: list[TopicPartition]) -> None:
+        """Store and commit what was handed over while the partitions are still ours."""
+        m.REBALANCES.labels("revoke").inc()
+        self._held = None
+        if not self._closing and not self._stopping.is_set() and partitions:
+            barrier = Barrier()
+            self._channel.send_control(barrier)
+            deadline = time.monotonic() + self._revoke_timeout_s
+            while not barrier.done.wait(0.02) and time.monotonic() < deadline:
+                self._run_commands()
+            if not barrier.done.is_set():
+                log.warning("revoked partitions before their batches were committed; the next owner re-reads them")
+        self._forget([p.partition for p in partitions])
+
+    def _lost(self, _: Consumer, partitions: list[TopicPartition]) -> None:
+        m.REBALANCES.labels("lost").inc()
+        self._held = None
+        self._forget([p.partition for p in partitions])
+
+    def _forget(self, partitions: list[int]) -> None:
+        self.assigned = [p for p in self.assigned if p not in partitions]
+        self._paused -= set(partitions)
+        for partition in partitions:
+            self.lag.pop(partition, None)
+            with contextlib.suppress(KeyError):
+                m.LAG.remove(str(partition))
+
+    def _on_error(self, error: KafkaError) -> None:
+        self.last_error = error.str()
+        log.warning("Kafka client error: %s", error.str())

@@ -1,0 +1,69 @@
+"""What the Kafka ingest needs to know, resolved once from `[kafka]` settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from arbitrage.config import KafkaSettings
+
+DEFAULT_PARTITIONS = {"transactions": 10, "opportunities": 5, "risk": 3, "dlq": 1}
+"""Partition counts of DESIGN.md, used when a topic is created at start-up."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class KafkaOptions:
+    """Resolved settings of one consumer pipeline; tests build it directly."""
+
+    bootstrap_servers: str
+    group_id: str = "arbitrage-backend"
+    topic_transactions: str = "arbitrage-transactions"
+    topic_opportunities: str = "arbitrage-opportunities"
+    topic_risk: str = "risk-metrics"
+    topic_dlq: str = "arbitrage-dlq"
+    batch_size: int = 10_000
+    batch_timeout_ms: int = 500
+    extra: dict[str, str] = field(default_factory=dict)
+    transactional: bool = True
+    """Produce derived topics and commit offsets in one Kafka transaction (false: consumer commits)."""
+    transactional_id: str = ""
+    """Fences a crashed predecessor's open transaction; defaults to `<group_id>-<topic>`."""
+    partitions: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PARTITIONS))
+    create_topics: bool = True
+    max_inflight_batches: int = 2
+    """Batches decoded/stored at once; the next one decodes while the previous one inserts."""
+    fetch_queue_chunks: int = 8
+    """Fetched chunks waiting for processing; when full, the consumer pauses its partitions."""
+    session_timeout_ms: int = 10_000
+    retry_backoff_max_s: float = 5.0
+    """Longest wait between attempts to store a batch while the warehouse fails."""
+    stop_timeout_s: float = 15.0
+    """How long `stop()` may spend flushing the batch in flight before giving it back to Kafka."""
+
+    @classmethod
+    def from_settings(cls, settings: KafkaSettings, **overrides: Any) -> KafkaOptions:
+        """Options from `[kafka]`; keys that `config.py` does not have yet keep their defaults."""
+        values: dict[str, Any] = {
+            "bootstrap_servers": settings.bootstrap_servers,
+            "group_id": settings.group_id,
+            "topic_transactions": settings.topic_transactions,
+            "topic_opportunities": settings.topic_opportunities,
+            "topic_risk": settings.topic_risk,
+            "topic_dlq": settings.topic_dlq,
+            "batch_size": settings.batch_size,
+            "batch_timeout_ms": settings.batch_timeout_ms,
+            "extra": dict(settings.extra),
+        }
+        for name in ("transactional", "transactional_id", "partitions", "create_topics"):
+            if hasattr(settings, name):
+                values[name] = getattr(settings, name)
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def txn_id(self) -> str:
+        return self.transactional_id or f"{self.group_id}-{self.topic_transactions}"
+
+    def client_config(self) -> dict[str, Any]:
+        """Settings common to every client: brokers plus the pass-through librdkafka keys."""
+        return {"bootstrap.servers": self.bootstrap_servers, **self.extra}

@@ -1,0 +1,290 @@
+"""KafkaIngest: fetch thread → batch → store (IngestService) → commit, with back-pressure end to end.
+
+The event loop runs the pipeline and only awaits: `consume()` lives in the fetch thread,
+decode/insert in the ingest service's worker threads, and the blocking producer and
+commit calls in a worker thread. Batches are stored up to `max_inflight_batches` at once
+(the next decodes while the previous inserts) and committed strictly in fetch order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import weakref
+from collections import deque
+from typing import Any
+
+import msgspec
+from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import Message as KafkaMessage
+
+from arbitrage.errors import ValidationError
+from arbitrage.ingest import IngestService
+from arbitrage.ingest.kafka._commit import Committer, PlainCommitter, TransactionalCommitter
+from arbitrage.ingest.kafka._fetch import Barrier, Channel, Chunk, Fetcher, Stop
+from arbitrage.ingest.kafka._options import KafkaOptions
+from arbitrage.ingest.kafka._strategies import Batcher, RecoveryWindow, StoredBatch, StoreStep, collect_stored
+from arbitrage.ingest.kafka._topics import ensure_topics
+
+log = logging.getLogger(__name__)
+
+_IDLE_S = 0.25
+_listening: weakref.WeakSet[IngestService] = weakref.WeakSet()
+
+
+class PartitionState(msgspec.Struct):
+    partition: int
+    position: int | None
+    """Next offset the consumer will fetch."""
+    committed: int | None
+    """Next offset after the last stored-and-committed message."""
+    low_watermark: int | None
+    high_watermark: int | None
+    lag: int | None
+    """Messages not yet stored and committed."""
+    paused: bool
+
+
+class KafkaStatus(msgspec.Struct):
+    topic: str
+    group_id: str
+    running: bool
+    transactional: bool
+    backpressure: bool
+    """True while the pipeline is full and every partition is paused."""
+    store_error: str | None
+    """Why the batch in flight is being retried, if it is."""
+    last_client_error: str | None
+    partitions: list[PartitionState]
+
+
+class KafkaIngest:
+    """One consumer of `topic_transactions` in the group, feeding the shared ingest service."""
+
+    def __init__(self, ingest: IngestService, options: KafkaOptions) -> None:
+        self.ingest = ingest
+        self.options = options
+        self._store_step = StoreStep(ingest, backoff_max_s=options.retry_backoff_max_s)
+        self._recovery = RecoveryWindow(span=2 * options.max_inflight_batches * options.batch_size)
+        self._inflight: deque[asyncio.Task[StoredBatch]] = deque()
+        self._committed: dict[int, int] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._fetcher: Fetcher | None = None
+        self._committer: Committer | None = None
+        self._channel: Channel | None = None
+
+    async def start(self) -> None:
+        """Create missing topics, fence a predecessor's transaction, join the group, start the pipeline."""
+        loop = asyncio.get_running_loop()
+        if self.options.create_topics:
+            await asyncio.to_thread(ensure_topics, self.options)
+        self._channel = Channel(loop, self.options.fetch_queue_chunks)
+        self._fetcher = Fetcher(
+            self.options,
+            self._channel,
+            on_assign=lambda partitions: self._on_assigned(loop, partitions),
+            committed=lambda: dict(self._committed),
+        )
+        committer_type = TransactionalCommitter if self.options.transactional else PlainCommitter
+        self._committer = committer_type(self.options, self._fetcher)
+        await asyncio.to_thread(self._committer.start)
+        if self.ingest not in _listening:
+            self.ingest.on_stored(collect_stored)
+            _listening.add(self.ingest)
+        self._fetcher.start()
+        self._task = asyncio.create_task(self._run(), name="kafka-ingest")
+
+    def _on_assigned(self, loop: asyncio.AbstractEventLoop, partitions: list[int]) -> None:
+        """From the fetch thread; runs before any chunk of these partitions reaches the pipeline."""
+        loop.call_soon_threadsafe(self._recovery.reset, partitions)
+
+    async def stop(self) -> None:
+        """Stop fetching, store and commit what was fetched, leave the group. Bounded in time."""
+        if self._fetcher is None or self._channel is None or self._task is None:
+            return
+        await asyncio.to_thread(self._fetcher.stop, 5.0)
+        self._channel.send_control(Stop())
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), self.options.stop_timeout_s)
+        except TimeoutError:
+            log.warning("Kafka ingest did not finish its batches in time; they will be consumed again")
+        except Exception:
+            log.exception("Kafka ingest pipeline failed")
+        for task in [self._task, *self._inflight]:
+            task.cancel()
+        for task in [self._task, *self._inflight]:
+            with contextlib.suppress(BaseException):
+                await task
+        self._inflight.clear()
+        if self._committer is not None:
+            await asyncio.to_thread(self._committer.close)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.to_thread(self._fetcher.close), 10.0)
+        self._task = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def _run(self) -> None:
+        assert self._channel is not None
+        batcher = Batcher(self.options.batch_size, self.options.batch_timeout_ms / 1000)
+        while True:
+            await self._commit_ready()
+            left = batcher.time_left()
+            item = await self._channel.get(_IDLE_S if left is None else min(left, _IDLE_S))
+            if isinstance(item, Chunk):
+                batcher.add(item.messages)
+            if batcher.full or batcher.time_left() == 0 or isinstance(item, Barrier | Stop):
+                await self._flush(batcher.take())
+            if isinstance(item, Barrier | Stop):
+                while self._inflight:
+                    await self._commit_oldest()
+                if isinstance(item, Stop):
+                    return
+                item.done.set()
+
+    async def _flush(self, messages: list[KafkaMessage]) -> None:
+        if not messages:
+            return
+        while len(self._inflight) >= self.options.max_inflight_batches:
+            await self._commit_oldest()
+        suspects = self._recovery.suspects(messages)
+        self._inflight.append(asyncio.create_task(self._store_step(messages, suspects)))
+
+    async def _commit_ready(self) -> None:
+        while self._inflight and self._inflight[0].done():
+            await self._commit_oldest()
+
+    async def _commit_oldest(self) -> None:
+        assert self._committer is not None
+        batch = await self._inflight.popleft()
+        try:
+            await asyncio.to_thread(self._committer.commit, batch)
+        except Exception as exc:  # CommitFailed, or a broker call that timed out
+            log.error("offsets %s were not committed (%s); those messages will be consumed again", batch.offsets, exc)
+            return
+        self._committed.update(batch.offsets)
+
+    # Operations (admin endpoints, /health) ------------------------------------------------
+
+    async def status(self) -> KafkaStatus:
+        """Assignment, positions, committed offsets, watermarks, lag and paused state per partition."""
+        fetcher = self._require_fetcher()
+        partitions = await asyncio.to_thread(self._partition_states, fetcher)
+        return KafkaStatus(
+            topic=self.options.topic_transactions,
+            group_id=self.options.group_id,
+            running=self.running,
+            transactional=self.options.transactional,
+            backpressure=fetcher.backpressure,
+            store_error=self._store_step.failing,
+            last_client_error=fetcher.last_error,
+            partitions=partitions,
+        )
+
+    def _partition_states(self, fetcher: Fetcher) -> list[PartitionState]:
+        consumer, topic = fetcher.consumer, self.options.topic_transactions
+        assigned = [TopicPartition(topic, p) for p in fetcher.assigned]
+        if not assigned:
+            return []
+        positions = {tp.partition: tp.offset for tp in consumer.position(assigned)}
+        try:
+            committed = {tp.partition: tp.offset for tp in consumer.committed(assigned, timeout=5)}
+        except KafkaException:
+            committed = {}
+        paused = fetcher.paused
+        states = []
+        for tp in assigned:
+            try:
+                low, high = consumer.get_watermark_offsets(tp, timeout=5)
+            except KafkaException:
+                low = high = -1
+            done = self._committed.get(tp.partition, committed.get(tp.partition, -1))
+            states.append(
+                PartitionState(
+                    partition=tp.partition,
+                    position=_offset(positions.get(tp.partition)),
+                    committed=_offset(done),
+                    low_watermark=_offset(low),
+                    high_watermark=_offset(high),
+                    lag=(high - (done if done >= 0 else low)) if high >= 0 else None,
+                    paused=tp.partition in paused,
+                )
+            )
+        return states
+
+    async def health(self) -> dict[str, Any]:
+        """The `/health` component: connected, assigned partitions, lag; degraded while paused."""
+        fetcher = self._require_fetcher()
+        try:
+            await asyncio.to_thread(fetcher.consumer.list_topics, self.options.topic_transactions, timeout=1.5)
+            connected = True
+        except KafkaException:
+            connected = False
+        lag = sum(fetcher.lag.values())
+        if not self.running or not connected:
+            status = "unhealthy"
+        elif fetcher.backpressure or self._store_step.failing:
+            status = "degraded"
+        else:
+            status = "healthy"
+        report: dict[str, Any] = {
+            "status": status,
+            "connected": connected,
+            "assigned_partitions": list(fetcher.assigned),
+            "lag": lag,
+            "paused_partitions": sorted(fetcher.paused),
+        }
+        if self._store_step.failing:
+            report["error"] = self._store_step.failing
+        return report
+
+    def pause(self, partitions: list[int] | None = None) -> list[int]:
+        """Stop fetching these partitions (all assigned when None) until `resume`; returns the paused set."""
+        fetcher = self._require_fetcher()
+        fetcher.admin_paused = fetcher.admin_paused | set(fetcher.assigned if partitions is None else partitions)
+        return sorted(fetcher.admin_paused)
+
+    def resume(self, partitions: list[int] | None = None) -> list[int]:
+        fetcher = self._require_fetcher()
+        fetcher.admin_paused = set() if partitions is None else fetcher.admin_paused - set(partitions)
+        return sorted(fetcher.admin_paused)
+
+    async def replay(self, partition: int, *, offset: int | None = None, timestamp_ms: int | None = None) -> int:
+        """Seek an assigned partition back to an offset or to the first message at/after a time.
+
+        Replayed messages go through the same pipeline, so transactions stored already are
+        recognised by signature and not stored twice. Returns the offset sought to.
+        """
+        if (offset is None) == (timestamp_ms is None):
+            raise ValidationError("offset", "give exactly one of offset and timestamp")
+        fetcher = self._require_fetcher()
+        topic = self.options.topic_transactions
+
+        def seek() -> int:
+            if partition not in fetcher.assigned:
+                raise ValidationError("partition", f"partition {partition} is not assigned to this consumer")
+            target = offset
+            if timestamp_ms is not None:
+                found = fetcher.consumer.offsets_for_times(
+                    [TopicPartition(topic, partition, timestamp_ms)], timeout=10
+                )[0]
+                target = found.offset
+                if target < 0:
+                    target = fetcher.consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1]
+            assert target is not None
+            fetcher.consumer.seek(TopicPartition(topic, partition, target))
+            return target
+
+        return int(await asyncio.wrap_future(fetcher.call(seek)))
+
+    def _require_fetcher(self) -> Fetcher:
+        if self._fetcher is None:
+            raise RuntimeError("Kafka ingest has not started")
+        return self._fetcher
+
+
+def _offset(value: int | None) -> int | None:
+    return value if value is not None and value >= 0 else None

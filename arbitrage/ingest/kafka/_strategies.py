@@ -1,0 +1,177 @@
+"""The processing stages between fetch and commit: batch, then decode + validate + store.
+
+Decoding, validation, dedup and the insert are the shared `IngestService` path (the same
+code as `POST /ingest`). A batch is retried with backoff until the warehouse takes it;
+meanwhile nothing upstream is read, so the fetch stage fills up and pauses the partitions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+import polars as pl
+from confluent_kafka import Message
+
+from arbitrage.ingest import IngestService
+from arbitrage.ingest.kafka import _metrics as m
+from arbitrage.ingest.kafka._records import OutRecord, dead_letter, opportunities, risk_metrics
+
+log = logging.getLogger(__name__)
+
+SOURCE = "kafka"
+"""The `source` column of rows this consumer stores."""
+
+_stored_frames: ContextVar[list[pl.DataFrame] | None] = ContextVar("kafka_stored_frames", default=None)
+
+
+async def collect_stored(frame: pl.DataFrame) -> None:
+    """`IngestService.on_stored` listener: hand a Kafka batch's stored rows back to its store step.
+
+    The listener runs in the task that called `ingest_records`, so the context variable set
+    by that task tells whose rows these are; other sources' batches are ignored.
+    """
+    bucket = _stored_frames.get()
+    if bucket is not None:
+        bucket.append(frame)
+
+
+class Batcher:
+    """Accumulates messages until `size` of them or `timeout_s` after the first."""
+
+    def __init__(self, size: int, timeout_s: float) -> None:
+        self.size = size
+        self.timeout_s = timeout_s
+        self._messages: list[Message] = []
+        self._deadline = 0.0
+
+    def add(self, messages: list[Message]) -> None:
+        if not self._messages:
+            self._deadline = time.monotonic() + self.timeout_s
+        self._messages.extend(messages)
+
+    @property
+    def full(self) -> bool:
+        return len(self._messages) >= self.size
+
+    def time_left(self) -> float | None:
+        """Seconds until the partial batch is due; None when empty."""
+        return max(0.0, self._deadline - time.monotonic()) if self._messages else None
+
+    def take(self) -> list[Message]:
+        taken, self._messages = self._messages, []
+        return taken
+
+
+class RecoveryWindow:
+    """The first offsets of each newly assigned partition, which a crashed owner may have stored uncommitted.
+
+    Duplicates found there were stored by Kafka ingest without their offsets being committed,
+    so their derived records and offsets are produced again (the aborted transaction lost them).
+    """
+
+    def __init__(self, span: int) -> None:
+        self.span = span
+        self._horizon: dict[int, int | None] = {}
+
+    def reset(self, partitions: list[int]) -> None:
+        for partition in partitions:
+            self._horizon[partition] = None
+
+    def suspects(self, messages: list[Message]) -> set[str]:
+        """Keys (signatures) of `messages` inside the window; call in fetch order."""
+        keys: set[str] = set()
+        for message in messages:
+            partition, offset = message.partition(), message.offset()
+            if partition is None or offset is None or partition not in self._horizon:
+                continue
+            horizon = self._horizon[partition]
+            if horizon is None:
+                horizon = self._horizon[partition] = offset + self.span
+            key = message.key()
+            if offset < horizon and key:
+                keys.add(key.decode(errors="replace"))
+        return keys
+
+
+@dataclass
+class StoredBatch:
+    """A batch the warehouse holds; what its commit must produce, and the offsets it covers."""
+
+    offsets: dict[int, int]
+    """Partition → next offset to read."""
+    opportunities: list[OutRecord] = field(default_factory=list)
+    risk: list[OutRecord] = field(default_factory=list)
+    dead_letters: list[OutRecord] = field(default_factory=list)
+    stored: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+
+
+class StoreStep:
+    """Decode, validate and store one batch through the ingest service, retrying until it lands."""
+
+    def __init__(self, ingest: IngestService, *, backoff_max_s: float) -> None:
+        self.ingest = ingest
+        self.backoff_max_s = backoff_max_s
+        self.failing: str | None = None
+        """The last store error while a batch is being retried; None once it landed."""
+
+    async def __call__(self, messages: list[Message], suspects: set[str]) -> StoredBatch:
+        values = [message.value() or b"" for message in messages]
+        delay = 0.1
+        started = time.perf_counter()
+        while True:
+            bucket: list[pl.DataFrame] = []
+            token = _stored_frames.set(bucket)
+            try:
+                report = await self.ingest.ingest_records(values, source=SOURCE)
+                break
+            except Exception as exc:
+                self.failing = str(exc)[:200]
+                m.STORE_RETRIES.inc()
+                log.warning("storing a Kafka batch of %d failed (%s); retrying in %.1fs", len(values), exc, delay)
+            finally:
+                _stored_frames.reset(token)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.backoff_max_s)
+        self.failing = None
+        m.BATCH_SECONDS.observe(time.perf_counter() - started)
+        offsets: dict[int, int] = {}
+        for message in messages:
+            partition, offset = message.partition(), message.offset()
+            if partition is not None and offset is not None:
+                offsets[partition] = max(offsets.get(partition, 0), offset + 1)
+        stored = pl.concat(bucket, how="diagonal_relaxed") if bucket else pl.DataFrame()
+        batch = StoredBatch(offsets, stored=report.accepted, duplicates=report.duplicates, rejected=report.rejected)
+        batch.dead_letters = [dead_letter(messages[e.index], e.field, e.reason) for e in report.errors]
+        if suspects and report.duplicates:
+            new = set(stored["signature"].to_list()) if len(stored) else set()
+            rejected_keys = {(messages[e.index].key() or b"").decode(errors="replace") for e in report.errors}
+            recovered = await self._stored_by_kafka(sorted(suspects - new - rejected_keys))
+            if len(recovered):
+                log.info("re-publishing derived records of %d transactions stored before a restart", len(recovered))
+                stored = pl.concat([stored, recovered], how="diagonal_relaxed") if len(stored) else recovered
+        if len(stored):
+            batch.opportunities = opportunities(stored)
+            batch.risk = risk_metrics(stored)
+        m.MESSAGES.labels("stored").inc(report.accepted)
+        m.MESSAGES.labels("duplicate").inc(report.duplicates)
+        m.MESSAGES.labels("rejected").inc(report.rejected)
+        return batch
+
+    async def _stored_by_kafka(self, signatures: list[str]) -> pl.DataFrame:
+        if not signatures:
+            return pl.DataFrame()
+        warehouse = self.ingest.warehouse
+        table = await warehouse.query_arrow(
+            f"SELECT * FROM {warehouse.database}.transactions "
+            "WHERE signature IN {signatures:Array(String)} AND source = {source:String} LIMIT 1 BY signature",
+            {"signatures": signatures, "source": SOURCE},
+        )
+        frame = pl.from_arrow(table)
+        assert isinstance(frame, pl.DataFrame)
+        return frame

@@ -1,0 +1,47 @@
+"""Create the Kafka topics at start-up when they are missing."""
+
+from __future__ import annotations
+
+import logging
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from arbitrage.ingest.kafka._options import KafkaOptions
+
+log = logging.getLogger(__name__)
+
+
+def ensure_topics(options: KafkaOptions, timeout_s: float = 10.0) -> list[str]:
+    """Create missing topics with the configured partition counts; return the names created.
+
+    A broker that refuses (no CreateTopics, no permission) is logged and left to
+    auto-create topics: consuming and producing still work, with its default counts.
+    """
+    wanted = {
+        options.topic_transactions: options.partitions.get("transactions", 10),
+        options.topic_opportunities: options.partitions.get("opportunities", 5),
+        options.topic_risk: options.partitions.get("risk", 3),
+        options.topic_dlq: options.partitions.get("dlq", 1),
+    }
+    admin = AdminClient(options.client_config())
+    try:
+        existing = set(admin.list_topics(timeout=timeout_s).topics)
+    except KafkaException as exc:
+        log.warning("could not list Kafka topics: %s", exc)
+        return []
+    missing = [NewTopic(name, count) for name, count in wanted.items() if name not in existing]
+    if not missing:
+        return []
+    created: list[str] = []
+    futures = admin.create_topics(missing, request_timeout=timeout_s, operation_timeout=timeout_s)
+    for name, future in futures.items():
+        try:
+            future.result(timeout_s + 1)
+            created.append(name)
+        except Exception as exc:
+            log.warning("could not create Kafka topic %s (%s); relying on auto-creation", name, exc)
+    if created:
+        log.info("created Kafka topics %s", created)
+    return created

@@ -1,0 +1,60 @@
+"""Shared benchmark helpers: machine description, table printing, simulated bodies."""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Iterator
+from typing import Any
+
+import msgspec
+
+from arbitrage.simulator import Simulator
+
+_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def print_table(title: str, rows: list[tuple[str, Any]]) -> None:
+    width = max(len(k) for k, _ in rows)
+    print(f"\n{title}\n" + "-" * (width + 30))
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+
+
+def _suffix(n: int) -> str:
+    out = ""
+    for _ in range(4):
+        n, r = divmod(n, 58)
+        out += _ALPHABET[r]
+    return out
+
+
+def unique_batches(total: int, batch: int, *, seed: int = 1, distinct: int = 100_000) -> Iterator[list[dict[str, Any]]]:
+    """`total` records in batches; `distinct` simulated ones re-used with fresh signatures."""
+    base = Simulator(seed=seed).records(min(distinct, total))
+    produced = 0
+    round_ = 0
+    while produced < total:
+        for start in range(0, len(base), batch):
+            if produced >= total:
+                return
+            chunk = base[start : start + batch][: total - produced]
+            tag = _suffix(round_)
+            yield [r | {"signature": r["signature"][:84] + tag} for r in chunk]
+            produced += len(chunk)
+        round_ += 1
+
+
+def json_bodies(total: int, batch: int, **kwargs: Any) -> list[bytes]:
+    encoder = msgspec.json.Encoder()
+    return [encoder.encode(chunk) for chunk in unique_batches(total, batch, **kwargs)]

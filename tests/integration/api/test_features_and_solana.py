@@ -1,0 +1,75 @@
+"""Features and risk are computed on ingest and served; raw Solana RPC output is ingested."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from litestar.testing import AsyncTestClient
+
+from arbitrage.features import FEATURES
+from arbitrage.risk import RISK_COLUMNS
+
+pytestmark = pytest.mark.anyio
+Client = AsyncTestClient[Any]
+FIXTURES = Path(__file__).resolve().parents[3].parent / "shared" / "fixtures" / "solana"
+ARB_5HOP = "GCeRpjvfNXZB6BJFQChjpKycdKpRwQGS1BSwUvLjVpJj6NgdzzQACAWt89ZEfEXjeRSqzhDX8CHtzpMUnfJ7VMJ"
+
+
+async def test_every_stored_transaction_carries_features_and_a_risk_score(
+    client: Client, records: list[dict[str, Any]]
+) -> None:
+    await client.post("/ingest", content=msgspec.json.encode(records))
+    item = (await client.get("/transactions", params={"limit": 1})).json()["items"][0]
+    assert set(item["features"]) == {f.name for f in FEATURES}
+    assert 0.0 <= item["risk"]["score"] <= 1.0
+    assert item["risk"]["level"] in {"low", "medium", "high"}
+    stored = (await client.get(f"/transactions/{item['signature']}")).json()
+    assert stored["features"] == pytest.approx(item["features"])
+
+
+async def test_features_endpoint_serves_the_registry(client: Client) -> None:
+    body = (await client.get("/features")).json()
+    assert len(body["features"]) == len(FEATURES) >= 70
+    assert {"name", "group", "dtype", "unit", "window", "definition"} <= set(body["features"][0])
+    assert {r["name"] for r in body["risk"]} == {c.name for c in RISK_COLUMNS}
+
+
+async def test_risk_of_one_transaction_and_the_summary(client: Client, records: list[dict[str, Any]]) -> None:
+    await client.post("/ingest", content=msgspec.json.encode(records))
+    one = (await client.get(f"/risk/{records[0]['signature']}")).json()
+    assert one["level"] in {"low", "medium", "high"}
+    assert set(one["components"]) >= {"sandwich", "il", "token", "competition", "execution"}
+    assert (await client.get("/risk/" + "1" * 88)).status_code == 404
+    summary = (await client.get("/risk/summary", params={"hours": 24 * 365})).json()
+    assert summary["transactions"] == len(records)
+    assert sum(summary["levels"].values()) == len(records)
+
+
+@pytest.mark.skipif(not FIXTURES.is_dir(), reason="shared/fixtures/solana is not beside the repository")
+async def test_raw_solana_transactions_are_decoded_and_stored(client: Client) -> None:
+    body = (FIXTURES / "jup_arb_5hop_usdc_jitotip_GCeRpjvf.getTransaction.jsonParsed.json").read_bytes()
+    report = (await client.post("/ingest/solana", content=body)).json()
+    assert (report["accepted"], report["kinds"]) == (1, {"arbitrage": 1})
+    stored = (await client.get(f"/transactions/{ARB_5HOP}")).json()
+    assert stored["hops"] == 5
+    assert stored["circular"] is True
+    assert stored["source"] == "solana"
+
+
+@pytest.mark.skipif(not FIXTURES.is_dir(), reason="shared/fixtures/solana is not beside the repository")
+async def test_a_raw_block_stores_its_swaps_and_skips_votes(client: Client) -> None:
+    body = (FIXTURES / "block_285000037_txs_000-191.getBlock.json").read_bytes()
+    report = (await client.post("/ingest/solana", content=body)).json()
+    assert report["kinds"]["skipped_vote"] == 27
+    assert report["kinds"]["arbitrage"] == 1
+    assert report["accepted"] >= 1
+    assert report["accepted"] + report["rejected"] <= sum(report["kinds"].values()) - report["kinds"]["skipped_vote"]
+
+
+async def test_garbage_sent_as_solana_is_rejected_not_crashing(client: Client) -> None:
+    response = await client.post("/ingest/solana", content=b'{"jsonrpc": "2.0", "result": {"nonsense": 1}}')
+    assert response.status_code == 422
+    assert response.json()["rejected"] == 1
