@@ -202,8 +202,9 @@ async def run_export(
         sql = f"SELECT {', '.join(select)} FROM {source} WHERE {where} ORDER BY {', '.join(order)}"
         files = _Files(plan, destination, scaler, keys, progress)
         stream = warehouse.stream_arrow(sql, params, batch_rows=batch_rows)
-        async with contextlib.aclosing(stream):  # type: ignore[type-var]
-            async for batch in _prefetched(stream):
+        batches = _prefetched(stream)
+        async with contextlib.aclosing(stream), contextlib.aclosing(batches):  # type: ignore[type-var]
+            async for batch in batches:
                 if cancel.is_set():
                     raise ExportCancelled(f"export {job_id} was cancelled")
                 await asyncio.to_thread(files.write, batch)
@@ -267,8 +268,8 @@ async def _prefetched(stream: AsyncIterator[pa.RecordBatch]) -> AsyncIterator[pa
     finally:
         if not pending.done():
             pending.cancel()
-            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, Exception):
-                await pending
+        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, Exception):
+            await pending
 
 
 class _Files:

@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 from arbitrage.export._writers import WriterOptions, open_compressed
 
 _MASK_DELTA = 0xA282EAD8
+SLICE_ROWS = 8_192
 
 
 class TFRecordWriter:
@@ -47,8 +48,9 @@ class TFRecordWriter:
             _kind(field)  # fail at open, not mid-export, on a column TFRecord cannot hold
 
     def write(self, batch: pa.RecordBatch) -> None:
-        if batch.num_rows:
-            self._out.write(encode_records(batch))
+        # Encoded Examples are several times the batch's size: encode in slices to bound memory.
+        for offset in range(0, batch.num_rows, SLICE_ROWS):
+            self._out.write(encode_records(batch.slice(offset, SLICE_ROWS)))
 
     def close(self) -> None:
         self._out.close()

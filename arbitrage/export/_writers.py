@@ -161,9 +161,9 @@ class CsvWriter:
         self._schema = schema
 
     def write(self, batch: pa.RecordBatch) -> None:
-        if batch.num_rows or self._header:
+        for piece in _slices(batch):
             buffer = io.BytesIO()
-            _frame(batch).write_csv(buffer, include_header=self._header, datetime_format="%Y-%m-%dT%H:%M:%S%.3fZ")
+            _frame(piece).write_csv(buffer, include_header=self._header, datetime_format="%Y-%m-%dT%H:%M:%S%.3fZ")
             self._out.write(buffer.getbuffer())
             self._header = False
 
@@ -192,6 +192,10 @@ class JsonWriter:
             self._out.write(b"[")
 
     def write(self, batch: pa.RecordBatch) -> None:
+        for piece in _slices(batch):
+            self._write_piece(piece)
+
+    def _write_piece(self, batch: pa.RecordBatch) -> None:
         if not batch.num_rows:
             return
         buffer = io.BytesIO()
@@ -208,6 +212,15 @@ class JsonWriter:
         if self._array:
             self._out.write(b"\n]\n" if not self._first else b"]\n")
         self._out.close()
+
+
+TEXT_SLICE_ROWS = 16_384
+"""Text and HDF5 writers convert this many rows at a time: their copies are larger than Arrow's."""
+
+
+def _slices(batch: pa.RecordBatch) -> list[pa.RecordBatch]:
+    """The batch in slices of at most TEXT_SLICE_ROWS rows (one empty slice for an empty batch)."""
+    return [batch.slice(o, TEXT_SLICE_ROWS) for o in range(0, batch.num_rows, TEXT_SLICE_ROWS)] or [batch]
 
 
 def _frame(batch: pa.RecordBatch) -> pl.DataFrame:
@@ -257,14 +270,15 @@ class Hdf5Writer:
         self._rows = 0
 
     def write(self, batch: pa.RecordBatch) -> None:
-        if not batch.num_rows:
-            return
-        end = self._rows + batch.num_rows
-        for field, column in zip(self._fields, batch.columns, strict=True):
-            dataset = self._datasets[field.name]
-            dataset.resize((end,))
-            dataset[self._rows : end] = _hdf5_values(field, column)
-        self._rows = end
+        for piece in _slices(batch):
+            if not piece.num_rows:
+                continue
+            end = self._rows + piece.num_rows
+            for field, column in zip(self._fields, piece.columns, strict=True):
+                dataset = self._datasets[field.name]
+                dataset.resize((end,))
+                dataset[self._rows : end] = _hdf5_values(field, column)
+            self._rows = end
 
     def close(self) -> None:
         try:

@@ -150,7 +150,7 @@ def s3_options(s3_endpoint: str) -> dict[str, dict[str, object]]:
             "key": "testing",
             "secret": "testing",
             "endpoint_url": s3_endpoint,
-            "client_kwargs": {"region_name": "us-east-1"},
+            "client_kwargs": {"region_name": "eu-west-1"},
         }
     }
 

@@ -1,0 +1,270 @@
+"""Export jobs: background runs, persistence across restarts, cancel, download, S3, custom formats."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import threading
+import zipfile
+from pathlib import Path
+from typing import Any, BinaryIO, ClassVar
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import s3fs
+
+from arbitrage.export import (
+    ExportRequest,
+    ExportService,
+    UnknownFormat,
+    WriterOptions,
+    register_exporter,
+)
+from arbitrage.storage import EmbeddedWarehouse
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def filled(warehouse: EmbeddedWarehouse, make_transactions) -> EmbeddedWarehouse:
+    await warehouse.insert_arrow("transactions", make_transactions(500))
+    return warehouse
+
+
+@pytest.fixture
+def out(tmp_path: Path) -> Path:
+    """The export dir (beside, not around, the test's warehouse)."""
+    return tmp_path / "exports"
+
+
+def published(root: Path) -> list[str]:
+    """Final-named files under root (staging prefixes excluded)."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and ".staging-" not in str(p))
+
+
+async def test_a_job_answers_at_once_and_finishes_with_rows_bytes_and_files(filled, out):
+    service = ExportService(filled, export_dir=str(out))
+    await service.start()
+    try:
+        job = await service.submit("parquet", ExportRequest(chunk_rows=200))
+        assert job.state == "queued"
+        done = await service.wait(job.id, timeout=60)
+        assert done.state == "done" and done.rows == 500 and done.progress == 1.0
+        assert [f.rows for f in done.files] == [200, 200, 100]
+        assert done.bytes == sum(f.bytes for f in done.files) > 0
+        assert published(out / job.id) == ["manifest.json", *(f.path for f in done.files)]
+        listed = await service.list()
+        assert [j.id for j in listed] == [job.id] and listed[0].state == "done"
+    finally:
+        await service.close()
+
+
+async def test_jobs_and_their_history_survive_a_restart(filled, out):
+    service = ExportService(filled, export_dir=str(out))
+    await service.start()
+    job = await service.submit("csv", ExportRequest())
+    await service.wait(job.id, timeout=60)
+    await service.close()
+    await filled.close()
+    await filled.start()
+    again = ExportService(filled, export_dir=str(out))
+    await again.start()
+    try:
+        restored = await again.get(job.id)
+        assert restored.state == "done" and restored.rows == 500 and restored.files[0].path == "part-00000.csv"
+    finally:
+        await again.close()
+
+
+class _SlowWriter:
+    """A parquet writer that blocks on every batch until the test lets it go."""
+
+    compressions: ClassVar[tuple[str, ...]] = ("none",)
+    default_compression: ClassVar[str] = "none"
+    nested_types: ClassVar[bool] = True
+    gate = threading.Event()
+    entered = threading.Event()
+
+    def extension(self, options: WriterOptions) -> str:
+        return "parquet"
+
+    def open(self, sink: BinaryIO, schema: pa.Schema, options: WriterOptions) -> None:
+        self._writer = pq.ParquetWriter(sink, schema)
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self._writer.write_batch(batch)
+        type(self).entered.set()
+        type(self).gate.wait(30)
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+async def test_a_cancelled_job_publishes_nothing(filled, out):
+    register_exporter("slow-parquet", _SlowWriter)
+    _SlowWriter.gate.clear()
+    _SlowWriter.entered.clear()
+    service = ExportService(filled, export_dir=str(out))
+    await service.start()
+    try:
+        job = await service.submit("slow-parquet", ExportRequest(chunk_rows=100))
+        await asyncio.to_thread(_SlowWriter.entered.wait, 30)
+        running = await service.get(job.id)
+        assert running.state == "running" and running.rows_total == 500
+        cancelling = asyncio.create_task(service.cancel(job.id))
+        await asyncio.sleep(0.05)
+        _SlowWriter.gate.set()
+        cancelled = await cancelling
+        assert cancelled.state == "cancelled"
+        assert published(out) == []
+        assert not list(out.rglob(".staging-*"))
+    finally:
+        _SlowWriter.gate.set()
+        await service.close()
+
+
+async def test_an_interrupted_job_is_marked_failed_on_restart_and_its_partial_files_removed(filled, out):
+    register_exporter("slow-parquet", _SlowWriter)
+    _SlowWriter.gate.clear()
+    _SlowWriter.entered.clear()
+    service = ExportService(filled, export_dir=str(out))
+    await service.start()
+    job = await service.submit("slow-parquet", ExportRequest(chunk_rows=100))
+    await asyncio.to_thread(_SlowWriter.entered.wait, 30)
+    assert list(out.rglob(".staging-*/*.parquet"))  # a partial file exists, staged
+    # The process "dies": its task is dropped without any clean-up running.
+    task = service._active[job.id].task  # noqa: SLF001
+    assert task is not None
+    service._active.clear()  # noqa: SLF001
+    service._sweeper.cancel()  # type: ignore[union-attr]  # noqa: SLF001
+    restarted = ExportService(filled, export_dir=str(out))
+    await restarted.start()
+    try:
+        failed = await restarted.get(job.id)
+        assert failed.state == "failed" and "interrupted" in (failed.error or "")
+        assert published(out) == []
+        assert not list(out.rglob(".staging-*"))
+    finally:
+        _SlowWriter.gate.set()
+        await asyncio.gather(task, return_exceptions=True)
+        await restarted.close()
+
+
+async def test_download_streams_one_file_or_a_zip_of_many_with_the_manifest(filled, out):
+    service = ExportService(filled, export_dir=str(out))
+    await service.start()
+    try:
+        single = await service.wait((await service.submit("arrow", ExportRequest())).id, timeout=60)
+        download = await service.download(single.id)
+        assert download.filename.endswith(".arrow")
+        data = b"".join(download.chunks)
+        assert pa.ipc.open_file(pa.BufferReader(data)).read_all().num_rows == 500
+        many = await service.wait((await service.submit("csv", ExportRequest(partition_by=["dex"]))).id, timeout=60)
+        download = await service.download(many.id)
+        assert download.media_type == "application/zip"
+        archive = zipfile.ZipFile(io.BytesIO(b"".join(download.chunks)))
+        assert sorted(archive.namelist()) == sorted([f.path for f in many.files] + ["manifest.json"])
+        manifest = json.loads(archive.read("manifest.json"))
+        assert manifest["rows"] == 500
+    finally:
+        await service.close()
+
+
+async def test_an_unknown_format_lists_the_known_ones(filled, out):
+    service = ExportService(filled, export_dir=str(out))
+    with pytest.raises(UnknownFormat) as caught:
+        await service.submit("xlsx", ExportRequest())
+    assert {"csv", "parquet", "json", "hdf5", "arrow", "tfrecord"} <= set(caught.value.known)
+
+
+class _TsvWriter:
+    """A user-defined format: tab-separated signature and profit."""
+
+    compressions: ClassVar[tuple[str, ...]] = ("none",)
+    default_compression: ClassVar[str] = "none"
+    nested_types: ClassVar[bool] = False
+
+    def extension(self, options: WriterOptions) -> str:
+        return "tsv"
+
+    def open(self, sink: BinaryIO, schema: pa.Schema, options: WriterOptions) -> None:
+        self._sink = sink
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        for signature, profit in zip(batch.column("signature").to_pylist(), batch.column("net_profit_sol").to_pylist(), strict=True):
+            self._sink.write(f"{signature}\t{profit}\n".encode())
+
+    def close(self) -> None:
+        pass
+
+
+async def test_a_registered_custom_format_exports_without_code_changes(filled, out):
+    register_exporter("tsv", _TsvWriter)
+    service = ExportService(filled, export_dir=str(out))
+    await service.start()
+    try:
+        job = await service.wait(
+            (await service.submit("tsv", ExportRequest(columns=["signature", "net_profit_sol"]))).id, timeout=60
+        )
+        assert job.state == "done"
+        lines = (out / job.id / "part-00000.tsv").read_text().splitlines()
+        assert len(lines) == 500 and lines[0].count("\t") == 1
+    finally:
+        await service.close()
+
+
+async def test_an_s3_destination_gets_the_files_and_manifest_and_no_credentials_are_echoed(
+    filled, out, s3_options, s3_bucket
+):
+    service = ExportService(filled, export_dir=str(out), storage_options=s3_options)
+    await service.start()
+    try:
+        job = await service.submit("parquet", ExportRequest(destination=f"s3://{s3_bucket}/nightly/", chunk_rows=300))
+        done = await service.wait(job.id, timeout=60)
+        assert done.state == "done", done.error
+        fs = s3fs.S3FileSystem(**s3_options["s3"])
+        prefix = f"{s3_bucket}/nightly/{job.id}"
+        keys = sorted(k.removeprefix(prefix + "/") for k in fs.find(f"{s3_bucket}/nightly/"))
+        assert keys == ["manifest.json", "part-00000.parquet", "part-00001.parquet"]
+        with fs.open(f"{prefix}/part-00000.parquet", "rb") as handle:
+            assert pq.read_table(handle).num_rows == 300
+        shown = json.dumps([done.destination, done.request.destination, str(done)])
+        assert "testing" not in shown and done.destination == f"s3://{s3_bucket}/nightly/{job.id}"
+        download = await service.download(job.id)
+        assert zipfile.ZipFile(io.BytesIO(b"".join(download.chunks))).read("manifest.json")
+    finally:
+        await service.close()
+
+
+async def test_a_failed_s3_export_leaves_no_final_named_object(filled, out, s3_options, s3_bucket):
+    service = ExportService(filled, export_dir=str(out), storage_options=s3_options)
+    register_exporter("slow-parquet", _SlowWriter)
+    _SlowWriter.gate.clear()
+    _SlowWriter.entered.clear()
+    await service.start()
+    try:
+        job = await service.submit("slow-parquet", ExportRequest(destination=f"s3://{s3_bucket}/x", chunk_rows=100))
+        await asyncio.to_thread(_SlowWriter.entered.wait, 30)
+        cancelling = asyncio.create_task(service.cancel(job.id))
+        await asyncio.sleep(0.05)
+        _SlowWriter.gate.set()
+        assert (await cancelling).state == "cancelled"
+        fs = s3fs.S3FileSystem(**s3_options["s3"])
+        fs.invalidate_cache()
+        assert fs.find(f"{s3_bucket}/") == []
+    finally:
+        _SlowWriter.gate.set()
+        await service.close()
+
+
+async def test_a_destination_with_embedded_credentials_is_refused(filled, out):
+    from arbitrage.errors import ValidationError
+
+    service = ExportService(filled, export_dir=str(out))
+    with pytest.raises(ValidationError) as caught:
+        await service.submit("csv", ExportRequest(destination="s3://key:secret@bucket/prefix"))
+    assert caught.value.field == "destination"
+
+
