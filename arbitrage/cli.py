@@ -207,7 +207,10 @@ def _file_chunks(path: Path, size: int) -> Iterator[list[bytes]]:
 def _simulate(args: argparse.Namespace, _: Settings) -> int:
     from arbitrage.simulator import Simulator
 
-    simulator = Simulator(seed=args.seed)
+    if args.rate:
+        simulator = Simulator(seed=args.seed, realtime=True)
+    else:
+        simulator = Simulator(seed=args.seed, start=Simulator.start_for(args.count or 1_000_000))
     stream = simulator.stream()
     encoder = msgspec.json.Encoder()
     remaining = args.count if args.count > 0 else None

@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 async def feed_demo(ingest: IngestService, rate: float) -> None:
     """Ingest `rate` simulated transactions per second, in ten chunks a second, until cancelled."""
-    simulator = Simulator(seed=None if rate else 0)
+    simulator = Simulator(seed=None, realtime=True)
     stream = simulator.stream()
     encoder = msgspec.json.Encoder()
     chunk = max(1, int(rate / 10))

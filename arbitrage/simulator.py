@@ -9,6 +9,7 @@ and now and then a burst packs one slot with competing searchers.
 from __future__ import annotations
 
 import math
+import time
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -40,11 +41,21 @@ def _base58(rng: random.Random, length: int) -> str:
 
 
 class Simulator:
-    """Deterministic for a seed; `start` is the block time of the first slot (default: now - 1 h)."""
+    """Deterministic for a seed; `start` is the block time of the first slot (default: now - 1 h).
+
+    With `realtime`, block times follow the wall clock instead (for live demos at a set rate).
+    """
 
     def __init__(
-        self, seed: int | None = 0, *, start: datetime | None = None, tx_per_slot: float = 4.0, signers: int = 40
+        self,
+        seed: int | None = 0,
+        *,
+        start: datetime | None = None,
+        tx_per_slot: float = 4.0,
+        signers: int = 40,
+        realtime: bool = False,
     ) -> None:
+        self._realtime = realtime
         self._rng = random.Random(seed)
         self._slot = 280_000_000 + self._rng.randrange(1_000_000)
         self._time_ms = int((start or datetime.now(UTC) - timedelta(hours=1)).timestamp() * 1000)
@@ -61,6 +72,12 @@ class Simulator:
                     pool = _base58(self._rng, 44)
                     self._pools[(dex, a, b)] = (pool, 0.0)
         self._pool_keys = list(self._pools)
+
+    @staticmethod
+    def start_for(count: int, *, end: datetime | None = None, tx_per_slot: float = 4.0) -> datetime:
+        """A start time from which `count` transactions end about `end` (default now), not after it."""
+        slots = count / (tx_per_slot * 1.1) * 1.1
+        return (end or datetime.now(UTC)) - timedelta(milliseconds=slots * (SLOT_MS + 10))
 
     def records(self, count: int) -> list[dict[str, Any]]:
         """The next `count` transactions, in slot order."""
@@ -82,7 +99,7 @@ class Simulator:
     def _slot_records(self) -> list[dict[str, Any]]:
         rng = self._rng
         self._slot += 1
-        self._time_ms += SLOT_MS + rng.randrange(-40, 60)
+        self._time_ms = int(time.time() * 1000) if self._realtime else self._time_ms + SLOT_MS + rng.randrange(-40, 60)
         self._walk()
         burst = rng.random() < 0.03
         n = int(rng.expovariate(1 / self._tx_per_slot)) + (rng.randrange(10, 40) if burst else 0)

@@ -41,7 +41,8 @@ def _suffix(n: int) -> str:
 
 def unique_batches(total: int, batch: int, *, seed: int = 1, distinct: int = 100_000) -> Iterator[list[dict[str, Any]]]:
     """`total` records in batches; `distinct` simulated ones re-used with fresh signatures."""
-    base = Simulator(seed=seed).records(min(distinct, total))
+    count = min(distinct, total)
+    base = Simulator(seed=seed, start=Simulator.start_for(count)).records(count)
     produced = 0
     round_ = 0
     while produced < total:

@@ -47,6 +47,9 @@ class EmbeddedWarehouse:
         self._migrations = migrations
         self.database = database
         self._slots = threading.BoundedSemaphore(max_concurrent_queries)
+        # chdb finds a `Python(name)` table by looking the name up in Python frames, which is
+        # not safe across threads: queries that read a Python table run one at a time.
+        self._python_tables = threading.Lock()
         self._session: chdb_session.Session | None = None
         self._lock_file: IO[str] | None = None
         self._failed_reason: str | None = None
@@ -124,7 +127,7 @@ class EmbeddedWarehouse:
             "AND signature IN (SELECT signature FROM Python(candidates))"
         )
         params = {"start": _ch_time(start), "end": _ch_time(end)}
-        with self._slots:
+        with self._slots, self._python_tables:
             try:
                 found = session.query(sql, "ArrowTable", params=params)
             except Exception as exc:
@@ -182,7 +185,7 @@ class EmbeddedWarehouse:
     def _insert(self, table: str, arrow_data: pa.Table) -> None:
         session = self._checked_session()
         columns = ", ".join(f"`{name}`" for name in arrow_data.column_names)
-        with self._slots:
+        with self._slots, self._python_tables:
             try:
                 # chdb resolves Python(arrow_data) to this frame's local variable.
                 session.query(
