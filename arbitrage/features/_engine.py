@@ -8,19 +8,34 @@ bounded by time, not by history length:
 - per (pair, minute) bars of the last 48 h for the minute-aligned 24 h windows and the
   one-minute indicators (RSI, Bollinger);
 - the last event time of each pair and signer seen in the last 24 h.
+
+One polars query computes everything a row gives alone; the windows run in numpy over
+integer codes of the strings (see `_windows`), except the rolling fee quantiles, which
+polars computes well.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 from datetime import timedelta
 from typing import Final
 
 import msgspec
+import numpy as np
 import polars as pl
 
 from arbitrage.features._registry import FEATURES, LATE_COLUMN
-from arbitrage.features._windows import KEY, add_window_key, same_group_prev, window_sum, window_width
+from arbitrage.features._windows import (
+    Bools,
+    Floats,
+    Ints,
+    SortedGroups,
+    last_before,
+    prefix_sums,
+    window_sums,
+)
 from arbitrage.model import KNOWN_DECIMALS, LAMPORTS_PER_SOL, WSOL_MINT
 
 _STABLES: Final = ["EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v", "Es9vMFrzaCERmJfrF4H2FYD4KCoNkY11McCe8BenwNYB"]
@@ -41,6 +56,9 @@ _BOLLINGER_BARS: Final = 20
 HISTORY_WINDOW: Final = timedelta(hours=48, minutes=15)
 """How far back before the newest stored transaction `FeatureEngine.from_history` needs rows."""
 
+_CODE_SPACES: Final = itertools.count()
+"""Names for per-call string-code mappings (polars drops each once nothing uses it)."""
+
 _TAIL_SCHEMA: Final[dict[str, pl.DataType]] = {
     "seq": pl.Int64(),
     "slot": pl.Int64(),
@@ -51,8 +69,8 @@ _TAIL_SCHEMA: Final[dict[str, pl.DataType]] = {
     "dex": pl.String(),
     "pool": pl.String(),
     "signer": pl.String(),
-    "failed": pl.Int64(),
-    "arb": pl.Int64(),
+    "failed": pl.Float64(),
+    "arb": pl.Float64(),
     "price": pl.Float64(),
     "qvol": pl.Float64(),
     "side_qvol": pl.Float64(),
@@ -61,6 +79,8 @@ _TAIL_SCHEMA: Final[dict[str, pl.DataType]] = {
     "r": pl.Float64(),
     "spread": pl.Float64(),
 }
+_STRINGS: Final = ("pair", "dex", "pool", "signer")
+_NUMBERS: Final = tuple(name for name in _TAIL_SCHEMA if name not in _STRINGS)
 _BAR_SCHEMA: Final[dict[str, pl.DataType]] = {
     "pair": pl.String(),
     "minute": pl.Int64(),
@@ -68,20 +88,52 @@ _BAR_SCHEMA: Final[dict[str, pl.DataType]] = {
     "trades": pl.Int64(),
     "close": pl.Float64(),
 }
-_LAST_SEEN_SCHEMA: Final[dict[str, pl.DataType]] = {"key": pl.String(), "last_t": pl.Int64()}
+_ROW_FEATURES: Final = (
+    "hop_count",
+    "dex_count",
+    "token_count",
+    "is_circular",
+    "starts_in_wsol",
+    "in_bundle",
+    "input_amount",
+    "output_amount",
+    "revenue_known",
+    "revenue_sol",
+    "fee_sol",
+    "priority_fee_sol",
+    "tip_sol",
+    "cost_sol",
+    "profit_sol",
+    "roi_bps",
+    "tip_share",
+    "compute_units",
+    "cu_utilisation",
+    "priority_fee_per_cu",
+    "profit_per_cu",
+    "price",
+    "trade_size",
+    "price_impact_bps",
+    "liquidity_depth",
+)
 
 
 class RollingState(msgspec.Struct):
-    """What the engine remembers between batches; see the module docstring for its bounds."""
+    """What the engine remembers between batches; see the module docstring for its bounds.
+
+    `last_pair` and `last_signer` map a key to its last event time (ms); entries older
+    than a day are dropped in bulk once the map has doubled since the last drop (a
+    day-old entry gives the same feature value as a missing one).
+    """
 
     tail: pl.DataFrame
     bars: pl.DataFrame
-    last_pair: pl.DataFrame
-    last_signer: pl.DataFrame
+    last_pair: dict[str, int]
+    last_signer: dict[str, int]
     max_t: int | None = None
     max_slot: int | None = None
     bar_cutoff: int | None = None
     next_seq: int = 0
+    seen_pruned_at: int = 0
 
     @classmethod
     def empty(cls) -> RollingState:
@@ -89,8 +141,8 @@ class RollingState(msgspec.Struct):
         return cls(
             tail=pl.DataFrame(schema=_TAIL_SCHEMA),
             bars=pl.DataFrame(schema=_BAR_SCHEMA),
-            last_pair=pl.DataFrame(schema=_LAST_SEEN_SCHEMA),
-            last_signer=pl.DataFrame(schema=_LAST_SEEN_SCHEMA),
+            last_pair={},
+            last_signer={},
         )
 
 
@@ -106,393 +158,595 @@ def _quote_rank(mint: pl.Expr) -> pl.Expr:
     return pl.when(mint == WSOL_MINT).then(0).when(mint.is_in(_STABLES)).then(1).otherwise(2)
 
 
-def _safe_div(num: pl.Expr, den: pl.Expr, fill: float = 0.0) -> pl.Expr:
-    return pl.when(den != 0).then(num / den).otherwise(fill)
+def _registered(name: str, value: pl.Expr) -> pl.Expr:
+    """`value` as the registry declares `name`: its dtype, Float64 with NaN and null as 0."""
+    feature = _REGISTRY[name]
+    if feature.dtype == "Float64":
+        value = value.cast(pl.Float64).fill_nan(0.0).fill_null(0.0)
+    return value.cast(feature.polars_dtype).alias(name)
 
 
-def _own_columns(batch: pl.DataFrame, state: RollingState) -> pl.DataFrame:
-    """Processing order, event time and everything that needs only the row itself."""
-    start_time = pl.col("block_time").dt.epoch("ms")
-    event_time = start_time if state.max_t is None else pl.max_horizontal(start_time, pl.lit(state.max_t))
-    late = pl.lit(False) if state.max_slot is None else pl.col("slot").cast(pl.Int64) < state.max_slot
-    first, last = pl.col("_first").struct, pl.col("_last").struct
-    token_in, token_out = pl.col("token_in"), pl.col("token_out")
-    frame = (
-        batch.with_row_index("_row")
-        .sort("slot", maintain_order=True)
-        .with_columns(
-            (pl.int_range(pl.len(), dtype=pl.Int64) + state.next_seq).alias("seq"),
-            pl.col("slot").cast(pl.Int64).alias("slot_i"),
-            start_time.alias("block_ms"),
-            event_time.cum_max().alias("t"),
-            late.alias("late"),
-            pl.col("legs").list.first().alias("_first"),
-            pl.col("legs").list.last().alias("_last"),
-        )
-        .with_columns(
-            first.field("dex").alias("dex"),
-            first.field("pool").alias("pool"),
-            first.field("token_in").alias("token_in"),
-            first.field("token_out").alias("token_out"),
-            _decimals(first.field("token_in"), first.field("decimals_in")).alias("_dec_in"),
-            _decimals(first.field("token_out"), first.field("decimals_out")).alias("_dec_out"),
-            _ui(last.field("amount_out"), _decimals(last.field("token_out"), last.field("decimals_out"))).alias(
-                "output_amount"
-            ),
-        )
-        .with_columns(
-            _ui(first.field("amount_in"), pl.col("_dec_in")).alias("ui_in"),
-            _ui(first.field("amount_out"), pl.col("_dec_out")).alias("ui_out"),
-            _ui(first.field("reserve_in"), pl.col("_dec_in")).alias("res_in"),
-            _ui(first.field("reserve_out"), pl.col("_dec_out")).alias("res_out"),
-            _quote_rank(token_in).alias("_rank_in"),
-            _quote_rank(token_out).alias("_rank_out"),
-        )
-        .with_columns(
-            (
-                (pl.col("_rank_out") < pl.col("_rank_in"))
-                | ((pl.col("_rank_out") == pl.col("_rank_in")) & (token_out < token_in))
-            ).alias("quote_is_out")
-        )
-    )
-    q_out = pl.col("quote_is_out")
-    raw_price = pl.when(q_out).then(pl.col("ui_out") / pl.col("ui_in")).otherwise(pl.col("ui_in") / pl.col("ui_out"))
-    return frame.with_columns(
-        (pl.col("t") // _M1).alias("minute"),
-        pl.when(q_out)
-        .then(pl.concat_str("token_in", pl.lit("/"), "token_out"))
-        .otherwise(pl.concat_str("token_out", pl.lit("/"), "token_in"))
-        .alias("pair"),
-        pl.when(raw_price.is_finite() & (raw_price > 0)).then(raw_price).alias("price"),
-        pl.when(q_out).then(pl.col("ui_out")).otherwise(pl.col("ui_in")).alias("qvol"),
-        pl.when(q_out).then(pl.col("res_out")).otherwise(pl.col("res_in")).fill_null(0.0).alias("liquidity_depth"),
-        (~pl.col("success")).cast(pl.Int64).alias("failed"),
-        (pl.col("success") & (pl.col("net_profit_sol") > 0)).fill_null(False).cast(pl.Int64).alias("arb"),
-        pl.col("priority_fee_lamports").cast(pl.Float64).alias("prio"),
-        pl.col("jito_tip_lamports").cast(pl.Float64).alias("tip"),
-    ).with_columns(
-        pl.when(q_out).then(-pl.col("qvol")).otherwise(pl.col("qvol")).alias("side_qvol"),
-    )
-
-
-def _route_and_time(frame: pl.DataFrame) -> pl.DataFrame:
-    """Route, economics and calendar features: functions of the row alone."""
+@functools.cache
+def _row_stages() -> tuple[list[pl.Expr], list[pl.Expr], list[pl.Expr], list[pl.Expr]]:
+    """The expressions of `_row_frame`, stage by stage (built once: building them costs more than running them)."""
+    first, last = pl.col("legs").list.first().struct, pl.col("legs").list.last().struct
+    legs = [
+        "slot",
+        "block_time",
+        "signer",
+        "success",
+        "fee_lamports",
+        "compute_units_consumed",
+        "compute_unit_limit",
+        "net_profit_sol",
+        "gross_revenue_sol",
+        "total_cost_sol",
+        "start_token",
+        "circular",
+        "hops",
+        pl.col("bundle_id").is_not_null().alias("_in_bundle"),
+        pl.col("dexes").list.n_unique().alias("_dex_count"),
+        pl.col("route").list.n_unique().alias("_token_count"),
+        first.field("dex").alias("_dex"),
+        first.field("pool").alias("_pool"),
+        first.field("token_in").alias("_token_in"),
+        first.field("token_out").alias("_token_out"),
+        first.field("amount_in").alias("_amount_in"),
+        first.field("amount_out").alias("_amount_out"),
+        first.field("reserve_in").alias("_reserve_in"),
+        first.field("reserve_out").alias("_reserve_out"),
+        _decimals(first.field("token_in"), first.field("decimals_in")).alias("_dec_in"),
+        _decimals(first.field("token_out"), first.field("decimals_out")).alias("_dec_out"),
+        _ui(last.field("amount_out"), _decimals(last.field("token_out"), last.field("decimals_out"))).alias(
+            "_output_amount"
+        ),
+        pl.col("block_time").dt.epoch("ms").alias("_block_ms"),
+        pl.col("priority_fee_lamports").cast(pl.Float64).alias("_prio"),
+        pl.col("jito_tip_lamports").cast(pl.Float64).alias("_tip"),
+    ]
+    token_in, token_out = pl.col("_token_in"), pl.col("_token_out")
+    amounts = [
+        _ui(pl.col("_amount_in"), pl.col("_dec_in")).alias("_ui_in"),
+        _ui(pl.col("_amount_out"), pl.col("_dec_out")).alias("_ui_out"),
+        _ui(pl.col("_reserve_in"), pl.col("_dec_in")).alias("_res_in"),
+        _ui(pl.col("_reserve_out"), pl.col("_dec_out")).alias("_res_out"),
+        (
+            (_quote_rank(token_out) < _quote_rank(token_in))
+            | ((_quote_rank(token_out) == _quote_rank(token_in)) & (token_out < token_in))
+        ).alias("_q_out"),
+    ]
+    q_out, ui_in, ui_out = pl.col("_q_out"), pl.col("_ui_in"), pl.col("_ui_out")
+    raw_price = pl.when(q_out).then(ui_out / ui_in).otherwise(ui_in / ui_out)
+    priced = [
+        pl.when(raw_price.is_finite() & (raw_price > 0)).then(raw_price).alias("window_price"),
+        pl.when(q_out).then(ui_out).otherwise(ui_in).alias("qvol"),
+    ]
+    price, qvol, res_in = pl.col("window_price"), pl.col("qvol"), pl.col("_res_in")
+    prio, tip = pl.col("_prio"), pl.col("_tip")
+    output_amount = pl.col("_output_amount")
     cu = pl.col("compute_units_consumed").cast(pl.Float64)
     limit = pl.col("compute_unit_limit").cast(pl.Float64)
     profit = pl.col("net_profit_sol")
     revenue = pl.col("gross_revenue_sol")
-    gain_in_start = pl.col("output_amount") - pl.col("ui_in")
+    gain_in_start = output_amount - ui_in
     input_sol = (
         pl.when(pl.col("start_token") == WSOL_MINT)
-        .then(pl.col("ui_in"))
+        .then(ui_in)
         .when(pl.col("circular") & (gain_in_start != 0))
-        .then(revenue * pl.col("ui_in") / gain_in_start)
+        .then(revenue * ui_in / gain_in_start)
     )
-    day_fraction = (pl.col("block_ms") % _DAY_MS) / _DAY_MS
-    week_fraction = (pl.col("block_time").dt.weekday().cast(pl.Float64) - 1.0 + day_fraction) / 7.0
+    row_features = {
+        "hop_count": pl.col("hops"),
+        "dex_count": pl.col("_dex_count"),
+        "token_count": pl.col("_token_count"),
+        "is_circular": pl.col("circular"),
+        "starts_in_wsol": pl.col("start_token") == WSOL_MINT,
+        "in_bundle": pl.col("_in_bundle"),
+        "input_amount": ui_in.fill_nan(0.0),
+        "output_amount": output_amount,
+        "revenue_known": revenue.is_not_null(),
+        "revenue_sol": revenue.fill_null(0.0),
+        "fee_sol": pl.col("fee_lamports").cast(pl.Float64) / LAMPORTS_PER_SOL,
+        "priority_fee_sol": prio / LAMPORTS_PER_SOL,
+        "tip_sol": tip / LAMPORTS_PER_SOL,
+        "cost_sol": pl.col("total_cost_sol"),
+        "profit_sol": profit.fill_null(0.0),
+        "roi_bps": pl.when(input_sol > 0).then(profit / input_sol * 1e4).otherwise(0.0).fill_null(0.0),
+        "tip_share": pl.when(revenue > 0).then(tip / LAMPORTS_PER_SOL / revenue).otherwise(0.0).fill_null(0.0),
+        "compute_units": cu.fill_null(0.0),
+        "cu_utilisation": pl.when(limit > 0).then(cu / limit).otherwise(0.0).fill_null(0.0),
+        "priority_fee_per_cu": pl.when(cu > 0).then(prio / cu).otherwise(0.0).fill_null(0.0),
+        "profit_per_cu": pl.when(cu > 0).then(profit * LAMPORTS_PER_SOL / cu).otherwise(0.0).fill_null(0.0),
+        "price": price.fill_null(0.0),
+        "trade_size": qvol.fill_nan(0.0),
+        "price_impact_bps": pl.when(res_in.is_not_null() & ((res_in + ui_in) > 0))
+        .then(ui_in / (res_in + ui_in) * 1e4)
+        .otherwise(0.0),
+        "liquidity_depth": pl.when(q_out).then(pl.col("_res_out")).otherwise(res_in).fill_null(0.0),
+    }
+    outputs = [
+        *(_registered(name, value) for name, value in row_features.items()),
+        pl.col("slot").cast(pl.Int64).alias("slot"),
+        pl.col("_block_ms").alias("block_ms"),
+        pl.when(q_out)
+        .then(pl.concat_str(token_in, pl.lit("/"), token_out))
+        .otherwise(pl.concat_str(token_out, pl.lit("/"), token_in))
+        .alias("pair"),
+        pl.col("_dex").alias("dex"),
+        pl.col("_pool").alias("pool"),
+        pl.col("signer"),
+        (~pl.col("success")).cast(pl.Int64).alias("failed"),
+        (pl.col("success") & (profit > 0)).fill_null(False).cast(pl.Int64).alias("arb"),
+        price,
+        qvol,
+        pl.when(q_out).then(-qvol).otherwise(qvol).alias("side_qvol"),
+        prio.alias("prio"),
+        tip.alias("tip"),
+    ]
+    return legs, amounts, priced, outputs
+
+
+def _row_frame(batch: pl.DataFrame) -> pl.DataFrame:
+    """In input order: the registered features of the row alone (bar calendar ones) and the windows' inputs."""
+    legs, amounts, priced, outputs = _row_stages()
+    return batch.select(legs).lazy().with_columns(amounts).with_columns(priced).select(outputs).collect()
+
+
+def _calendar(block_ms: Ints) -> dict[str, np.ndarray]:
+    """Time-of-day and day-of-week features of UTC block times in ms."""
+    day_fraction = (block_ms % _DAY_MS) / _DAY_MS
+    weekday = (block_ms // _DAY_MS + 3) % 7 + 1  # ISO: Monday = 1; 1970-01-01 was a Thursday
+    week_fraction = (weekday.astype(np.float64) - 1.0 + day_fraction) / 7.0
     tau = 2.0 * math.pi
-    return frame.with_columns(
-        pl.col("hops").alias("hop_count"),
-        pl.col("dexes").list.n_unique().alias("dex_count"),
-        pl.col("route").list.n_unique().alias("token_count"),
-        pl.col("circular").alias("is_circular"),
-        (pl.col("start_token") == WSOL_MINT).alias("starts_in_wsol"),
-        pl.col("bundle_id").is_not_null().alias("in_bundle"),
-        pl.col("ui_in").fill_nan(0.0).alias("input_amount"),
-        revenue.is_not_null().alias("revenue_known"),
-        revenue.fill_null(0.0).alias("revenue_sol"),
-        (pl.col("fee_lamports").cast(pl.Float64) / LAMPORTS_PER_SOL).alias("fee_sol"),
-        (pl.col("prio") / LAMPORTS_PER_SOL).alias("priority_fee_sol"),
-        (pl.col("tip") / LAMPORTS_PER_SOL).alias("tip_sol"),
-        pl.col("total_cost_sol").alias("cost_sol"),
-        profit.fill_null(0.0).alias("profit_sol"),
-        pl.when(input_sol > 0).then(profit / input_sol * 1e4).otherwise(0.0).fill_null(0.0).alias("roi_bps"),
-        pl.when(revenue > 0)
-        .then(pl.col("tip") / LAMPORTS_PER_SOL / revenue)
-        .otherwise(0.0)
-        .fill_null(0.0)
-        .alias("tip_share"),
-        cu.fill_null(0.0).alias("compute_units"),
-        pl.when(limit > 0).then(cu / limit).otherwise(0.0).fill_null(0.0).alias("cu_utilisation"),
-        pl.when(cu > 0).then(pl.col("prio") / cu).otherwise(0.0).fill_null(0.0).alias("priority_fee_per_cu"),
-        pl.when(cu > 0).then(profit * LAMPORTS_PER_SOL / cu).otherwise(0.0).fill_null(0.0).alias("profit_per_cu"),
-        pl.col("price").fill_null(0.0).alias("price_feature"),
-        pl.col("qvol").fill_nan(0.0).alias("trade_size"),
-        pl.when(pl.col("res_in").is_not_null() & ((pl.col("res_in") + pl.col("ui_in")) > 0))
-        .then(pl.col("ui_in") / (pl.col("res_in") + pl.col("ui_in")) * 1e4)
-        .otherwise(0.0)
-        .alias("price_impact_bps"),
-        (day_fraction * tau).sin().alias("hour_sin"),
-        (day_fraction * tau).cos().alias("hour_cos"),
-        (week_fraction * tau).sin().alias("dow_sin"),
-        (week_fraction * tau).cos().alias("dow_cos"),
-        (pl.col("block_time").dt.weekday() >= 6).alias("is_weekend"),
-    )
+    return {
+        "hour_sin": np.sin(day_fraction * tau),
+        "hour_cos": np.cos(day_fraction * tau),
+        "dow_sin": np.sin(week_fraction * tau),
+        "dow_cos": np.cos(week_fraction * tau),
+        "is_weekend": weekday >= 6,
+    }
 
 
-def _cross_dex_spread(dexes: list[str]) -> pl.Expr:
-    """(max - min) / min of each DEX's latest earlier price on the pair within 1 m, in bps."""
-    latest: list[pl.Expr] = []
-    for dex in dexes:
-        quoted = (pl.col("dex") == dex) & pl.col("price").is_not_null()
-        price = pl.when(quoted).then(pl.col("price")).shift(1).forward_fill()
-        group = pl.when(quoted).then(pl.col("_gid")).shift(1).forward_fill()
-        seen = pl.when(quoted).then(pl.col("t")).shift(1).forward_fill()
-        latest.append(pl.when((group == pl.col("_gid")) & (seen > pl.col("t") - _M1)).then(price))
-    if len(latest) < 2:
-        return pl.lit(0.0)
-    quoted_dexes = pl.sum_horizontal([p.is_not_null().cast(pl.Int64) for p in latest])
-    high, low = pl.max_horizontal(latest), pl.min_horizontal(latest)
-    return pl.when(quoted_dexes >= 2).then((high - low) / low * 1e4).otherwise(0.0)
+def _codes(*columns: pl.Series) -> list[Ints]:
+    """Integer codes of each string series (equal strings in a series, equal codes; null is 0)."""
+    space = pl.Categorical(pl.Categories(f"arbitrage.features.codes.{next(_CODE_SPACES)}"))
+    return [(column.cast(space).to_physical().cast(pl.Int64) + 1).fill_null(0).to_numpy() for column in columns]
 
 
-def _pair_windows(rows: pl.DataFrame, first_new: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Per-pair time windows; returns (new rows' pair features by seq, all rows with r/spread)."""
-    ordered, s2 = add_window_key(rows.sort("pair", "t", "seq"), ["pair"], "t", _M5)
-    is_new = pl.col("seq") >= first_new
-    prev_price = same_group_prev("price")
-    recent = pl.col("t").shift(1) > pl.col("t") - _M5
-    r_new = pl.when(recent & prev_price.is_not_null() & pl.col("price").is_not_null()).then(
-        (pl.col("price") / prev_price).log()
-    )
-    dexes = ordered.get_column("dex").drop_nulls().unique().sort().to_list()
-    ordered = ordered.with_columns(
-        pl.when(is_new).then(r_new.fill_null(0.0)).otherwise(pl.col("r")).alias("r"),
-        pl.when(is_new).then(_cross_dex_spread(dexes)).otherwise(pl.col("spread")).alias("spread"),
-        pl.lit(1, pl.Int64).alias("one"),
-    )
-    compared = [
-        ((pl.col("_gid").shift(k) == pl.col("_gid")) & (pl.col("t").shift(k) > pl.col("t") - _M5)).alias(f"_cmp_{k}")
-        for k in range(1, _SIZE_LOOKBACK + 1)
-    ]
-    ordered = ordered.with_columns(compared)
-    smaller = [
-        (pl.col(f"_cmp_{k}") & (pl.col("qvol").shift(k) < pl.col("qvol"))).cast(pl.Int64)
-        for k in range(1, _SIZE_LOOKBACK + 1)
-    ]
-    n_compared = pl.sum_horizontal(pl.col(f"_cmp_{k}").cast(pl.Int64) for k in range(1, _SIZE_LOOKBACK + 1))
-    vq = pl.when(pl.col("price").is_not_null()).then(pl.col("qvol")).otherwise(0.0)
-    pv = (pl.col("price") * pl.col("qvol")).fill_null(0.0)
-    r2 = pl.col("r") * pl.col("r")
-    ordered = ordered.with_columns(
-        pl.when(n_compared > 0)
-        .then(pl.sum_horizontal(smaller) / n_compared)
-        .otherwise(0.5)
-        .alias("trade_size_percentile"),
-        same_group_prev("t").alias("prev_pair_t"),
-        window_sum(pl.col("one"), _S5, s2).alias("c5s"),
-        window_sum(pl.col("one"), _M1, s2).alias("trades_1m"),
-        window_sum(pl.col("one"), _M5, s2).alias("trades_5m"),
-        window_sum(pl.col("spread"), _S5, s2).alias("spread_sum_5s"),
-        window_sum(pl.col("spread"), _M1, s2).alias("spread_sum_1m"),
-        window_sum(r2, _S5, s2).alias("r2_5s"),
-        window_sum(r2, _M1, s2).alias("r2_1m"),
-        window_sum(r2, _M5, s2).alias("r2_5m"),
-        window_sum(pl.col("r"), _M1, s2).alias("return_1m"),
-        window_sum(pl.col("r"), _M5, s2).alias("return_5m"),
-        window_sum(pv, _M1, s2).alias("pv_1m"),
-        window_sum(pv, _M5, s2).alias("pv_5m"),
-        window_sum(vq, _M1, s2).alias("vq_1m"),
-        window_sum(vq, _M5, s2).alias("vq_5m"),
-        window_sum(pl.col("qvol"), _M1, s2).alias("volume_1m"),
-        window_sum(pl.col("qvol"), _M5, s2).alias("volume_5m"),
-        window_sum(pl.col("side_qvol"), _M1, s2).alias("flow_1m"),
-        window_sum(pl.col("side_qvol"), _M5, s2).alias("flow_5m"),
-        window_sum(pl.col("failed"), _M5, s2).alias("failed_5m"),
-    )
-    by_minute, s2m = add_window_key(ordered, ["pair"], "minute", 1)
-    by_minute = by_minute.with_columns(
-        window_sum(pl.col("qvol"), 1, s2m).alias("minute_volume"),
-        window_sum(pl.col("one"), 1, s2m).alias("minute_trades"),
-    )
-    shared = [name for name in _TAIL_SCHEMA if name not in ("seq", "r", "spread")]
-    new = by_minute.filter(is_new).sort("seq").drop(*shared, KEY, "_gid", "one", "^_cmp_.*$")
-    return new, by_minute.select(_TAIL_SCHEMA.keys()).sort("seq")
+def _numbers(frame: pl.DataFrame, name: str) -> Floats:
+    """A numeric column as float64 numpy, null as NaN."""
+    return frame.get_column(name).cast(pl.Float64).fill_null(np.nan).to_numpy()
 
 
-def _signer_windows(rows: pl.DataFrame, first_new: int) -> pl.DataFrame:
-    """The signer's earlier transactions over 5 m and its previous event time."""
-    picked = rows.select("seq", "signer", "t", "failed", pl.lit(1, pl.Int64).alias("one"))
-    ordered, s2 = add_window_key(picked.sort("signer", "t", "seq"), ["signer"], "t", _M5)
-    return (
-        ordered.with_columns(
-            window_sum(pl.col("one") - pl.col("failed"), _M5, s2).alias("signer_successes"),
-            window_sum(pl.col("one"), _M5, s2).alias("signer_tx_count_5m"),
-            same_group_prev("t").alias("prev_signer_t"),
+class _Rows:
+    """State tail + new rows in processing (`seq`) order, as numpy arrays and string codes.
+
+    Floats use NaN for null. `bar_pair` holds the codes of `bar_pairs` (the stored bars'
+    pairs) in the same code space as `pair`.
+    """
+
+    def __init__(
+        self, tail: pl.DataFrame, new: dict[str, np.ndarray], new_strings: pl.DataFrame, bar_pairs: pl.Series
+    ) -> None:
+        self.first_new = tail.height
+        self.strings = pl.concat([tail.select(_STRINGS), new_strings])
+        size = self.strings.height
+        pairs = pl.concat([self.strings.get_column("pair"), bar_pairs.rename("pair")])
+        pair, self.dex, self.pool, self.signer = _codes(
+            pairs, *(self.strings.get_column(name) for name in _STRINGS[1:])
         )
-        .filter(pl.col("seq") >= first_new)
-        .sort("seq")
-        .select("signer_successes", "signer_tx_count_5m", "prev_signer_t")
-    )
+        self.pair, self.bar_pair = pair[:size], pair[size:]
+        columns = {
+            name: np.concatenate([tail.get_column(name).to_numpy(), new[name]]).astype(
+                np.float64 if _TAIL_SCHEMA[name] == pl.Float64 else np.int64
+            )
+            for name in _NUMBERS
+        }
+        self.columns = columns
+        self.seq: Ints = columns["seq"]
+        self.slot: Ints = columns["slot"]
+        self.t: Ints = columns["t"]
+        self.minute: Ints = columns["minute"]
+        self.block_ms: Ints = columns["block_ms"]
+        self.failed: Floats = columns["failed"]
+        self.arb: Floats = columns["arb"]
+        self.price: Floats = columns["price"]
+        self.qvol: Floats = columns["qvol"]
+        self.side_qvol: Floats = columns["side_qvol"]
+        self.prio: Floats = columns["prio"]
+        self.tip: Floats = columns["tip"]
+        self.r: Floats = columns["r"]
+        self.spread: Floats = columns["spread"]
+        self.size = size
+        self.slot_follows_order = bool(np.all(self.slot[1:] >= self.slot[:-1]))
+
+    def by(self, codes: Ints, *, time: Ints | None = None, max_width: int) -> SortedGroups:
+        """Rows sorted by (codes, event time), or by (codes, `time`) when given (a slot)."""
+        if time is None:
+            return SortedGroups(codes, self.t, time_follows_order=True, max_width=max_width)
+        return SortedGroups(codes, time, time_follows_order=self.slot_follows_order, max_width=max_width)
 
 
-def _slot_counts(rows: pl.DataFrame, first_new: int, groups: list[str], widths: dict[str, int]) -> pl.DataFrame:
-    """Counts of the group's earlier transactions within `width` slots, for the new rows."""
-    picked = rows.select("seq", "slot", *groups, pl.lit(1, pl.Int64).alias("one"))
-    ordered, s2 = add_window_key(picked.sort(*groups, "slot", "seq"), groups, "slot", max(widths.values()))
-    return (
-        ordered.with_columns(window_sum(pl.col("one"), width, s2).alias(name) for name, width in widths.items())
-        .filter(pl.col("seq") >= first_new)
-        .sort("seq")
-        .select(widths.keys())
-    )
+def _zero_nan(values: Floats) -> Floats:
+    return np.where(np.isnan(values), 0.0, values)
 
 
-def _rank(value: pl.Expr, low: pl.Expr, p50: pl.Expr, p90: pl.Expr, high: pl.Expr) -> pl.Expr:
-    """Rank in a window, linear between min=0, p50=0.5, p90=0.9 and max=1."""
-
-    def between(lo: pl.Expr, hi: pl.Expr, r_lo: float, r_hi: float) -> pl.Expr:
-        return pl.when(hi > lo).then(r_lo + (r_hi - r_lo) * (value - lo) / (hi - lo)).otherwise(r_hi)
-
-    return (
-        pl.when(low.is_null())
-        .then(0.5)
-        .when(value <= low)
-        .then(0.0)
-        .when(value <= p50)
-        .then(between(low, p50, 0.0, 0.5))
-        .when(value <= p90)
-        .then(between(p50, p90, 0.5, 0.9))
-        .when(value < high)
-        .then(between(p90, high, 0.9, 1.0))
-        .otherwise(1.0)
-    )
+def _ratio(num: Floats, den: Floats, fill: float = 0.0) -> Floats:
+    """num / den where den != 0, else `fill`."""
+    return np.where(den != 0, num / np.where(den != 0, den, 1.0), fill)
 
 
-def _network(rows: pl.DataFrame, first_new: int) -> pl.DataFrame:
-    """All captured transactions by slot: activity, fee percentiles, congestion."""
-    picked = rows.select("seq", "slot", "block_ms", "failed", "arb", "prio", "tip", pl.lit(1, pl.Int64).alias("one"))
-    ordered, s2 = add_window_key(picked.sort("slot", "seq"), [], "slot", RECENT_SLOTS)
-    recent = window_width(RECENT_SLOTS, s2)
-    new_slot = pl.col("slot") != pl.col("slot").shift(1)
-    prev_slot = pl.when(new_slot).then(pl.col("slot").shift(1)).forward_fill()
-    prev_block = pl.when(new_slot).then(pl.col("block_ms").shift(1)).forward_fill()
-    gap = pl.col("slot") - prev_slot
-    close_enough = prev_slot.is_not_null() & (gap <= RECENT_SLOTS)
+def _cross_dex_spread(rows: _Rows, g: SortedGroups, price: Floats) -> Floats:
+    """(max - min) / min of each DEX's latest earlier price on the pair within 1 m, in bps (sorted order)."""
+    dex = rows.dex[g.order]
+    dexes = np.unique(rows.dex)
+    dexes = dexes[dexes != 0]
+    if dexes.shape[0] < 2:
+        return np.zeros(g.size)
+    latest = np.full((dexes.shape[0], g.size), np.nan)
+    for k, code in enumerate(dexes):
+        at = last_before((dex == code) & ~np.isnan(price))
+        found = at >= 0
+        safe = np.where(found, at, 0)
+        fresh = found & (g.group[safe] == g.group) & (g.time[safe] > g.time - _M1)
+        latest[k] = np.where(fresh, price[safe], np.nan)
+    quoted = (~np.isnan(latest)).sum(axis=0)
+    high = np.max(np.where(np.isnan(latest), -np.inf, latest), axis=0)
+    low = np.min(np.where(np.isnan(latest), np.inf, latest), axis=0)
+    return np.where(quoted >= 2, (high - low) / np.where(quoted >= 2, low, 1.0) * 1e4, 0.0)
+
+
+def _pair_windows(rows: _Rows) -> tuple[dict[str, np.ndarray], SortedGroups]:
+    """Per-pair windows for every row (given order); fills in `r` and `spread` of the new rows."""
+    g = rows.by(rows.pair, max_width=_M5)
+    n, order = g.size, g.order
+    is_new = order >= rows.first_new
+    price, qvol = rows.price[order], rows.qvol[order]
+    prev = g.previous()
+    has_prev = prev >= 0
+    safe_prev = np.where(has_prev, prev, 0)
+    prev_price = np.where(has_prev, price[safe_prev], np.nan)
+    recent = np.zeros(n, dtype=np.bool_)
+    recent[1:] = g.time[:-1] > g.time[1:] - _M5
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r_new = np.where(recent & ~np.isnan(prev_price) & ~np.isnan(price), np.log(price / prev_price), 0.0)
+        r = np.where(is_new, r_new, rows.r[order])
+        spread = np.where(is_new, _cross_dex_spread(rows, g, price), rows.spread[order])
+
+    compared = np.zeros(n)
+    smaller = np.zeros(n)
+    for k in range(1, _SIZE_LOOKBACK + 1):
+        at = np.arange(n) - k
+        ok = at >= 0
+        at = np.where(ok, at, 0)
+        cmp = ok & (g.group[at] == g.group) & (g.time[at] > g.time - _M5)
+        compared += cmp
+        smaller += cmp & (qvol[at] < qvol)
+
+    quoted = ~np.isnan(price)
+    volume = _zero_nan(qvol)
+    vq = np.where(quoted, volume, 0.0)
+    pv = _zero_nan(price * qvol)
+    r2 = r * r
+    side = _zero_nan(rows.side_qvol[order])
+    failed = _zero_nan(rows.failed[order])
+    sums_5s = prefix_sums(np.stack([spread, r2]))
+    sums_long = prefix_sums(np.stack([spread, r2, r, pv, vq, volume, side, failed]))
+    start_5s, start_1m, start_5m = g.window_start(_S5), g.window_start(_M1), g.window_start(_M5)
+    spread_5s, r2_5s = window_sums(sums_5s, start_5s)
+    spread_1m, r2_1m, ret_1m, pv_1m, vq_1m, vol_1m, flow_1m, _ = window_sums(sums_long, start_1m)
+    _, r2_5m, ret_5m, pv_5m, vq_5m, vol_5m, flow_5m, failed_5m = window_sums(sums_long, start_5m)
+    here = np.arange(n)
+    minute_start = g.run_start(rows.minute[order])
+    minute_volume = window_sums(sums_long[5], minute_start)
+    prev_t = np.where(has_prev, g.time[safe_prev], -1)
+    out = {
+        "r": r,
+        "spread": spread,
+        "trade_size_percentile": np.where(compared > 0, smaller / np.where(compared > 0, compared, 1.0), 0.5),
+        "prev_pair_t": prev_t,
+        "c5s": (here - start_5s).astype(np.float64),
+        "trades_1m": here - start_1m,
+        "trades_5m": here - start_5m,
+        "spread_sum_5s": spread_5s,
+        "spread_sum_1m": spread_1m,
+        "r2_5s": r2_5s,
+        "r2_1m": r2_1m,
+        "r2_5m": r2_5m,
+        "return_1m": ret_1m,
+        "return_5m": ret_5m,
+        "pv_1m": pv_1m,
+        "pv_5m": pv_5m,
+        "vq_1m": vq_1m,
+        "vq_5m": vq_5m,
+        "volume_1m": vol_1m,
+        "volume_5m": vol_5m,
+        "flow_1m": flow_1m,
+        "flow_5m": flow_5m,
+        "failed_5m": failed_5m,
+        "minute_volume": minute_volume,
+        "minute_trades": here - minute_start,
+    }
+    return {name: g.scatter(values) for name, values in out.items()}, g
+
+
+def _signer_windows(rows: _Rows) -> dict[str, np.ndarray]:
+    """The signer's earlier transactions over 5 m and its previous event time (given order)."""
+    g = rows.by(rows.signer, max_width=_M5)
+    failed = rows.failed[g.order]
+    successes = np.where(np.isnan(failed), 0.0, 1.0 - failed)
+    start = g.window_start(_M5)
+    prev = g.previous()
+    out = {
+        "signer_successes": window_sums(prefix_sums(successes), start),
+        "signer_tx_count_5m": np.arange(g.size) - start,
+        "prev_signer_t": np.where(prev >= 0, g.time[np.where(prev >= 0, prev, 0)], -1),
+    }
+    return {name: g.scatter(values) for name, values in out.items()}
+
+
+def _slot_counts(rows: _Rows, codes: Ints, widths: dict[str, int]) -> dict[str, Ints]:
+    """Counts of the group's earlier transactions within `width` slots (given order)."""
+    g = rows.by(codes, time=rows.slot, max_width=max(widths.values()))
+    here = np.arange(g.size)
+    return {name: g.scatter(here - g.window_start(width)) for name, width in widths.items()}
+
+
+def _combined(left: Ints, right: Ints) -> Ints:
+    return left * (int(right.max(initial=0)) + 1) + right
+
+
+def _rank(value: Floats, low: Floats, p50: Floats, p90: Floats, high: Floats) -> Floats:
+    """Rank in a window, linear between min=0, p50=0.5, p90=0.9 and max=1; 0.5 for an empty window."""
+
+    def between(lo: Floats, hi: Floats, r_lo: float, r_hi: float) -> Floats:
+        return np.where(hi > lo, r_lo + (r_hi - r_lo) * (value - lo) / (hi - lo), r_hi)
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.select(
+            [np.isnan(low), value <= low, value <= p50, value <= p90, value < high],
+            [
+                np.full_like(value, 0.5),
+                np.zeros_like(value),
+                between(low, p50, 0.0, 0.5),
+                between(p50, p90, 0.5, 0.9),
+                between(p90, high, 0.9, 1.0),
+            ],
+            1.0,
+        )
+
+
+def _network(rows: _Rows) -> dict[str, np.ndarray]:
+    """All captured transactions by slot: activity, fee percentiles, congestion (given order)."""
+    g = rows.by(np.zeros(rows.size, dtype=np.int64), time=rows.slot, max_width=RECENT_SLOTS)
+    n, order, slot = g.size, g.order, g.time
+    here = np.arange(n)
+    slot_start = g.run_start(slot)
+    start = g.window_start(RECENT_SLOTS)
+    counts = prefix_sums(np.stack([_zero_nan(rows.failed[order]), _zero_nan(rows.arb[order])]))
+    recent_failed, recent_arbs = window_sums(counts, start)
+    recent_txs = here - start
+    before = slot_start - 1
+    has_prev = before >= 0
+    safe = np.where(has_prev, before, 0)
+    gap = slot - slot[safe]
+    close_enough = has_prev & (gap <= RECENT_SLOTS)
+    block_ms = rows.block_ms[order]
+    sub = here - slot_start
+    s2 = 2 * (int(sub.max(initial=0)) + 1)
+    recent = f"{RECENT_SLOTS * s2 - s2 // 2}i"
+    key = (slot - (int(slot[0]) if n else 0)) * s2 + sub
+    fees = pl.DataFrame({"key": key, "prio": rows.prio[order], "tip": rows.tip[order]})
 
     def quantiles(column: str) -> list[pl.Expr]:
         values = pl.col(column)
         return [
-            values.rolling_min_by(KEY, window_size=recent, closed="left").alias(f"{column}_min"),
-            values.rolling_quantile_by(KEY, recent, quantile=0.5, interpolation="linear", closed="left").alias(
+            values.rolling_min_by("key", window_size=recent, closed="left").alias(f"{column}_min"),
+            values.rolling_quantile_by("key", recent, quantile=0.5, interpolation="linear", closed="left").alias(
                 f"{column}_p50"
             ),
-            values.rolling_quantile_by(KEY, recent, quantile=0.9, interpolation="linear", closed="left").alias(
+            values.rolling_quantile_by("key", recent, quantile=0.9, interpolation="linear", closed="left").alias(
                 f"{column}_p90"
             ),
-            values.rolling_max_by(KEY, window_size=recent, closed="left").alias(f"{column}_max"),
+            values.rolling_max_by("key", window_size=recent, closed="left").alias(f"{column}_max"),
         ]
 
-    windowed = (
-        ordered.with_columns(
-            window_sum(pl.col("one"), 1, s2).alias("slot_position"),
-            window_sum(pl.col("one"), RECENT_SLOTS, s2).alias("recent_txs"),
-            window_sum(pl.col("failed"), RECENT_SLOTS, s2).alias("recent_failed"),
-            window_sum(pl.col("arb"), RECENT_SLOTS, s2).alias("recent_arbs"),
-            *quantiles("prio"),
-            *quantiles("tip"),
-            pl.when(close_enough).then(gap).otherwise(RECENT_SLOTS).cast(pl.Float64).alias("slot_gap"),
-            pl.when(close_enough).then((pl.col("block_ms") - prev_block) / gap).otherwise(400.0).alias("ms_per_slot"),
-        )
-        .filter(pl.col("seq") >= first_new)
-        .sort("seq")
-    )
-    return windowed.select(
-        "slot_position",
-        "slot_gap",
-        "ms_per_slot",
-        (pl.col("recent_txs") / RECENT_SLOTS).alias("txs_per_slot"),
-        (pl.col("recent_arbs") / RECENT_SLOTS).alias("arbs_per_slot"),
-        pl.col("prio_p50").fill_null(0.0).alias("priority_fee_p50"),
-        pl.col("prio_p90").fill_null(0.0).alias("priority_fee_p90"),
-        _rank(pl.col("prio"), pl.col("prio_min"), pl.col("prio_p50"), pl.col("prio_p90"), pl.col("prio_max")).alias(
-            "priority_fee_rank"
-        ),
-        pl.col("tip_p50").fill_null(0.0).alias("tip_p50"),
-        pl.col("tip_p90").fill_null(0.0).alias("tip_p90"),
-        _rank(pl.col("tip"), pl.col("tip_min"), pl.col("tip_p50"), pl.col("tip_p90"), pl.col("tip_max")).alias(
-            "tip_rank"
-        ),
-        _safe_div(pl.col("recent_failed").cast(pl.Float64), pl.col("recent_txs").cast(pl.Float64)).alias(
-            "congestion_score"
-        ),
-    )
+    windowed = fees.select(*quantiles("prio"), *quantiles("tip"))
+    q = {name: _numbers(windowed, name) for name in windowed.columns}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = {
+            "slot_position": here - slot_start,
+            "slot_gap": np.where(close_enough, gap, RECENT_SLOTS).astype(np.float64),
+            "ms_per_slot": np.where(close_enough, (block_ms - block_ms[safe]) / np.where(gap != 0, gap, 1), 400.0),
+            "txs_per_slot": recent_txs / RECENT_SLOTS,
+            "arbs_per_slot": recent_arbs / RECENT_SLOTS,
+            "priority_fee_p50": _zero_nan(q["prio_p50"]),
+            "priority_fee_p90": _zero_nan(q["prio_p90"]),
+            "priority_fee_rank": _rank(
+                fees["prio"].to_numpy(), q["prio_min"], q["prio_p50"], q["prio_p90"], q["prio_max"]
+            ),
+            "tip_p50": _zero_nan(q["tip_p50"]),
+            "tip_p90": _zero_nan(q["tip_p90"]),
+            "tip_rank": _rank(fees["tip"].to_numpy(), q["tip_min"], q["tip_p50"], q["tip_p90"], q["tip_max"]),
+            "congestion_score": _ratio(recent_failed, recent_txs.astype(np.float64)),
+        }
+    return {name: g.scatter(values) for name, values in out.items()}
 
 
-def _bars(rows: pl.DataFrame, since_minute: int | None) -> pl.DataFrame:
-    """Per (pair, minute) bars (quote volume, trades, last price) of rows from `since_minute` on."""
-    if since_minute is not None:
-        rows = rows.filter(pl.col("minute") >= since_minute)
-    return rows.group_by("pair", "minute").agg(
-        pl.col("qvol").sum().alias("volume"),
-        pl.len().cast(pl.Int64).alias("trades"),
-        pl.col("price").drop_nulls().last().alias("close"),
-    )
+class _MinuteBars(msgspec.Struct):
+    """Per (pair, minute) bars of the rows from the bar cutoff on, one per run of the pair order."""
+
+    first_row: Ints
+    minute: Ints
+    volume: Floats
+    trades: Ints
+    close: Floats
+    recent: Bools
+    row_bar: Ints
 
 
-def _bar_features(rows: pl.DataFrame, new_pairs: pl.Series, first_minute: int, state: RollingState) -> pl.DataFrame:
-    """Minute-aligned 24 h / 48 h sums and one-minute indicators, each as of its bar's start."""
-    active = pl.col("pair").is_in(new_pairs.implode())
-    older = state.bars.filter(active & (pl.col("minute") >= first_minute - 2 * _DAY_MINUTES - 1))
-    recent = _bars(rows.filter(active), state.bar_cutoff).select(_BAR_SCHEMA.keys())
-    bars = pl.concat([older, recent]).sort("pair", "minute")
-    keyed, s2 = add_window_key(bars, ["pair"], "minute", 2 * _DAY_MINUTES + 1)
-    names = [f"_close_{k}" for k in range(1, _BOLLINGER_BARS + 1)]
-    keyed = keyed.with_columns(
-        pl.when(
-            (pl.col("_gid").shift(k) == pl.col("_gid")) & (pl.col("minute").shift(k) >= pl.col("minute") - _DAY_MINUTES)
-        )
-        .then(pl.col("close").shift(k))
-        .alias(name)
-        for k, name in enumerate(names, start=1)
-    )
-    closes = [pl.col(name) for name in names]
-    changes = [closes[k] - closes[k + 1] for k in range(_RSI_BARS)]
-    gains = pl.sum_horizontal([pl.max_horizontal(c, 0.0) for c in changes])
-    losses = pl.sum_horizontal([pl.max_horizontal(-c, 0.0) for c in changes])
-    rsi_ready = pl.all_horizontal([c.is_not_null() for c in closes[: _RSI_BARS + 1]])
-    bands_ready = pl.all_horizontal([c.is_not_null() for c in closes])
-    day = window_width(_DAY_MINUTES + 1, s2)
-    with_mean = keyed.with_columns(
-        window_sum(pl.col("volume"), _DAY_MINUTES + 1, s2).alias("bar_volume_24h"),
-        window_sum(pl.col("trades"), _DAY_MINUTES + 1, s2).alias("bar_trades_24h"),
-        window_sum(pl.col("volume"), 2 * _DAY_MINUTES + 1, s2).alias("bar_volume_48h"),
-        pl.col("minute").rolling_min_by(KEY, window_size=day, closed="left").alias("first_minute_24h"),
-        pl.when(rsi_ready & (gains + losses > 0))
-        .then(100.0 * gains / (gains + losses))
-        .otherwise(50.0)
-        .alias("rsi_14"),
-        pl.when(bands_ready).then(pl.sum_horizontal(closes) / _BOLLINGER_BARS).alias("band_mean"),
-    )
-    spread = pl.sum_horizontal([(c - pl.col("band_mean")) ** 2 for c in closes]) / _BOLLINGER_BARS
-    return with_mean.select(
-        "pair",
-        "minute",
-        "bar_volume_24h",
-        "bar_trades_24h",
-        "bar_volume_48h",
-        "first_minute_24h",
-        "rsi_14",
-        "band_mean",
-        pl.when(bands_ready).then(spread.sqrt()).alias("band_sd"),
+def _minute_bars(rows: _Rows, g: SortedGroups, since_minute: int | None) -> _MinuteBars:
+    """Bars (quote volume, trades, last price) of every (pair, minute) run in the pair order.
+
+    `recent` marks the bars at or after `since_minute` (the others are already stored);
+    `row_bar` gives each row's bar, in the pair order.
+    """
+    order = g.order
+    minute = rows.minute[order]
+    starts = g.first.copy()
+    if g.size:
+        starts[1:] |= minute[1:] != minute[:-1]
+    first = np.flatnonzero(starts)
+    price = rows.price[order]
+    last_quoted = np.maximum.accumulate(np.where(np.isnan(price), -1, np.arange(g.size)))
+    ends = np.append(first[1:], g.size) - 1
+    close_at = last_quoted[ends] if g.size else ends
+    has_close = close_at >= first
+    bar_minute = minute[first]
+    return _MinuteBars(
+        first_row=order[first],
+        minute=bar_minute,
+        volume=np.add.reduceat(_zero_nan(rows.qvol[order]), first) if g.size else np.zeros(0),
+        trades=np.diff(np.append(first, g.size)),
+        close=np.where(has_close, price[np.where(has_close, close_at, 0)], np.nan),
+        recent=np.ones(first.shape[0], bool) if since_minute is None else bar_minute >= since_minute,
+        row_bar=np.cumsum(starts) - 1,
     )
 
 
-def _il(log_return: pl.Expr) -> pl.Expr:
+def _bar_features(rows: _Rows, g: SortedGroups, bars: _MinuteBars, stored: pl.DataFrame) -> dict[str, np.ndarray]:
+    """Minute-aligned 24 h / 48 h sums and one-minute indicators of each row's bar, as of its start (given order)."""
+    recent = np.flatnonzero(bars.recent)
+    pair = np.concatenate([rows.bar_pair, rows.pair[bars.first_row[recent]]])
+    minute = np.concatenate([stored.get_column("minute").to_numpy(), bars.minute[recent]])
+    volume = np.concatenate([_numbers(stored, "volume"), bars.volume[recent]])
+    trades = np.concatenate([stored.get_column("trades").to_numpy(), bars.trades[recent]])
+    close = np.concatenate([_numbers(stored, "close"), bars.close[recent]])
+    b = SortedGroups(pair, minute, time_follows_order=False, max_width=2 * _DAY_MINUTES + 1)
+    at = np.empty(pair.shape[0], dtype=np.int64)
+    at[b.order] = np.arange(b.size)
+    query = at[stored.height :]
+    day_start = b.window_start(_DAY_MINUTES + 1)[query]
+    two_day_start = b.window_start(2 * _DAY_MINUTES + 1)[query]
+    sums = prefix_sums(np.stack([volume[b.order], trades[b.order].astype(np.float64)]))
+    volume_24h = (sums[0, query] - sums[0, day_start]).astype(np.float64)
+    trades_24h = np.rint((sums[1, query] - sums[1, day_start]).astype(np.float64)).astype(np.int64)
+    volume_48h = (sums[0, query] - sums[0, two_day_start]).astype(np.float64)
+    sorted_minute, sorted_close = b.time, close[b.order]
+    first_minute = np.where(day_start < query, sorted_minute[day_start], np.iinfo(np.int64).max)
+
+    closes = np.full((_BOLLINGER_BARS, query.shape[0]), np.nan)
+    for k in range(1, _BOLLINGER_BARS + 1):
+        back = query - k
+        ok = back >= 0
+        back = np.where(ok, back, 0)
+        ok &= (b.group[back] == b.group[query]) & (sorted_minute[back] >= sorted_minute[query] - _DAY_MINUTES)
+        closes[k - 1] = np.where(ok, sorted_close[back], np.nan)
+    gains = np.zeros(query.shape[0])
+    losses = np.zeros(query.shape[0])
+    for k in range(_RSI_BARS):
+        change = closes[k] - closes[k + 1]
+        gains = gains + np.maximum(change, 0.0)
+        losses = losses + np.maximum(-change, 0.0)
+    rsi_ready = ~np.isnan(closes[: _RSI_BARS + 1]).any(axis=0)
+    bands_ready = ~np.isnan(closes).any(axis=0)
+    moved = gains + losses
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rsi = np.where(rsi_ready & (moved > 0), 100.0 * gains / moved, 50.0)
+    total = closes[0].copy()
+    for k in range(1, _BOLLINGER_BARS):
+        total = total + closes[k]
+    mean = total / _BOLLINGER_BARS
+    squares = (closes[0] - mean) ** 2
+    for k in range(1, _BOLLINGER_BARS):
+        squares = squares + (closes[k] - mean) ** 2
+    sd = np.sqrt(squares / _BOLLINGER_BARS)
+    per_bar = {
+        "bar_volume_24h": volume_24h,
+        "bar_trades_24h": trades_24h,
+        "bar_volume_48h": volume_48h,
+        "first_minute_24h": first_minute,
+        "rsi_14": rsi,
+        "band_mean": np.where(bands_ready, mean, np.nan),
+        "band_sd": np.where(bands_ready, sd, np.nan),
+    }
+    bar_of_recent = np.full(bars.minute.shape[0], 0, dtype=np.int64)
+    bar_of_recent[recent] = np.arange(recent.shape[0])
+    row_bar = bar_of_recent[bars.row_bar]
+    return {name: g.scatter(values[row_bar]) for name, values in per_bar.items()}
+
+
+def _il(log_return: Floats) -> Floats:
     """Impermanent loss 1 - 2 sqrt(k) / (1 + k) at k = exp(r), as (1 - sqrt k)^2 / (1 + k) to stay exact near k = 1."""
-    root = (log_return / 2.0).exp()
+    root = np.exp(log_return / 2.0)
     return (1.0 - root) ** 2 / (1.0 + root * root)
 
 
-def _last_seen(seen: pl.DataFrame, rows: pl.DataFrame, column: str) -> pl.DataFrame:
-    """Last event time per key after `rows`."""
-    latest = rows.group_by(column).agg(pl.col("t").max().alias("last_t")).rename({column: "key"})
-    return pl.concat([seen, latest]).group_by("key").agg(pl.col("last_t").max())
+def _since(t: Ints, prev_t: Ints) -> Floats:
+    """Seconds from `prev_t` (-1: none) to `t`, capped at a day."""
+    return np.where(prev_t >= 0, np.minimum((t - prev_t) / 1000.0, 86_400.0), 86_400.0)
 
 
-def _since(prev_t: pl.Expr) -> pl.Expr:
-    capped = pl.min_horizontal((pl.col("t") - prev_t) / 1000.0, pl.lit(86_400.0))
-    return pl.when(prev_t.is_not_null()).then(capped).otherwise(86_400.0)
+def _seen_before(prev_t: Ints, keys: pl.Series, seen: dict[str, int]) -> Ints:
+    """`prev_t`, or where it is -1 the key's last event time before the tail (else -1)."""
+    missing = np.flatnonzero(prev_t < 0)
+    if missing.shape[0] == 0 or not seen:
+        return prev_t
+    found = np.array([seen.get(key, -1) for key in keys.gather(missing).to_list()], dtype=np.int64)
+    out = prev_t.copy()
+    out[missing] = found
+    return out
+
+
+def _remember_last(seen: dict[str, int], g: SortedGroups, first_new: int, keys: pl.Series) -> None:
+    """Record the event time of each group's last row, where that row is new."""
+    if g.size == 0:
+        return
+    last = np.flatnonzero(np.append(g.first[1:], True))
+    last = last[g.order[last] >= first_new]
+    seen.update(zip(keys.gather(g.order[last]).to_list(), g.time[last].tolist(), strict=True))
+
+
+def _history_bars(frame: pl.DataFrame) -> pl.DataFrame:
+    """Per (pair, minute) bars of rows with `pair`, `minute`, `qvol` and `window_price`."""
+    bars = frame.group_by("pair", "minute").agg(
+        pl.col("qvol").fill_null(0.0).sum().alias("volume"),
+        pl.len().cast(pl.Int64).alias("trades"),
+        pl.col("window_price").drop_nulls().last().alias("close"),
+    )
+    return bars.sort("minute", "pair").select(_BAR_SCHEMA.keys())
+
+
+def _window_inputs(
+    frame: pl.DataFrame, seq_order: Ints | None, max_t: int | None, next_seq: int
+) -> tuple[dict[str, np.ndarray], pl.DataFrame]:
+    """The new rows' numeric columns (processing order) and their strings, from `_row_frame`."""
+    if seq_order is not None:
+        frame = frame[seq_order]
+    block_ms = frame.get_column("block_ms").to_numpy()
+    event_ms = block_ms if max_t is None else np.maximum(block_ms, max_t)
+    t = np.maximum.accumulate(event_ms) if event_ms.shape[0] else event_ms
+    nan = np.full(frame.height, np.nan)
+    new = {
+        "seq": next_seq + np.arange(frame.height, dtype=np.int64),
+        "slot": frame.get_column("slot").to_numpy(),
+        "t": t,
+        "minute": t // _M1,
+        "block_ms": block_ms,
+        "failed": _numbers(frame, "failed"),
+        "arb": _numbers(frame, "arb"),
+        "price": _numbers(frame, "window_price"),
+        "qvol": _numbers(frame, "qvol"),
+        "side_qvol": _numbers(frame, "side_qvol"),
+        "prio": _numbers(frame, "prio"),
+        "tip": _numbers(frame, "tip"),
+        "r": nan,
+        "spread": nan,
+    }
+    return new, frame.select(_STRINGS)
+
+
+_REGISTRY: Final = {f.name: f for f in (*FEATURES, LATE_COLUMN)}
 
 
 class FeatureEngine:
@@ -520,20 +774,30 @@ class FeatureEngine:
         if history.height == 0:
             return engine
         ordered = history.sort("slot", maintain_order=True)
-        own = _own_columns(ordered, engine.state)
-        newest_minute = int(own.get_column("minute").max())  # type: ignore[arg-type]
-        newest_slot = int(own.get_column("slot_i").max())  # type: ignore[arg-type]
+        new, strings = _window_inputs(_row_frame(ordered), None, None, 0)
+        own = pl.DataFrame(
+            {
+                "slot": new["slot"],
+                "t": new["t"],
+                "minute": new["minute"],
+                "qvol": new["qvol"],
+                "window_price": new["price"],
+            }
+        ).with_columns(*strings.get_columns(), pl.col("window_price").fill_nan(None), pl.col("qvol").fill_nan(None))
+        newest_minute = int(new["minute"].max())
+        newest_slot = int(new["slot"].max())
         split = newest_minute - _WARMUP_MINUTES
-        warm = (pl.col("minute") >= split) | (pl.col("slot_i") >= newest_slot - 2 * RECENT_SLOTS)
+        warm = (pl.col("minute") >= split) | (pl.col("slot") >= newest_slot - 2 * RECENT_SLOTS)
         early = own.filter(~warm)
         state = engine.state
-        state.bars = _bars(own.filter(pl.col("minute") < split), None).select(_BAR_SCHEMA.keys())
+        state.bars = _history_bars(own.filter(pl.col("minute") < split))
         state.bar_cutoff = split
         if early.height:
-            state.last_pair = _last_seen(state.last_pair, early, "pair")
-            state.last_signer = _last_seen(state.last_signer, early, "signer")
+            for column, seen in (("pair", state.last_pair), ("signer", state.last_signer)):
+                latest = early.group_by(column).agg(pl.col("t").max())
+                seen.update(zip(latest.get_column(column).to_list(), latest.get_column("t").to_list(), strict=True))
             state.max_t = int(early.get_column("t").max())  # type: ignore[arg-type]
-            state.max_slot = int(early.get_column("slot_i").max())  # type: ignore[arg-type]
+            state.max_slot = int(early.get_column("slot").max())  # type: ignore[arg-type]
             state.next_seq = early.height
         engine.process(ordered.slice(early.height))
         return engine
@@ -541,117 +805,168 @@ class FeatureEngine:
     def process(self, batch: pl.DataFrame) -> pl.DataFrame:
         """The batch, rows in their input order, with every feature column and `late` added."""
         state = self.state
-        own = _route_and_time(_own_columns(batch, state))
-        first_new = state.next_seq
-        new_rows = own.select(
-            pl.col("slot_i").alias("slot") if name == "slot" else pl.col(name)
-            for name in _TAIL_SCHEMA
-            if name not in ("r", "spread")
-        ).with_columns(pl.lit(None, pl.Float64).alias("r"), pl.lit(None, pl.Float64).alias("spread"))
-        rows = pl.concat([state.tail, new_rows.select(_TAIL_SCHEMA.keys())])
-        pair, processed = _pair_windows(rows, first_new)
-        parts = [
-            own,
-            pair.drop("seq"),
-            _signer_windows(rows, first_new),
-            _slot_counts(rows, first_new, ["pool"], {"pool_same_slot": 1}),
-            _slot_counts(rows, first_new, ["pool", "signer"], {"own_same_slot": 1}),
-            _slot_counts(rows, first_new, ["pair"], {"pair_same_slot": 1, "pair_10_slots": _COMPETITION_SLOTS}),
-            _slot_counts(
-                rows, first_new, ["pair", "signer"], {"own_pair_same_slot": 1, "own_pair_10_slots": _COMPETITION_SLOTS}
+        if batch.height == 0:
+            return batch.with_columns(pl.lit(None, f.polars_dtype).alias(f.name) for f in _REGISTRY.values())
+        row_frame = _row_frame(batch)
+        slots = row_frame.get_column("slot").to_numpy()
+        seq_order = None if bool(np.all(slots[1:] >= slots[:-1])) else np.argsort(slots, kind="stable")
+        new, new_strings = _window_inputs(row_frame, seq_order, state.max_t, state.next_seq)
+        rows = _Rows(state.tail, new, new_strings, state.bars.get_column("pair"))
+        pair, by_pair = _pair_windows(rows)
+        bars = _minute_bars(rows, by_pair, state.bar_cutoff)
+        values = {
+            **pair,
+            **_bar_features(rows, by_pair, bars, state.bars),
+            **_signer_windows(rows),
+            **_slot_counts(rows, rows.pool, {"pool_same_slot": 1}),
+            **_slot_counts(rows, _combined(rows.pool, rows.signer), {"own_same_slot": 1}),
+            **_slot_counts(rows, rows.pair, {"pair_same_slot": 1, "pair_10_slots": _COMPETITION_SLOTS}),
+            **_slot_counts(
+                rows,
+                _combined(rows.pair, rows.signer),
+                {"own_pair_same_slot": 1, "own_pair_10_slots": _COMPETITION_SLOTS},
             ),
-            _network(rows, first_new),
-        ]
-        first_minute = int(own.get_column("minute").min()) if own.height else 0  # type: ignore[arg-type]
-        bars = _bar_features(rows, own.get_column("pair").unique(), first_minute, state)
-        joined = (
-            pl.concat(parts, how="horizontal")
-            .join(bars, on=["pair", "minute"], how="left", maintain_order="left")
-            .join(
-                state.last_pair.rename({"key": "pair", "last_t": "seen_pair_t"}),
-                on="pair",
-                how="left",
-                maintain_order="left",
-            )
-            .join(
-                state.last_signer.rename({"key": "signer", "last_t": "seen_signer_t"}),
-                on="signer",
-                how="left",
-                maintain_order="left",
-            )
+            **_network(rows),
+        }
+        fresh = slice(rows.first_new, None)
+        new_values = {name: column[fresh] for name, column in values.items()}
+        new_values["prev_pair_t"] = _seen_before(
+            new_values["prev_pair_t"], new_strings.get_column("pair"), state.last_pair
         )
-        features = joined.select("_row", *_feature_expressions()).sort("_row").drop("_row")
-        self._advance(own, processed)
-        return pl.concat([batch, features], how="horizontal")
+        new_values["prev_signer_t"] = _seen_before(
+            new_values["prev_signer_t"], new_strings.get_column("signer"), state.last_signer
+        )
+        computed = _window_features(new_values, new)
+        if seq_order is not None:
+            computed = {name: _unsort(column, seq_order) for name, column in computed.items()}
+        block_ms = row_frame.get_column("block_ms").to_numpy()
+        computed.update(_calendar(block_ms))
+        slots_late = np.zeros(batch.height, dtype=np.bool_) if state.max_slot is None else slots < state.max_slot
+        computed["late"] = slots_late
+        columns = [
+            row_frame.get_column(f.name)
+            if f.name in _ROW_FEATURES
+            else pl.Series(f.name, computed[f.name], dtype=f.polars_dtype)
+            for f in _REGISTRY.values()
+        ]
+        rows.columns["r"][fresh] = values["r"][fresh]
+        rows.columns["spread"][fresh] = values["spread"][fresh]
+        self._advance(rows, by_pair, bars)
+        return batch.hstack(columns)
 
-    def _advance(self, own: pl.DataFrame, processed: pl.DataFrame) -> None:
+    def _advance(self, rows: _Rows, by_pair: SortedGroups, bars: _MinuteBars) -> None:
         """Fold the batch into the state and drop what no later window can reach."""
         state = self.state
-        if own.height == 0:
-            return
-        max_t = int(own.get_column("t").max())  # type: ignore[arg-type]
-        batch_max_slot = int(own.get_column("slot_i").max())  # type: ignore[arg-type]
+        fresh = slice(rows.first_new, None)
+        max_t = int(rows.t[fresh].max())
+        batch_max_slot = int(rows.slot[fresh].max())
         max_slot = batch_max_slot if state.max_slot is None else max(state.max_slot, batch_max_slot)
         cutoff = max_t // _M1 - _TAIL_MINUTES
-        folded = _bars(processed.filter(pl.col("minute") < cutoff), state.bar_cutoff).select(_BAR_SCHEMA.keys())
+        folding = np.flatnonzero(bars.recent & (bars.minute < cutoff))
+        folding = folding[np.argsort(bars.minute[folding], kind="stable")]
+        folded = pl.DataFrame(
+            {
+                "pair": rows.strings.get_column("pair").gather(bars.first_row[folding]),
+                "minute": bars.minute[folding],
+                "volume": bars.volume[folding],
+                "trades": bars.trades[folding],
+                "close": pl.Series(bars.close[folding]).fill_nan(None),
+            },
+            schema=_BAR_SCHEMA,
+        )
         state.bars = pl.concat([state.bars, folded]).filter(pl.col("minute") >= max_t // _M1 - _BAR_KEEP_MINUTES)
-        state.tail = processed.filter((pl.col("minute") >= cutoff) | (pl.col("slot") >= max_slot - RECENT_SLOTS))
-        within_day = pl.col("last_t") > max_t - _DAY_MS
-        state.last_pair = _last_seen(state.last_pair, own, "pair").filter(within_day)
-        state.last_signer = _last_seen(state.last_signer, own, "signer").filter(within_day)
+        keep = np.flatnonzero((rows.minute >= cutoff) | (rows.slot >= max_slot - RECENT_SLOTS))
+        tail = {name: column[keep] for name, column in rows.columns.items()}
+        strings = rows.strings[keep]
+        state.tail = pl.DataFrame({**tail, **{name: strings.get_column(name) for name in _STRINGS}}).select(
+            _TAIL_SCHEMA.keys()
+        )
+        _remember_last(state.last_pair, by_pair, rows.first_new, rows.strings.get_column("pair"))
+        by_signer = rows.by(rows.signer, max_width=0)
+        _remember_last(state.last_signer, by_signer, rows.first_new, rows.strings.get_column("signer"))
+        seen = len(state.last_pair) + len(state.last_signer)
+        if seen > 2 * state.seen_pruned_at + 1_024:
+            for table in (state.last_pair, state.last_signer):
+                for key in [key for key, last_t in table.items() if last_t <= max_t - _DAY_MS]:
+                    del table[key]
+            state.seen_pruned_at = len(state.last_pair) + len(state.last_signer)
         state.max_t, state.max_slot, state.bar_cutoff = max_t, max_slot, cutoff
-        state.next_seq += own.height
+        state.next_seq += rows.size - rows.first_new
 
 
-def _feature_expressions() -> list[pl.Expr]:
-    """The registered features from the joined intermediate columns, in registry order."""
-    volume_24h = pl.col("bar_volume_24h").fill_null(0.0) + pl.col("minute_volume")
-    prior_24h = pl.col("bar_volume_48h").fill_null(0.0) - pl.col("bar_volume_24h").fill_null(0.0)
-    mean, sd = pl.col("band_mean"), pl.col("band_sd")
-    own_price = pl.col("price")
-    band_ready = mean.is_not_null() & (sd > 0) & own_price.is_not_null()
-    vwap_1m = pl.when(pl.col("vq_1m") > 0).then(pl.col("pv_1m") / pl.col("vq_1m")).otherwise(own_price)
-    vwap_5m = pl.when(pl.col("vq_5m") > 0).then(pl.col("pv_5m") / pl.col("vq_5m")).otherwise(own_price)
-    first_minute = pl.min_horizontal(pl.col("first_minute_24h"), pl.col("minute"))
-    computed: dict[str, pl.Expr] = {
-        "price": pl.col("price_feature"),
-        "last_return": pl.col("r"),
-        "spread_now_bps": pl.col("spread"),
-        "spread_5s_bps": _safe_div(pl.col("spread_sum_5s"), pl.col("c5s").cast(pl.Float64)),
-        "spread_1m_bps": _safe_div(pl.col("spread_sum_1m"), pl.col("trades_1m").cast(pl.Float64)),
-        "vwap_1m": vwap_1m.fill_null(0.0),
-        "vwap_5m": vwap_5m.fill_null(0.0),
-        "vwap_deviation_bps": pl.when(own_price.is_not_null() & (vwap_1m > 0))
-        .then((own_price - vwap_1m) / vwap_1m * 1e4)
-        .otherwise(0.0),
-        "volatility_5s": pl.col("r2_5s").sqrt(),
-        "volatility_1m": pl.col("r2_1m").sqrt(),
-        "volatility_5m": pl.col("r2_5m").sqrt(),
-        "rsi_14": pl.col("rsi_14").fill_null(50.0),
-        "bollinger_pct_b": pl.when(band_ready).then((own_price - (mean - 2 * sd)) / (4 * sd)).otherwise(0.5),
-        "bollinger_bandwidth": pl.when(band_ready & (mean > 0)).then(4 * sd / mean).otherwise(0.0),
-        "price_zscore": pl.when(band_ready).then((own_price - mean) / sd).otherwise(0.0),
-        "volume_24h": volume_24h,
-        "trades_24h": pl.col("bar_trades_24h").fill_null(0) + pl.col("minute_trades"),
-        "volume_change_24h": pl.when(prior_24h > 0).then(volume_24h / prior_24h - 1.0).otherwise(0.0),
-        "avg_trade_size_5m": _safe_div(pl.col("volume_5m"), pl.col("trades_5m").cast(pl.Float64)),
-        "order_flow_imbalance_1m": _safe_div(pl.col("flow_1m"), pl.col("volume_1m")),
-        "order_flow_imbalance_5m": _safe_div(pl.col("flow_5m"), pl.col("volume_5m")),
-        "sandwich_exposure": pl.col("pool_same_slot") - pl.col("own_same_slot"),
-        "il_estimate_1m": _il(pl.col("return_1m")),
-        "il_estimate_5m": _il(pl.col("return_5m")),
-        "pair_age_s": pl.min_horizontal((pl.col("t") - first_minute * _M1) / 1000.0, pl.lit(86_400.0)),
-        "pair_failure_rate_5m": _safe_div(pl.col("failed_5m").cast(pl.Float64), pl.col("trades_5m").cast(pl.Float64)),
-        "competitors_same_slot": pl.col("pair_same_slot") - pl.col("own_pair_same_slot"),
-        "competitors_10_slots": pl.col("pair_10_slots") - pl.col("own_pair_10_slots"),
-        "signer_success_rate_5m": (pl.col("signer_successes") + 1.0) / (pl.col("signer_tx_count_5m") + 2.0),
-        "time_since_pair_prev_s": _since(pl.coalesce(pl.col("prev_pair_t"), pl.col("seen_pair_t"))),
-        "time_since_signer_prev_s": _since(pl.coalesce(pl.col("prev_signer_t"), pl.col("seen_signer_t"))),
+def _unsort(values: np.ndarray, seq_order: Ints) -> np.ndarray:
+    """Values in processing order, back in input order."""
+    out = np.empty_like(values)
+    out[seq_order] = values
+    return out
+
+
+def _window_features(v: dict[str, np.ndarray], new: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The registered window features of the new rows (processing order), NaN as 0."""
+    price, t, minute = new["price"], new["t"], new["minute"]
+    quoted = ~np.isnan(price)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        vwap_1m = np.where(v["vq_1m"] > 0, v["pv_1m"] / v["vq_1m"], price)
+        vwap_5m = np.where(v["vq_5m"] > 0, v["pv_5m"] / v["vq_5m"], price)
+        volume_24h = _zero_nan(v["bar_volume_24h"]) + v["minute_volume"]
+        prior_24h = _zero_nan(v["bar_volume_48h"]) - _zero_nan(v["bar_volume_24h"])
+        mean, sd = v["band_mean"], v["band_sd"]
+        band_ready = ~np.isnan(mean) & (sd > 0) & quoted
+        trades_5m = v["trades_5m"].astype(np.float64)
+        first_minute = np.minimum(v["first_minute_24h"], minute)
+        features: dict[str, np.ndarray] = {
+            "last_return": v["r"],
+            "spread_now_bps": v["spread"],
+            "spread_5s_bps": _ratio(v["spread_sum_5s"], v["c5s"]),
+            "spread_1m_bps": _ratio(v["spread_sum_1m"], v["trades_1m"].astype(np.float64)),
+            "vwap_1m": vwap_1m,
+            "vwap_5m": vwap_5m,
+            "vwap_deviation_bps": np.where(quoted & (vwap_1m > 0), (price - vwap_1m) / vwap_1m * 1e4, 0.0),
+            "volatility_5s": np.sqrt(v["r2_5s"]),
+            "volatility_1m": np.sqrt(v["r2_1m"]),
+            "volatility_5m": np.sqrt(v["r2_5m"]),
+            "return_1m": v["return_1m"],
+            "return_5m": v["return_5m"],
+            "rsi_14": v["rsi_14"],
+            "bollinger_pct_b": np.where(band_ready, (price - (mean - 2 * sd)) / (4 * sd), 0.5),
+            "bollinger_bandwidth": np.where(band_ready & (mean > 0), 4 * sd / mean, 0.0),
+            "price_zscore": np.where(band_ready, (price - mean) / sd, 0.0),
+            "volume_1m": v["volume_1m"],
+            "volume_5m": v["volume_5m"],
+            "volume_24h": volume_24h,
+            "trades_1m": v["trades_1m"],
+            "trades_5m": v["trades_5m"],
+            "trades_24h": v["bar_trades_24h"] + v["minute_trades"],
+            "volume_change_24h": np.where(prior_24h > 0, volume_24h / prior_24h - 1.0, 0.0),
+            "avg_trade_size_5m": _ratio(v["volume_5m"], trades_5m),
+            "trade_size_percentile": v["trade_size_percentile"],
+            "order_flow_imbalance_1m": _ratio(v["flow_1m"], v["volume_1m"]),
+            "order_flow_imbalance_5m": _ratio(v["flow_5m"], v["volume_5m"]),
+            "slot_position": v["slot_position"],
+            "txs_per_slot": v["txs_per_slot"],
+            "arbs_per_slot": v["arbs_per_slot"],
+            "priority_fee_p50": v["priority_fee_p50"],
+            "priority_fee_p90": v["priority_fee_p90"],
+            "priority_fee_rank": v["priority_fee_rank"],
+            "tip_p50": v["tip_p50"],
+            "tip_p90": v["tip_p90"],
+            "tip_rank": v["tip_rank"],
+            "slot_gap": v["slot_gap"],
+            "ms_per_slot": v["ms_per_slot"],
+            "congestion_score": v["congestion_score"],
+            "sandwich_exposure": v["pool_same_slot"] - v["own_same_slot"],
+            "il_estimate_1m": _il(v["return_1m"]),
+            "il_estimate_5m": _il(v["return_5m"]),
+            "pair_age_s": np.minimum((t - first_minute * _M1) / 1000.0, 86_400.0),
+            "pair_failure_rate_5m": _ratio(v["failed_5m"], trades_5m),
+            "competitors_same_slot": v["pair_same_slot"] - v["own_pair_same_slot"],
+            "competitors_10_slots": v["pair_10_slots"] - v["own_pair_10_slots"],
+            "signer_success_rate_5m": (v["signer_successes"] + 1.0) / (v["signer_tx_count_5m"] + 2.0),
+            "signer_tx_count_5m": v["signer_tx_count_5m"],
+            "time_since_pair_prev_s": _since(t, v["prev_pair_t"]),
+            "time_since_signer_prev_s": _since(t, v["prev_signer_t"]),
+        }
+    return {
+        name: _zero_nan(values.astype(np.float64)) if _REGISTRY[name].dtype == "Float64" else values
+        for name, values in features.items()
     }
-    expressions = []
-    for feature in (*FEATURES, LATE_COLUMN):
-        value = computed.get(feature.name, pl.col(feature.name))
-        if feature.dtype == "Float64":
-            value = value.cast(pl.Float64).fill_nan(0.0).fill_null(0.0)
-        expressions.append(value.cast(feature.polars_dtype).alias(feature.name))
-    return expressions

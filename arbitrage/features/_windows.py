@@ -1,66 +1,109 @@
-"""Point-in-time rolling windows over many groups in one pass, without `over()`.
+"""Point-in-time windows over many groups at once, as sorted numpy arrays.
 
-A frame sorted by (group columns, time, seq) gets an Int64 `_key` that packs the
-group, the time and the row's rank among equal times. A `rolling_*_by("_key",
-closed="left")` window of `window_width(W, s2)` then holds exactly the group's
-earlier rows with time in (t - W, t]: rows later in the same group and time have a
-larger key, and other groups are further apart than any window.
+Rows come in processing order (`seq`). A stable sort by (group, time) puts each
+group's rows together in point-in-time order, ties kept in `seq` order. A row's
+window over (t - W, t] of earlier rows is then the run of positions `[lo, i)` just
+before it: `lo` comes from one `searchsorted` on a key that packs the group and the
+time, counts are `i - lo`, and sums are differences of prefix sums. The prefix sums
+are accumulated in extended precision so that a window's sum does not depend on how
+much came before it in the batch (streaming and backfill agree to ~1e-15).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Final
 
-import polars as pl
+import numpy as np
+import numpy.typing as npt
 
 from arbitrage.errors import ArbitrageError
 
-KEY = "_key"
-_MAX_KEY = 2**62
+Ints = npt.NDArray[np.int64]
+Floats = npt.NDArray[np.float64]
+Bools = npt.NDArray[np.bool_]
+
+_MAX_KEY: Final = 2**62
 
 
-def add_window_key(frame: pl.DataFrame, groups: Sequence[str], time: str, max_width: int) -> tuple[pl.DataFrame, int]:
-    """Add `_key` and `_gid` to a frame already sorted by (groups, time, seq).
+class SortedGroups:
+    """Rows sorted by (group code, time), ties in their given order.
 
-    Returns the frame and the key's time multiplier `s2` that `window_width` needs.
+    Attributes:
+        order: the given positions in sorted order (`sorted = given[order]`).
+        time: the time of each sorted row.
+        group: the dense group index (0, 1, ...) of each sorted row.
+        key: group and time packed so that one group's times stay apart from another's.
     """
-    if frame.height == 0:
-        return frame.with_columns(pl.lit(0, pl.Int64).alias(KEY), pl.lit(0, pl.Int64).alias("_gid")), 2
-    changed = [pl.col(g).ne_missing(pl.col(g).shift(1)) for g in groups]
-    new_group = pl.any_horizontal(changed) if changed else pl.int_range(pl.len()) == 0
-    row = pl.int_range(pl.len(), dtype=pl.Int64)
-    run_start = new_group | pl.col(time).ne_missing(pl.col(time).shift(1))
-    keyed = frame.with_columns(
-        new_group.cum_sum().cast(pl.Int64).alias("_gid"),
-        (row - pl.when(run_start).then(row).forward_fill()).alias("_sub"),
-    )
-    bounds = keyed.select(
-        pl.col("_sub").max().alias("sub"),
-        pl.col(time).min().alias("lo"),
-        pl.col(time).max().alias("hi"),
-        pl.col("_gid").max().alias("groups"),
-    ).row(0)
-    s2 = 2 * (int(bounds[0]) + 1)
-    lo, hi, groups_n = int(bounds[1]), int(bounds[2]), int(bounds[3])
-    span = hi - lo + max_width + 1
-    if (groups_n + 1) * span * s2 >= _MAX_KEY:
-        raise ArbitrageError("batch spans too long a time for point-in-time windows; split it")
-    keyed = keyed.with_columns(
-        ((pl.col("_gid") * span + (pl.col(time).cast(pl.Int64) - lo)) * s2 + pl.col("_sub")).alias(KEY)
-    ).drop("_sub")
-    return keyed, s2
+
+    def __init__(self, codes: Ints, time: Ints, *, time_follows_order: bool, max_width: int) -> None:
+        """Sort; `time_follows_order` says time never decreases in the given order (one key suffices)."""
+        n = codes.shape[0]
+        if time_follows_order:
+            self.order = np.argsort(codes, kind="stable")
+        else:
+            self.order = np.lexsort((time, codes))
+        self.time = time[self.order]
+        sorted_codes = codes[self.order]
+        first = np.ones(n, dtype=np.bool_)
+        if n:
+            np.not_equal(sorted_codes[1:], sorted_codes[:-1], out=first[1:])
+        self.first = first
+        self.group = np.cumsum(first, dtype=np.int64) - 1
+        if n == 0:
+            self.key = np.zeros(0, dtype=np.int64)
+            return
+        low = int(self.time.min())
+        span = int(self.time.max()) - low + max_width + 1
+        if (int(self.group[-1]) + 1) * span >= _MAX_KEY:
+            raise ArbitrageError("batch spans too long a time for point-in-time windows; split it")
+        self.key = self.group * span + (self.time - low)
+
+    @property
+    def size(self) -> int:
+        """Number of rows."""
+        return int(self.order.shape[0])
+
+    def window_start(self, width: int) -> Ints:
+        """First position of each row's window: the group's rows with time in (t - width, t]."""
+        return np.searchsorted(self.key, self.key - width, side="right").astype(np.int64)
+
+    def previous(self, k: int = 1) -> Ints:
+        """Position of the k-th earlier row of the same group, else -1."""
+        at = np.arange(self.size, dtype=np.int64) - k
+        valid = at >= 0
+        valid[valid] = self.group[at[valid]] == self.group[valid]
+        return np.where(valid, at, -1)
+
+    def run_start(self, values: Ints | None = None) -> Ints:
+        """First position of each row's run of equal (group, `values`), e.g. its slot or minute."""
+        starts = self.first.copy()
+        if values is not None and self.size:
+            starts[1:] |= values[1:] != values[:-1]
+        return np.maximum.accumulate(np.where(starts, np.arange(self.size, dtype=np.int64), 0))
+
+    def scatter(self, sorted_values: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+        """Values given in sorted order, back in the given order."""
+        out = np.empty_like(sorted_values)
+        out[..., self.order] = sorted_values
+        return out
 
 
-def window_width(width: int, s2: int) -> str:
-    """The `window_size` for a window of `width` time units over `_key`."""
-    return f"{width * s2 - s2 // 2}i"
+def prefix_sums(values: Floats) -> npt.NDArray[np.longdouble]:
+    """Exclusive prefix sums along the last axis (one more column than `values`), in extended precision."""
+    shape = (*values.shape[:-1], values.shape[-1] + 1)
+    sums = np.zeros(shape, dtype=np.longdouble)
+    np.cumsum(values, axis=-1, dtype=np.longdouble, out=sums[..., 1:])
+    return sums
 
 
-def window_sum(value: pl.Expr, width: int, s2: int) -> pl.Expr:
-    """Sum of `value` over the group's earlier rows with time in (t - width, t]."""
-    return value.rolling_sum_by(KEY, window_size=window_width(width, s2), closed="left")
+def window_sums(sums: npt.NDArray[np.longdouble], start: Ints) -> Floats:
+    """Sums over positions `[start, i)` for each position i, from `prefix_sums`."""
+    end = np.arange(start.shape[0])
+    return (sums[..., end] - sums[..., start]).astype(np.float64)
 
 
-def same_group_prev(column: str, k: int = 1) -> pl.Expr:
-    """`column` of the k-th earlier row of the same group, else null."""
-    return pl.when(pl.col("_gid").shift(k) == pl.col("_gid")).then(pl.col(column).shift(k))
+def last_before(mask: Bools) -> Ints:
+    """Position of the last earlier row (any group) where `mask` holds, else -1."""
+    marked = np.where(mask, np.arange(mask.shape[0], dtype=np.int64), -1)
+    latest = np.maximum.accumulate(marked) if mask.shape[0] else marked
+    return np.concatenate([np.array([-1], dtype=np.int64), latest[:-1]])
