@@ -4,24 +4,24 @@
 -- on (block_time, signature) collapses any copy that a crash could still slip in.
 CREATE TABLE IF NOT EXISTS ${db}.transactions ${on_cluster}
 (
-    signature String CODEC(ZSTD(3)),
+    signature String CODEC(ZSTD(1)),
     slot UInt64 CODEC(Delta, ZSTD(1)),
     block_time DateTime64(3, 'UTC') CODEC(DoubleDelta, ZSTD(1)),
-    signer String CODEC(ZSTD(3)),
+    signer String CODEC(ZSTD(1)),
     success Bool,
     fee_lamports UInt64 CODEC(T64, ZSTD(1)),
     priority_fee_lamports UInt64 CODEC(T64, ZSTD(1)),
     jito_tip_lamports UInt64 CODEC(T64, ZSTD(1)),
     compute_units_consumed Nullable(UInt64) CODEC(ZSTD(1)),
     compute_unit_limit Nullable(UInt64) CODEC(ZSTD(1)),
-    bundle_id Nullable(String) CODEC(ZSTD(3)),
-    leader Nullable(String) CODEC(ZSTD(3)),
-    legs Array(Tuple(dex LowCardinality(String), pool String, token_in String, token_out String, amount_in UInt64, amount_out UInt64, decimals_in UInt8, decimals_out UInt8, reserve_in Nullable(UInt64), reserve_out Nullable(UInt64), price Nullable(Float64))) CODEC(ZSTD(3)),
-    route Array(String) CODEC(ZSTD(3)),
+    bundle_id Nullable(String) CODEC(ZSTD(1)),
+    leader Nullable(String) CODEC(ZSTD(1)),
+    legs Array(Tuple(dex LowCardinality(String), pool String, token_in String, token_out String, amount_in UInt64, amount_out UInt64, decimals_in UInt8, decimals_out UInt8, reserve_in Nullable(UInt64), reserve_out Nullable(UInt64), price Nullable(Float64))) CODEC(ZSTD(1)),
+    route Array(String) CODEC(ZSTD(1)),
     dexes Array(LowCardinality(String)),
     hops UInt8,
     circular Bool,
-    start_token String CODEC(ZSTD(3)),
+    start_token String CODEC(ZSTD(1)),
     gross_revenue Nullable(Float64) CODEC(ZSTD(1)),
     gross_revenue_sol Nullable(Float64) CODEC(ZSTD(1)),
     total_cost_lamports UInt64 CODEC(T64, ZSTD(1)),
@@ -37,7 +37,9 @@ CREATE TABLE IF NOT EXISTS ${db}.transactions ${on_cluster}
 )
 ENGINE = ${replacing_merge_tree}
 PARTITION BY toYYYYMM(block_time)
-ORDER BY (block_time, signature);
+ORDER BY (block_time, signature)
+-- Inserts write compact parts (one file, not two per column: the table is wide); merges widen them.
+SETTINGS min_bytes_for_wide_part = 536870912, min_rows_for_wide_part = 1000000;
 
 CREATE TABLE IF NOT EXISTS ${db}.dead_letters ${on_cluster}
 (
@@ -45,8 +47,8 @@ CREATE TABLE IF NOT EXISTS ${db}.dead_letters ${on_cluster}
     source LowCardinality(String),
     record_index UInt32,
     field String,
-    reason String CODEC(ZSTD(3)),
-    raw String CODEC(ZSTD(3)),
+    reason String CODEC(ZSTD(1)),
+    raw String CODEC(ZSTD(1)),
     replayed Bool DEFAULT false
 )
 ENGINE = ${merge_tree}

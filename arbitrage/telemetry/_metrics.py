@@ -33,6 +33,12 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.ingest_insert_rows = Histogram(
+            "arbitrage_ingest_insert_rows",
+            "Rows per warehouse insert (queued batches are stored together).",
+            buckets=(100, 1_000, 10_000, 50_000, 100_000, 200_000, 500_000),
+            registry=r,
+        )
         self.ingest_pending = Gauge(
             "arbitrage_ingest_pending_batches", "Batches waiting for the warehouse writer.", registry=r
         )

@@ -121,3 +121,20 @@ async def test_stored_batches_reach_the_recent_buffer_newest_first(
     assert page is not None
     newest = sorted(records, key=lambda r: (r["block_time"], r["signature"]), reverse=True)[:5]
     assert [msgspec.json.decode(p)["signature"] for p in page] == [r["signature"] for r in newest]
+
+
+async def test_concurrent_batches_share_inserts_and_still_store_each_signature_once(
+    warehouse: EmbeddedWarehouse, records: list[dict[str, Any]]
+) -> None:
+    service = _service(warehouse)
+    bodies = [msgspec.json.encode(records[i : i + 80]) for i in (0, 40, 80, 120, 0)]
+    reports = await asyncio.gather(*(service.ingest_body(b, None, source="test") for b in bodies))
+    assert sum(r.accepted for r in reports) == 200
+    assert sum(r.accepted + r.duplicates for r in reports) == 5 * 80
+    assert await _count(warehouse) == 200
+    inserts = (
+        (await warehouse.query_arrow("SELECT count() FROM system.parts WHERE table = 'transactions' AND active"))
+        .column(0)[0]
+        .as_py()
+    )
+    assert inserts < 5
