@@ -9,6 +9,8 @@ name the field that broke a rule in each bad one. Rules that depend on the clock
 from __future__ import annotations
 
 import gc
+import itertools
+import operator
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -252,21 +254,32 @@ def _first_oversized(record: TransactionIn) -> str | None:
     return None
 
 
+_SCALARS_OF = operator.attrgetter(*_SCALAR_FIELDS)
+_LEG_VALUES_OF = operator.attrgetter(*_LEG_FIELDS)
+
+
 def _columns(records: list[TransactionIn]) -> pl.DataFrame:
-    """Structs → Arrow columns; legs become one flat struct array with list offsets."""
+    """Structs → Arrow columns; legs become one flat struct array with list offsets.
+
+    Values are read with one attrgetter call per struct and transposed with zip, both in C.
+    """
+    if not records:
+        return pl.from_arrow(RAW_SCHEMA.empty_table())  # type: ignore[return-value]
     arrays: dict[str, pa.Array] = {}
-    for name in _SCALAR_FIELDS:
-        arrays[name] = pa.array([getattr(r, name) for r in records], RAW_SCHEMA.field(name).type)
-    arrays["block_time"] = pa.array([_epoch_ms(r.block_time) for r in records], pa.int64())
-    legs: list[Leg] = [leg for r in records for leg in r.legs]
-    offsets = [0]
-    for r in records:
-        offsets.append(offsets[-1] + len(r.legs))
+    for name, values in zip(_SCALAR_FIELDS, zip(*map(_SCALARS_OF, records), strict=True), strict=True):
+        arrays[name] = pa.array(values, RAW_SCHEMA.field(name).type)
+    times = [r.block_time for r in records]
+    if not all(type(t) is int for t in times):
+        times = [_epoch_ms(t) for t in times]
+    arrays["block_time"] = pa.array(times, pa.int64())
+    lengths = [len(r.legs) for r in records]
+    legs = list(itertools.chain.from_iterable(r.legs for r in records))
+    leg_columns = zip(*map(_LEG_VALUES_OF, legs), strict=True)
     leg_frame = pl.DataFrame(
-        {f: pl.Series(f, [getattr(leg, f) for leg in legs], dtype=_LEG_DTYPES[f]) for f in _LEG_FIELDS}
+        {f: pl.Series(f, values, dtype=_LEG_DTYPES[f]) for f, values in zip(_LEG_FIELDS, leg_columns, strict=True)}
     )
-    leg_struct = leg_frame.to_struct("legs").to_arrow()
-    arrays["legs"] = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), leg_struct)
+    offsets = pa.array(itertools.accumulate(lengths, initial=0), pa.int32())
+    arrays["legs"] = pa.ListArray.from_arrays(offsets, leg_frame.to_struct("legs").to_arrow())
     table = pa.Table.from_arrays([arrays[f.name] for f in RAW_SCHEMA], schema=RAW_SCHEMA)
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
