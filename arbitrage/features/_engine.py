@@ -34,6 +34,7 @@ from arbitrage.features._windows import (
     SortedGroups,
     last_before,
     prefix_sums,
+    window_quantiles,
     window_sums,
 )
 from arbitrage.model import KNOWN_DECIMALS, LAMPORTS_PER_SOL, WSOL_MINT
@@ -532,27 +533,9 @@ def _network(rows: _Rows) -> dict[str, np.ndarray]:
     gap = slot - slot[safe]
     close_enough = has_prev & (gap <= RECENT_SLOTS)
     block_ms = rows.block_ms[order]
-    sub = here - slot_start
-    s2 = 2 * (int(sub.max(initial=0)) + 1)
-    recent = f"{RECENT_SLOTS * s2 - s2 // 2}i"
-    key = (slot - (int(slot[0]) if n else 0)) * s2 + sub
-    fees = pl.DataFrame({"key": key, "prio": rows.prio[order], "tip": rows.tip[order]})
-
-    def quantiles(column: str) -> list[pl.Expr]:
-        values = pl.col(column)
-        return [
-            values.rolling_min_by("key", window_size=recent, closed="left").alias(f"{column}_min"),
-            values.rolling_quantile_by("key", recent, quantile=0.5, interpolation="linear", closed="left").alias(
-                f"{column}_p50"
-            ),
-            values.rolling_quantile_by("key", recent, quantile=0.9, interpolation="linear", closed="left").alias(
-                f"{column}_p90"
-            ),
-            values.rolling_max_by("key", window_size=recent, closed="left").alias(f"{column}_max"),
-        ]
-
-    windowed = fees.select(*quantiles("prio"), *quantiles("tip"))
-    q = {name: _numbers(windowed, name) for name in windowed.columns}
+    prio, tip = rows.prio[order], rows.tip[order]
+    prio_min, prio_max, (prio_p50, prio_p90) = window_quantiles(prio, start, (0.5, 0.9))
+    tip_min, tip_max, (tip_p50, tip_p90) = window_quantiles(tip, start, (0.5, 0.9))
     with np.errstate(divide="ignore", invalid="ignore"):
         out = {
             "slot_position": here - slot_start,
@@ -560,14 +543,12 @@ def _network(rows: _Rows) -> dict[str, np.ndarray]:
             "ms_per_slot": np.where(close_enough, (block_ms - block_ms[safe]) / np.where(gap != 0, gap, 1), 400.0),
             "txs_per_slot": recent_txs / RECENT_SLOTS,
             "arbs_per_slot": recent_arbs / RECENT_SLOTS,
-            "priority_fee_p50": _zero_nan(q["prio_p50"]),
-            "priority_fee_p90": _zero_nan(q["prio_p90"]),
-            "priority_fee_rank": _rank(
-                fees["prio"].to_numpy(), q["prio_min"], q["prio_p50"], q["prio_p90"], q["prio_max"]
-            ),
-            "tip_p50": _zero_nan(q["tip_p50"]),
-            "tip_p90": _zero_nan(q["tip_p90"]),
-            "tip_rank": _rank(fees["tip"].to_numpy(), q["tip_min"], q["tip_p50"], q["tip_p90"], q["tip_max"]),
+            "priority_fee_p50": _zero_nan(prio_p50),
+            "priority_fee_p90": _zero_nan(prio_p90),
+            "priority_fee_rank": _rank(prio, prio_min, prio_p50, prio_p90, prio_max),
+            "tip_p50": _zero_nan(tip_p50),
+            "tip_p90": _zero_nan(tip_p90),
+            "tip_rank": _rank(tip, tip_min, tip_p50, tip_p90, tip_max),
             "congestion_score": _ratio(recent_failed, recent_txs.astype(np.float64)),
         }
     return {name: g.scatter(values) for name, values in out.items()}

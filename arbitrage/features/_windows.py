@@ -11,6 +11,8 @@ much came before it in the batch (streaming and backfill agree to ~1e-15).
 
 from __future__ import annotations
 
+import itertools
+import math
 from typing import Final
 
 import numpy as np
@@ -107,3 +109,36 @@ def last_before(mask: Bools) -> Ints:
     marked = np.where(mask, np.arange(mask.shape[0], dtype=np.int64), -1)
     latest = np.maximum.accumulate(marked) if mask.shape[0] else marked
     return np.concatenate([np.array([-1], dtype=np.int64), latest[:-1]])
+
+
+def window_quantiles(values: Floats, start: Ints, quantiles: tuple[float, ...]) -> tuple[Floats, Floats, list[Floats]]:
+    """Min, max and linearly interpolated quantiles of `values` over positions `[start, i)`.
+
+    Rows are grouped by window length, so each group's windows sort as one matrix
+    (no padding); an empty window gives NaN. Interpolation as polars' `linear`:
+    at index q (m - 1), lower + (q (m - 1) - floor) x (upper - lower).
+    """
+    n = values.shape[0]
+    length = np.arange(n, dtype=np.int64) - start
+    low, high = np.full(n, np.nan), np.full(n, np.nan)
+    quantile_values = [np.full(n, np.nan) for _ in quantiles]
+    by_length = np.argsort(length, kind="stable")
+    sorted_length = length[by_length]
+    bounds = np.flatnonzero(np.diff(sorted_length, prepend=-1, append=-1))
+    for first, end in itertools.pairwise(bounds):
+        m = int(sorted_length[first])
+        if m == 0:
+            continue
+        rows = by_length[first:end]
+        windows = values[rows[:, None] - m + np.arange(m)]
+        windows.sort(axis=1)
+        low[rows], high[rows] = windows[:, 0], windows[:, m - 1]
+        for q, out in zip(quantiles, quantile_values, strict=True):
+            at = (m - 1) * q
+            below = int(at)
+            above = math.ceil(at)
+            if below == above:
+                out[rows] = windows[:, below]
+            else:
+                out[rows] = (at - below) * (windows[:, above] - windows[:, below]) + windows[:, below]
+    return low, high, quantile_values
