@@ -103,7 +103,7 @@ class TransactionController(Controller):
         dex: Dex = None,
         signer: Signer = None,
         min_profit_sol: MinProfit = None,
-        limit: Annotated[int, Parameter(ge=1, le=1_000_000)] = 100_000,
+        limit: Annotated[int, Parameter(ge=1, le=1_000_000, description="Rows at most (default 1000).")] = 1000,
     ) -> Stream:
         start_at = parse_time(start, "start")
         end_at = parse_time(end, "end", end_of_day=True)
