@@ -82,6 +82,16 @@ _TAIL_SCHEMA: Final[dict[str, pl.DataType]] = {
 }
 _STRINGS: Final = ("pair", "dex", "pool", "signer")
 _NUMBERS: Final = tuple(name for name in _TAIL_SCHEMA if name not in _STRINGS)
+_FLOAT_INPUTS: Final = {
+    "failed": "failed",
+    "arb": "arb",
+    "window_price": "price",
+    "qvol": "qvol",
+    "side_qvol": "side_qvol",
+    "prio": "prio",
+    "tip": "tip",
+}
+"""`_row_frame` columns the windows read, by their name among the rows' columns."""
 _BAR_SCHEMA: Final[dict[str, pl.DataType]] = {
     "pair": pl.String(),
     "minute": pl.Int64(),
@@ -196,21 +206,22 @@ def _row_stages() -> tuple[list[pl.Expr], list[pl.Expr], list[pl.Expr], list[pl.
         first.field("amount_out").alias("_amount_out"),
         first.field("reserve_in").alias("_reserve_in"),
         first.field("reserve_out").alias("_reserve_out"),
-        _decimals(first.field("token_in"), first.field("decimals_in")).alias("_dec_in"),
-        _decimals(first.field("token_out"), first.field("decimals_out")).alias("_dec_out"),
-        _ui(last.field("amount_out"), _decimals(last.field("token_out"), last.field("decimals_out"))).alias(
-            "_output_amount"
-        ),
+        first.field("decimals_in").alias("_decimals_in"),
+        first.field("decimals_out").alias("_decimals_out"),
+        last.field("token_out").alias("_last_token_out"),
+        last.field("amount_out").alias("_last_amount_out"),
+        last.field("decimals_out").alias("_last_decimals_out"),
         pl.col("block_time").dt.epoch("ms").alias("_block_ms"),
         pl.col("priority_fee_lamports").cast(pl.Float64).alias("_prio"),
         pl.col("jito_tip_lamports").cast(pl.Float64).alias("_tip"),
     ]
     token_in, token_out = pl.col("_token_in"), pl.col("_token_out")
     amounts = [
-        _ui(pl.col("_amount_in"), pl.col("_dec_in")).alias("_ui_in"),
-        _ui(pl.col("_amount_out"), pl.col("_dec_out")).alias("_ui_out"),
-        _ui(pl.col("_reserve_in"), pl.col("_dec_in")).alias("_res_in"),
-        _ui(pl.col("_reserve_out"), pl.col("_dec_out")).alias("_res_out"),
+        _ui(pl.col("_last_amount_out"), pl.col("_last_decimals_out")).alias("_output_amount"),
+        _ui(pl.col("_amount_in"), pl.col("_decimals_in")).alias("_ui_in"),
+        _ui(pl.col("_amount_out"), pl.col("_decimals_out")).alias("_ui_out"),
+        _ui(pl.col("_reserve_in"), pl.col("_decimals_in")).alias("_res_in"),
+        _ui(pl.col("_reserve_out"), pl.col("_decimals_out")).alias("_res_out"),
         (
             (_quote_rank(token_out) < _quote_rank(token_in))
             | ((_quote_rank(token_out) == _quote_rank(token_in)) & (token_out < token_in))
@@ -276,21 +287,32 @@ def _row_stages() -> tuple[list[pl.Expr], list[pl.Expr], list[pl.Expr], list[pl.
         pl.col("_dex").alias("dex"),
         pl.col("_pool").alias("pool"),
         pl.col("signer"),
-        (~pl.col("success")).cast(pl.Int64).alias("failed"),
-        (pl.col("success") & (profit > 0)).fill_null(False).cast(pl.Int64).alias("arb"),
-        price,
-        qvol,
-        pl.when(q_out).then(-qvol).otherwise(qvol).alias("side_qvol"),
-        prio.alias("prio"),
-        tip.alias("tip"),
+        (~pl.col("success")).cast(pl.Float64).fill_null(np.nan).alias("failed"),
+        (pl.col("success") & (profit > 0)).fill_null(False).cast(pl.Float64).alias("arb"),
+        price.fill_null(np.nan),
+        qvol.fill_null(np.nan),
+        pl.when(q_out).then(-qvol).otherwise(qvol).fill_null(np.nan).alias("side_qvol"),
+        prio.fill_null(np.nan).alias("prio"),
+        tip.fill_null(np.nan).alias("tip"),
     ]
     return legs, amounts, priced, outputs
 
 
 def _row_frame(batch: pl.DataFrame) -> pl.DataFrame:
-    """In input order: the registered features of the row alone (bar calendar ones) and the windows' inputs."""
+    """In input order: the registered features of the row alone (but calendar ones) and the windows' inputs."""
     legs, amounts, priced, outputs = _row_stages()
-    return batch.select(legs).lazy().with_columns(amounts).with_columns(priced).select(outputs).collect()
+    fields = batch.select(legs)
+    decimals = [
+        _decimals(pl.col(mint), pl.col(given)).alias(given)
+        if fields.get_column(given).null_count()
+        else pl.col(given).cast(pl.Int64)
+        for mint, given in (
+            ("_token_in", "_decimals_in"),
+            ("_token_out", "_decimals_out"),
+            ("_last_token_out", "_last_decimals_out"),
+        )
+    ]
+    return fields.lazy().with_columns(decimals).with_columns(amounts).with_columns(priced).select(outputs).collect()
 
 
 def _calendar(block_ms: Ints) -> dict[str, np.ndarray]:
@@ -361,7 +383,7 @@ class _Rows:
         self.size = size
         self.slot_follows_order = bool(np.all(self.slot[1:] >= self.slot[:-1]))
 
-    def by(self, codes: Ints, *, time: Ints | None = None, max_width: int) -> SortedGroups:
+    def by(self, codes: Ints | None, *, time: Ints | None = None, max_width: int) -> SortedGroups:
         """Rows sorted by (codes, event time), or by (codes, `time`) when given (a slot)."""
         if time is None:
             return SortedGroups(codes, self.t, time_follows_order=True, max_width=max_width)
@@ -519,7 +541,7 @@ def _rank(value: Floats, low: Floats, p50: Floats, p90: Floats, high: Floats) ->
 
 def _network(rows: _Rows) -> dict[str, np.ndarray]:
     """All captured transactions by slot: activity, fee percentiles, congestion (given order)."""
-    g = rows.by(np.zeros(rows.size, dtype=np.int64), time=rows.slot, max_width=RECENT_SLOTS)
+    g = rows.by(None, time=rows.slot, max_width=RECENT_SLOTS)
     n, order, slot = g.size, g.order, g.time
     here = np.arange(n)
     slot_start = g.run_start(slot)
@@ -701,30 +723,25 @@ def _history_bars(frame: pl.DataFrame) -> pl.DataFrame:
 def _window_inputs(
     frame: pl.DataFrame, seq_order: Ints | None, max_t: int | None, next_seq: int
 ) -> tuple[dict[str, np.ndarray], pl.DataFrame]:
-    """The new rows' numeric columns (processing order) and their strings, from `_row_frame`."""
+    """The new rows' numeric columns (processing order, NaN for null) and their strings, from `_row_frame`."""
+    inputs = frame.select("slot", "block_ms", *_STRINGS, *_FLOAT_INPUTS)
     if seq_order is not None:
-        frame = frame[seq_order]
-    block_ms = frame.get_column("block_ms").to_numpy()
+        inputs = inputs[seq_order]
+    block_ms = inputs.get_column("block_ms").to_numpy()
     event_ms = block_ms if max_t is None else np.maximum(block_ms, max_t)
     t = np.maximum.accumulate(event_ms) if event_ms.shape[0] else event_ms
-    nan = np.full(frame.height, np.nan)
+    nan = np.full(inputs.height, np.nan)
     new = {
-        "seq": next_seq + np.arange(frame.height, dtype=np.int64),
-        "slot": frame.get_column("slot").to_numpy(),
+        "seq": next_seq + np.arange(inputs.height, dtype=np.int64),
+        "slot": inputs.get_column("slot").to_numpy(),
         "t": t,
         "minute": t // _M1,
         "block_ms": block_ms,
-        "failed": _numbers(frame, "failed"),
-        "arb": _numbers(frame, "arb"),
-        "price": _numbers(frame, "window_price"),
-        "qvol": _numbers(frame, "qvol"),
-        "side_qvol": _numbers(frame, "side_qvol"),
-        "prio": _numbers(frame, "prio"),
-        "tip": _numbers(frame, "tip"),
+        **{name: inputs.get_column(column).to_numpy() for column, name in _FLOAT_INPUTS.items()},
         "r": nan,
         "spread": nan,
     }
-    return new, frame.select(_STRINGS)
+    return new, inputs.select(_STRINGS)
 
 
 _REGISTRY: Final = {f.name: f for f in (*FEATURES, LATE_COLUMN)}

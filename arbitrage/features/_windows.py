@@ -37,18 +37,22 @@ class SortedGroups:
         key: group and time packed so that one group's times stay apart from another's.
     """
 
-    def __init__(self, codes: Ints, time: Ints, *, time_follows_order: bool, max_width: int) -> None:
-        """Sort; `time_follows_order` says time never decreases in the given order (one key suffices)."""
-        n = codes.shape[0]
-        if time_follows_order:
-            self.order = np.argsort(codes, kind="stable")
+    def __init__(self, codes: Ints | None, time: Ints, *, time_follows_order: bool, max_width: int) -> None:
+        """Sort; `time_follows_order` says time never decreases in the given order; no codes: one group."""
+        n = time.shape[0]
+        if codes is None:
+            self.order = np.arange(n) if time_follows_order else np.argsort(time, kind="stable")
+        elif time_follows_order:
+            self.order = stable_argsort(codes)
         else:
             self.order = np.lexsort((time, codes))
         self.time = time[self.order]
-        sorted_codes = codes[self.order]
-        first = np.ones(n, dtype=np.bool_)
+        first = np.zeros(n, dtype=np.bool_)
         if n:
-            np.not_equal(sorted_codes[1:], sorted_codes[:-1], out=first[1:])
+            first[0] = True
+            if codes is not None:
+                sorted_codes = codes[self.order]
+                np.not_equal(sorted_codes[1:], sorted_codes[:-1], out=first[1:])
         self.first = first
         self.group = np.cumsum(first, dtype=np.int64) - 1
         if n == 0:
@@ -90,6 +94,13 @@ class SortedGroups:
         return out
 
 
+def stable_argsort(codes: Ints) -> Ints:
+    """Stable argsort of non-negative integer codes (radix sort when they fit 16 bits)."""
+    if codes.shape[0] and int(codes.max()) < 2**16:
+        return np.argsort(codes.astype(np.uint16), kind="stable")
+    return np.argsort(codes, kind="stable")
+
+
 def prefix_sums(values: Floats) -> npt.NDArray[np.longdouble]:
     """Exclusive prefix sums along the last axis (one more column than `values`), in extended precision."""
     shape = (*values.shape[:-1], values.shape[-1] + 1)
@@ -122,7 +133,7 @@ def window_quantiles(values: Floats, start: Ints, quantiles: tuple[float, ...]) 
     length = np.arange(n, dtype=np.int64) - start
     low, high = np.full(n, np.nan), np.full(n, np.nan)
     quantile_values = [np.full(n, np.nan) for _ in quantiles]
-    by_length = np.argsort(length, kind="stable")
+    by_length = stable_argsort(length)
     sorted_length = length[by_length]
     bounds = np.flatnonzero(np.diff(sorted_length, prepend=-1, append=-1))
     for first, end in itertools.pairwise(bounds):
