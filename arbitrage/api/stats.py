@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from litestar import Controller, get
@@ -13,19 +15,34 @@ from arbitrage.storage import TransactionReader
 
 
 class _ShortCache:
-    """Recent answers for a couple of seconds: aggregates change slowly, requests come often."""
+    """Answers for a moment, computed once however many requests ask at the same time.
+
+    Aggregates change slowly and are asked for often; one warehouse query per request
+    would cap the server at a few hundred requests per second.
+    """
 
     def __init__(self, ttl_seconds: float) -> None:
         self.ttl = ttl_seconds
         self._entries: dict[object, tuple[float, Any]] = {}
+        self._inflight: dict[object, asyncio.Future[Any]] = {}
 
-    def get(self, key: object) -> Any | None:
+    async def get(self, key: object, compute: Callable[[], Awaitable[Any]]) -> Any:
         entry = self._entries.get(key)
         if entry and time.monotonic() - entry[0] < self.ttl:
             return entry[1]
-        return None
-
-    def put(self, key: object, value: Any) -> Any:
+        if key in self._inflight:
+            return await asyncio.shield(self._inflight[key])
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            value = await compute()
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved here, so an unawaited failure is not reported as lost
+            raise
+        finally:
+            del self._inflight[key]
+        future.set_result(value)
         if len(self._entries) > 1000:
             self._entries.clear()
         self._entries[key] = (time.monotonic(), value)
@@ -42,11 +59,13 @@ class StatsController(Controller):
 
     @get(description="Totals over everything stored, and the top tokens, DEXes and signers.")
     async def stats(self, reader: NamedDependency[TransactionReader]) -> dict[str, Any]:
-        return self._cache.get("stats") or self._cache.put("stats", await reader.stats())
+        return await self._cache.get("stats", reader.stats)  # type: ignore[no-any-return]
 
     @get("/daily", description="One row per UTC day for the last `days` days (days without data are omitted).")
     async def daily(
         self, reader: NamedDependency[TransactionReader], days: Annotated[int, Parameter(ge=1, le=3650)] = 30
     ) -> dict[str, list[dict[str, Any]]]:
-        key = ("daily", days)
-        return self._cache.get(key) or self._cache.put(key, {"days": await reader.daily(days)})
+        async def compute() -> dict[str, list[dict[str, Any]]]:
+            return {"days": await reader.daily(days)}
+
+        return await self._cache.get(("daily", days), compute)  # type: ignore[no-any-return]

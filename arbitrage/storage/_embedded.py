@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import re
 import threading
 import time
 from datetime import UTC, datetime
@@ -19,6 +20,34 @@ from arbitrage.errors import WarehouseLocked, WarehouseUnavailable
 from arbitrage.storage._migrations import Migration, apply_migrations
 
 _STREAM_END = object()
+
+
+_PARAMETER = re.compile(r"\{(\w+):([^{}]+)\}")
+
+
+def bind_parameters(sql: str, params: Mapping[str, Any] | None) -> str:
+    """Replace `{name:Type}` placeholders with `CAST('value' AS Type)` literals.
+
+    chdb's own query parameters are not safe when several threads query at once (one
+    query's values leak into another's), so values are bound here instead. Every value
+    becomes a quoted string literal with backslashes and quotes escaped, and ClickHouse
+    parses it as the declared type: a value can never become SQL.
+    """
+    if not params:
+        return sql
+
+    def literal(match: re.Match[str]) -> str:
+        name, type_ = match.group(1), match.group(2)
+        if name not in params:
+            raise WarehouseUnavailable(f"query parameter `{name}` is not set")
+        value = params[name]
+        if value is None:
+            return "NULL"
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        text = text.replace("\\", "\\\\").replace("'", "\\'")
+        return f"CAST('{text}' AS {type_})"
+
+    return _PARAMETER.sub(literal, sql)
 
 
 def _ch_time(value: datetime) -> str:
@@ -129,7 +158,7 @@ class EmbeddedWarehouse:
         params = {"start": _ch_time(start), "end": _ch_time(end)}
         with self._slots, self._python_tables:
             try:
-                found = session.query(sql, "ArrowTable", params=params)
+                found = session.query(bind_parameters(sql, params), "ArrowTable")
             except Exception as exc:
                 raise WarehouseUnavailable(str(exc)) from exc
         return set(found.column("signature").to_pylist())
@@ -170,14 +199,14 @@ class EmbeddedWarehouse:
         session = self._checked_session()
         with self._slots:
             try:
-                return session.query(sql, fmt, params=dict(params) if params else None)
+                return session.query(bind_parameters(sql, params), fmt)
             except Exception as exc:
                 raise WarehouseUnavailable(str(exc)) from exc
 
     def _open_stream(self, sql: str, params: Mapping[str, Any] | None, batch_rows: int) -> pa.RecordBatchReader:
         session = self._checked_session()
         try:
-            result = session.send_query(sql, "Arrow", params=dict(params) if params else None)
+            result = session.send_query(bind_parameters(sql, params), "Arrow")
             return result.record_batch(rows_per_batch=batch_rows)
         except Exception as exc:
             raise WarehouseUnavailable(str(exc)) from exc

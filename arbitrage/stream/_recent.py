@@ -36,6 +36,8 @@ class RecentTransactions:
         self._frame: pl.DataFrame | None = None
         self._position = 0
         self._subscribers: dict[asyncio.Queue[LiveEvent | None], int] = {}
+        self._pages: dict[tuple[int, tuple[datetime, str] | None], list[bytes] | None] = {}
+        """Rendered pages since the last add: many readers, one render."""
 
     def __len__(self) -> int:
         return 0 if self._frame is None else len(self._frame)
@@ -51,6 +53,7 @@ class RecentTransactions:
             return
         merged = stored if self._frame is None else pl.concat([self._frame, stored], how="diagonal_relaxed")
         self._frame = merged.sort(_KEYS, descending=True).head(self.capacity)
+        self._pages.clear()
         first = self._position + 1
         self._position += len(stored)
         if not self._subscribers:
@@ -72,6 +75,14 @@ class RecentTransactions:
 
     def page(self, limit: int, before: tuple[datetime, str] | None = None) -> list[bytes] | None:
         """Up to `limit` rows strictly older than `before`; None when memory cannot answer fully."""
+        key = (limit, before)
+        if key not in self._pages:
+            if len(self._pages) > 256:
+                self._pages.clear()
+            self._pages[key] = self._render_page(limit, before)
+        return self._pages[key]
+
+    def _render_page(self, limit: int, before: tuple[datetime, str] | None) -> list[bytes] | None:
         if self._frame is None:
             return None
         frame = self._frame

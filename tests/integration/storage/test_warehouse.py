@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -45,9 +46,12 @@ async def test_a_failing_migration_stops_start_up_naming_the_file(tmp_path: Path
     store = EmbeddedWarehouse(tmp_path / "wh", migrations=folder)
     with pytest.raises(MigrationError, match=r"002_broken\.sql.*NoSuchType"):
         await store.start()
-    applied = await store.query_arrow("SELECT version FROM arbitrage.schema_migrations")
+    (folder / "002_broken.sql").unlink()
+    fixed = EmbeddedWarehouse(tmp_path / "wh", migrations=folder)
+    await fixed.start()  # 001 has no IF NOT EXISTS: applying it twice would fail here
+    applied = await fixed.query_arrow("SELECT version FROM arbitrage.schema_migrations")
+    await fixed.close()
     assert applied.column("version").to_pylist() == [1]
-    await store.close()
 
 
 async def test_a_second_process_on_the_same_data_dir_gets_a_clear_error(warehouse: EmbeddedWarehouse) -> None:
@@ -96,3 +100,15 @@ async def test_query_parameters_are_bound_not_spliced(warehouse: EmbeddedWarehou
         "SELECT name FROM system.tables WHERE database = 'arbitrage' AND name = 'transactions'"
     )
     assert tables.num_rows == 1
+
+
+async def test_concurrent_parameterised_queries_each_get_their_own_values(warehouse: EmbeddedWarehouse) -> None:
+    async def echo(n: int) -> list[int]:
+        table = await warehouse.query_arrow(
+            "SELECT {n:UInt32} AS n, {s:String} AS s FROM numbers(3)", {"n": n, "s": f"v{n}"}
+        )
+        assert table.column("s").to_pylist() == [f"v{n}"] * 3
+        return table.column("n").to_pylist()
+
+    results = await asyncio.gather(*(echo(n) for n in range(40)))
+    assert results == [[n] * 3 for n in range(40)]
