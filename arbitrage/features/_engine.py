@@ -436,15 +436,12 @@ def _pair_windows(rows: _Rows) -> tuple[dict[str, np.ndarray], SortedGroups]:
         r = np.where(is_new, r_new, rows.r[order])
         spread = np.where(is_new, _cross_dex_spread(rows, g, price), rows.spread[order])
 
-    compared = np.zeros(n)
-    smaller = np.zeros(n)
-    for k in range(1, _SIZE_LOOKBACK + 1):
-        at = np.arange(n) - k
-        ok = at >= 0
-        at = np.where(ok, at, 0)
-        cmp = ok & (g.group[at] == g.group) & (g.time[at] > g.time - _M5)
-        compared += cmp
-        smaller += cmp & (qvol[at] < qvol)
+    compared = np.zeros(n, dtype=np.int64)
+    smaller = np.zeros(n, dtype=np.int64)
+    for k in range(1, min(_SIZE_LOOKBACK, n - 1) + 1):
+        same = (g.group[k:] == g.group[:-k]) & (g.time[:-k] > g.time[k:] - _M5)
+        compared[k:] += same
+        smaller[k:] += same & (qvol[:-k] < qvol[k:])
 
     quoted = ~np.isnan(price)
     volume = _zero_nan(qvol)
@@ -466,7 +463,7 @@ def _pair_windows(rows: _Rows) -> tuple[dict[str, np.ndarray], SortedGroups]:
     out = {
         "r": r,
         "spread": spread,
-        "trade_size_percentile": np.where(compared > 0, smaller / np.where(compared > 0, compared, 1.0), 0.5),
+        "trade_size_percentile": np.where(compared > 0, smaller / np.maximum(compared, 1), 0.5),
         "prev_pair_t": prev_t,
         "c5s": (here - start_5s).astype(np.float64),
         "trades_1m": here - start_1m,
@@ -556,8 +553,9 @@ def _network(rows: _Rows) -> dict[str, np.ndarray]:
     close_enough = has_prev & (gap <= RECENT_SLOTS)
     block_ms = rows.block_ms[order]
     prio, tip = rows.prio[order], rows.tip[order]
-    prio_min, prio_max, (prio_p50, prio_p90) = window_quantiles(prio, start, (0.5, 0.9))
-    tip_min, tip_max, (tip_p50, tip_p90) = window_quantiles(tip, start, (0.5, 0.9))
+    (prio_min, tip_min), (prio_max, tip_max), ((prio_p50, tip_p50), (prio_p90, tip_p90)) = window_quantiles(
+        np.stack([prio, tip]), start, (0.5, 0.9)
+    )
     with np.errstate(divide="ignore", invalid="ignore"):
         out = {
             "slot_position": here - slot_start,

@@ -122,34 +122,42 @@ def last_before(mask: Bools) -> Ints:
     return np.concatenate([np.array([-1], dtype=np.int64), latest[:-1]])
 
 
-def window_quantiles(values: Floats, start: Ints, quantiles: tuple[float, ...]) -> tuple[Floats, Floats, list[Floats]]:
-    """Min, max and linearly interpolated quantiles of `values` over positions `[start, i)`.
+def window_quantiles(
+    values: npt.NDArray[np.float64], start: Ints, quantiles: tuple[float, ...]
+) -> tuple[Floats, Floats, list[Floats]]:
+    """Min, max and linearly interpolated quantiles over positions `[start, i)`, per row of `values`.
 
-    Rows are grouped by window length, so each group's windows sort as one matrix
-    (no padding); an empty window gives NaN. Interpolation as polars' `linear`:
-    at index q (m - 1), lower + (q (m - 1) - floor) x (upper - lower).
+    `values` is (series, rows); each result has that shape. Rows are grouped by window
+    length, so each group's windows sort as one matrix (no padding); an empty window
+    gives NaN. Interpolation as polars' `linear`: at index q (m - 1),
+    lower + (q (m - 1) - floor) x (upper - lower).
     """
-    n = values.shape[0]
+    n = values.shape[-1]
     length = np.arange(n, dtype=np.int64) - start
-    low, high = np.full(n, np.nan), np.full(n, np.nan)
-    quantile_values = [np.full(n, np.nan) for _ in quantiles]
     by_length = stable_argsort(length)
     sorted_length = length[by_length]
+    stats = np.full((2 + len(quantiles), *values.shape), np.nan)  # rows in `by_length` order
     bounds = np.flatnonzero(np.diff(sorted_length, prepend=-1, append=-1))
     for first, end in itertools.pairwise(bounds):
         m = int(sorted_length[first])
         if m == 0:
             continue
-        rows = by_length[first:end]
-        windows = values[rows[:, None] - m + np.arange(m)]
-        windows.sort(axis=1)
-        low[rows], high[rows] = windows[:, 0], windows[:, m - 1]
-        for q, out in zip(quantiles, quantile_values, strict=True):
-            at = (m - 1) * q
-            below = int(at)
-            above = math.ceil(at)
-            if below == above:
-                out[rows] = windows[:, below]
-            else:
-                out[rows] = (at - below) * (windows[:, above] - windows[:, below]) + windows[:, below]
-    return low, high, quantile_values
+        positions = by_length[first:end, None] - m + np.arange(m)
+        for series in range(values.shape[0]):
+            windows = values[series][positions]
+            windows.sort(axis=1)
+            stats[0, series, first:end] = windows[:, 0]
+            stats[1, series, first:end] = windows[:, m - 1]
+            for k, q in enumerate(quantiles, start=2):
+                at = (m - 1) * q
+                below = int(at)
+                above = math.ceil(at)
+                if below == above:
+                    stats[k, series, first:end] = windows[:, below]
+                else:
+                    lower = windows[:, below]
+                    stats[k, series, first:end] = (at - below) * (windows[:, above] - lower) + lower
+    unsorted = np.empty_like(stats)
+    unsorted[..., by_length] = stats
+    low, high, *quantile_values = unsorted
+    return low, high, list(quantile_values)
