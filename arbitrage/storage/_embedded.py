@@ -3,23 +3,39 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
+import queue
 import re
 import threading
 import time
 from datetime import UTC, datetime
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 import pyarrow as pa
+import chdb
+import chdb.state.sqlitelike
 from chdb import session as chdb_session
 
 from arbitrage.errors import WarehouseLocked, WarehouseUnavailable
 from arbitrage.storage._migrations import Migration, apply_migrations
 
 _STREAM_END = object()
+
+
+class _Stream:
+    """A streamed result and the connection it owns."""
+
+    def __init__(self, connection: chdb.state.sqlitelike.Connection, reader: pa.RecordBatchReader) -> None:
+        self.connection = connection
+        self.reader = reader
+
+    def close(self) -> None:
+        self.reader.close()
+        self.connection.close()
 
 
 _PARAMETER = re.compile(r"\{(\w+):([^{}]+)\}")
@@ -58,8 +74,10 @@ def _ch_time(value: datetime) -> str:
 class EmbeddedWarehouse:
     """chdb on a directory this process owns (an exclusive file lock guards it).
 
-    Every chdb call runs in a worker thread (chdb releases the GIL) and at most
-    `max_concurrent_queries` run at once, so the event loop only awaits.
+    Every chdb call runs in a worker thread (chdb releases the GIL), so the event loop only
+    awaits. Queries take a connection from a pool of `max_concurrent_queries`, one query per
+    connection at a time (chdb keeps per-query state on the connection); each streamed
+    result gets a connection of its own, since a connection streams one result at a time.
     """
 
     backend = "embedded"
@@ -73,9 +91,11 @@ class EmbeddedWarehouse:
         migrations: Path | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
+        self._chdb_path = self.data_dir / "chdb"
         self._migrations = migrations
         self.database = database
-        self._slots = threading.BoundedSemaphore(max_concurrent_queries)
+        self._pool_size = max_concurrent_queries
+        self._pool: queue.Queue[chdb.state.sqlitelike.Connection] = queue.Queue()
         # chdb finds a `Python(name)` table by looking the name up in Python frames, which is
         # not safe across threads: queries that read a Python table run one at a time.
         self._python_tables = threading.Lock()
@@ -102,6 +122,8 @@ class EmbeddedWarehouse:
         )
 
     async def close(self) -> None:
+        while not self._pool.empty():
+            self._pool.get_nowait().close()
         if self._session is not None:
             self._session.close()
             self._session = None
@@ -130,38 +152,22 @@ class EmbeddedWarehouse:
     async def stream_arrow(
         self, sql: str, params: Mapping[str, Any] | None = None, batch_rows: int = 65_536
     ) -> AsyncIterator[pa.RecordBatch]:
-        reader = await asyncio.to_thread(self._open_stream, sql, params, batch_rows)
+        stream = await asyncio.to_thread(self._open_stream, sql, params, batch_rows)
         try:
             while True:
-                batch = await asyncio.to_thread(next, reader, _STREAM_END)
+                batch = await asyncio.to_thread(next, stream.reader, _STREAM_END)
                 if batch is _STREAM_END:
                     return
                 assert isinstance(batch, pa.RecordBatch)
                 yield batch
         finally:
-            reader.close()
+            await asyncio.to_thread(stream.close)
 
     async def insert_arrow(self, table: str, data: pa.Table) -> None:
         await asyncio.to_thread(self._insert, table, data)
 
     async def known_signatures(self, signatures: pa.Array, start: datetime, end: datetime) -> set[str]:
         return await asyncio.to_thread(self._known_signatures, signatures, start, end)
-
-    def _known_signatures(self, signatures: pa.Array, start: datetime, end: datetime) -> set[str]:
-        session = self._checked_session()
-        candidates = pa.table({"signature": signatures})
-        sql = (
-            f"SELECT signature FROM {self.database}.transactions "
-            "WHERE block_time BETWEEN {start:DateTime64(3, 'UTC')} AND {end:DateTime64(3, 'UTC')} "
-            "AND signature IN (SELECT signature FROM Python(candidates))"
-        )
-        params = {"start": _ch_time(start), "end": _ch_time(end)}
-        with self._slots, self._python_tables:
-            try:
-                found = session.query(bind_parameters(sql, params), "ArrowTable")
-            except Exception as exc:
-                raise WarehouseUnavailable(str(exc)) from exc
-        return set(found.column("signature").to_pylist())
 
     def _open(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -180,7 +186,9 @@ class EmbeddedWarehouse:
         lock_file.write(f"pid {os.getpid()}\n")
         lock_file.flush()
         self._lock_file = lock_file
-        self._session = chdb_session.Session(str(self.data_dir / "chdb"))
+        self._session = chdb_session.Session(str(self._chdb_path))
+        for _ in range(self._pool_size):
+            self._pool.put(chdb.connect(str(self._chdb_path)))
         self._session.query(f"CREATE DATABASE IF NOT EXISTS {self.database}")
         self._session.query(
             f"CREATE TABLE IF NOT EXISTS {self.database}.schema_migrations "
@@ -188,40 +196,59 @@ class EmbeddedWarehouse:
             "ENGINE = MergeTree ORDER BY version"
         )
 
-    def _checked_session(self) -> chdb_session.Session:
+    def _check_open(self) -> None:
         if self._failed_reason is not None:
             raise WarehouseUnavailable(self._failed_reason)
         if self._session is None:
             raise WarehouseUnavailable("the embedded warehouse is not open")
-        return self._session
 
-    def _run(self, sql: str, params: Mapping[str, Any] | None, fmt: str) -> Any:
-        session = self._checked_session()
-        with self._slots:
-            try:
-                return session.query(bind_parameters(sql, params), fmt)
-            except Exception as exc:
-                raise WarehouseUnavailable(str(exc)) from exc
-
-    def _open_stream(self, sql: str, params: Mapping[str, Any] | None, batch_rows: int) -> pa.RecordBatchReader:
-        session = self._checked_session()
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[chdb.state.sqlitelike.Connection]:
+        """A pooled connection for one query; chdb errors become WarehouseUnavailable."""
+        self._check_open()
+        connection = self._pool.get()
         try:
-            result = session.send_query(bind_parameters(sql, params), "Arrow")
-            return result.record_batch(rows_per_batch=batch_rows)
+            yield connection
+        except WarehouseUnavailable:
+            raise
         except Exception as exc:
             raise WarehouseUnavailable(str(exc)) from exc
+        finally:
+            self._pool.put(connection)
+
+    def _run(self, sql: str, params: Mapping[str, Any] | None, fmt: str) -> Any:
+        with self._connection() as connection:
+            return connection.query(bind_parameters(sql, params), fmt)
+
+    def _open_stream(self, sql: str, params: Mapping[str, Any] | None, batch_rows: int) -> _Stream:
+        self._check_open()
+        connection = chdb.connect(str(self._chdb_path))
+        try:
+            result = connection.send_query(bind_parameters(sql, params), "Arrow")
+            return _Stream(connection, result.record_batch(rows_per_batch=batch_rows))
+        except Exception as exc:
+            connection.close()
+            raise WarehouseUnavailable(str(exc)) from exc
+
+    def _known_signatures(self, signatures: pa.Array, start: datetime, end: datetime) -> set[str]:
+        candidates = pa.table({"signature": signatures})
+        sql = (
+            f"SELECT signature FROM {self.database}.transactions "
+            "WHERE block_time BETWEEN {start:DateTime64(3, 'UTC')} AND {end:DateTime64(3, 'UTC')} "
+            "AND signature IN (SELECT signature FROM Python(candidates))"
+        )
+        params = {"start": _ch_time(start), "end": _ch_time(end)}
+        with self._python_tables, self._connection() as connection:
+            found = connection.query(bind_parameters(sql, params), "ArrowTable")
+        return set(found.column("signature").to_pylist())
 
     def _insert(self, table: str, arrow_data: pa.Table) -> None:
-        session = self._checked_session()
         columns = ", ".join(f"`{name}`" for name in arrow_data.column_names)
-        with self._slots, self._python_tables:
-            try:
-                # chdb resolves Python(arrow_data) to this frame's local variable.
-                session.query(
-                    f"INSERT INTO {self.database}.{table} ({columns}) SELECT {columns} FROM Python(arrow_data)"
-                )
-            except Exception as exc:
-                raise WarehouseUnavailable(str(exc)) from exc
+        with self._python_tables, self._connection() as connection:
+            # chdb resolves Python(arrow_data) to this frame's local variable.
+            connection.query(
+                f"INSERT INTO {self.database}.{table} ({columns}) SELECT {columns} FROM Python(arrow_data)"
+            )
 
     async def _applied_versions(self) -> set[int]:
         table = await self.query_arrow(f"SELECT version FROM {self.database}.schema_migrations")

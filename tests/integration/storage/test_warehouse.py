@@ -112,3 +112,16 @@ async def test_concurrent_parameterised_queries_each_get_their_own_values(wareho
 
     results = await asyncio.gather(*(echo(n) for n in range(40)))
     assert results == [[n] * 3 for n in range(40)]
+
+
+async def test_several_results_stream_at_once_beside_other_queries(warehouse: EmbeddedWarehouse) -> None:
+    async def total(n: int) -> int:
+        rows = 0
+        async for batch in warehouse.stream_arrow(
+            "SELECT number FROM numbers({n:UInt32})", {"n": n}, batch_rows=20_000
+        ):
+            rows += batch.num_rows
+            await warehouse.query_arrow("SELECT 1")
+        return rows
+
+    assert await asyncio.gather(*(total(100_000 + i) for i in range(4))) == [100_000 + i for i in range(4)]
