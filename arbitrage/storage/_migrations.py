@@ -5,6 +5,12 @@ embedded engine, a single server and a cluster:
 `${db}` the database, `${on_cluster}` (empty or `ON CLUSTER name`),
 `${replacing_merge_tree}`, `${merge_tree}`, `${summing_merge_tree}` (replicated on a cluster).
 Statements are separated by a `;` at the end of a line.
+
+On a cluster (`cluster` given) the rendering also lays out the scale-out topology: each
+`CREATE TABLE ${db}.name` becomes a replicated local table `name_local` on every node plus a
+`Distributed` table `name` in front of it (sharded by `SHARDING_KEYS`, else by a hash of the
+table's sorting key, so every copy of a row lands on one shard and per-shard de-duplication
+holds); materialized views read and write the local tables; column changes apply to both.
 """
 
 from __future__ import annotations
@@ -51,8 +57,24 @@ def discover(directory: Path) -> list[Migration]:
     return [found[v] for v in sorted(found)]
 
 
+LOCAL_SUFFIX = "_local"
+"""On a cluster, `name` is the Distributed front and `name_local` holds the shard's rows."""
+REPLICA_PATH = "/clickhouse/tables/{shard}/{database}/{table}"
+"""Keeper path of a replicated local table (server macros, expanded by ClickHouse per node)."""
+REPLICA_NAME = "{replica}"
+SHARDING_KEYS = {"transactions": "cityHash64(signature)"}
+"""Sharding keys that differ from the default hash of the table's sorting key."""
+
+_REPLICATED_ENGINE = re.compile(r"\b(Replicated\w*MergeTree)(?:\(([^)]*)\))?")
+_CREATE_TABLE = re.compile(r"^CREATE TABLE (IF NOT EXISTS )?(\w+)\.(\w+)\b", re.IGNORECASE)
+_CREATE_VIEW = re.compile(r"^CREATE MATERIALIZED VIEW (?:IF NOT EXISTS )?(\w+)\.(\w+)\b", re.IGNORECASE)
+_ALTER_TABLE = re.compile(r"^ALTER TABLE (\w+)\.(\w+)\b", re.IGNORECASE)
+_COLUMN_CHANGE = re.compile(r"\b(ADD|DROP|MODIFY|RENAME|COMMENT|CLEAR) COLUMN\b", re.IGNORECASE)
+_ORDER_BY = re.compile(r"\bORDER BY\s+(\([^()]*\)|[\w.]+)", re.IGNORECASE)
+
+
 def render(sql: str, *, database: str, cluster: str) -> list[str]:
-    """Substitute the placeholders and split into statements."""
+    """Substitute the placeholders and split into statements (cluster layout when `cluster`)."""
     on_cluster = f"ON CLUSTER {cluster}" if cluster else ""
     replicated = "Replicated" if cluster else ""
     values = {
@@ -64,7 +86,52 @@ def render(sql: str, *, database: str, cluster: str) -> list[str]:
     }
     text = re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], sql)
     text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
-    return [stmt.strip() for stmt in re.split(r";\s*$", text, flags=re.MULTILINE) if stmt.strip()]
+    statements = [stmt.strip() for stmt in re.split(r";\s*$", text, flags=re.MULTILINE) if stmt.strip()]
+    if not cluster:
+        return statements
+    return [out for stmt in statements for out in _cluster_layout(stmt, database, cluster)]
+
+
+def _cluster_layout(statement: str, database: str, cluster: str) -> list[str]:
+    """One rendered statement as the cluster runs it: local replicated tables, Distributed fronts."""
+    if create := _CREATE_TABLE.match(statement):
+        if_not_exists, db, name = create.group(1) or "", create.group(2), create.group(3)
+        local = _CREATE_TABLE.sub(f"CREATE TABLE {if_not_exists}{db}.{name}{LOCAL_SUFFIX}", statement, count=1)
+        local = _REPLICATED_ENGINE.sub(_with_replica_path, local)
+        front = (
+            f"CREATE TABLE {if_not_exists}{db}.{name} ON CLUSTER {cluster} AS {db}.{name}{LOCAL_SUFFIX} "
+            f"ENGINE = Distributed({cluster}, {db}, {name}{LOCAL_SUFFIX}, {sharding_key(name, statement)})"
+        )
+        return [local, front]
+    if view := _CREATE_VIEW.match(statement):
+        db, view_name = view.group(1), view.group(2)
+        body = re.sub(
+            rf"\b{re.escape(db)}\.(\w+)\b",
+            lambda m: m.group(0) if m.group(1) == view_name else f"{db}.{m.group(1)}{LOCAL_SUFFIX}",
+            statement,
+        )
+        return [body]
+    if alter := _ALTER_TABLE.match(statement):
+        db, name = alter.group(1), alter.group(2)
+        local = _ALTER_TABLE.sub(f"ALTER TABLE {db}.{name}{LOCAL_SUFFIX}", statement, count=1)
+        return [local, statement] if _COLUMN_CHANGE.search(statement) else [local]
+    return [statement]
+
+
+def _with_replica_path(match: re.Match[str]) -> str:
+    extra = f", {match.group(2)}" if match.group(2) else ""
+    return f"{match.group(1)}('{REPLICA_PATH}', '{REPLICA_NAME}'{extra})"
+
+
+def sharding_key(table: str, create_statement: str) -> str:
+    """The Distributed sharding expression of a table: explicit, else a hash of its sorting key."""
+    if table in SHARDING_KEYS:
+        return SHARDING_KEYS[table]
+    orders = _ORDER_BY.findall(create_statement)
+    if not orders:
+        return "rand()"
+    key = orders[-1]
+    return f"cityHash64{key}" if key.startswith("(") else f"cityHash64({key})"
 
 
 async def apply_migrations(
