@@ -123,7 +123,9 @@ async def run_one(data_dir: Path, fmt: str, out: Path) -> dict[str, float]:
     baseline = sampler.current_mb()
     sampler.start()
     started = time.perf_counter()
-    result = await run_export(warehouse, plan, Destination(str(out), "bench"), job_id="bench", ingested_upto=datetime.now(UTC))
+    result = await run_export(
+        warehouse, plan, Destination(str(out), "bench"), job_id="bench", ingested_upto=datetime.now(UTC)
+    )
     seconds = time.perf_counter() - started
     sampler.stop()
     await warehouse.close()
@@ -175,10 +177,14 @@ def main() -> None:
         started = time.perf_counter()
         asyncio.run(fill(data_dir, args.rows))
         fill_seconds = time.perf_counter() - started
-        print(f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}")
+        print(
+            f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}"
+        )
         print(f"rows: {args.rows:,} stored ({fill_seconds:.1f} s to generate and insert); every table column exported")
         print()
-        print(f"{'format':<10}{'cols':>5}{'seconds':>9}{'rows/s':>12}{'MB/s':>9}{'size MB':>10}{'RSS before':>12}{'peak RSS MB':>13}")
+        print(
+            f"{'format':<10}{'cols':>5}{'seconds':>9}{'rows/s':>12}{'MB/s':>9}{'size MB':>10}{'RSS before':>12}{'peak RSS MB':>13}"
+        )
         for fmt in args.formats.split(","):
             out = Path(tmp) / f"out-{fmt}"
             child = subprocess.run(

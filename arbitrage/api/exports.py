@@ -7,9 +7,9 @@ from typing import Annotated
 import msgspec
 from litestar import Controller, delete, get, post
 from litestar.datastructures import State
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import ClientException, NotFoundException
-from litestar.params import Parameter
+from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.response import Stream
 from litestar.status_codes import HTTP_202_ACCEPTED
 
@@ -24,6 +24,7 @@ from arbitrage.export import (
     UnknownFormat,
     formats,
 )
+from arbitrage.security import destination_allowed, requires
 
 
 class ExportAccepted(msgspec.Struct):
@@ -50,6 +51,8 @@ def _exports(state: State) -> ExportService:
 
 class ExportController(Controller):
     tags = ["exports"]
+    guards = [requires("export"), destination_allowed]
+    request_max_body_size = 1024 * 1024
     dependencies = {"exports": Provide(_exports, sync_to_thread=False)}
 
     @get("/export/formats", description="Names of the export formats this server knows.")
@@ -61,7 +64,12 @@ class ExportController(Controller):
         status_code=HTTP_202_ACCEPTED,
         description="Start an export job; answers at once with its id. Unknown format: 404 with the list.",
     )
-    async def create(self, exports: ExportService, format_name: str, data: ExportRequest | None = None) -> ExportAccepted:
+    async def create(
+        self,
+        exports: NamedDependency[ExportService],
+        format_name: FromPath[str],
+        data: JSONBody[ExportRequest | None] = None,
+    ) -> ExportAccepted:
         try:
             job = await exports.submit(format_name, data or ExportRequest())
         except UnknownFormat as exc:
@@ -71,21 +79,21 @@ class ExportController(Controller):
     @get("/exports", description="Export jobs, newest first.")
     async def list_jobs(
         self,
-        exports: ExportService,
-        limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
-        state: JobState | None = None,
+        exports: NamedDependency[ExportService],
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+        job_state: Annotated[JobState | None, QueryParameter(name="state")] = None,
     ) -> ExportList:
-        return ExportList(items=await exports.list(limit=limit, state=state))
+        return ExportList(items=await exports.list(limit=limit, state=job_state))
 
     @get("/exports/{job_id:str}", description="State, rows written, bytes, progress, files and error of a job.")
-    async def get_job(self, exports: ExportService, job_id: str) -> ExportJob:
+    async def get_job(self, exports: NamedDependency[ExportService], job_id: FromPath[str]) -> ExportJob:
         try:
             return await exports.get(job_id)
         except JobNotFound as exc:
             raise NotFoundException(detail=str(exc)) from exc
 
     @delete("/exports/{job_id:str}", status_code=200, description="Cancel a queued or running job.")
-    async def cancel_job(self, exports: ExportService, job_id: str) -> ExportJob:
+    async def cancel_job(self, exports: NamedDependency[ExportService], job_id: FromPath[str]) -> ExportJob:
         try:
             return await exports.cancel(job_id)
         except JobNotFound as exc:
@@ -95,7 +103,7 @@ class ExportController(Controller):
         "/exports/{job_id:str}/download",
         description="The file of a single-file export, or a zip of a multi-file one (with its manifest).",
     )
-    async def download(self, exports: ExportService, job_id: str) -> Stream:
+    async def download(self, exports: NamedDependency[ExportService], job_id: FromPath[str]) -> Stream:
         try:
             result = await exports.download(job_id)
         except JobNotFound as exc:

@@ -7,14 +7,16 @@ from typing import Any
 import msgspec
 from litestar import Controller, delete, get, patch, post
 from litestar.datastructures import State
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import ClientException, NotFoundException
+from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
 from arbitrage.api._deps import services_from
 from arbitrage.errors import ValidationError
 from arbitrage.export import ExportJob, UnknownFormat
 from arbitrage.schedule import Schedule, ScheduleBusy, ScheduleCreate, ScheduleDetail, ScheduleNotFound, ScheduleService
+from arbitrage.security import destination_allowed, requires
 
 
 class ScheduleList(msgspec.Struct):
@@ -29,28 +31,38 @@ def _schedules(state: State) -> ScheduleService:
 
 class ScheduleController(Controller):
     tags = ["schedules"]
+    guards = [requires("export"), destination_allowed]
+    request_max_body_size = 1024 * 1024
     dependencies = {"schedules": Provide(_schedules, sync_to_thread=False)}
 
-    @post("/schedule/export", status_code=HTTP_201_CREATED, description="Export on a timetable (hourly, daily, weekly or cron, UTC).")
-    async def create(self, schedules: ScheduleService, data: ScheduleCreate) -> Schedule:
+    @post(
+        "/schedule/export",
+        status_code=HTTP_201_CREATED,
+        description="Export on a timetable (hourly, daily, weekly or cron, UTC).",
+    )
+    async def create(self, schedules: NamedDependency[ScheduleService], data: JSONBody[ScheduleCreate]) -> Schedule:
         try:
             return await schedules.create(data)
         except UnknownFormat as exc:
             raise ValidationError("format", str(exc)) from exc
 
     @get("/schedules", description="Every schedule with its next run time.")
-    async def list_schedules(self, schedules: ScheduleService) -> ScheduleList:
+    async def list_schedules(self, schedules: NamedDependency[ScheduleService]) -> ScheduleList:
         return ScheduleList(items=await schedules.list())
 
     @get("/schedules/{schedule_id:str}", description="A schedule, its next run time and its latest runs.")
-    async def get_schedule(self, schedules: ScheduleService, schedule_id: str) -> ScheduleDetail:
+    async def get_schedule(
+        self, schedules: NamedDependency[ScheduleService], schedule_id: FromPath[str]
+    ) -> ScheduleDetail:
         try:
             return await schedules.get(schedule_id)
         except ScheduleNotFound as exc:
             raise NotFoundException(detail=str(exc)) from exc
 
     @patch("/schedules/{schedule_id:str}", description="Change any field of a schedule (null clears an option).")
-    async def update(self, schedules: ScheduleService, schedule_id: str, data: dict[str, Any]) -> Schedule:
+    async def update(
+        self, schedules: NamedDependency[ScheduleService], schedule_id: FromPath[str], data: JSONBody[dict[str, Any]]
+    ) -> Schedule:
         try:
             return await schedules.update(schedule_id, data)
         except ScheduleNotFound as exc:
@@ -59,14 +71,14 @@ class ScheduleController(Controller):
             raise ValidationError("format", str(exc)) from exc
 
     @delete("/schedules/{schedule_id:str}", status_code=HTTP_204_NO_CONTENT, description="Remove a schedule.")
-    async def remove(self, schedules: ScheduleService, schedule_id: str) -> None:
+    async def remove(self, schedules: NamedDependency[ScheduleService], schedule_id: FromPath[str]) -> None:
         try:
             await schedules.delete(schedule_id)
         except ScheduleNotFound as exc:
             raise NotFoundException(detail=str(exc)) from exc
 
     @post("/schedules/{schedule_id:str}/run", status_code=HTTP_202_ACCEPTED, description="Run a schedule now.")
-    async def run_now(self, schedules: ScheduleService, schedule_id: str) -> ExportJob:
+    async def run_now(self, schedules: NamedDependency[ScheduleService], schedule_id: FromPath[str]) -> ExportJob:
         try:
             return await schedules.run_now(schedule_id)
         except ScheduleNotFound as exc:

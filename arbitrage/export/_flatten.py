@@ -33,7 +33,9 @@ def flattening_of(dtype: pa.DataType) -> str | None:
 
 def flatten_schema(schema: pa.Schema) -> pa.Schema:
     """The schema of `flatten_batch`'s output for batches of `schema`."""
-    return pa.schema([pa.field(f.name, pa.string(), f.nullable, f.metadata) if is_nested(f.type) else f for f in schema])
+    return pa.schema(
+        [pa.field(f.name, pa.string(), f.nullable, f.metadata) if is_nested(f.type) else f for f in schema]
+    )
 
 
 def flatten_batch(batch: pa.RecordBatch) -> pa.RecordBatch:

@@ -52,7 +52,9 @@ JOBS_TABLE = "export_jobs"
 HEARTBEAT_SECONDS = 5.0
 
 JOBS_FINISHED = Counter(
-    "arbitrage_export_jobs", "Export jobs finished, by format and final state.", ["format", "state"],
+    "arbitrage_export_jobs",
+    "Export jobs finished, by format and final state.",
+    ["format", "state"],
     registry=METRICS.registry,
 )
 ROWS_EXPORTED = Counter("arbitrage_export_rows", "Rows written by finished exports.", registry=METRICS.registry)
@@ -205,7 +207,9 @@ class ExportService:
             id=job_id,
             state="queued",
             format=format_name,
-            request=msgspec.structs.replace(request, destination=redact_url(request.destination) if request.destination else None),
+            request=msgspec.structs.replace(
+                request, destination=redact_url(request.destination) if request.destination else None
+            ),
             destination=redact_url(f"{base}/{job_id}"),
             created_at=now,
             schedule_id=schedule_id,
@@ -408,9 +412,7 @@ class ExportService:
         }
         await self._warehouse.insert_arrow(JOBS_TABLE, pa.Table.from_pylist([row], schema=_JOB_SCHEMA))
 
-    async def _query(
-        self, where: str, params: dict[str, Any], *, limit: int, with_version: bool = False
-    ) -> list[Any]:
+    async def _query(self, where: str, params: dict[str, Any], *, limit: int, with_version: bool = False) -> list[Any]:
         table = await self._warehouse.query_arrow(
             f"SELECT * FROM {self._warehouse.database}.{JOBS_TABLE} FINAL WHERE {where} "
             "ORDER BY created_at DESC, id DESC LIMIT {limit:UInt32}",

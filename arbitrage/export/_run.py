@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import threading
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from arbitrage.errors import ArbitrageError, ValidationError
-from arbitrage.export._flatten import flatten_batch, flatten_schema, flattening_of
+from arbitrage.export._flatten import flatten_batch, flattening_of
 from arbitrage.export._manifest import (
     ColumnDescription,
     FileInfo,
@@ -288,7 +289,9 @@ class _Files:
         self._scaler = scaler
         self._keys = keys
         self._progress = progress
-        self._nested = plan.factory.nested_types if hasattr(plan.factory, "nested_types") else plan.factory().nested_types
+        self._nested = (
+            plan.factory.nested_types if hasattr(plan.factory, "nested_types") else plan.factory().nested_types
+        )
         self._writer: Exporter | None = None
         self._sink: StagedFile | None = None
         self._key: tuple[str, ...] | None = None
@@ -308,7 +311,7 @@ class _Files:
             return
         joined = pc.binary_join_element_wise(*key_columns, "\x1f").to_numpy(zero_copy_only=False)
         starts = [0, *(np.flatnonzero(joined[1:] != joined[:-1]) + 1).tolist(), len(joined)]
-        for begin, end in zip(starts[:-1], starts[1:], strict=True):
+        for begin, end in itertools.pairwise(starts):
             key = tuple(str(c[begin].as_py()) for c in key_columns)
             self._write_run(key, data.slice(begin, end - begin))
 
@@ -371,7 +374,8 @@ class _Files:
                 self._open(key)
             room = rows.num_rows - offset if chunk is None else chunk - self._file_rows
             piece = rows.slice(offset, min(room, rows.num_rows - offset))
-            assert self._writer is not None and self._sink is not None
+            assert self._writer is not None
+            assert self._sink is not None
             self._writer.write(piece)
             offset += piece.num_rows
             self._file_rows += piece.num_rows
@@ -506,8 +510,15 @@ async def _fit_scaler(
     parts = []
     for i, name in enumerate(plan.scaled_columns):
         value = f"toFloat64(`{name}`)"
-        parts += [f"avg({value}) AS m{i}", f"stddevPop({value}) AS s{i}", f"min({value}) AS lo{i}", f"max({value}) AS hi{i}"]
-    stats = (await warehouse.query_arrow(f"SELECT {', '.join(parts)} FROM {source} WHERE {condition}", params)).to_pylist()[0]
+        parts += [
+            f"avg({value}) AS m{i}",
+            f"stddevPop({value}) AS s{i}",
+            f"min({value}) AS lo{i}",
+            f"max({value}) AS hi{i}",
+        ]
+    stats = (
+        await warehouse.query_arrow(f"SELECT {', '.join(parts)} FROM {source} WHERE {condition}", params)
+    ).to_pylist()[0]
     fitted = {}
     for i, name in enumerate(plan.scaled_columns):
         mean, std, low, high = (_finite(stats[f"{p}{i}"]) for p in ("m", "s", "lo", "hi"))

@@ -63,7 +63,9 @@ def encode_records(batch: pa.RecordBatch) -> memoryview:
     example = _prefixed(0x0A, features)
     data_offsets, view = _buffers(example)
     lengths = np.diff(data_offsets).astype("<u8")
-    length_crcs = np.fromiter((crc32c.crc32c(b) for b in _rows(lengths.tobytes(), 8, len(lengths))), np.uint32, len(lengths))
+    length_crcs = np.fromiter(
+        (crc32c.crc32c(b) for b in _rows(lengths.tobytes(), 8, len(lengths))), np.uint32, len(lengths)
+    )
     data_crcs = np.fromiter(
         (crc32c.crc32c(view[a:b]) for a, b in zip(data_offsets[:-1].tolist(), data_offsets[1:].tolist(), strict=True)),
         np.uint32,

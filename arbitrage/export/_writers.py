@@ -319,7 +319,7 @@ def _hdf5_values(field: pa.Field, column: pa.Array) -> np.ndarray:
         return column.cast(pa.int32()).fill_null(0).to_numpy()
     if pa.types.is_boolean(t):
         return column.fill_null(False).to_numpy(zero_copy_only=False)
-    if pa.types.is_integer(t) and field.nullable or pa.types.is_floating(t):
+    if (pa.types.is_integer(t) and field.nullable) or pa.types.is_floating(t):
         return column.cast(pa.float64()).fill_null(float("nan")).to_numpy(zero_copy_only=False)
     return column.fill_null(0).to_numpy(zero_copy_only=False)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -39,10 +40,13 @@ from arbitrage.telemetry import METRICS
 log = logging.getLogger(__name__)
 
 SCHEDULES_TABLE = "schedules"
+_SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_.:@ -]+$")
 CLAIMS_TABLE = "schedule_claims"
 
 RUNS = Counter(
-    "arbitrage_schedule_runs", "Scheduled export runs by outcome (done, failed, cancelled).", ["outcome"],
+    "arbitrage_schedule_runs",
+    "Scheduled export runs by outcome (done, failed, cancelled).",
+    ["outcome"],
     registry=METRICS.registry,
 )
 FAILING = Gauge("arbitrage_schedules_failing", "Schedules whose latest run failed.", registry=METRICS.registry)
@@ -144,7 +148,14 @@ class ScheduleService:
             except msgspec.ValidationError as exc:
                 raise ValidationError(_field_of(str(exc)), str(exc)) from exc
             updated = self._build(current.id, parsed, created_at=current.created_at)
-            for name in ("watermark", "last_due", "last_success_at", "last_job_id", "last_error", "consecutive_failures"):
+            for name in (
+                "watermark",
+                "last_due",
+                "last_success_at",
+                "last_job_id",
+                "last_error",
+                "consecutive_failures",
+            ):
                 setattr(updated, name, getattr(current, name))
             if updated.cron != current.cron:
                 updated.last_due = max(current.last_due or current.created_at, self._clock())
@@ -221,7 +232,9 @@ class ScheduleService:
         FAILING.set(len(failing))
         return {"status": "degraded" if failing else "healthy", "schedules": len(self._schedules), "failing": failing}
 
-    def _spawn(self, schedule: Schedule, *, due: datetime | None, started: asyncio.Future[ExportJob] | None = None) -> None:
+    def _spawn(
+        self, schedule: Schedule, *, due: datetime | None, started: asyncio.Future[ExportJob] | None = None
+    ) -> None:
         task = asyncio.create_task(self._run(schedule.id, due, started), name=f"schedule-{schedule.id}")
         self._running[schedule.id] = task
         task.add_done_callback(lambda _: self._running.pop(schedule.id, None))
@@ -296,15 +309,15 @@ class ScheduleService:
 
     async def _claim(self, schedule_id: str, due: datetime) -> bool:
         """Claim a due time; True when this process won it (see the module docstring)."""
-        params = {
-            "token": f"{schedule_id}@{ch_time(due)}",
-            "sid": schedule_id,
-            "due": ch_time(due),
-            "owner": self.owner,
-        }
+        params = {"sid": schedule_id, "due": ch_time(due), "owner": self.owner}
+        # SETTINGS takes literals only (no query parameters); the token is built from our own
+        # schedule id and a formatted time, checked here to hold nothing but safe characters.
+        token = f"{schedule_id}@{ch_time(due)}"
+        if not _SAFE_TOKEN.match(token):
+            raise ValueError(f"unexpected characters in claim token {token!r}")
         table = f"{self._warehouse.database}.{CLAIMS_TABLE}"
         await self._warehouse.execute(
-            f"INSERT INTO {table} SETTINGS insert_deduplication_token = {{token:String}} "
+            f"INSERT INTO {table} SETTINGS insert_deduplication_token = '{token}' "
             "SELECT {sid:String}, {due:DateTime64(3, 'UTC')}, {owner:String}, now64(3)",
             params,
         )

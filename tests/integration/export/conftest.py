@@ -28,7 +28,9 @@ BASE_TIME = datetime(2024, 3, 1, tzinfo=UTC)
 MakeTransactions = Callable[..., pa.Table]
 
 
-def transactions(n: int, *, seed: int = 1, start: datetime = BASE_TIME, ingested_at: datetime | None = None) -> pa.Table:
+def transactions(
+    n: int, *, seed: int = 1, start: datetime = BASE_TIME, ingested_at: datetime | None = None
+) -> pa.Table:
     """`n` stored-shape transactions one minute apart (so 1440 per day), with nulls and variety."""
     rng = np.random.default_rng(seed)
     hops = rng.integers(1, 4, n)
@@ -55,12 +57,16 @@ def transactions(n: int, *, seed: int = 1, start: datetime = BASE_TIME, ingested
             "price": rng.random(leg_count) * 100,
         }
     )
-    grouped = legs_flat.group_by("row", maintain_order=True).agg(
-        pl.struct(pl.exclude("row")).alias("legs"),
-        pl.col("dex").alias("dexes"),
-        pl.col("token_in").first().alias("first_in"),
-        pl.col("token_out").alias("outs"),
-    ).with_columns(route=pl.concat_list("first_in", "outs"))
+    grouped = (
+        legs_flat.group_by("row", maintain_order=True)
+        .agg(
+            pl.struct(pl.exclude("row")).alias("legs"),
+            pl.col("dex").alias("dexes"),
+            pl.col("token_in").first().alias("first_in"),
+            pl.col("token_out").alias("outs"),
+        )
+        .with_columns(route=pl.concat_list("first_in", "outs"))
+    )
     times = [start + timedelta(minutes=i) for i in range(n)]
     ingested = ingested_at or datetime.now(UTC) - timedelta(seconds=30)
     nullable_float = rng.normal(0.01, 0.05, n)
@@ -74,7 +80,9 @@ def transactions(n: int, *, seed: int = 1, start: datetime = BASE_TIME, ingested
             "fee_lamports": np.full(n, 5000, np.uint64),
             "priority_fee_lamports": rng.integers(0, 10**6, n, dtype=np.uint64),
             "jito_tip_lamports": rng.integers(0, 10**6, n, dtype=np.uint64),
-            "compute_units_consumed": pl.Series([None if i % 5 == 0 else 100_000 + i for i in range(n)], dtype=pl.UInt64),
+            "compute_units_consumed": pl.Series(
+                [None if i % 5 == 0 else 100_000 + i for i in range(n)], dtype=pl.UInt64
+            ),
             "compute_unit_limit": pl.Series([200_000] * n, dtype=pl.UInt64),
             "bundle_id": [None if i % 3 else f"bundle{i}" for i in range(n)],
             "leader": [None] * n,
@@ -116,9 +124,7 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.skip("moto_server is not installed")
     port = _free_port()
     log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
-    process = subprocess.Popen(
-        [executable, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
-    )
+    process = subprocess.Popen([executable, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
     endpoint = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     try:

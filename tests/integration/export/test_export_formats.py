@@ -23,7 +23,6 @@ from arbitrage.export import Destination, ExportRequest, ExportResult, plan_expo
 from arbitrage.storage import EmbeddedWarehouse
 
 
-
 pytestmark = pytest.mark.anyio
 
 ROWS = 300

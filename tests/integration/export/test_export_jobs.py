@@ -193,7 +193,9 @@ class _TsvWriter:
         self._sink = sink
 
     def write(self, batch: pa.RecordBatch) -> None:
-        for signature, profit in zip(batch.column("signature").to_pylist(), batch.column("net_profit_sol").to_pylist(), strict=True):
+        for signature, profit in zip(
+            batch.column("signature").to_pylist(), batch.column("net_profit_sol").to_pylist(), strict=True
+        ):
             self._sink.write(f"{signature}\t{profit}\n".encode())
 
     def close(self) -> None:
@@ -266,5 +268,3 @@ async def test_a_destination_with_embedded_credentials_is_refused(filled, out):
     with pytest.raises(ValidationError) as caught:
         await service.submit("csv", ExportRequest(destination="s3://key:secret@bucket/prefix"))
     assert caught.value.field == "destination"
-
-

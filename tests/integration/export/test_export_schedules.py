@@ -27,7 +27,9 @@ class Clock:
         return self.now
 
 
-async def services(warehouse: EmbeddedWarehouse, out: Path, clock: Clock, **options: Any) -> tuple[ExportService, ScheduleService]:
+async def services(
+    warehouse: EmbeddedWarehouse, out: Path, clock: Clock, **options: Any
+) -> tuple[ExportService, ScheduleService]:
     exports = ExportService(warehouse, export_dir=str(out))
     await exports.start()
     schedules = ScheduleService(
@@ -64,17 +66,23 @@ async def test_incremental_runs_with_late_data_between_them_export_every_row_onc
     clock = Clock(now)
     exports, schedules = await services(warehouse, out, clock)
     try:
-        await warehouse.insert_arrow("transactions", make_transactions(100, seed=1, ingested_at=now - timedelta(minutes=5)))
+        await warehouse.insert_arrow(
+            "transactions", make_transactions(100, seed=1, ingested_at=now - timedelta(minutes=5))
+        )
         schedule = await schedules.create(ScheduleCreate(format="parquet", frequency="hourly", columns=["signature"]))
         clock.now = now + timedelta(hours=1)
         assert await run_due(schedules, schedule.id) == [schedule.id]
         # Late data: old block times, ingested after the first run.
-        late = make_transactions(40, seed=2, start=datetime(2024, 1, 1, tzinfo=UTC), ingested_at=clock.now + timedelta(minutes=1))
+        late = make_transactions(
+            40, seed=2, start=datetime(2024, 1, 1, tzinfo=UTC), ingested_at=clock.now + timedelta(minutes=1)
+        )
         await warehouse.insert_arrow("transactions", late)
         clock.now += timedelta(hours=1)
         assert await run_due(schedules, schedule.id) == [schedule.id]
         assert await run_due(schedules, schedule.id) == []  # the same due time never runs twice
-        fresh = make_transactions(60, seed=3, start=datetime(2024, 6, 1, tzinfo=UTC), ingested_at=clock.now + timedelta(minutes=1))
+        fresh = make_transactions(
+            60, seed=3, start=datetime(2024, 6, 1, tzinfo=UTC), ingested_at=clock.now + timedelta(minutes=1)
+        )
         await warehouse.insert_arrow("transactions", fresh)
         clock.now += timedelta(hours=1)
         assert await run_due(schedules, schedule.id) == [schedule.id]
@@ -169,7 +177,9 @@ class _FailingWriter:
         pass
 
 
-async def test_a_failed_run_is_retried_with_backoff_and_reported_until_it_succeeds(warehouse, make_transactions, tmp_path):
+async def test_a_failed_run_is_retried_with_backoff_and_reported_until_it_succeeds(
+    warehouse, make_transactions, tmp_path
+):
     register_exporter("flaky", _FailingWriter)
     out = tmp_path / "exports"
     now = datetime(2026, 1, 1, 0, 30, tzinfo=UTC)

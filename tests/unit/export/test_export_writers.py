@@ -12,25 +12,44 @@ import pyarrow.parquet as pq
 import pytest
 
 from arbitrage.errors import ValidationError
-from arbitrage.export import ExportRequest, Split, UnknownFormat, WriterOptions, formats, register_exporter
+from arbitrage.export import ExportRequest, Split, plan_export, UnknownFormat, WriterOptions, formats, register_exporter
 from arbitrage.export._flatten import flatten_batch, flattening_of
 from arbitrage.export._request import check_split, time_range
 from arbitrage.export._sink import Destination, redact_url
 from arbitrage.export._writers import exporter_factory
-from arbitrage.model import LEG_DTYPE, STORED_SCHEMA
+from arbitrage.model import LEG_DTYPE, STORED_COLUMNS, STORED_SCHEMA
+
+TABLE = {c.name: c.clickhouse_type for c in STORED_COLUMNS}
 
 
 def stored_batch() -> pa.RecordBatch:
     """Two rows in the stored shape, built from the contract's column list."""
     leg = {
-        "dex": "raydium_amm", "pool": "P", "token_in": "A", "token_out": "B", "amount_in": 2**63 + 1,
-        "amount_out": 5, "decimals_in": 9, "decimals_out": 6, "reserve_in": None, "reserve_out": 7, "price": 0.5,
+        "dex": "raydium_amm",
+        "pool": "P",
+        "token_in": "A",
+        "token_out": "B",
+        "amount_in": 2**63 + 1,
+        "amount_out": 5,
+        "decimals_in": 9,
+        "decimals_out": 6,
+        "reserve_in": None,
+        "reserve_out": 7,
+        "price": 0.5,
     }
     row = {name: None for name in STORED_SCHEMA}
     row |= {
-        "signature": "S", "slot": 1, "block_time": datetime(2024, 1, 1, tzinfo=UTC), "signer": "X",
-        "success": True, "legs": [leg, leg], "route": ["A", "B", "A"], "dexes": ["raydium_amm", "phoenix"],
-        "hops": 2, "net_profit_sol": 0.25, "ingested_at": datetime(2024, 1, 2, tzinfo=UTC),
+        "signature": "S",
+        "slot": 1,
+        "block_time": datetime(2024, 1, 1, tzinfo=UTC),
+        "signer": "X",
+        "success": True,
+        "legs": [leg, leg],
+        "route": ["A", "B", "A"],
+        "dexes": ["raydium_amm", "phoenix"],
+        "hops": 2,
+        "net_profit_sol": 0.25,
+        "ingested_at": datetime(2024, 1, 2, tzinfo=UTC),
     }
     empty = dict(row, signature="T", legs=[], route=[], dexes=[], net_profit_sol=None)
     frame = pl.DataFrame([row, empty], schema=STORED_SCHEMA)
@@ -88,7 +107,9 @@ def test_dates_and_datetimes_resolve_to_a_half_open_utc_range():
     days = time_range(ExportRequest(start_date="2024-01-01", end_date="2024-01-31"))
     assert days.start == datetime(2024, 1, 1, tzinfo=UTC) and days.end == datetime(2024, 2, 1, tzinfo=UTC)
     instants = time_range(ExportRequest(start_date="2024-01-01T09:00:00Z", end_date="2024-01-01T12:00:00+02:00"))
-    assert instants.start == datetime(2024, 1, 1, 9, tzinfo=UTC) and instants.end == datetime(2024, 1, 1, 10, tzinfo=UTC)
+    assert instants.start == datetime(2024, 1, 1, 9, tzinfo=UTC) and instants.end == datetime(
+        2024, 1, 1, 10, tzinfo=UTC
+    )
     with pytest.raises(ValidationError) as caught:
         time_range(ExportRequest(start_date="2024-02-01", end_date="2024-01-01"))
     assert caught.value.field == "end_date"
@@ -126,3 +147,27 @@ def test_a_staged_local_file_is_only_published_on_commit(tmp_path):
     assert (tmp_path / "out" / "a" / "part-00000.csv").read_bytes() == b"x,y\n"
     assert (tmp_path / "out" / "manifest.json").read_bytes() == b"{}"
     assert not (tmp_path / "out" / ".staging-job1").exists()
+
+
+def test_an_unknown_column_is_rejected_by_name():
+    with pytest.raises(ValidationError) as caught:
+        plan_export("csv", ExportRequest(columns=["signature", "no_such_column"]), TABLE)
+    assert caught.value.field == "columns" and "no_such_column" in caught.value.reason
+
+
+@pytest.mark.parametrize(
+    ("fmt", "codec"), [("csv", "snappy"), ("hdf5", "zstd"), ("tfrecord", "lz4"), ("arrow", "gzip")]
+)
+def test_a_codec_the_format_cannot_write_is_rejected(fmt, codec):
+    with pytest.raises(ValidationError) as caught:
+        plan_export(fmt, ExportRequest(compression=codec), TABLE)
+    assert caught.value.field == "compression" and fmt in caught.value.reason
+
+
+def test_normalization_defaults_to_numeric_measures_and_leaves_identifiers_alone():
+    plan = plan_export(
+        "parquet", ExportRequest(normalize=True, columns=["slot", "signature", "net_profit_sol", "hops"]), TABLE
+    )
+    assert plan.scaled_columns == ["net_profit_sol", "hops"]
+    with pytest.raises(ValidationError):
+        plan_export("parquet", ExportRequest(normalize=True, normalize_columns=["signature"]), TABLE)

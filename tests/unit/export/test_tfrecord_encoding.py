@@ -51,7 +51,9 @@ BATCH = pa.RecordBatch.from_pydict(
         "signed": pa.array([-1, 2**40, None], pa.int64()),
         "huge": pa.array([2**64 - 1, 0, 2**63], pa.uint64()),
         "flag": pa.array([True, False, None], pa.bool_()),
-        "at": pa.array([datetime(2024, 1, 1, tzinfo=UTC), None, datetime(1970, 1, 1, tzinfo=UTC)], pa.timestamp("ms", "UTC")),
+        "at": pa.array(
+            [datetime(2024, 1, 1, tzinfo=UTC), None, datetime(1970, 1, 1, tzinfo=UTC)], pa.timestamp("ms", "UTC")
+        ),
         "text": pa.array(["a", "é" * 300, None], pa.string()),
         "k" * 130: pa.array([1, 2, 3], pa.int32()),
         "f" * 130: pa.array([0.5, 0.25, None], pa.float32()),
