@@ -450,15 +450,17 @@ def _pair_windows(rows: _Rows) -> tuple[dict[str, np.ndarray], SortedGroups]:
     r2 = r * r
     side = _zero_nan(rows.side_qvol[order])
     failed = _zero_nan(rows.failed[order])
-    sums_5s = prefix_sums(np.stack([spread, r2]))
-    sums_long = prefix_sums(np.stack([spread, r2, r, pv, vq, volume, side, failed]))
+    extended = prefix_sums(np.stack([spread, r2, r, pv, vq]))  # vwap deviations cancel: keep digits
+    plain = prefix_sums(np.stack([volume, side, failed]), extended=False)
     start_5s, start_1m, start_5m = g.window_start(_S5), g.window_start(_M1), g.window_start(_M5)
-    spread_5s, r2_5s = window_sums(sums_5s, start_5s)
-    spread_1m, r2_1m, ret_1m, pv_1m, vq_1m, vol_1m, flow_1m, _ = window_sums(sums_long, start_1m)
-    _, r2_5m, ret_5m, pv_5m, vq_5m, vol_5m, flow_5m, failed_5m = window_sums(sums_long, start_5m)
+    spread_5s, r2_5s = window_sums(extended[:2], start_5s)
+    spread_1m, r2_1m, ret_1m, pv_1m, vq_1m = window_sums(extended, start_1m)
+    r2_5m, ret_5m, pv_5m, vq_5m = window_sums(extended[1:], start_5m)
+    vol_1m, flow_1m = window_sums(plain[:2], start_1m)
+    vol_5m, flow_5m, failed_5m = window_sums(plain, start_5m)
     here = np.arange(n)
     minute_start = g.run_start(rows.minute[order])
-    minute_volume = window_sums(sums_long[5], minute_start)
+    minute_volume = window_sums(plain[0], minute_start)
     prev_t = np.where(has_prev, g.time[safe_prev], -1)
     out = {
         "r": r,
@@ -498,7 +500,7 @@ def _signer_windows(rows: _Rows) -> dict[str, np.ndarray]:
     start = g.window_start(_M5)
     prev = g.previous()
     out = {
-        "signer_successes": window_sums(prefix_sums(successes), start),
+        "signer_successes": window_sums(prefix_sums(successes, extended=False), start),
         "signer_tx_count_5m": np.arange(g.size) - start,
         "prev_signer_t": np.where(prev >= 0, g.time[np.where(prev >= 0, prev, 0)], -1),
     }
@@ -543,7 +545,7 @@ def _network(rows: _Rows) -> dict[str, np.ndarray]:
     here = np.arange(n)
     slot_start = g.run_start(slot)
     start = g.window_start(RECENT_SLOTS)
-    counts = prefix_sums(np.stack([_zero_nan(rows.failed[order]), _zero_nan(rows.arb[order])]))
+    counts = prefix_sums(np.stack([_zero_nan(rows.failed[order]), _zero_nan(rows.arb[order])]), extended=False)
     recent_failed, recent_arbs = window_sums(counts, start)
     recent_txs = here - start
     before = slot_start - 1
