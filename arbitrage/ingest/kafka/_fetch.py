@@ -80,6 +80,10 @@ class Channel:
         return item
 
 
+class ConsumerStopped(RuntimeError):
+    """The fetch thread has ended; consumer calls no longer go through it."""
+
+
 class Fetcher:
     """Owns the consumer. Other threads may read its state; changes go through `_commands`."""
 
@@ -119,6 +123,8 @@ class Fetcher:
         self._stopping = threading.Event()
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="kafka-fetch", daemon=True)
+        self._accepting = False
+        self._accepting_lock = threading.Lock()
         self._held: Chunk | None = None
         self._paused: set[int] = set()
         self.admin_paused: set[int] = set()
@@ -129,6 +135,7 @@ class Fetcher:
 
     def start(self) -> None:
         self.consumer.subscribe([self.topic], on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost)
+        self._accepting = True
         self._thread.start()
 
     def stop(self, timeout: float) -> None:
@@ -143,9 +150,10 @@ class Fetcher:
 
     def run_in_thread(self, action: Callable[[], Any], timeout: float) -> Any:
         """Blocking form of `call`, for worker threads; runs directly once the fetch thread is gone."""
-        if not self._thread.is_alive():
+        future = self.call(action)
+        if future.done() and isinstance(future.exception(), ConsumerStopped):
             return action()
-        return self.call(action).result(timeout)
+        return future.result(timeout)
 
     def call(self, action: Callable[[], Any]) -> concurrent.futures.Future[Any]:
         """Run `action` in the fetch thread (seek, commit...); the future holds its result.
@@ -154,10 +162,11 @@ class Fetcher:
         so every consumer call other than reads goes through here.
         """
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        if not self._thread.is_alive():
-            future.set_exception(RuntimeError("the Kafka consumer is not running"))
-        else:
-            self._commands.put((action, future))
+        with self._accepting_lock:
+            if self._accepting:
+                self._commands.put((action, future))
+                return future
+        future.set_exception(ConsumerStopped("the Kafka consumer is not running"))
         return future
 
     @property
@@ -182,6 +191,9 @@ class Fetcher:
                 log.exception("Kafka fetch loop error; continuing")
                 self._stopping.wait(1.0)
         self._held = None
+        with self._accepting_lock:
+            self._accepting = False
+        self._run_commands()
 
     def _accept(self, messages: list[Message]) -> None:
         good: list[Message] = []

@@ -172,7 +172,7 @@ class KafkaIngest:
     async def status(self) -> KafkaStatus:
         """Assignment, positions, committed offsets, watermarks, lag and paused state per partition."""
         fetcher = self._require_fetcher()
-        partitions = await asyncio.to_thread(self._partition_states, fetcher)
+        partitions = await asyncio.wrap_future(fetcher.call(lambda: self._partition_states(fetcher)))
         return KafkaStatus(
             topic=self.options.topic_transactions,
             group_id=self.options.group_id,
@@ -185,6 +185,7 @@ class KafkaIngest:
         )
 
     def _partition_states(self, fetcher: Fetcher) -> list[PartitionState]:
+        """In the fetch thread: broker round trips from other threads block while it consumes."""
         consumer, topic = fetcher.consumer, self.options.topic_transactions
         assigned = [TopicPartition(topic, p) for p in fetcher.assigned]
         if not assigned:
@@ -219,9 +220,10 @@ class KafkaIngest:
         """The `/health` component: connected, assigned partitions, lag; degraded while paused."""
         fetcher = self._require_fetcher()
         try:
-            await asyncio.to_thread(fetcher.consumer.list_topics, self.options.topic_transactions, timeout=1.5)
+            topic = self.options.topic_transactions
+            await asyncio.wrap_future(fetcher.call(lambda: fetcher.consumer.list_topics(topic, timeout=1.5)))
             connected = True
-        except KafkaException:
+        except (KafkaException, RuntimeError):
             connected = False
         lag = sum(fetcher.lag.values())
         if not self.running or not connected:

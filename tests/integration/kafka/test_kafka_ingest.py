@@ -1,0 +1,196 @@
+"""Kafka → warehouse on a real Kafka-protocol broker (librdkafka's mock cluster)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from arbitrage.ingest import IngestService
+from arbitrage.ingest.kafka import KafkaIngest, KafkaOptions, replay_dead_letters
+from arbitrage.simulator import Simulator
+from arbitrage.storage import EmbeddedWarehouse
+from tests.integration.kafka.conftest import options_for, produce, read_topic, stored_counts, wait_for
+from tests.services.kafka_broker import Broker
+
+pytestmark = pytest.mark.anyio
+
+Start = Callable[[KafkaOptions], Awaitable[KafkaIngest]]
+
+
+async def _stored(warehouse: EmbeddedWarehouse, n: int) -> bool:
+    return (await stored_counts(warehouse))[1] >= n
+
+
+async def test_every_produced_record_is_stored_once_and_its_offsets_committed(
+    mock_broker: Broker, warehouse: EmbeddedWarehouse, start_ingest: Start
+) -> None:
+    options = options_for(mock_broker)
+    records = Simulator(seed=11).records(2000)
+    await produce(mock_broker.bootstrap, options.topic_transactions, records)
+    kafka = await start_ingest(options)
+    await wait_for(lambda: _stored(warehouse, 2000), what="2000 stored")
+    await produce(mock_broker.bootstrap, options.topic_transactions, records[:300])
+
+    async def caught_up() -> bool:
+        status = await kafka.status()
+        return bool(status.partitions) and all(p.lag == 0 for p in status.partitions)
+
+    await wait_for(caught_up, what="lag 0")
+    assert await stored_counts(warehouse) == (2000, 2000)
+    health = await kafka.health()
+    assert health["status"] == "healthy"
+    assert health["connected"] is True
+    assert health["lag"] == 0
+
+
+async def test_poison_messages_go_to_the_dlq_and_the_rest_is_stored(
+    mock_broker: Broker, warehouse: EmbeddedWarehouse, start_ingest: Start
+) -> None:
+    options = options_for(mock_broker)
+    records = Simulator(seed=12).records(400)
+    bad_slot = dict(records[0], signature="5" * 88, slot=-1)
+    poison = [
+        (b"not-json", b"{this is not json", [("origin", b"fuzzer")]),
+        (bad_slot["signature"].encode(), __import__("msgspec").json.encode(bad_slot), [("origin", b"bad-slot")]),
+        (b"empty", None, None),
+    ]
+    await produce(mock_broker.bootstrap, options.topic_transactions, records[:200], raw=poison)
+    await produce(mock_broker.bootstrap, options.topic_transactions, records[200:])
+    await start_ingest(options)
+    await wait_for(lambda: _stored(warehouse, 400), what="400 stored")
+
+    dlq = await read_topic(mock_broker.bootstrap, options.topic_dlq, expect=3)
+    assert len(dlq) == 3
+    by_key = {m.key(): m for m in dlq}
+    letter = by_key[b"not-json"]
+    headers = dict(letter.headers())
+    assert letter.value() == b"{this is not json"
+    assert headers["origin"] == b"fuzzer"
+    assert headers["dlq.field"] == b"$"
+    assert headers["dlq.topic"] == options.topic_transactions.encode()
+    assert int(headers["dlq.offset"]) >= 0 and int(headers["dlq.partition"]) >= 0
+    assert dict(by_key[bad_slot["signature"].encode()].headers())["dlq.field"] == b"slot"
+
+    table = await warehouse.query_arrow(f"SELECT source, field FROM {warehouse.database}.dead_letters")
+    assert sorted(table.column("field").to_pylist()) == ["$", "$", "slot"]
+    assert set(table.column("source").to_pylist()) == {"kafka"}
+    assert await stored_counts(warehouse) == (400, 400)
+
+
+async def test_replayed_dead_letters_are_marked_and_still_rejected_if_still_bad(
+    mock_broker: Broker, warehouse: EmbeddedWarehouse, ingest_service: IngestService, start_ingest: Start
+) -> None:
+    options = options_for(mock_broker)
+    await produce(mock_broker.bootstrap, options.topic_transactions, [], raw=[(b"k", b"{broken", None)])
+    await start_ingest(options)
+
+    async def one_dead_letter() -> bool:
+        table = await warehouse.query_arrow(f"SELECT count() AS n FROM {warehouse.database}.dead_letters")
+        return int(table.column("n")[0].as_py()) == 1
+
+    await wait_for(one_dead_letter, what="a dead letter")
+    result = await replay_dead_letters(ingest_service)
+    assert (result.replayed, result.report.rejected) == (1, 1)
+    again = await replay_dead_letters(ingest_service, source="kafka")
+    assert again.replayed == 0
+
+
+async def test_warehouse_outage_pauses_partitions_then_resumes_without_loss(
+    mock_broker: Broker, warehouse: EmbeddedWarehouse, start_ingest: Start
+) -> None:
+    options = options_for(mock_broker, batch_size=200, max_inflight_batches=1, fetch_queue_chunks=1)
+    warehouse.fail("drill: warehouse down")
+    kafka = await start_ingest(options)
+    await produce(mock_broker.bootstrap, options.topic_transactions, Simulator(seed=13).records(3000))
+
+    async def paused() -> bool:
+        status = await kafka.status()
+        return status.backpressure and all(p.paused for p in status.partitions) and bool(status.partitions)
+
+    await wait_for(paused, what="back-pressure pause")
+    health = await kafka.health()
+    assert health["status"] == "degraded"
+    assert "drill" in health["error"]
+    warehouse.fail(None)
+    await wait_for(lambda: _stored(warehouse, 3000), what="3000 stored after recovery")
+    status = await kafka.status()
+    assert not status.backpressure
+    assert status.store_error is None
+    assert await stored_counts(warehouse) == (3000, 3000)
+
+
+async def test_two_consumers_share_the_partitions_and_store_each_record_once(
+    mock_broker: Broker, warehouse: EmbeddedWarehouse, start_ingest: Start
+) -> None:
+    options = options_for(mock_broker)
+    records = Simulator(seed=14).records(3000)
+    await produce(mock_broker.bootstrap, options.topic_transactions, records[:1000])
+    first = await start_ingest(options)
+    await wait_for(lambda: _stored(warehouse, 1000), what="first 1000")
+    second = await start_ingest(options)
+    await produce(mock_broker.bootstrap, options.topic_transactions, records[1000:2000])
+
+    async def shared() -> bool:
+        a, b = await first.status(), await second.status()
+        return bool(a.partitions) and bool(b.partitions)
+
+    await wait_for(shared, what="both consumers assigned")
+    a_parts = {p.partition for p in (await first.status()).partitions}
+    b_parts = {p.partition for p in (await second.status()).partitions}
+    assert a_parts.isdisjoint(b_parts)
+    assert a_parts | b_parts == {0, 1, 2, 3}
+    await wait_for(lambda: _stored(warehouse, 2000), what="2000 stored")
+
+    await first.stop()
+    await produce(mock_broker.bootstrap, options.topic_transactions, records[2000:])
+    await wait_for(lambda: _stored(warehouse, 3000), what="3000 stored by the survivor")
+    assert await stored_counts(warehouse) == (3000, 3000)
+
+
+async def test_replay_from_an_offset_stores_nothing_twice(
+    mock_broker: Broker, warehouse: EmbeddedWarehouse, start_ingest: Start
+) -> None:
+    options = options_for(mock_broker)
+    await produce(mock_broker.bootstrap, options.topic_transactions, Simulator(seed=15).records(800))
+    kafka = await start_ingest(options)
+    await wait_for(lambda: _stored(warehouse, 800), what="800 stored")
+    assert await kafka.replay(0, offset=0) == 0
+    assert await kafka.replay(1, offset=0) == 0
+
+    async def replayed() -> bool:
+        status = await kafka.status()
+        return all(p.lag == 0 and p.position == p.high_watermark for p in status.partitions)
+
+    await wait_for(replayed, what="replay consumed")
+    assert await stored_counts(warehouse) == (800, 800)
+    with pytest.raises(Exception, match="not assigned"):
+        await kafka.replay(99, offset=0)
+
+
+async def test_admin_pause_stops_consumption_until_resumed(
+    mock_broker: Broker, warehouse: EmbeddedWarehouse, start_ingest: Start
+) -> None:
+    options = options_for(mock_broker)
+    records = Simulator(seed=16).records(301)
+    await produce(mock_broker.bootstrap, options.topic_transactions, records[:1])
+    kafka = await start_ingest(options)
+
+    async def assigned() -> bool:
+        return bool((await kafka.status()).partitions)
+
+    await wait_for(assigned, what="assignment")
+    kafka.pause()
+    await wait_for(lambda: _all_paused(kafka), what="paused")
+    await wait_for(lambda: _stored(warehouse, 1), what="the first record stored")
+    await produce(mock_broker.bootstrap, options.topic_transactions, records[1:])
+    status = await kafka.status()
+    assert sum(p.lag or 0 for p in status.partitions) == 300
+    assert await stored_counts(warehouse) == (1, 1)
+    kafka.resume()
+    await wait_for(lambda: _stored(warehouse, 301), what="301 stored after resume")
+
+
+async def _all_paused(kafka: KafkaIngest) -> bool:
+    status = await kafka.status()
+    return all(p.paused for p in status.partitions)
