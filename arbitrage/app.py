@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,7 +14,6 @@ from litestar.config.response_cache import ResponseCacheConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.static_files import create_static_files_router
-from litestar.types import ASGIApp, Receive, Scope, Send
 
 from arbitrage import __version__
 from arbitrage.api import CONTROLLERS, DEPENDENCIES, EXCEPTION_HANDLERS
@@ -26,7 +24,7 @@ from arbitrage.risk import score_risk
 from arbitrage.services import Services
 from arbitrage.storage import TransactionReader, open_warehouse
 from arbitrage.stream import RecentTransactions
-from arbitrage.telemetry import METRICS
+from arbitrage.telemetry import configure_tracing, flush_tracing, request_telemetry
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +36,13 @@ def create_app(settings: Settings) -> Litestar:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        telemetry = settings.telemetry
+        configure_tracing(
+            telemetry.tracing,
+            otlp_endpoint=telemetry.otlp_endpoint,
+            service_name=telemetry.service_name,
+            sample_ratio=telemetry.sample_ratio,
+        )
         services = await start_services(settings)
         app.state.services = services
         background: list[asyncio.Task[None]] = []
@@ -54,6 +59,7 @@ def create_app(settings: Settings) -> Litestar:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             await services.warehouse.close()
+            flush_tracing()
 
     openapi = OpenAPIConfig(
         title="arbitrage",
@@ -78,7 +84,7 @@ def create_app(settings: Settings) -> Litestar:
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=[lifespan],
         openapi_config=openapi,
-        middleware=[_request_metrics],
+        middleware=[request_telemetry],
         request_max_body_size=settings.ingest.max_body_bytes,
         response_cache_config=ResponseCacheConfig(default_expiration=1),
         debug=False,
@@ -101,28 +107,3 @@ async def start_services(settings: Settings) -> Services:
         max_pending_batches=settings.ingest.max_pending_batches,
     )
     return Services(settings=settings, warehouse=warehouse, ingest=ingest, reader=reader, recent=recent)
-
-
-def _request_metrics(app: ASGIApp) -> ASGIApp:
-    """Record each HTTP request's latency by route template (bounded label values)."""
-
-    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = "500"
-
-        async def send_wrapper(message: dict) -> None:  # type: ignore[type-arg]
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = str(message["status"])
-            await send(message)  # type: ignore[arg-type]
-
-        try:
-            await app(scope, receive, send_wrapper)  # type: ignore[arg-type]
-        finally:
-            route = scope.get("path_template") or "unmatched"
-            METRICS.request_seconds.labels(scope["method"], route, status).observe(time.perf_counter() - started)
-
-    return middleware

@@ -112,6 +112,14 @@ class TelemetrySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     """Root log level."""
     log_format: Literal["console", "json"] = "console"
     """Log line format."""
+    tracing: Literal["none", "console", "otlp"] = "none"
+    """OpenTelemetry span exporter: none, console (stderr) or otlp (OTLP/HTTP to otlp_endpoint)."""
+    otlp_endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    """OTLP/HTTP traces endpoint used when tracing = "otlp"."""
+    service_name: str = "arbitrage"
+    """service.name of exported spans (tell processes apart with e.g. arbitrage-ingest-2)."""
+    sample_ratio: float = 1.0
+    """Share of new traces recorded, 0.0-1.0 (a sampled parent keeps its children)."""
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -23,7 +23,7 @@ from arbitrage.ingest._decode import DecodedBatch, Reject, decode_body, decode_r
 from arbitrage.ingest._derive import derive
 from arbitrage.storage import Warehouse
 from arbitrage.stream import RecentTransactions
-from arbitrage.telemetry import METRICS
+from arbitrage.telemetry import METRICS, span, traced
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,7 @@ class IngestService:
             METRICS.ingest_saturated.inc()
             raise Saturated(retry_after=1)
 
+    @traced("ingest.batch")
     async def ingest_body(self, body: bytes, content_type: str | None, *, source: str) -> IngestReport:
         """Decode and store a request body. ValidationError when no record can be read at all."""
         self.admit()
@@ -107,7 +108,8 @@ class IngestService:
         try:
             started = time.perf_counter()
             try:
-                decoded = await asyncio.to_thread(decode_body, body, encoding_for(content_type, body))
+                with span("ingest.decode"):
+                    decoded = await asyncio.to_thread(decode_body, body, encoding_for(content_type, body))
             except ValidationError as exc:
                 await self._dead_letters([Reject(0, exc.field, exc.reason, body)], source)
                 raise
@@ -117,17 +119,20 @@ class IngestService:
             self._pending -= 1
             METRICS.ingest_pending.set(self._pending)
 
+    @traced("ingest.batch")
     async def ingest_records(self, records: Sequence[bytes], *, source: str) -> IngestReport:
         """Store one JSON record per element (Kafka messages, file lines); waits instead of refusing."""
         self._pending += 1
         METRICS.ingest_pending.set(self._pending)
         try:
-            decoded = await asyncio.to_thread(decode_records, records)
+            with span("ingest.decode"):
+                decoded = await asyncio.to_thread(decode_records, records)
             return await self._store(decoded, source)
         finally:
             self._pending -= 1
             METRICS.ingest_pending.set(self._pending)
 
+    @traced("ingest.batch")
     async def ingest_decoded(self, decoded: DecodedBatch, *, source: str) -> IngestReport:
         """Store a batch another decoder produced (Solana, files)."""
         return await self._store(decoded, source)
@@ -140,7 +145,8 @@ class IngestService:
         if decoded.frame.is_empty():
             return IngestReport(0, 0, len(errors), errors)
         started = time.perf_counter()
-        frame = await asyncio.to_thread(_derive_unique, decoded.frame, source)
+        with span("ingest.derive", source=source):
+            frame = await asyncio.to_thread(_derive_unique, decoded.frame, source)
         in_batch_duplicates = len(decoded.frame) - len(frame)
         METRICS.ingest_batch_seconds.labels("derive").observe(time.perf_counter() - started)
         stored = await self._store_grouped(frame)
@@ -151,6 +157,8 @@ class IngestService:
             profit = stored["net_profit_sol"].sum()
             if profit and profit > 0:
                 METRICS.profit.inc(float(profit))
+            if "late" in stored.columns:
+                METRICS.late_transactions.labels(source).inc(int(stored["late"].sum()))
             await self._publish(stored)
         return IngestReport(len(stored), duplicates, len(errors), errors)
 
@@ -196,7 +204,8 @@ class IngestService:
             [f.with_columns(pl.lit(i, pl.UInt32).alias(_BATCH)) for i, f in enumerate(frames)], how="vertical"
         ).unique(subset="signature", keep="first", maintain_order=True)
         times = combined["block_time"]
-        known = await self.warehouse.known_signatures(combined["signature"].to_arrow(), times.min(), times.max())  # type: ignore[arg-type]
+        with span("ingest.dedup"):
+            known = await self.warehouse.known_signatures(combined["signature"].to_arrow(), times.min(), times.max())  # type: ignore[arg-type]
         if known:
             combined = combined.filter(~pl.col("signature").is_in(list(known)))
         METRICS.ingest_batch_seconds.labels("dedup").observe(time.perf_counter() - started)
@@ -207,14 +216,16 @@ class IngestService:
         enriched = await asyncio.to_thread(self._enrich, combined.drop(_BATCH))
         METRICS.ingest_batch_seconds.labels("enrich").observe(time.perf_counter() - started)
         started = time.perf_counter()
-        await self.warehouse.insert_arrow("transactions", enriched.to_arrow())
+        with span("ingest.insert"):
+            await self.warehouse.insert_arrow("transactions", enriched.to_arrow())
         METRICS.ingest_batch_seconds.labels("insert").observe(time.perf_counter() - started)
         METRICS.ingest_insert_rows.observe(len(enriched))
         return [enriched.filter(batch_ids == i) for i in range(len(frames))]
 
     def _enrich(self, frame: pl.DataFrame) -> pl.DataFrame:
         for enricher in self.enrichers:
-            frame = enricher(frame)
+            with span("ingest.enrich", enricher=getattr(enricher, "__qualname__", "enricher")):
+                frame = enricher(frame)
         return frame
 
     async def _publish(self, stored: pl.DataFrame) -> None:

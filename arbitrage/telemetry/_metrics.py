@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client import ProcessCollector, PlatformCollector
+import platform
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, PlatformCollector, ProcessCollector
+
+from arbitrage import __version__
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -22,7 +25,16 @@ class Metrics:
             ["source", "outcome"],
             registry=r,
         )
-        self.profit = Counter("arbitrage_profit_total_sol", "Net profit of stored transactions, SOL.", registry=r)
+        # A gauge that only grows: exposed under the seed's exact name (a Counter would add `_total`).
+        self.profit = Gauge(
+            "arbitrage_profit_total_sol", "Net profit of stored transactions since start, SOL (monotonic).", registry=r
+        )
+        self.late_transactions = Counter(
+            "arbitrage_late_transactions",
+            "Stored transactions that arrived after newer ones of their pair (features marked late).",
+            ["source"],
+            registry=r,
+        )
         self.dead_letters = Counter(
             "arbitrage_dead_letters", "Records written to dead letters.", ["source"], registry=r
         )
@@ -62,6 +74,9 @@ class Metrics:
         self.warehouse_errors = Counter(
             "database_errors", "Warehouse calls that failed, by operation.", ["operation"], registry=r
         )
+        self.requests_in_flight = Gauge("api_requests_in_flight", "HTTP requests being served now.", registry=r)
+        self.build = Info("arbitrage_build", "Version of the running service.", registry=r)
+        self.build.info({"version": __version__, "python": platform.python_version()})
 
 
 METRICS = Metrics()
