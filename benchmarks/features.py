@@ -55,7 +55,7 @@ def main() -> int:
         t0 = time.perf_counter()
         score_risk(sample)
         timings.append(time.perf_counter() - t0)
-    span_h = (data.get_column("block_time").max() - data.get_column("block_time").min()).total_seconds() / 3600  # type: ignore[operator]
+    span_h = (data.get_column("block_time").max() - data.get_column("block_time").min()).total_seconds() / 3600  # type: ignore[operator, union-attr]
     rows = [
         ("machine", f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus".strip()),
         ("python / polars", f"{sys.version.split()[0]} / {pl.__version__}, polars threads {pl.thread_pool_size()}"),

@@ -9,9 +9,10 @@ bounded by time, not by history length:
   one-minute indicators (RSI, Bollinger);
 - the last event time of each pair and signer seen in the last 24 h.
 
-One polars query computes everything a row gives alone; the windows run in numpy over
-integer codes of the strings (see `_windows`), except the rolling fee quantiles, which
-polars computes well.
+One prebuilt polars plan computes everything a row gives alone; every window runs in
+numpy over integer codes of the strings (see `_windows`): a stable sort per grouping,
+window starts by `searchsorted`, counts from positions, sums from prefix sums, and the
+fee quantiles from one sort per window length.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ import functools
 import itertools
 import math
 from datetime import timedelta
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 from arbitrage.features._registry import FEATURES, LATE_COLUMN
@@ -178,10 +180,10 @@ def _registered(name: str, value: pl.Expr) -> pl.Expr:
 
 
 @functools.cache
-def _row_stages() -> tuple[list[pl.Expr], list[pl.Expr], list[pl.Expr], list[pl.Expr]]:
+def _row_stages() -> tuple[list[str | pl.Expr], list[pl.Expr], list[pl.Expr], list[pl.Expr]]:
     """The expressions of `_row_frame`, stage by stage (built once: building them costs more than running them)."""
     first, last = pl.col("legs").list.first().struct, pl.col("legs").list.last().struct
-    legs = [
+    legs: list[str | pl.Expr] = [
         "slot",
         "block_time",
         "signer",
@@ -359,7 +361,7 @@ class _Rows:
             pairs, *(self.strings.get_column(name) for name in _STRINGS[1:])
         )
         self.pair, self.bar_pair = pair[:size], pair[size:]
-        columns = {
+        columns: dict[str, npt.NDArray[Any]] = {
             name: np.concatenate([tail.get_column(name).to_numpy(), new[name]]).astype(
                 np.float64 if _TAIL_SCHEMA[name] == pl.Float64 else np.int64
             )
@@ -872,7 +874,9 @@ class FeatureEngine:
             },
             schema=_BAR_SCHEMA,
         )
-        state.bars = pl.concat([state.bars, folded]).filter(pl.col("minute") >= max_t // _M1 - _BAR_KEEP_MINUTES)
+        state.bars = (
+            pl.concat([state.bars, folded]).filter(pl.col("minute") >= max_t // _M1 - _BAR_KEEP_MINUTES).rechunk()
+        )
         keep = np.flatnonzero((rows.minute >= cutoff) | (rows.slot >= max_slot - RECENT_SLOTS))
         tail = {name: column[keep] for name, column in rows.columns.items()}
         strings = rows.strings[keep]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Final
+from typing import Final, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +26,7 @@ Floats = npt.NDArray[np.float64]
 Bools = npt.NDArray[np.bool_]
 
 _MAX_KEY: Final = 2**62
+_Scalar = TypeVar("_Scalar", bound=np.generic)
 
 
 class SortedGroups:
@@ -88,7 +89,7 @@ class SortedGroups:
             starts[1:] |= values[1:] != values[:-1]
         return np.maximum.accumulate(np.where(starts, np.arange(self.size, dtype=np.int64), 0))
 
-    def scatter(self, sorted_values: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+    def scatter(self, sorted_values: npt.NDArray[_Scalar]) -> npt.NDArray[_Scalar]:
         """Values given in sorted order, back in the given order."""
         out = np.empty_like(sorted_values)
         out[..., self.order] = sorted_values

@@ -153,3 +153,14 @@ def test_route_and_economics_come_from_the_transaction_itself() -> None:
     assert last(out, "cu_utilisation") == pytest.approx(0.5)
     assert last(out, "roi_bps") == pytest.approx(-(1_025_000 / 1e9) / 1.5 * 1e4)
     assert last(out, "price") == pytest.approx(2.0)
+
+
+def test_missing_leg_decimals_fall_back_to_the_known_decimals_of_the_mint() -> None:
+    given = rows(Tx(1, 0, price=2.0, sol_in=1.5), Tx(2, 1_000, price=3.0, sol_in=2.0))
+    legs = pl.col("legs").list.eval(pl.element().struct.with_fields(pl.lit(None, pl.UInt8).alias("decimals_in")))
+    missing = given.with_columns(legs)
+    assert missing.get_column("legs").list.first().struct.field("decimals_in").null_count() == 2
+    expected, actual = FeatureEngine().process(given), FeatureEngine().process(missing)
+    # the first leg's input is wrapped SOL, known to have the 9 decimals the crafted legs declare
+    assert actual.get_column("input_amount").to_list() == pytest.approx([1.5, 2.0])
+    assert actual.drop("legs").equals(expected.drop("legs"))

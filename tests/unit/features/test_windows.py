@@ -1,0 +1,66 @@
+"""The numpy window primitives against brute force and polars' own rolling windows."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from arbitrage.features._windows import SortedGroups, prefix_sums, window_quantiles, window_sums
+
+events = st.lists(st.tuples(st.integers(0, 3), st.integers(0, 40), st.integers(0, 1_000)), min_size=1, max_size=60)
+
+
+@settings(max_examples=40, deadline=None)
+@given(events=events, width=st.integers(1, 15))
+def test_window_starts_and_sums_hold_the_groups_earlier_rows_within_the_width(
+    events: list[tuple[int, int, int]], width: int
+) -> None:
+    codes = np.array([g for g, _, _ in events], dtype=np.int64)
+    time = np.array([t for _, t, _ in events], dtype=np.int64)
+    values = np.array([float(v) for _, _, v in events])
+    groups = SortedGroups(codes, time, time_follows_order=False, max_width=width)
+    start = groups.window_start(width)
+    sums = groups.scatter(window_sums(prefix_sums(values[groups.order]), start))
+    counts = groups.scatter(np.arange(groups.size) - start)
+    for i, (g, t, _) in enumerate(events):
+        earlier = [
+            j for j, (h, u, _) in enumerate(events) if h == g and t - width < u <= t and (u < t or (u == t and j < i))
+        ]
+        assert counts[i] == len(earlier)
+        assert sums[i] == pytest.approx(sum(values[j] for j in earlier))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    slots=st.lists(st.integers(0, 6), min_size=1, max_size=50).map(sorted),
+    data=st.data(),
+)
+def test_window_quantiles_equal_polars_rolling_quantiles_over_the_same_windows(
+    slots: list[int], data: st.DataObject
+) -> None:
+    fees = data.draw(st.lists(st.integers(0, 50), min_size=len(slots), max_size=len(slots)))
+    slot = np.array(slots, dtype=np.int64)
+    groups = SortedGroups(None, slot, time_follows_order=True, max_width=3)
+    start = groups.window_start(3)
+    (low,), (high,), ((p50,), (p90,)) = window_quantiles(np.array([fees], dtype=np.float64), start, (0.5, 0.9))
+    here = np.arange(slot.shape[0])
+    sub = here - groups.run_start(slot)
+    s2 = 2 * (int(sub.max()) + 1)
+    window = f"{3 * s2 - s2 // 2}i"
+    frame = pl.DataFrame({"key": slot * s2 + sub, "fee": np.array(fees, dtype=np.float64)})
+    expected = frame.select(
+        pl.col("fee").rolling_min_by("key", window, closed="left").alias("low"),
+        pl.col("fee").rolling_max_by("key", window, closed="left").alias("high"),
+        pl.col("fee")
+        .rolling_quantile_by("key", window, quantile=0.5, interpolation="linear", closed="left")
+        .alias("p50"),
+        pl.col("fee")
+        .rolling_quantile_by("key", window, quantile=0.9, interpolation="linear", closed="left")
+        .alias("p90"),
+    )
+    for name, actual in (("low", low), ("high", high), ("p50", p50), ("p90", p90)):
+        wanted = expected.get_column(name).fill_null(np.nan).to_numpy()
+        assert np.allclose(actual, wanted, rtol=1e-12, atol=0.0, equal_nan=True), name
