@@ -335,12 +335,18 @@ def _calendar(block_ms: Ints) -> dict[str, np.ndarray]:
 def _codes(*columns: pl.Series) -> list[Ints]:
     """Integer codes of each string series (equal strings in a series, equal codes; null is 0)."""
     space = pl.Categorical(pl.Categories(f"arbitrage.features.codes.{next(_CODE_SPACES)}"))
-    return [(column.cast(space).to_physical().cast(pl.Int64) + 1).fill_null(0).to_numpy() for column in columns]
+    codes = []
+    for column in columns:
+        physical = column.cast(space).to_physical()
+        if physical.null_count():
+            physical = physical.cast(pl.Int64).fill_null(-1)
+        codes.append(physical.to_numpy().astype(np.int64) + 1)
+    return codes
 
 
 def _numbers(frame: pl.DataFrame, name: str) -> Floats:
     """A numeric column as float64 numpy, null as NaN."""
-    return frame.get_column(name).cast(pl.Float64).fill_null(np.nan).to_numpy()
+    return frame.get_column(name).cast(pl.Float64).to_numpy()
 
 
 class _Rows:
