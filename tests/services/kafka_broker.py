@@ -78,15 +78,28 @@ def start_broker(kind: str, *, timeout: float = 30.0) -> Broker:
         port = free_port()
         url = f"tcp://127.0.0.1:{port}"
         process = subprocess.Popen(
-            [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/", "--silent"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                str(binary),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+                "--silent",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         broker = Broker(kind, f"127.0.0.1:{port}", process)
     else:
         process = subprocess.Popen(
             [sys.executable, "-m", "tests.services.kafka_broker", "mock"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
             cwd=Path(__file__).resolve().parents[2],
         )
         assert process.stdout is not None

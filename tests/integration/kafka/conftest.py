@@ -63,7 +63,9 @@ def options_for(broker: Broker, **overrides: Any) -> KafkaOptions:
 
 
 @pytest.fixture
-async def start_ingest(ingest_service: IngestService) -> AsyncIterator[Callable[[KafkaOptions], Awaitable[KafkaIngest]]]:
+async def start_ingest(
+    ingest_service: IngestService,
+) -> AsyncIterator[Callable[[KafkaOptions], Awaitable[KafkaIngest]]]:
     """Start KafkaIngest instances on the test's warehouse; all are stopped at the end."""
     started: list[KafkaIngest] = []
 
@@ -96,7 +98,9 @@ def produce_blocking(bootstrap: str, topic: str, records: list[dict[str, Any]], 
     assert producer.flush(30) == 0
 
 
-def _send(producer: Producer, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | None) -> None:
+def _send(
+    producer: Producer, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | None
+) -> None:
     while True:
         try:
             producer.produce(topic, value, key, headers=headers)
@@ -105,12 +109,16 @@ def _send(producer: Producer, topic: str, key: bytes | None, value: bytes | None
             producer.poll(0.1)
 
 
-async def read_topic(bootstrap: str, topic: str, *, expect: int, timeout: float = 30.0, settle: float = 1.0) -> list[Any]:
+async def read_topic(
+    bootstrap: str, topic: str, *, expect: int, timeout: float = 30.0, settle: float = 1.0
+) -> list[Any]:
     """Read `topic` from the start with read_committed until `expect` messages, then `settle` more seconds."""
     return await asyncio.to_thread(read_topic_blocking, bootstrap, topic, expect, timeout, settle)
 
 
-def read_topic_blocking(bootstrap: str, topic: str, expect: int, timeout: float = 30.0, settle: float = 1.0) -> list[Any]:
+def read_topic_blocking(
+    bootstrap: str, topic: str, expect: int, timeout: float = 30.0, settle: float = 1.0
+) -> list[Any]:
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -148,5 +156,7 @@ async def wait_for(condition: Callable[[], Awaitable[bool]], *, timeout: float =
 
 async def stored_counts(warehouse: EmbeddedWarehouse) -> tuple[int, int]:
     """(rows, distinct signatures) in the transactions table."""
-    table = await warehouse.query_arrow(f"SELECT count() AS n, uniqExact(signature) AS u FROM {warehouse.database}.transactions")
+    table = await warehouse.query_arrow(
+        f"SELECT count() AS n, uniqExact(signature) AS u FROM {warehouse.database}.transactions"
+    )
     return int(table.column("n")[0].as_py()), int(table.column("u")[0].as_py())

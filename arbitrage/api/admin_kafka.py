@@ -1,0 +1,128 @@
+"""Admin operations of the Kafka ingest and the dead-letter store: thin over `arbitrage.ingest.kafka`.
+
+Register both controllers behind the admin guard (`guards=[requires("admin")]`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+from litestar import Controller, get, post
+from litestar.di import NamedDependency
+from litestar.exceptions import NotFoundException
+from litestar.params import Parameter
+
+from arbitrage.errors import ValidationError
+from arbitrage.ingest.kafka import (
+    DeadLetter,
+    DeadLetterReplay,
+    KafkaIngest,
+    KafkaStatus,
+    list_dead_letters,
+    replay_dead_letters,
+)
+from arbitrage.services import Services
+
+
+class PartitionsRequest(msgspec.Struct):
+    partitions: list[int] | None = None
+    """Partition numbers; all assigned partitions when omitted."""
+
+
+class PausedPartitions(msgspec.Struct):
+    paused: list[int]
+
+
+class ReplayRequest(msgspec.Struct):
+    partition: int
+    offset: int | None = None
+    timestamp: str | None = None
+    """RFC 3339 time: replay from the first message at or after it."""
+
+
+class ReplayStarted(msgspec.Struct):
+    partition: int
+    offset: int
+
+
+class DeadLetterPage(msgspec.Struct):
+    items: list[DeadLetter]
+
+
+class DeadLetterReplayRequest(msgspec.Struct):
+    source: str | None = None
+    """Only dead letters from this source (http, kafka, ...)."""
+    limit: int = 100_000
+
+
+def _kafka(services: Services) -> KafkaIngest:
+    kafka = services.extras.get("kafka")
+    if not isinstance(kafka, KafkaIngest):
+        raise NotFoundException("Kafka ingest is not enabled ([kafka] enabled = true)")
+    return kafka
+
+
+class KafkaAdminController(Controller):
+    path = "/admin/kafka"
+    tags = ["admin"]
+
+    @get(description="Assignment, positions, committed offsets, lag and paused state per partition.")
+    async def status(self, services: NamedDependency[Services]) -> KafkaStatus:
+        return await _kafka(services).status()
+
+    @post("/pause", status_code=200, description="Stop fetching the given partitions (all when none given).")
+    async def pause(
+        self, services: NamedDependency[Services], data: PartitionsRequest | None = None
+    ) -> PausedPartitions:
+        return PausedPartitions(_kafka(services).pause(data.partitions if data else None))
+
+    @post("/resume", status_code=200, description="Resume the given partitions (all when none given).")
+    async def resume(
+        self, services: NamedDependency[Services], data: PartitionsRequest | None = None
+    ) -> PausedPartitions:
+        return PausedPartitions(_kafka(services).resume(data.partitions if data else None))
+
+    @post(
+        "/replay",
+        status_code=202,
+        description="Seek an assigned partition to an offset or a time; replayed records are still stored once.",
+    )
+    async def replay(self, services: NamedDependency[Services], data: ReplayRequest) -> ReplayStarted:
+        timestamp_ms = None
+        if data.timestamp is not None:
+            try:
+                moment = datetime.fromisoformat(data.timestamp.replace("Z", "+00:00"))
+            except ValueError as exc:
+                raise ValidationError("timestamp", f"not an RFC 3339 datetime: {data.timestamp!r}") from exc
+            timestamp_ms = int(moment.timestamp() * 1000)
+        offset = await _kafka(services).replay(data.partition, offset=data.offset, timestamp_ms=timestamp_ms)
+        return ReplayStarted(data.partition, offset)
+
+
+class DeadLetterController(Controller):
+    path = "/admin/dead-letters"
+    tags = ["admin"]
+
+    @get(description="Rejected records, newest first, with the field and reason and the original bytes.")
+    async def list_dead_letters(
+        self,
+        services: NamedDependency[Services],
+        limit: Annotated[int, Parameter(ge=1, le=10_000)] = 100,
+        source: Annotated[str | None, Parameter(max_length=64)] = None,
+        include_replayed: bool = False,
+    ) -> DeadLetterPage:
+        items = await list_dead_letters(
+            services.warehouse, limit=limit, source=source, include_replayed=include_replayed
+        )
+        return DeadLetterPage(items)
+
+    @post(
+        "/replay", status_code=200, description="Re-ingest dead letters not replayed yet (after a fix) and mark them."
+    )
+    async def replay(
+        self, services: NamedDependency[Services], data: DeadLetterReplayRequest | None = None
+    ) -> DeadLetterReplay:
+        request = data or DeadLetterReplayRequest()
+        return await replay_dead_letters(services.ingest, source=request.source, limit=request.limit)
