@@ -8,6 +8,7 @@ Public face:
 - `run_export`/`plan_export` run one export directly (the CLI uses them).
 """
 
+from arbitrage.export._cli import add_export_command, export_command
 from arbitrage.export._jobs import (
     Download,
     ExportJob,
@@ -27,6 +28,7 @@ from arbitrage.export._run import (
     run_export,
     table_columns,
 )
+from arbitrage.export._settings import storage_options_from
 from arbitrage.export._sink import Destination, redact_url
 from arbitrage.export._writers import (
     ENTRY_POINT_GROUP,
@@ -57,11 +59,14 @@ __all__ = [
     "Split",
     "UnknownFormat",
     "WriterOptions",
+    "add_export_command",
     "column_descriptions",
+    "export_command",
     "formats",
     "plan_export",
     "redact_url",
     "register_exporter",
     "run_export",
+    "storage_options_from",
     "table_columns",
 ]
