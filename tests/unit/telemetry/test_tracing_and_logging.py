@@ -67,7 +67,8 @@ async def test_an_ingest_request_is_one_trace_with_a_span_per_stage(
     assert {"POST /ingest", "ingest.batch", "ingest.decode", "ingest.derive", "ingest.dedup", "ingest.insert"} <= names
     assert "ingest.enrich" in names
     server = next(s for s in finished if s.name == "POST /ingest")
-    assert server.attributes is not None and server.attributes["http.response.status_code"] == 200
+    assert server.attributes is not None
+    assert server.attributes["http.response.status_code"] == 200
     assert server.attributes["http.route"] == "/ingest"
     ingest_trace = {s.context.trace_id for s in finished if s.name.startswith("ingest.")}
     assert ingest_trace == {server.context.trace_id}
@@ -108,8 +109,10 @@ def test_log_lines_carry_trace_ids_inside_a_span_and_mask_credentials(
     with span("work"):
         logging.getLogger("test").warning("connecting to clickhouse://app:hunter2@db:9000/x with token=abc123")
     entry = json.loads(log_lines.getvalue().splitlines()[-1])
-    assert len(entry["trace_id"]) == 32 and len(entry["span_id"]) == 16
-    assert "hunter2" not in entry["message"] and "abc123" not in entry["message"]
+    assert len(entry["trace_id"]) == 32
+    assert len(entry["span_id"]) == 16
+    assert "hunter2" not in entry["message"]
+    assert "abc123" not in entry["message"]
     assert "clickhouse://app:***@db:9000/x" in entry["message"]
 
 
@@ -153,7 +156,7 @@ def test_tracing_off_records_nothing_and_unknown_modes_are_config_errors() -> No
     disable_tracing()
     with span("ignored") as current:
         assert not current.is_recording()
-    with pytest.raises(ConfigError, match="telemetry.tracing"):
+    with pytest.raises(ConfigError, match=r"telemetry\.tracing"):
         configure_tracing("zipkin")
 
 
