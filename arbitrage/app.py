@@ -22,8 +22,8 @@ from arbitrage.features import HISTORY_WINDOW, FeatureEngine
 from arbitrage.ingest import IngestService
 from arbitrage.risk import score_risk
 from arbitrage.services import Services
-from arbitrage.storage import TransactionReader, open_warehouse
-from arbitrage.stream import RecentTransactions
+from arbitrage.storage import TransactionReader, Warehouse, open_warehouse
+from arbitrage.stream import LiveFeed, RecentTransactions, RedisLink, StreamHub
 from arbitrage.telemetry import configure_tracing, flush_tracing, request_telemetry
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def create_app(settings: Settings) -> Litestar:
             for task in background:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            await services.warehouse.close()
+            await services.close()
             flush_tracing()
 
     openapi = OpenAPIConfig(
@@ -100,10 +100,30 @@ async def start_services(settings: Settings) -> Services:
     newest = await reader.newest(settings.ingest.recent_buffer)
     recent.add(newest)
     engine = FeatureEngine.from_history(await reader.feature_history(HISTORY_WINDOW))
+    feed = await _start_live_feed(settings, warehouse)
     ingest = IngestService(
         warehouse,
         recent,
         enrichers=[engine.process, score_risk],
         max_pending_batches=settings.ingest.max_pending_batches,
+        position_source=feed.reserve,
     )
-    return Services(settings=settings, warehouse=warehouse, ingest=ingest, reader=reader, recent=recent)
+    ingest.on_stored(feed.publish)
+    services = Services(settings=settings, warehouse=warehouse, ingest=ingest, reader=reader, recent=recent, feed=feed)
+    services.health_checks["redis"] = feed.redis.health if feed.redis is not None else _redis_disabled
+    return services
+
+
+async def _start_live_feed(settings: Settings, warehouse: Warehouse) -> LiveFeed:
+    """The live feed, through Redis when `redis.url` is set (several processes, one feed)."""
+    hub = StreamHub(
+        replay_events=settings.stream.replay_buffer, reorder_timeout=settings.stream.reorder_timeout_seconds
+    )
+    redis = RedisLink(settings.redis.url, hub, key_prefix=settings.redis.key_prefix) if settings.redis.url else None
+    feed = LiveFeed(warehouse, hub, redis)
+    await feed.start()
+    return feed
+
+
+async def _redis_disabled() -> dict[str, str]:
+    return {"status": "disabled"}

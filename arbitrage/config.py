@@ -86,6 +86,19 @@ class RedisSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """redis://127.0.0.1:6379/0 to share cache, rate limits and fan-out across processes; empty = memory."""
     cache_ttl_seconds: float = 2.0
     """Lifetime of cached hot read responses."""
+    key_prefix: str = "arbitrage"
+    """Prefix of every Redis key and channel, so deployments can share one Redis."""
+
+
+class StreamSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    keepalive_seconds: float = 15.0
+    """Idle SSE streams get a comment line this often, so proxies keep them open."""
+    replay_buffer: int = 10_000
+    """Newest stream events kept in memory for clients resuming with Last-Event-ID; older ones come from the warehouse."""
+    client_queue_events: int = 20_000
+    """Events one SSE/WebSocket client may have waiting; beyond it the client is dropped, not the feed slowed."""
+    reorder_timeout_seconds: float = 2.0
+    """How long a batch waits for an earlier position another process is still storing before it is delivered past the gap."""
 
 
 class ExportSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -128,6 +141,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     ingest: IngestSettings = msgspec.field(default_factory=IngestSettings)
     kafka: KafkaSettings = msgspec.field(default_factory=KafkaSettings)
     redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
+    stream: StreamSettings = msgspec.field(default_factory=StreamSettings)
     export: ExportSettings = msgspec.field(default_factory=ExportSettings)
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
     demo: DemoSettings = msgspec.field(default_factory=DemoSettings)

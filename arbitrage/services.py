@@ -9,7 +9,7 @@ from typing import Any
 from arbitrage.config import Settings
 from arbitrage.ingest import IngestService
 from arbitrage.storage import TransactionReader, Warehouse
-from arbitrage.stream import RecentTransactions
+from arbitrage.stream import LiveFeed, RecentTransactions
 
 HealthCheck = Callable[[], Awaitable[dict[str, Any]]]
 """Returns {"status": "healthy" | "degraded" | "unhealthy", ...}; raising means unhealthy."""
@@ -26,3 +26,11 @@ class Services:
     """Components besides the warehouse (kafka, redis, ...) report here by name."""
     extras: dict[str, Any] = field(default_factory=dict)
     """Services of optional modules (exports, schedules, kafka), by name."""
+    feed: LiveFeed | None = None
+    """The live feed (SSE, WebSocket, GraphQL subscriptions); None in tools that only read."""
+
+    async def close(self) -> None:
+        """Stop the live feed (its Redis connection), then release the warehouse."""
+        if self.feed is not None:
+            await self.feed.close()
+        await self.warehouse.close()

@@ -6,8 +6,10 @@ from arbitrage.api.features import FeatureController
 from arbitrage.api.health import HealthController
 from arbitrage.api.ingest import IngestController
 from arbitrage.api.stats import StatsController
+from arbitrage.api.stream import StreamController
 from arbitrage.api.transactions import TransactionController
 
 CONTROLLERS = [FeatureController, HealthController, IngestController, StatsController, TransactionController]
+CONTROLLERS.append(StreamController)
 
 __all__ = ["CONTROLLERS", "DEPENDENCIES", "EXCEPTION_HANDLERS"]

@@ -62,6 +62,9 @@ _BATCH = "__batch"
 
 StoredListener = Callable[[pl.DataFrame], Awaitable[None]]
 
+PositionSource = Callable[[int], Awaitable[int]]
+"""Given a row count, the first of that many consecutive live-stream positions (`LiveFeed.reserve`)."""
+
 
 class IngestService:
     """Owns the writer lock and the admission bound shared by every source."""
@@ -74,12 +77,14 @@ class IngestService:
         enrichers: Sequence[Enricher] = (),
         max_pending_batches: int = 8,
         max_group_rows: int = 200_000,
+        position_source: PositionSource | None = None,
     ) -> None:
         self.warehouse = warehouse
         self.recent = recent
         self.enrichers = list(enrichers)
         self.max_pending_batches = max_pending_batches
         self.max_group_rows = max_group_rows
+        self.position_source = position_source
         self._writer = asyncio.Lock()
         self._queued: list[tuple[pl.DataFrame, asyncio.Future[pl.DataFrame]]] = []
         self._pending = 0
@@ -215,12 +220,20 @@ class IngestService:
         batch_ids = combined[_BATCH]
         enriched = await asyncio.to_thread(self._enrich, combined.drop(_BATCH))
         METRICS.ingest_batch_seconds.labels("enrich").observe(time.perf_counter() - started)
+        if self.position_source is not None:
+            enriched = await self._with_positions(enriched)
         started = time.perf_counter()
         with span("ingest.insert"):
             await self.warehouse.insert_arrow("transactions", enriched.to_arrow())
         METRICS.ingest_batch_seconds.labels("insert").observe(time.perf_counter() - started)
         METRICS.ingest_insert_rows.observe(len(enriched))
         return [enriched.filter(batch_ids == i) for i in range(len(frames))]
+
+    async def _with_positions(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """Stream positions are stored with the rows, so a resuming client can read them back."""
+        assert self.position_source is not None
+        first = await self.position_source(len(frame))
+        return frame.with_columns(pl.int_range(first, first + len(frame), dtype=pl.UInt64).alias("stream_position"))
 
     def _enrich(self, frame: pl.DataFrame) -> pl.DataFrame:
         for enricher in self.enrichers:

@@ -1,6 +1,33 @@
-"""Live fan-out of stored transactions and their JSON rendering."""
+"""Live fan-out of stored transactions and their JSON rendering.
 
-from arbitrage.stream._recent import LiveEvent, RecentTransactions
+Public face:
+- `LiveFeed`: positions at store time (`reserve`), fan-out (`publish`), resume (`resume`,
+  `stored_batches`); built by `open_live_feed(settings, warehouse)`.
+- `StreamHub`/`Subscription`: the in-process fan-out with bounded per-client queues.
+- `RedisLink`: the process's Redis connection (shared sequence, pub/sub), when configured.
+- `RecentTransactions`: the in-memory ring of the newest stored rows; `render_transactions`.
+"""
+
+from arbitrage.stream._events import POSITION_COLUMN, Fields, LiveBatch, LiveEvent, StreamFilter, project
+from arbitrage.stream._feed import LiveFeed, Resume
+from arbitrage.stream._hub import StreamHub, Subscription
+from arbitrage.stream._recent import RecentTransactions
+from arbitrage.stream._redis import RedisLink
 from arbitrage.stream._render import json_array, render_transactions
 
-__all__ = ["LiveEvent", "RecentTransactions", "json_array", "render_transactions"]
+__all__ = [
+    "POSITION_COLUMN",
+    "Fields",
+    "LiveBatch",
+    "LiveEvent",
+    "LiveFeed",
+    "RecentTransactions",
+    "RedisLink",
+    "Resume",
+    "StreamFilter",
+    "StreamHub",
+    "Subscription",
+    "json_array",
+    "project",
+    "render_transactions",
+]

@@ -11,7 +11,7 @@ import polars as pl
 
 from arbitrage.model import STORED_SCHEMA
 
-_TOP_LEVEL_EXTRAS = ("late",)
+_TOP_LEVEL_EXTRAS = ("late", "stream_position")
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%.3fZ"
 
 

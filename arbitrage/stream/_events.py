@@ -1,0 +1,170 @@
+"""Stream events, their filters, and the batches the fan-out hands to subscribers.
+
+An event carries the few fields the stream filters on next to its rendered JSON, so a
+subscriber's filter is a handful of comparisons, never a JSON parse. A `LiveBatch` caches
+its encodings (SSE frames per field selection, the whole SSE chunk), so subscribers that
+ask for the same thing share one encoding: per-client cost is a queue put.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+import msgspec
+import polars as pl
+
+from arbitrage.stream._render import render_transactions
+
+POSITION_COLUMN = "stream_position"
+"""The stored column that holds each transaction's stream position."""
+
+
+class LiveEvent(msgspec.Struct, frozen=True, array_like=True):
+    """One stored transaction as a stream event; positions grow with store order."""
+
+    position: int
+    signature: str
+    block_time: datetime
+    payload: bytes
+    signer: str = ""
+    route: tuple[str, ...] = ()
+    dexes: tuple[str, ...] = ()
+    net_profit_sol: float | None = None
+
+
+class StreamFilter(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+    """What a subscriber wants; None means "any". Same meaning as the `/transactions` filters."""
+
+    token: str | None = None
+    dex: str | None = None
+    signer: str | None = None
+    min_profit_sol: float | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        return self.token is None and self.dex is None and self.signer is None and self.min_profit_sol is None
+
+    def matches(self, event: LiveEvent) -> bool:
+        if self.signer is not None and event.signer != self.signer:
+            return False
+        if self.token is not None and self.token not in event.route:
+            return False
+        if self.dex is not None and self.dex not in event.dexes:
+            return False
+        if self.min_profit_sol is not None and (
+            event.net_profit_sol is None or event.net_profit_sol < self.min_profit_sol
+        ):
+            return False
+        return True
+
+
+def events_from_frame(stored: pl.DataFrame) -> list[LiveEvent]:
+    """Events of stored rows (which carry `stream_position`), in position order."""
+    if stored.is_empty():
+        return []
+    ordered = stored.sort(POSITION_COLUMN)
+    payloads = render_transactions(ordered)
+    profits = ordered["net_profit_sol"].to_list()
+    return [
+        LiveEvent(position, signature, block_time, payload, signer, tuple(route), tuple(dexes), profit)
+        for position, signature, block_time, payload, signer, route, dexes, profit in zip(
+            ordered[POSITION_COLUMN].to_list(),
+            ordered["signature"].to_list(),
+            ordered["block_time"].to_list(),
+            payloads,
+            ordered["signer"].to_list(),
+            ordered["route"].to_list(),
+            ordered["dexes"].to_list(),
+            profits,
+            strict=True,
+        )
+    ]
+
+
+Fields = tuple[str, ...] | None
+"""Top-level keys a subscriber asked for (`fields=`), or None for the whole transaction."""
+
+
+def project(payload: bytes, fields: Fields) -> bytes:
+    """The payload with only `fields` (unknown names are left out)."""
+    if fields is None:
+        return payload
+    whole = msgspec.json.decode(payload)
+    return msgspec.json.encode({name: whole[name] for name in fields if name in whole})
+
+
+class LiveBatch:
+    """Events stored together (contiguous positions), with encodings cached per field selection."""
+
+    __slots__ = ("_chunks", "_frames", "events", "published_at")
+
+    def __init__(self, events: list[LiveEvent], published_at: float | None = None) -> None:
+        self.events = events
+        self.published_at = time.time() if published_at is None else published_at
+        """Wall-clock time the origin process published the batch (after the insert returned)."""
+        self._frames: dict[Fields, list[bytes]] = {}
+        self._chunks: dict[Fields, bytes] = {}
+
+    @property
+    def first(self) -> int:
+        return self.events[0].position
+
+    @property
+    def last(self) -> int:
+        return self.events[-1].position
+
+    def sse_frames(self, fields: Fields) -> list[bytes]:
+        """One `id/event/data` SSE frame per event."""
+        frames = self._frames.get(fields)
+        if frames is None:
+            frames = [
+                b"id: %d\nevent: transaction\ndata: %s\n\n" % (e.position, project(e.payload, fields))
+                for e in self.events
+            ]
+            self._frames[fields] = frames
+        return frames
+
+    def sse_chunk(self, fields: Fields, selected: list[int] | None = None) -> bytes:
+        """The SSE bytes of the selected events (all when None), after a `published` comment.
+
+        The comment line (`: published <unix seconds>`) is ignored by SSE clients; it lets a
+        client measure delivery latency without a clock in the payload.
+        """
+        if selected is None:
+            chunk = self._chunks.get(fields)
+            if chunk is None:
+                chunk = self._comment() + b"".join(self.sse_frames(fields))
+                self._chunks[fields] = chunk
+            return chunk
+        frames = self.sse_frames(fields)
+        return self._comment() + b"".join([frames[i] for i in selected])
+
+    def _comment(self) -> bytes:
+        return b": published %.6f\n" % self.published_at
+
+    def select(self, filters: StreamFilter) -> list[int] | None:
+        """Indices of matching events; None means all of them (no filter)."""
+        if filters.is_empty:
+            return None
+        return [i for i, event in enumerate(self.events) if filters.matches(event)]
+
+
+class WireBatch(msgspec.Struct, array_like=True):
+    """A batch as it crosses Redis pub/sub (msgpack)."""
+
+    published_at: float
+    events: list[LiveEvent]
+
+
+_WIRE_ENCODER = msgspec.msgpack.Encoder()
+_WIRE_DECODER = msgspec.msgpack.Decoder(WireBatch)
+
+
+def encode_wire(batch: LiveBatch) -> bytes:
+    return _WIRE_ENCODER.encode(WireBatch(batch.published_at, batch.events))
+
+
+def decode_wire(data: bytes) -> LiveBatch:
+    wire = _WIRE_DECODER.decode(data)
+    return LiveBatch(wire.events, wire.published_at)

@@ -1,0 +1,111 @@
+"""The live feed of one process: positions at store time, fan-out, and resume.
+
+Ingest asks `reserve(n)` for the positions of a batch it is about to insert (they are
+stored with the rows), and hands the stored rows to `publish` afterwards. Clients open a
+`Resume` that says what they missed: positions older than the replay buffer are read from
+the warehouse (`stream_position > last_id`), the rest comes from the buffer, then live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import polars as pl
+import pyarrow as pa
+
+from arbitrage.storage import TransactionFilter, Warehouse
+from arbitrage.stream._events import POSITION_COLUMN, LiveBatch, StreamFilter, events_from_frame
+from arbitrage.stream._hub import StreamHub, Subscription
+from arbitrage.stream._redis import RedisLink
+
+_REPLAY_PAGE_ROWS = 5_000
+
+
+@dataclass
+class Resume:
+    """A new subscription plus what the client missed before it: stored range, then buffer."""
+
+    subscription: Subscription
+    stored_after: int | None
+    """Read positions in (stored_after, stored_before) from the warehouse first; None: nothing."""
+    stored_before: int
+    buffered: list[LiveBatch]
+    position: int
+    """The feed's position when the subscription started: everything up to it is in the backlog."""
+
+
+class LiveFeed:
+    """What ingest and the stream endpoints talk to; Redis is optional."""
+
+    def __init__(self, warehouse: Warehouse, hub: StreamHub, redis: RedisLink | None = None) -> None:
+        self.warehouse = warehouse
+        self.hub = hub
+        self.redis = redis
+        self._last_reserved = 0
+
+    async def start(self) -> None:
+        """Continue the sequence from the warehouse's highest stored position."""
+        table = await self.warehouse.query_arrow(
+            f"SELECT max({POSITION_COLUMN}) AS position FROM {self.warehouse.database}.transactions"
+        )
+        highest = int(table.column("position")[0].as_py() or 0)
+        self._last_reserved = highest
+        self.hub.start_at(highest)
+        if self.redis is not None:
+            await self.redis.start()
+
+    async def close(self) -> None:
+        if self.redis is not None:
+            await self.redis.close()
+
+    async def reserve(self, count: int) -> int:
+        """The first of `count` consecutive new positions (ingest calls this under its writer lock)."""
+        floor = max(self._last_reserved, self.hub.position)
+        last = await self.redis.reserve(count, floor) if self.redis is not None else None
+        if last is None:
+            last = floor + count
+        self._last_reserved = last
+        return last - count + 1
+
+    async def publish(self, stored: pl.DataFrame) -> None:
+        """Fan out stored rows: through Redis to every process when it is up, else in-process."""
+        if POSITION_COLUMN not in stored.columns or stored.is_empty():
+            return
+        batch = LiveBatch(await asyncio.to_thread(events_from_frame, stored))
+        if self.redis is not None and await self.redis.publish(batch):
+            return
+        self.hub.accept(batch)
+
+    def resume(self, filters: StreamFilter, max_events: int, last_event_id: int | None) -> Resume:
+        """Subscribe and take the backlog in one step (no await), so nothing falls between them."""
+        subscription = self.hub.subscribe(filters, max_events)
+        position = self.hub.position
+        if last_event_id is None or last_event_id >= position:
+            return Resume(subscription, None, 0, [], position)
+        buffered, oldest = self.hub.replay(last_event_id)
+        stored_after = last_event_id if oldest > last_event_id + 1 else None
+        return Resume(subscription, stored_after, oldest, buffered, position)
+
+    async def stored_batches(
+        self, filters: StreamFilter, after: int, before: int
+    ) -> AsyncIterator[LiveBatch]:
+        """Stored rows with after < position < before that match, in position order, a page at a time."""
+        where, params = TransactionFilter(
+            token=filters.token, dex=filters.dex, signer=filters.signer, min_profit_sol=filters.min_profit_sol
+        ).where()
+        sql = (
+            f"SELECT * FROM {self.warehouse.database}.transactions WHERE {where} "
+            f"AND {POSITION_COLUMN} > {{after:UInt64}} AND {POSITION_COLUMN} < {{before:UInt64}} "
+            f"ORDER BY {POSITION_COLUMN} LIMIT {_REPLAY_PAGE_ROWS}"
+        )
+        while after + 1 < before:
+            table: pa.Table = await self.warehouse.query_arrow(sql, {**params, "after": after, "before": before})
+            if table.num_rows == 0:
+                return
+            frame = pl.from_arrow(table)
+            assert isinstance(frame, pl.DataFrame)
+            events = await asyncio.to_thread(events_from_frame, frame)
+            yield LiveBatch(events)
+            after = events[-1].position

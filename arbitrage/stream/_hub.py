@@ -1,0 +1,172 @@
+"""The process's fan-out: orders batches by stream position and hands them to subscribers.
+
+Every batch reaches the hub once (from this process's ingest, or from Redis when several
+processes share one feed). The hub delivers in position order: a batch that arrives ahead
+of a missing position waits up to `reorder_timeout` for it (another process may still be
+inserting it), then is delivered past the gap. Delivered batches stay in a bounded replay
+buffer for clients that reconnect with `Last-Event-ID`. Each subscriber has a bounded
+queue; one that falls behind is dropped instead of slowing the others or growing memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections import deque
+
+from arbitrage.stream._events import LiveBatch, StreamFilter
+
+
+class Subscription:
+    """One client's view of the feed: its filter and a bounded queue of matching batches."""
+
+    def __init__(self, filters: StreamFilter, max_events: int) -> None:
+        self.filters = filters
+        self.max_events = max_events
+        self.dropped = False
+        self.queued_events = 0
+        self._queue: asyncio.Queue[tuple[LiveBatch, list[int] | None] | None] = asyncio.Queue()
+
+    def offer(self, batch: LiveBatch) -> bool:
+        """Queue the batch's matching events; False (and dropped) when the bound would be exceeded."""
+        selected = batch.select(self.filters)
+        count = len(batch.events) if selected is None else len(selected)
+        if count == 0:
+            return True
+        if self.queued_events + count > self.max_events:
+            self.drop()
+            return False
+        self.queued_events += count
+        self._queue.put_nowait((batch, selected))
+        return True
+
+    def drop(self) -> None:
+        """Discard what is queued and wake the reader with the end marker."""
+        if self.dropped:
+            return
+        self.dropped = True
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self.queued_events = 0
+        self._queue.put_nowait(None)
+
+    async def next(self) -> list[tuple[LiveBatch, list[int] | None]] | None:
+        """Everything queued (waiting for at least one batch); None once dropped."""
+        first = await self._queue.get()
+        if first is None:
+            return None
+        items = [first]
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is None:
+                return None
+            items.append(item)
+        self.queued_events -= sum(len(b.events) if s is None else len(s) for b, s in items)
+        return items
+
+
+class StreamHub:
+    """Orders, buffers and fans out stored batches within one process."""
+
+    def __init__(self, *, replay_events: int = 10_000, reorder_timeout: float = 2.0) -> None:
+        self.replay_events = replay_events
+        self.reorder_timeout = reorder_timeout
+        self._subscribers: set[Subscription] = set()
+        self._replay: deque[LiveBatch] = deque()
+        self._replay_count = 0
+        self._next: int | None = None
+        self._last_delivered = 0
+        self._held: list[tuple[int, int, LiveBatch]] = []
+        self._order = itertools.count()
+        self._release: asyncio.TimerHandle | None = None
+
+    @property
+    def position(self) -> int:
+        """The highest position delivered so far (0 before any)."""
+        return self._last_delivered
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+    def start_at(self, position: int) -> None:
+        """Expect `position + 1` next (the warehouse's highest position at start-up)."""
+        self._last_delivered = max(self._last_delivered, position)
+        self._next = self._last_delivered + 1
+
+    def resync(self) -> None:
+        """Forget which position comes next (after re-subscribing to Redis): the next batch sets it."""
+        self._next = None
+
+    def subscribe(self, filters: StreamFilter, max_events: int) -> Subscription:
+        subscription = Subscription(filters, max_events)
+        self._subscribers.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self._subscribers.discard(subscription)
+
+    def accept(self, batch: LiveBatch) -> None:
+        """Take a batch from ingest or Redis (call on the event loop); deliver what is in order."""
+        self._take(batch)
+        self._drain_held()
+
+    def _take(self, batch: LiveBatch) -> None:
+        if not batch.events or batch.last <= self._last_delivered:
+            return
+        if batch.first <= self._last_delivered:
+            batch = LiveBatch([e for e in batch.events if e.position > self._last_delivered], batch.published_at)
+        if self._next is None:
+            self._next = batch.first
+        if batch.first > self._next:
+            heapq.heappush(self._held, (batch.first, next(self._order), batch))
+            if self._release is None:
+                self._release = asyncio.get_running_loop().call_later(self.reorder_timeout, self._release_held)
+            return
+        self._deliver(batch)
+
+    def replay(self, after: int) -> tuple[list[LiveBatch], int]:
+        """Buffered batches with positions after `after`, and the first position the buffer holds.
+
+        Positions in (after, first_buffered) are not in memory: the caller reads them from the
+        warehouse. Batches are trimmed to positions > `after`.
+        """
+        batches: list[LiveBatch] = []
+        for batch in self._replay:
+            if batch.last <= after:
+                continue
+            if batch.first <= after:
+                batch = LiveBatch([e for e in batch.events if e.position > after], batch.published_at)
+            batches.append(batch)
+        oldest = self._replay[0].first if self._replay else self._last_delivered + 1
+        return batches, oldest
+
+    def _deliver(self, batch: LiveBatch) -> None:
+        self._last_delivered = batch.last
+        self._next = batch.last + 1
+        self._replay.append(batch)
+        self._replay_count += len(batch.events)
+        while self._replay_count - len(self._replay[0].events) >= self.replay_events:
+            self._replay_count -= len(self._replay.popleft().events)
+        for subscription in list(self._subscribers):
+            if not subscription.offer(batch):
+                self._subscribers.discard(subscription)
+
+    def _drain_held(self) -> None:
+        while self._held and self._next is not None and self._held[0][0] <= self._next:
+            _, _, batch = heapq.heappop(self._held)
+            self._take(batch)
+        if not self._held and self._release is not None:
+            self._release.cancel()
+            self._release = None
+
+    def _release_held(self) -> None:
+        """The gap did not fill in time (a failed insert, a crashed process): move past it."""
+        self._release = None
+        if self._held:
+            self._next = self._held[0][0]
+            self._drain_held()
+        if self._held and self._release is None:
+            self._release = asyncio.get_running_loop().call_later(self.reorder_timeout, self._release_held)
+

@@ -1,0 +1,134 @@
+"""Redis for the live feed: one shared position sequence and one pub/sub channel.
+
+One client per process for commands and one subscription per process: a published batch
+comes back to every process's hub (this one included) and is fanned out in memory, so
+there is no Redis traffic per client. While Redis is unreachable the link reports itself
+down, the feed falls back to in-process positions and delivery, and a background loop
+re-subscribes when Redis returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from arbitrage.stream._events import LiveBatch, decode_wire, encode_wire
+from arbitrage.stream._hub import StreamHub
+
+log = logging.getLogger(__name__)
+
+_COMMAND_TIMEOUT_S = 1.0
+_RETRY_S = 0.25
+
+# Positions only grow: a process passes the highest position it knows, so a Redis that
+# restarted empty continues above everything already handed out instead of from zero.
+_RESERVE = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local floor = tonumber(ARGV[2])
+if current < floor then current = floor end
+current = current + tonumber(ARGV[1])
+redis.call('SET', KEYS[1], current)
+return current
+"""
+
+
+class RedisLink:
+    """This process's connection to Redis, shared by the live feed and the response cache."""
+
+    def __init__(self, url: str, hub: StreamHub, *, key_prefix: str = "arbitrage") -> None:
+        self.url = url
+        self.hub = hub
+        self.key_prefix = key_prefix
+        self.channel = f"{key_prefix}:stream"
+        self.sequence_key = f"{key_prefix}:stream:position"
+        self.client: aioredis.Redis = aioredis.Redis.from_url(
+            url, socket_timeout=_COMMAND_TIMEOUT_S, socket_connect_timeout=_COMMAND_TIMEOUT_S
+        )
+        self._listener_client: aioredis.Redis = aioredis.Redis.from_url(
+            url, socket_connect_timeout=_COMMAND_TIMEOUT_S, socket_keepalive=True, health_check_interval=5
+        )
+        self._reserve = self.client.register_script(_RESERVE)
+        self._subscribed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def available(self) -> bool:
+        """Subscribed right now; while False, nothing is sent to Redis."""
+        return self._subscribed.is_set()
+
+    async def start(self, wait: float = 2.0) -> None:
+        """Start the subscription loop; wait a little for it so the first batches go through Redis."""
+        self._task = asyncio.create_task(self._listen(), name="redis-stream-listener")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._subscribed.wait(), wait)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.client.aclose()
+        await self._listener_client.aclose()
+
+    async def publish(self, batch: LiveBatch) -> bool:
+        """Send a batch to every process's hub; False when Redis did not take it."""
+        if not self.available:
+            return False
+        try:
+            await self.client.publish(self.channel, encode_wire(batch))
+        except (RedisError, OSError) as exc:
+            self._lost(exc)
+            return False
+        return True
+
+    async def reserve(self, count: int, floor: int) -> int | None:
+        """The last of `count` new positions above `floor` and every position handed out; None when down."""
+        if not self.available:
+            return None
+        try:
+            return int(await self._reserve(keys=[self.sequence_key], args=[count, floor]))
+        except (RedisError, OSError) as exc:
+            self._lost(exc)
+            return None
+
+    async def health(self) -> dict[str, Any]:
+        """For /health: healthy with the ping latency, or raise (the service then reports degraded)."""
+        if not self.available:
+            raise ConnectionError("redis is unreachable; serving from memory")
+        started = time.perf_counter()
+        await self.client.ping()
+        return {
+            "status": "healthy",
+            "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+            "stream_subscribers": self.hub.subscribers,
+        }
+
+    def _lost(self, exc: BaseException) -> None:
+        if self._subscribed.is_set():
+            log.warning("redis unreachable (%s); live feed continues in-process", exc)
+        self._subscribed.clear()
+
+    async def _listen(self) -> None:
+        while True:
+            pubsub = self._listener_client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.channel)
+                self.hub.resync()
+                if not self._subscribed.is_set():
+                    log.info("redis live feed subscribed on %s", self.channel)
+                self._subscribed.set()
+                async for message in pubsub.listen():
+                    if message["type"] == "message":
+                        self.hub.accept(decode_wire(message["data"]))
+            except (RedisError, OSError) as exc:
+                self._lost(exc)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()
+            await asyncio.sleep(_RETRY_S)
