@@ -628,12 +628,14 @@ def _minute_bars(rows: _Rows, g: SortedGroups, since_minute: int | None) -> _Min
 def _bar_features(rows: _Rows, g: SortedGroups, bars: _MinuteBars, stored: pl.DataFrame) -> dict[str, np.ndarray]:
     """Minute-aligned 24 h / 48 h sums and one-minute indicators of each row's bar, as of its start (given order)."""
     recent = np.flatnonzero(bars.recent)
+    recent = recent[np.argsort(bars.minute[recent], kind="stable")]
     pair = np.concatenate([rows.bar_pair, rows.pair[bars.first_row[recent]]])
     minute = np.concatenate([stored.get_column("minute").to_numpy(), bars.minute[recent]])
     volume = np.concatenate([_numbers(stored, "volume"), bars.volume[recent]])
     trades = np.concatenate([stored.get_column("trades").to_numpy(), bars.trades[recent]])
     close = np.concatenate([_numbers(stored, "close"), bars.close[recent]])
-    b = SortedGroups(pair, minute, time_follows_order=False, max_width=2 * _DAY_MINUTES + 1)
+    in_time_order = bool(np.all(minute[1:] >= minute[:-1]))  # stored bars are kept in minute order
+    b = SortedGroups(pair, minute, time_follows_order=in_time_order, max_width=2 * _DAY_MINUTES + 1)
     at = np.empty(pair.shape[0], dtype=np.int64)
     at[b.order] = np.arange(b.size)
     query = at[stored.height :]
