@@ -119,8 +119,7 @@ def prefix_sums(values: Floats, *, extended: bool = True) -> npt.NDArray[np.floa
 
 def window_sums(sums: npt.NDArray[np.floating], start: Ints) -> Floats:
     """Sums over positions `[start, i)` for each position i, from `prefix_sums`."""
-    end = np.arange(start.shape[0])
-    return (sums[..., end] - sums[..., start]).astype(np.float64, copy=False)
+    return (sums[..., :-1] - sums[..., start]).astype(np.float64, copy=False)
 
 
 def last_before(mask: Bools) -> Ints:
