@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import confluent_kafka
+from confluent_kafka.admin import AdminClient
 
 TOPIC_PARTITIONS = {"arbitrage-transactions": 10, "arbitrage-opportunities": 5, "risk-metrics": 3, "arbitrage-dlq": 1}
 """The topics of DESIGN.md with their partition counts; the mock cluster gets them at start."""
@@ -113,7 +114,7 @@ def start_broker(kind: str, *, timeout: float = 30.0) -> Broker:
 
 
 def _wait_until_ready(broker: Broker, timeout: float) -> None:
-    admin = confluent_kafka.admin.AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     deadline = time.monotonic() + timeout
     while True:
         if broker.process.poll() is not None:

@@ -73,9 +73,14 @@ class KafkaIngest:
         self._fetcher: Fetcher | None = None
         self._committer: Committer | None = None
         self._channel: Channel | None = None
+        self._connect_error: str | None = "connecting"
 
     async def start(self) -> None:
-        """Create missing topics, fence a predecessor's transaction, join the group, start the pipeline."""
+        """Start the pipeline task; it connects in the background, so a slow or absent broker never blocks start-up."""
+        self._task = asyncio.create_task(self._connect_and_run(), name="kafka-ingest")
+
+    async def _connect_and_run(self) -> None:
+        """Create missing topics, fence a predecessor's transaction (retrying until the broker answers), then consume."""
         loop = asyncio.get_running_loop()
         if self.options.create_topics:
             await asyncio.to_thread(ensure_topics, self.options)
@@ -88,12 +93,22 @@ class KafkaIngest:
         )
         committer_type = TransactionalCommitter if self.options.transactional else PlainCommitter
         self._committer = committer_type(self.options, self._fetcher)
-        await asyncio.to_thread(self._committer.start)
+        delay = 0.5
+        while True:
+            try:
+                await asyncio.to_thread(self._committer.start)
+                break
+            except KafkaException as exc:
+                self._connect_error = str(exc.args[0])
+                log.warning("Kafka producer could not initialise transactions (%s); retrying", exc.args[0])
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.options.retry_backoff_max_s)
+        self._connect_error = None
         if self.ingest not in _listening:
             self.ingest.on_stored(collect_stored)
             _listening.add(self.ingest)
         self._fetcher.start()
-        self._task = asyncio.create_task(self._run(), name="kafka-ingest")
+        await self._run()
 
     def _on_assigned(self, loop: asyncio.AbstractEventLoop, partitions: list[int]) -> None:
         """From the fetch thread; runs before any chunk of these partitions reaches the pipeline."""
@@ -101,7 +116,13 @@ class KafkaIngest:
 
     async def stop(self) -> None:
         """Stop fetching, store and commit what was fetched, leave the group. Bounded in time."""
-        if self._fetcher is None or self._channel is None or self._task is None:
+        if self._task is None:
+            return
+        if self._fetcher is None or self._channel is None or self._connect_error is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+            self._task = None
             return
         await asyncio.to_thread(self._fetcher.stop, 5.0)
         self._channel.send_control(Stop())
@@ -171,7 +192,18 @@ class KafkaIngest:
 
     async def status(self) -> KafkaStatus:
         """Assignment, positions, committed offsets, watermarks, lag and paused state per partition."""
-        fetcher = self._require_fetcher()
+        fetcher = self._fetcher if self._connect_error is None else None
+        if fetcher is None:
+            return KafkaStatus(
+                topic=self.options.topic_transactions,
+                group_id=self.options.group_id,
+                running=self.running,
+                transactional=self.options.transactional,
+                backpressure=False,
+                store_error=None,
+                last_client_error=self._connect_error,
+                partitions=[],
+            )
         partitions = await asyncio.wrap_future(fetcher.call(lambda: self._partition_states(fetcher)))
         return KafkaStatus(
             topic=self.options.topic_transactions,
@@ -218,7 +250,9 @@ class KafkaIngest:
 
     async def health(self) -> dict[str, Any]:
         """The `/health` component: connected, assigned partitions, lag; degraded while paused."""
-        fetcher = self._require_fetcher()
+        fetcher = self._fetcher if self._connect_error is None else None
+        if fetcher is None:
+            return {"status": "unhealthy", "connected": False, "assigned_partitions": [], "error": self._connect_error}
         try:
             topic = self.options.topic_transactions
             await asyncio.wrap_future(fetcher.call(lambda: fetcher.consumer.list_topics(topic, timeout=1.5)))
@@ -283,8 +317,8 @@ class KafkaIngest:
         return int(await asyncio.wrap_future(fetcher.call(seek)))
 
     def _require_fetcher(self) -> Fetcher:
-        if self._fetcher is None:
-            raise RuntimeError("Kafka ingest has not started")
+        if self._fetcher is None or self._connect_error is not None:
+            raise RuntimeError(f"Kafka ingest is not connected yet ({self._connect_error})")
         return self._fetcher
 
 

