@@ -41,5 +41,9 @@ fmt: install ## format the code and apply safe lint fixes
 bench: install ## run the benchmarks (minutes; prints tables)
 	@for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
+dist: ## build dist/arbitrage: one file that runs `./arbitrage serve` on a box with only Python 3.11
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	UV="$(UV)" python3.11 deploy/dist/build.py --out dist/arbitrage
+
 clean: ## remove the virtualenv, caches and local data
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache data exports dist
