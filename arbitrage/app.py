@@ -10,9 +10,11 @@ from pathlib import Path
 
 import swagger_ui_bundle
 from litestar import Litestar
+from litestar.config.cors import CORSConfig
 from litestar.config.response_cache import ResponseCacheConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
 from litestar.static_files import create_static_files_router
 
 from arbitrage import __version__
@@ -21,6 +23,7 @@ from arbitrage.config import Settings
 from arbitrage.features import HISTORY_WINDOW, FeatureEngine
 from arbitrage.ingest import IngestService
 from arbitrage.risk import score_risk
+from arbitrage.security import check_bind, security_headers, start_security
 from arbitrage.services import Services
 from arbitrage.storage import TransactionReader, Warehouse, open_warehouse
 from arbitrage.stream import LiveFeed, RecentTransactions, RedisLink, StreamHub
@@ -32,7 +35,12 @@ _SWAGGER_ASSETS = Path(swagger_ui_bundle.swagger_ui_path)
 
 
 def create_app(settings: Settings) -> Litestar:
-    """The whole service for these settings; nothing starts until the lifespan runs."""
+    """The whole service for these settings; nothing starts until the lifespan runs.
+
+    Raises:
+        ConfigError: the settings bind beyond loopback with auth off.
+    """
+    check_bind(settings.server.host, settings.auth.enabled)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -45,6 +53,11 @@ def create_app(settings: Settings) -> Litestar:
         )
         services = await start_services(settings)
         app.state.services = services
+        try:
+            app.state.security = security = await start_security(settings, services.warehouse)
+        except BaseException:
+            await services.warehouse.close()
+            raise
         background: list[asyncio.Task[None]] = []
         if settings.demo.enabled:
             from arbitrage.demo import feed_demo
@@ -53,6 +66,7 @@ def create_app(settings: Settings) -> Litestar:
         try:
             yield
         finally:
+            await security.close()
             for task in background:
                 task.cancel()
             for task in background:
@@ -66,6 +80,13 @@ def create_app(settings: Settings) -> Litestar:
         version=__version__,
         description="Solana arbitrage transactions as an API, live streams and ML-ready datasets.",
         path="/schema",
+        components=Components(
+            security_schemes={
+                "bearer": SecurityScheme(type="http", scheme="bearer", description="API key, admin token or JWT"),
+                "apiKey": SecurityScheme(type="apiKey", name="X-API-Key", security_scheme_in="header"),
+            }
+        ),
+        security=[{"bearer": []}, {"apiKey": []}],
         render_plugins=[
             SwaggerRenderPlugin(
                 js_url="/schema/assets/swagger-ui-bundle.js",
@@ -84,7 +105,14 @@ def create_app(settings: Settings) -> Litestar:
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=[lifespan],
         openapi_config=openapi,
-        middleware=[request_telemetry],
+        middleware=[security_headers, request_telemetry],
+        cors_config=CORSConfig(
+            allow_origins=settings.auth.cors_origins,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Last-Event-ID"],
+        )
+        if settings.auth.cors_origins
+        else None,
         request_max_body_size=settings.ingest.max_body_bytes,
         response_cache_config=ResponseCacheConfig(default_expiration=1),
         debug=False,

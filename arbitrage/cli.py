@@ -1,4 +1,4 @@
-"""`arbitrage serve | migrate | ingest | simulate | config show`.
+"""`arbitrage serve | migrate | ingest | simulate | config show | keys`.
 
 Settings come from `--config` (or `ARB_CONFIG`, or `./config.toml`), then `ARB_*`
 variables, then flags. A configuration error exits with code 2 and names the key.
@@ -84,6 +84,10 @@ def _parser() -> argparse.ArgumentParser:
     config_sub = config.add_subparsers(dest="config_command", required=True)
     show = config_sub.add_parser("show", help="print the effective configuration, secrets redacted")
     show.set_defaults(handler=_config_show)
+
+    from arbitrage.security import add_keys_command
+
+    add_keys_command(sub)
     return parser
 
 
@@ -105,6 +109,9 @@ def _serve(_: argparse.Namespace, settings: Settings) -> int:
 
     if settings.storage.backend == "embedded" and settings.server.workers != 1:
         raise ConfigError("server.workers: the embedded warehouse allows one process; use 1 or the clickhouse backend")
+    from arbitrage.security import check_bind
+
+    check_bind(settings.server.host, settings.auth.enabled)
     os.environ[SETTINGS_ENV] = msgspec.json.encode(settings).decode()
     Granian(
         "arbitrage.cli:app_from_environment",

@@ -18,7 +18,9 @@ import msgspec
 from arbitrage.errors import ConfigError
 
 ENV_PREFIX = "ARB_"
-SECRET_KEYS = frozenset({"admin_token", "jwt_secret", "s3_secret_access_key", "password", "sasl_password"})
+SECRET_KEYS = frozenset(
+    {"admin_token", "jwt_secret", "s3_access_key_id", "s3_secret_access_key", "password", "sasl_password"}
+)
 
 
 class ServerSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -110,7 +112,25 @@ class AuthSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     enabled: bool = False
     """Require credentials on every route but /health and /metrics."""
     admin_token: str = ""
-    """Admin credential; generated on first start when empty."""
+    """Admin credential; when empty, read from `admin_token_file` or generated into it on first start."""
+    admin_token_file: str = ""
+    """Where the generated admin credential is kept (mode 600); empty = `<storage.data_dir>/admin_token`."""
+    jwt_secret: str = ""
+    """HS256 shared secret for JWT bearer tokens; empty = HS256 tokens are refused."""
+    jwt_public_key: str = ""
+    """RS256 public key (PEM text or a path to a PEM file); empty = RS256 tokens are refused."""
+    jwt_issuer: str = ""
+    """Required `iss` claim of JWTs; empty = not checked."""
+    jwt_audience: str = ""
+    """Required `aud` claim of JWTs; empty = not checked."""
+    rate_limit_per_minute: int = 600
+    """Requests per minute per API key, token subject or client address (Redis-shared with redis.url); 0 = off."""
+    rate_limit_burst: int = 100
+    """Requests a client may make at once before the per-minute rate applies."""
+    cors_origins: list[str] = msgspec.field(default_factory=list)
+    """Origins allowed to call the API from a browser (CORS); empty = CORS off."""
+    export_roots: list[str] = msgspec.field(default_factory=list)
+    """Destinations exports may write to besides export.dir: directories or URL prefixes (s3://bucket/prefix)."""
 
 
 class DemoSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -196,13 +216,28 @@ def redacted(settings: Settings) -> dict[str, Any]:
         for key in section:
             if key in SECRET_KEYS and section[key]:
                 section[key] = "***"
-        if "url" in section and section["url"]:
-            section["url"] = re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", section["url"])
-        if "extra" in section:
-            section["extra"] = {
-                k: ("***" if "password" in k or "secret" in k else v) for k, v in section["extra"].items()
-            }
+            elif isinstance(section[key], str) and "://" in section[key]:
+                section[key] = re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", section[key])
+            elif isinstance(section[key], dict):
+                section[key] = _redact_nested(section[key])
     return data
+
+
+_SECRET_WORDS = ("password", "secret", "token", "key", "credential")
+
+
+def _redact_nested(table: dict[str, Any]) -> dict[str, Any]:
+    """Pass-through option tables (kafka.extra, storage options): hide values of secret-looking keys."""
+    return {
+        k: (
+            _redact_nested(v)
+            if isinstance(v, dict)
+            else "***"
+            if v and any(word in k.lower() for word in _SECRET_WORDS)
+            else v
+        )
+        for k, v in table.items()
+    }
 
 
 def _parse_env_value(value: str) -> Any:

@@ -2,6 +2,7 @@
 
 from arbitrage.api._deps import DEPENDENCIES
 from arbitrage.api._errors import EXCEPTION_HANDLERS
+from arbitrage.api.admin import AdminController
 from arbitrage.api.features import FeatureController
 from arbitrage.api.health import HealthController
 from arbitrage.api.ingest import IngestController
@@ -9,7 +10,14 @@ from arbitrage.api.stats import StatsController
 from arbitrage.api.stream import StreamController
 from arbitrage.api.transactions import TransactionController
 
-CONTROLLERS = [FeatureController, HealthController, IngestController, StatsController, TransactionController]
+CONTROLLERS = [
+    AdminController,
+    FeatureController,
+    HealthController,
+    IngestController,
+    StatsController,
+    TransactionController,
+]
 CONTROLLERS.append(StreamController)
 
 __all__ = ["CONTROLLERS", "DEPENDENCIES", "EXCEPTION_HANDLERS"]

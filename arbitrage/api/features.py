@@ -14,11 +14,13 @@ from litestar.params import Parameter
 
 from arbitrage.features import FEATURES
 from arbitrage.risk import RISK_COLUMNS, summarize_risk
+from arbitrage.security import requires
 from arbitrage.storage import TransactionFilter, TransactionReader
 
 
 class FeatureController(Controller):
     tags = ["features"]
+    guards = [requires("read")]
 
     @get(
         "/features",
@@ -44,7 +46,7 @@ class FeatureController(Controller):
     async def risk(
         self,
         reader: NamedDependency[TransactionReader],
-        signature: Annotated[str, Parameter(min_length=64, max_length=88)],
+        signature: Annotated[str, Parameter(min_length=64, max_length=88, pattern=r"^[1-9A-HJ-NP-Za-km-z]+$")],
     ) -> dict[str, Any]:
         frame = await reader.get(signature)
         if frame.is_empty():

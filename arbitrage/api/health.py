@@ -10,6 +10,7 @@ from litestar.di import NamedDependency
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from arbitrage.security import public
 from arbitrage.services import Services
 from arbitrage.telemetry import METRICS
 
@@ -23,6 +24,7 @@ async def _warehouse(services: NamedDependency[Services]) -> dict[str, Any]:
 
 class HealthController(Controller):
     tags = ["operations"]
+    guards = [public]
 
     @get("/health", description="200 when the service can store and serve data, 503 when the warehouse cannot.")
     async def health(self, services: NamedDependency[Services]) -> Response[dict[str, Any]]:

@@ -6,6 +6,7 @@ from litestar import Controller, Request, Response, post
 from litestar.di import NamedDependency
 
 from arbitrage.ingest import IngestReport, IngestService, SolanaIngestReport, ingest_solana
+from arbitrage.security import requires
 
 _DESCRIPTION = """Store a batch of transactions (see the contract in the README).
 
@@ -30,6 +31,7 @@ def _status(accepted: int, duplicates: int, rejected: int) -> int:
 class IngestController(Controller):
     path = "/ingest"
     tags = ["ingest"]
+    guards = [requires("ingest")]
 
     @post(description=_DESCRIPTION, status_code=200, response_description="What was stored")
     async def ingest(

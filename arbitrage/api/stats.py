@@ -11,6 +11,7 @@ from litestar import Controller, get
 from litestar.di import NamedDependency
 from litestar.params import Parameter
 
+from arbitrage.security import requires
 from arbitrage.storage import TransactionReader
 
 
@@ -52,6 +53,7 @@ class _ShortCache:
 class StatsController(Controller):
     path = "/stats"
     tags = ["stats"]
+    guards = [requires("read")]
 
     def __init__(self, owner: Any) -> None:
         super().__init__(owner)

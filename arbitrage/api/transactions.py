@@ -14,14 +14,22 @@ from litestar.params import Parameter
 from litestar.response import Stream
 
 from arbitrage.errors import ValidationError
+from arbitrage.security import requires
 from arbitrage.storage import TransactionFilter, TransactionReader, decode_cursor, encode_cursor
 from arbitrage.stream import RecentTransactions, render_transactions
 
 Limit = Annotated[int, Parameter(ge=1, le=1000, description="Page size, 1-1000.")]
-Token = Annotated[str | None, Parameter(min_length=32, max_length=44, description="Mint anywhere in the route.")]
-Dex = Annotated[str | None, Parameter(min_length=1, max_length=64, description="DEX of any leg.")]
-Signer = Annotated[str | None, Parameter(min_length=32, max_length=44, description="Signer public key.")]
-MinProfit = Annotated[float | None, Parameter(description="Minimum net profit, SOL.")]
+_BASE58 = r"^[1-9A-HJ-NP-Za-km-z]+$"
+Token = Annotated[
+    str | None, Parameter(min_length=32, max_length=44, pattern=_BASE58, description="Mint anywhere in the route.")
+]
+Dex = Annotated[
+    str | None, Parameter(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$", description="DEX of any leg.")
+]
+Signer = Annotated[
+    str | None, Parameter(min_length=32, max_length=44, pattern=_BASE58, description="Signer public key.")
+]
+MinProfit = Annotated[float | None, Parameter(ge=-1e9, le=1e9, description="Minimum net profit, SOL.")]
 
 
 class TransactionPage(msgspec.Struct):
@@ -48,6 +56,7 @@ def parse_time(value: str, field: str, *, end_of_day: bool = False) -> datetime:
 
 class TransactionController(Controller):
     tags = ["transactions"]
+    guards = [requires("read")]
 
     @get("/transactions", description="Newest first. Pass `next_cursor` back as `cursor` for the next page.")
     async def list_transactions(
@@ -55,7 +64,7 @@ class TransactionController(Controller):
         reader: NamedDependency[TransactionReader],
         recent: NamedDependency[RecentTransactions],
         limit: Limit = 100,
-        cursor: Annotated[str | None, Parameter(max_length=200)] = None,
+        cursor: Annotated[str | None, Parameter(max_length=200, pattern=r"^[A-Za-z0-9_\-]+$")] = None,
         token: Token = None,
         dex: Dex = None,
         signer: Signer = None,
@@ -81,7 +90,7 @@ class TransactionController(Controller):
     async def get_transaction(
         self,
         reader: NamedDependency[TransactionReader],
-        signature: Annotated[str, Parameter(min_length=64, max_length=88)],
+        signature: Annotated[str, Parameter(min_length=64, max_length=88, pattern=_BASE58)],
     ) -> msgspec.Raw:
         frame = await reader.get(signature)
         if frame.is_empty():

@@ -156,8 +156,7 @@ class StoreStep:
                 log.info("re-publishing derived records of %d transactions stored before a restart", len(recovered))
                 stored = pl.concat([stored, recovered], how="diagonal_relaxed") if len(stored) else recovered
         if len(stored):
-            batch.opportunities = opportunities(stored)
-            batch.risk = risk_metrics(stored)
+            batch.opportunities, batch.risk = await asyncio.to_thread(_derived, stored)
         m.MESSAGES.labels("stored").inc(report.accepted)
         m.MESSAGES.labels("duplicate").inc(report.duplicates)
         m.MESSAGES.labels("rejected").inc(report.rejected)
@@ -175,3 +174,8 @@ class StoreStep:
         frame = pl.from_arrow(table)
         assert isinstance(frame, pl.DataFrame)
         return frame
+
+
+def _derived(stored: pl.DataFrame) -> tuple[list[OutRecord], list[OutRecord]]:
+    """Render in a worker thread: it is per-row work the event loop must not do."""
+    return opportunities(stored), risk_metrics(stored)

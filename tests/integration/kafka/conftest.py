@@ -110,10 +110,10 @@ def _send(
 
 
 async def read_topic(
-    bootstrap: str, topic: str, *, expect: int, timeout: float = 30.0, settle: float = 1.0
+    bootstrap: str, topic: str, *, expect: int, within: float = 30.0, settle: float = 1.0
 ) -> list[Any]:
     """Read `topic` from the start with read_committed until `expect` messages, then `settle` more seconds."""
-    return await asyncio.to_thread(read_topic_blocking, bootstrap, topic, expect, timeout, settle)
+    return await asyncio.to_thread(read_topic_blocking, bootstrap, topic, expect, within, settle)
 
 
 def read_topic_blocking(
@@ -145,12 +145,12 @@ def read_topic_blocking(
     return messages
 
 
-async def wait_for(condition: Callable[[], Awaitable[bool]], *, timeout: float = 60.0, what: str = "condition") -> None:
-    """Poll `condition` until it holds or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
+async def wait_for(condition: Callable[[], Awaitable[bool]], *, within: float = 60.0, what: str = "condition") -> None:
+    """Poll `condition` until it holds or fail after `within` seconds."""
+    deadline = time.monotonic() + within
     while not await condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
         await asyncio.sleep(0.1)
 
 

@@ -58,9 +58,9 @@ async def test_derived_topics_and_offsets_commit_in_one_transaction_read_committ
         return sum(p.committed or 0 for p in status.partitions) == 1501
 
     await wait_for(committed_all, what="offsets committed")
-    opportunities = await read_topic(tansu_broker.bootstrap, options.topic_opportunities, expect=profitable, timeout=20)
-    risk = await read_topic(tansu_broker.bootstrap, options.topic_risk, expect=1500, timeout=20)
-    dlq = await read_topic(tansu_broker.bootstrap, options.topic_dlq, expect=1, timeout=20)
+    opportunities = await read_topic(tansu_broker.bootstrap, options.topic_opportunities, expect=profitable, within=20)
+    risk = await read_topic(tansu_broker.bootstrap, options.topic_risk, expect=1500, within=20)
+    dlq = await read_topic(tansu_broker.bootstrap, options.topic_dlq, expect=1, within=20)
     assert len(opportunities) == profitable
     assert len({m.key() for m in opportunities}) == profitable
     assert all(msgspec.json.decode(m.value())["net_profit_sol"] > 0 for m in opportunities)
@@ -91,7 +91,7 @@ async def test_restart_after_stored_but_uncommitted_batches_republishes_their_de
         f"SELECT countIf(net_profit_sol > 0) AS p FROM {warehouse.database}.transactions"
     )
     profitable = int(table.column("p")[0].as_py())
-    opportunities = await read_topic(tansu_broker.bootstrap, options.topic_opportunities, expect=profitable, timeout=30)
+    opportunities = await read_topic(tansu_broker.bootstrap, options.topic_opportunities, expect=profitable, within=30)
     assert len(opportunities) == profitable
     assert len({m.key() for m in opportunities}) == profitable
     assert await stored_counts(warehouse) == (600, 600)

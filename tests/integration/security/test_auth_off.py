@@ -1,0 +1,64 @@
+"""Auth off (the default on loopback): reads work without credentials, /admin never does."""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from arbitrage.app import create_app
+from arbitrage.config import load_settings
+from arbitrage.errors import ConfigError
+from tests.integration.security.conftest import bearer
+
+pytestmark = pytest.mark.anyio
+Client = AsyncTestClient[Any]
+ORIGIN = "https://dashboard.example"
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("auth-off") / "data"
+
+
+@pytest.fixture(scope="module")
+async def client(data_dir: Path) -> AsyncIterator[Client]:
+    settings = load_settings(env={}, overrides={"storage.data_dir": str(data_dir), "auth.cors_origins": [ORIGIN]})
+    async with AsyncTestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+async def test_local_callers_read_and_ingest_without_credentials(client: Client) -> None:
+    assert (await client.get("/transactions")).status_code == 200
+    assert (await client.get("/stats")).status_code == 200
+    assert (await client.post("/ingest", content=b"[]")).status_code != 401
+
+
+async def test_admin_routes_need_the_generated_admin_token(client: Client, data_dir: Path) -> None:
+    assert (await client.get("/admin/config")).status_code == 401
+    token_file = data_dir / "admin_token"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    token = token_file.read_text().strip()
+    assert (await client.get("/admin/config", headers=bearer(token))).status_code == 200
+    created = await client.post("/admin/keys", json={"roles": ["read"]}, headers=bearer(token))
+    reader = created.json()["token"]
+    assert (await client.get("/admin/config", headers=bearer(reader))).status_code == 403
+
+
+async def test_cors_answers_only_the_configured_origins(client: Client) -> None:
+    allowed = await client.options("/transactions", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "GET"})
+    assert allowed.headers["access-control-allow-origin"] == ORIGIN
+    other = await client.options(
+        "/transactions", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"}
+    )
+    assert other.headers.get("access-control-allow-origin") != "https://evil.example"
+
+
+def test_binding_beyond_loopback_without_auth_refuses_to_build_the_app() -> None:
+    with pytest.raises(ConfigError, match="auth.enabled"):
+        create_app(load_settings(env={}, overrides={"server.host": "0.0.0.0"}))
+    create_app(load_settings(env={}, overrides={"server.host": "0.0.0.0", "auth.enabled": True}))

@@ -1,0 +1,64 @@
+"""Rate limits trip with 429 + Retry-After and recover; with Redis, processes share a budget."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+import redis.asyncio as redis
+from litestar.testing import AsyncTestClient
+
+from arbitrage.app import create_app
+from arbitrage.security._rate_limit import RedisRateLimiter
+from tests.integration.security.conftest import RedisProcess, bearer, jwt_for, secure_settings
+
+pytestmark = pytest.mark.anyio
+
+
+async def _until_allowed(client: AsyncTestClient[Any], headers: dict[str, str], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (await client.get("/features", headers=headers)).status_code == 429:
+        assert time.monotonic() < deadline, "the limit never recovered"
+
+
+async def test_a_client_over_its_budget_gets_429_with_retry_after_and_recovers(
+    tmp_path: Any, redis_server: RedisProcess
+) -> None:
+    settings = secure_settings(
+        tmp_path, **{"auth.rate_limit_per_minute": 120, "auth.rate_limit_burst": 5, "redis.url": redis_server.url}
+    )
+    alice, bob = bearer(jwt_for("read", subject="alice")), bearer(jwt_for("read", subject="bob"))
+    async with AsyncTestClient(create_app(settings)) as client:
+        statuses = [(await client.get("/features", headers=alice)).status_code for _ in range(6)]
+        assert statuses == [200] * 5 + [429]
+        limited = await client.get("/features", headers=alice)
+        assert limited.status_code == 429
+        assert int(limited.headers["retry-after"]) >= 1
+        assert (await client.get("/features", headers=bob)).status_code == 200
+        assert (await client.get("/health")).status_code == 200
+        await _until_allowed(client, alice)
+    keys = redis.Redis.from_url(redis_server.url)
+    try:
+        assert await keys.exists("arbitrage:ratelimit:jwt:alice")
+    finally:
+        await keys.aclose()
+
+
+async def test_processes_sharing_redis_share_a_clients_budget(redis_server: RedisProcess) -> None:
+    first = RedisRateLimiter(redis_server.url, per_minute=60, burst=3, prefix="test-shared:")
+    second = RedisRateLimiter(redis_server.url, per_minute=60, burst=3, prefix="test-shared:")
+    try:
+        assert [await first.take("key"), await second.take("key"), await first.take("key")] == [0.0, 0.0, 0.0]
+        assert await second.take("key") > 0
+        assert await first.take("another") == 0.0
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_the_memory_limiter_is_used_without_redis(tmp_path: Any) -> None:
+    settings = secure_settings(tmp_path, **{"auth.rate_limit_per_minute": 60, "auth.rate_limit_burst": 2})
+    async with AsyncTestClient(create_app(settings)) as client:
+        statuses = [(await client.get("/transactions")).status_code for _ in range(3)]
+        assert statuses == [401, 401, 429]

@@ -1,0 +1,69 @@
+"""Who gets through with auth off and on, decided without any I/O."""
+
+from __future__ import annotations
+
+import pytest
+
+from arbitrage.config import load_settings
+from arbitrage.security import Security
+from arbitrage.security._access import Forbidden, RateLimited, Unauthenticated
+from arbitrage.security._rate_limit import MemoryRateLimiter
+
+pytestmark = pytest.mark.anyio
+ADMIN = "unit-admin-token"
+
+
+def _security(enabled: bool, limiter: MemoryRateLimiter | None = None) -> Security:
+    settings = load_settings(env={}, overrides={"auth.enabled": enabled})
+    return Security(settings, admin_token=ADMIN, keys=None, limiter=limiter)
+
+
+async def test_with_auth_off_local_callers_may_read_export_and_ingest_without_a_credential() -> None:
+    security = _security(enabled=False)
+    for role in ("read", "export", "ingest"):
+        for host in ("127.0.0.1", "::1", None, "testclient"):
+            assert (await security.admit(role, None, host)).kind == "local"
+
+
+async def test_with_auth_off_remote_callers_still_need_a_credential() -> None:
+    with pytest.raises(Unauthenticated):
+        await _security(enabled=False).admit("read", None, "10.1.2.3")
+
+
+async def test_admin_routes_need_the_admin_credential_even_with_auth_off() -> None:
+    security = _security(enabled=False)
+    with pytest.raises(Unauthenticated):
+        await security.admit("admin", None, "127.0.0.1")
+    with pytest.raises(Unauthenticated):
+        await security.admit("admin", "wrong", "127.0.0.1")
+    assert (await security.admit("admin", ADMIN, "127.0.0.1")).kind == "admin_token"
+
+
+async def test_with_auth_on_every_non_public_role_needs_a_credential() -> None:
+    security = _security(enabled=True)
+    for role in ("read", "export", "ingest", "admin"):
+        with pytest.raises(Unauthenticated):
+            await security.admit(role, None, "127.0.0.1")
+    assert (await security.admit("public", None, "10.0.0.1")).kind == "anonymous"
+
+
+async def test_failed_attempts_are_rate_limited_by_address() -> None:
+    security = _security(enabled=True, limiter=MemoryRateLimiter(per_minute=60, burst=2))
+    for _ in range(2):
+        with pytest.raises(Unauthenticated):
+            await security.admit("read", "guess", "10.0.0.9")
+    with pytest.raises(RateLimited) as caught:
+        await security.admit("read", "guess", "10.0.0.9")
+    assert caught.value.retry_after >= 1
+    assert (await security.admit("admin", ADMIN, "10.0.0.9")).kind == "admin_token"
+
+
+async def test_roles_a_token_lacks_are_forbidden_not_unauthenticated() -> None:
+    from arbitrage.security import sign_hs256
+
+    settings = load_settings(env={}, overrides={"auth.enabled": True, "auth.jwt_secret": "s"})
+    security = Security(settings, admin_token="", keys=None, limiter=None)
+    token = sign_hs256({"sub": "bob", "roles": ["ingest"], "exp": 2**40}, "s")
+    assert (await security.admit("ingest", token, "10.0.0.1")).subject == "bob"
+    with pytest.raises(Forbidden):
+        await security.admit("read", token, "10.0.0.1")
