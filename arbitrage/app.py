@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import swagger_ui_bundle
 from litestar import Litestar
@@ -20,9 +21,11 @@ from litestar.static_files import create_static_files_router
 from arbitrage import __version__
 from arbitrage.api import CONTROLLERS, DEPENDENCIES, EXCEPTION_HANDLERS
 from arbitrage.config import Settings
+from arbitrage.export import ExportService, storage_options_from
 from arbitrage.features import HISTORY_WINDOW, FeatureEngine
 from arbitrage.ingest import IngestService
 from arbitrage.risk import score_risk
+from arbitrage.schedule import ScheduleService
 from arbitrage.security import check_bind, security_headers, start_security
 from arbitrage.services import Services
 from arbitrage.storage import TransactionReader, Warehouse, open_warehouse
@@ -56,16 +59,23 @@ def create_app(settings: Settings) -> Litestar:
         try:
             app.state.security = security = await start_security(settings, services.warehouse)
         except BaseException:
-            await services.warehouse.close()
+            await services.close()
             raise
         background: list[asyncio.Task[None]] = []
         if settings.demo.enabled:
             from arbitrage.demo import feed_demo
 
             background.append(asyncio.create_task(feed_demo(services.ingest, settings.demo.rate), name="demo"))
+        kafka = None
+        if settings.kafka.enabled:
+            from arbitrage.ingest.kafka import start_kafka
+
+            kafka = await start_kafka(services)
         try:
             yield
         finally:
+            if kafka is not None:
+                await kafka.stop()
             await security.close()
             for task in background:
                 task.cancel()
@@ -119,8 +129,12 @@ def create_app(settings: Settings) -> Litestar:
     )
 
 
-async def start_services(settings: Settings) -> Services:
-    """Open the warehouse (applying migrations) and build what handlers need."""
+async def start_services(settings: Settings, *, jobs: bool = True) -> Services:
+    """Open the warehouse (applying migrations) and build what handlers need.
+
+    `jobs=False` leaves out export jobs and the schedule loop (one-shot commands such as
+    `arbitrage ingest` must not run scheduled exports).
+    """
     warehouse = open_warehouse(settings.storage)
     await warehouse.start()
     reader = TransactionReader(warehouse)
@@ -139,7 +153,36 @@ async def start_services(settings: Settings) -> Services:
     ingest.on_stored(feed.publish)
     services = Services(settings=settings, warehouse=warehouse, ingest=ingest, reader=reader, recent=recent, feed=feed)
     services.health_checks["redis"] = feed.redis.health if feed.redis is not None else _redis_disabled
+    if jobs:
+        await _start_exports(settings, services)
     return services
+
+
+async def _start_exports(settings: Settings, services: Services) -> None:
+    """Export jobs and schedules; interrupted jobs are marked failed, missed runs caught up."""
+    exports = ExportService(
+        services.warehouse,
+        export_dir=settings.export.dir,
+        storage_options=storage_options_from(settings.export),
+        max_concurrent_jobs=settings.export.max_concurrent_jobs,
+    )
+    await exports.start()
+    schedules = ScheduleService(
+        services.warehouse,
+        exports,
+        run_missed_on_startup=settings.schedule.run_missed_on_startup,
+        max_retries=settings.schedule.max_retries,
+        retry_backoff_seconds=settings.schedule.retry_backoff_seconds,
+        poll_seconds=settings.schedule.poll_seconds,
+        watermark_lag_seconds=settings.schedule.watermark_lag_seconds,
+    )
+    await schedules.start(run_loop=settings.schedule.enabled)
+    services.extras.update(exports=exports, schedules=schedules)
+
+    async def schedules_health() -> dict[str, Any]:
+        return schedules.health()
+
+    services.health_checks["schedules"] = schedules_health
 
 
 async def _start_live_feed(settings: Settings, warehouse: Warehouse) -> LiveFeed:

@@ -85,8 +85,10 @@ def _parser() -> argparse.ArgumentParser:
     show = config_sub.add_parser("show", help="print the effective configuration, secrets redacted")
     show.set_defaults(handler=_config_show)
 
+    from arbitrage.export import add_export_command
     from arbitrage.security import add_keys_command
 
+    add_export_command(sub)
     add_keys_command(sub)
     return parser
 
@@ -104,25 +106,40 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _serve(_: argparse.Namespace, settings: Settings) -> int:
-    from granian import Granian
-    from granian.constants import Interfaces
+    """Replace this process with Granian serving the app (same PID, for supervisors).
 
+    Granian forks its workers; by then this process has imported chdb and started threads
+    (command registration imports every module), and a forked chdb deadlocks. Exec'ing a
+    fresh interpreter gives the workers a clean start.
+    """
     if settings.storage.backend == "embedded" and settings.server.workers != 1:
         raise ConfigError("server.workers: the embedded warehouse allows one process; use 1 or the clickhouse backend")
     from arbitrage.security import check_bind
 
     check_bind(settings.server.host, settings.auth.enabled)
     os.environ[SETTINGS_ENV] = msgspec.json.encode(settings).decode()
-    Granian(
-        "arbitrage.cli:app_from_environment",
-        factory=True,
-        address=settings.server.host,
-        port=settings.server.port,
-        interface=Interfaces.ASGI,
-        workers=settings.server.workers,
-        log_level=settings.telemetry.log_level.lower(),  # type: ignore[arg-type]
-    ).serve()
-    return 0
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(
+        sys.executable,
+        [
+            sys.executable,
+            "-m",
+            "granian",
+            "--interface",
+            "asgi",
+            "--factory",
+            "--host",
+            settings.server.host,
+            "--port",
+            str(settings.server.port),
+            "--workers",
+            str(settings.server.workers),
+            "--log-level",
+            settings.telemetry.log_level.lower(),
+            "arbitrage.cli:app_from_environment",
+        ],
+    )
 
 
 def app_from_environment() -> Any:
@@ -155,7 +172,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     from arbitrage.app import start_services
 
     async def run() -> tuple[int, int, int]:
-        services = await start_services(settings)
+        services = await start_services(settings, jobs=False)
         totals = [0, 0, 0]
         try:
             for path in args.files:
@@ -171,7 +188,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
                             )
                         progress.update(len(chunk))
         finally:
-            await services.warehouse.close()
+            await services.close()
         return totals[0], totals[1], totals[2]
 
     accepted, duplicates, rejected = asyncio.run(run())

@@ -101,11 +101,40 @@ class StreamSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Events one SSE/WebSocket client may have waiting; beyond it the client is dropped, not the feed slowed."""
     reorder_timeout_seconds: float = 2.0
     """How long a batch waits for an earlier position another process is still storing before it is delivered past the gap."""
+    ws_max_lag_seconds: float = 30.0
+    """A WebSocket client that leaves a server ping unanswered this long is closed with 1013 (slow consumer)."""
 
 
 class ExportSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     dir: str = "./exports"
     """Default destination of exports."""
+    max_concurrent_jobs: int = 2
+    """Export jobs that run at once; others wait queued."""
+    s3_endpoint_url: str = ""
+    """S3 endpoint for s3:// destinations (empty = AWS)."""
+    s3_access_key_id: str = ""
+    """S3 access key; empty = the environment or instance credentials."""
+    s3_secret_access_key: str = ""
+    """S3 secret key; never shown."""
+    s3_region: str = ""
+    """S3 region name."""
+    storage_options: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+    """Extra fsspec options per protocol, e.g. {gcs = {token = "..."}}; never shown."""
+
+
+class ScheduleSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    enabled: bool = True
+    """Run the schedule loop in this process."""
+    run_missed_on_startup: bool = True
+    """Run once at start-up a schedule whose due time passed while down."""
+    max_retries: int = 3
+    """Extra attempts after a failed scheduled run."""
+    retry_backoff_seconds: float = 30.0
+    """Wait before the first retry; doubles each time."""
+    poll_seconds: float = 15.0
+    """How often due schedules are checked."""
+    watermark_lag_seconds: float = 5.0
+    """Incremental runs leave out rows ingested in the last seconds."""
 
 
 class AuthSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -163,6 +192,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
     stream: StreamSettings = msgspec.field(default_factory=StreamSettings)
     export: ExportSettings = msgspec.field(default_factory=ExportSettings)
+    schedule: ScheduleSettings = msgspec.field(default_factory=ScheduleSettings)
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
     demo: DemoSettings = msgspec.field(default_factory=DemoSettings)
     telemetry: TelemetrySettings = msgspec.field(default_factory=TelemetrySettings)

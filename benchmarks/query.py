@@ -33,7 +33,7 @@ BASE_ROWS = 100_000
 
 
 async def prepare(data_dir: Path, rows: int) -> tuple[float, int, str]:
-    services = await start_services(load_settings(env={}, overrides={"storage.data_dir": str(data_dir)}))
+    services = await start_services(load_settings(env={}, overrides={"storage.data_dir": str(data_dir)}), jobs=False)
     warehouse = services.warehouse
     for body in json_bodies(BASE_ROWS, 10_000, seed=3):
         await services.ingest.ingest_body(body, "application/json", source="bench")
@@ -53,13 +53,16 @@ async def prepare(data_dir: Path, rows: int) -> tuple[float, int, str]:
         )
     total = (await warehouse.query_arrow("SELECT count() FROM arbitrage.transactions")).column(0)[0].as_py()
     newest = (await warehouse.query_arrow("SELECT max(block_time) FROM arbitrage.transactions")).column(0)[0].as_py()
-    await warehouse.close()
+    await services.close()
     return ratio, int(total), (newest - timedelta(days=1)).date().isoformat()
 
 
 def wrk(url: str, duration: int, connections: int) -> dict[str, str]:
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", url], capture_output=True, text=True, check=True
+        ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     found = {k: v for k, v in re.findall(r"^\s+(50%|99%)\s+(\S+)", out, re.MULTILINE)}
     found["req/s"] = re.search(r"Requests/sec:\s+(\S+)", out).group(1)  # type: ignore[union-attr]
@@ -83,13 +86,20 @@ def main() -> None:
         prepared_s = (datetime.now(UTC) - started).total_seconds()
         with ServerProcess(data) as server:
             stream_started = datetime.now(UTC)
-            with httpx.stream("GET", f"{server.url}/historical", params={"start": day, "end": day, "limit": 1_000_000},
-                              headers={"accept": "application/x-ndjson"}, timeout=600) as response:
+            with httpx.stream(
+                "GET",
+                f"{server.url}/historical",
+                params={"start": day, "end": day, "limit": 1_000_000},
+                headers={"accept": "application/x-ndjson"},
+                timeout=600,
+            ) as response:
                 day_rows = sum(chunk.count(b"\n") for chunk in response.iter_bytes())
             stream_s = (datetime.now(UTC) - stream_started).total_seconds()
             results = {
                 "/transactions?limit=100": wrk(f"{server.url}/transactions?limit=100", args.duration, args.connections),
-                f"/historical one day (default page)": wrk(f"{server.url}/historical?start={day}&end={day}", args.duration, args.connections),
+                f"/historical one day (default page)": wrk(
+                    f"{server.url}/historical?start={day}&end={day}", args.duration, args.connections
+                ),
                 "/stats/daily?days=30": wrk(f"{server.url}/stats/daily?days=30", args.duration, args.connections),
             }
     rows = [
@@ -101,7 +111,9 @@ def main() -> None:
     ]
     for name, r in results.items():
         rows.append((name, f"p50 {r['50%']}  p99 {r['99%']}  {r['req/s']} req/s  non-2xx {r['errors']}"))
-    rows.append(("/historical full day, streamed", f"{day_rows:,} rows in {stream_s:.1f} s ({day_rows / stream_s:,.0f} rows/s)"))
+    rows.append(
+        ("/historical full day, streamed", f"{day_rows:,} rows in {stream_s:.1f} s ({day_rows / stream_s:,.0f} rows/s)")
+    )
     rows.append(("targets", "p99 <= 50 ms (/transactions, /stats/daily), <= 100 ms (one-day /historical)"))
     print_table("Read latency under load (real server, embedded chdb)", rows)
 
