@@ -16,6 +16,7 @@ import secrets
 import stat
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -25,7 +26,9 @@ from arbitrage.security._hardening import check_destination, is_local_client
 from arbitrage.security._jwt import InvalidToken, JwtVerifier, roles_of
 from arbitrage.security._keys import ROLES, TOKEN_PREFIX, KeyStore, expand_roles, hash_token
 from arbitrage.security._rate_limit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
-from arbitrage.storage import Warehouse
+
+if TYPE_CHECKING:
+    from arbitrage.storage import Warehouse
 
 log = logging.getLogger(__name__)
 

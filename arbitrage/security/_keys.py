@@ -19,12 +19,15 @@ import re
 import secrets
 import time
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import msgspec
 import pyarrow as pa
 
 from arbitrage.errors import ArbitrageError, ValidationError
-from arbitrage.storage import Warehouse
+
+if TYPE_CHECKING:
+    from arbitrage.storage import Warehouse
 
 log = logging.getLogger(__name__)
 
