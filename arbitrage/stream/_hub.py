@@ -29,12 +29,15 @@ class Subscription:
         self._queue: asyncio.Queue[tuple[LiveBatch, list[int] | None] | None] = asyncio.Queue()
 
     def offer(self, batch: LiveBatch) -> bool:
-        """Queue the batch's matching events; False (and dropped) when the bound would be exceeded."""
+        """Queue the batch's matching events; False (and dropped) when the bound would be exceeded.
+
+        An empty queue takes any one batch, so a batch larger than the bound drops nobody.
+        """
         selected = batch.select(self.filters)
         count = len(batch.events) if selected is None else len(selected)
         if count == 0:
             return True
-        if self.queued_events + count > self.max_events:
+        if self.queued_events and self.queued_events + count > self.max_events:
             self.drop()
             return False
         self.queued_events += count

@@ -139,15 +139,19 @@ class WsClosed(Exception):
 class WsClient:
     """A blocking RFC 6455 client: `send(obj)`, `recv()` → decoded JSON, `WsClosed` on close."""
 
-    def __init__(self, url: str, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, timeout: float = 30.0, receive_buffer: int | None = None) -> None:
         parts = urlsplit(url)
-        self._sock = socket.create_connection((parts.hostname, parts.port), timeout=timeout)
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if receive_buffer is not None:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        self._sock.settimeout(timeout)
+        self._sock.connect((parts.hostname, parts.port))
         key = base64.b64encode(os.urandom(16)).decode()
         self._sock.sendall(
             f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
         )
-        self._buffer = b""
+        self._buffer = bytearray()
         head = self._take_until(b"\r\n\r\n")
         if not head.startswith(b"HTTP/1.1 101"):
             raise ConnectionError(head.decode(errors="replace"))
@@ -166,7 +170,7 @@ class WsClient:
         self._sock.sendall(header + mask + masked)
 
     def recv(self) -> dict[str, object]:
-        message = b""
+        message = bytearray()
         while True:
             first, second = self._take(2)
             opcode = first & 0x0F
@@ -192,6 +196,12 @@ class WsClient:
                 return message
         raise AssertionError("no matching message")
 
+    def __enter__(self) -> WsClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self._sock.sendall(struct.pack("!BB", 0x88, 0x80 | 2) + b"\0\0\0\0" + struct.pack("!H", 1000))
@@ -200,13 +210,15 @@ class WsClient:
     def _take_until(self, marker: bytes) -> bytes:
         while marker not in self._buffer:
             self._fill()
-        head, _, self._buffer = self._buffer.partition(marker)
-        return head
+        head, _, rest = self._buffer.partition(marker)
+        self._buffer = bytearray(rest)
+        return bytes(head)
 
     def _take(self, count: int) -> bytes:
         while len(self._buffer) < count:
             self._fill()
-        data, self._buffer = self._buffer[:count], self._buffer[count:]
+        data = bytes(self._buffer[:count])
+        del self._buffer[:count]
         return data
 
     def _fill(self) -> None:
