@@ -20,6 +20,7 @@ from litestar.params import Parameter
 from litestar.response import Stream
 
 from arbitrage.errors import ValidationError
+from arbitrage.security import requires
 from arbitrage.services import Services
 from arbitrage.stream import Fields, LiveBatch, LiveFeed, Resume, StreamFilter, project
 
@@ -62,6 +63,7 @@ def _last_id(value: str | None, field: str) -> int | None:
 
 class StreamController(Controller):
     tags = ["stream"]
+    guards = [requires("read")]
 
     @get(
         "/sse/stream",
