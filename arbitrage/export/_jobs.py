@@ -42,7 +42,7 @@ from arbitrage.export._run import (
 )
 from arbitrage.export._sink import MANIFEST_NAME, Destination, redact_url
 from arbitrage.storage import Warehouse
-from arbitrage.telemetry import METRICS
+from arbitrage.telemetry import METRICS, traced
 
 log = logging.getLogger(__name__)
 
@@ -306,6 +306,7 @@ class ExportService:
         # The stored destination is redacted; credentials come from storage_options anyway.
         return job.destination
 
+    @traced("export.job")
     async def _run(self, active: _Active, destination_url: str) -> None:
         job = active.job
         heartbeat: asyncio.Task[None] | None = None

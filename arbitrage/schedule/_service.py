@@ -35,7 +35,7 @@ from arbitrage.errors import ArbitrageError, ValidationError
 from arbitrage.export import ExportJob, ExportRequest, ExportService, plan_export, redact_url, table_columns
 from arbitrage.schedule._model import Schedule, ScheduleCreate, ScheduleDetail, cron_of, latest_due, next_due
 from arbitrage.storage import Warehouse
-from arbitrage.telemetry import METRICS
+from arbitrage.telemetry import METRICS, traced
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +239,7 @@ class ScheduleService:
         self._running[schedule.id] = task
         task.add_done_callback(lambda _: self._running.pop(schedule.id, None))
 
+    @traced("schedule.run")
     async def _run(
         self, schedule_id: str, due: datetime | None, started: asyncio.Future[ExportJob] | None
     ) -> ExportJob | None:

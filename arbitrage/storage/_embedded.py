@@ -22,6 +22,7 @@ from chdb import session as chdb_session
 
 from arbitrage.errors import WarehouseLocked, WarehouseUnavailable
 from arbitrage.storage._migrations import Migration, apply_migrations
+from arbitrage.telemetry import METRICS
 
 _STREAM_END = object()
 
@@ -203,21 +204,25 @@ class EmbeddedWarehouse:
             raise WarehouseUnavailable("the embedded warehouse is not open")
 
     @contextlib.contextmanager
-    def _connection(self) -> Iterator[chdb.state.sqlitelike.Connection]:
-        """A pooled connection for one query; chdb errors become WarehouseUnavailable."""
+    def _connection(self, operation: str) -> Iterator[chdb.state.sqlitelike.Connection]:
+        """A pooled connection for one query, timed by `operation`; chdb errors become WarehouseUnavailable."""
         self._check_open()
         connection = self._pool.get()
+        started = time.perf_counter()
         try:
             yield connection
         except WarehouseUnavailable:
+            METRICS.warehouse_errors.labels(operation).inc()
             raise
         except Exception as exc:
+            METRICS.warehouse_errors.labels(operation).inc()
             raise WarehouseUnavailable(str(exc)) from exc
         finally:
             self._pool.put(connection)
+            METRICS.query_seconds.labels(operation).observe(time.perf_counter() - started)
 
     def _run(self, sql: str, params: Mapping[str, Any] | None, fmt: str) -> Any:
-        with self._connection() as connection:
+        with self._connection("query" if fmt == "ArrowTable" else "execute") as connection:
             return connection.query(bind_parameters(sql, params), fmt)
 
     def _open_stream(self, sql: str, params: Mapping[str, Any] | None, batch_rows: int) -> _Stream:
@@ -238,13 +243,13 @@ class EmbeddedWarehouse:
             "AND signature IN (SELECT signature FROM Python(candidates))"
         )
         params = {"start": _ch_time(start), "end": _ch_time(end)}
-        with self._python_tables, self._connection() as connection:
+        with self._python_tables, self._connection("dedup") as connection:
             found = connection.query(bind_parameters(sql, params), "ArrowTable")
         return set(found.column("signature").to_pylist())
 
     def _insert(self, table: str, arrow_data: pa.Table) -> None:
         columns = ", ".join(f"`{name}`" for name in arrow_data.column_names)
-        with self._python_tables, self._connection() as connection:
+        with self._python_tables, self._connection("insert") as connection:
             # chdb resolves Python(arrow_data) to this frame's local variable.
             connection.query(
                 f"INSERT INTO {self.database}.{table} ({columns}) SELECT {columns} FROM Python(arrow_data)"
