@@ -20,7 +20,6 @@ from litestar.params import Parameter
 from litestar.response import Stream
 
 from arbitrage.errors import ValidationError
-from arbitrage.security import requires
 from arbitrage.services import Services
 from arbitrage.stream import Fields, LiveBatch, LiveFeed, Resume, StreamFilter, project
 
@@ -63,7 +62,6 @@ def _last_id(value: str | None, field: str) -> int | None:
 
 class StreamController(Controller):
     tags = ["stream"]
-    guards = [requires("read")]
 
     @get(
         "/sse/stream",

@@ -44,6 +44,8 @@ class LiveFeed:
         self.hub = hub
         self.redis = redis
         self._last_reserved = 0
+        if redis is not None:
+            redis.floor = lambda: max(self._last_reserved, self.hub.position)
 
     async def start(self) -> None:
         """Continue the sequence from the warehouse's highest stored position."""

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -54,6 +55,8 @@ class RedisLink:
             url, socket_connect_timeout=_COMMAND_TIMEOUT_S, socket_keepalive=True, health_check_interval=5
         )
         self._reserve = self.client.register_script(_RESERVE)
+        self.floor: Callable[[], int] = lambda: hub.position
+        """The highest position this process knows; pushed into the sequence on every (re)connect."""
         self._subscribed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -119,6 +122,8 @@ class RedisLink:
             pubsub = self._listener_client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channel)
+                # Positions handed out in-process while Redis was away must not be handed out again.
+                await self._reserve(keys=[self.sequence_key], args=[0, self.floor()])
                 self.hub.resync()
                 if not self._subscribed.is_set():
                     log.info("redis live feed subscribed on %s", self.channel)
