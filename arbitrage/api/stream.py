@@ -20,6 +20,7 @@ from litestar.params import Parameter
 from litestar.response import Stream
 
 from arbitrage.errors import ValidationError
+from arbitrage.security import requires
 from arbitrage.services import Services
 from arbitrage.stream import Fields, LiveBatch, LiveFeed, Resume, StreamFilter, project
 
@@ -29,7 +30,9 @@ Signer = Annotated[str | None, Parameter(min_length=32, max_length=44, descripti
 MinProfit = Annotated[float | None, Parameter(description="Minimum net profit, SOL.")]
 FieldList = Annotated[
     str | None,
-    Parameter(max_length=2000, description="Comma-separated top-level fields to send (default: the whole transaction)."),
+    Parameter(
+        max_length=2000, description="Comma-separated top-level fields to send (default: the whole transaction)."
+    ),
 ]
 
 SLOW_CONSUMER_CLOSE = 1013
@@ -62,6 +65,7 @@ def _last_id(value: str | None, field: str) -> int | None:
 
 class StreamController(Controller):
     tags = ["stream"]
+    guards = [requires("read")]
 
     @get(
         "/sse/stream",
@@ -88,7 +92,9 @@ class StreamController(Controller):
         if resume_after is None:
             resume_after = _last_id(last_event_id, "last_event_id")
         settings = services.settings.stream
-        body = _sse_body(feed, filters, selected, resume_after, settings.client_queue_events, settings.keepalive_seconds)
+        body = _sse_body(
+            feed, filters, selected, resume_after, settings.client_queue_events, settings.keepalive_seconds
+        )
         return Stream(
             body,
             media_type="text/event-stream",
