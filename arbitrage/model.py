@@ -13,6 +13,7 @@ from typing import Annotated
 
 import msgspec
 import polars as pl
+from polars._typing import PolarsDataType
 
 WSOL_MINT = "So11111111111111111111111111111111111111112"
 LAMPORTS_PER_SOL = 1_000_000_000
@@ -90,7 +91,7 @@ class Column(msgspec.Struct, frozen=True):
 
     name: str
     clickhouse_type: str
-    dtype: pl.DataType
+    dtype: PolarsDataType
     definition: str
 
 
@@ -146,7 +147,7 @@ STORED_COLUMNS: tuple[Column, ...] = (
     Column("ingested_at", "DateTime64(3, 'UTC')", pl.Datetime("ms", "UTC"), "When the warehouse stored it."),
 )
 
-STORED_SCHEMA: dict[str, pl.DataType] = {c.name: c.dtype for c in STORED_COLUMNS}
+STORED_SCHEMA: dict[str, PolarsDataType] = {c.name: c.dtype for c in STORED_COLUMNS}
 
 
 def decimals_for(mint: str) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import logging
 
 from litestar import MediaType, Request, Response
@@ -20,7 +22,7 @@ def _body(status: int, detail: str, extra: object = None) -> dict[str, object]:
     return body
 
 
-def arbitrage_error_handler(_: Request[object, object, object], exc: Exception) -> Response[object]:
+def arbitrage_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[object]:
     if isinstance(exc, ValidationError):
         return Response(
             _body(400, str(exc), {"field": exc.field, "reason": exc.reason}), status_code=400, media_type=MediaType.JSON
@@ -44,7 +46,7 @@ def arbitrage_error_handler(_: Request[object, object, object], exc: Exception) 
     return Response(_body(500, "internal error"), status_code=500, media_type=MediaType.JSON)
 
 
-def internal_error_handler(_: Request[object, object, object], exc: Exception) -> Response[object]:
+def internal_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[object]:
     """Anything unexpected: log it with its traceback, answer without one."""
     if isinstance(exc, HTTPException):
         return Response(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from litestar import Controller, Request, Response, post
 from litestar.di import NamedDependency
 
@@ -35,7 +37,7 @@ class IngestController(Controller):
 
     @post(description=_DESCRIPTION, status_code=200, response_description="What was stored")
     async def ingest(
-        self, request: Request[object, object, object], ingest: NamedDependency[IngestService]
+        self, request: Request[Any, Any, Any], ingest: NamedDependency[IngestService]
     ) -> Response[IngestReport]:
         body = await request.body()
         report = await ingest.ingest_body(body, request.headers.get("content-type"), source="http")
@@ -43,7 +45,7 @@ class IngestController(Controller):
 
     @post("/solana", description=_SOLANA_DESCRIPTION, status_code=200)
     async def ingest_solana(
-        self, request: Request[object, object, object], ingest: NamedDependency[IngestService]
+        self, request: Request[Any, Any, Any], ingest: NamedDependency[IngestService]
     ) -> Response[SolanaIngestReport]:
         report = await ingest_solana(ingest, await request.body())
         return Response(report, status_code=_status(report.accepted, report.duplicates, report.rejected))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, time
-from typing import Annotated
+from typing import Any, Annotated
 
 import msgspec
 from litestar import Controller, Request, get
@@ -104,7 +104,7 @@ class TransactionController(Controller):
     )
     async def historical(
         self,
-        request: Request[object, object, object],
+        request: Request[Any, Any, Any],
         reader: NamedDependency[TransactionReader],
         start: Annotated[str, Parameter(max_length=40)],
         end: Annotated[str, Parameter(max_length=40)],

@@ -27,7 +27,6 @@ from arbitrage.model import (
     MAX_CLOCK_SKEW,
     MAX_LEGS,
     UINT64_LIMIT,
-    Leg,
     TransactionIn,
 )
 
@@ -83,7 +82,7 @@ RAW_SCHEMA = pa.schema(
 _SCALAR_FIELDS = [f.name for f in RAW_SCHEMA if f.name not in ("legs", "block_time")]
 _LEG_FIELDS = [f.name for f in RAW_LEG_SCHEMA]
 _BASE58 = BASE58_PATTERN
-_LEG_DTYPES = {f.name: pl.from_arrow(pa.array([], f.type)).dtype for f in RAW_LEG_SCHEMA}
+_LEG_DTYPES = {f.name: pl.Series(pa.array([], f.type)).dtype for f in RAW_LEG_SCHEMA}
 
 
 class Reject(msgspec.Struct):
@@ -175,9 +174,9 @@ def _decode_elements(elements: list[bytes], now: datetime | None, whole_body: by
         records = _JSON_LIST.decode(joined)
     except (msgspec.ValidationError, msgspec.DecodeError):
         batch = _decode_each(elements, _JSON_ONE, now)
-        if whole_body is not None and not len(batch.frame) and all(r.field == "$" for r in batch.rejects):
-            if not any(_looks_like_json(e) for e in elements):
-                raise ValidationError("$", "body is not JSON or NDJSON") from None
+        nothing_parsed = not len(batch.frame) and all(r.field == "$" for r in batch.rejects)
+        if whole_body is not None and nothing_parsed and not any(_looks_like_json(e) for e in elements):
+            raise ValidationError("$", "body is not JSON or NDJSON") from None
         return batch
     return _finish(records, list(range(len(records))), [], now, elements.__getitem__)
 

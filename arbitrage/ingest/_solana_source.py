@@ -29,7 +29,7 @@ async def ingest_solana(service: IngestService, body: bytes, *, source: str = "s
     """
     service.admit()
     decoded = await asyncio.to_thread(lambda: list(decode_documents(body)))
-    kinds = Counter(item.kind for item in decoded)
+    kinds: Counter[str] = Counter(item.kind for item in decoded)
     invalid = [
         Reject(i, "$", item.error or "invalid transaction", _raw(item))
         for i, item in enumerate(decoded)

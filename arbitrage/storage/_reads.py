@@ -168,7 +168,7 @@ class TransactionReader:
             "WHERE date >= {first:Date} GROUP BY date ORDER BY date",
             {"first": first.isoformat()},
         )
-        rows = table.to_pylist()
+        rows: list[dict[str, Any]] = table.to_pylist()
         for row in rows:
             row["date"] = row["date"].isoformat()
         return rows
