@@ -1,6 +1,6 @@
 """Admin operations of the Kafka ingest and the dead-letter store: thin over `arbitrage.ingest.kafka`.
 
-Register both controllers behind the admin guard (`guards=[requires("admin")]`).
+Both always require the admin role, like every route under /admin.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import msgspec
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
-from litestar.params import Parameter
+from litestar.params import JSONBody, Parameter
 
 from arbitrage.errors import ValidationError
 from arbitrage.ingest.kafka import (
@@ -23,6 +23,7 @@ from arbitrage.ingest.kafka import (
     list_dead_letters,
     replay_dead_letters,
 )
+from arbitrage.security import requires
 from arbitrage.services import Services
 
 
@@ -67,6 +68,7 @@ def _kafka(services: Services) -> KafkaIngest:
 class KafkaAdminController(Controller):
     path = "/admin/kafka"
     tags = ["admin"]
+    guards = [requires("admin")]
 
     @get(description="Assignment, positions, committed offsets, lag and paused state per partition.")
     async def status(self, services: NamedDependency[Services]) -> KafkaStatus:
@@ -74,13 +76,13 @@ class KafkaAdminController(Controller):
 
     @post("/pause", status_code=200, description="Stop fetching the given partitions (all when none given).")
     async def pause(
-        self, services: NamedDependency[Services], data: PartitionsRequest | None = None
+        self, services: NamedDependency[Services], data: JSONBody[PartitionsRequest | None] = None
     ) -> PausedPartitions:
         return PausedPartitions(_kafka(services).pause(data.partitions if data else None))
 
     @post("/resume", status_code=200, description="Resume the given partitions (all when none given).")
     async def resume(
-        self, services: NamedDependency[Services], data: PartitionsRequest | None = None
+        self, services: NamedDependency[Services], data: JSONBody[PartitionsRequest | None] = None
     ) -> PausedPartitions:
         return PausedPartitions(_kafka(services).resume(data.partitions if data else None))
 
@@ -89,7 +91,7 @@ class KafkaAdminController(Controller):
         status_code=202,
         description="Seek an assigned partition to an offset or a time; replayed records are still stored once.",
     )
-    async def replay(self, services: NamedDependency[Services], data: ReplayRequest) -> ReplayStarted:
+    async def replay(self, services: NamedDependency[Services], data: JSONBody[ReplayRequest]) -> ReplayStarted:
         timestamp_ms = None
         if data.timestamp is not None:
             try:
@@ -104,6 +106,7 @@ class KafkaAdminController(Controller):
 class DeadLetterController(Controller):
     path = "/admin/dead-letters"
     tags = ["admin"]
+    guards = [requires("admin")]
 
     @get(description="Rejected records, newest first, with the field and reason and the original bytes.")
     async def list_dead_letters(
@@ -111,7 +114,7 @@ class DeadLetterController(Controller):
         services: NamedDependency[Services],
         limit: Annotated[int, Parameter(ge=1, le=10_000)] = 100,
         source: Annotated[str | None, Parameter(max_length=64)] = None,
-        include_replayed: bool = False,
+        include_replayed: Annotated[bool, Parameter(description="Also list letters already replayed.")] = False,
     ) -> DeadLetterPage:
         items = await list_dead_letters(
             services.warehouse, limit=limit, source=source, include_replayed=include_replayed
@@ -122,7 +125,7 @@ class DeadLetterController(Controller):
         "/replay", status_code=200, description="Re-ingest dead letters not replayed yet (after a fix) and mark them."
     )
     async def replay(
-        self, services: NamedDependency[Services], data: DeadLetterReplayRequest | None = None
+        self, services: NamedDependency[Services], data: JSONBody[DeadLetterReplayRequest | None] = None
     ) -> DeadLetterReplay:
         request = data or DeadLetterReplayRequest()
         return await replay_dead_letters(services.ingest, source=request.source, limit=request.limit)
