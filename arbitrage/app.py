@@ -20,6 +20,7 @@ from litestar.static_files import create_static_files_router
 
 from arbitrage import __version__
 from arbitrage.api import CONTROLLERS, DEPENDENCIES, EXCEPTION_HANDLERS
+from arbitrage.api.status import STATUS_ROUTES
 from arbitrage.config import Settings
 from arbitrage.export import ExportService, storage_options_from
 from arbitrage.features import HISTORY_WINDOW, FeatureEngine
@@ -110,6 +111,7 @@ def create_app(settings: Settings) -> Litestar:
         route_handlers=[
             *CONTROLLERS,
             create_static_files_router(path="/schema/assets", directories=[_SWAGGER_ASSETS], include_in_schema=False),
+            *STATUS_ROUTES,
         ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
