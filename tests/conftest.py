@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,17 +22,38 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return load_settings(
-        env={},
-        overrides={"storage.data_dir": str(tmp_path / "data"), "export.dir": str(tmp_path / "exports")},
-    )
+@pytest.fixture(scope="session")
+def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data dir with every migration applied, made once: tests start from a copy of it.
+
+    Applying the migrations (about a hundred ALTERs) costs seconds; copying the result
+    costs milliseconds. Start-up still runs the migration runner, which finds nothing to do.
+    """
+    template = tmp_path_factory.mktemp("template") / "data"
+
+    async def migrate() -> None:
+        store = EmbeddedWarehouse(template)
+        await store.start()
+        await store.close()
+
+    asyncio.run(migrate())
+    return template
+
+
+def fresh_data_dir(template: Path, target: Path) -> Path:
+    shutil.copytree(template, target, symlinks=True, ignore=shutil.ignore_patterns(".owner.lock"))
+    return target
 
 
 @pytest.fixture
-async def warehouse(tmp_path: Path) -> AsyncIterator[EmbeddedWarehouse]:
-    store = EmbeddedWarehouse(tmp_path / "warehouse")
+def settings(tmp_path: Path, migrated_template: Path) -> Settings:
+    data = fresh_data_dir(migrated_template, tmp_path / "data")
+    return load_settings(env={}, overrides={"storage.data_dir": str(data), "export.dir": str(tmp_path / "exports")})
+
+
+@pytest.fixture
+async def warehouse(tmp_path: Path, migrated_template: Path) -> AsyncIterator[EmbeddedWarehouse]:
+    store = EmbeddedWarehouse(fresh_data_dir(migrated_template, tmp_path / "warehouse"))
     await store.start()
     yield store
     await store.close()
