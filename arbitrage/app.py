@@ -21,6 +21,7 @@ from litestar.static_files import create_static_files_router
 from arbitrage import __version__
 from arbitrage.api import CONTROLLERS, DEPENDENCIES, EXCEPTION_HANDLERS
 from arbitrage.api.status import STATUS_ROUTES
+from arbitrage.api.graphql import register_graphql
 from arbitrage.config import Settings
 from arbitrage.export import ExportService, storage_options_from
 from arbitrage.features import HISTORY_WINDOW, FeatureEngine
@@ -107,7 +108,7 @@ def create_app(settings: Settings) -> Litestar:
             )
         ],
     )
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             *CONTROLLERS,
             create_static_files_router(path="/schema/assets", directories=[_SWAGGER_ASSETS], include_in_schema=False),
@@ -129,6 +130,8 @@ def create_app(settings: Settings) -> Litestar:
         response_cache_config=ResponseCacheConfig(default_expiration=1),
         debug=False,
     )
+    register_graphql(app)
+    return app
 
 
 async def start_services(settings: Settings, *, jobs: bool = True) -> Services:

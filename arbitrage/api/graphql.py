@@ -1,0 +1,321 @@
+"""`/graphql`: queries over transactions, stats, exports and schedules; a live subscription.
+
+The schema is a thin skin over the same services as the REST controllers. Transactions
+are built from the same rendered JSON as `/transactions`, so both APIs agree. Query cost
+is bounded: depth, token and alias limits, and `first` at most 1000. GraphiQL is served
+from `api/static/graphiql` (vendored from npm: graphiql 3.8.3, react 18.3.1), not a CDN.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import AsyncGenerator
+from datetime import datetime
+from typing import Any
+
+import msgspec
+import strawberry
+from litestar import Litestar
+from litestar.exceptions import LitestarDeprecationWarning
+from litestar.datastructures import State
+from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.litestar import make_graphql_controller
+from strawberry.scalars import JSON
+from strawberry.types import Info
+
+from arbitrage.errors import ValidationError
+from arbitrage.services import Services
+from arbitrage.storage import TransactionFilter, decode_cursor, encode_cursor
+from arbitrage.stream import StreamFilter, render_transactions
+
+MAX_PAGE = 1000
+MAX_DEPTH = 8
+MAX_TOKENS = 2000
+MAX_ALIASES = 15
+
+
+@strawberry.type
+class Leg:
+    dex: str
+    pool: str
+    token_in: str
+    token_out: str
+    amount_in: str
+    """Raw integer units as a string (they exceed GraphQL's 32-bit Int)."""
+    amount_out: str
+    price: float | None
+
+
+@strawberry.type
+class Risk:
+    score: float | None
+    level: str | None
+    components: JSON
+
+
+@strawberry.type
+class Transaction:
+    signature: str
+    slot: str
+    block_time: str
+    signer: str
+    success: bool
+    route: list[str]
+    dexes: list[str]
+    hops: int
+    circular: bool
+    total_cost_sol: float
+    net_profit_sol: float | None
+    stream_position: str | None
+    legs: list[Leg]
+    features: JSON
+    risk: Risk | None
+
+
+@strawberry.type
+class TransactionPage:
+    items: list[Transaction]
+    next_cursor: str | None
+
+
+@strawberry.type
+class Stats:
+    transactions: int
+    successful: int
+    profitable: int
+    net_profit_sol: float | None
+    total_cost_sol: float | None
+    jito_tips_sol: float | None
+    top_tokens: JSON
+    top_dexes: JSON
+    top_signers: JSON
+
+
+@strawberry.type
+class DailyStat:
+    date: str
+    transactions: int
+    profitable: int
+    net_profit_sol: float | None
+    total_cost_sol: float | None
+
+
+@strawberry.input
+class TransactionFilterInput:
+    token: str | None = None
+    dex: str | None = None
+    signer: str | None = None
+    min_profit_sol: float | None = None
+
+
+def transaction_from_json(payload: bytes) -> Transaction:
+    """A Transaction from the API's rendered JSON (the `/transactions` item shape)."""
+    row: dict[str, Any] = msgspec.json.decode(payload)
+    risk = row.get("risk")
+    return Transaction(
+        signature=row["signature"],
+        slot=str(row["slot"]),
+        block_time=row["block_time"],
+        signer=row["signer"],
+        success=row["success"],
+        route=row["route"],
+        dexes=row["dexes"],
+        hops=row["hops"],
+        circular=row["circular"],
+        total_cost_sol=row["total_cost_sol"],
+        net_profit_sol=row.get("net_profit_sol"),
+        stream_position=str(row["stream_position"]) if row.get("stream_position") is not None else None,
+        legs=[
+            Leg(
+                dex=leg["dex"],
+                pool=leg["pool"],
+                token_in=leg["token_in"],
+                token_out=leg["token_out"],
+                amount_in=str(leg["amount_in"]),
+                amount_out=str(leg["amount_out"]),
+                price=leg.get("price"),
+            )
+            for leg in row["legs"]
+        ],
+        features=row.get("features") or {},
+        risk=Risk(
+            score=risk.get("score"),
+            level=risk.get("level"),
+            components={k: v for k, v in risk.items() if k not in ("score", "level")},
+        )
+        if risk
+        else None,
+    )
+
+
+def _services(info: Info[Any, Any]) -> Services:
+    services = info.context["services"]
+    assert isinstance(services, Services)
+    return services
+
+
+def _filters(value: TransactionFilterInput | None) -> TransactionFilter:
+    if value is None:
+        return TransactionFilter()
+    return TransactionFilter(
+        token=value.token, dex=value.dex, signer=value.signer, min_profit_sol=value.min_profit_sol
+    )
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="Newest first; pass `nextCursor` back as `after`. `first` is 1-1000.")
+    async def transactions(
+        self,
+        info: Info[Any, Any],
+        filter: TransactionFilterInput | None = None,  # noqa: A002 - the GraphQL argument name
+        first: int = 50,
+        after: str | None = None,
+    ) -> TransactionPage:
+        if not 1 <= first <= MAX_PAGE:
+            raise ValidationError("first", f"must be 1-{MAX_PAGE}")
+        services = _services(info)
+        filters = _filters(filter)
+        before = decode_cursor(after) if after else None
+        items = services.recent.page(first + 1, before) if filters.is_empty else None
+        if items is None:
+            items = render_transactions(await services.reader.page(filters, first + 1, before))
+        page = [transaction_from_json(item) for item in items[:first]]
+        cursor = None
+        if len(items) > first:
+            last = page[-1]
+            cursor = encode_cursor(datetime.fromisoformat(last.block_time.replace("Z", "+00:00")), last.signature)
+        return TransactionPage(items=page, next_cursor=cursor)
+
+    @strawberry.field(description="One stored transaction with its legs, features and risk; null when unknown.")
+    async def transaction(self, info: Info[Any, Any], signature: str) -> Transaction | None:
+        frame = await _services(info).reader.get(signature)
+        return None if frame.is_empty() else transaction_from_json(render_transactions(frame)[0])
+
+    @strawberry.field(description="Totals over everything stored.")
+    async def stats(self, info: Info[Any, Any]) -> Stats:
+        raw = await _services(info).reader.stats()
+        return Stats(
+            transactions=raw["transactions"],
+            successful=raw["successful"],
+            profitable=raw["profitable"],
+            net_profit_sol=raw.get("net_profit_sol"),
+            total_cost_sol=raw.get("total_cost_sol"),
+            jito_tips_sol=raw.get("jito_tips_sol"),
+            top_tokens=raw["top_tokens"],
+            top_dexes=raw["top_dexes"],
+            top_signers=raw["top_signers"],
+        )
+
+    @strawberry.field(description="One row per UTC day for the last `days` days (1-3650).")
+    async def daily_stats(self, info: Info[Any, Any], days: int = 30) -> list[DailyStat]:
+        if not 1 <= days <= 3650:
+            raise ValidationError("days", "must be 1-3650")
+        rows = await _services(info).reader.daily(days)
+        return [
+            DailyStat(
+                date=r["date"],
+                transactions=r["transactions"],
+                profitable=r["profitable"],
+                net_profit_sol=r["net_profit_sol"],
+                total_cost_sol=r["total_cost_sol"],
+            )
+            for r in rows
+        ]
+
+    @strawberry.field(description="Export jobs, newest first (the `GET /exports` items); empty when exports are off.")
+    async def exports(self, info: Info[Any, Any], limit: int = 20) -> JSON:
+        service = _services(info).extras.get("exports")
+        if service is None:
+            return []
+        return msgspec.to_builtins(await service.list(limit=max(1, min(limit, MAX_PAGE))))
+
+    @strawberry.field(description="Export schedules (the `GET /schedules` items); empty when schedules are off.")
+    async def schedules(self, info: Info[Any, Any]) -> JSON:
+        service = _services(info).extras.get("schedules")
+        if service is None:
+            return []
+        return msgspec.to_builtins(await service.list())
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(description="Newly stored transactions matching the filter, as they are stored.")
+    async def transactions(
+        self,
+        info: Info[Any, Any],
+        filter: TransactionFilterInput | None = None,  # noqa: A002 - the GraphQL argument name
+    ) -> AsyncGenerator[Transaction, None]:
+        services = _services(info)
+        assert services.feed is not None
+        value = filter or TransactionFilterInput()
+        filters = StreamFilter(
+            token=value.token, dex=value.dex, signer=value.signer, min_profit_sol=value.min_profit_sol
+        )
+        resume = services.feed.resume(filters, services.settings.stream.client_queue_events, None)
+        try:
+            while True:
+                items = await resume.subscription.next()
+                if items is None:
+                    raise ValidationError("subscription", "slow consumer: too many undelivered events")
+                for batch, selected in items:
+                    events = batch.events if selected is None else [batch.events[i] for i in selected]
+                    for event in events:
+                        yield transaction_from_json(event.payload)
+        finally:
+            services.feed.hub.unsubscribe(resume.subscription)
+
+
+SCHEMA = strawberry.Schema(
+    query=Query,
+    subscription=Subscription,
+    extensions=[
+        lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
+        lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
+        lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+    ],
+)
+
+_GRAPHIQL_HTML = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>arbitrage · GraphiQL</title>
+<link rel="stylesheet" href="/static/graphiql/graphiql.min.css">
+<style>body{margin:0;height:100vh}#graphiql{height:100vh}</style></head>
+<body><div id="graphiql">Loading…</div>
+<script src="/static/graphiql/react.production.min.js"></script>
+<script src="/static/graphiql/react-dom.production.min.js"></script>
+<script src="/static/graphiql/graphiql.min.js"></script>
+<script>
+const ws = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/graphql";
+const fetcher = GraphiQL.createFetcher({ url: "/graphql", subscriptionUrl: ws });
+ReactDOM.createRoot(document.getElementById("graphiql")).render(React.createElement(GraphiQL, { fetcher }));
+</script></body></html>
+"""
+
+
+async def _context(state: State) -> dict[str, Any]:
+    return {"services": state.get("services")}
+
+
+_Base = make_graphql_controller(SCHEMA, path="/graphql", context_getter=_context, graphql_ide="graphiql")
+
+
+class GraphQLController(_Base):  # type: ignore[misc,valid-type]
+    """Strawberry's controller with GraphiQL from local assets."""
+
+    tags = ["graphql"]
+    include_in_schema = False
+
+    @property
+    def graphql_ide_html(self) -> str:
+        return _GRAPHIQL_HTML
+
+
+def register_graphql(app: Litestar) -> None:
+    """Add `/graphql` to the app.
+
+    Strawberry's controller declares its dependencies the pre-2.22 way (inferred), which
+    Litestar warns about at registration; that one warning is silenced here, for it only.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*Inferred dependency field", LitestarDeprecationWarning)
+        app.register(GraphQLController)

@@ -1,0 +1,93 @@
+"""`/graphql` on the real app and warehouse: queries, limits, the live subscription, GraphiQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import pytest
+from litestar.testing import AsyncTestClient
+
+pytestmark = pytest.mark.anyio
+
+TX_FIELDS = "signature slot blockTime signer netProfitSol streamPosition legs { dex tokenIn amountIn } features risk { score level }"
+
+
+async def _ingest(client: AsyncTestClient[Any], records: list[dict[str, Any]]) -> None:
+    response = await client.post("/ingest", content=msgspec.json.encode(records))
+    assert response.json()["accepted"] == len(records)
+
+
+async def _query(client: AsyncTestClient[Any], query: str, **variables: Any) -> dict[str, Any]:
+    response = await client.post("/graphql", json={"query": query, "variables": variables})
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def test_queries_page_through_transactions_and_agree_with_the_rest_api(
+    client: AsyncTestClient[Any], records: list[dict[str, Any]]
+) -> None:
+    await _ingest(client, records)
+    query = f"query($after: String) {{ transactions(first: 120, after: $after) {{ items {{ {TX_FIELDS} }} nextCursor }} }}"
+    first = (await _query(client, query))["data"]["transactions"]
+    second = (await _query(client, query, after=first["nextCursor"]))["data"]["transactions"]
+    assert len(first["items"]) == 120 and len(second["items"]) == 80 and second["nextCursor"] is None
+    rest = (await client.get("/transactions", params={"limit": 200})).json()["items"]
+    assert [t["signature"] for t in first["items"] + second["items"]] == [t["signature"] for t in rest]
+
+    one = rest[0]
+    single = (await _query(client, f'{{ transaction(signature: "{one["signature"]}") {{ {TX_FIELDS} }} }}'))
+    tx = single["data"]["transaction"]
+    assert tx["netProfitSol"] == one["net_profit_sol"]
+    assert tx["legs"][0]["amountIn"] == str(one["legs"][0]["amount_in"])
+    assert tx["features"] == one["features"] and tx["risk"]["score"] == one["risk"]["score"]
+
+    signer = records[0]["signer"]
+    filtered = await _query(
+        client, "query($s: String) { transactions(filter: {signer: $s}) { items { signer } } }", s=signer
+    )
+    assert {t["signer"] for t in filtered["data"]["transactions"]["items"]} == {signer}
+
+    stats = (await _query(client, "{ stats { transactions netProfitSol topDexes } dailyStats(days: 3) { date transactions } }"))["data"]
+    assert stats["stats"]["transactions"] == 200
+    assert sum(d["transactions"] for d in stats["dailyStats"]) == 200
+    assert (await _query(client, "{ exports schedules }"))["data"] is not None
+
+
+async def test_deep_wide_or_oversized_queries_are_refused(client: AsyncTestClient[Any]) -> None:
+    deep = "{ transactions { items { legs { dex } } } }"
+    assert "errors" not in await _query(client, deep)
+    aliases = "{ " + " ".join(f"a{i}: stats {{ transactions }}" for i in range(20)) + " }"
+    assert "errors" in await _query(client, aliases)
+    too_many = await _query(client, "{ transactions(first: 5000) { items { signature } } }")
+    assert "errors" in too_many
+
+
+async def test_the_subscription_delivers_newly_stored_transactions_that_match(
+    client: AsyncTestClient[Any], records: list[dict[str, Any]]
+) -> None:
+    signer = records[0]["signer"]
+    expected = [r["signature"] for r in records if r["signer"] == signer]
+    with await client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"]) as ws:
+        ws.send_json({"type": "connection_init"})
+        assert ws.receive_json()["type"] == "connection_ack"
+        ws.send_json(
+            {
+                "id": "1",
+                "type": "subscribe",
+                "payload": {
+                    "query": "subscription($s: String) { transactions(filter: {signer: $s}) { signature signer } }",
+                    "variables": {"s": signer},
+                },
+            }
+        )
+        await _ingest(client, records)
+        got = [ws.receive_json(timeout=30)["payload"]["data"]["transactions"]["signature"] for _ in expected]
+    assert got == expected
+
+
+async def test_graphiql_is_served_from_local_assets(client: AsyncTestClient[Any]) -> None:
+    page = await client.get("/graphql", headers={"Accept": "text/html"})
+    assert page.status_code == 200
+    assert "/static/graphiql/graphiql.min.js" in page.text and "unpkg" not in page.text and "esm.sh" not in page.text
+    assert (await client.get("/static/graphiql/graphiql.min.js")).status_code == 200
