@@ -81,6 +81,16 @@ class KafkaSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Longest wait before a partial batch is stored."""
     extra: dict[str, str] = msgspec.field(default_factory=dict)
     """Passed through to librdkafka (security.protocol, sasl.*, ...)."""
+    transactional: bool = True
+    """Produce derived topics and commit offsets in one Kafka transaction; false commits with the consumer."""
+    transactional_id: str = ""
+    """Fences a crashed predecessor's open transaction; empty = `<group_id>-<topic_transactions>`."""
+    partitions: dict[str, int] = msgspec.field(
+        default_factory=lambda: {"transactions": 10, "opportunities": 5, "risk": 3, "dlq": 1}
+    )
+    """Partition counts used when topics are created at start-up."""
+    create_topics: bool = True
+    """Create missing topics at start-up (brokers without CreateTopics fall back to auto-creation)."""
 
 
 class RedisSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -101,8 +111,6 @@ class StreamSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Events one SSE/WebSocket client may have waiting; beyond it the client is dropped, not the feed slowed."""
     reorder_timeout_seconds: float = 2.0
     """How long a batch waits for an earlier position another process is still storing before it is delivered past the gap."""
-    ws_max_lag_seconds: float = 30.0
-    """A WebSocket client that leaves a server ping unanswered this long is closed with 1013 (slow consumer)."""
 
 
 class ExportSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
