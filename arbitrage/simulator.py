@@ -9,8 +9,8 @@ and now and then a burst packs one slot with competing searchers.
 from __future__ import annotations
 
 import math
-import time
 import random
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any

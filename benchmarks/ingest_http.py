@@ -18,8 +18,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import json_bodies, machine, print_table  # noqa: E402
-from tests.e2e.server import ServerProcess  # noqa: E402
+from benchmarks._common import json_bodies, machine, print_table
+from tests.e2e.server import ServerProcess
 
 
 def main() -> None:

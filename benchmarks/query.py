@@ -24,10 +24,10 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from arbitrage.app import start_services  # noqa: E402
-from arbitrage.config import load_settings  # noqa: E402
-from benchmarks._common import json_bodies, machine, print_table  # noqa: E402
-from tests.e2e.server import ServerProcess  # noqa: E402
+from arbitrage.app import start_services
+from arbitrage.config import load_settings
+from benchmarks._common import json_bodies, machine, print_table
+from tests.e2e.server import ServerProcess
 
 BASE_ROWS = 100_000
 
@@ -64,7 +64,7 @@ def wrk(url: str, duration: int, connections: int) -> dict[str, str]:
         text=True,
         check=True,
     ).stdout
-    found = {k: v for k, v in re.findall(r"^\s+(50%|99%)\s+(\S+)", out, re.MULTILINE)}
+    found = dict(re.findall(r"^\s+(50%|99%)\s+(\S+)", out, re.MULTILINE))
     found["req/s"] = re.search(r"Requests/sec:\s+(\S+)", out).group(1)  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     found["errors"] = errors.group(1) if errors else "0"
@@ -97,7 +97,7 @@ def main() -> None:
             stream_s = (datetime.now(UTC) - stream_started).total_seconds()
             results = {
                 "/transactions?limit=100": wrk(f"{server.url}/transactions?limit=100", args.duration, args.connections),
-                f"/historical one day (default page)": wrk(
+                "/historical one day (default page)": wrk(
                     f"{server.url}/historical?start={day}&end={day}", args.duration, args.connections
                 ),
                 "/stats/daily?days=30": wrk(f"{server.url}/stats/daily?days=30", args.duration, args.connections),

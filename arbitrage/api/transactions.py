@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, time
-from typing import Any, Annotated
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, get
@@ -46,8 +46,7 @@ def parse_time(value: str, field: str, *, end_of_day: bool = False) -> datetime:
     try:
         if len(value) == 10:
             day = date.fromisoformat(value)
-            moment = datetime.combine(day, time.max if end_of_day else time.min, UTC)
-            return moment
+            return datetime.combine(day, time.max if end_of_day else time.min, UTC)
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as exc:
         raise ValidationError(field, f"not a date or RFC 3339 datetime: {value!r}") from exc

@@ -10,14 +10,14 @@ import queue
 import re
 import threading
 import time
-from datetime import UTC, datetime
 from collections.abc import AsyncIterator, Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-import pyarrow as pa
 import chdb
 import chdb.state.sqlitelike
+import pyarrow as pa
 from chdb import session as chdb_session
 
 from arbitrage.errors import WarehouseLocked, WarehouseUnavailable
@@ -236,7 +236,7 @@ class EmbeddedWarehouse:
             raise WarehouseUnavailable(str(exc)) from exc
 
     def _known_signatures(self, signatures: pa.Array, start: datetime, end: datetime) -> set[str]:
-        candidates = pa.table({"signature": signatures})
+        candidates = pa.table({"signature": signatures})  # noqa: F841 (read by chdb as Python(candidates))
         sql = (
             f"SELECT signature FROM {self.database}.transactions "
             "WHERE block_time BETWEEN {start:DateTime64(3, 'UTC')} AND {end:DateTime64(3, 'UTC')} "

@@ -33,7 +33,7 @@ def test_the_ml_preparation_example_runs(tmp_path: Path, monkeypatch: pytest.Mon
     assert example is not None
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, object] = {}
-    exec(compile(example.group(1), "README.md", "exec"), namespace)  # noqa: S102
+    exec(compile(example.group(1), "README.md", "exec"), namespace)
     assert (tmp_path / "scaler.json").stat().st_size > 0
     train, test = namespace["train"], namespace["test"]
     assert len(train) > len(test) > 0  # type: ignore[arg-type]

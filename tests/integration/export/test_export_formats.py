@@ -7,7 +7,7 @@ import gzip
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -22,6 +22,8 @@ from tfrecord.reader import tfrecord_loader
 from arbitrage.export import Destination, ExportRequest, ExportResult, plan_export, run_export, table_columns
 from arbitrage.storage import EmbeddedWarehouse
 
+if TYPE_CHECKING:
+    from tests.integration.export.conftest import MakeTransactions
 
 pytestmark = pytest.mark.anyio
 

@@ -8,7 +8,7 @@ import json
 import threading
 import zipfile
 from pathlib import Path
-from typing import Any, BinaryIO, ClassVar
+from typing import BinaryIO, ClassVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -135,10 +135,10 @@ async def test_an_interrupted_job_is_marked_failed_on_restart_and_its_partial_fi
     await asyncio.to_thread(_SlowWriter.entered.wait, 30)
     assert list(out.rglob(".staging-*/*.parquet"))  # a partial file exists, staged
     # The process "dies": its task is dropped without any clean-up running.
-    task = service._active[job.id].task  # noqa: SLF001
+    task = service._active[job.id].task
     assert task is not None
-    service._active.clear()  # noqa: SLF001
-    service._sweeper.cancel()  # type: ignore[union-attr]  # noqa: SLF001
+    service._active.clear()
+    service._sweeper.cancel()  # type: ignore[union-attr]
     restarted = ExportService(filled, export_dir=str(out))
     await restarted.start()
     try:

@@ -59,6 +59,6 @@ async def test_cors_answers_only_the_configured_origins(client: Client) -> None:
 
 
 def test_binding_beyond_loopback_without_auth_refuses_to_build_the_app() -> None:
-    with pytest.raises(ConfigError, match="auth.enabled"):
+    with pytest.raises(ConfigError, match=r"auth\.enabled"):
         create_app(load_settings(env={}, overrides={"server.host": "0.0.0.0"}))
     create_app(load_settings(env={}, overrides={"server.host": "0.0.0.0", "auth.enabled": True}))

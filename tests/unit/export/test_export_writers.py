@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from arbitrage.errors import ValidationError
-from arbitrage.export import ExportRequest, Split, plan_export, UnknownFormat, WriterOptions, formats, register_exporter
+from arbitrage.export import ExportRequest, Split, UnknownFormat, WriterOptions, formats, plan_export, register_exporter
 from arbitrage.export._flatten import flatten_batch, flattening_of
 from arbitrage.export._request import check_split, time_range
 from arbitrage.export._sink import Destination, redact_url
@@ -37,7 +37,7 @@ def stored_batch() -> pa.RecordBatch:
         "reserve_out": 7,
         "price": 0.5,
     }
-    row = {name: None for name in STORED_SCHEMA}
+    row = dict.fromkeys(STORED_SCHEMA)
     row |= {
         "signature": "S",
         "slot": 1,
@@ -125,7 +125,7 @@ def test_split_fractions_must_sum_to_one():
 
 def test_the_registry_lists_builtins_rejects_bad_names_and_names_known_formats_on_a_miss():
     assert {"csv", "parquet", "json", "hdf5", "arrow", "tfrecord"} <= set(formats())
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="Bad Name"):
         register_exporter("Bad Name", object)  # type: ignore[arg-type]
     with pytest.raises(UnknownFormat) as caught:
         exporter_factory("xlsx")

@@ -27,7 +27,7 @@ def test_loopback_addresses_may_serve_without_auth(host: str) -> None:
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.10", "example.com", ""])
 def test_other_addresses_refuse_to_serve_without_auth(host: str) -> None:
-    with pytest.raises(ConfigError, match="auth.enabled"):
+    with pytest.raises(ConfigError, match=r"auth\.enabled"):
         check_bind(host, auth_enabled=False)
     check_bind(host, auth_enabled=True)
 
