@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help install system-deps run test lint fmt bench dist clean
+.PHONY: help install system-deps bench-deps run test lint fmt bench dist clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -17,11 +17,18 @@ install: ## create .venv with the locked dependencies and the `arbitrage` comman
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	@$(UV) sync --frozen --quiet
 
-system-deps: ## install the services the tests start (redis-server) when missing (Debian, as root)
-	@command -v redis-server >/dev/null 2>&1 || { \
-	  echo "installing redis-server (Debian package)"; \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) \
-	  || echo "warning: could not install redis-server; Redis tests will be skipped"; }
+system-deps: ## install what the tests start or drive when missing: redis-server, chromium (Debian, as root)
+	@missing=""; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	  || echo "warning: could not install$$missing; the tests that need them will be skipped"; \
+	fi
+
+bench-deps: ## install wrk (load generator of benchmarks/query.py) when missing
+	@command -v wrk >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null)
 
 run: install ## serve on 127.0.0.1:8080 with the embedded warehouse and the demo feed on
 	$(BIN)/arbitrage serve --demo
@@ -38,8 +45,8 @@ fmt: install ## format the code and apply safe lint fixes
 	$(BIN)/ruff format arbitrage tests benchmarks
 	$(BIN)/ruff check --fix arbitrage tests benchmarks
 
-bench: install ## run the benchmarks (minutes; prints tables)
-	@for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+bench: install bench-deps ## run the benchmarks (minutes; prints tables)
+	@for script in benchmarks/[!_]*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 dist: ## build dist/arbitrage: one file that runs `./arbitrage serve` on a box with only Python 3.11
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
