@@ -21,6 +21,7 @@ from litestar.static_files import create_static_files_router
 from arbitrage import __version__
 from arbitrage.api import CONTROLLERS, DEPENDENCIES, EXCEPTION_HANDLERS
 from arbitrage.api.status import STATUS_ROUTES
+from arbitrage.cache import ResponseCache, response_cache
 from arbitrage.api.graphql import register_graphql
 from arbitrage.config import Settings
 from arbitrage.export import ExportService, storage_options_from
@@ -118,7 +119,7 @@ def create_app(settings: Settings) -> Litestar:
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=[lifespan],
         openapi_config=openapi,
-        middleware=[security_headers, request_telemetry],
+        middleware=[security_headers, request_telemetry, response_cache],
         cors_config=CORSConfig(
             allow_origins=settings.auth.cors_origins,
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
@@ -158,6 +159,10 @@ async def start_services(settings: Settings, *, jobs: bool = True) -> Services:
     ingest.on_stored(feed.publish)
     services = Services(settings=settings, warehouse=warehouse, ingest=ingest, reader=reader, recent=recent, feed=feed)
     services.health_checks["redis"] = feed.redis.health if feed.redis is not None else _redis_disabled
+    if feed.redis is not None:
+        cache = ResponseCache(feed.redis, settings.redis.cache_ttl_seconds)
+        services.extras["response_cache"] = cache
+        ingest.on_stored(cache.invalidate)
     if jobs:
         await _start_exports(settings, services)
     return services

@@ -1,0 +1,164 @@
+"""Live fan-out under load: N concurrent SSE clients while transactions are ingested over HTTP.
+
+Starts `arbitrage serve` (embedded warehouse, in-process fan-out), connects the SSE clients
+from two client processes (plain asyncio sockets), then posts simulated batches at a target
+rate for a while. Latency is measured per event from the `: published <unix seconds>`
+comment the server puts before each batch (the moment the insert returned and the batch was
+handed to the hub) to the moment the client read it. A client is starved when it received
+fewer events than were stored.
+
+    python benchmarks/fanout.py --clients 200 --rates 2000,5000,10000 --seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._common import json_bodies, machine, print_table  # noqa: E402
+from tests.e2e.server import ServerProcess  # noqa: E402
+
+FIELDS = "signature,net_profit_sol"
+
+
+async def _client(
+    host: str, port: int, stop_at: float, counts: list[int], latencies: list[tuple[float, int]], i: int
+) -> None:
+    """Read the stream; per chunk, count events and record (latency of its newest batch, events)."""
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(f"GET /sse/stream?fields={FIELDS} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    await writer.drain()
+    published = 0.0
+    try:
+        while time.time() < stop_at:
+            try:
+                chunk = await asyncio.wait_for(reader.read(1 << 18), max(0.1, stop_at - time.time()))
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            now = time.time()
+            events = chunk.count(b"\nid: ") + chunk.startswith(b"id: ")
+            marker = chunk.rfind(b": published ")
+            if marker >= 0 and chunk.find(b"\n", marker) > 0:
+                published = float(chunk[marker + 12 : chunk.find(b"\n", marker)])
+            if events:
+                counts[i] += events
+                latencies.append((now - published, events))
+    finally:
+        writer.close()
+
+
+def _client_process(host: str, port: int, n: int, stop_at: float, out: Any) -> None:
+    counts = [0] * n
+    latencies: list[tuple[float, int]] = []
+
+    async def run() -> None:
+        await asyncio.gather(*(_client(host, port, stop_at, counts, latencies, i) for i in range(n)))
+
+    asyncio.run(run())
+    out.put((counts, latencies))
+
+
+def _ingest(url: str, rate: int, seconds: float, batch: int, posters: int = 4) -> tuple[int, float]:
+    """Post batches at `rate` tx/s from `posters` threads (or as fast as the server takes them)."""
+    bodies = json_bodies(int(rate * seconds), batch, seed=rate)
+    started = time.perf_counter()
+
+    def post(i: int) -> int:
+        delay = started + i * batch / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        with httpx.Client(timeout=120) as client:
+            while True:
+                response = client.post(f"{url}/ingest", content=bodies[i])
+                if response.status_code != 503:
+                    return int(response.json()["accepted"])
+                time.sleep(0.05)
+
+    with ThreadPoolExecutor(posters) as pool:
+        stored = sum(pool.map(post, range(len(bodies))))
+    return stored, time.perf_counter() - started
+
+
+def run_level(server: ServerProcess, clients: int, rate: int, seconds: float, batch: int) -> dict[str, Any]:
+    out: Any = mp.get_context("spawn").Queue()
+    stop_at = time.time() + seconds + 20
+    procs = [
+        mp.get_context("spawn").Process(target=_client_process, args=("127.0.0.1", server.port, n, stop_at, out))
+        for n in (clients // 2, clients - clients // 2)
+    ]
+    for proc in procs:
+        proc.start()
+    time.sleep(3)  # let every client connect before the first event
+    stored, elapsed = _ingest(server.url, rate, seconds, batch)
+    # Give clients until they have everything (or the deadline), then collect.
+    results = [out.get(timeout=seconds + 60) for _ in procs]
+    for proc in procs:
+        proc.join(30)
+    counts = [c for result in results for c in result[0]]
+    samples = np.array([s for result in results for s in result[1]], dtype=float).reshape(-1, 2)
+    return {
+        "rate": rate,
+        "stored": stored,
+        "achieved": stored / elapsed,
+        "p50": _weighted_percentile(samples, 50),
+        "p99": _weighted_percentile(samples, 99),
+        "min_received": min(counts),
+        "starved": sum(1 for c in counts if c < stored),
+    }
+
+
+def _weighted_percentile(samples: np.ndarray, q: float) -> float:
+    """Percentile of per-event latency (ms) from (latency, events) samples."""
+    if not len(samples):
+        return float("nan")
+    order = np.argsort(samples[:, 0])
+    cumulative = np.cumsum(samples[order, 1])
+    index = np.searchsorted(cumulative, cumulative[-1] * q / 100)
+    return float(samples[order][min(index, len(order) - 1), 0] * 1000)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=200)
+    parser.add_argument("--rates", default="2000,5000,10000", help="target ingest rates, tx/s")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--batch", type=int, default=1000, help="records per POST /ingest")
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for rate in (int(r) for r in args.rates.split(",")):
+            # A fresh server per level, so one level's backlog does not leak into the next.
+            with ServerProcess(Path(tmp) / f"data-{rate}", env={"ARB_STREAM__CLIENT_QUEUE_EVENTS": "200000"}) as server:
+                rows.append(run_level(server, args.clients, rate, args.seconds, args.batch))
+    print_table(
+        "SSE fan-out",
+        [
+            ("machine", machine()),
+            ("clients", f"{args.clients} SSE (fields={FIELDS}), 2 client processes"),
+            ("ingest", f"POST /ingest from 4 threads, {args.batch} records per request, {args.seconds:.0f} s per level"),
+        ],
+    )
+    print(f"\n{'target tx/s':>11} {'achieved':>9} {'stored':>8} {'p50 ms':>8} {'p99 ms':>8} {'min recv':>9} {'starved':>8}")
+    for r in rows:
+        print(
+            f"{r['rate']:>11} {r['achieved']:>9.0f} {r['stored']:>8} {r['p50']:>8.1f} {r['p99']:>8.1f} "
+            f"{r['min_received']:>9} {r['starved']:>8}"
+        )
+
+
+if __name__ == "__main__":
+    main()

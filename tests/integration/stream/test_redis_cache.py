@@ -1,0 +1,70 @@
+"""The Redis response cache against a real redis-server: hits, invalidation on ingest, Redis down."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from litestar.testing import AsyncTestClient
+
+from arbitrage.app import create_app
+from arbitrage.config import Settings, load_settings
+from tests.services.redis_server import RedisServer
+
+pytestmark = [pytest.mark.anyio, pytest.mark.skipif(RedisServer.binary() is None, reason="redis-server not installed")]
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def cached_client(tmp_path: Path, redis: RedisServer) -> AsyncIterator[AsyncTestClient[Any]]:
+    settings: Settings = load_settings(
+        env={},
+        overrides={
+            "storage.data_dir": str(tmp_path / "data"),
+            "redis.url": redis.url,
+            "redis.cache_ttl_seconds": 30,
+        },
+    )
+    async with AsyncTestClient(create_app(settings)) as client:
+        yield client
+
+
+async def test_hot_reads_are_cached_until_the_next_ingest_and_served_without_redis(
+    cached_client: AsyncTestClient[Any], redis: RedisServer, records: list[dict[str, Any]]
+) -> None:
+    client = cached_client
+    await client.post("/ingest", content=msgspec.json.encode(records[:100]))
+    first = await client.get("/stats")
+    again = await client.get("/stats")
+    assert (first.headers["x-cache"], again.headers["x-cache"]) == ("miss", "hit")
+    assert again.json() == first.json()
+    page = await client.get("/transactions", params={"limit": 5})
+    assert (await client.get("/transactions", params={"limit": 5})).headers["x-cache"] == "hit"
+    assert (await client.get("/transactions", params={"limit": 5, "cursor": page.json()["next_cursor"]})).headers.get(
+        "x-cache"
+    ) is None, "later pages are not cached"
+
+    await client.post("/ingest", content=msgspec.json.encode(records[100:]))
+    fresh = await client.get("/transactions", params={"limit": 5})
+    assert fresh.headers["x-cache"] == "miss", "ingest dropped the cached entries"
+    assert fresh.json()["items"][0]["signature"] in {r["signature"] for r in records}
+    assert (await client.get("/stats")).headers["x-cache"] == "miss"
+
+    redis.stop(signal.SIGKILL)
+    for _ in range(3):
+        response = await client.get("/stats")
+        assert response.status_code == 200 and response.json()["transactions"] in (100, 200)
+    health = (await client.get("/health")).json()
+    assert health["status"] == "degraded" and health["components"]["redis"]["status"] == "unhealthy"
