@@ -45,9 +45,7 @@ class AdminController(Controller):
         description="Uptime, versions, ingest totals and rate, queue depths, warehouse parts/size/compression, "
         "recent warnings and errors.",
     )
-    async def status(
-        self, request: Request[object, object, object], services: NamedDependency[Services]
-    ) -> dict[str, Any]:
+    async def status(self, request: Request[Any, Any, Any], services: NamedDependency[Services]) -> dict[str, Any]:
         security = security_of(request)
         rate = request.app.state.get("ingest_rate")
         if not isinstance(rate, IngestRate):
@@ -90,9 +88,7 @@ class AdminController(Controller):
         return await optimize_table(services.warehouse, table, final=final, cluster=services.settings.storage.cluster)
 
     @post("/cache/flush", status_code=200, description="Drop cached responses (memory and Redis).")
-    async def flush_cache(
-        self, request: Request[object, object, object], services: NamedDependency[Services]
-    ) -> dict[str, Any]:
+    async def flush_cache(self, request: Request[Any, Any, Any], services: NamedDependency[Services]) -> dict[str, Any]:
         flushed = []
         config = request.app.response_cache_config
         if config is not None:
@@ -108,7 +104,7 @@ class AdminController(Controller):
         return {"flushed": flushed}
 
     @get("/keys", description="API keys (never their tokens or hashes).")
-    async def list_keys(self, request: Request[object, object, object]) -> KeyList:
+    async def list_keys(self, request: Request[Any, Any, Any]) -> KeyList:
         return KeyList(items=await _keys(request).list())
 
     @post(
@@ -116,18 +112,18 @@ class AdminController(Controller):
         status_code=HTTP_201_CREATED,
         description="Create an API key. The token is in this answer only; it is stored as a hash.",
     )
-    async def create_key(self, request: Request[object, object, object], data: JSONBody[KeyCreate]) -> CreatedKey:
+    async def create_key(self, request: Request[Any, Any, Any], data: JSONBody[KeyCreate]) -> CreatedKey:
         return await _keys(request).create(data.name, data.roles, data.expires_in_days)
 
     @delete("/keys/{key_id:str}", status_code=200, description="Revoke an API key; it stops working at once.")
-    async def revoke_key(self, request: Request[object, object, object], key_id: KeyId) -> ApiKey:
+    async def revoke_key(self, request: Request[Any, Any, Any], key_id: KeyId) -> ApiKey:
         try:
             return await _keys(request).revoke(key_id)
         except KeyNotFound as exc:
             raise NotFoundException(detail=str(exc)) from exc
 
 
-def _keys(request: Request[object, object, object]) -> KeyStore:
+def _keys(request: Request[Any, Any, Any]) -> KeyStore:
     keys = security_of(request).keys
     if keys is None:
         raise NotFoundException(detail="API keys are not available in this app")

@@ -19,7 +19,8 @@ LIST_SEPARATOR = "|"
 
 def is_nested(dtype: pa.DataType) -> bool:
     """Whether a column needs flattening for a flat format."""
-    return pa.types.is_list(dtype) or pa.types.is_large_list(dtype) or pa.types.is_struct(dtype)
+    nested: bool = pa.types.is_list(dtype) or pa.types.is_large_list(dtype) or pa.types.is_struct(dtype)
+    return nested
 
 
 def flattening_of(dtype: pa.DataType) -> str | None:
@@ -68,6 +69,7 @@ def _json_text(name: str) -> pl.Expr:
 
 
 def _is_string_list(dtype: pa.DataType) -> bool:
-    return (pa.types.is_list(dtype) or pa.types.is_large_list(dtype)) and (
+    string_list: bool = (pa.types.is_list(dtype) or pa.types.is_large_list(dtype)) and (
         pa.types.is_string(dtype.value_type) or pa.types.is_large_string(dtype.value_type)
     )
+    return string_list

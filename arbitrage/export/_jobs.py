@@ -11,6 +11,7 @@ that did not finish never published anything under a final name.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import io
 import logging
@@ -232,13 +233,15 @@ class ExportService:
         rows = await self._query("id = {id:String}", {"id": job_id}, limit=1)
         if not rows:
             raise JobNotFound(f"no export job {job_id!r}")
-        return rows[0]
+        job: ExportJob = rows[0]
+        return job
 
     async def list(
         self, *, limit: int = 100, state: JobState | None = None, schedule_id: str | None = None
     ) -> list[ExportJob]:
         """Jobs, newest first."""
-        conditions, params = ["1"], {}
+        conditions = ["1"]
+        params: dict[str, str] = {}
         if state is not None:
             conditions.append("state = {state:String}")
             params["state"] = state
@@ -283,7 +286,7 @@ class ExportService:
         paths = [f.path for f in job.files] + [MANIFEST_NAME]
         return Download(f"{job.id}.zip", "application/zip", _zip_chunks(destination, paths))
 
-    async def fail_interrupted(self, *, all_active: bool = False) -> list[str]:
+    async def fail_interrupted(self, *, all_active: bool = False) -> builtins.list[str]:
         """Mark queued/running jobs of dead processes failed and delete their staged files."""
         stale_before = time.time_ns() - self._stale_ns
         jobs = await self._query("state IN ('queued', 'running')", {}, limit=10_000, with_version=True)
@@ -413,7 +416,9 @@ class ExportService:
         }
         await self._warehouse.insert_arrow(JOBS_TABLE, pa.Table.from_pylist([row], schema=_JOB_SCHEMA))
 
-    async def _query(self, where: str, params: dict[str, Any], *, limit: int, with_version: bool = False) -> list[Any]:
+    async def _query(
+        self, where: str, params: dict[str, Any], *, limit: int, with_version: bool = False
+    ) -> builtins.list[Any]:
         table = await self._warehouse.query_arrow(
             f"SELECT * FROM {self._warehouse.database}.{JOBS_TABLE} FINAL WHERE {where} "
             "ORDER BY created_at DESC, id DESC LIMIT {limit:UInt32}",

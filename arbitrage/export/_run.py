@@ -15,7 +15,7 @@ import threading
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, BinaryIO, cast
 from urllib.parse import quote
 
 import msgspec
@@ -394,7 +394,7 @@ class _Files:
         writer = self._plan.factory()
         relative = "/".join([*directories, f"part-{self._part:05d}.{writer.extension(self._plan.options)}"])
         self._sink = self._destination.open_staged(relative)
-        writer.open(self._sink, self._schema, self._plan.options)
+        writer.open(cast(BinaryIO, self._sink), self._schema, self._plan.options)
         self._writer = writer
         self._file_rows = 0
         self.infos.append(FileInfo(path=relative, rows=0, bytes=0, sha256="", partition=partition))

@@ -151,7 +151,7 @@ def _as_int64(column: pa.Array) -> np.ndarray:
         column = column.cast(pa.int8())
     elif pa.types.is_temporal(t):
         column = column.cast(pa.int64()) if not pa.types.is_date32(t) else column.cast(pa.int32())
-    values = column.fill_null(0).to_numpy(zero_copy_only=False)
+    values: np.ndarray = column.fill_null(0).to_numpy(zero_copy_only=False)
     return values.astype(np.int64) if values.dtype != np.uint64 else values.view(np.int64)
 
 

@@ -17,7 +17,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import Any, BinaryIO, ClassVar, Protocol, runtime_checkable
+from typing import Any, BinaryIO, ClassVar, Protocol, cast, runtime_checkable
 
 import msgspec
 import numpy as np
@@ -312,16 +312,16 @@ def _hdf5_dtype(field: pa.Field) -> tuple[Any, dict[str, Any]]:
 def _hdf5_values(field: pa.Field, column: pa.Array) -> np.ndarray:
     t = field.type
     if pa.types.is_string(t) or pa.types.is_large_string(t):
-        return column.fill_null("").to_numpy(zero_copy_only=False)
+        return cast(np.ndarray, column.fill_null("").to_numpy(zero_copy_only=False))
     if pa.types.is_timestamp(t):
-        return column.cast(pa.int64()).fill_null(0).to_numpy()
+        return cast(np.ndarray, column.cast(pa.int64()).fill_null(0).to_numpy())
     if pa.types.is_date32(t):
-        return column.cast(pa.int32()).fill_null(0).to_numpy()
+        return cast(np.ndarray, column.cast(pa.int32()).fill_null(0).to_numpy())
     if pa.types.is_boolean(t):
-        return column.fill_null(False).to_numpy(zero_copy_only=False)
+        return cast(np.ndarray, column.fill_null(False).to_numpy(zero_copy_only=False))
     if (pa.types.is_integer(t) and field.nullable) or pa.types.is_floating(t):
-        return column.cast(pa.float64()).fill_null(float("nan")).to_numpy(zero_copy_only=False)
-    return column.fill_null(0).to_numpy(zero_copy_only=False)
+        return cast(np.ndarray, column.cast(pa.float64()).fill_null(float("nan")).to_numpy(zero_copy_only=False))
+    return cast(np.ndarray, column.fill_null(0).to_numpy(zero_copy_only=False))
 
 
 _REGISTRY: dict[str, ExporterFactory] = {}
@@ -380,14 +380,15 @@ def _load_entry_points() -> None:
 def _register_builtins() -> None:
     from arbitrage.export._tfrecord import TFRecordWriter
 
-    for name, writer in {
+    builtin_writers: dict[str, ExporterFactory] = {
         "csv": CsvWriter,
         "parquet": ParquetWriter,
         "json": JsonWriter,
         "hdf5": Hdf5Writer,
         "arrow": ArrowWriter,
         "tfrecord": TFRecordWriter,
-    }.items():
+    }
+    for name, writer in builtin_writers.items():
         register_exporter(name, writer)
 
 

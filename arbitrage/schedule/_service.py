@@ -18,6 +18,7 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 import re
@@ -203,7 +204,7 @@ class ScheduleService:
         if task is not None:
             await asyncio.gather(task, return_exceptions=True)
 
-    async def tick(self) -> list[str]:
+    async def tick(self) -> builtins.list[str]:
         """Start every schedule that is due now and whose due time this process claims."""
         now = self._clock()
         started = []
@@ -327,7 +328,8 @@ class ScheduleService:
             "ORDER BY claimed_at LIMIT 1",
             params,
         )
-        return winner.num_rows == 1 and winner.column("owner")[0].as_py() == self.owner
+        claimed: bool = winner.num_rows == 1 and winner.column("owner")[0].as_py() == self.owner
+        return claimed
 
     def _build(self, schedule_id: str, body: ScheduleCreate, *, created_at: datetime) -> Schedule:
         if body.destination and body.upload_to:
@@ -396,7 +398,7 @@ class ScheduleService:
         }
         await self._warehouse.insert_arrow(SCHEDULES_TABLE, pa.Table.from_pylist([row], schema=_SCHEDULE_SCHEMA))
 
-    async def _load(self) -> list[Schedule]:
+    async def _load(self) -> builtins.list[Schedule]:
         table = await self._warehouse.query_arrow(
             f"SELECT * FROM {self._warehouse.database}.{SCHEDULES_TABLE} FINAL WHERE NOT deleted ORDER BY created_at"
         )

@@ -11,6 +11,7 @@ warehouse.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import hashlib
 import hmac
@@ -19,7 +20,7 @@ import re
 import secrets
 import time
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import msgspec
 import pyarrow as pa
@@ -218,7 +219,7 @@ class KeyStore:
         )
         await self._warehouse.insert_arrow("api_keys", table)
 
-    async def _read(self, where: str, params: dict[str, str]) -> list[tuple[ApiKey, bytes]]:
+    async def _read(self, where: str, params: dict[str, str]) -> builtins.list[tuple[ApiKey, bytes]]:
         table = await self._warehouse.query_arrow(
             f"SELECT id, name, roles, hash, created_at, expires_at, revoked_at FROM {self._table}{self._final} "
             f"WHERE {where} ORDER BY created_at, id",
@@ -230,7 +231,7 @@ class KeyStore:
                 id=row["id"],
                 name=row["name"],
                 roles=list(row["roles"]),
-                created_at=_utc(row["created_at"]),
+                created_at=cast(datetime, _utc(row["created_at"])),
                 expires_at=_utc(row["expires_at"]),
                 revoked_at=_utc(row["revoked_at"]),
             )
