@@ -27,30 +27,33 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import json_bodies, machine, print_table  # noqa: E402
-from tests.e2e.server import ServerProcess  # noqa: E402
+from benchmarks._common import json_bodies, machine, print_table
+from tests.e2e.server import ServerProcess
 
 FIELDS = "signature,net_profit_sol"
 
 
 async def _client(
-    host: str, port: int, stop_at: float, counts: list[int], latencies: list[tuple[float, int]], i: int
+    host: str, port: int, stop: Any, counts: list[int], latencies: list[tuple[float, int]], i: int
 ) -> None:
     """Read the stream; per chunk, count events and record (latency of its newest batch, events)."""
     reader, writer = await asyncio.open_connection(host, port)
     writer.write(f"GET /sse/stream?fields={FIELDS} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
     await writer.drain()
     published = 0.0
+    tail = b""
     try:
-        while time.time() < stop_at:
+        while not stop(counts[i]):
             try:
-                chunk = await asyncio.wait_for(reader.read(1 << 18), max(0.1, stop_at - time.time()))
+                chunk = await asyncio.wait_for(reader.read(1 << 18), 0.5)
             except TimeoutError:
-                break
+                continue
             if not chunk:
                 break
             now = time.time()
-            events = chunk.count(b"\nid: ") + chunk.startswith(b"id: ")
+            # An event starts with "\nid: "; keep 4 bytes so a marker split across reads still counts.
+            events = (tail + chunk).count(b"\nid: ")
+            tail = chunk[-4:]
             marker = chunk.rfind(b": published ")
             if marker >= 0 and chunk.find(b"\n", marker) > 0:
                 published = float(chunk[marker + 12 : chunk.find(b"\n", marker)])
@@ -61,12 +64,22 @@ async def _client(
         writer.close()
 
 
-def _client_process(host: str, port: int, n: int, stop_at: float, out: Any) -> None:
+def _client_process(host: str, port: int, n: int, stored: Any, out: Any) -> None:
+    """Clients stop once they hold every stored event, or 15 s after ingest ended (`stored` set)."""
     counts = [0] * n
     latencies: list[tuple[float, int]] = []
+    grace: list[float] = []
+
+    def stop(count: int) -> bool:
+        total = stored.value
+        if total < 0:
+            return False
+        if not grace:
+            grace.append(time.monotonic() + 15)
+        return count >= total or time.monotonic() > grace[0]
 
     async def run() -> None:
-        await asyncio.gather(*(_client(host, port, stop_at, counts, latencies, i) for i in range(n)))
+        await asyncio.gather(*(_client(host, port, stop, counts, latencies, i) for i in range(n)))
 
     asyncio.run(run())
     out.put((counts, latencies))
@@ -94,18 +107,19 @@ def _ingest(url: str, rate: int, seconds: float, batch: int, posters: int = 4) -
 
 
 def run_level(server: ServerProcess, clients: int, rate: int, seconds: float, batch: int) -> dict[str, Any]:
-    out: Any = mp.get_context("spawn").Queue()
-    stop_at = time.time() + seconds + 20
+    context = mp.get_context("spawn")
+    out: Any = context.Queue()
+    stored_total: Any = context.Value("q", -1)
     procs = [
-        mp.get_context("spawn").Process(target=_client_process, args=("127.0.0.1", server.port, n, stop_at, out))
+        context.Process(target=_client_process, args=("127.0.0.1", server.port, n, stored_total, out))
         for n in (clients // 2, clients - clients // 2)
     ]
     for proc in procs:
         proc.start()
     time.sleep(3)  # let every client connect before the first event
     stored, elapsed = _ingest(server.url, rate, seconds, batch)
-    # Give clients until they have everything (or the deadline), then collect.
-    results = [out.get(timeout=seconds + 60) for _ in procs]
+    stored_total.value = stored
+    results = [out.get(timeout=120) for _ in procs]
     for proc in procs:
         proc.join(30)
     counts = [c for result in results for c in result[0]]
@@ -149,10 +163,15 @@ def main() -> None:
         [
             ("machine", machine()),
             ("clients", f"{args.clients} SSE (fields={FIELDS}), 2 client processes"),
-            ("ingest", f"POST /ingest from 4 threads, {args.batch} records per request, {args.seconds:.0f} s per level"),
+            (
+                "ingest",
+                f"POST /ingest from 4 threads, {args.batch} records per request, {args.seconds:.0f} s per level",
+            ),
         ],
     )
-    print(f"\n{'target tx/s':>11} {'achieved':>9} {'stored':>8} {'p50 ms':>8} {'p99 ms':>8} {'min recv':>9} {'starved':>8}")
+    print(
+        f"\n{'target tx/s':>11} {'achieved':>9} {'stored':>8} {'p50 ms':>8} {'p99 ms':>8} {'min recv':>9} {'starved':>8}"
+    )
     for r in rows:
         print(
             f"{r['rate']:>11} {r['achieved']:>9.0f} {r['stored']:>8} {r['p50']:>8.1f} {r['p99']:>8.1f} "

@@ -11,13 +11,13 @@ from __future__ import annotations
 import warnings
 from collections.abc import AsyncGenerator
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import strawberry
 from litestar import Litestar
-from litestar.exceptions import LitestarDeprecationWarning
 from litestar.datastructures import State
+from litestar.exceptions import LitestarDeprecationWarning
 from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
 from strawberry.litestar import make_graphql_controller
 from strawberry.scalars import JSON
@@ -137,11 +137,11 @@ def transaction_from_json(payload: bytes) -> Transaction:
             )
             for leg in row["legs"]
         ],
-        features=row.get("features") or {},
+        features=cast(JSON, row.get("features") or {}),
         risk=Risk(
             score=risk.get("score"),
             level=risk.get("level"),
-            components={k: v for k, v in risk.items() if k not in ("score", "level")},
+            components=cast(JSON, {k: v for k, v in risk.items() if k not in ("score", "level")}),
         )
         if risk
         else None,
@@ -157,9 +157,7 @@ def _services(info: Info[Any, Any]) -> Services:
 def _filters(value: TransactionFilterInput | None) -> TransactionFilter:
     if value is None:
         return TransactionFilter()
-    return TransactionFilter(
-        token=value.token, dex=value.dex, signer=value.signer, min_profit_sol=value.min_profit_sol
-    )
+    return TransactionFilter(token=value.token, dex=value.dex, signer=value.signer, min_profit_sol=value.min_profit_sol)
 
 
 @strawberry.type
@@ -168,7 +166,7 @@ class Query:
     async def transactions(
         self,
         info: Info[Any, Any],
-        filter: TransactionFilterInput | None = None,  # noqa: A002 - the GraphQL argument name
+        filter: TransactionFilterInput | None = None,
         first: int = 50,
         after: str | None = None,
     ) -> TransactionPage:
@@ -226,16 +224,14 @@ class Query:
     @strawberry.field(description="Export jobs, newest first (the `GET /exports` items); empty when exports are off.")
     async def exports(self, info: Info[Any, Any], limit: int = 20) -> JSON:
         service = _services(info).extras.get("exports")
-        if service is None:
-            return []
-        return msgspec.to_builtins(await service.list(limit=max(1, min(limit, MAX_PAGE))))
+        jobs = [] if service is None else await service.list(limit=max(1, min(limit, MAX_PAGE)))
+        return cast(JSON, msgspec.to_builtins(jobs))
 
     @strawberry.field(description="Export schedules (the `GET /schedules` items); empty when schedules are off.")
     async def schedules(self, info: Info[Any, Any]) -> JSON:
         service = _services(info).extras.get("schedules")
-        if service is None:
-            return []
-        return msgspec.to_builtins(await service.list())
+        schedules = [] if service is None else await service.list()
+        return cast(JSON, msgspec.to_builtins(schedules))
 
 
 @strawberry.type
@@ -244,7 +240,7 @@ class Subscription:
     async def transactions(
         self,
         info: Info[Any, Any],
-        filter: TransactionFilterInput | None = None,  # noqa: A002 - the GraphQL argument name
+        filter: TransactionFilterInput | None = None,
     ) -> AsyncGenerator[Transaction, None]:
         services = _services(info)
         assert services.feed is not None

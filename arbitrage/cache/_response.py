@@ -15,7 +15,8 @@ from typing import Any
 
 import msgspec
 import polars as pl
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 from redis.exceptions import RedisError
 
 from arbitrage.stream import RedisLink
@@ -53,7 +54,7 @@ class ResponseCache:
         self.index_key = f"{link.key_prefix}:cache:keys"
         self._invalidate = link.client.register_script(_INVALIDATE)
 
-    def key(self, scope: Scope) -> str | None:
+    def key(self, scope: HTTPScope) -> str | None:
         if scope["method"] != "GET" or scope["path"] not in CACHED_PATHS:
             return None
         query: bytes = scope.get("query_string", b"")
@@ -72,7 +73,7 @@ class ResponseCache:
             raw = await self.link.client.get(key)
         except (RedisError, OSError):
             return None
-        return msgspec.msgpack.decode(raw, type=_Entry) if raw else None
+        return msgspec.msgpack.decode(raw, type=_Entry) if isinstance(raw, bytes) else None
 
     async def put(self, key: str, entry: _Entry) -> None:
         if not self.link.available:
@@ -101,13 +102,19 @@ def response_cache(app: ASGIApp) -> ASGIApp:
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         cache = _cache_of(scope)
-        key = cache.key(scope) if cache is not None and scope["type"] == "http" else None
+        key = cache.key(scope) if cache is not None and scope["type"] == ScopeType.HTTP else None  # type: ignore[arg-type]
         if cache is None or key is None:
             await app(scope, receive, send)
             return
         entry = await cache.get(key)
         if entry is not None:
-            await send({"type": "http.response.start", "status": entry.status, "headers": [*entry.headers, (b"x-cache", b"hit")]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": entry.status,
+                    "headers": [*entry.headers, (b"x-cache", b"hit")],
+                }
+            )
             await send({"type": "http.response.body", "body": entry.body, "more_body": False})
             return
         started: dict[str, Any] = {}

@@ -52,11 +52,9 @@ class StreamFilter(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             return False
         if self.dex is not None and self.dex not in event.dexes:
             return False
-        if self.min_profit_sol is not None and (
-            event.net_profit_sol is None or event.net_profit_sol < self.min_profit_sol
-        ):
-            return False
-        return True
+        return self.min_profit_sol is None or (
+            event.net_profit_sol is not None and event.net_profit_sol >= self.min_profit_sol
+        )
 
 
 def events_from_frame(stored: pl.DataFrame) -> list[LiveEvent]:

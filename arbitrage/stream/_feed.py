@@ -90,9 +90,7 @@ class LiveFeed:
         stored_after = last_event_id if oldest > last_event_id + 1 else None
         return Resume(subscription, stored_after, oldest, buffered, position)
 
-    async def stored_batches(
-        self, filters: StreamFilter, after: int, before: int
-    ) -> AsyncIterator[LiveBatch]:
+    async def stored_batches(self, filters: StreamFilter, after: int, before: int) -> AsyncIterator[LiveBatch]:
         """Stored rows with after < position < before that match, in position order, a page at a time."""
         where, params = TransactionFilter(
             token=filters.token, dex=filters.dex, signer=filters.signer, min_profit_sol=filters.min_profit_sol

@@ -172,4 +172,3 @@ class StreamHub:
             self._drain_held()
         if self._held and self._release is None:
             self._release = asyncio.get_running_loop().call_later(self.reorder_timeout, self._release_held)
-

@@ -135,5 +135,5 @@ class RedisLink:
                 self._lost(exc)
             finally:
                 with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
             await asyncio.sleep(_RETRY_S)

@@ -17,7 +17,10 @@ from tests.e2e.server import ServerProcess
 from tests.e2e.stream_clients import WsClient
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = [pytest.mark.e2e, pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)"),
+]
 
 
 class DevTools:
@@ -43,8 +46,17 @@ def browser(tmp_path: Path) -> Iterator[DevTools]:
     profile = tmp_path / "chromium"
     assert CHROMIUM is not None
     process = subprocess.Popen(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-         "--remote-debugging-port=0", f"--user-data-dir={profile}", "about:blank"],
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--no-first-run",
+            "--remote-debugging-port=0",
+            f"--user-data-dir={profile}",
+            "about:blank",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -69,9 +81,7 @@ def browser(tmp_path: Path) -> Iterator[DevTools]:
             process.wait(10)
 
 
-def test_the_status_page_shows_live_transactions_health_and_the_profit_chart(
-    tmp_path: Path, browser: DevTools
-) -> None:
+def test_the_status_page_shows_live_transactions_health_and_the_profit_chart(tmp_path: Path, browser: DevTools) -> None:
     with ServerProcess(tmp_path / "data", args=["--demo", "--demo-rate", "200"]) as server:
         browser.call("Page.navigate", url=f"{server.url}/")
         deadline = time.monotonic() + 30

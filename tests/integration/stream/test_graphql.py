@@ -28,7 +28,9 @@ async def test_queries_page_through_transactions_and_agree_with_the_rest_api(
     client: AsyncTestClient[Any], records: list[dict[str, Any]]
 ) -> None:
     await _ingest(client, records)
-    query = f"query($after: String) {{ transactions(first: 120, after: $after) {{ items {{ {TX_FIELDS} }} nextCursor }} }}"
+    query = (
+        f"query($after: String) {{ transactions(first: 120, after: $after) {{ items {{ {TX_FIELDS} }} nextCursor }} }}"
+    )
     first = (await _query(client, query))["data"]["transactions"]
     second = (await _query(client, query, after=first["nextCursor"]))["data"]["transactions"]
     assert len(first["items"]) == 120 and len(second["items"]) == 80 and second["nextCursor"] is None
@@ -36,7 +38,7 @@ async def test_queries_page_through_transactions_and_agree_with_the_rest_api(
     assert [t["signature"] for t in first["items"] + second["items"]] == [t["signature"] for t in rest]
 
     one = rest[0]
-    single = (await _query(client, f'{{ transaction(signature: "{one["signature"]}") {{ {TX_FIELDS} }} }}'))
+    single = await _query(client, f'{{ transaction(signature: "{one["signature"]}") {{ {TX_FIELDS} }} }}')
     tx = single["data"]["transaction"]
     assert tx["netProfitSol"] == one["net_profit_sol"]
     assert tx["legs"][0]["amountIn"] == str(one["legs"][0]["amount_in"])
@@ -48,7 +50,11 @@ async def test_queries_page_through_transactions_and_agree_with_the_rest_api(
     )
     assert {t["signer"] for t in filtered["data"]["transactions"]["items"]} == {signer}
 
-    stats = (await _query(client, "{ stats { transactions netProfitSol topDexes } dailyStats(days: 3) { date transactions } }"))["data"]
+    stats = (
+        await _query(
+            client, "{ stats { transactions netProfitSol topDexes } dailyStats(days: 3) { date transactions } }"
+        )
+    )["data"]
     assert stats["stats"]["transactions"] == 200
     assert sum(d["transactions"] for d in stats["dailyStats"]) == 200
     assert (await _query(client, "{ exports schedules }"))["data"] is not None
