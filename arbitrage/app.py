@@ -20,9 +20,9 @@ from litestar.static_files import create_static_files_router
 
 from arbitrage import __version__
 from arbitrage.api import CONTROLLERS, DEPENDENCIES, EXCEPTION_HANDLERS
+from arbitrage.api.graphql import register_graphql
 from arbitrage.api.status import STATUS_ROUTES
 from arbitrage.cache import ResponseCache, response_cache
-from arbitrage.api.graphql import register_graphql
 from arbitrage.config import Settings
 from arbitrage.export import ExportService, storage_options_from
 from arbitrage.features import HISTORY_WINDOW, FeatureEngine
