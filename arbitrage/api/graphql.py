@@ -24,6 +24,7 @@ from strawberry.scalars import JSON
 from strawberry.types import Info
 
 from arbitrage.errors import ValidationError
+from arbitrage.security import requires
 from arbitrage.services import Services
 from arbitrage.storage import TransactionFilter, decode_cursor, encode_cursor
 from arbitrage.stream import StreamFilter, render_transactions
@@ -300,6 +301,7 @@ class GraphQLController(_Base):  # type: ignore[misc,valid-type]
 
     tags = ["graphql"]
     include_in_schema = False
+    guards = [requires("read")]
 
     @property
     def graphql_ide_html(self) -> str:

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from litestar import Response, get
+from litestar import Response, Router, get
 from litestar.static_files import create_static_files_router
+from litestar.types import ControllerRouterHandler
+
+from arbitrage.security import public
 
 STATIC_DIR = Path(__file__).with_name("static")
 
@@ -19,7 +22,7 @@ async def status_page() -> Response[bytes]:
     return Response((STATIC_DIR / "status.html").read_bytes(), media_type="text/html")
 
 
-STATUS_ROUTES = [
-    status_page,
-    create_static_files_router(path="/static", directories=[STATIC_DIR], include_in_schema=False),
+STATUS_ROUTES: list[ControllerRouterHandler] = [
+    Router("/", route_handlers=[status_page], guards=[public]),
+    create_static_files_router(path="/static", directories=[STATIC_DIR], include_in_schema=False, guards=[public]),
 ]
