@@ -31,7 +31,7 @@ from arbitrage.risk import score_risk
 from arbitrage.schedule import ScheduleService
 from arbitrage.security import check_bind, security_headers, start_security
 from arbitrage.services import Services
-from arbitrage.storage import TransactionReader, Warehouse, open_warehouse
+from arbitrage.storage import TransactionReader, Warehouse, open_warehouse, rebuild_daily_aggregates
 from arbitrage.stream import LiveFeed, RecentTransactions, RedisLink, StreamHub
 from arbitrage.telemetry import configure_tracing, flush_tracing, request_telemetry
 
@@ -143,6 +143,8 @@ async def start_services(settings: Settings, *, jobs: bool = True) -> Services:
     """
     warehouse = open_warehouse(settings.storage)
     await warehouse.start()
+    if warehouse.backend == "embedded":
+        await rebuild_daily_aggregates(warehouse)
     reader = TransactionReader(warehouse)
     recent = RecentTransactions(settings.ingest.recent_buffer)
     newest = await reader.newest(settings.ingest.recent_buffer)

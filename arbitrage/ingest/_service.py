@@ -86,6 +86,8 @@ class IngestService:
         self.max_group_rows = max_group_rows
         self.position_source = position_source
         self._writer = asyncio.Lock()
+        # Decoding is Python-bound: more than one at a time only fights the writer for the GIL.
+        self._decoders = asyncio.Semaphore(1)
         self._queued: list[tuple[pl.DataFrame, asyncio.Future[pl.DataFrame]]] = []
         self._pending = 0
         self._listeners: list[StoredListener] = []
@@ -114,7 +116,8 @@ class IngestService:
             started = time.perf_counter()
             try:
                 with span("ingest.decode"):
-                    decoded = await asyncio.to_thread(decode_body, body, encoding_for(content_type, body))
+                    async with self._decoders:
+                        decoded = await asyncio.to_thread(decode_body, body, encoding_for(content_type, body))
             except ValidationError as exc:
                 await self._dead_letters([Reject(0, exc.field, exc.reason, body)], source)
                 raise
@@ -131,7 +134,8 @@ class IngestService:
         METRICS.ingest_pending.set(self._pending)
         try:
             with span("ingest.decode"):
-                decoded = await asyncio.to_thread(decode_records, records)
+                async with self._decoders:
+                    decoded = await asyncio.to_thread(decode_records, records)
             return await self._store(decoded, source)
         finally:
             self._pending -= 1
@@ -151,7 +155,8 @@ class IngestService:
             return IngestReport(0, 0, len(errors), errors)
         started = time.perf_counter()
         with span("ingest.derive", source=source):
-            frame = await asyncio.to_thread(_derive_unique, decoded.frame, source)
+            async with self._decoders:
+                frame = await asyncio.to_thread(_derive_unique, decoded.frame, source)
         in_batch_duplicates = len(decoded.frame) - len(frame)
         METRICS.ingest_batch_seconds.labels("derive").observe(time.perf_counter() - started)
         stored = await self._store_grouped(frame)

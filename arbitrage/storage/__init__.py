@@ -1,5 +1,6 @@
 """The warehouse: the floor every other module stands on."""
 
+from arbitrage.storage._aggregates import rebuild_daily_aggregates
 from arbitrage.storage._embedded import EmbeddedWarehouse
 from arbitrage.storage._factory import open_warehouse
 from arbitrage.storage._migrations import Migration, discover, migrations_dir, render
@@ -18,5 +19,6 @@ __all__ = [
     "encode_cursor",
     "migrations_dir",
     "open_warehouse",
+    "rebuild_daily_aggregates",
     "render",
 ]

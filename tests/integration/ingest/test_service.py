@@ -138,3 +138,29 @@ async def test_concurrent_batches_share_inserts_and_still_store_each_signature_o
         .as_py()
     )
     assert inserts < 5
+
+
+async def test_aggregates_left_short_by_an_interrupted_insert_are_rebuilt_at_start_up(
+    warehouse: EmbeddedWarehouse, records: list[dict[str, Any]]
+) -> None:
+    from arbitrage.storage import rebuild_daily_aggregates
+
+    await _service(warehouse).ingest_body(msgspec.json.encode(records), None, source="test")
+    tables = ("daily_stats", "daily_dex_stats", "daily_token_stats", "daily_signer_stats")
+
+    async def snapshot() -> list[list[dict[str, Any]]]:
+        return [
+            (await warehouse.query_arrow(f"SELECT * FROM arbitrage.{t} FINAL ORDER BY ALL")).to_pylist() for t in tables
+        ]
+
+    before = await snapshot()
+    # What a kill -9 between the table write and the views' writes leaves behind:
+    for table in tables:
+        await warehouse.execute(f"TRUNCATE TABLE arbitrage.{table}")
+    assert await rebuild_daily_aggregates(warehouse)
+    after = await snapshot()
+    for was, now in zip(before, after, strict=True):
+        assert len(was) == len(now)
+        for row_was, row_now in zip(was, now, strict=True):
+            assert row_now == pytest.approx(row_was)
+    assert await rebuild_daily_aggregates(warehouse) == []

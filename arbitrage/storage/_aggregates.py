@@ -1,0 +1,57 @@
+"""Keep the daily aggregate tables equal to what `transactions` holds.
+
+Materialized views fill the aggregates as part of each insert, but not atomically with
+it: a process killed in the middle of an insert can leave the rows stored and a view's
+share missing. The retry then finds every signature already stored and inserts nothing,
+so the aggregates would stay short for good. At start-up the per-day counts are
+compared and every day that disagrees is rebuilt from `transactions`, using each view's
+own SELECT (read from the warehouse, so the views' SQL has one source: the migrations).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import date
+
+from arbitrage.storage._protocol import Warehouse
+
+log = logging.getLogger(__name__)
+
+_VIEW = re.compile(r"\bTO\s+(\S+)\s.*?\)\s+AS\s+(SELECT\b.*)$", re.DOTALL | re.IGNORECASE)
+
+
+async def days_out_of_step(warehouse: Warehouse) -> list[date]:
+    """Days whose transaction count in `daily_stats` differs from `transactions`."""
+    db = warehouse.database
+    table = await warehouse.query_arrow(
+        f"SELECT day FROM (SELECT toDate(block_time) AS day, count() AS stored FROM {db}.transactions GROUP BY day) AS s "
+        f"FULL OUTER JOIN (SELECT date AS day, sum(transactions) AS counted FROM {db}.daily_stats GROUP BY day) AS c "
+        "USING (day) WHERE stored != counted ORDER BY day"
+    )
+    return [d for d in table.column("day").to_pylist() if d is not None]
+
+
+async def rebuild_daily_aggregates(warehouse: Warehouse) -> list[date]:
+    """Rebuild every view-fed aggregate for the days out of step; return those days."""
+    days = await days_out_of_step(warehouse)
+    if not days:
+        return []
+    db = warehouse.database
+    views = await warehouse.query_arrow(
+        "SELECT create_table_query FROM system.tables WHERE database = {db:String} AND engine = 'MaterializedView'",
+        {"db": db},
+    )
+    for query in views.column("create_table_query").to_pylist():
+        match = _VIEW.search(query)
+        if match is None:
+            continue
+        target, select = match.group(1), match.group(2)
+        for day in days:
+            params = {"day": day.isoformat()}
+            await warehouse.execute(
+                f"ALTER TABLE {target} DELETE WHERE date = {{day:Date}} SETTINGS mutations_sync = 2", params
+            )
+            await warehouse.execute(f"INSERT INTO {target} SELECT * FROM ({select}) WHERE date = {{day:Date}}", params)
+    log.warning("rebuilt the daily aggregates of %d day(s) left short by an interrupted insert: %s", len(days), days)
+    return days
