@@ -57,28 +57,20 @@ def _unwrap(obj: Any) -> dict[str, Any]:
         error = obj.get("error")
         if error is not None:
             message = error.get("message") if isinstance(error, dict) else error
-            raise ValidationError(
-                "error", f"the node answered with an error: {message}"
-            )
+            raise ValidationError("error", f"the node answered with an error: {message}")
         result = obj.get("result")
         if not isinstance(result, dict):
-            raise ValidationError(
-                "result", "null or not an object (transaction or block not found)"
-            )
+            raise ValidationError("result", "null or not an object (transaction or block not found)")
         return result
     return obj
 
 
-def _decode_entry(
-    entry: Any, slot: int | None, block_time: int | None, index: int | None
-) -> SolanaDecoded:
+def _decode_entry(entry: Any, slot: int | None, block_time: int | None, index: int | None) -> SolanaDecoded:
     """Decode one transaction-with-meta; a malformed one becomes an `invalid` result."""
     try:
         return _classify(entry, slot, block_time, index)
     except ValidationError as exc:
-        return SolanaDecoded(
-            kind="invalid", slot=slot, index=index, error=f"{exc.field}: {exc.reason}"
-        )
+        return SolanaDecoded(kind="invalid", slot=slot, index=index, error=f"{exc.field}: {exc.reason}")
     except KeyError as exc:
         return SolanaDecoded(
             kind="invalid",
@@ -102,9 +94,7 @@ def _decode_entry(
         )
 
 
-def _classify(
-    entry: Any, slot: int | None, block_time: int | None, index: int | None
-) -> SolanaDecoded:
+def _classify(entry: Any, slot: int | None, block_time: int | None, index: int | None) -> SolanaDecoded:
     if not isinstance(entry, dict):
         raise ValidationError("transaction", "expected an object")
     transaction = require(entry, "transaction", "transaction")
@@ -114,28 +104,16 @@ def _classify(
             "binary encodings are not supported; request json or jsonParsed",
         )
     signatures = require(transaction, "signatures", "transaction.signatures")
-    if (
-        not isinstance(signatures, list)
-        or not signatures
-        or not isinstance(signatures[0], str)
-    ):
-        raise ValidationError(
-            "transaction.signatures", "expected a non-empty list of strings"
-        )
+    if not isinstance(signatures, list) or not signatures or not isinstance(signatures[0], str):
+        raise ValidationError("transaction.signatures", "expected a non-empty list of strings")
     signature = signatures[0]
     meta = require(entry, "meta", "meta")
     view = MessageView(transaction, meta)
     keys = view.keys
-    if VOTE_PROGRAM in keys and any(
-        view.program(ix) == VOTE_PROGRAM for ix in view.outer
-    ):
-        return SolanaDecoded(
-            kind="skipped_vote", signature=signature, slot=slot, index=index
-        )
+    if VOTE_PROGRAM in keys and any(view.program(ix) == VOTE_PROGRAM for ix in view.outer):
+        return SolanaDecoded(kind="skipped_vote", signature=signature, slot=slot, index=index)
     if SWAP_PROGRAMS.isdisjoint(keys):
-        return SolanaDecoded(
-            kind="unrelated", signature=signature, slot=slot, index=index
-        )
+        return SolanaDecoded(kind="unrelated", signature=signature, slot=slot, index=index)
     success = meta.get("err") is None
     tokens = token_accounts(keys, meta)
     hops = extract_hops(view, tokens)
@@ -195,11 +173,7 @@ def _classify(
         record["compute_units_consumed"] = consumed
     if spent.compute_unit_limit is not None:
         record["compute_unit_limit"] = spent.compute_unit_limit
-    net = (
-        None
-        if gain_sol is None
-        else gain_sol - (spent.fee + spent.jito_tip) / LAMPORTS_PER_SOL
-    )
+    net = None if gain_sol is None else gain_sol - (spent.fee + spent.jito_tip) / LAMPORTS_PER_SOL
     return SolanaDecoded(
         kind=kind,
         signature=signature,
@@ -217,9 +191,7 @@ def _classify(
     )
 
 
-def decode_transaction(
-    obj: dict[str, Any], *, index: int | None = None
-) -> SolanaDecoded:
+def decode_transaction(obj: dict[str, Any], *, index: int | None = None) -> SolanaDecoded:
     """Decode a `getTransaction` result (`json` or `jsonParsed`), bare or in its JSON-RPC envelope.
 
     Never raises on bad input: a malformed transaction returns `kind="invalid"` with `error`.
@@ -227,15 +199,11 @@ def decode_transaction(
     try:
         result = _unwrap(obj)
     except ValidationError as exc:
-        return SolanaDecoded(
-            kind="invalid", index=index, error=f"{exc.field}: {exc.reason}"
-        )
+        return SolanaDecoded(kind="invalid", index=index, error=f"{exc.field}: {exc.reason}")
     return _decode_entry(result, result.get("slot"), result.get("blockTime"), index)
 
 
-def decode_block(
-    obj: dict[str, Any], *, slot: int | None = None
-) -> list[SolanaDecoded]:
+def decode_block(obj: dict[str, Any], *, slot: int | None = None) -> list[SolanaDecoded]:
     """Decode every transaction of a `getBlock` result, each with its in-block index.
 
     `getBlock` results do not state their own slot: pass `slot` (the one you requested). Without
@@ -248,18 +216,13 @@ def decode_block(
         if not isinstance(transactions, list):
             raise ValidationError("transactions", "expected a list")
     except ValidationError as exc:
-        return [
-            SolanaDecoded(kind="invalid", slot=slot, error=f"{exc.field}: {exc.reason}")
-        ]
+        return [SolanaDecoded(kind="invalid", slot=slot, error=f"{exc.field}: {exc.reason}")]
     if slot is None:
         slot = result.get("slot")
     if slot is None and isinstance(result.get("parentSlot"), int):
         slot = result["parentSlot"] + 1
     block_time = result.get("blockTime")
-    return [
-        _decode_entry(entry, slot, block_time, i)
-        for i, entry in enumerate(transactions)
-    ]
+    return [_decode_entry(entry, slot, block_time, i) for i, entry in enumerate(transactions)]
 
 
 def _decode_document(doc: Any) -> Iterator[SolanaDecoded]:
@@ -294,9 +257,7 @@ def decode_documents(raw: bytes) -> Iterator[SolanaDecoded]:
             try:
                 doc = msgspec.json.decode(line)
             except msgspec.DecodeError as exc:
-                yield SolanaDecoded(
-                    kind="invalid", error=f"line {number}: not JSON ({exc})"
-                )
+                yield SolanaDecoded(kind="invalid", error=f"line {number}: not JSON ({exc})")
                 continue
             yield from _decode_document(doc)
         return

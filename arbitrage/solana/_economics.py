@@ -96,11 +96,7 @@ def signer_gain(
     spent: Costs,
 ) -> int:
     """The signer's net change in `start_token`, raw units, before fee, tips and rent."""
-    gain = sum(
-        a.post - a.pre
-        for a in tokens.values()
-        if a.owner == signer and a.mint == start_token
-    )
+    gain = sum(a.post - a.pre for a in tokens.values() if a.owner == signer and a.mint == start_token)
     if start_token == WSOL_MINT:
         native = int(meta["postBalances"][0]) - int(meta["preBalances"][0])
         gain += native + spent.fee + spent.jito_tip + spent.rent

@@ -42,9 +42,7 @@ class MessageView:
         message = require(transaction, "message", "transaction.message")
         raw_keys = require(message, "accountKeys", "transaction.message.accountKeys")
         if not isinstance(raw_keys, list) or not raw_keys:
-            raise ValidationError(
-                "transaction.message.accountKeys", "expected a non-empty list"
-            )
+            raise ValidationError("transaction.message.accountKeys", "expected a non-empty list")
         self.parsed = isinstance(raw_keys[0], dict)
         if self.parsed:
             self.keys: list[str] = [k["pubkey"] for k in raw_keys]
@@ -56,25 +54,18 @@ class MessageView:
                 keys += loaded.get("writable", ())
                 keys += loaded.get("readonly", ())
             elif message.get("addressTableLookups"):
-                raise ValidationError(
-                    "meta.loadedAddresses", "missing for a message with lookup tables"
-                )
+                raise ValidationError("meta.loadedAddresses", "missing for a message with lookup tables")
             self.keys = keys
             header = require(message, "header", "transaction.message.header")
             self.signers = frozenset(keys[: header.get("numRequiredSignatures", 1)])
-        self.outer: list[dict[str, Any]] = require(
-            message, "instructions", "transaction.message.instructions"
-        )
+        self.outer: list[dict[str, Any]] = require(message, "instructions", "transaction.message.instructions")
         self.inner: dict[int, list[dict[str, Any]]] = {
-            group["index"]: group["instructions"]
-            for group in meta.get("innerInstructions") or ()
+            group["index"]: group["instructions"] for group in meta.get("innerInstructions") or ()
         }
 
     def program(self, ix: dict[str, Any]) -> str:
         """Program id of an instruction."""
-        program: str = (
-            ix["programId"] if self.parsed else self.keys[ix["programIdIndex"]]
-        )
+        program: str = ix["programId"] if self.parsed else self.keys[ix["programIdIndex"]]
         return program
 
     def accounts(self, ix: dict[str, Any]) -> list[str]:
@@ -89,20 +80,14 @@ class MessageView:
         accounts = ix.get("accounts") or ()
         if position >= len(accounts):
             return None
-        account: str = (
-            accounts[position] if self.parsed else self.keys[accounts[position]]
-        )
+        account: str = accounts[position] if self.parsed else self.keys[accounts[position]]
         return account
 
 
 def token_accounts(keys: list[str], meta: dict[str, Any]) -> dict[str, TokenAccount]:
     """Token accounts by pubkey; an account created or closed in the transaction counts 0 on the missing side."""
-    pre: dict[int, dict[str, Any]] = {
-        b["accountIndex"]: b for b in meta.get("preTokenBalances") or ()
-    }
-    post: dict[int, dict[str, Any]] = {
-        b["accountIndex"]: b for b in meta.get("postTokenBalances") or ()
-    }
+    pre: dict[int, dict[str, Any]] = {b["accountIndex"]: b for b in meta.get("preTokenBalances") or ()}
+    post: dict[int, dict[str, Any]] = {b["accountIndex"]: b for b in meta.get("postTokenBalances") or ()}
     result: dict[str, TokenAccount] = {}
     for index in pre.keys() | post.keys():
         before = pre.get(index)

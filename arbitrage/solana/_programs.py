@@ -37,9 +37,7 @@ DEX_PROGRAMS: dict[str, DexProgram] = {
     # [jup] Whirlpool; swap: [token_program, token_authority, whirlpool, ...] (swap_v2: see WHIRLPOOL_V2)
     "whirLbMiicVdio4qvUfM5KAg6Ct8VwpYzGff3uctyCc": DexProgram("orca_whirlpool", 2, 11),
     # [jup] "Cropper Whirlpool", a Whirlpool fork with the same swap layout
-    "H8W3ctz92svYg6mkn1UtGfu2aQr2fnUFHM1RhScEtQDt": DexProgram(
-        "cropper_whirlpool", 2, 11
-    ),
+    "H8W3ctz92svYg6mkn1UtGfu2aQr2fnUFHM1RhScEtQDt": DexProgram("cropper_whirlpool", 2, 11),
     # [carbon] meteora-dlmm-decoder; swap: [lb_pair, bin_array_bitmap_extension, ...]
     "LBUZKhRxPF3XUpBCjp4YzTKgLccjZhTSDM9YuVaPwxo": DexProgram("meteora_dlmm", 0, 14),
     # [jup] "Meteora" (dynamic AMM, DAMM v1); swap: [pool, user_source, user_destination, ...]

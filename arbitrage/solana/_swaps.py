@@ -97,9 +97,7 @@ def _transfer(view: MessageView, ix: dict[str, Any]) -> _Transfer | None:
         kind = parsed.get("type")
         info = parsed.get("info") or {}
         if kind == "transfer":
-            return _Transfer(
-                info["source"], info["destination"], int(info["amount"]), None
-            )
+            return _Transfer(info["source"], info["destination"], int(info["amount"]), None)
         if kind == "transferChecked":
             return _Transfer(
                 info["source"],
@@ -109,21 +107,15 @@ def _transfer(view: MessageView, ix: dict[str, Any]) -> _Transfer | None:
             )
         return None
     text = ix.get("data") or ""
-    if (
-        not 2 <= len(text) <= 16
-    ):  # transfer data is 9-10 bytes; longer payloads are other instructions
+    if not 2 <= len(text) <= 16:  # transfer data is 9-10 bytes; longer payloads are other instructions
         return None
     data = b58decode(text)
     if data[0] == _TRANSFER and len(data) >= 9:
         accounts = view.accounts(ix)
-        return _Transfer(
-            accounts[0], accounts[1], int.from_bytes(data[1:9], "little"), None
-        )
+        return _Transfer(accounts[0], accounts[1], int.from_bytes(data[1:9], "little"), None)
     if data[0] == _TRANSFER_CHECKED and len(data) >= 10:
         accounts = view.accounts(ix)
-        return _Transfer(
-            accounts[0], accounts[2], int.from_bytes(data[1:9], "little"), accounts[1]
-        )
+        return _Transfer(accounts[0], accounts[2], int.from_bytes(data[1:9], "little"), accounts[1])
     return None
 
 
@@ -148,16 +140,9 @@ def _segments(view: MessageView) -> list[_Segment]:
     for position, outer in enumerate(view.outer):
         current: _Segment | None = None
         instructions: list[tuple[dict[str, Any], int | None]] = [(outer, 1)]
-        instructions += [
-            (ix, ix.get("stackHeight")) for ix in view.inner.get(position, ())
-        ]
+        instructions += [(ix, ix.get("stackHeight")) for ix in view.inner.get(position, ())]
         for ix, height in instructions:
-            if (
-                current is not None
-                and height is not None
-                and current.height is not None
-                and height <= current.height
-            ):
+            if current is not None and height is not None and current.height is not None and height <= current.height:
                 entries.append(current)
                 current = None
             program = view.program(ix)
@@ -172,16 +157,10 @@ def _segments(view: MessageView) -> list[_Segment]:
                     entries.append(current)
                     current = None
                 data = ix.get("data") or ""
-                event = (
-                    _swap_event(data) if data.startswith(_SWAP_EVENT_PREFIX) else None
-                )
+                event = _swap_event(data) if data.startswith(_SWAP_EVENT_PREFIX) else None
                 if event is not None:
                     last = entries[-1] if entries else None
-                    if (
-                        last is not None
-                        and last.program == event.amm
-                        and last.event is None
-                    ):
+                    if last is not None and last.program == event.amm and last.event is None:
                         last.event = event
                     else:
                         spec = DEX_PROGRAMS.get(event.amm)
@@ -215,19 +194,13 @@ def _segments(view: MessageView) -> list[_Segment]:
     return entries
 
 
-def _net_by_owner(
-    transfers: list[_Transfer], tokens: dict[str, TokenAccount]
-) -> dict[str, dict[str, int]]:
+def _net_by_owner(transfers: list[_Transfer], tokens: dict[str, TokenAccount]) -> dict[str, dict[str, int]]:
     """owner -> mint -> net raw amount received (negative: sent) over the transfers."""
     net: dict[str, dict[str, int]] = {}
     for t in transfers:
         source = tokens.get(t.source)
         destination = tokens.get(t.destination)
-        mint = (
-            t.mint
-            or (source.mint if source else None)
-            or (destination.mint if destination else None)
-        )
+        mint = t.mint or (source.mint if source else None) or (destination.mint if destination else None)
         if mint is None:
             continue
         if source is not None:
@@ -273,11 +246,7 @@ def _flows(
         flows = _two_sided(net[owner])
         if flows is not None:
             return flows
-    two_sided = {
-        o: flows
-        for o in net.keys() - signers
-        if (flows := _two_sided(net[o])) is not None
-    }
+    two_sided = {o: flows for o in net.keys() - signers if (flows := _two_sided(net[o])) is not None}
     if len(two_sided) == 1:
         sent, amount_sent, received, amount_received = next(iter(two_sided.values()))
         return received, amount_received, sent, amount_sent
@@ -295,12 +264,7 @@ def extract_hops(view: MessageView, tokens: dict[str, TokenAccount]) -> list[Hop
     recurrence: Counter[str] = Counter()
     for segment in segments:
         recurrence.update(
-            {
-                a.owner
-                for t in segment.transfers
-                for a in (tokens.get(t.source), tokens.get(t.destination))
-                if a
-            }
+            {a.owner for t in segment.transfers for a in (tokens.get(t.source), tokens.get(t.destination)) if a}
         )
     hops: list[Hop] = []
     for i, segment in enumerate(segments):
@@ -308,11 +272,7 @@ def extract_hops(view: MessageView, tokens: dict[str, TokenAccount]) -> list[Hop
         flows = _flows(segment, tokens, view.signers, recurrence)
         if event is not None:
             amount_in, amount_out = event.input_amount, event.output_amount
-            if (
-                flows is not None
-                and flows[0] == event.input_mint
-                and flows[2] == event.output_mint
-            ):
+            if flows is not None and flows[0] == event.input_mint and flows[2] == event.output_mint:
                 # Token-2022 transfer fees make the event's planned amounts differ from what moved:
                 # the pool can take less than planned, and the trader receives the gross less the
                 # fee withheld, so the smaller figure on each side is the one that settled.
@@ -332,16 +292,10 @@ def extract_hops(view: MessageView, tokens: dict[str, TokenAccount]) -> list[Hop
             )
             continue
         if flows is not None:
-            hops.append(
-                Hop(segment.dex, segment.pool, flows[0], flows[2], flows[1], flows[3])
-            )
+            hops.append(Hop(segment.dex, segment.pool, flows[0], flows[2], flows[1], flows[3]))
             continue
         following = segments[i + 1] if i + 1 < len(segments) else None
-        if (
-            following is not None
-            and following.program == segment.program
-            and following.pool == segment.pool
-        ):
+        if following is not None and following.program == segment.program and following.pool == segment.pool:
             # An order book pays out in a second instruction (OpenBook new_order + settle_funds):
             # the two halves form one hop.
             following.transfers[:0] = segment.transfers

@@ -49,7 +49,9 @@ def test_a_bad_key_or_value_is_named(env: dict[str, str], named: str) -> None:
         load_settings(env=env)
 
 
-def test_the_cli_exits_2_on_a_configuration_error(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_cli_exits_2_on_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("ARB_INGEST__MAX_BODY_BYTES", "lots")
     assert main(["config", "show"]) == 2
     assert "ingest.max_body_bytes" in capsys.readouterr().err

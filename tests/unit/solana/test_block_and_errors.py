@@ -32,8 +32,7 @@ def test_votes_are_skipped_without_a_record(block: Any) -> None:
     votes = [
         i
         for i, entry in enumerate(block["transactions"])
-        if "Vote111111111111111111111111111111111111111"
-        in entry["transaction"]["message"]["accountKeys"]
+        if "Vote111111111111111111111111111111111111111" in entry["transaction"]["message"]["accountKeys"]
     ]
     assert votes
     assert [r.index for r in results if r.kind == "skipped_vote"] == votes
@@ -97,10 +96,7 @@ def test_malformed_transaction_is_a_dead_letter_naming_the_field(block: Any) -> 
     assert results[182].kind == "invalid"
     assert results[182].error is not None and results[182].error.startswith("meta")
     assert results[5].kind == "invalid"
-    assert (
-        results[5].error is not None
-        and "transaction.message.accountKeys" in results[5].error
-    )
+    assert results[5].error is not None and "transaction.message.accountKeys" in results[5].error
     assert results[6].kind == "invalid"
     assert results[0].kind != "invalid"
 
@@ -123,33 +119,17 @@ def test_rpc_error_envelope_is_a_dead_letter() -> None:
     )
     assert result.kind == "invalid"
     assert result.error == "error: the node answered with an error: slot skipped"
-    assert (
-        decode_transaction({"jsonrpc": "2.0", "id": 1, "result": None}).kind
-        == "invalid"
-    )
+    assert decode_transaction({"jsonrpc": "2.0", "id": 1, "result": None}).kind == "invalid"
 
 
 def test_raw_bytes_accept_a_document_an_array_and_ndjson(block: Any) -> None:
     tx182 = load("block_285000037_tx182_arb_jitotip.getTransaction.json")
     single = list(decode_documents(json.dumps(tx182).encode()))
     assert [r.kind for r in single] == ["arbitrage"]
-    array = list(
-        decode_documents(
-            json.dumps([tx182, {"jsonrpc": "2.0", "result": tx182, "id": 1}]).encode()
-        )
-    )
+    array = list(decode_documents(json.dumps([tx182, {"jsonrpc": "2.0", "result": tx182, "id": 1}]).encode()))
     assert [r.kind for r in array] == ["arbitrage", "arbitrage"]
-    ndjson = (
-        json.dumps(tx182).encode()
-        + b"\n{not json\n"
-        + json.dumps({**block, "slot": SLOT}).encode()
-        + b"\n"
-    )
+    ndjson = json.dumps(tx182).encode() + b"\n{not json\n" + json.dumps({**block, "slot": SLOT}).encode() + b"\n"
     results = list(decode_documents(ndjson))
     assert len(results) == 1 + 1 + 192
-    assert (
-        results[1].kind == "invalid"
-        and results[1].error is not None
-        and results[1].error.startswith("line 2")
-    )
+    assert results[1].kind == "invalid" and results[1].error is not None and results[1].error.startswith("line 2")
     assert results[2 + 182].kind == "arbitrage"

@@ -24,9 +24,7 @@ def decode(stem: str) -> SolanaDecoded:
 
 
 def expected_swaps(stem: str) -> list[dict[str, Any]]:
-    return [
-        event["data"] for event in load(f"{stem}.expected_swaps.json")["parsedEvents"]
-    ]
+    return [event["data"] for event in load(f"{stem}.expected_swaps.json")["parsedEvents"]]
 
 
 def legs(result: SolanaDecoded) -> list[dict[str, Any]]:
@@ -37,13 +35,9 @@ def legs(result: SolanaDecoded) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("stem", [ARB_3HOP, NONARB])
 def test_hops_match_jupiters_expected_swaps(stem: str) -> None:
     result = decode(stem)
-    got = [
-        (leg["token_in"], leg["amount_in"], leg["token_out"], leg["amount_out"])
-        for leg in legs(result)
-    ]
+    got = [(leg["token_in"], leg["amount_in"], leg["token_out"], leg["amount_out"]) for leg in legs(result)]
     want = [
-        (s["inputMint"], int(s["inputAmount"]), s["outputMint"], int(s["outputAmount"]))
-        for s in expected_swaps(stem)
+        (s["inputMint"], int(s["inputAmount"]), s["outputMint"], int(s["outputAmount"])) for s in expected_swaps(stem)
     ]
     assert got == want
 
@@ -61,9 +55,7 @@ def test_each_hop_names_the_dex_program_jupiter_reports(stem: str) -> None:
         "whirLbMiicVdio4qvUfM5KAg6Ct8VwpYzGff3uctyCc": "orca_whirlpool",
         "PERPHjGBqRHArX4DySjwM6UJHiR3sWAatqfdBS2qQJu": "jupiter_perps",
     }
-    assert [leg["dex"] for leg in legs(decode(stem))] == [
-        program_names[s["amm"]] for s in expected_swaps(stem)
-    ]
+    assert [leg["dex"] for leg in legs(decode(stem))] == [program_names[s["amm"]] for s in expected_swaps(stem)]
 
 
 def test_token_2022_fee_hops_report_what_settled_not_what_was_planned() -> None:
@@ -80,9 +72,7 @@ def test_token_2022_fee_hops_report_what_settled_not_what_was_planned() -> None:
             swap["outputMint"],
         )
         assert leg["amount_in"] == int(swap["inputAmount"])
-    assert [leg["amount_out"] for leg in got[:3]] == [
-        int(s["outputAmount"]) for s in want[:3]
-    ]
+    assert [leg["amount_out"] for leg in got[:3]] == [int(s["outputAmount"]) for s in want[:3]]
     assert got[3]["amount_out"] == 6_428_459_881 == int(want[3]["outputAmount"]) - 1
     assert got[4]["amount_out"] == int(want[4]["outputAmount"])
 
@@ -169,18 +159,10 @@ def test_records_satisfy_the_ingest_contract(stem: str) -> None:
     raw = load(f"{stem}.getTransaction.jsonParsed.json")["result"]
     assert transaction.slot == raw["slot"]
     assert transaction.block_time == raw["blockTime"] * 1000
-    assert (
-        transaction.signer == raw["transaction"]["message"]["accountKeys"][0]["pubkey"]
-    )
-    assert (
-        transaction.fee_lamports + transaction.priority_fee_lamports
-        == raw["meta"]["fee"]
-    )
+    assert transaction.signer == raw["transaction"]["message"]["accountKeys"][0]["pubkey"]
+    assert transaction.fee_lamports + transaction.priority_fee_lamports == raw["meta"]["fee"]
     assert transaction.compute_units_consumed == raw["meta"]["computeUnitsConsumed"]
-    assert all(
-        leg.decimals_in is not None and leg.decimals_out is not None
-        for leg in transaction.legs
-    )
+    assert all(leg.decimals_in is not None and leg.decimals_out is not None for leg in transaction.legs)
 
 
 def test_bare_result_and_envelope_decode_the_same() -> None:
