@@ -48,7 +48,7 @@ async def prepare(data_dir: Path, rows: int) -> tuple[float, int, str]:
         await warehouse.execute(
             "INSERT INTO arbitrage.transactions SELECT * REPLACE ("
             f"concat(substring(signature, 1, 82), leftPad(toString({day}), 6, '1')) AS signature, "
-            f"block_time - toIntervalDay({day}) AS block_time) "
+            f"block_time - toIntervalDay({day}) AS block_time, 'bench-copy' AS source) "
             "FROM arbitrage.transactions WHERE source = 'bench'"
         )
     total = (await warehouse.query_arrow("SELECT count() FROM arbitrage.transactions")).column(0)[0].as_py()
