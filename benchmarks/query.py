@@ -49,7 +49,7 @@ async def prepare(data_dir: Path, rows: int) -> tuple[float, int, str]:
             "INSERT INTO arbitrage.transactions SELECT * REPLACE ("
             f"concat(substring(signature, 1, 82), leftPad(toString({day}), 6, '1')) AS signature, "
             f"block_time - toIntervalDay({day}) AS block_time, 'bench-copy' AS source) "
-            "FROM arbitrage.transactions WHERE source = 'bench' SETTINGS prefer_column_name_to_alias = 1"
+            "FROM (SELECT * FROM arbitrage.transactions WHERE source = 'bench')"
         )
     total = (await warehouse.query_arrow("SELECT count() FROM arbitrage.transactions")).column(0)[0].as_py()
     newest = (await warehouse.query_arrow("SELECT max(block_time) FROM arbitrage.transactions")).column(0)[0].as_py()
