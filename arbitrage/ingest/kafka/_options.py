@@ -42,7 +42,7 @@ class KafkaOptions:
 
     @classmethod
     def from_settings(cls, settings: KafkaSettings, **overrides: Any) -> KafkaOptions:
-        """Options from `[kafka]`; keys that `config.py` does not have yet keep their defaults."""
+        """Options from `[kafka]`; `overrides` (tests) win."""
         values: dict[str, Any] = {
             "bootstrap_servers": settings.bootstrap_servers,
             "group_id": settings.group_id,
@@ -53,10 +53,11 @@ class KafkaOptions:
             "batch_size": settings.batch_size,
             "batch_timeout_ms": settings.batch_timeout_ms,
             "extra": dict(settings.extra),
+            "transactional": settings.transactional,
+            "transactional_id": settings.transactional_id,
+            "partitions": dict(settings.partitions),
+            "create_topics": settings.create_topics,
         }
-        for name in ("transactional", "transactional_id", "partitions", "create_topics"):
-            if hasattr(settings, name):
-                values[name] = getattr(settings, name)
         values.update(overrides)
         return cls(**values)
 
