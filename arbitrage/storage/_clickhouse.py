@@ -16,11 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import math
-import re
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
-from datetime import UTC, date, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -32,8 +30,9 @@ from asynch.pool import Pool
 from opentelemetry import trace
 
 from arbitrage.config import StorageSettings
-from arbitrage.errors import ConfigError, ValidationError, WarehouseUnavailable
+from arbitrage.errors import ConfigError, WarehouseUnavailable
 from arbitrage.storage._migrations import REPLICA_NAME, Migration, apply_migrations
+from arbitrage.storage._sql import TSV_ESCAPES, inline_params, param_text
 from arbitrage.telemetry import METRICS
 
 _tracer = trace.get_tracer("arbitrage.storage")
@@ -47,9 +46,6 @@ ARROW_OUTPUT_SETTINGS = {
 """Arrow output settings of the server, matching chdb's defaults so both backends give one schema."""
 
 _STREAM_END = object()
-_PLACEHOLDER = re.compile(r"'(?:[^'\\]|\\.)*'|`(?:[^`\\]|\\.)*`|\{(\w+):([^{}]+)\}")
-_TSV_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0", "\b": "\\b", "\f": "\\f"}
-_SQL_ESCAPES = {**_TSV_ESCAPES, "'": "\\'"}
 
 
 class ClickHouseWarehouse:
@@ -393,53 +389,6 @@ def http_endpoint(url: str, http_url: str = "") -> tuple[str, dict[str, str]]:
     return f"{scheme}://{host}{port}{path}", headers
 
 
-def param_text(value: Any) -> str:
-    """A Python value as ClickHouse's text form of a query parameter value (before escaping)."""
-    if value is None:
-        return "\\N"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, datetime):
-        moment = value.astimezone(UTC) if value.tzinfo else value
-        return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return value.decode()
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (list, tuple)):
-        inner = ", ".join(sql_literal(item) for item in value)
-        return f"[{inner}]" if isinstance(value, list) else f"({inner})"
-    raise ValidationError("params", f"unsupported query parameter type {type(value).__name__}")
-
-
-def sql_literal(value: Any) -> str:
-    """A Python value as a ClickHouse SQL literal (strings quoted and escaped)."""
-    if value is None:
-        return "NULL"
-    if isinstance(value, (bool, int)):
-        return param_text(value)
-    if isinstance(value, float):
-        return param_text(value) if math.isfinite(value) else f"'{param_text(value)}'::Float64"
-    if isinstance(value, (list, tuple)):
-        return param_text(value)
-    return quote(param_text(value))
-
-
-def quote(text: str) -> str:
-    """`text` as a single-quoted ClickHouse string literal."""
-    return "'" + "".join(_SQL_ESCAPES.get(c, c) for c in text) + "'"
-
-
 def http_params(params: Mapping[str, Any] | None) -> dict[str, str]:
     """Query parameters for the HTTP interface (`param_name`, escaped text form), bound on the server."""
     if not params:
@@ -448,38 +397,9 @@ def http_params(params: Mapping[str, Any] | None) -> dict[str, str]:
     for name, value in params.items():
         text = param_text(value)
         if isinstance(value, (str, bytes)):
-            text = "".join(_TSV_ESCAPES.get(c, c) for c in text)
+            text = "".join(TSV_ESCAPES.get(c, c) for c in text)
         out[f"param_{name}"] = text
     return out
-
-
-def inline_params(sql: str, params: Mapping[str, Any] | None) -> str:
-    """Render `{name:Type}` placeholders as typed literals, for a client that binds nothing itself.
-
-    `String` becomes a quoted literal (usable anywhere a literal is, SETTINGS included),
-    `Identifier` a back-quoted name, every other type `CAST('<text>' AS Type)`, which the
-    server parses exactly as it parses a bound parameter. Quoted strings and identifiers in
-    `sql` are left alone; a placeholder without a value is an error, like on the server.
-    """
-    values = params or {}
-
-    def substitute(match: re.Match[str]) -> str:
-        name, type_name = match.group(1), match.group(2)
-        if name is None:
-            return match.group(0)
-        if name not in values:
-            raise ValidationError(f"params.{name}", "no value for a query parameter")
-        value = values[name]
-        type_name = type_name.strip()
-        if type_name == "Identifier":
-            return "`" + str(value).replace("\\", "\\\\").replace("`", "\\`") + "`"
-        if value is None:
-            return f"CAST(NULL AS {type_name})"
-        if type_name == "String" and isinstance(value, (str, bytes)):
-            return quote(param_text(value))
-        return f"CAST({quote(param_text(value))} AS {type_name})"
-
-    return _PLACEHOLDER.sub(substitute, sql)
 
 
 def arrow_stream_bytes(data: pa.Table) -> bytes:

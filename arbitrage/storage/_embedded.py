@@ -7,11 +7,10 @@ import contextlib
 import fcntl
 import os
 import queue
-import re
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -22,6 +21,7 @@ from chdb import session as chdb_session
 
 from arbitrage.errors import WarehouseLocked, WarehouseUnavailable
 from arbitrage.storage._migrations import Migration, apply_migrations
+from arbitrage.storage._sql import inline_params
 from arbitrage.telemetry import METRICS
 
 _STREAM_END = object()
@@ -37,39 +37,6 @@ class _Stream:
     def close(self) -> None:
         self.reader.close()
         self.connection.close()
-
-
-_PARAMETER = re.compile(r"\{(\w+):([^{}]+)\}")
-
-
-def bind_parameters(sql: str, params: Mapping[str, Any] | None) -> str:
-    """Replace `{name:Type}` placeholders with `CAST('value' AS Type)` literals.
-
-    chdb's own query parameters are not safe when several threads query at once (one
-    query's values leak into another's), so values are bound here instead. Every value
-    becomes a quoted string literal with backslashes and quotes escaped, and ClickHouse
-    parses it as the declared type: a value can never become SQL.
-    """
-    if not params:
-        return sql
-
-    def literal(match: re.Match[str]) -> str:
-        name, type_ = match.group(1), match.group(2)
-        if name not in params:
-            raise WarehouseUnavailable(f"query parameter `{name}` is not set")
-        value = params[name]
-        if value is None:
-            return "NULL"
-        text = str(value).lower() if isinstance(value, bool) else str(value)
-        text = text.replace("\\", "\\\\").replace("'", "\\'")
-        return f"CAST('{text}' AS {type_})"
-
-    return _PARAMETER.sub(literal, sql)
-
-
-def _ch_time(value: datetime) -> str:
-    """A DateTime64(3, 'UTC') query parameter value."""
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
 class EmbeddedWarehouse:
@@ -223,13 +190,13 @@ class EmbeddedWarehouse:
 
     def _run(self, sql: str, params: Mapping[str, Any] | None, fmt: str) -> Any:
         with self._connection("query" if fmt == "ArrowTable" else "execute") as connection:
-            return connection.query(bind_parameters(sql, params), fmt)
+            return connection.query(inline_params(sql, params), fmt)
 
     def _open_stream(self, sql: str, params: Mapping[str, Any] | None, batch_rows: int) -> _Stream:
         self._check_open()
         connection = chdb.connect(str(self._chdb_path))
         try:
-            result = connection.send_query(bind_parameters(sql, params), "Arrow")
+            result = connection.send_query(inline_params(sql, params), "Arrow")
             return _Stream(connection, result.record_batch(rows_per_batch=batch_rows))
         except Exception as exc:
             connection.close()
@@ -242,9 +209,9 @@ class EmbeddedWarehouse:
             "WHERE block_time BETWEEN {start:DateTime64(3, 'UTC')} AND {end:DateTime64(3, 'UTC')} "
             "AND signature IN (SELECT signature FROM Python(candidates))"
         )
-        params = {"start": _ch_time(start), "end": _ch_time(end)}
+        params = {"start": start, "end": end}
         with self._python_tables, self._connection("dedup") as connection:
-            found = connection.query(bind_parameters(sql, params), "ArrowTable")
+            found = connection.query(inline_params(sql, params), "ArrowTable")
         return set(found.column("signature").to_pylist())
 
     def _insert(self, table: str, arrow_data: pa.Table) -> None:
