@@ -11,7 +11,8 @@ from litestar.testing import AsyncTestClient
 
 from arbitrage.app import create_app
 from arbitrage.security._rate_limit import RedisRateLimiter
-from tests.integration.security.conftest import RedisProcess, bearer, jwt_for, secure_settings
+from tests.integration.security.conftest import bearer, jwt_for, secure_settings
+from tests.services.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
 
@@ -23,7 +24,7 @@ async def _until_allowed(client: AsyncTestClient[Any], headers: dict[str, str], 
 
 
 async def test_a_client_over_its_budget_gets_429_with_retry_after_and_recovers(
-    tmp_path: Any, redis_server: RedisProcess
+    tmp_path: Any, redis_server: RedisServer
 ) -> None:
     settings = secure_settings(
         tmp_path, **{"auth.rate_limit_per_minute": 120, "auth.rate_limit_burst": 5, "redis.url": redis_server.url}
@@ -45,7 +46,7 @@ async def test_a_client_over_its_budget_gets_429_with_retry_after_and_recovers(
         await keys.aclose()
 
 
-async def test_processes_sharing_redis_share_a_clients_budget(redis_server: RedisProcess) -> None:
+async def test_processes_sharing_redis_share_a_clients_budget(redis_server: RedisServer) -> None:
     first = RedisRateLimiter(redis_server.url, per_minute=60, burst=3, prefix="test-shared:")
     second = RedisRateLimiter(redis_server.url, per_minute=60, burst=3, prefix="test-shared:")
     try:
