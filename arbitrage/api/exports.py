@@ -6,14 +6,12 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, delete, get, post
-from litestar.datastructures import State
-from litestar.di import NamedDependency, Provide
+from litestar.di import NamedDependency
 from litestar.exceptions import ClientException, NotFoundException
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.response import Stream
 from litestar.status_codes import HTTP_202_ACCEPTED
 
-from arbitrage.api._deps import services_from
 from arbitrage.export import (
     ExportJob,
     ExportRequest,
@@ -43,17 +41,10 @@ class FormatList(msgspec.Struct):
     formats: list[str]
 
 
-def _exports(state: State) -> ExportService:
-    service = services_from(state).extras.get("exports")
-    assert isinstance(service, ExportService), "exports are not configured in this app"
-    return service
-
-
 class ExportController(Controller):
     tags = ["exports"]
     guards = [requires("export"), destination_allowed]
     request_max_body_size = 1024 * 1024
-    dependencies = {"exports": Provide(_exports, sync_to_thread=False)}
 
     @get("/export/formats", description="Names of the export formats this server knows.")
     async def list_formats(self) -> FormatList:

@@ -6,13 +6,11 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, delete, get, patch, post
-from litestar.datastructures import State
-from litestar.di import NamedDependency, Provide
+from litestar.di import NamedDependency
 from litestar.exceptions import ClientException, NotFoundException
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
-from arbitrage.api._deps import services_from
 from arbitrage.errors import ValidationError
 from arbitrage.export import ExportJob, UnknownFormat
 from arbitrage.schedule import Schedule, ScheduleBusy, ScheduleCreate, ScheduleDetail, ScheduleNotFound, ScheduleService
@@ -23,17 +21,10 @@ class ScheduleList(msgspec.Struct):
     items: list[Schedule]
 
 
-def _schedules(state: State) -> ScheduleService:
-    service = services_from(state).extras.get("schedules")
-    assert isinstance(service, ScheduleService), "schedules are not configured in this app"
-    return service
-
-
 class ScheduleController(Controller):
     tags = ["schedules"]
     guards = [requires("export"), destination_allowed]
     request_max_body_size = 1024 * 1024
-    dependencies = {"schedules": Provide(_schedules, sync_to_thread=False)}
 
     @post(
         "/schedule/export",

@@ -15,6 +15,7 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.testing import AsyncTestClient
 
+from arbitrage.api._deps import DEPENDENCIES
 from arbitrage.api._errors import EXCEPTION_HANDLERS
 from arbitrage.api.exports import ExportController
 from arbitrage.api.schedules import ScheduleController
@@ -44,6 +45,7 @@ async def api(warehouse: EmbeddedWarehouse, make_transactions, tmp_path: Path) -
     )
     app = Litestar(
         route_handlers=[ExportController, ScheduleController],
+        dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         state=State({"services": services}),
     )
