@@ -142,6 +142,7 @@ async def _backlog(feed: LiveFeed, filters: StreamFilter, resume: Resume, encode
         async for batch in feed.stored_batches(filters, resume.stored_after, resume.stored_before):
             yield encode(batch, None)
     for batch in resume.buffered:
+        await batch.ready()
         selected = batch.select(filters)
         if selected is None or selected:
             yield encode(batch, selected)

@@ -8,6 +8,7 @@ ask for the same thing share one encoding: per-client cost is a queue put.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import datetime
 
@@ -93,24 +94,72 @@ def project(payload: bytes, fields: Fields) -> bytes:
 
 
 class LiveBatch:
-    """Events stored together (contiguous positions), with encodings cached per field selection."""
+    """Events stored together (contiguous positions), with encodings cached per field selection.
 
-    __slots__ = ("_chunks", "_frames", "events", "published_at")
+    A batch built from stored rows (`of_rows`) renders its events only when first needed:
+    with nobody subscribed, ingest pays for no JSON at all. `ready()` renders off the event
+    loop; `events` renders in place as a fallback.
+    """
+
+    __slots__ = ("_chunks", "_events", "_frames", "_rows", "first", "last", "published_at")
 
     def __init__(self, events: list[LiveEvent], published_at: float | None = None) -> None:
-        self.events = events
+        self._events: list[LiveEvent] | None = events
+        self._rows: pl.DataFrame | None = None
+        self.first = events[0].position if events else 0
+        self.last = events[-1].position if events else 0
         self.published_at = time.time() if published_at is None else published_at
         """Wall-clock time the origin process published the batch (after the insert returned)."""
         self._frames: dict[Fields, list[bytes]] = {}
         self._chunks: dict[Fields, bytes] = {}
 
-    @property
-    def first(self) -> int:
-        return self.events[0].position
+    @classmethod
+    def of_rows(cls, stored: pl.DataFrame, published_at: float | None = None) -> LiveBatch:
+        """A batch of stored rows (which carry `stream_position`), rendered on demand."""
+        positions = stored[POSITION_COLUMN]
+        if not positions.is_sorted():
+            stored = stored.sort(POSITION_COLUMN)
+            positions = stored[POSITION_COLUMN]
+        batch = cls([], published_at)
+        batch._events = None
+        batch._rows = stored
+        if len(stored):
+            batch.first, batch.last = int(positions[0]), int(positions[-1])
+        return batch
+
+    def __len__(self) -> int:
+        if self._events is not None:
+            return len(self._events)
+        assert self._rows is not None
+        return len(self._rows)
 
     @property
-    def last(self) -> int:
-        return self.events[-1].position
+    def events(self) -> list[LiveEvent]:
+        if self._events is None:
+            self._render()
+        assert self._events is not None
+        return self._events
+
+    async def ready(self) -> LiveBatch:
+        """Render the events in a worker thread unless that is done already."""
+        if self._events is None:
+            await asyncio.to_thread(self._render)
+        return self
+
+    def _render(self) -> None:
+        rows = self._rows
+        if self._events is None and rows is not None:
+            self._events = events_from_frame(rows)
+            self._rows = None
+
+    def after(self, position: int) -> LiveBatch:
+        """The events with positions > `position` (the whole batch when all are)."""
+        if self.first > position:
+            return self
+        rows = self._rows
+        if self._events is None and rows is not None:
+            return LiveBatch.of_rows(rows.filter(pl.col(POSITION_COLUMN) > position), self.published_at)
+        return LiveBatch([e for e in self.events if e.position > position], self.published_at)
 
     def sse_frames(self, fields: Fields) -> list[bytes]:
         """One `id/event/data` SSE frame per event."""

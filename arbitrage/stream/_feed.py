@@ -75,9 +75,12 @@ class LiveFeed:
         """Fan out stored rows: through Redis to every process when it is up, else in-process."""
         if POSITION_COLUMN not in stored.columns or stored.is_empty():
             return
-        batch = LiveBatch(await asyncio.to_thread(events_from_frame, stored))
-        if self.redis is not None and await self.redis.publish(batch):
-            return
+        batch = LiveBatch.of_rows(stored)
+        if self.redis is not None:
+            if await self.redis.publish(await batch.ready()):
+                return
+        elif self.hub.subscribers:
+            await batch.ready()
         self.hub.accept(batch)
 
     def resume(self, filters: StreamFilter, max_events: int, last_event_id: int | None) -> Resume:

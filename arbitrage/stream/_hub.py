@@ -34,7 +34,7 @@ class Subscription:
         An empty queue takes any one batch, so a batch larger than the bound drops nobody.
         """
         selected = batch.select(self.filters)
-        count = len(batch.events) if selected is None else len(selected)
+        count = len(batch) if selected is None else len(selected)
         if count == 0:
             return True
         if self.queued_events and self.queued_events + count > self.max_events:
@@ -65,7 +65,7 @@ class Subscription:
             if item is None:
                 return None
             items.append(item)
-        self.queued_events -= sum(len(b.events) if s is None else len(s) for b, s in items)
+        self.queued_events -= sum(len(b) if s is None else len(s) for b, s in items)
         return items
 
 
@@ -116,10 +116,10 @@ class StreamHub:
         self._drain_held()
 
     def _take(self, batch: LiveBatch) -> None:
-        if not batch.events or batch.last <= self._last_delivered:
+        if not len(batch) or batch.last <= self._last_delivered:
             return
         if batch.first <= self._last_delivered:
-            batch = LiveBatch([e for e in batch.events if e.position > self._last_delivered], batch.published_at)
+            batch = batch.after(self._last_delivered)
         if self._next is None:
             self._next = batch.first
         if batch.first > self._next:
@@ -140,7 +140,7 @@ class StreamHub:
             if batch.last <= after:
                 continue
             if batch.first <= after:
-                batch = LiveBatch([e for e in batch.events if e.position > after], batch.published_at)
+                batch = batch.after(after)
             batches.append(batch)
         oldest = self._replay[0].first if self._replay else self._last_delivered + 1
         return batches, oldest
@@ -149,9 +149,9 @@ class StreamHub:
         self._last_delivered = batch.last
         self._next = batch.last + 1
         self._replay.append(batch)
-        self._replay_count += len(batch.events)
-        while self._replay_count - len(self._replay[0].events) >= self.replay_events:
-            self._replay_count -= len(self._replay.popleft().events)
+        self._replay_count += len(batch)
+        while self._replay_count - len(self._replay[0]) >= self.replay_events:
+            self._replay_count -= len(self._replay.popleft())
         for subscription in list(self._subscribers):
             if not subscription.offer(batch):
                 self._subscribers.discard(subscription)

@@ -1,0 +1,63 @@
+"""A batch of stored rows renders its events only when someone needs them."""
+
+from __future__ import annotations
+
+import msgspec
+import polars as pl
+import pytest
+
+from arbitrage.ingest._decode import decode_body
+from arbitrage.ingest._derive import derive
+from arbitrage.simulator import Simulator
+from arbitrage.stream import POSITION_COLUMN, LiveBatch, StreamHub, StreamFilter
+from arbitrage.stream._events import events_from_frame
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+def stored() -> pl.DataFrame:
+    records = Simulator(seed=7, start=Simulator.start_for(50)).records(50)
+    frame = derive(decode_body(msgspec.json.encode(records), "json").frame, source="test")
+    # Positions arrive shuffled relative to rows here, as after a multi-batch group.
+    return frame.with_columns(pl.Series(POSITION_COLUMN, range(150, 100, -1), pl.UInt64))
+
+
+def test_a_batch_of_rows_knows_its_size_and_positions_without_rendering(stored: pl.DataFrame) -> None:
+    batch = LiveBatch.of_rows(stored)
+    assert (len(batch), batch.first, batch.last) == (50, 101, 150)
+    assert batch._events is None  # nothing rendered yet
+
+
+async def test_ready_renders_the_same_events_in_position_order(stored: pl.DataFrame) -> None:
+    batch = await LiveBatch.of_rows(stored).ready()
+    expected = events_from_frame(stored)
+    assert [e.position for e in batch.events] == list(range(101, 151))
+    assert [e.payload for e in batch.events] == [e.payload for e in expected]
+    assert len(batch) == 50
+
+
+@pytest.mark.parametrize("rendered", [False, True])
+async def test_after_keeps_only_later_positions(stored: pl.DataFrame, rendered: bool) -> None:
+    batch = LiveBatch.of_rows(stored)
+    if rendered:
+        await batch.ready()
+    later = batch.after(140)
+    assert (len(later), later.first, later.last) == (10, 141, 150)
+    assert [e.position for e in later.events] == list(range(141, 151))
+    assert batch.after(100) is batch
+
+
+async def test_the_hub_buffers_unrendered_batches_and_replays_them(stored: pl.DataFrame) -> None:
+    hub = StreamHub(replay_events=100)
+    hub.start_at(100)
+    hub.accept(LiveBatch.of_rows(stored))
+    assert hub.position == 150
+    replayed, oldest = hub.replay(145)
+    assert oldest == 101
+    assert [e.position for b in replayed for e in b.events] == list(range(146, 151))
+    subscription = hub.subscribe(StreamFilter(), 1_000)
+    hub.accept(LiveBatch.of_rows(stored.with_columns(pl.col(POSITION_COLUMN) + 50)))
+    items = await subscription.next()
+    assert items is not None
+    assert sum(len(batch) for batch, _ in items) == 50
