@@ -9,7 +9,7 @@ import pytest
 from arbitrage.ingest._decode import decode_body
 from arbitrage.ingest._derive import derive
 from arbitrage.simulator import Simulator
-from arbitrage.stream import POSITION_COLUMN, LiveBatch, StreamHub, StreamFilter
+from arbitrage.stream import POSITION_COLUMN, LiveBatch, StreamFilter, StreamHub
 from arbitrage.stream._events import events_from_frame
 
 pytestmark = pytest.mark.anyio
