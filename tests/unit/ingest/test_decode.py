@@ -162,3 +162,50 @@ def test_rejects_keep_their_original_bytes(batch: list[dict[str, Any]]) -> None:
     batch[1]["slot"] = 0
     decoded = decode_body(_json(batch), "json", now=NOW)
     assert msgspec.json.decode(decoded.rejects[0].raw)["signature"] == batch[1]["signature"]
+
+
+AGREEMENT: list[tuple[str, Any]] = [
+    *[(field, value) for field, value, _ in BREAKS if field != "block_time" or not isinstance(value, str)],
+    ("slot", 2**63),
+    ("signer", None),
+    ("success", None),
+    ("priority_fee_lamports", None),
+    ("bundle_id", "b" * 129),
+    ("legs", None),
+    ("legs.dex", "d" * 65),
+    ("legs.dex", ""),
+    ("legs.pool", "short"),
+    ("legs.decimals_in", 19),
+    ("legs.decimals_in", 300),
+    ("legs.amount_in", None),
+    ("legs.reserve_out", 2**63),
+    ("extra", {"nested": [1, 2]}),
+]
+
+
+@pytest.mark.parametrize(("field", "value"), AGREEMENT)
+def test_columnar_json_and_msgspec_paths_agree_on_every_record(
+    batch: list[dict[str, Any]], field: str, value: Any
+) -> None:
+    """JSON goes through Arrow's reader first; msgpack always through msgspec: same outcome."""
+    broken = copy.deepcopy(batch)
+    target = broken[5]["legs"][0] if field.startswith("legs.") else broken[5]
+    target[field.removeprefix("legs.")] = value
+    as_json = decode_body(_json(broken), "json", now=NOW)
+    as_ndjson = decode_body(b"\n".join(msgspec.json.encode(r) for r in broken), "ndjson", now=NOW)
+    as_msgpack = decode_body(msgspec.msgpack.encode(broken), "msgpack", now=NOW)
+    for decoded in (as_json, as_ndjson):
+        assert [(r.index, r.field) for r in decoded.rejects] == [(r.index, r.field) for r in as_msgpack.rejects]
+        assert decoded.indexes == as_msgpack.indexes
+        assert decoded.frame.equals(as_msgpack.frame)
+
+
+def test_missing_defaulted_fields_take_their_defaults_on_the_columnar_path(batch: list[dict[str, Any]]) -> None:
+    for record in batch:
+        for field in ("success", "priority_fee_lamports", "jito_tip_lamports", "leader", "bundle_id"):
+            record.pop(field, None)
+    decoded = decode_body(_json(batch), "json", now=NOW)
+    assert not decoded.rejects
+    assert decoded.frame["success"].to_list() == [True] * len(batch)
+    assert decoded.frame["priority_fee_lamports"].to_list() == [0] * len(batch)
+    assert decoded.frame["leader"].null_count() == len(batch)
