@@ -30,11 +30,12 @@ class Services:
     """The live feed (SSE, WebSocket, GraphQL subscriptions); None in tools that only read."""
 
     async def close(self) -> None:
-        """Stop schedules and exports, then the live feed (its Redis connection), then the warehouse."""
+        """Stop schedules and exports, finish the insert in flight, close the live feed, then the warehouse."""
         for name in ("schedules", "exports"):
             service = self.extras.pop(name, None)
             if service is not None:
                 await service.close()
+        await self.ingest.drain()
         if self.feed is not None:
             await self.feed.close()
         await self.warehouse.close()

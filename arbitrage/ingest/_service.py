@@ -89,6 +89,9 @@ class IngestService:
         # Decoding is Python-bound: more than one at a time only fights the writer for the GIL.
         self._decoders = asyncio.Semaphore(1)
         self._queued: list[tuple[pl.DataFrame, asyncio.Future[pl.DataFrame]]] = []
+        self._inserting: asyncio.Task[None] | None = None
+        self._in_flight: dict[int, pl.Series] = {}
+        """Signatures of prepared groups whose insert has not returned yet, by group."""
         self._pending = 0
         self._listeners: list[StoredListener] = []
 
@@ -175,23 +178,24 @@ class IngestService:
     async def _store_grouped(self, frame: pl.DataFrame) -> pl.DataFrame:
         """Store a batch, sharing one insert with every batch that queued meanwhile.
 
-        Callers queue their batch, then take the writer lock; whoever gets it stores all
-        queued batches in arrival order as one insert (bigger inserts are much cheaper in
-        ClickHouse) and hands each caller its own stored rows.
+        Callers queue their batch, then take the writer lock; whoever gets it prepares all
+        queued batches in arrival order as one group (dedup, features, positions: the steps
+        that depend on order) and hands the insert to a task, so the next group is prepared
+        while this one is written. Bigger inserts are much cheaper in ClickHouse; each
+        caller gets its own stored rows once its group's insert returned.
         """
         done: asyncio.Future[pl.DataFrame] = asyncio.get_running_loop().create_future()
         self._queued.append((frame, done))
         async with self._writer:
             if not done.done():
                 group, self._queued = self._take_group()
+                futures = [future for _, future in group]
                 try:
-                    stored = await self._store_new([f for f, _ in group])
+                    prepared = await self._prepare([f for f, _ in group])
                 except BaseException as exc:
-                    for _, future in group:
-                        future.set_exception(exc)
+                    _fail(futures, exc)
                 else:
-                    for (_, future), rows in zip(group, stored, strict=True):
-                        future.set_result(rows)
+                    self._inserting = asyncio.create_task(self._insert_in_order(prepared, futures, self._inserting))
         return await done
 
     def _take_group(
@@ -207,8 +211,8 @@ class IngestService:
             rows += len(frame)
         return self._queued[:taken], self._queued[taken:]
 
-    async def _store_new(self, frames: list[pl.DataFrame]) -> list[pl.DataFrame]:
-        """Dedup, enrich and insert batches as one; return each batch's stored rows."""
+    async def _prepare(self, frames: list[pl.DataFrame]) -> _Prepared:
+        """Dedup (against the warehouse and the groups still being inserted) and enrich, in order."""
         started = time.perf_counter()
         combined = pl.concat(
             [f.with_columns(pl.lit(i, pl.UInt32).alias(_BATCH)) for i, f in enumerate(frames)], how="vertical"
@@ -218,21 +222,49 @@ class IngestService:
             known = await self.warehouse.known_signatures(combined["signature"].to_arrow(), times.min(), times.max())  # type: ignore[arg-type]
         if known:
             combined = combined.filter(~pl.col("signature").is_in(list(known)))
+        if self._in_flight:
+            combined = combined.filter(~pl.col("signature").is_in(pl.concat(list(self._in_flight.values()))))
         METRICS.ingest_batch_seconds.labels("dedup").observe(time.perf_counter() - started)
         if combined.is_empty():
-            return [combined.drop(_BATCH) for _ in frames]
+            return _Prepared(combined.drop(_BATCH), combined[_BATCH], len(frames))
         started = time.perf_counter()
         batch_ids = combined[_BATCH]
         enriched = await asyncio.to_thread(self._enrich, combined.drop(_BATCH))
         METRICS.ingest_batch_seconds.labels("enrich").observe(time.perf_counter() - started)
         if self.position_source is not None:
             enriched = await self._with_positions(enriched)
-        started = time.perf_counter()
-        with span("ingest.insert"):
-            await self.warehouse.insert_arrow("transactions", enriched.to_arrow())
-        METRICS.ingest_batch_seconds.labels("insert").observe(time.perf_counter() - started)
-        METRICS.ingest_insert_rows.observe(len(enriched))
-        return [enriched.filter(batch_ids == i) for i in range(len(frames))]
+        prepared = _Prepared(enriched, batch_ids, len(frames))
+        self._in_flight[id(prepared)] = enriched["signature"]
+        return prepared
+
+    async def _insert_in_order(
+        self, prepared: _Prepared, futures: list[asyncio.Future[pl.DataFrame]], previous: asyncio.Task[None] | None
+    ) -> None:
+        """Insert after the previous group's insert finished (whatever its outcome); answer the callers."""
+        if previous is not None:
+            await asyncio.wait([previous])
+        try:
+            if len(prepared.rows):
+                started = time.perf_counter()
+                with span("ingest.insert"):
+                    await self.warehouse.insert_arrow("transactions", prepared.rows.to_arrow())
+                METRICS.ingest_batch_seconds.labels("insert").observe(time.perf_counter() - started)
+                METRICS.ingest_insert_rows.observe(len(prepared.rows))
+        except BaseException as exc:
+            _fail(futures, exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            for future, rows in zip(futures, prepared.per_batch(), strict=True):
+                if not future.done():
+                    future.set_result(rows)
+        finally:
+            self._in_flight.pop(id(prepared), None)
+
+    async def drain(self) -> None:
+        """Wait for the insert in flight (at shutdown, so no accepted batch is left half-done)."""
+        if self._inserting is not None:
+            await asyncio.wait([self._inserting])
 
     async def _with_positions(self, frame: pl.DataFrame) -> pl.DataFrame:
         """Stream positions are stored with the rows, so a resuming client can read them back."""
@@ -278,6 +310,24 @@ class IngestService:
         except Exception:
             log.exception("could not store %d dead letters from %s", len(rejects), source)
             raise
+
+
+class _Prepared:
+    """A group ready to insert: its rows, and which caller's batch each row came from."""
+
+    def __init__(self, rows: pl.DataFrame, batch_ids: pl.Series, batches: int) -> None:
+        self.rows = rows
+        self.batch_ids = batch_ids
+        self.batches = batches
+
+    def per_batch(self) -> list[pl.DataFrame]:
+        return [self.rows.filter(self.batch_ids == i) for i in range(self.batches)]
+
+
+def _fail(futures: Sequence[asyncio.Future[pl.DataFrame]], exc: BaseException) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_exception(exc)
 
 
 def _derive_unique(raw: pl.DataFrame, source: str) -> pl.DataFrame:

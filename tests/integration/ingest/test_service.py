@@ -140,6 +140,21 @@ async def test_concurrent_batches_share_inserts_and_still_store_each_signature_o
     assert inserts < 5
 
 
+async def test_a_group_prepared_while_another_is_inserted_skips_the_signatures_in_flight(
+    warehouse: EmbeddedWarehouse, records: list[dict[str, Any]]
+) -> None:
+    # One batch per group, so each group is deduplicated while the one before it is written.
+    service = _service(warehouse, max_group_rows=1, max_pending_batches=64)
+    starts = [0, 30, 60, 90, 120] * 4
+    bodies = [msgspec.json.encode(records[i : i + 60]) for i in starts]
+    reports = await asyncio.gather(*(service.ingest_body(b, None, source="test") for b in bodies))
+    unique = len({r["signature"] for i in starts for r in records[i : i + 60]})
+    assert sum(r.accepted for r in reports) == unique
+    assert sum(r.accepted + r.duplicates for r in reports) == 60 * len(starts)
+    assert await _count(warehouse) == unique
+    assert not service._in_flight
+
+
 async def test_aggregates_left_short_by_an_interrupted_insert_are_rebuilt_at_start_up(
     warehouse: EmbeddedWarehouse, records: list[dict[str, Any]]
 ) -> None:
