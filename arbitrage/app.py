@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -74,6 +75,7 @@ def create_app(settings: Settings) -> Litestar:
             from arbitrage.ingest.kafka import start_kafka
 
             kafka = await start_kafka(services)
+        _freeze_startup_objects()
         try:
             yield
         finally:
@@ -87,6 +89,7 @@ def create_app(settings: Settings) -> Litestar:
                     await task
             await services.close()
             flush_tracing()
+            gc.unfreeze()
 
     openapi = OpenAPIConfig(
         title="arbitrage",
@@ -206,6 +209,18 @@ async def _start_live_feed(settings: Settings, warehouse: Warehouse) -> LiveFeed
     feed = LiveFeed(warehouse, hub, redis)
     await feed.start()
     return feed
+
+
+def _freeze_startup_objects() -> None:
+    """Keep the objects built at start-up (modules, routes, services) out of later collections.
+
+    They live as long as the process, yet every full collection walked all of them (about
+    170k objects, 100+ ms with the event loop stopped): that pause was the p99 of the hot
+    read endpoints. Collect once so no garbage is frozen, then freeze (the lifespan's end
+    unfreezes, so an app started and stopped in a longer-lived process leaks nothing).
+    """
+    gc.collect()
+    gc.freeze()
 
 
 async def _redis_disabled() -> dict[str, str]:
