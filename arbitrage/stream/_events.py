@@ -15,6 +15,7 @@ from datetime import datetime
 import msgspec
 import polars as pl
 
+from arbitrage.model import STORED_SCHEMA
 from arbitrage.stream._render import render_transactions
 
 POSITION_COLUMN = "stream_position"
@@ -56,6 +57,23 @@ class StreamFilter(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         return self.min_profit_sol is None or (
             event.net_profit_sol is not None and event.net_profit_sol >= self.min_profit_sol
         )
+
+
+_TOP_LEVEL = {*STORED_SCHEMA, "late", POSITION_COLUMN}
+"""Columns `render_transactions` keeps at the top level; `risk_*` go under "risk", the rest under "features"."""
+
+
+def _columns_for(columns: list[str], fields: tuple[str, ...]) -> list[str]:
+    """The stored columns that render to the top-level keys `fields` (unknown names are left out)."""
+    chosen: list[str] = []
+    for name in fields:
+        if name == "risk":
+            chosen += [c for c in columns if c.startswith("risk_")]
+        elif name == "features":
+            chosen += [c for c in columns if c not in _TOP_LEVEL and not c.startswith("risk_")]
+        elif name in _TOP_LEVEL and name in columns:
+            chosen.append(name)
+    return list(dict.fromkeys(chosen))
 
 
 def events_from_frame(stored: pl.DataFrame) -> list[LiveEvent]:
@@ -150,7 +168,6 @@ class LiveBatch:
         rows = self._rows
         if self._events is None and rows is not None:
             self._events = events_from_frame(rows)
-            self._rows = None
 
     def after(self, position: int) -> LiveBatch:
         """The events with positions > `position` (the whole batch when all are)."""
@@ -166,11 +183,22 @@ class LiveBatch:
         frames = self._frames.get(fields)
         if frames is None:
             frames = [
-                b"id: %d\nevent: transaction\ndata: %s\n\n" % (e.position, project(e.payload, fields))
-                for e in self.events
+                b"id: %d\nevent: transaction\ndata: %s\n\n" % (e.position, payload)
+                for e, payload in zip(self.events, self._payloads(fields), strict=True)
             ]
             self._frames[fields] = frames
         return frames
+
+    def _payloads(self, fields: Fields) -> list[bytes]:
+        """Each event's JSON with only `fields`: rendered from the rows when the batch has them."""
+        if fields is None:
+            return [e.payload for e in self.events]
+        if self._rows is not None:
+            columns = _columns_for(self._rows.columns, fields)
+            if not columns:
+                return [b"{}"] * len(self._rows)
+            return render_transactions(self._rows.select(columns))
+        return [project(e.payload, fields) for e in self.events]
 
     def sse_chunk(self, fields: Fields, selected: list[int] | None = None) -> bytes:
         """The SSE bytes of the selected events (all when None), after a `published` comment.

@@ -6,8 +6,10 @@ import msgspec
 import polars as pl
 import pytest
 
+from arbitrage.features import FeatureEngine
 from arbitrage.ingest._decode import decode_body
 from arbitrage.ingest._derive import derive
+from arbitrage.risk import score_risk
 from arbitrage.simulator import Simulator
 from arbitrage.stream import POSITION_COLUMN, LiveBatch, StreamFilter, StreamHub
 from arbitrage.stream._events import events_from_frame
@@ -61,3 +63,29 @@ async def test_the_hub_buffers_unrendered_batches_and_replays_them(stored: pl.Da
     items = await subscription.next()
     assert items is not None
     assert sum(len(batch) for batch, _ in items) == 50
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        ("signature", "net_profit_sol"),
+        ("risk", "signature", "block_time"),
+        ("features", "route", "stream_position"),
+        ("no_such_field",),
+        ("legs", "no_such_field", "hops"),
+    ],
+)
+async def test_field_selections_rendered_from_rows_match_projected_payloads(
+    stored: pl.DataFrame, fields: tuple[str, ...]
+) -> None:
+    enriched = score_risk(FeatureEngine().process(stored.drop(POSITION_COLUMN))).with_columns(stored[POSITION_COLUMN])
+    from_rows = await LiveBatch.of_rows(enriched).ready()
+    from_events = LiveBatch(from_rows.events)  # as a batch from Redis arrives: events only
+    rows_frames = from_rows.sse_frames(fields)
+    event_frames = from_events.sse_frames(fields)
+    assert len(rows_frames) == len(event_frames) == 50
+    for left, right in zip(rows_frames, event_frames, strict=True):
+        head_left, _, data_left = left.partition(b"data: ")
+        head_right, _, data_right = right.partition(b"data: ")
+        assert head_left == head_right
+        assert msgspec.json.decode(data_left) == msgspec.json.decode(data_right)
