@@ -1,8 +1,9 @@
 """Export throughput: N stored rows with every column, in each format, from the embedded warehouse.
 
-    .venv/bin/python benchmarks/export.py [--rows 1000000] [--formats parquet,csv,...]
+    .venv/bin/python benchmarks/export.py [--rows 1000000] [--formats parquet,csv,...] [--warehouse DIR]
 
-Fills a temporary embedded warehouse with synthetic transactions (all stored columns,
+Fills a temporary embedded warehouse (or, with `--warehouse`, a kept one that later runs
+with the same `--rows` reuse) with synthetic transactions (all stored columns,
 1–3 legs each), then runs one export per format in a fresh child process (so peak memory is
 that export's alone) and prints rows/s, MB/s, file size and peak RSS. Targets on a 2-core
 box: parquet, arrow, csv ≥ 1 M rows in ≤ 5 s; json, hdf5, tfrecord ≥ 1 M rows/min.
@@ -166,6 +167,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--formats", default=",".join(FORMATS))
+    parser.add_argument(
+        "--warehouse", type=Path, help="keep the filled warehouse in this directory and reuse it when --rows matches"
+    )
     parser.add_argument("--child", nargs=3, metavar=("DATA_DIR", "FORMAT", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -173,14 +177,21 @@ def main() -> None:
         print(json.dumps(asyncio.run(run_one(Path(data_dir), fmt, Path(out)))))
         return
     with tempfile.TemporaryDirectory(prefix="export-bench-") as tmp:
-        data_dir = Path(tmp) / "warehouse"
-        started = time.perf_counter()
-        asyncio.run(fill(data_dir, args.rows))
-        fill_seconds = time.perf_counter() - started
+        data_dir = args.warehouse or Path(tmp) / "warehouse"
+        marker = data_dir / "benchmark-rows"
+        if marker.exists() and marker.read_text() == str(args.rows):
+            filled = "reused"
+        elif data_dir.exists() and any(data_dir.iterdir()):
+            parser.error(f"{data_dir} holds something other than a {args.rows:,}-row benchmark warehouse")
+        else:
+            started = time.perf_counter()
+            asyncio.run(fill(data_dir, args.rows))
+            marker.write_text(str(args.rows))
+            filled = f"{time.perf_counter() - started:.1f} s to generate and insert"
         print(
             f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}"
         )
-        print(f"rows: {args.rows:,} stored ({fill_seconds:.1f} s to generate and insert); every table column exported")
+        print(f"rows: {args.rows:,} stored ({filled}); every table column exported")
         print()
         print(
             f"{'format':<10}{'cols':>5}{'seconds':>9}{'rows/s':>12}{'MB/s':>9}{'size MB':>10}{'RSS before':>12}{'peak RSS MB':>13}"

@@ -215,7 +215,9 @@ class JsonWriter:
 
 
 TEXT_SLICE_ROWS = 16_384
-"""Text and HDF5 writers convert this many rows at a time: their copies are larger than Arrow's."""
+"""Text writers convert this many rows at a time: their copies are larger than Arrow's."""
+HDF5_CHUNK_ROWS = 16_384
+"""Rows per HDF5 chunk; the HDF5 writer also converts and writes this many rows at a time."""
 
 
 def _slices(batch: pa.RecordBatch) -> list[pa.RecordBatch]:
@@ -236,6 +238,11 @@ class Hdf5Writer:
     unit (attributes `unit`, `timezone`); booleans are HDF5 booleans; nullable integer
     columns are float64 with NaN for null, as are floats. HDF5 needs a seekable file, so the
     file is built in a local temporary file and copied to the sink on close.
+
+    Memory stays flat: rows are written in whole chunks (`HDF5_CHUNK_ROWS`, the tail at
+    close) with HDF5's chunk cache turned off. With the cache on, the HDF5 library h5py
+    ships (2.0) keeps every written chunk in memory until the file is closed, so memory
+    grew with the row count; a whole-chunk write needs no cache (nothing is read back).
     """
 
     compressions: ClassVar[tuple[str, ...]] = ("gzip", "lzf", "none")
@@ -251,7 +258,7 @@ class Hdf5Writer:
         self._sink = sink
         handle, self._path = tempfile.mkstemp(suffix=".h5")
         os.close(handle)
-        self._file = h5py.File(self._path, "w")
+        self._file = h5py.File(self._path, "w", rdcc_nbytes=0)
         group = self._file.create_group("data")
         compression: dict[str, Any] = {}
         if options.compression == "gzip":
@@ -263,31 +270,53 @@ class Hdf5Writer:
         for field in schema:
             dtype, attrs = _hdf5_dtype(field)
             dataset = group.create_dataset(
-                field.name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(16_384,), **compression
+                field.name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(HDF5_CHUNK_ROWS,), **compression
             )
             dataset.attrs.update(attrs)
             self._datasets[field.name] = dataset
         self._rows = 0
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = 0
 
     def write(self, batch: pa.RecordBatch) -> None:
-        for piece in _slices(batch):
-            if not piece.num_rows:
-                continue
-            end = self._rows + piece.num_rows
-            for field, column in zip(self._fields, piece.columns, strict=True):
-                dataset = self._datasets[field.name]
-                dataset.resize((end,))
-                dataset[self._rows : end] = _hdf5_values(field, column)
-            self._rows = end
+        if not batch.num_rows:
+            return
+        self._pending.append(batch)
+        self._pending_rows += batch.num_rows
+        if self._pending_rows >= HDF5_CHUNK_ROWS:
+            self._write_pending(whole_chunks_only=True)
 
     def close(self) -> None:
         try:
+            self._write_pending(whole_chunks_only=False)
             self._file.attrs["rows"] = self._rows
             self._file.close()
             with open(self._path, "rb") as local:
                 shutil.copyfileobj(local, self._sink, 4 * 1024 * 1024)
         finally:
             os.unlink(self._path)
+
+    def _write_pending(self, *, whole_chunks_only: bool) -> None:
+        """Write the buffered rows, keeping back a partial chunk unless `whole_chunks_only` is false."""
+        if not self._pending_rows:
+            return
+        rows = pa.Table.from_batches(self._pending)
+        count = self._pending_rows
+        if whole_chunks_only:
+            count -= count % HDF5_CHUNK_ROWS
+        end = self._rows + count
+        for dataset in self._datasets.values():
+            dataset.resize((end,))
+        for offset in range(0, count, HDF5_CHUNK_ROWS):
+            piece = rows.slice(offset, min(HDF5_CHUNK_ROWS, count - offset))
+            start = self._rows + offset
+            for field, column in zip(self._fields, piece.columns, strict=True):
+                self._datasets[field.name][start : start + piece.num_rows] = _hdf5_values(
+                    field, column.combine_chunks()
+                )
+        self._rows = end
+        self._pending = rows.slice(count).to_batches()
+        self._pending_rows -= count
 
 
 def _hdf5_dtype(field: pa.Field) -> tuple[Any, dict[str, Any]]:
