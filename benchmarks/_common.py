@@ -59,3 +59,23 @@ def unique_batches(total: int, batch: int, *, seed: int = 1, distinct: int = 100
 def json_bodies(total: int, batch: int, **kwargs: Any) -> list[bytes]:
     encoder = msgspec.json.Encoder()
     return [encoder.encode(chunk) for chunk in unique_batches(total, batch, **kwargs)]
+
+
+def process_group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds of every live process in a process group (Linux /proc).
+
+    Counts what a server and its workers spent, whatever else runs on the machine, so a
+    per-row CPU cost stays comparable between a quiet and a busy box.
+    """
+    ticks = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")

@@ -18,7 +18,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import json_bodies, machine, print_table
+from benchmarks._common import json_bodies, machine, print_table, process_group_cpu_seconds
 from tests.e2e.server import ServerProcess
 
 
@@ -50,10 +50,13 @@ def main() -> None:
                 response.raise_for_status()
                 return int(response.json()["accepted"])
 
+        assert server.process is not None
+        cpu_before = process_group_cpu_seconds(server.process.pid)
         started = time.perf_counter()
         with ThreadPoolExecutor(args.connections) as pool:
             accepted = sum(pool.map(post, bodies[1:]))
         elapsed = time.perf_counter() - started
+        server_cpu = process_group_cpu_seconds(server.process.pid) - cpu_before
         stored = httpx.get(f"{server.url}/stats", timeout=60).json()["transactions"]
         parts = httpx.get(f"{server.url}/health").json()
         client.close()
@@ -69,6 +72,8 @@ def main() -> None:
             ("stored total (/stats)", f"{stored:,}"),
             ("503 retries", retries),
             ("throughput", f"{accepted / elapsed:,.0f} tx/s"),
+            ("server CPU", f"{server_cpu:.1f} s = {server_cpu / max(accepted, 1) * 1e6:.1f} us per stored row"),
+            ("server cores busy", f"{server_cpu / elapsed:.2f}"),
             ("target", ">= 100,000 tx/s"),
             ("health", parts["status"]),
         ],
