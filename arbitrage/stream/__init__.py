@@ -5,7 +5,8 @@ Public face:
   `stored_batches`); built by `open_live_feed(settings, warehouse)`.
 - `StreamHub`/`Subscription`: the in-process fan-out with bounded per-client queues.
 - `RedisLink`: the process's Redis connection (shared sequence, pub/sub), when configured.
-- `RecentTransactions`: the in-memory ring of the newest stored rows; `render_transactions`.
+- `RecentTransactions`: the in-memory ring of the newest stored rows.
+- `render_transactions` (one JSON object per row), `render_json_array`, `render_ndjson` (whole bodies).
 """
 
 from arbitrage.stream._events import POSITION_COLUMN, Fields, LiveBatch, LiveEvent, StreamFilter, project
@@ -13,7 +14,7 @@ from arbitrage.stream._feed import LiveFeed, Resume
 from arbitrage.stream._hub import StreamHub, Subscription
 from arbitrage.stream._recent import RecentTransactions
 from arbitrage.stream._redis import RedisLink
-from arbitrage.stream._render import json_array, render_transactions
+from arbitrage.stream._render import json_array, render_json_array, render_ndjson, render_transactions
 
 __all__ = [
     "POSITION_COLUMN",
@@ -29,5 +30,7 @@ __all__ = [
     "Subscription",
     "json_array",
     "project",
+    "render_json_array",
+    "render_ndjson",
     "render_transactions",
 ]

@@ -3,9 +3,15 @@
 Base columns stay top-level; `risk_score`, `risk_level` and `risk_*` components go
 under `risk`; every other extra column (the feature registry's) goes under `features`.
 Times are RFC 3339 UTC strings with milliseconds.
+
+Every function here writes through one polars JSON writer call, so a row's bytes are the
+same whichever of them produced it: a JSON array body is `json_array(render_transactions(f))`
+byte for byte, and an NDJSON body is those rows each followed by a newline.
 """
 
 from __future__ import annotations
+
+import io
 
 import polars as pl
 
@@ -19,6 +25,33 @@ def render_transactions(frame: pl.DataFrame) -> list[bytes]:
     """One JSON object (bytes, no newline) per row, in the frame's order."""
     if frame.is_empty():
         return []
+    return render_ndjson(frame).split(b"\n")[:-1]
+
+
+def render_ndjson(frame: pl.DataFrame) -> bytes:
+    """The rows as NDJSON: each object followed by a newline (empty for no rows)."""
+    if frame.is_empty():
+        return b""
+    out = io.BytesIO()
+    _shaped(frame).write_ndjson(out)
+    return out.getvalue()
+
+
+def render_json_array(frame: pl.DataFrame) -> bytes:
+    """The rows as one JSON array (`[]` for no rows)."""
+    if frame.is_empty():
+        return b"[]"
+    out = io.BytesIO()
+    _shaped(frame).write_json(out)
+    return out.getvalue()
+
+
+def json_array(items: list[bytes]) -> bytes:
+    return b"[" + b",".join(items) + b"]"
+
+
+def _shaped(frame: pl.DataFrame) -> pl.DataFrame:
+    """The frame with the API's columns: times as text, features and risk as nested objects."""
     base = [c for c in (*STORED_SCHEMA, *_TOP_LEVEL_EXTRAS) if c in frame.columns]
     risk = [c for c in frame.columns if c.startswith("risk_")]
     features = [c for c in frame.columns if c not in base and c not in risk]
@@ -33,9 +66,4 @@ def render_transactions(frame: pl.DataFrame) -> list[bytes]:
     if risk:
         renamed = [pl.col(c).alias(c.removeprefix("risk_")) for c in risk]
         exprs.append(pl.struct(renamed).alias("risk"))
-    text = frame.select(exprs).write_ndjson()
-    return [line.encode() for line in text.splitlines()]
-
-
-def json_array(items: list[bytes]) -> bytes:
-    return b"[" + b",".join(items) + b"]"
+    return frame.select(exprs)

@@ -1,0 +1,49 @@
+"""Whole-body renderers write the same bytes as the per-row renderer."""
+
+from __future__ import annotations
+
+import msgspec
+import polars as pl
+import pytest
+
+from arbitrage.features import FeatureEngine
+from arbitrage.ingest._decode import decode_body
+from arbitrage.ingest._derive import derive
+from arbitrage.risk import score_risk
+from arbitrage.simulator import Simulator
+from arbitrage.stream import json_array, render_json_array, render_ndjson, render_transactions
+
+
+@pytest.fixture(scope="module")
+def stored() -> pl.DataFrame:
+    """Rows as ingest stores them: base columns, every feature and the risk columns."""
+    records = Simulator(seed=11, start=Simulator.start_for(60)).records(60)
+    frame = derive(decode_body(msgspec.json.encode(records), "json").frame, source="test")
+    return score_risk(FeatureEngine().process(frame))
+
+
+def test_json_array_body_is_the_rows_joined_byte_for_byte(stored: pl.DataFrame) -> None:
+    assert render_json_array(stored) == json_array(render_transactions(stored))
+
+
+def test_ndjson_body_is_each_row_and_a_newline(stored: pl.DataFrame) -> None:
+    assert render_ndjson(stored) == b"".join(row + b"\n" for row in render_transactions(stored))
+
+
+def test_rows_nest_features_and_risk_and_keep_times_as_rfc3339(stored: pl.DataFrame) -> None:
+    row = msgspec.json.decode(render_transactions(stored.head(1))[0])
+    assert row["block_time"].endswith("Z") and "T" in row["block_time"]
+    assert "risk_score" not in row and "score" in row["risk"]
+    assert "hop_count" in row["features"]
+
+
+def test_a_line_separator_inside_a_value_does_not_split_a_row(stored: pl.DataFrame) -> None:
+    odd = stored.head(2).with_columns(pl.lit("bundle\u2028with\x85separators").alias("bundle_id"))
+    rows = render_transactions(odd)
+    assert len(rows) == 2
+    assert msgspec.json.decode(rows[0])["bundle_id"] == "bundle\u2028with\x85separators"
+
+
+def test_no_rows_render_as_empty_bodies(stored: pl.DataFrame) -> None:
+    empty = stored.head(0)
+    assert (render_transactions(empty), render_json_array(empty), render_ndjson(empty)) == ([], b"[]", b"")
