@@ -23,7 +23,7 @@ from arbitrage import __version__
 from arbitrage.api import CONTROLLERS, DEPENDENCIES, EXCEPTION_HANDLERS
 from arbitrage.api.graphql import register_graphql
 from arbitrage.api.status import STATUS_ROUTES
-from arbitrage.cache import ResponseCache, response_cache
+from arbitrage.cache import HistoricalPages, RangeCache, ResponseCache, response_cache
 from arbitrage.config import Settings
 from arbitrage.export import ExportService, storage_options_from
 from arbitrage.features import HISTORY_WINDOW, FeatureEngine
@@ -161,8 +161,13 @@ async def start_services(settings: Settings, *, jobs: bool = True) -> Services:
         max_pending_batches=settings.ingest.max_pending_batches,
         position_source=feed.reserve,
     )
+    # Only the embedded warehouse guarantees one writer, whose stores this process sees.
+    pages = RangeCache() if warehouse.backend == "embedded" else None
+    if pages is not None:
+        ingest.on_stored(pages.invalidate)
     ingest.on_stored(feed.publish)
     services = Services(settings=settings, warehouse=warehouse, ingest=ingest, reader=reader, recent=recent, feed=feed)
+    services.extras["historical"] = HistoricalPages(reader, pages)
     services.health_checks["redis"] = feed.redis.health if feed.redis is not None else _redis_disabled
     if feed.redis is not None:
         cache = ResponseCache(feed.redis, settings.redis.cache_ttl_seconds)

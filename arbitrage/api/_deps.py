@@ -8,6 +8,7 @@ from typing import TypeVar
 from litestar.datastructures import State
 from litestar.di import Provide
 
+from arbitrage.cache import HistoricalPages
 from arbitrage.export import ExportService
 from arbitrage.ingest import IngestService
 from arbitrage.schedule import ScheduleService
@@ -58,4 +59,5 @@ DEPENDENCIES = {
     "recent": Provide(_recent, sync_to_thread=False),
     "exports": Provide(_extra("exports", ExportService), sync_to_thread=False),
     "schedules": Provide(_extra("schedules", ScheduleService), sync_to_thread=False),
+    "historical": Provide(_extra("historical", HistoricalPages), sync_to_thread=False),
 }

@@ -17,6 +17,7 @@ from litestar.exceptions import NotFoundException
 from litestar.params import JSONBody, PathParameter, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED
 
+from arbitrage.cache import HistoricalPages
 from arbitrage.config import redacted
 from arbitrage.security import ApiKey, CreatedKey, KeyCreate, KeyNotFound, KeyStore, requires, security_of
 from arbitrage.security._operations import IngestRate, ingest_totals, optimize_table, versions, warehouse_status
@@ -85,7 +86,11 @@ class AdminController(Controller):
         table: TableName = "transactions",
         final: Annotated[bool, QueryParameter()] = True,
     ) -> dict[str, Any]:
-        return await optimize_table(services.warehouse, table, final=final, cluster=services.settings.storage.cluster)
+        result = await optimize_table(services.warehouse, table, final=final, cluster=services.settings.storage.cluster)
+        pages = services.extras.get("historical")
+        if table == "transactions" and isinstance(pages, HistoricalPages):
+            pages.flush_cache()  # a merge collapses rows stored twice, which kept pages may still hold
+        return result
 
     @post("/cache/flush", status_code=200, description="Drop cached responses (memory and Redis).")
     async def flush_cache(self, request: Request[Any, Any, Any], services: NamedDependency[Services]) -> dict[str, Any]:

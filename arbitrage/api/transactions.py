@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, time
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, get
+from litestar import Controller, Request, Response, get
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.params import Parameter
 from litestar.response import Stream
 
+from arbitrage.cache import HistoricalPages
 from arbitrage.errors import ValidationError
 from arbitrage.security import requires
 from arbitrage.storage import TransactionFilter, TransactionReader, decode_cursor, encode_cursor
@@ -98,13 +98,14 @@ class TransactionController(Controller):
 
     @get(
         "/historical",
-        description="Transactions with start <= block_time <= end, oldest first, streamed: a JSON array, "
-        "or NDJSON with `Accept: application/x-ndjson`. Dates (YYYY-MM-DD) or RFC 3339 datetimes.",
+        description="Transactions with start <= block_time <= end, oldest first: a JSON array, "
+        "or NDJSON with `Accept: application/x-ndjson`; a limit above 10,000 rows is streamed as it is read. "
+        "Dates (YYYY-MM-DD) or RFC 3339 datetimes.",
     )
     async def historical(
         self,
         request: Request[Any, Any, Any],
-        reader: NamedDependency[TransactionReader],
+        historical: NamedDependency[HistoricalPages],
         start: Annotated[str, Parameter(max_length=40)],
         end: Annotated[str, Parameter(max_length=40)],
         token: Token = None,
@@ -112,26 +113,14 @@ class TransactionController(Controller):
         signer: Signer = None,
         min_profit_sol: MinProfit = None,
         limit: Annotated[int, Parameter(ge=1, le=1_000_000, description="Rows at most (default 1000).")] = 1000,
-    ) -> Stream:
+    ) -> Response[Any]:
         start_at = parse_time(start, "start")
         end_at = parse_time(end, "end", end_of_day=True)
         if end_at < start_at:
             raise ValidationError("end", "is before start")
         filters = msgspec.structs.replace(_filters(token, dex, signer, min_profit_sol), start=start_at, end=end_at)
         ndjson = "ndjson" in (request.headers.get("accept") or "")
-
-        async def body() -> AsyncIterator[bytes]:
-            first = True
-            if not ndjson:
-                yield b"["
-            async for frame in reader.historical(filters, limit):
-                rows = render_transactions(frame)
-                if ndjson:
-                    yield b"\n".join(rows) + b"\n"
-                else:
-                    yield (b"" if first else b",") + b",".join(rows)
-                first = False
-            if not ndjson:
-                yield b"]"
-
-        return Stream(body(), media_type="application/x-ndjson" if ndjson else "application/json")
+        media_type = "application/x-ndjson" if ndjson else "application/json"
+        if historical.is_page(limit):
+            return Response(await historical.page(filters, limit, ndjson=ndjson), media_type=media_type)
+        return Stream(historical.stream(filters, limit, ndjson=ndjson), media_type=media_type)

@@ -1,0 +1,106 @@
+"""`/historical` pages: the same bytes however they are produced, and never stale after an ingest."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import pytest
+from litestar.testing import AsyncTestClient
+
+from arbitrage.cache import HistoricalPages
+from arbitrage.storage import TransactionFilter
+
+pytestmark = pytest.mark.anyio
+Client = AsyncTestClient[Any]
+NDJSON = {"accept": "application/x-ndjson"}
+
+
+async def _ingest(client: Client, records: list[dict[str, Any]]) -> None:
+    response = await client.post("/ingest", content=msgspec.json.encode(records))
+    assert response.status_code == 200, response.text
+    assert response.json()["accepted"] == len(records)
+
+
+def _pages(client: Client) -> HistoricalPages:
+    pages = client.app.state.services.extras["historical"]
+    assert isinstance(pages, HistoricalPages)
+    return pages
+
+
+def _iso(millis: int) -> str:
+    return datetime.fromtimestamp(millis / 1000, UTC).isoformat()
+
+
+def _oldest_first(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(records, key=lambda r: (r["block_time"], r["signature"]))
+
+
+def _signatures(body: bytes) -> list[str]:
+    return [row["signature"] for row in msgspec.json.decode(body)]
+
+
+async def test_pages_and_streams_are_the_single_transaction_bodies_byte_for_byte(
+    client: Client, records: list[dict[str, Any]]
+) -> None:
+    await _ingest(client, records)
+    ordered = _oldest_first(records)
+    rows = [(await client.get(f"/transactions/{r['signature']}")).content for r in ordered]
+    params = {"start": _iso(ordered[0]["block_time"]), "end": _iso(ordered[-1]["block_time"])}
+    for limit in (1000, 20_000):  # a rendered page, then a streamed read
+        array = await client.get("/historical", params=params | {"limit": limit})
+        ndjson = await client.get("/historical", params=params | {"limit": limit}, headers=NDJSON)
+        assert array.content == b"[" + b",".join(rows) + b"]"
+        assert ndjson.content == b"".join(row + b"\n" for row in rows)
+        assert array.headers["content-type"].startswith("application/json")
+        assert ndjson.headers["content-type"].startswith("application/x-ndjson")
+
+
+async def test_an_empty_range_is_an_empty_body(client: Client) -> None:
+    params = {"start": "2021-01-01", "end": "2021-01-02"}
+    assert (await client.get("/historical", params=params)).content == b"[]"
+    assert (await client.get("/historical", params=params, headers=NDJSON)).content == b""
+
+
+async def test_a_kept_page_is_replaced_only_when_ingest_stores_a_row_in_its_range(
+    client: Client, records: list[dict[str, Any]]
+) -> None:
+    ordered = _oldest_first(records)
+    start, end = ordered[0]["block_time"], ordered[119]["block_time"]
+    await _ingest(client, ordered[:80] + ordered[120:160])
+    params = {"start": _iso(start), "end": _iso(end)}
+
+    first = await client.get("/historical", params=params)
+    stored = ordered[:80] + ordered[120:160]
+    assert _signatures(first.content) == [r["signature"] for r in _oldest_first(stored) if r["block_time"] <= end]
+    assert len(_pages(client).cache or ()) == 1
+
+    later = [r for r in ordered[160:] if r["block_time"] > end]
+    await _ingest(client, later)
+    assert len(_pages(client).cache or ()) == 1, "a store outside the range keeps the page"
+    assert (await client.get("/historical", params=params)).content == first.content
+
+    await _ingest(client, ordered[80:120])
+    refreshed = await client.get("/historical", params=params)
+    assert _signatures(refreshed.content) == [r["signature"] for r in ordered if r["block_time"] <= end]
+
+
+async def test_a_page_asked_for_after_an_ingest_includes_it_even_while_an_older_read_runs(
+    client: Client, records: list[dict[str, Any]]
+) -> None:
+    ordered = _oldest_first(records)
+    await _ingest(client, ordered[:100])
+    pages = _pages(client)
+    filters = TransactionFilter(
+        start=datetime.fromtimestamp(ordered[0]["block_time"] / 1000, UTC),
+        end=datetime.fromtimestamp(ordered[-1]["block_time"] / 1000, UTC),
+    )
+    before = asyncio.create_task(pages.page(filters, 1000, ndjson=False))
+    await asyncio.sleep(0)  # the older read has begun
+    await _ingest(client, ordered[100:])
+    after = await pages.page(filters, 1000, ndjson=False)
+    assert _signatures(after) == [r["signature"] for r in ordered]
+    assert len(_signatures(await before)) in (100, len(ordered))
+    assert _signatures(await pages.page(filters, 1000, ndjson=False)) == [r["signature"] for r in ordered]
