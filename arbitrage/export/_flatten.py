@@ -49,7 +49,8 @@ def flatten_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
     if json_columns:
         frame = pl.from_arrow(pa.Table.from_batches([batch.select(json_columns)]))
         assert isinstance(frame, pl.DataFrame)
-        encoded = frame.select(_json_text(name) for name in json_columns).to_arrow()
+        # Views out of polars (no copy), then one copy into the flat schema's `string`.
+        encoded = frame.select(_json_text(name) for name in json_columns).to_arrow(compat_level=pl.CompatLevel.newest())
     for i in nested:
         name = batch.schema.field(i).name
         if _is_string_list(batch.schema.field(i).type):
@@ -61,10 +62,10 @@ def flatten_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
 
 def _json_text(name: str) -> pl.Expr:
     # json_encode works on structs only: wrap the column in a one-field struct and cut the
-    # `{"name":` prefix and the closing brace off its JSON.
-    prefix = len(f'{{"{name}":')
+    # `{"name":` prefix and the closing brace off its JSON (strip_* cuts bytes; slicing by
+    # characters had to count them first).
     wrapped = pl.struct(pl.col(name)).struct.json_encode()
-    text = wrapped.str.slice(prefix, wrapped.str.len_chars() - prefix - 1)
+    text = wrapped.str.strip_prefix(f'{{"{name}":').str.strip_suffix("}")
     return pl.when(pl.col(name).is_null()).then(None).otherwise(text).alias(name)
 
 

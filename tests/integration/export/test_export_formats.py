@@ -114,6 +114,20 @@ async def test_csv_flattens_legs_to_json_and_lists_to_pipes(warehouse, filled, t
     assert frame["signature"].to_list() == [r["signature"] for r in filled]
 
 
+@pytest.mark.parametrize("compression", ["gzip", "zstd", "lz4"])
+async def test_csv_streamed_in_small_batches_and_compressed_is_the_same_text(warehouse, filled, tmp_path, compression):
+    whole = only_file(await export(warehouse, "csv", tmp_path / "whole"), tmp_path / "whole").read_bytes()
+    plan = plan_export("csv", ExportRequest(compression=compression), await table_columns(warehouse))
+    out = tmp_path / compression
+    result = await run_export(
+        warehouse, plan, Destination(str(out), "t"), job_id="t", ingested_upto=datetime.now(UTC), batch_rows=37
+    )
+    packed = only_file(result, out).read_bytes()
+    with pa.CompressedInputStream(pa.BufferReader(packed), compression) as stream:
+        assert stream.read() == whole
+    assert whole.count(b"\n") > ROWS
+
+
 async def test_hdf5_read_by_h5py_and_pytables_equals_the_warehouse(warehouse, filled, tmp_path):
     result = await export(warehouse, "hdf5", tmp_path)
     path = only_file(result, tmp_path)
