@@ -8,7 +8,9 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, Response, get
 from litestar.di import NamedDependency
+from litestar.enums import MediaType
 from litestar.exceptions import NotFoundException
+from litestar.openapi import ResponseSpec
 from litestar.params import Parameter
 from litestar.response import Stream
 
@@ -37,6 +39,25 @@ class TransactionPage(msgspec.Struct):
     next_cursor: str | None
 
 
+_PAGE_ENCODER = msgspec.json.Encoder()
+
+
+def _recent_page_body(recent: RecentTransactions, limit: int, before: tuple[datetime, str] | None) -> bytes | None:
+    rows = recent.page(limit + 1, before)
+    return None if rows is None else _page_body(rows, limit)
+
+
+def _page_body(rows: list[bytes], limit: int) -> bytes:
+    """The encoded TransactionPage of `limit` rows, given up to one row more (which means a next page)."""
+    next_cursor = None
+    if len(rows) > limit:
+        last = msgspec.json.decode(rows[limit - 1])
+        next_cursor = encode_cursor(
+            datetime.fromisoformat(last["block_time"].replace("Z", "+00:00")), last["signature"]
+        )
+    return _PAGE_ENCODER.encode(TransactionPage([msgspec.Raw(r) for r in rows[:limit]], next_cursor))
+
+
 def _filters(token: str | None, dex: str | None, signer: str | None, min_profit_sol: float | None) -> TransactionFilter:
     return TransactionFilter(token=token, dex=dex, signer=signer, min_profit_sol=min_profit_sol)
 
@@ -57,7 +78,15 @@ class TransactionController(Controller):
     tags = ["transactions"]
     guards = [requires("read")]
 
-    @get("/transactions", description="Newest first. Pass `next_cursor` back as `cursor` for the next page.")
+    @get(
+        "/transactions",
+        description="Newest first. Pass `next_cursor` back as `cursor` for the next page.",
+        responses={
+            200: ResponseSpec(
+                TransactionPage, description="Request fulfilled, document follows", generate_examples=False
+            )
+        },
+    )
     async def list_transactions(
         self,
         reader: NamedDependency[TransactionReader],
@@ -68,22 +97,16 @@ class TransactionController(Controller):
         dex: Dex = None,
         signer: Signer = None,
         min_profit_sol: MinProfit = None,
-    ) -> TransactionPage:
+    ) -> Response[bytes]:
         filters = _filters(token, dex, signer, min_profit_sol)
         before = decode_cursor(cursor) if cursor else None
-        items = recent.page(limit + 1, before) if filters.is_empty else None
-        if items is None:
-            frame = await reader.page(filters, limit + 1, before)
-            items = render_transactions(frame)
-        more = len(items) > limit
-        items = items[:limit]
-        next_cursor = None
-        if more:
-            last = msgspec.json.decode(items[-1])
-            next_cursor = encode_cursor(
-                datetime.fromisoformat(last["block_time"].replace("Z", "+00:00")), last["signature"]
-            )
-        return TransactionPage([msgspec.Raw(i) for i in items], next_cursor)
+        if filters.is_empty:
+            # Unfiltered pages are encoded once per stored batch, not once per request.
+            body = recent.derived(("/transactions", limit, before), lambda: _recent_page_body(recent, limit, before))
+            if body is not None:
+                return Response(body, media_type=MediaType.JSON)
+        frame = await reader.page(filters, limit + 1, before)
+        return Response(_page_body(render_transactions(frame), limit), media_type=MediaType.JSON)
 
     @get("/transactions/{signature:str}", description="One transaction; 404 when it is not stored.")
     async def get_transaction(

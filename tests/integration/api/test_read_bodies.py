@@ -1,4 +1,4 @@
-"""`/historical` pages: the same bytes however they are produced, and never stale after an ingest."""
+"""Read bodies built ahead of requests: the same bytes however they are produced, never stale after an ingest."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from arbitrage.cache import HistoricalPages
+from arbitrage.model import WSOL_MINT
 from arbitrage.storage import TransactionFilter
 
 pytestmark = pytest.mark.anyio
@@ -56,6 +57,38 @@ async def test_pages_and_streams_are_the_single_transaction_bodies_byte_for_byte
         assert ndjson.content == b"".join(row + b"\n" for row in rows)
         assert array.headers["content-type"].startswith("application/json")
         assert ndjson.headers["content-type"].startswith("application/x-ndjson")
+
+
+def _page(rows: list[bytes], cursor: str | None) -> bytes:
+    return b'{"items":[' + b",".join(rows) + b'],"next_cursor":' + msgspec.json.encode(cursor) + b"}"
+
+
+async def test_transaction_pages_from_memory_and_the_warehouse_are_the_same_bytes(
+    client: Client, records: list[dict[str, Any]]
+) -> None:
+    await _ingest(client, records)
+    newest = sorted(records, key=lambda r: (r["block_time"], r["signature"]), reverse=True)
+    single = {r["signature"]: (await client.get(f"/transactions/{r['signature']}")).content for r in newest}
+
+    page = await client.get("/transactions", params={"limit": 30})  # from memory
+    assert page.content == _page([single[r["signature"]] for r in newest[:30]], page.json()["next_cursor"])
+    assert (await client.get("/transactions", params={"limit": 30})).content == page.content
+    assert page.headers["content-type"].startswith("application/json")
+
+    with_wsol = [r for r in newest if any(WSOL_MINT in (leg["token_in"], leg["token_out"]) for leg in r["legs"])]
+    assert 0 < len(with_wsol) < len(newest)
+    filtered = await client.get("/transactions", params={"limit": 1000, "token": WSOL_MINT})  # from chdb
+    assert filtered.content == _page([single[r["signature"]] for r in with_wsol], None)
+
+
+async def test_a_memory_page_is_encoded_again_after_an_ingest(client: Client, records: list[dict[str, Any]]) -> None:
+    ordered = _oldest_first(records)
+    await _ingest(client, ordered[:100])
+    first = await client.get("/transactions", params={"limit": 5})
+    await _ingest(client, ordered[100:])
+    again = await client.get("/transactions", params={"limit": 5})
+    assert [i["signature"] for i in again.json()["items"]] == [r["signature"] for r in ordered[::-1][:5]]
+    assert again.content != first.content
 
 
 async def test_an_empty_range_is_an_empty_body(client: Client) -> None:
