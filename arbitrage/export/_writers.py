@@ -16,7 +16,6 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from importlib.metadata import entry_points
 from typing import Any, BinaryIO, ClassVar, Protocol, cast, runtime_checkable
 
@@ -103,45 +102,6 @@ def open_compressed(sink: BinaryIO, compression: str) -> BinaryIO | pa.NativeFil
     return pa.CompressedOutputStream(guarded, compression)
 
 
-_WRITE_BEHIND_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="export-write-behind")
-
-
-class WriteBehind:
-    """Writes each buffer to a stream in a pool thread while the caller formats the next one.
-
-    Compressing, hashing and writing a buffer release the GIL, so they overlap the next
-    buffer's formatting instead of following it. At most one write is in flight: `write`
-    waits for the previous one (so order is kept and memory stays at two buffers) and
-    raises its error; `close` waits for the last write, then closes the stream. `bytes` are
-    passed on as they are, anything else is copied first (the caller may reuse it).
-    """
-
-    def __init__(self, out: BinaryIO | pa.NativeFile) -> None:
-        self._out = out
-        self._pending: Future[Any] | None = None
-
-    def write(self, data: Any) -> int:
-        owned = data if isinstance(data, bytes) else bytes(data)
-        self.wait()
-        self._pending = _WRITE_BEHIND_POOL.submit(self._out.write, owned)
-        return len(owned)
-
-    def flush(self) -> None:
-        """Nothing to do: `close` waits for the writes."""
-
-    def wait(self) -> None:
-        """Block until the last write is done; raise its error."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.result()
-
-    def close(self) -> None:
-        try:
-            self.wait()
-        finally:
-            self._out.close()
-
-
 class ParquetWriter:
     """Apache Parquet; nested columns kept as lists of structs."""
 
@@ -196,13 +156,14 @@ class CsvWriter:
         return {"none": "csv", "gzip": "csv.gz", "zstd": "csv.zst", "lz4": "csv.lz4"}[options.compression]
 
     def open(self, sink: BinaryIO, schema: pa.Schema, options: WriterOptions) -> None:
-        self._out = WriteBehind(open_compressed(sink, options.compression))
+        self._out = open_compressed(sink, options.compression)
         self._header = True
         self._schema = schema
 
     def write(self, batch: pa.RecordBatch) -> None:
-        # polars hands its output to `write` in `bytes` of a few MB each; the write-behind
-        # stream compresses, hashes and writes one while polars formats the next.
+        # Straight into the (compressing) sink: polars hands its output to `write` in pieces
+        # of a few MB from its own I/O thread while its other threads format the next ones.
+        # (Formatting into a BytesIO per slice first cost a copy and the overlap.)
         target = cast(BinaryIO, self._out)
         _frame(batch).write_csv(target, include_header=self._header, datetime_format="%Y-%m-%dT%H:%M:%S%.3fZ")
         self._header = False
