@@ -123,17 +123,21 @@ async def run_one(data_dir: Path, fmt: str, out: Path) -> dict[str, float]:
     sampler = RssSampler()
     baseline = sampler.current_mb()
     sampler.start()
+    cpu_before = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
     result = await run_export(
         warehouse, plan, Destination(str(out), "bench"), job_id="bench", ingested_upto=datetime.now(UTC)
     )
     seconds = time.perf_counter() - started
+    cpu_after = resource.getrusage(resource.RUSAGE_SELF)
     sampler.stop()
     await warehouse.close()
     return {
         "rows": result.rows,
         "bytes": result.bytes,
         "seconds": seconds,
+        "user": cpu_after.ru_utime - cpu_before.ru_utime,
+        "sys": cpu_after.ru_stime - cpu_before.ru_stime,
         "peak_mb": sampler.peak_mb,
         "base_mb": baseline,
         "columns": len(columns),
@@ -194,7 +198,8 @@ def main() -> None:
         print(f"rows: {args.rows:,} stored ({filled}); every table column exported")
         print()
         print(
-            f"{'format':<10}{'cols':>5}{'seconds':>9}{'rows/s':>12}{'MB/s':>9}{'size MB':>10}{'RSS before':>12}{'peak RSS MB':>13}"
+            f"{'format':<10}{'cols':>5}{'seconds':>9}{'user s':>8}{'sys s':>7}{'rows/s':>12}{'MB/s':>9}{'size MB':>10}"
+            f"{'RSS before':>12}{'peak RSS MB':>13}"
         )
         for fmt in args.formats.split(","):
             out = Path(tmp) / f"out-{fmt}"
@@ -210,7 +215,8 @@ def main() -> None:
             r = json.loads(child.stdout.strip().splitlines()[-1])
             mb = r["bytes"] / 1e6
             print(
-                f"{fmt:<10}{r['columns']:>5}{r['seconds']:>9.2f}{r['rows'] / r['seconds']:>12,.0f}{mb / r['seconds']:>9.1f}"
+                f"{fmt:<10}{r['columns']:>5}{r['seconds']:>9.2f}{r['user']:>8.2f}{r['sys']:>7.2f}"
+                f"{r['rows'] / r['seconds']:>12,.0f}{mb / r['seconds']:>9.1f}"
                 f"{mb:>10.1f}{r['base_mb']:>12.0f}{r['peak_mb']:>13.0f}"
             )
 

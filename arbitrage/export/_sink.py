@@ -13,6 +13,7 @@ import hashlib
 import io
 import re
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO
 
 import fsspec
@@ -20,6 +21,8 @@ from fsspec.implementations.local import LocalFileSystem
 
 STAGING_PREFIX = ".staging-"
 MANIFEST_NAME = "manifest.json"
+PARALLEL_HASH_BYTES = 1 << 20
+"""Writes at least this large are hashed on another thread while they are written."""
 _USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@")
 
 
@@ -40,6 +43,7 @@ class StagedFile(io.RawIOBase):
     def __init__(self, raw: BinaryIO) -> None:
         self._raw = raw
         self._sha256 = hashlib.sha256()
+        self._hasher: ThreadPoolExecutor | None = None
         self.bytes_written = 0
 
     def writable(self) -> bool:
@@ -47,8 +51,19 @@ class StagedFile(io.RawIOBase):
 
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
-        self._raw.write(view)
-        self._sha256.update(view)
+        if len(view) < PARALLEL_HASH_BYTES:
+            self._raw.write(view)
+            self._sha256.update(view)
+        else:
+            # Both release the GIL: hash on a second core while the kernel copies the bytes.
+            # Done before returning, since the caller may reuse its buffer.
+            if self._hasher is None:
+                self._hasher = ThreadPoolExecutor(1, thread_name_prefix="export-sha256")
+            hashed = self._hasher.submit(self._sha256.update, view)
+            try:
+                self._raw.write(view)
+            finally:
+                hashed.result()
         self.bytes_written += len(view)
         return len(view)
 
@@ -63,6 +78,8 @@ class StagedFile(io.RawIOBase):
         if not self.closed:
             super().close()
             self._raw.close()
+            if self._hasher is not None:
+                self._hasher.shutdown()
 
     @property
     def sha256(self) -> str:
