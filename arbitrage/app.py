@@ -171,7 +171,7 @@ async def start_services(settings: Settings, *, jobs: bool = True) -> Services:
     services.health_checks["redis"] = feed.redis.health if feed.redis is not None else _redis_disabled
     if feed.redis is not None:
         cache = ResponseCache(feed.redis, settings.redis.cache_ttl_seconds)
-        services.extras["response_cache"] = cache
+        services.extras[ResponseCache.EXTRAS_KEY] = cache
         ingest.on_stored(cache.invalidate)
     if jobs:
         await _start_exports(settings, services)

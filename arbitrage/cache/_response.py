@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 import polars as pl
@@ -47,6 +47,9 @@ class _Entry(msgspec.Struct, array_like=True):
 
 class ResponseCache:
     """Reads and writes entries through the process's Redis link."""
+
+    EXTRAS_KEY: ClassVar[str] = "redis_response_cache"
+    """Where the app keeps it in `Services.extras` (found there by the middleware and the admin flush)."""
 
     def __init__(self, link: RedisLink, ttl_seconds: float) -> None:
         self.link = link
@@ -86,6 +89,10 @@ class ResponseCache:
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             log.debug("response cache write failed: %s", exc)
+
+    async def flush_cache(self) -> None:
+        """Drop every entry (`POST /admin/cache/flush`)."""
+        await self.invalidate()
 
     async def invalidate(self, _stored: pl.DataFrame | None = None) -> None:
         """Drop every entry (ingest calls this after each stored batch)."""
@@ -139,5 +146,5 @@ def response_cache(app: ASGIApp) -> ASGIApp:
 
 def _cache_of(scope: Scope) -> ResponseCache | None:
     services = scope["app"].state.get("services")
-    cache = getattr(services, "extras", {}).get("response_cache") if services is not None else None
+    cache = getattr(services, "extras", {}).get(ResponseCache.EXTRAS_KEY) if services is not None else None
     return cache if isinstance(cache, ResponseCache) else None

@@ -15,6 +15,8 @@ from arbitrage.app import create_app
 from arbitrage.config import Settings, load_settings
 from tests.services.redis_server import RedisServer
 
+ADMIN_TOKEN = "admin-token-for-the-cache-test-0123456789"
+
 pytestmark = [pytest.mark.anyio, pytest.mark.skipif(RedisServer.binary() is None, reason="redis-server not installed")]
 
 
@@ -35,6 +37,7 @@ async def cached_client(tmp_path: Path, redis: RedisServer) -> AsyncIterator[Asy
             "storage.data_dir": str(tmp_path / "data"),
             "redis.url": redis.url,
             "redis.cache_ttl_seconds": 30,
+            "auth.admin_token": ADMIN_TOKEN,
         },
     )
     async with AsyncTestClient(create_app(settings)) as client:
@@ -61,6 +64,11 @@ async def test_hot_reads_are_cached_until_the_next_ingest_and_served_without_red
     assert fresh.headers["x-cache"] == "miss", "ingest dropped the cached entries"
     assert fresh.json()["items"][0]["signature"] in {r["signature"] for r in records}
     assert (await client.get("/stats")).headers["x-cache"] == "miss"
+
+    assert (await client.get("/stats")).headers["x-cache"] == "hit"
+    flushed = await client.post("/admin/cache/flush", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert flushed.status_code == 200 and "redis_response_cache" in flushed.json()["flushed"]
+    assert (await client.get("/stats")).headers["x-cache"] == "miss", "the admin flush dropped the Redis entries"
 
     redis.stop(signal.SIGKILL)
     for _ in range(3):
