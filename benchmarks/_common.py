@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import msgspec
+import pyarrow as pa
 
 from arbitrage.simulator import Simulator
 
@@ -59,6 +60,19 @@ def unique_batches(total: int, batch: int, *, seed: int = 1, distinct: int = 100
 def json_bodies(total: int, batch: int, **kwargs: Any) -> list[bytes]:
     encoder = msgspec.json.Encoder()
     return [encoder.encode(chunk) for chunk in unique_batches(total, batch, **kwargs)]
+
+
+def arrow_bodies(total: int, batch: int, **kwargs: Any) -> list[bytes]:
+    """The same records as `json_bodies`, each batch one Arrow IPC stream (the bulk fast path)."""
+    from arbitrage.ingest import RAW_SCHEMA
+
+    bodies = []
+    for chunk in unique_batches(total, batch, **kwargs):
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, RAW_SCHEMA) as writer:
+            writer.write_table(pa.Table.from_pylist(chunk, schema=RAW_SCHEMA))
+        bodies.append(sink.getvalue().to_pybytes())
+    return bodies
 
 
 def process_group_cpu_seconds(pgid: int) -> float:

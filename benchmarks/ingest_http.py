@@ -1,8 +1,8 @@
 """Transactions stored per second through POST /ingest, from a separate client process.
 
-Starts `arbitrage serve` on a fresh data dir, posts 10k-record JSON batches from this
-process over several connections, and prints a table. Usage:
-    .venv/bin/python benchmarks/ingest_http.py [--records 1000000] [--batch 10000] [--connections 4]
+Starts `arbitrage serve` on a fresh data dir, posts 10k-record batches (JSON, or Arrow
+IPC with `--format arrow`) from this process over several connections, and prints a table. Usage:
+    .venv/bin/python benchmarks/ingest_http.py [--records 1000000] [--batch 10000] [--connections 4] [--format json]
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import json_bodies, machine, print_table, process_group_cpu_seconds
+from benchmarks._common import arrow_bodies, json_bodies, machine, print_table, process_group_cpu_seconds
 from tests.e2e.server import ServerProcess
+
+CONTENT_TYPES = {"json": "application/json", "arrow": "application/vnd.apache.arrow.stream"}
 
 
 def main() -> None:
@@ -27,22 +29,26 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=10_000)
     parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument(
+        "--format", choices=["json", "arrow"], default="json", help="body format (arrow: the IPC bulk fast path)"
+    )
     args = parser.parse_args()
     print(f"preparing {args.records:,} records ...", file=sys.stderr)
-    bodies = json_bodies(args.records, args.batch)
+    bodies = (arrow_bodies if args.format == "arrow" else json_bodies)(args.records, args.batch)
+    content_type = CONTENT_TYPES[args.format]
     megabytes = sum(len(b) for b in bodies) / 1e6
     with tempfile.TemporaryDirectory() as tmp, ServerProcess(Path(tmp) / "data") as server:
         client = httpx.Client(timeout=120, limits=httpx.Limits(max_connections=args.connections))
-        client.post(f"{server.url}/ingest", content=bodies[0]).raise_for_status()  # warm-up, counted below
+        client.post(
+            f"{server.url}/ingest", content=bodies[0], headers={"content-type": content_type}
+        ).raise_for_status()  # warm-up, counted below
         accepted = 0
         retries = 0
 
         def post(body: bytes) -> int:
             nonlocal retries
             while True:
-                response = client.post(
-                    f"{server.url}/ingest", content=body, headers={"content-type": "application/json"}
-                )
+                response = client.post(f"{server.url}/ingest", content=body, headers={"content-type": content_type})
                 if response.status_code == 503:
                     retries += 1
                     time.sleep(float(response.headers.get("retry-after", "1")) / 10)
@@ -61,11 +67,11 @@ def main() -> None:
         parts = httpx.get(f"{server.url}/health").json()
         client.close()
     print_table(
-        "POST /ingest throughput (JSON, embedded chdb, features and risk as wired)",
+        f"POST /ingest throughput ({args.format}, embedded chdb, features and risk as wired)",
         [
             ("machine", machine()),
             ("records posted (timed)", f"{len(bodies) - 1:,} batches x {args.batch:,}"),
-            ("body size", f"{megabytes:,.0f} MB JSON"),
+            ("body size", f"{megabytes:,.0f} MB {args.format}"),
             ("client connections", args.connections),
             ("elapsed", f"{elapsed:.1f} s"),
             ("stored (timed)", f"{accepted:,}"),
