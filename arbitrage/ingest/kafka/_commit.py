@@ -19,7 +19,7 @@ from confluent_kafka import KafkaException, Producer, TopicPartition
 from arbitrage.ingest.kafka import _metrics as m
 from arbitrage.ingest.kafka._fetch import Fetcher
 from arbitrage.ingest.kafka._options import KafkaOptions
-from arbitrage.ingest.kafka._records import OutRecord
+from arbitrage.ingest.kafka._records import Keyed, OutRecord
 from arbitrage.ingest.kafka._strategies import StoredBatch
 
 log = logging.getLogger(__name__)
@@ -52,14 +52,23 @@ class _Producing:
 
     def _produce(self, batch: StoredBatch) -> None:
         o = self.options
-        for topic, records, kind in (
+        for topic, keyed, kind in (
             (o.topic_opportunities, batch.opportunities, "opportunity"),
             (o.topic_risk, batch.risk, "risk"),
-            (o.topic_dlq, batch.dead_letters, "dead_letter"),
         ):
-            for record in records:
-                self._send(topic, record)
-            m.DERIVED.labels(kind).inc(len(records))
+            self._send_keyed(topic, keyed)
+            m.DERIVED.labels(kind).inc(len(keyed))
+        for record in batch.dead_letters:
+            self._send(o.topic_dlq, record)
+        m.DERIVED.labels("dead_letter").inc(len(batch.dead_letters))
+
+    def _send_keyed(self, topic: str, keyed: Keyed) -> None:
+        produce = self.producer.produce
+        for key, value in zip(keyed.keys, keyed.values, strict=True):
+            try:
+                produce(topic, value, key)
+            except BufferError:
+                self._send(topic, OutRecord(key, value))
 
     def _send(self, topic: str, record: OutRecord) -> None:
         while True:
@@ -94,7 +103,7 @@ class TransactionalCommitter(_Producing):
             try:
                 self.producer.begin_transaction()
                 self._produce(batch)
-                group = self.fetcher.run_in_thread(self.fetcher.consumer.consumer_group_metadata, _TIMEOUT_S)
+                group = self.fetcher.group_metadata(_TIMEOUT_S)
                 self.producer.send_offsets_to_transaction(self._offsets(batch), group, _TIMEOUT_S)
                 self.producer.commit_transaction(_TIMEOUT_S)
                 m.COMMITS.labels("ok").inc()

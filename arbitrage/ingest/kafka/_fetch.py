@@ -132,6 +132,7 @@ class Fetcher:
         self.backpressure = False
         self.last_error: str | None = None
         self.lag: dict[int, int] = {}
+        self._group_metadata: Any = None
 
     def start(self) -> None:
         self.consumer.subscribe([self.topic], on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost)
@@ -169,6 +170,17 @@ class Fetcher:
         future.set_exception(ConsumerStopped("the Kafka consumer is not running"))
         return future
 
+    def group_metadata(self, timeout: float) -> Any:
+        """The consumer's group metadata for `send_offsets_to_transaction`, as of the last fetch.
+
+        Kept fresh by the fetch thread, so a commit does not wait for it to finish a fetch.
+        If a rebalance made it stale, the broker refuses the offsets (fenced) and the commit
+        is retried with the new one.
+        """
+        if self._group_metadata is None:
+            return self.run_in_thread(self.consumer.consumer_group_metadata, timeout)
+        return self._group_metadata
+
     @property
     def paused(self) -> set[int]:
         return set(self._paused)
@@ -183,6 +195,7 @@ class Fetcher:
                 self.backpressure = self._held is not None
                 self._reconcile_pause()
                 messages = self.consumer.consume(min(self.options.batch_size, 5_000), _POLL_S)
+                self._group_metadata = self.consumer.consumer_group_metadata()
                 self._accept(messages)
                 if time.monotonic() >= next_lag:
                     self._update_lag()

@@ -27,29 +27,43 @@ _RISK_FALLBACK = (
 
 @dataclass(frozen=True)
 class OutRecord:
-    """One record to produce: key, value, headers."""
+    """One record to produce with headers (dead letters): key, value, headers."""
 
     key: bytes | None
     value: bytes
     headers: Headers = field(default_factory=list)
 
 
-def opportunities(stored: pl.DataFrame) -> list[OutRecord]:
+@dataclass(frozen=True)
+class Keyed:
+    """Records of one derived topic as two parallel lists: no object per record to build and free."""
+
+    keys: list[bytes] = field(default_factory=list)
+    values: list[bytes] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+def opportunities(stored: pl.DataFrame) -> Keyed:
     """Profitable stored transactions, rendered as the API renders them, keyed by signature."""
     profitable = stored.filter(pl.col("net_profit_sol") > 0)
-    rendered = render_transactions(profitable)
-    return [OutRecord(s.encode(), v) for s, v in zip(profitable["signature"], rendered, strict=True)]
+    return Keyed(_keys(profitable), render_transactions(profitable))
 
 
-def risk_metrics(stored: pl.DataFrame) -> list[OutRecord]:
+def risk_metrics(stored: pl.DataFrame) -> Keyed:
     """Risk columns (or the derived economics until risk exists) of each stored transaction."""
     if stored.is_empty():
-        return []
+        return Keyed()
     risk = [c for c in stored.columns if c.startswith("risk_")]
     columns = ["signature", "block_time", *(risk or [c for c in _RISK_FALLBACK if c in stored.columns])]
     frame = stored.select(columns).with_columns(pl.col("block_time").dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ"))
-    lines = frame.write_ndjson().encode().splitlines()
-    return [OutRecord(s.encode(), line) for s, line in zip(frame["signature"], lines, strict=True)]
+    return Keyed(_keys(frame), frame.write_ndjson().encode().splitlines())
+
+
+def _keys(frame: pl.DataFrame) -> list[bytes]:
+    keys: list[bytes] = frame["signature"].cast(pl.Binary).to_list()
+    return keys
 
 
 def dead_letter(message: Message, field_name: str, reason: str) -> OutRecord:

@@ -18,7 +18,7 @@ from confluent_kafka import Message
 
 from arbitrage.ingest import IngestService
 from arbitrage.ingest.kafka import _metrics as m
-from arbitrage.ingest.kafka._records import OutRecord, dead_letter, opportunities, risk_metrics
+from arbitrage.ingest.kafka._records import Keyed, OutRecord, dead_letter, opportunities, risk_metrics
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,9 @@ class RecoveryWindow:
     def suspects(self, messages: list[Message]) -> set[str]:
         """Keys (signatures) of `messages` inside the window; call in fetch order."""
         keys: set[str] = set()
+        if not self._horizon:
+            return keys  # every partition is past its window: the steady state costs nothing per message
+        passed: set[int] = set()
         for message in messages:
             partition, offset = message.partition(), message.offset()
             if partition is None or offset is None or partition not in self._horizon:
@@ -91,9 +94,14 @@ class RecoveryWindow:
             horizon = self._horizon[partition]
             if horizon is None:
                 horizon = self._horizon[partition] = offset + self.span
+            if offset >= horizon:
+                passed.add(partition)  # offsets only grow within a partition
+                continue
             key = message.key()
-            if offset < horizon and key:
+            if key:
                 keys.add(key.decode(errors="replace"))
+        for partition in passed:
+            del self._horizon[partition]
         return keys
 
 
@@ -103,8 +111,8 @@ class StoredBatch:
 
     offsets: dict[int, int]
     """Partition → next offset to read."""
-    opportunities: list[OutRecord] = field(default_factory=list)
-    risk: list[OutRecord] = field(default_factory=list)
+    opportunities: Keyed = field(default_factory=Keyed)
+    risk: Keyed = field(default_factory=Keyed)
     dead_letters: list[OutRecord] = field(default_factory=list)
     stored: int = 0
     duplicates: int = 0
@@ -121,7 +129,13 @@ class StoreStep:
         """The last store error while a batch is being retried; None once it landed."""
 
     async def __call__(self, messages: list[Message], suspects: set[str]) -> StoredBatch:
-        values = [message.value() or b"" for message in messages]
+        values: list[bytes] = []
+        offsets: dict[int, int] = {}
+        for message in messages:  # one pass: this runs for every record
+            values.append(message.value() or b"")
+            partition, offset = message.partition(), message.offset()
+            if partition is not None and offset is not None:
+                offsets[partition] = offset + 1  # offsets grow within a partition in fetch order
         delay = 0.1
         started = time.perf_counter()
         while True:
@@ -140,11 +154,6 @@ class StoreStep:
             delay = min(delay * 2, self.backoff_max_s)
         self.failing = None
         m.BATCH_SECONDS.observe(time.perf_counter() - started)
-        offsets: dict[int, int] = {}
-        for message in messages:
-            partition, offset = message.partition(), message.offset()
-            if partition is not None and offset is not None:
-                offsets[partition] = max(offsets.get(partition, 0), offset + 1)
         stored = pl.concat(bucket, how="diagonal_relaxed") if bucket else pl.DataFrame()
         batch = StoredBatch(offsets, stored=report.accepted, duplicates=report.duplicates, rejected=report.rejected)
         batch.dead_letters = [dead_letter(messages[e.index], e.field, e.reason) for e in report.errors]
@@ -176,6 +185,6 @@ class StoreStep:
         return frame
 
 
-def _derived(stored: pl.DataFrame) -> tuple[list[OutRecord], list[OutRecord]]:
+def _derived(stored: pl.DataFrame) -> tuple[Keyed, Keyed]:
     """Render in a worker thread: it is per-row work the event loop must not do."""
     return opportunities(stored), risk_metrics(stored)
