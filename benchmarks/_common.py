@@ -41,9 +41,19 @@ def _suffix(n: int) -> str:
 
 
 def unique_batches(total: int, batch: int, *, seed: int = 1, distinct: int = 100_000) -> Iterator[list[dict[str, Any]]]:
-    """`total` records in batches; `distinct` simulated ones re-used with fresh signatures."""
+    """`total` records in batches; `distinct` simulated ones re-used with fresh signatures.
+
+    Each re-use moves the records forward in time (block time and slot) by the span of the
+    simulated ones, as a live feed moves: replaying the same block times over and over
+    would make every record after the first round late, which a live feed never is.
+    """
     count = min(distinct, total)
-    base = Simulator(seed=seed, start=Simulator.start_for(count)).records(count)
+    start_at = Simulator.start_for(total)
+    base = Simulator(seed=seed, start=start_at).records(count)
+    times = [r["block_time"] for r in base]
+    slots = [r["slot"] for r in base]
+    time_span = max(times) - min(times) + 400
+    slot_span = max(slots) - min(slots) + 1
     produced = 0
     round_ = 0
     while produced < total:
@@ -52,7 +62,16 @@ def unique_batches(total: int, batch: int, *, seed: int = 1, distinct: int = 100
                 return
             chunk = base[start : start + batch][: total - produced]
             tag = _suffix(round_)
-            yield [r | {"signature": r["signature"][:84] + tag} for r in chunk]
+            shift_ms, shift_slots = round_ * time_span, round_ * slot_span
+            yield [
+                r
+                | {
+                    "signature": r["signature"][:84] + tag,
+                    "block_time": r["block_time"] + shift_ms,
+                    "slot": r["slot"] + shift_slots,
+                }
+                for r in chunk
+            ]
             produced += len(chunk)
         round_ += 1
 
