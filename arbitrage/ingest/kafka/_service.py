@@ -23,6 +23,7 @@ from arbitrage.errors import ValidationError
 from arbitrage.ingest import IngestService
 from arbitrage.ingest.kafka._commit import Committer, PlainCommitter, TransactionalCommitter
 from arbitrage.ingest.kafka._fetch import Barrier, Channel, Chunk, Fetcher, Stop
+from arbitrage.ingest.kafka._offsets import BrokerOffsets
 from arbitrage.ingest.kafka._options import KafkaOptions
 from arbitrage.ingest.kafka._strategies import Batcher, RecoveryWindow, StoredBatch, StoreStep, collect_stored
 from arbitrage.ingest.kafka._topics import ensure_topics
@@ -74,6 +75,7 @@ class KafkaIngest:
         self._committer: Committer | None = None
         self._channel: Channel | None = None
         self._connect_error: str | None = "connecting"
+        self._offsets: BrokerOffsets | None = None
 
     async def start(self) -> None:
         """Start the pipeline task; it connects in the background, so a slow or absent broker never blocks start-up."""
@@ -204,7 +206,8 @@ class KafkaIngest:
                 last_client_error=self._connect_error,
                 partitions=[],
             )
-        partitions = await asyncio.wrap_future(fetcher.call(lambda: self._partition_states(fetcher)))
+        positions = await asyncio.wrap_future(fetcher.call(lambda: self._positions(fetcher)))
+        partitions = await asyncio.to_thread(self._partition_states, fetcher, positions)
         return KafkaStatus(
             topic=self.options.topic_transactions,
             group_id=self.options.group_id,
@@ -216,49 +219,48 @@ class KafkaIngest:
             partitions=partitions,
         )
 
-    def _partition_states(self, fetcher: Fetcher) -> list[PartitionState]:
-        """In the fetch thread: broker round trips from other threads block while it consumes."""
-        consumer, topic = fetcher.consumer, self.options.topic_transactions
+    def _positions(self, fetcher: Fetcher) -> dict[int, int]:
+        """In the fetch thread (a local answer): the next offset to fetch, per assigned partition."""
+        topic = self.options.topic_transactions
         assigned = [TopicPartition(topic, p) for p in fetcher.assigned]
-        if not assigned:
-            return []
-        positions = {tp.partition: tp.offset for tp in consumer.position(assigned)}
-        try:
-            committed = {tp.partition: tp.offset for tp in consumer.committed(assigned, timeout=5)}
-        except KafkaException:
-            committed = {}
+        return {tp.partition: tp.offset for tp in fetcher.consumer.position(assigned)} if assigned else {}
+
+    def _partition_states(self, fetcher: Fetcher, positions: dict[int, int]) -> list[PartitionState]:
+        """In a worker thread: the broker's answers come through `BrokerOffsets`, never the consumer."""
+        offsets = self._broker_offsets()
+        assigned = sorted(positions)
+        watermarks = offsets.watermarks(assigned)
+        # What this consumer committed itself is known here; the broker is asked for the rest.
+        committed = offsets.committed([p for p in assigned if p not in self._committed])
         paused = fetcher.paused
         states = []
-        for tp in assigned:
-            try:
-                low, high = consumer.get_watermark_offsets(tp, timeout=5)
-            except KafkaException:
-                low = high = -1
-            done = self._committed.get(tp.partition, committed.get(tp.partition, -1))
+        for partition in assigned:
+            low, high = watermarks.get(partition, (-1, -1))
+            done = self._committed.get(partition, committed.get(partition, -1))
             states.append(
                 PartitionState(
-                    partition=tp.partition,
-                    position=_offset(positions.get(tp.partition)),
+                    partition=partition,
+                    position=_offset(positions.get(partition)),
                     committed=_offset(done),
                     low_watermark=_offset(low),
                     high_watermark=_offset(high),
                     lag=(high - (done if done >= 0 else low)) if high >= 0 else None,
-                    paused=tp.partition in paused,
+                    paused=partition in paused,
                 )
             )
         return states
+
+    def _broker_offsets(self) -> BrokerOffsets:
+        if self._offsets is None:
+            self._offsets = BrokerOffsets(self.options)
+        return self._offsets
 
     async def health(self) -> dict[str, Any]:
         """The `/health` component: connected, assigned partitions, lag; degraded while paused."""
         fetcher = self._fetcher if self._connect_error is None else None
         if fetcher is None:
             return {"status": "unhealthy", "connected": False, "assigned_partitions": [], "error": self._connect_error}
-        try:
-            topic = self.options.topic_transactions
-            await asyncio.wrap_future(fetcher.call(lambda: fetcher.consumer.list_topics(topic, timeout=1.5)))
-            connected = True
-        except (KafkaException, RuntimeError):
-            connected = False
+        connected = await asyncio.to_thread(self._broker_offsets().reachable, 1.5)
         lag = sum(fetcher.lag.values())
         if not self.running or not connected:
             status = "unhealthy"
