@@ -34,11 +34,10 @@ from arbitrage.export._manifest import (
 )
 from arbitrage.export._request import ExportRequest, TimeRange, check_split, time_range
 from arbitrage.export._sink import Destination, StagedFile, redact_url
-from arbitrage.export._writers import Exporter, ExporterFactory, WriterOptions, exporter_factory
+from arbitrage.export._writers import Exporter, ExporterFactory, WriterOptions, exporter_factory, read_batch_rows
 from arbitrage.storage import Warehouse
 
 SOURCE_TABLE = "transactions"
-BATCH_ROWS = 65_536
 
 # Partition keys → ClickHouse expressions (values become `key=value` directory names).
 PARTITION_EXPRESSIONS: dict[str, str] = {
@@ -168,7 +167,7 @@ async def run_export(
     cancel: threading.Event | None = None,
     descriptions: Mapping[str, ColumnDescription] | None = None,
     table: str = SOURCE_TABLE,
-    batch_rows: int = BATCH_ROWS,
+    batch_rows: int | None = None,
 ) -> ExportResult:
     """Write the export described by `plan` to `destination`; commit only if all went well.
 
@@ -202,7 +201,7 @@ async def run_export(
         order += ["block_time", "signature"]
         sql = f"SELECT {', '.join(select)} FROM {source} WHERE {where} ORDER BY {', '.join(order)}"
         files = _Files(plan, destination, scaler, keys, progress)
-        stream = warehouse.stream_arrow(sql, params, batch_rows=batch_rows)
+        stream = warehouse.stream_arrow(sql, params, batch_rows=batch_rows or read_batch_rows(plan.factory))
         batches = _prefetched(stream)
         async with contextlib.aclosing(stream), contextlib.aclosing(batches):  # type: ignore[type-var]
             await _pipelined(batches, files, cancel, job_id)

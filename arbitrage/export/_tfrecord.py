@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from arbitrage.export._writers import WriterOptions, open_compressed
+from arbitrage.export._writers import CONVERTED_BATCH_ROWS, WriterOptions, open_compressed
 
 _MASK_DELTA = 0xA282EAD8
 SLICE_ROWS = 8_192
@@ -37,6 +37,7 @@ class TFRecordWriter:
     compressions: ClassVar[tuple[str, ...]] = ("none", "gzip")
     default_compression: ClassVar[str] = "none"
     nested_types: ClassVar[bool] = False
+    batch_rows: ClassVar[int] = CONVERTED_BATCH_ROWS
 
     def extension(self, options: WriterOptions) -> str:
         return "tfrecord.gz" if options.compression == "gzip" else "tfrecord"
