@@ -34,7 +34,7 @@ from arbitrage.export._manifest import (
 )
 from arbitrage.export._request import ExportRequest, TimeRange, check_split, time_range
 from arbitrage.export._sink import Destination, StagedFile, redact_url
-from arbitrage.export._writers import Exporter, ExporterFactory, WriterOptions, exporter_factory, read_batch_rows
+from arbitrage.export._writers import WHOLE_BATCH_ROWS, Exporter, ExporterFactory, WriterOptions, exporter_factory
 from arbitrage.storage import Warehouse
 
 SOURCE_TABLE = "transactions"
@@ -72,6 +72,8 @@ class ExportPlan:
     column_types: dict[str, str]
     time_range: TimeRange
     scaled_columns: list[str]
+    batch_rows: int
+    """Rows per batch read from the warehouse: the writer's `batch_rows`, else `WHOLE_BATCH_ROWS`."""
 
 
 @dataclass
@@ -152,6 +154,7 @@ def plan_export(format_name: str, request: ExportRequest, columns: Mapping[str, 
         column_types={name: columns[name] for name in selected},
         time_range=time_range(request),
         scaled_columns=scaled,
+        batch_rows=int(getattr(writer, "batch_rows", WHOLE_BATCH_ROWS)),
     )
 
 
@@ -201,7 +204,7 @@ async def run_export(
         order += ["block_time", "signature"]
         sql = f"SELECT {', '.join(select)} FROM {source} WHERE {where} ORDER BY {', '.join(order)}"
         files = _Files(plan, destination, scaler, keys, progress)
-        stream = warehouse.stream_arrow(sql, params, batch_rows=batch_rows or read_batch_rows(plan.factory))
+        stream = warehouse.stream_arrow(sql, params, batch_rows=batch_rows or plan.batch_rows)
         batches = _prefetched(stream)
         async with contextlib.aclosing(stream), contextlib.aclosing(batches):  # type: ignore[type-var]
             await _pipelined(batches, files, cancel, job_id)

@@ -50,7 +50,7 @@ class Exporter(Protocol):
     """Codec used when the request names none."""
     nested_types: ClassVar[bool]
     """False when lists and structs must be flattened to strings before `write`."""
-    # Optional: `batch_rows: ClassVar[int]`, rows per batch read for this format (see `read_batch_rows`).
+    # Optional: `batch_rows: ClassVar[int]`, rows per batch read for this format (`ExportPlan.batch_rows`).
 
     def extension(self, options: WriterOptions) -> str:
         """File name extension, without the dot (e.g. `csv.gz`)."""
@@ -108,12 +108,6 @@ WHOLE_BATCH_ROWS = 65_536
 CONVERTED_BATCH_ROWS = 16_384
 """Rows read per batch for formats that convert every value (text, HDF5, TFRecord): smaller
 batches halve peak memory and the page faults of fresh buffers (JSON 1 M rows: 9.5 s vs 13.3 s)."""
-
-
-def read_batch_rows(factory: ExporterFactory) -> int:
-    """Rows per batch to read for a format: its writer's `batch_rows`, else `WHOLE_BATCH_ROWS`."""
-    rows = getattr(factory, "batch_rows", WHOLE_BATCH_ROWS)
-    return int(rows)
 
 
 class ParquetWriter:

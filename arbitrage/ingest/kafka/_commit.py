@@ -19,7 +19,7 @@ from confluent_kafka import KafkaException, Producer, TopicPartition
 from arbitrage.ingest.kafka import _metrics as m
 from arbitrage.ingest.kafka._fetch import Fetcher
 from arbitrage.ingest.kafka._options import KafkaOptions
-from arbitrage.ingest.kafka._records import Keyed, OutRecord
+from arbitrage.ingest.kafka._records import Headers
 from arbitrage.ingest.kafka._strategies import StoredBatch
 
 log = logging.getLogger(__name__)
@@ -56,24 +56,17 @@ class _Producing:
             (o.topic_opportunities, batch.opportunities, "opportunity"),
             (o.topic_risk, batch.risk, "risk"),
         ):
-            self._send_keyed(topic, keyed)
+            for key, value in zip(keyed.keys, keyed.values, strict=True):
+                self._send(topic, key, value)
             m.DERIVED.labels(kind).inc(len(keyed))
         for record in batch.dead_letters:
-            self._send(o.topic_dlq, record)
+            self._send(o.topic_dlq, record.key, record.value, record.headers or None)
         m.DERIVED.labels("dead_letter").inc(len(batch.dead_letters))
 
-    def _send_keyed(self, topic: str, keyed: Keyed) -> None:
-        produce = self.producer.produce
-        for key, value in zip(keyed.keys, keyed.values, strict=True):
-            try:
-                produce(topic, value, key)
-            except BufferError:
-                self._send(topic, OutRecord(key, value))
-
-    def _send(self, topic: str, record: OutRecord) -> None:
+    def _send(self, topic: str, key: bytes | None, value: bytes, headers: Headers | None = None) -> None:
         while True:
             try:
-                self.producer.produce(topic, record.value, record.key, headers=record.headers or None)
+                self.producer.produce(topic, value, key, headers=headers)
                 return
             except BufferError:
                 self.producer.poll(0.05)
