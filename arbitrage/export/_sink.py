@@ -9,8 +9,12 @@ a reader that waits for `manifest.json` never sees a partial export.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import io
+import mmap
+import os
 import re
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -40,7 +44,7 @@ def storage_options_for(url: str, storage_options: Mapping[str, Mapping[str, Any
 class StagedFile(io.RawIOBase):
     """A write-only file under a temporary name that counts bytes and computes sha256."""
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: io.RawIOBase | BinaryIO) -> None:
         self._raw = raw
         self._sha256 = hashlib.sha256()
         self._hasher: ThreadPoolExecutor | None = None
@@ -86,6 +90,82 @@ class StagedFile(io.RawIOBase):
         return self._sha256.hexdigest()
 
 
+class DirectFile(io.RawIOBase):
+    """A new local file written around the page cache (O_DIRECT), through one aligned buffer.
+
+    An export writes gigabytes that nobody reads back at once. Through the page cache the
+    kernel copies every byte (a third of a CSV export's CPU) and the copies evict the
+    warehouse's cached parts. Direct writes must be whole aligned blocks, so bytes gather in
+    a page-aligned buffer; the tail is written padded and the file truncated to its size.
+    Where the file system refuses O_DIRECT (tmpfs, some FUSE), it writes through the cache.
+    """
+
+    BLOCK_BYTES = 4096
+    BUFFER_BYTES = 8 << 20
+
+    def __init__(self, path: str) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        try:
+            self._fd = os.open(path, flags | os.O_DIRECT, 0o644)
+            self.direct = True
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            self._fd = os.open(path, flags, 0o644)
+            self.direct = False
+        self._buffer = mmap.mmap(-1, self.BUFFER_BYTES)
+        self._view = memoryview(self._buffer)
+        self._used = 0
+        self._size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        offset = 0
+        while offset < len(view):
+            take = min(len(view) - offset, self.BUFFER_BYTES - self._used)
+            self._view[self._used : self._used + take] = view[offset : offset + take]
+            self._used += take
+            offset += take
+            if self._used == self.BUFFER_BYTES:
+                self._drain(self.BUFFER_BYTES)
+        self._size += len(view)
+        return len(view)
+
+    def tell(self) -> int:
+        return self._size
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            if self._used:
+                padded = -(-self._used // self.BLOCK_BYTES) * self.BLOCK_BYTES
+                self._view[self._used : padded] = bytes(padded - self._used)
+                self._drain(padded)
+                os.ftruncate(self._fd, self._size)
+        finally:
+            super().close()
+            os.close(self._fd)
+            self._view.release()
+            self._buffer.close()
+
+    def _drain(self, length: int) -> None:
+        written = 0
+        while written < length:
+            try:
+                written += os.write(self._fd, self._view[written:length])
+            except OSError as exc:
+                if exc.errno != errno.EINVAL or not self.direct:
+                    raise
+                # Accepted at open, refused at write (some file systems): use the page cache.
+                fcntl.fcntl(self._fd, fcntl.F_SETFL, fcntl.fcntl(self._fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+                self.direct = False
+        self._used = 0
+
+
 class Destination:
     """One job's output location: staged writes, then an all-or-nothing-looking commit."""
 
@@ -104,6 +184,7 @@ class Destination:
         path = f"{self.staging}/{relative}"
         if self._local:
             self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            return StagedFile(DirectFile(path))
         return StagedFile(self.fs.open(path, "wb"))
 
     def commit(self, relatives: list[str], manifest: bytes) -> None:
