@@ -92,6 +92,13 @@ async def test_streamed_results_arrive_in_bounded_batches(warehouse: EmbeddedWar
     assert max(sizes) <= 150_000
 
 
+async def test_a_streamed_result_is_read_by_one_thread_so_its_memory_does_not_grow_with_rows(
+    warehouse: EmbeddedWarehouse,
+) -> None:
+    streamed = [b async for b in warehouse.stream_arrow("SELECT getSetting('max_threads') AS threads")]
+    assert streamed[0].column("threads").to_pylist() == [1]
+
+
 async def test_query_parameters_are_bound_not_spliced(warehouse: EmbeddedWarehouse) -> None:
     hostile = "x'; DROP TABLE arbitrage.transactions; --"
     result = await warehouse.query_arrow("SELECT {v:String} AS v", {"v": hostile})
