@@ -8,6 +8,7 @@ IPC with `--format arrow`) from this process over several connections, and print
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tempfile
 import time
@@ -57,12 +58,14 @@ def main() -> None:
                 return int(response.json()["accepted"])
 
         assert server.process is not None
+        metrics_before = stage_metrics(server.url)
         cpu_before = process_group_cpu_seconds(server.process.pid)
         started = time.perf_counter()
         with ThreadPoolExecutor(args.connections) as pool:
             accepted = sum(pool.map(post, bodies[1:]))
         elapsed = time.perf_counter() - started
         server_cpu = process_group_cpu_seconds(server.process.pid) - cpu_before
+        metrics = {k: v - metrics_before.get(k, 0.0) for k, v in stage_metrics(server.url).items()}
         stored = httpx.get(f"{server.url}/stats", timeout=60).json()["transactions"]
         parts = httpx.get(f"{server.url}/health").json()
         client.close()
@@ -82,8 +85,30 @@ def main() -> None:
             ("server cores busy", f"{server_cpu / elapsed:.2f}"),
             ("target", ">= 100,000 tx/s"),
             ("health", parts["status"]),
+            ("rows per insert (mean)", f"{metrics['insert_rows_sum'] / max(metrics['insert_rows_count'], 1):,.0f}"),
+            *[
+                (f"  {stage} per batch (mean)", f"{metrics[f'{stage}_sum'] / count * 1000:.1f} ms x {count:,.0f}")
+                for stage in STAGES
+                if (count := metrics.get(f"{stage}_count", 0))
+            ],
         ],
     )
+
+
+STAGES = ("decode", "derive", "dedup", "enrich", "insert")
+_SAMPLE = re.compile(
+    r'^arbitrage_ingest_(?:batch_duration_seconds|insert_rows)_(sum|count)(?:\{stage="(\w+)"\})? (\S+)$'
+)
+
+
+def stage_metrics(url: str) -> dict[str, float]:
+    """Cumulative seconds and counts per ingest stage, and rows per insert, from /metrics."""
+    found = {}
+    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
+        if match := _SAMPLE.match(line):
+            kind, stage, value = match.groups()
+            found[f"{stage or 'insert_rows'}_{kind}"] = float(value)
+    return found
 
 
 if __name__ == "__main__":

@@ -89,6 +89,8 @@ class IngestService:
         # Decoding is Python-bound: more than one at a time only fights the writer for the GIL.
         self._decoders = asyncio.Semaphore(1)
         self._queued: list[tuple[pl.DataFrame, asyncio.Future[pl.DataFrame]]] = []
+        self._prepared: list[tuple[_Prepared, list[asyncio.Future[pl.DataFrame]]]] = []
+        """Groups ready to insert, in order; whatever waits when an insert starts goes into it."""
         self._inserting: asyncio.Task[None] | None = None
         self._in_flight: dict[int, pl.Series] = {}
         """Signatures of prepared groups whose insert has not returned yet, by group."""
@@ -180,9 +182,11 @@ class IngestService:
 
         Callers queue their batch, then take the writer lock; whoever gets it prepares all
         queued batches in arrival order as one group (dedup, features, positions: the steps
-        that depend on order) and hands the insert to a task, so the next group is prepared
-        while this one is written. Bigger inserts are much cheaper in ClickHouse; each
-        caller gets its own stored rows once its group's insert returned.
+        that depend on order) and hands it to the insert task, so the next group is prepared
+        while this one is written. Preparing is quicker than inserting, so groups wait for
+        the insert in flight; the next insert takes all of them at once (an insert's cost is
+        mostly per insert at these sizes). Each caller gets its own stored rows once the
+        insert holding its group returned.
         """
         done: asyncio.Future[pl.DataFrame] = asyncio.get_running_loop().create_future()
         self._queued.append((frame, done))
@@ -195,7 +199,9 @@ class IngestService:
                 except BaseException as exc:
                     _fail(futures, exc)
                 else:
-                    self._inserting = asyncio.create_task(self._insert_in_order(prepared, futures, self._inserting))
+                    self._prepared.append((prepared, futures))
+                    if self._inserting is None or self._inserting.done():
+                        self._inserting = asyncio.create_task(self._insert_prepared())
         return await done
 
     def _take_group(
@@ -237,32 +243,51 @@ class IngestService:
         self._in_flight[id(prepared)] = enriched["signature"]
         return prepared
 
-    async def _insert_in_order(
-        self, prepared: _Prepared, futures: list[asyncio.Future[pl.DataFrame]], previous: asyncio.Task[None] | None
-    ) -> None:
-        """Insert after the previous group's insert finished (whatever its outcome); answer the callers."""
-        if previous is not None:
-            await asyncio.wait([previous])
+    async def _insert_prepared(self) -> None:
+        """Insert the prepared groups in order, each insert taking every group that waits for it."""
         try:
-            if len(prepared.rows):
+            while self._prepared:
+                taken, rows = 0, 0
+                for prepared, _ in self._prepared:
+                    if taken and rows + len(prepared.rows) > self.max_group_rows:
+                        break
+                    taken += 1
+                    rows += len(prepared.rows)
+                groups, self._prepared = self._prepared[:taken], self._prepared[taken:]
+                await self._insert_groups(groups)
+        except BaseException as exc:  # cancelled at shutdown: nobody is left waiting forever
+            for prepared, futures in self._prepared:
+                _fail(futures, exc)
+                self._in_flight.pop(id(prepared), None)
+            self._prepared = []
+            raise
+
+    async def _insert_groups(self, groups: list[tuple[_Prepared, list[asyncio.Future[pl.DataFrame]]]]) -> None:
+        futures = [future for _, group_futures in groups for future in group_futures]
+        frames = [prepared.rows for prepared, _ in groups if len(prepared.rows)]
+        try:
+            if frames:
+                rows = frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical_relaxed")
                 started = time.perf_counter()
                 with span("ingest.insert"):
-                    await self.warehouse.insert_arrow("transactions", prepared.rows.to_arrow())
+                    await self.warehouse.insert_arrow("transactions", rows.to_arrow())
                 METRICS.ingest_batch_seconds.labels("insert").observe(time.perf_counter() - started)
-                METRICS.ingest_insert_rows.observe(len(prepared.rows))
+                METRICS.ingest_insert_rows.observe(len(rows))
         except BaseException as exc:
             _fail(futures, exc)
             if not isinstance(exc, Exception):
                 raise
         else:
-            for future, rows in zip(futures, prepared.per_batch(), strict=True):
-                if not future.done():
-                    future.set_result(rows)
+            for prepared, group_futures in groups:
+                for future, stored in zip(group_futures, prepared.per_batch(), strict=True):
+                    if not future.done():
+                        future.set_result(stored)
         finally:
-            self._in_flight.pop(id(prepared), None)
+            for prepared, _ in groups:
+                self._in_flight.pop(id(prepared), None)
 
     async def drain(self) -> None:
-        """Wait for the insert in flight (at shutdown, so no accepted batch is left half-done)."""
+        """Wait for the inserts in flight (at shutdown, so no accepted batch is left half-done)."""
         if self._inserting is not None:
             await asyncio.wait([self._inserting])
 

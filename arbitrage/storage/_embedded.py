@@ -17,6 +17,7 @@ from typing import IO, Any
 import chdb
 import chdb.state.sqlitelike
 import pyarrow as pa
+import pyarrow.compute as pc
 from chdb import session as chdb_session
 
 from arbitrage.errors import WarehouseLocked, WarehouseUnavailable
@@ -63,6 +64,8 @@ class EmbeddedWarehouse:
         self._migrations = migrations
         self.database = database
         self._pool_size = max_concurrent_queries
+        self.dedup_scan_rows = 50_000
+        """Ingest dedup reads every signature of a window holding fewer stored rows than this."""
         self._pool: queue.Queue[chdb.state.sqlitelike.Connection] = queue.Queue()
         # chdb finds a `Python(name)` table by looking the name up in Python frames, which is
         # not safe across threads: queries that read a Python table run one at a time.
@@ -206,15 +209,26 @@ class EmbeddedWarehouse:
             raise WarehouseUnavailable(str(exc)) from exc
 
     def _known_signatures(self, signatures: pa.Array, start: datetime, end: datetime) -> set[str]:
-        candidates = pa.table({"signature": signatures})  # noqa: F841 (read by chdb as Python(candidates))
-        sql = (
+        # A live batch spans seconds of block time, which hold few stored rows: reading all
+        # their signatures needs no Python table, so it never waits for the insert in flight
+        # (which holds the Python-table lock). Only a window denser than that is probed.
+        limit = max(self.dedup_scan_rows, 4 * len(signatures))
+        window = (
             f"SELECT signature FROM {self.database}.transactions "
-            "WHERE block_time BETWEEN {start:DateTime64(3, 'UTC')} AND {end:DateTime64(3, 'UTC')} "
-            "AND signature IN (SELECT signature FROM Python(candidates))"
+            "WHERE block_time BETWEEN {start:DateTime64(3, 'UTC')} AND {end:DateTime64(3, 'UTC')}"
         )
         params = {"start": start, "end": end}
+        with self._connection("dedup") as connection:
+            stored = connection.query(inline_params(f"{window} LIMIT {limit}", params), "ArrowTable")
+        if stored.num_rows < limit:
+            in_window = stored.column("signature").combine_chunks().cast(signatures.type)
+            return set(signatures.filter(pc.is_in(signatures, value_set=in_window)).to_pylist())
+        candidates = pa.table({"signature": signatures})  # noqa: F841 (read by chdb as Python(candidates))
         with self._python_tables, self._connection("dedup") as connection:
-            found = connection.query(inline_params(sql, params), "ArrowTable")
+            found = connection.query(
+                inline_params(f"{window} AND signature IN (SELECT signature FROM Python(candidates))", params),
+                "ArrowTable",
+            )
         return set(found.column("signature").to_pylist())
 
     def _insert(self, table: str, arrow_data: pa.Table) -> None:

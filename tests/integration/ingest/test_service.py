@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import pyarrow as pa
 import pytest
 
 from arbitrage.errors import Saturated, ValidationError
@@ -152,6 +155,89 @@ async def test_a_group_prepared_while_another_is_inserted_skips_the_signatures_i
     assert sum(r.accepted for r in reports) == unique
     assert sum(r.accepted + r.duplicates for r in reports) == 60 * len(starts)
     assert await _count(warehouse) == unique
+    assert not service._in_flight
+
+
+@pytest.mark.parametrize("scan_rows", [50_000, 1], ids=["window-read-whole", "window-too-dense-probed"])
+async def test_dedup_finds_exactly_the_stored_signatures_of_a_batch(
+    warehouse: EmbeddedWarehouse, records: list[dict[str, Any]], scan_rows: int
+) -> None:
+    await _service(warehouse).ingest_body(msgspec.json.encode(records[:150]), None, source="test")
+    warehouse.dedup_scan_rows = scan_rows
+    candidates = [r["signature"] for r in records[140:160]]
+    times = [datetime.fromtimestamp(r["block_time"] / 1000, UTC) for r in records]
+    found = await warehouse.known_signatures(pa.array(candidates), min(times), max(times))
+    assert found == {r["signature"] for r in records[140:150]}
+
+
+class _HeldFirstInsert:
+    """The real warehouse, except that the first transactions insert waits for `release`."""
+
+    def __init__(self, inner: EmbeddedWarehouse) -> None:
+        self.inner = inner
+        self.inserted_rows: list[int] = []
+        self.release = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def insert_arrow(self, table: str, data: Any) -> None:
+        if table == "transactions":
+            self.inserted_rows.append(data.num_rows)
+            if len(self.inserted_rows) == 1:
+                await self.release.wait()
+        await self.inner.insert_arrow(table, data)
+
+
+async def _until(condition: Any, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def _groups_behind_a_held_insert(
+    warehouse: EmbeddedWarehouse, records: list[dict[str, Any]], groups: int
+) -> tuple[_HeldFirstInsert, IngestService, list[asyncio.Task[Any]]]:
+    """A 50-row batch whose insert is held, and `groups` 50-row batches prepared behind it."""
+    held = _HeldFirstInsert(warehouse)
+    service = IngestService(held, RecentTransactions(1000))  # type: ignore[arg-type]
+
+    def ingest(start: int) -> asyncio.Task[Any]:
+        body = msgspec.json.encode(records[start : start + 50])
+        return asyncio.create_task(service.ingest_body(body, None, source="test"))
+
+    tasks = [ingest(0)]
+    await _until(lambda: held.inserted_rows)
+    tasks += [ingest(50 * (i + 1)) for i in range(groups)]
+    await _until(lambda: len(service._prepared) == groups)
+    return held, service, tasks
+
+
+async def test_groups_prepared_during_an_insert_are_stored_together_by_the_next_one(
+    warehouse: EmbeddedWarehouse, records: list[dict[str, Any]]
+) -> None:
+    held, service, tasks = await _groups_behind_a_held_insert(warehouse, records, 3)
+    held.release.set()
+    reports = await asyncio.gather(*tasks)
+    assert held.inserted_rows == [50, 150]
+    assert [r.accepted for r in reports] == [50, 50, 50, 50]
+    assert await _count(warehouse) == 200
+    assert not service._in_flight
+
+
+async def test_a_failed_insert_fails_every_group_it_held_and_the_next_insert_still_runs(
+    warehouse: EmbeddedWarehouse, records: list[dict[str, Any]]
+) -> None:
+    held, service, tasks = await _groups_behind_a_held_insert(warehouse, records, 2)
+    await warehouse.execute("RENAME TABLE arbitrage.transactions TO arbitrage.transactions_away")
+    held.release.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(r, Exception) for r in results)
+    await warehouse.execute("RENAME TABLE arbitrage.transactions_away TO arbitrage.transactions")
+    retried = await service.ingest_body(msgspec.json.encode(records[:150]), None, source="test")
+    assert retried.accepted == 150
+    assert await _count(warehouse) == 150
     assert not service._in_flight
 
 
