@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -112,3 +113,36 @@ def process_group_cpu_seconds(pgid: int) -> float:
         if int(fields[2]) == pgid:
             ticks += int(fields[11]) + int(fields[12])
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+INGEST_STAGES = ("decode", "derive", "dedup", "enrich", "insert", "kafka batch_store", "kafka commit")
+_STAGE_SAMPLE = re.compile(
+    r"^(?:arbitrage_ingest_(?:batch_duration_seconds|insert_rows)|kafka_ingest_(batch_store|commit)_seconds)"
+    r'_(sum|count)(?:\{stage="(\w+)"\})? (\S+)$'
+)
+
+
+def ingest_stage_totals(metrics_text: str) -> dict[str, float]:
+    """Cumulative seconds and counts per ingest stage, and rows per insert, from Prometheus text."""
+    found = {}
+    for line in metrics_text.splitlines():
+        if match := _STAGE_SAMPLE.match(line):
+            kafka_step, kind, stage, value = match.groups()
+            found[f"{stage or (f'kafka {kafka_step}' if kafka_step else 'insert_rows')}_{kind}"] = float(value)
+    return found
+
+
+def ingest_stage_rows(totals: dict[str, float]) -> list[tuple[str, str]]:
+    """Table rows: mean rows per insert and mean wall time per batch of each stage."""
+    rows = [
+        (
+            "rows per insert (mean)",
+            f"{totals.get('insert_rows_sum', 0) / max(totals.get('insert_rows_count', 0), 1):,.0f}",
+        )
+    ]
+    for stage in INGEST_STAGES:
+        if count := totals.get(f"{stage}_count", 0):
+            rows.append(
+                (f"  {stage} per batch (mean)", f"{totals[f'{stage}_sum'] / count * 1000:.1f} ms x {count:,.0f}")
+            )
+    return rows

@@ -8,7 +8,6 @@ IPC with `--format arrow`) from this process over several connections, and print
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import tempfile
 import time
@@ -19,7 +18,15 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import arrow_bodies, json_bodies, machine, print_table, process_group_cpu_seconds
+from benchmarks._common import (
+    arrow_bodies,
+    ingest_stage_rows,
+    ingest_stage_totals,
+    json_bodies,
+    machine,
+    print_table,
+    process_group_cpu_seconds,
+)
 from tests.e2e.server import ServerProcess
 
 CONTENT_TYPES = {"json": "application/json", "arrow": "application/vnd.apache.arrow.stream"}
@@ -85,30 +92,13 @@ def main() -> None:
             ("server cores busy", f"{server_cpu / elapsed:.2f}"),
             ("target", ">= 100,000 tx/s"),
             ("health", parts["status"]),
-            ("rows per insert (mean)", f"{metrics['insert_rows_sum'] / max(metrics['insert_rows_count'], 1):,.0f}"),
-            *[
-                (f"  {stage} per batch (mean)", f"{metrics[f'{stage}_sum'] / count * 1000:.1f} ms x {count:,.0f}")
-                for stage in STAGES
-                if (count := metrics.get(f"{stage}_count", 0))
-            ],
+            *ingest_stage_rows(metrics),
         ],
     )
 
 
-STAGES = ("decode", "derive", "dedup", "enrich", "insert")
-_SAMPLE = re.compile(
-    r'^arbitrage_ingest_(?:batch_duration_seconds|insert_rows)_(sum|count)(?:\{stage="(\w+)"\})? (\S+)$'
-)
-
-
 def stage_metrics(url: str) -> dict[str, float]:
-    """Cumulative seconds and counts per ingest stage, and rows per insert, from /metrics."""
-    found = {}
-    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
-        if match := _SAMPLE.match(line):
-            kind, stage, value = match.groups()
-            found[f"{stage or 'insert_rows'}_{kind}"] = float(value)
-    return found
+    return ingest_stage_totals(httpx.get(f"{url}/metrics", timeout=30).text)
 
 
 if __name__ == "__main__":

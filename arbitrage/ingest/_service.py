@@ -138,9 +138,11 @@ class IngestService:
         self._pending += 1
         METRICS.ingest_pending.set(self._pending)
         try:
+            started = time.perf_counter()
             with span("ingest.decode"):
                 async with self._decoders:
                     decoded = await asyncio.to_thread(decode_records, records)
+            METRICS.ingest_batch_seconds.labels("decode").observe(time.perf_counter() - started)
             return await self._store(decoded, source)
         finally:
             self._pending -= 1

@@ -20,6 +20,12 @@ BATCH_SECONDS = Histogram(
     buckets=_BUCKETS,
     registry=METRICS.registry,
 )
+COMMIT_SECONDS = Histogram(
+    "kafka_ingest_commit_seconds",
+    "Time to produce a stored batch's derived records and commit its offsets (one transaction).",
+    buckets=_BUCKETS,
+    registry=METRICS.registry,
+)
 LAG = Gauge(
     "kafka_consumer_lag",
     "Messages behind the high watermark, per assigned partition.",

@@ -3,7 +3,8 @@
 The event loop runs the pipeline and only awaits: `consume()` lives in the fetch thread,
 decode/insert in the ingest service's worker threads, and the blocking producer and
 commit calls in a worker thread. Batches are stored up to `max_inflight_batches` at once
-(the next decodes while the previous inserts) and committed strictly in fetch order.
+(the next decodes while the previous inserts) and committed strictly in fetch order, each
+commit beside the storing of the batches after it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from confluent_kafka import Message as KafkaMessage
 
 from arbitrage.errors import ValidationError
 from arbitrage.ingest import IngestService
+from arbitrage.ingest.kafka import _metrics as m
 from arbitrage.ingest.kafka._commit import Committer, PlainCommitter, TransactionalCommitter
 from arbitrage.ingest.kafka._fetch import Barrier, Channel, Chunk, Fetcher, Stop
 from arbitrage.ingest.kafka._offsets import BrokerOffsets
@@ -67,8 +69,11 @@ class KafkaIngest:
         self.ingest = ingest
         self.options = options
         self._store_step = StoreStep(ingest, backoff_max_s=options.retry_backoff_max_s)
-        self._recovery = RecoveryWindow(span=2 * options.max_inflight_batches * options.batch_size)
+        # Stored but uncommitted: the batches in flight and the one committing, twice over for safety.
+        self._recovery = RecoveryWindow(span=2 * (options.max_inflight_batches + 1) * options.batch_size)
         self._inflight: deque[asyncio.Task[StoredBatch]] = deque()
+        self._committing: asyncio.Task[None] | None = None
+        """The commit of the newest stored batch; it runs while the next batches are stored."""
         self._committed: dict[int, int] = {}
         self._task: asyncio.Task[None] | None = None
         self._fetcher: Fetcher | None = None
@@ -134,12 +139,14 @@ class KafkaIngest:
             log.warning("Kafka ingest did not finish its batches in time; they will be consumed again")
         except Exception:
             log.exception("Kafka ingest pipeline failed")
-        for task in [self._task, *self._inflight]:
+        tasks = [self._task, *self._inflight, *([self._committing] if self._committing else [])]
+        for task in tasks:
             task.cancel()
-        for task in [self._task, *self._inflight]:
+        for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
         self._inflight.clear()
+        self._committing = None
         if self._committer is not None:
             await asyncio.to_thread(self._committer.close)
         with contextlib.suppress(TimeoutError):
@@ -164,6 +171,7 @@ class KafkaIngest:
             if isinstance(item, Barrier | Stop):
                 while self._inflight:
                     await self._commit_oldest()
+                await self._commits_done()
                 if isinstance(item, Stop):
                     return
                 item.done.set()
@@ -181,10 +189,25 @@ class KafkaIngest:
             await self._commit_oldest()
 
     async def _commit_oldest(self) -> None:
-        assert self._committer is not None
+        """Hand the oldest batch, once stored, to the commit stage; commits stay in fetch order.
+
+        The commit (derived records, offsets: one transaction) runs while the next batches are
+        stored; only one runs at a time, so at most one stored batch waits beyond those in flight.
+        """
         batch = await self._inflight.popleft()
+        await self._commits_done()
+        self._committing = asyncio.create_task(self._commit(batch))
+
+    async def _commits_done(self) -> None:
+        if self._committing is not None:
+            await self._committing
+            self._committing = None
+
+    async def _commit(self, batch: StoredBatch) -> None:
+        assert self._committer is not None
         try:
-            await asyncio.to_thread(self._committer.commit, batch)
+            with m.COMMIT_SECONDS.time():
+                await asyncio.to_thread(self._committer.commit, batch)
         except Exception as exc:  # CommitFailed, or a broker call that timed out
             log.error("offsets %s were not committed (%s); those messages will be consumed again", batch.offsets, exc)
             return
