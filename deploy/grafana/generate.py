@@ -77,7 +77,11 @@ DASHBOARDS: dict[str, tuple[str, list[dict[str, Any]]]] = {
             ),
             panel("Kafka consumer lag", {"partition {{partition}}": "sum by (partition) (kafka_consumer_lag)"}),
             panel("Kafka paused partitions", {"{{instance}}": "kafka_ingest_paused_partitions"}),
-            panel("Kafka batch store p95", {"p95": p95("kafka_ingest_batch_store_seconds")}, "s"),
+            panel(
+                "Kafka batch store and commit p95",
+                {"store": p95("kafka_ingest_batch_store_seconds"), "commit": p95("kafka_ingest_commit_seconds")},
+                "s",
+            ),
             panel(
                 "Kafka commits and rebalances",
                 {
