@@ -88,20 +88,21 @@ def _client_process(host: str, port: int, n: int, stored: Any, out: Any) -> None
 def _ingest(url: str, rate: int, seconds: float, batch: int, posters: int = 4) -> tuple[int, float]:
     """Post batches at `rate` tx/s from `posters` threads (or as fast as the server takes them)."""
     bodies = json_bodies(int(rate * seconds), batch, seed=rate)
+    # One client, one kept-alive connection per poster thread, as a real producer would hold.
+    client = httpx.Client(timeout=120, limits=httpx.Limits(max_connections=posters))
     started = time.perf_counter()
 
     def post(i: int) -> int:
         delay = started + i * batch / rate - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
-        with httpx.Client(timeout=120) as client:
-            while True:
-                response = client.post(f"{url}/ingest", content=bodies[i])
-                if response.status_code != 503:
-                    return int(response.json()["accepted"])
-                time.sleep(0.05)
+        while True:
+            response = client.post(f"{url}/ingest", content=bodies[i])
+            if response.status_code != 503:
+                return int(response.json()["accepted"])
+            time.sleep(0.05)
 
-    with ThreadPoolExecutor(posters) as pool:
+    with client, ThreadPoolExecutor(posters) as pool:
         stored = sum(pool.map(post, range(len(bodies))))
     return stored, time.perf_counter() - started
 

@@ -116,7 +116,7 @@ async def _sse_body(
     feed: LiveFeed, filters: StreamFilter, fields: Fields, after: int | None, max_events: int, keepalive: float
 ) -> AsyncIterator[bytes]:
     # The subscription is taken here, when the body starts streaming, and released when it ends.
-    resume = feed.resume(filters, max_events, after)
+    resume = feed.resume(filters, max_events, after, sse_fields=fields)
     try:
         yield b": connected position=%d\nretry: 1000\n\n" % resume.position
         async for chunk in _backlog(feed, filters, resume, lambda b, s: b.sse_chunk(fields, s)):

@@ -221,17 +221,17 @@ class IngestService:
 
     async def _prepare(self, frames: list[pl.DataFrame]) -> _Prepared:
         """Dedup (against the warehouse and the groups still being inserted) and enrich, in order."""
+        # Frames of 100+ columns: whole-frame polars work runs in worker threads, off the
+        # event loop that also serves the live streams.
         started = time.perf_counter()
-        combined = pl.concat(
-            [f.with_columns(pl.lit(i, pl.UInt32).alias(_BATCH)) for i, f in enumerate(frames)], how="vertical"
-        ).unique(subset="signature", keep="first", maintain_order=True)
+        combined = await asyncio.to_thread(_combined, frames)
         times = combined["block_time"]
         with span("ingest.dedup"):
             known = await self.warehouse.known_signatures(combined["signature"].to_arrow(), times.min(), times.max())  # type: ignore[arg-type]
-        if known:
-            combined = combined.filter(~pl.col("signature").is_in(list(known)))
-        if self._in_flight:
-            combined = combined.filter(~pl.col("signature").is_in(pl.concat(list(self._in_flight.values()))))
+        skipped = [pl.Series(list(known), dtype=pl.String)] if known else []
+        skipped += list(self._in_flight.values())
+        if skipped:
+            combined = await asyncio.to_thread(_without, combined, skipped)
         METRICS.ingest_batch_seconds.labels("dedup").observe(time.perf_counter() - started)
         if combined.is_empty():
             return _Prepared(combined.drop(_BATCH), combined[_BATCH], len(frames))
@@ -269,19 +269,20 @@ class IngestService:
         frames = [prepared.rows for prepared, _ in groups if len(prepared.rows)]
         try:
             if frames:
-                rows = frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical_relaxed")
+                rows = await asyncio.to_thread(_arrow_rows, frames)
                 started = time.perf_counter()
                 with span("ingest.insert"):
-                    await self.warehouse.insert_arrow("transactions", rows.to_arrow())
+                    await self.warehouse.insert_arrow("transactions", rows)
                 METRICS.ingest_batch_seconds.labels("insert").observe(time.perf_counter() - started)
-                METRICS.ingest_insert_rows.observe(len(rows))
+                METRICS.ingest_insert_rows.observe(rows.num_rows)
+            per_batch = await asyncio.to_thread(lambda: [prepared.per_batch() for prepared, _ in groups])
         except BaseException as exc:
             _fail(futures, exc)
             if not isinstance(exc, Exception):
                 raise
         else:
-            for prepared, group_futures in groups:
-                for future, stored in zip(group_futures, prepared.per_batch(), strict=True):
+            for (_, group_futures), stored_per_batch in zip(groups, per_batch, strict=True):
+                for future, stored in zip(group_futures, stored_per_batch, strict=True):
                     if not future.done():
                         future.set_result(stored)
         finally:
@@ -355,6 +356,21 @@ def _fail(futures: Sequence[asyncio.Future[pl.DataFrame]], exc: BaseException) -
     for future in futures:
         if not future.done():
             future.set_exception(exc)
+
+
+def _combined(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    """The group's batches as one frame, first of each signature kept, tagged with its batch."""
+    tagged = [f.with_columns(pl.lit(i, pl.UInt32).alias(_BATCH)) for i, f in enumerate(frames)]
+    return pl.concat(tagged, how="vertical").unique(subset="signature", keep="first", maintain_order=True)
+
+
+def _without(frame: pl.DataFrame, signatures: list[pl.Series]) -> pl.DataFrame:
+    return frame.filter(~pl.col("signature").is_in(pl.concat(signatures)))
+
+
+def _arrow_rows(frames: list[pl.DataFrame]) -> pa.Table:
+    rows = frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical_relaxed")
+    return rows.to_arrow()
 
 
 def _derive_unique(raw: pl.DataFrame, source: str) -> pl.DataFrame:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import msgspec
@@ -111,6 +112,14 @@ def project(payload: bytes, fields: Fields) -> bytes:
     return msgspec.json.encode({name: whole[name] for name in fields if name in whole})
 
 
+@dataclass
+class Renders:
+    """What a batch's subscribers read: whole events, and the field selections of SSE clients."""
+
+    events: bool = False
+    sse_fields: set[tuple[str, ...]] = field(default_factory=set)
+
+
 class LiveBatch:
     """Events stored together (contiguous positions), with encodings cached per field selection.
 
@@ -164,6 +173,21 @@ class LiveBatch:
             await asyncio.to_thread(self._render)
         return self
 
+    async def prepare(self, renders: Renders) -> None:
+        """Render what subscribers will read in a worker thread, before the batch is shared.
+
+        Whole events only when someone needs them (a filter, whole transactions, WebSocket);
+        SSE clients that ask for `fields` get frames rendered from the rows' columns alone.
+        """
+        if renders.sse_fields or (renders.events and self._events is None):
+            await asyncio.to_thread(self._prepare, renders)
+
+    def _prepare(self, renders: Renders) -> None:
+        if renders.events:
+            self._render()
+        for fields in renders.sse_fields:
+            self.sse_chunk(fields)
+
     def _render(self) -> None:
         rows = self._rows
         if self._events is None and rows is not None:
@@ -183,11 +207,18 @@ class LiveBatch:
         frames = self._frames.get(fields)
         if frames is None:
             frames = [
-                b"id: %d\nevent: transaction\ndata: %s\n\n" % (e.position, payload)
-                for e, payload in zip(self.events, self._payloads(fields), strict=True)
+                b"id: %d\nevent: transaction\ndata: %s\n\n" % (position, payload)
+                for position, payload in zip(self._positions(), self._payloads(fields), strict=True)
             ]
             self._frames[fields] = frames
         return frames
+
+    def _positions(self) -> list[int]:
+        if self._events is not None:
+            return [e.position for e in self._events]
+        assert self._rows is not None
+        positions: list[int] = self._rows[POSITION_COLUMN].to_list()  # sorted by `of_rows`
+        return positions
 
     def _payloads(self, fields: Fields) -> list[bytes]:
         """Each event's JSON with only `fields`: rendered from the rows when the batch has them."""

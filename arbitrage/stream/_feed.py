@@ -80,12 +80,21 @@ class LiveFeed:
             if await self.redis.publish(await batch.ready()):
                 return
         elif self.hub.subscribers:
-            await batch.ready()
+            await batch.prepare(self.hub.renders())
         self.hub.accept(batch)
 
-    def resume(self, filters: StreamFilter, max_events: int, last_event_id: int | None) -> Resume:
-        """Subscribe and take the backlog in one step (no await), so nothing falls between them."""
-        subscription = self.hub.subscribe(filters, max_events)
+    def resume(
+        self,
+        filters: StreamFilter,
+        max_events: int,
+        last_event_id: int | None,
+        sse_fields: tuple[str, ...] | None = None,
+    ) -> Resume:
+        """Subscribe and take the backlog in one step (no await), so nothing falls between them.
+
+        `sse_fields`: an SSE client's field selection, when it reads nothing else of an event.
+        """
+        subscription = self.hub.subscribe(filters, max_events, sse_fields)
         position = self.hub.position
         if last_event_id is None or last_event_id >= position:
             return Resume(subscription, None, 0, [], position)

@@ -15,15 +15,17 @@ import heapq
 import itertools
 from collections import deque
 
-from arbitrage.stream._events import LiveBatch, StreamFilter
+from arbitrage.stream._events import LiveBatch, Renders, StreamFilter
 
 
 class Subscription:
     """One client's view of the feed: its filter and a bounded queue of matching batches."""
 
-    def __init__(self, filters: StreamFilter, max_events: int) -> None:
+    def __init__(self, filters: StreamFilter, max_events: int, sse_fields: tuple[str, ...] | None = None) -> None:
         self.filters = filters
         self.max_events = max_events
+        self.sse_fields = sse_fields
+        """Set for an SSE client that reads only these fields: it needs no whole-event render."""
         self.dropped = False
         self.queued_events = 0
         self._queue: asyncio.Queue[tuple[LiveBatch, list[int] | None] | None] = asyncio.Queue()
@@ -102,10 +104,22 @@ class StreamHub:
         """Forget which position comes next (after re-subscribing to Redis): the next batch sets it."""
         self._next = None
 
-    def subscribe(self, filters: StreamFilter, max_events: int) -> Subscription:
-        subscription = Subscription(filters, max_events)
+    def subscribe(
+        self, filters: StreamFilter, max_events: int, sse_fields: tuple[str, ...] | None = None
+    ) -> Subscription:
+        subscription = Subscription(filters, max_events, sse_fields)
         self._subscribers.add(subscription)
         return subscription
+
+    def renders(self) -> Renders:
+        """What the current subscribers will read of a batch, so it can be rendered off the loop."""
+        renders = Renders()
+        for subscription in self._subscribers:
+            if subscription.sse_fields is None or not subscription.filters.is_empty:
+                renders.events = True
+            else:
+                renders.sse_fields.add(subscription.sse_fields)
+        return renders
 
     def unsubscribe(self, subscription: Subscription) -> None:
         self._subscribers.discard(subscription)

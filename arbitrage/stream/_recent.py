@@ -26,20 +26,36 @@ class RecentTransactions:
 
     def __init__(self, capacity: int = 10_000) -> None:
         self.capacity = capacity
-        self._frame: pl.DataFrame | None = None
+        self._top: pl.DataFrame | None = None
+        self._added: list[pl.DataFrame] = []
+        """Batches not merged into `_top` yet: merging (a sort of 100+ columns) waits for a read
+        or for `capacity` rows, not for every batch, since it runs on the event loop."""
+        self._added_rows = 0
         self._kept: dict[Hashable, Any] = {}
         """Pages and what callers derived from them since the last add: many readers, one render."""
 
     def __len__(self) -> int:
-        return 0 if self._frame is None else len(self._frame)
+        frame = self._frame()
+        return 0 if frame is None else len(frame)
 
     def add(self, stored: pl.DataFrame) -> None:
-        """Merge a stored batch (call from the event loop)."""
+        """Take a stored batch (call from the event loop)."""
         if stored.is_empty():
             return
-        merged = stored if self._frame is None else pl.concat([self._frame, stored], how="diagonal_relaxed")
-        self._frame = merged.sort(_KEYS, descending=True).head(self.capacity)
+        self._added.append(stored)
+        self._added_rows += len(stored)
         self._kept.clear()
+        if self._added_rows >= self.capacity:
+            self._frame()
+
+    def _frame(self) -> pl.DataFrame | None:
+        """The newest `capacity` rows, newest first, with every batch added so far merged in."""
+        if self._added:
+            frames = ([] if self._top is None else [self._top]) + self._added
+            merged = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
+            self._top = merged.sort(_KEYS, descending=True).head(self.capacity)
+            self._added, self._added_rows = [], 0
+        return self._top
 
     def page(self, limit: int, before: tuple[datetime, str] | None = None) -> list[bytes] | None:
         """Up to `limit` rows strictly older than `before`; None when memory cannot answer fully."""
@@ -59,14 +75,15 @@ class RecentTransactions:
         return value
 
     def _render_page(self, limit: int, before: tuple[datetime, str] | None) -> list[bytes] | None:
-        if self._frame is None:
+        top = self._frame()
+        if top is None:
             return None
-        frame = self._frame
+        frame = top
         if before is not None:
             at, sig = before
             frame = frame.filter(
                 (pl.col("block_time") < at) | ((pl.col("block_time") == at) & (pl.col("signature") < sig))
             )
-        if len(frame) < limit and len(self._frame) >= self.capacity:
+        if len(frame) < limit and len(top) >= self.capacity:
             return None
         return render_transactions(frame.head(limit))

@@ -89,3 +89,33 @@ async def test_field_selections_rendered_from_rows_match_projected_payloads(
         head_right, _, data_right = right.partition(b"data: ")
         assert head_left == head_right
         assert msgspec.json.decode(data_left) == msgspec.json.decode(data_right)
+
+
+async def test_a_batch_prepared_for_field_only_sse_clients_renders_no_whole_events(stored: pl.DataFrame) -> None:
+    hub = StreamHub()
+    hub.subscribe(StreamFilter(), 1_000, sse_fields=("signature", "net_profit_sol"))
+    renders = hub.renders()
+    assert (renders.events, renders.sse_fields) == (False, {("signature", "net_profit_sol")})
+    batch = LiveBatch.of_rows(stored)
+    await batch.prepare(renders)
+    assert batch._events is None
+    expected = await LiveBatch.of_rows(stored).ready()
+    assert (
+        batch.sse_chunk(("signature", "net_profit_sol")).split(b"\n", 1)[1]
+        == expected.sse_chunk(("signature", "net_profit_sol")).split(b"\n", 1)[1]
+    )
+
+
+@pytest.mark.parametrize(
+    ("filters", "sse_fields"),
+    [(StreamFilter(), None), (StreamFilter(dex="raydium_amm"), ("signature",))],
+    ids=["whole-transactions", "filtered"],
+)
+async def test_a_batch_is_rendered_whole_when_a_subscriber_reads_whole_events(
+    stored: pl.DataFrame, filters: StreamFilter, sse_fields: tuple[str, ...] | None
+) -> None:
+    hub = StreamHub()
+    hub.subscribe(filters, 1_000, sse_fields=sse_fields)
+    batch = LiveBatch.of_rows(stored)
+    await batch.prepare(hub.renders())
+    assert batch._events is not None

@@ -1,0 +1,44 @@
+"""RecentTransactions: the newest stored rows, whatever order and size their batches come in."""
+
+from __future__ import annotations
+
+import msgspec
+import polars as pl
+
+from arbitrage.ingest._decode import decode_body
+from arbitrage.ingest._derive import derive
+from arbitrage.simulator import Simulator
+from arbitrage.stream import RecentTransactions
+
+
+def _stored(n: int) -> pl.DataFrame:
+    records = Simulator(seed=11, start=Simulator.start_for(n)).records(n)
+    return derive(decode_body(msgspec.json.encode(records), "json").frame, source="test")
+
+
+def _signatures(page: list[bytes] | None) -> list[str]:
+    assert page is not None
+    return [msgspec.json.decode(p)["signature"] for p in page]
+
+
+def test_small_batches_in_any_order_leave_the_newest_rows_newest_first() -> None:
+    stored = _stored(300).sample(fraction=1.0, shuffle=True, seed=3)
+    recent = RecentTransactions(capacity=100)
+    newest = stored.sort(["block_time", "signature"], descending=True)["signature"].to_list()
+    for start in range(0, 300, 7):
+        recent.add(stored.slice(start, 7))
+        seen = stored.head(start + 7).sort(["block_time", "signature"], descending=True)
+        assert _signatures(recent.page(5)) == seen["signature"].head(5).to_list()
+    assert len(recent) == 100
+    assert _signatures(recent.page(100)) == newest[:100]
+
+
+def test_a_page_past_what_is_kept_is_not_answered_from_memory() -> None:
+    stored = _stored(60)
+    recent = RecentTransactions(capacity=50)
+    recent.add(stored)
+    oldest_kept = recent.page(50)
+    assert oldest_kept is not None
+    last = msgspec.json.decode(oldest_kept[-1])
+    row = stored.filter(pl.col("signature") == last["signature"]).row(0, named=True)
+    assert recent.page(10, (row["block_time"], row["signature"])) is None
