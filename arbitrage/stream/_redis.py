@@ -130,7 +130,10 @@ class RedisLink:
                 self._subscribed.set()
                 async for message in pubsub.listen():
                     if message["type"] == "message":
-                        self.hub.accept(decode_wire(message["data"]))
+                        batch = decode_wire(message["data"])
+                        if self.hub.subscribers:
+                            await batch.prepare(self.hub.renders())
+                        self.hub.accept(batch)
             except (RedisError, OSError) as exc:
                 self._lost(exc)
             finally:
