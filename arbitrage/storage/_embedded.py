@@ -199,9 +199,12 @@ class EmbeddedWarehouse:
         self._check_open()
         connection = chdb.connect(str(self._chdb_path))
         try:
-            # Each extra reading thread reads ahead its own blocks: with two, a 1M-row export
-            # held ~450 MB more than a 100k-row one; with one it holds the same, as fast.
-            connection.query("SET max_threads = 1")
+            # A streamed result is read by one thread in small blocks: each extra thread read
+            # ahead blocks of its own (with two, a 1M-row export held ~450 MB more than a
+            # 100k-row one), and a FINAL read in key order holds a block of every part it
+            # merges (small blocks: 1.2 GB instead of 1.7 GB over 20 parts). Just as fast here.
+            for setting in ("max_threads = 1", "max_block_size = 4096", "preferred_block_size_bytes = 262144"):
+                connection.query(f"SET {setting}")
             result = connection.send_query(inline_params(sql, params), "Arrow")
             return _Stream(connection, result.record_batch(rows_per_batch=batch_rows))
         except Exception as exc:

@@ -95,8 +95,9 @@ async def test_streamed_results_arrive_in_bounded_batches(warehouse: EmbeddedWar
 async def test_a_streamed_result_is_read_by_one_thread_so_its_memory_does_not_grow_with_rows(
     warehouse: EmbeddedWarehouse,
 ) -> None:
-    streamed = [b async for b in warehouse.stream_arrow("SELECT getSetting('max_threads') AS threads")]
-    assert streamed[0].column("threads").to_pylist() == [1]
+    sql = "SELECT getSetting('max_threads') AS threads, getSetting('max_block_size') AS block_rows"
+    streamed = [b async for b in warehouse.stream_arrow(sql)]
+    assert streamed[0].to_pylist() == [{"threads": 1, "block_rows": 4096}]
 
 
 async def test_query_parameters_are_bound_not_spliced(warehouse: EmbeddedWarehouse) -> None:
