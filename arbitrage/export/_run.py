@@ -40,6 +40,9 @@ from arbitrage.storage import Warehouse
 SOURCE_TABLE = "transactions"
 
 # Partition keys → ClickHouse expressions (values become `key=value` directory names).
+_IN_MONTH = " /* in month */"
+TIME_ORDERED_PARTITIONS = frozenset({"date", "hour", "month"})
+"""Partition keys whose order is the order of block time."""
 PARTITION_EXPRESSIONS: dict[str, str] = {
     "date": "toString(toDate(block_time))",
     "hour": "formatDateTime(block_time, '%Y-%m-%dT%H')",
@@ -202,9 +205,10 @@ async def run_export(
             order.append(PARTITION_EXPRESSIONS[key])
             keys.append(f"__p{index}")
         order += ["block_time", "signature"]
-        sql = f"SELECT {', '.join(select)} FROM {source} WHERE {where} ORDER BY {', '.join(order)}"
+        sql = f"SELECT {', '.join(select)} FROM {source} WHERE {where}{_IN_MONTH} ORDER BY {', '.join(order)}"
+        months = await _months(warehouse, plan, f"{warehouse.database}.{table}", where, params)
         files = _Files(plan, destination, scaler, keys, progress)
-        stream = warehouse.stream_arrow(sql, params, batch_rows=batch_rows or plan.batch_rows)
+        stream = _read_by_month(warehouse, sql, params, months, batch_rows or plan.batch_rows)
         batches = _prefetched(stream)
         async with contextlib.aclosing(stream), contextlib.aclosing(batches):  # type: ignore[type-var]
             await _pipelined(batches, files, cancel, job_id)
@@ -251,6 +255,40 @@ async def run_export(
     return ExportResult(
         rows=progress.rows, bytes=progress.bytes, files=files.infos, manifest=manifest, watermark=ingested_upto
     )
+
+
+async def _months(
+    warehouse: Warehouse, plan: ExportPlan, table: str, where: str, params: dict[str, Any]
+) -> list[int | None]:
+    """The months to read one at a time, in order; `[None]` (one read) when the order is not by time.
+
+    A FINAL read in key order holds a block of every part it merges. Months are the table's
+    partitions, so reading one month at a time bounds memory by one month's parts, not by
+    every part of the range. The output order stays the same when it follows time: splits
+    are time ranges, and date, hour and month keys grow with time.
+    """
+    if not all(key in TIME_ORDERED_PARTITIONS for key in plan.request.partition_by):
+        return [None]
+    found = await warehouse.query_arrow(
+        f"SELECT DISTINCT toYYYYMM(block_time) AS month FROM {table} WHERE {where} ORDER BY month", params
+    )
+    return list(found.column("month").to_pylist())
+
+
+async def _read_by_month(
+    warehouse: Warehouse, sql: str, params: dict[str, Any], months: list[int | None], batch_rows: int
+) -> AsyncIterator[pa.RecordBatch]:
+    """The rows of `sql` (with an `_IN_MONTH` slot) read month after month."""
+    for month in months:
+        if month is None:
+            query, values = sql, params
+        else:
+            query = sql.replace(_IN_MONTH, " AND toYYYYMM(block_time) = {export_month:UInt32}")
+            values = {**params, "export_month": month}
+        stream = warehouse.stream_arrow(query, values, batch_rows=batch_rows)
+        async with contextlib.aclosing(stream):  # type: ignore[type-var]
+            async for batch in stream:
+                yield batch
 
 
 async def _pipelined(

@@ -75,6 +75,34 @@ async def test_batches_come_out_in_block_time_order_across_many_small_batches(
     assert info.sha256 == hashlib.sha256((tmp_path / info.path).read_bytes()).hexdigest()
 
 
+@pytest.mark.parametrize("partition_by", [[], ["date"], ["dex"]], ids=["whole", "by-date", "by-dex"])
+async def test_rows_spanning_several_months_come_out_once_each_in_order(
+    warehouse: EmbeddedWarehouse, make_transactions, tmp_path: Path, partition_by: list[str]
+):
+    # Three months (three partitions), read month by month unless the order is not by time.
+    for seed, month in ((1, 1), (2, 3), (3, 2)):
+        start = datetime(2024, month, 27, 23, tzinfo=UTC)
+        await warehouse.insert_arrow("transactions", make_transactions(3000, seed=seed, start=start))
+    request = ExportRequest(columns=["signature", "block_time", "dexes"], partition_by=partition_by)
+    plan = plan_export("csv", request, await table_columns(warehouse))
+    result = await run_export(
+        warehouse, plan, Destination(str(tmp_path), "months"), job_id="months", ingested_upto=datetime.now(UTC)
+    )
+    assert result.rows == 9000
+    options = pacsv.ConvertOptions(column_types={"signature": pa.string(), "block_time": pa.string()})
+    files = [pacsv.read_csv(tmp_path / info.path, convert_options=options) for info in result.files]
+    signatures = [sig for f in files for sig in f.column("signature").to_pylist()]
+    assert len(signatures) == len(set(signatures)) == 9000
+    for written in files:
+        rows = list(zip(written.column("block_time").to_pylist(), written.column("signature").to_pylist(), strict=True))
+        assert rows == sorted(rows)
+    if partition_by != ["dex"]:
+        expected = await warehouse.query_arrow(
+            f"SELECT signature FROM {warehouse.database}.transactions ORDER BY block_time, signature"
+        )
+        assert signatures == expected.column("signature").to_pylist()
+
+
 async def test_a_writer_failing_mid_way_fails_the_export_and_leaves_no_file(
     warehouse: EmbeddedWarehouse, make_transactions, tmp_path: Path
 ):
