@@ -25,6 +25,8 @@ from fsspec.implementations.local import LocalFileSystem
 
 STAGING_PREFIX = ".staging-"
 MANIFEST_NAME = "manifest.json"
+_O_DIRECT = getattr(os, "O_DIRECT", 0)
+"""Linux's flag; 0 where the platform has none (macOS), and files go through the cache."""
 PARALLEL_HASH_BYTES = 1 << 20
 """Writes at least this large are hashed on another thread while they are written."""
 _USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@")
@@ -105,11 +107,11 @@ class DirectFile(io.RawIOBase):
 
     def __init__(self, path: str) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        self.direct = _O_DIRECT != 0
         try:
-            self._fd = os.open(path, flags | os.O_DIRECT, 0o644)
-            self.direct = True
+            self._fd = os.open(path, flags | _O_DIRECT, 0o644)
         except OSError as exc:
-            if exc.errno != errno.EINVAL:
+            if exc.errno != errno.EINVAL or not self.direct:
                 raise
             self._fd = os.open(path, flags, 0o644)
             self.direct = False
@@ -161,7 +163,7 @@ class DirectFile(io.RawIOBase):
                 if exc.errno != errno.EINVAL or not self.direct:
                     raise
                 # Accepted at open, refused at write (some file systems): use the page cache.
-                fcntl.fcntl(self._fd, fcntl.F_SETFL, fcntl.fcntl(self._fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+                fcntl.fcntl(self._fd, fcntl.F_SETFL, fcntl.fcntl(self._fd, fcntl.F_GETFL) & ~_O_DIRECT)
                 self.direct = False
         self._used = 0
 
