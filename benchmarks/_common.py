@@ -128,7 +128,8 @@ def ingest_stage_totals(metrics_text: str) -> dict[str, float]:
     for line in metrics_text.splitlines():
         if match := _STAGE_SAMPLE.match(line):
             kafka_step, kind, stage, value = match.groups()
-            found[f"{stage or (f'kafka {kafka_step}' if kafka_step else 'insert_rows')}_{kind}"] = float(value)
+            name = stage or (f"kafka {kafka_step}" if kafka_step else "insert_rows")
+            found[f"{name}_{kind}"] = float(value)
     return found
 
 

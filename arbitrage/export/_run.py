@@ -40,7 +40,6 @@ from arbitrage.storage import Warehouse
 SOURCE_TABLE = "transactions"
 
 # Partition keys → ClickHouse expressions (values become `key=value` directory names).
-_IN_MONTH = " /* in month */"
 TIME_ORDERED_PARTITIONS = frozenset({"date", "hour", "month"})
 """Partition keys whose order is the order of block time."""
 PARTITION_EXPRESSIONS: dict[str, str] = {
@@ -205,10 +204,10 @@ async def run_export(
             order.append(PARTITION_EXPRESSIONS[key])
             keys.append(f"__p{index}")
         order += ["block_time", "signature"]
-        sql = f"SELECT {', '.join(select)} FROM {source} WHERE {where}{_IN_MONTH} ORDER BY {', '.join(order)}"
         months = await _months(warehouse, plan, f"{warehouse.database}.{table}", where, params)
         files = _Files(plan, destination, scaler, keys, progress)
-        stream = _read_by_month(warehouse, sql, params, months, batch_rows or plan.batch_rows)
+        query = _MonthlyQuery(f"SELECT {', '.join(select)} FROM {source}", where, f"ORDER BY {', '.join(order)}")
+        stream = _read_by_month(warehouse, query, params, months, batch_rows or plan.batch_rows)
         batches = _prefetched(stream)
         async with contextlib.aclosing(stream), contextlib.aclosing(batches):  # type: ignore[type-var]
             await _pipelined(batches, files, cancel, job_id)
@@ -275,17 +274,26 @@ async def _months(
     return list(found.column("month").to_pylist())
 
 
+@dataclass(frozen=True)
+class _MonthlyQuery:
+    """`<head> WHERE <where> <tail>`, whose WHERE can be narrowed to one month."""
+
+    head: str
+    where: str
+    tail: str
+
+    def sql(self, month: int | None) -> str:
+        in_month = "" if month is None else " AND toYYYYMM(block_time) = {export_month:UInt32}"
+        return f"{self.head} WHERE {self.where}{in_month} {self.tail}"
+
+
 async def _read_by_month(
-    warehouse: Warehouse, sql: str, params: dict[str, Any], months: list[int | None], batch_rows: int
+    warehouse: Warehouse, query: _MonthlyQuery, params: dict[str, Any], months: list[int | None], batch_rows: int
 ) -> AsyncIterator[pa.RecordBatch]:
-    """The rows of `sql` (with an `_IN_MONTH` slot) read month after month."""
+    """The rows of `query` read month after month (`None`: the whole range at once)."""
     for month in months:
-        if month is None:
-            query, values = sql, params
-        else:
-            query = sql.replace(_IN_MONTH, " AND toYYYYMM(block_time) = {export_month:UInt32}")
-            values = {**params, "export_month": month}
-        stream = warehouse.stream_arrow(query, values, batch_rows=batch_rows)
+        values = params if month is None else {**params, "export_month": month}
+        stream = warehouse.stream_arrow(query.sql(month), values, batch_rows=batch_rows)
         async with contextlib.aclosing(stream):  # type: ignore[type-var]
             async for batch in stream:
                 yield batch

@@ -211,12 +211,7 @@ class IngestService:
     ) -> tuple[
         list[tuple[pl.DataFrame, asyncio.Future[pl.DataFrame]]], list[tuple[pl.DataFrame, asyncio.Future[pl.DataFrame]]]
     ]:
-        taken, rows = 0, 0
-        for frame, _ in self._queued:
-            if taken and rows + len(frame) > self.max_group_rows:
-                break
-            taken += 1
-            rows += len(frame)
+        taken = _leading_within([len(frame) for frame, _ in self._queued], self.max_group_rows)
         return self._queued[:taken], self._queued[taken:]
 
     async def _prepare(self, frames: list[pl.DataFrame]) -> _Prepared:
@@ -249,12 +244,7 @@ class IngestService:
         """Insert the prepared groups in order, each insert taking every group that waits for it."""
         try:
             while self._prepared:
-                taken, rows = 0, 0
-                for prepared, _ in self._prepared:
-                    if taken and rows + len(prepared.rows) > self.max_group_rows:
-                        break
-                    taken += 1
-                    rows += len(prepared.rows)
+                taken = _leading_within([len(prepared.rows) for prepared, _ in self._prepared], self.max_group_rows)
                 groups, self._prepared = self._prepared[:taken], self._prepared[taken:]
                 await self._insert_groups(groups)
         except BaseException as exc:  # cancelled at shutdown: nobody is left waiting forever
@@ -356,6 +346,17 @@ def _fail(futures: Sequence[asyncio.Future[pl.DataFrame]], exc: BaseException) -
     for future in futures:
         if not future.done():
             future.set_exception(exc)
+
+
+def _leading_within(sizes: list[int], max_rows: int) -> int:
+    """How many of the first `sizes` fit in `max_rows` together (at least one)."""
+    taken, rows = 0, 0
+    for size in sizes:
+        if taken and rows + size > max_rows:
+            break
+        taken += 1
+        rows += size
+    return taken
 
 
 def _combined(frames: list[pl.DataFrame]) -> pl.DataFrame:

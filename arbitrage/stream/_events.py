@@ -169,8 +169,7 @@ class LiveBatch:
 
     async def ready(self) -> LiveBatch:
         """Render the events in a worker thread unless that is done already."""
-        if self._events is None:
-            await asyncio.to_thread(self._render)
+        await self.prepare(Renders(events=True))
         return self
 
     async def prepare(self, renders: Renders) -> None:

@@ -30,7 +30,6 @@ class RecentTransactions:
         self._added: list[pl.DataFrame] = []
         """Batches not merged into `_top` yet: merging (a sort of 100+ columns) waits for a read
         or for `capacity` rows, not for every batch, since it runs on the event loop."""
-        self._added_rows = 0
         self._kept: dict[Hashable, Any] = {}
         """Pages and what callers derived from them since the last add: many readers, one render."""
 
@@ -43,9 +42,8 @@ class RecentTransactions:
         if stored.is_empty():
             return
         self._added.append(stored)
-        self._added_rows += len(stored)
         self._kept.clear()
-        if self._added_rows >= self.capacity:
+        if sum(len(frame) for frame in self._added) >= self.capacity:
             self._frame()
 
     def _frame(self) -> pl.DataFrame | None:
@@ -54,7 +52,7 @@ class RecentTransactions:
             frames = ([] if self._top is None else [self._top]) + self._added
             merged = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
             self._top = merged.sort(_KEYS, descending=True).head(self.capacity)
-            self._added, self._added_rows = [], 0
+            self._added = []
         return self._top
 
     def page(self, limit: int, before: tuple[datetime, str] | None = None) -> list[bytes] | None:
