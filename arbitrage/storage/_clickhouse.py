@@ -32,7 +32,7 @@ from opentelemetry import trace
 from arbitrage.config import StorageSettings
 from arbitrage.errors import ConfigError, WarehouseUnavailable
 from arbitrage.storage._migrations import REPLICA_NAME, Migration, apply_migrations
-from arbitrage.storage._sql import TSV_ESCAPES, inline_params, param_text
+from arbitrage.storage._sql import INSERT_SETTINGS, TSV_ESCAPES, inline_params, param_text
 from arbitrage.telemetry import METRICS
 
 _tracer = trace.get_tracer("arbitrage.storage")
@@ -162,7 +162,7 @@ class ClickHouseWarehouse:
 
     async def insert_arrow(self, table: str, data: pa.Table) -> None:
         columns = ", ".join(f"`{name}`" for name in data.column_names)
-        sql = f"INSERT INTO {self.database}.{table} ({columns}) FORMAT ArrowStream"
+        sql = f"INSERT INTO {self.database}.{table} ({columns}) SETTINGS {INSERT_SETTINGS} FORMAT ArrowStream"
         with self._observe("insert"):
             payload = await asyncio.to_thread(arrow_stream_bytes, data)
             async with self._slots:

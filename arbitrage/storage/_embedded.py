@@ -22,7 +22,7 @@ from chdb import session as chdb_session
 
 from arbitrage.errors import WarehouseLocked, WarehouseUnavailable
 from arbitrage.storage._migrations import Migration, apply_migrations
-from arbitrage.storage._sql import inline_params
+from arbitrage.storage._sql import INSERT_SETTINGS, inline_params
 from arbitrage.telemetry import METRICS
 
 _STREAM_END = object()
@@ -239,7 +239,8 @@ class EmbeddedWarehouse:
         with self._python_tables, self._connection("insert") as connection:
             # chdb resolves Python(arrow_data) to this frame's local variable.
             connection.query(
-                f"INSERT INTO {self.database}.{table} ({columns}) SELECT {columns} FROM Python(arrow_data)"
+                f"INSERT INTO {self.database}.{table} ({columns}) SETTINGS {INSERT_SETTINGS} "
+                f"SELECT {columns} FROM Python(arrow_data)"
             )
 
     async def _applied_versions(self) -> set[int]:

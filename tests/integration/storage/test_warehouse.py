@@ -133,3 +133,27 @@ async def test_several_results_stream_at_once_beside_other_queries(warehouse: Em
         return rows
 
     assert await asyncio.gather(*(total(100_000 + i) for i in range(4))) == [100_000 + i for i in range(4)]
+
+
+async def test_inserts_write_compact_parts_and_large_merges_write_wide_ones(warehouse: EmbeddedWarehouse) -> None:
+    """Migration 006: merged parts of 32,768+ rows are wide (so merges can gather column by column)."""
+    await warehouse.execute("SYSTEM STOP MERGES arbitrage.transactions")
+    for part in range(2):
+        first = part * 20_000
+        await warehouse.insert_arrow(
+            "transactions",
+            pa.table(
+                {
+                    "signature": [f"sig{n}" for n in range(first, first + 20_000)],
+                    "slot": pa.array(range(first + 1, first + 20_001), pa.uint64()),
+                    "block_time": pa.array(
+                        [1_767_225_600_000 + n for n in range(first, first + 20_000)], pa.timestamp("ms", "UTC")
+                    ),
+                }
+            ),
+        )
+    parts_sql = "SELECT part_type, rows FROM system.parts WHERE database = 'arbitrage' AND table = 'transactions' AND active ORDER BY rows"
+    assert (await warehouse.query_arrow(parts_sql)).to_pylist() == [{"part_type": "Compact", "rows": 20_000}] * 2
+    await warehouse.execute("SYSTEM START MERGES arbitrage.transactions")
+    await warehouse.execute("OPTIMIZE TABLE arbitrage.transactions FINAL")
+    assert (await warehouse.query_arrow(parts_sql)).to_pylist() == [{"part_type": "Wide", "rows": 40_000}]
