@@ -563,8 +563,9 @@ def _network(rows: _Rows) -> dict[str, np.ndarray]:
     close_enough = has_prev & (gap <= RECENT_SLOTS)
     block_ms = rows.block_ms[order]
     prio, tip = rows.prio[order], rows.tip[order]
+    new_rows = np.flatnonzero(order >= rows.first_new)  # the tail's features are known already
     (prio_min, tip_min), (prio_max, tip_max), ((prio_p50, tip_p50), (prio_p90, tip_p90)) = window_quantiles(
-        np.stack([prio, tip]), start, (0.5, 0.9)
+        np.stack([prio, tip]), start, (0.5, 0.9), at=new_rows
     )
     with np.errstate(divide="ignore", invalid="ignore"):
         out = {

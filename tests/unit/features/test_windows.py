@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from arbitrage.features import _windows
 from arbitrage.features._windows import SortedGroups, prefix_sums, window_quantiles, window_sums
 
 events = st.lists(st.tuples(st.integers(0, 3), st.integers(0, 40), st.integers(0, 1_000)), min_size=1, max_size=60)
@@ -64,3 +67,43 @@ def test_window_quantiles_equal_polars_rolling_quantiles_over_the_same_windows(
     for name, actual in (("low", low), ("high", high), ("p50", p50), ("p90", p90)):
         wanted = expected.get_column(name).fill_null(np.nan).to_numpy()
         assert np.allclose(actual, wanted, rtol=1e-12, atol=0.0, equal_nan=True), name
+
+
+def _sorted_window_quantiles(values: np.ndarray, start: np.ndarray, q: float) -> np.ndarray:
+    """The definition: sort each window (NaN last) and interpolate linearly at q (m - 1)."""
+    out = np.full(values.shape[0], np.nan)
+    for i in range(values.shape[0]):
+        window = np.sort(values[start[i] : i])
+        if window.shape[0]:
+            at = (window.shape[0] - 1) * q
+            below, above = int(at), math.ceil(at)
+            out[i] = window[below] if below == above else (at - below) * (window[above] - window[below]) + window[below]
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    values=st.lists(st.one_of(st.integers(0, 9).map(float), st.just(math.nan), st.floats(-1e9, 1e9)), max_size=300),
+    width=st.integers(1, 400),
+    data=st.data(),
+)
+def test_window_quantiles_equal_sorting_each_window_for_the_rows_asked(
+    values: list[float], width: int, data: st.DataObject
+) -> None:
+    """Ties, NaN (sorted last, as np.sort does) and windows far longer than a slot's rows."""
+    n = len(values)
+    steps = data.draw(st.lists(st.booleans(), min_size=n, max_size=n))
+    start = np.maximum.accumulate(np.maximum(0, np.arange(n) - np.cumsum(steps) % width)).astype(np.int64)
+    start = np.minimum(start, np.arange(n))
+    at = np.array(sorted(data.draw(st.sets(st.integers(0, max(n - 1, 0)), max_size=n))) if n else [], dtype=np.int64)
+    series = np.array([values], dtype=np.float64)
+    asked = np.zeros(n, dtype=bool)
+    asked[at] = True
+    for sort_up_to in (0, 10**9):  # rank queries, then sorting each window
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(_windows, "_SORT_WINDOWS_UP_TO", sort_up_to)
+            (low,), (high,), ((p50,), (p90,)) = window_quantiles(series, start, (0.5, 0.9), at=at)
+        for actual, q in ((low, 0.0), (high, 1.0), (p50, 0.5), (p90, 0.9)):
+            expected = _sorted_window_quantiles(series[0], start, q)
+            assert np.array_equal(actual[asked], expected[asked], equal_nan=True), (sort_up_to, q)
+            assert np.isnan(actual[~asked]).all()
