@@ -187,14 +187,18 @@ def _kth_by_sorting(values: Floats, lo: Ints, hi: Ints, ks: Ints) -> Floats:
 
 
 def _kth_by_rank_queries(values: Floats, lo: Ints, hi: Ints, ks: Ints) -> Floats:
-    """As `_kth_by_sorting`, from one wavelet matrix of the values' ranks (ties in position order)."""
-    n = values.shape[0]
-    order = np.argsort(values, kind="stable")
-    ranks = np.empty(n, dtype=np.int64)
-    ranks[order] = np.arange(n, dtype=np.int64)
+    """As `_kth_by_sorting`, from one wavelet matrix of the values' ranks (ties in position order).
+
+    The matrix spans only the positions some window reaches, not every row before them.
+    """
+    first = int(lo.min())
+    reached = values[first : int(hi.max())]
+    order = np.argsort(reached, kind="stable")
+    ranks = np.empty(reached.shape[0], dtype=np.int64)
+    ranks[order] = np.arange(reached.shape[0], dtype=np.int64)
     count = ks.shape[0]
-    found = _WaveletMatrix(ranks).kth(np.tile(lo, count), np.tile(hi, count), ks.reshape(-1))
-    return values[order][found].reshape(ks.shape)
+    found = _WaveletMatrix(ranks).kth(np.tile(lo - first, count), np.tile(hi - first, count), ks.reshape(-1))
+    return reached[order][found].reshape(ks.shape)
 
 
 class _WaveletMatrix:
