@@ -136,7 +136,7 @@ async def test_several_results_stream_at_once_beside_other_queries(warehouse: Em
 
 
 async def test_inserts_write_compact_parts_and_large_merges_write_wide_ones(warehouse: EmbeddedWarehouse) -> None:
-    """Migration 006: merged parts of 32,768+ rows are wide (so merges can gather column by column)."""
+    """Migration 006: parts of 32,768+ rows are wide (so merges into them gather column by column)."""
     await warehouse.execute("SYSTEM STOP MERGES arbitrage.transactions")
     for part in range(2):
         first = part * 20_000
