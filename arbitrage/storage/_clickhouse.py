@@ -33,6 +33,7 @@ from arbitrage.config import StorageSettings
 from arbitrage.errors import ConfigError, WarehouseUnavailable
 from arbitrage.storage._migrations import REPLICA_NAME, Migration, apply_migrations
 from arbitrage.storage._sql import INSERT_SETTINGS, TSV_ESCAPES, inline_params, param_text
+from arbitrage.storage._threaded import ThreadedReader
 from arbitrage.telemetry import METRICS
 
 _tracer = trace.get_tracer("arbitrage.storage")
@@ -44,8 +45,6 @@ ARROW_OUTPUT_SETTINGS = {
     "output_format_arrow_compression_method": "lz4_frame",
 }
 """Arrow output settings of the server, matching chdb's defaults so both backends give one schema."""
-
-_STREAM_END = object()
 
 
 class ClickHouseWarehouse:
@@ -150,15 +149,12 @@ class ClickHouseWarehouse:
         query = {**http_params(params), "max_block_size": str(batch_rows)}
         async with self._slots:
             stream = await asyncio.to_thread(self._open_stream, sql, query)
+            reader: ThreadedReader[pa.RecordBatch] = ThreadedReader(stream, stream.close)
             try:
-                while True:
-                    batch = await asyncio.to_thread(next, stream, _STREAM_END)
-                    if batch is _STREAM_END:
-                        return
-                    assert isinstance(batch, pa.RecordBatch)
+                while (batch := await reader.next()) is not None:
                     yield batch
             finally:
-                await asyncio.to_thread(stream.close)
+                await reader.close()
 
     async def insert_arrow(self, table: str, data: pa.Table) -> None:
         columns = ", ".join(f"`{name}`" for name in data.column_names)

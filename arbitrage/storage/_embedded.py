@@ -23,9 +23,8 @@ from chdb import session as chdb_session
 from arbitrage.errors import WarehouseLocked, WarehouseUnavailable
 from arbitrage.storage._migrations import Migration, apply_migrations
 from arbitrage.storage._sql import INSERT_SETTINGS, inline_params
+from arbitrage.storage._threaded import ThreadedReader
 from arbitrage.telemetry import METRICS
-
-_STREAM_END = object()
 
 
 class _Stream:
@@ -124,15 +123,12 @@ class EmbeddedWarehouse:
         self, sql: str, params: Mapping[str, Any] | None = None, batch_rows: int = 65_536
     ) -> AsyncIterator[pa.RecordBatch]:
         stream = await asyncio.to_thread(self._open_stream, sql, params, batch_rows)
+        reader: ThreadedReader[pa.RecordBatch] = ThreadedReader(stream.reader, stream.close)
         try:
-            while True:
-                batch = await asyncio.to_thread(next, stream.reader, _STREAM_END)
-                if batch is _STREAM_END:
-                    return
-                assert isinstance(batch, pa.RecordBatch)
+            while (batch := await reader.next()) is not None:
                 yield batch
         finally:
-            await asyncio.to_thread(stream.close)
+            await reader.close()
 
     async def insert_arrow(self, table: str, data: pa.Table) -> None:
         await asyncio.to_thread(self._insert, table, data)
