@@ -136,24 +136,28 @@ async def test_several_results_stream_at_once_beside_other_queries(warehouse: Em
 
 
 async def test_inserts_write_compact_parts_and_large_merges_write_wide_ones(warehouse: EmbeddedWarehouse) -> None:
-    """Migration 006: parts of 32,768+ rows are wide (so merges into them gather column by column)."""
+    """Inserts stay compact whatever their size (embedded); parts merged to 32,768+ rows are wide (migration 006)."""
     await warehouse.execute("SYSTEM STOP MERGES arbitrage.transactions")
+    rows = 40_000
     for part in range(2):
-        first = part * 20_000
+        first = part * rows
         await warehouse.insert_arrow(
             "transactions",
             pa.table(
                 {
-                    "signature": [f"sig{n}" for n in range(first, first + 20_000)],
-                    "slot": pa.array(range(first + 1, first + 20_001), pa.uint64()),
+                    "signature": [f"sig{n}" for n in range(first, first + rows)],
+                    "slot": pa.array(range(first + 1, first + rows + 1), pa.uint64()),
                     "block_time": pa.array(
-                        [1_767_225_600_000 + n for n in range(first, first + 20_000)], pa.timestamp("ms", "UTC")
+                        [1_767_225_600_000 + n for n in range(first, first + rows)], pa.timestamp("ms", "UTC")
                     ),
                 }
             ),
         )
-    parts_sql = "SELECT part_type, rows FROM system.parts WHERE database = 'arbitrage' AND table = 'transactions' AND active ORDER BY rows"
-    assert (await warehouse.query_arrow(parts_sql)).to_pylist() == [{"part_type": "Compact", "rows": 20_000}] * 2
+    parts_sql = (
+        "SELECT part_type, rows FROM system.parts "
+        "WHERE database = 'arbitrage' AND table = 'transactions' AND active ORDER BY rows"
+    )
+    assert (await warehouse.query_arrow(parts_sql)).to_pylist() == [{"part_type": "Compact", "rows": rows}] * 2
     await warehouse.execute("SYSTEM START MERGES arbitrage.transactions")
     await warehouse.execute("OPTIMIZE TABLE arbitrage.transactions FINAL")
-    assert (await warehouse.query_arrow(parts_sql)).to_pylist() == [{"part_type": "Wide", "rows": 40_000}]
+    assert (await warehouse.query_arrow(parts_sql)).to_pylist() == [{"part_type": "Wide", "rows": 2 * rows}]
