@@ -391,6 +391,10 @@ class _Rows:
         self.size = size
         self.slot_follows_order = bool(np.all(self.slot[1:] >= self.slot[:-1]))
 
+    def new_positions(self, g: SortedGroups) -> Ints:
+        """Where the new rows (not the tail's) sit in `g`'s sorted order: the rows whose features are read."""
+        return np.flatnonzero(g.order >= self.first_new)
+
     def by(self, codes: Ints | None, *, time: Ints | None = None, max_width: int) -> SortedGroups:
         """Rows sorted by (codes, event time), or by (codes, `time`) when given (a slot)."""
         if time is None:
@@ -460,24 +464,24 @@ def _pair_windows(rows: _Rows) -> tuple[dict[str, np.ndarray], SortedGroups]:
     failed = _zero_nan(rows.failed[order])
     extended = prefix_sums(np.stack([spread, r2, r, pv, vq]))  # vwap deviations cancel: keep digits
     plain = prefix_sums(np.stack([volume, side, failed]), extended=False)
-    start_5s, start_1m, start_5m = g.window_start(_S5), g.window_start(_M1), g.window_start(_M5)
-    spread_5s, r2_5s = window_sums(extended[:2], start_5s)
-    spread_1m, r2_1m, ret_1m, pv_1m, vq_1m = window_sums(extended, start_1m)
-    r2_5m, ret_5m, pv_5m, vq_5m = window_sums(extended[1:], start_5m)
-    vol_1m, flow_1m = window_sums(plain[:2], start_1m)
-    vol_5m, flow_5m, failed_5m = window_sums(plain, start_5m)
-    here = np.arange(n)
-    minute_start = g.run_start(rows.minute[order])
-    minute_volume = window_sums(plain[0], minute_start)
-    prev_t = np.where(has_prev, g.time[safe_prev], -1)
+    at = np.flatnonzero(is_new)  # only the new rows' features are read
+    start_5s, start_1m, start_5m = (g.window_start(width, at) for width in (_S5, _M1, _M5))
+    spread_5s, r2_5s = window_sums(extended[:2], start_5s, at)
+    spread_1m, r2_1m, ret_1m, pv_1m, vq_1m = window_sums(extended, start_1m, at)
+    r2_5m, ret_5m, pv_5m, vq_5m = window_sums(extended[1:], start_5m, at)
+    vol_1m, flow_1m = window_sums(plain[:2], start_1m, at)
+    vol_5m, flow_5m, failed_5m = window_sums(plain, start_5m, at)
+    minute_start = g.run_start(rows.minute[order])[at]
+    minute_volume = window_sums(plain[0], minute_start, at)
+    prev_t = np.where(has_prev, g.time[safe_prev], -1)[at]
     out = {
-        "r": r,
-        "spread": spread,
-        "trade_size_percentile": np.where(compared > 0, smaller / np.maximum(compared, 1), 0.5),
+        "r": r[at],
+        "spread": spread[at],
+        "trade_size_percentile": np.where(compared > 0, smaller / np.maximum(compared, 1), 0.5)[at],
         "prev_pair_t": prev_t,
-        "c5s": (here - start_5s).astype(np.float64),
-        "trades_1m": here - start_1m,
-        "trades_5m": here - start_5m,
+        "c5s": (at - start_5s).astype(np.float64),
+        "trades_1m": at - start_1m,
+        "trades_5m": at - start_5m,
         "spread_sum_5s": spread_5s,
         "spread_sum_1m": spread_1m,
         "r2_5s": r2_5s,
@@ -495,9 +499,9 @@ def _pair_windows(rows: _Rows) -> tuple[dict[str, np.ndarray], SortedGroups]:
         "flow_5m": flow_5m,
         "failed_5m": failed_5m,
         "minute_volume": minute_volume,
-        "minute_trades": here - minute_start,
+        "minute_trades": at - minute_start,
     }
-    return {name: g.scatter(values) for name, values in out.items()}, g
+    return {name: g.scatter_at(values, at) for name, values in out.items()}, g
 
 
 def _signer_windows(rows: _Rows) -> dict[str, np.ndarray]:
@@ -505,21 +509,22 @@ def _signer_windows(rows: _Rows) -> dict[str, np.ndarray]:
     g = rows.by(rows.signer, max_width=_M5)
     failed = rows.failed[g.order]
     successes = np.where(np.isnan(failed), 0.0, 1.0 - failed)
-    start = g.window_start(_M5)
-    prev = g.previous()
+    at = rows.new_positions(g)
+    start = g.window_start(_M5, at)
+    prev = g.previous()[at]
     out = {
-        "signer_successes": window_sums(prefix_sums(successes, extended=False), start),
-        "signer_tx_count_5m": np.arange(g.size) - start,
+        "signer_successes": window_sums(prefix_sums(successes, extended=False), start, at),
+        "signer_tx_count_5m": at - start,
         "prev_signer_t": np.where(prev >= 0, g.time[np.where(prev >= 0, prev, 0)], -1),
     }
-    return {name: g.scatter(values) for name, values in out.items()}
+    return {name: g.scatter_at(values, at) for name, values in out.items()}
 
 
 def _slot_counts(rows: _Rows, codes: Ints, widths: dict[str, int]) -> dict[str, Ints]:
     """Counts of the group's earlier transactions within `width` slots (given order)."""
     g = rows.by(codes, time=rows.slot, max_width=max(widths.values()))
-    here = np.arange(g.size)
-    return {name: g.scatter(here - g.window_start(width)) for name, width in widths.items()}
+    at = rows.new_positions(g)
+    return {name: g.scatter_at(at - g.window_start(width, at), at) for name, width in widths.items()}
 
 
 def _combined(left: Ints, right: Ints) -> Ints:
@@ -549,29 +554,31 @@ def _rank(value: Floats, low: Floats, p50: Floats, p90: Floats, high: Floats) ->
 def _network(rows: _Rows) -> dict[str, np.ndarray]:
     """All captured transactions by slot: activity, fee percentiles, congestion (given order)."""
     g = rows.by(None, time=rows.slot, max_width=RECENT_SLOTS)
-    n, order, slot = g.size, g.order, g.time
-    here = np.arange(n)
-    slot_start = g.run_start(slot)
-    start = g.window_start(RECENT_SLOTS)
+    order, slot = g.order, g.time
+    at = rows.new_positions(g)  # only the new rows' features are read
+    slot_start = g.run_start(slot)[at]
+    start = g.window_start(RECENT_SLOTS, at)
     counts = prefix_sums(np.stack([_zero_nan(rows.failed[order]), _zero_nan(rows.arb[order])]), extended=False)
-    recent_failed, recent_arbs = window_sums(counts, start)
-    recent_txs = here - start
+    recent_failed, recent_arbs = window_sums(counts, start, at)
+    recent_txs = at - start
     before = slot_start - 1
     has_prev = before >= 0
     safe = np.where(has_prev, before, 0)
-    gap = slot - slot[safe]
+    gap = slot[at] - slot[safe]
     close_enough = has_prev & (gap <= RECENT_SLOTS)
     block_ms = rows.block_ms[order]
     prio, tip = rows.prio[order], rows.tip[order]
-    new_rows = np.flatnonzero(order >= rows.first_new)  # the tail's features are known already
-    (prio_min, tip_min), (prio_max, tip_max), ((prio_p50, tip_p50), (prio_p90, tip_p90)) = window_quantiles(
-        np.stack([prio, tip]), start, (0.5, 0.9), at=new_rows
-    )
+    all_starts = np.zeros(g.size, dtype=np.int64)
+    all_starts[at] = start
+    low, high, (p50, p90) = window_quantiles(np.stack([prio, tip]), all_starts, (0.5, 0.9), at=at)
+    (prio_min, tip_min), (prio_max, tip_max) = low[:, at], high[:, at]
+    (prio_p50, tip_p50), (prio_p90, tip_p90) = p50[:, at], p90[:, at]
+    prio, tip = prio[at], tip[at]
     with np.errstate(divide="ignore", invalid="ignore"):
         out = {
-            "slot_position": here - slot_start,
+            "slot_position": at - slot_start,
             "slot_gap": np.where(close_enough, gap, RECENT_SLOTS).astype(np.float64),
-            "ms_per_slot": np.where(close_enough, (block_ms - block_ms[safe]) / np.where(gap != 0, gap, 1), 400.0),
+            "ms_per_slot": np.where(close_enough, (block_ms[at] - block_ms[safe]) / np.where(gap != 0, gap, 1), 400.0),
             "txs_per_slot": recent_txs / RECENT_SLOTS,
             "arbs_per_slot": recent_arbs / RECENT_SLOTS,
             "priority_fee_p50": _zero_nan(prio_p50),
@@ -582,7 +589,7 @@ def _network(rows: _Rows) -> dict[str, np.ndarray]:
             "tip_rank": _rank(tip, tip_min, tip_p50, tip_p90, tip_max),
             "congestion_score": _ratio(recent_failed, recent_txs.astype(np.float64)),
         }
-    return {name: g.scatter(values) for name, values in out.items()}
+    return {name: g.scatter_at(values, at) for name, values in out.items()}
 
 
 class _MinuteBars(msgspec.Struct):

@@ -70,9 +70,10 @@ class SortedGroups:
         """Number of rows."""
         return int(self.order.shape[0])
 
-    def window_start(self, width: int) -> Ints:
-        """First position of each row's window: the group's rows with time in (t - width, t]."""
-        return np.searchsorted(self.key, self.key - width, side="right").astype(np.int64)
+    def window_start(self, width: int, at: Ints | None = None) -> Ints:
+        """First position of each row's window (of the rows `at` when given): the group's rows with time in (t - width, t]."""
+        keys = self.key if at is None else self.key[at]
+        return np.searchsorted(self.key, keys - width, side="right").astype(np.int64)
 
     def previous(self, k: int = 1) -> Ints:
         """Position of the k-th earlier row of the same group, else -1."""
@@ -92,6 +93,12 @@ class SortedGroups:
         """Values given in sorted order, back in the given order."""
         out = np.empty_like(sorted_values)
         out[..., self.order] = sorted_values
+        return out
+
+    def scatter_at(self, values: npt.NDArray[_Scalar], at: Ints) -> npt.NDArray[_Scalar]:
+        """Values of the sorted rows `at`, in the given order; every other row's entry is zero."""
+        out = np.zeros((*values.shape[:-1], self.size), dtype=values.dtype)
+        out[..., self.order[at]] = values
         return out
 
 
@@ -116,9 +123,10 @@ def prefix_sums(values: Floats, *, extended: bool = True) -> npt.NDArray[np.floa
     return sums
 
 
-def window_sums(sums: npt.NDArray[np.floating], start: Ints) -> Floats:
-    """Sums over positions `[start, i)` for each position i, from `prefix_sums`."""
-    return (sums[..., :-1] - sums[..., start]).astype(np.float64, copy=False)
+def window_sums(sums: npt.NDArray[np.floating], start: Ints, at: Ints | None = None) -> Floats:
+    """Sums over positions `[start, i)` for each position i (each of `at` when given), from `prefix_sums`."""
+    ends = sums[..., :-1] if at is None else sums[..., at]
+    return (ends - sums[..., start]).astype(np.float64, copy=False)
 
 
 def last_before(mask: Bools) -> Ints:
