@@ -89,19 +89,8 @@ class EmbeddedWarehouse:
             self._record_migration,
             database=self.database,
             directory=self._migrations,
+            bundled_engine=True,
         )
-        # Inserts stay compact whatever their size; merged parts follow migration 006. A
-        # 45k-row Kafka insert written wide cost 560 ms instead of 420. Not a migration:
-        # servers before ClickHouse 25.10 do not know the setting; the bundled engine does.
-        if await self._table_exists("transactions"):
-            await self.execute(f"ALTER TABLE {self.database}.transactions MODIFY SETTING min_level_for_wide_part = 1")
-
-    async def _table_exists(self, name: str) -> bool:
-        found = await self.query_arrow(
-            "SELECT count() AS n FROM system.tables WHERE database = {db:String} AND name = {name:String}",
-            {"db": self.database, "name": name},
-        )
-        return bool(found.column("n")[0].as_py())
 
     async def close(self) -> None:
         while not self._pool.empty():
