@@ -76,12 +76,9 @@ class LiveFeed:
         if POSITION_COLUMN not in stored.columns or stored.is_empty():
             return
         batch = LiveBatch.of_rows(stored)
-        if self.redis is not None:
-            if await self.redis.publish(await batch.ready()):
-                return
-        elif self.hub.subscribers:
-            await batch.prepare(self.hub.renders())
-        self.hub.accept(batch)
+        if self.redis is not None and await self.redis.publish(await batch.ready()):
+            return
+        await self.hub.accept_rendered(batch)
 
     def resume(
         self,

@@ -129,6 +129,12 @@ class StreamHub:
         self._take(batch)
         self._drain_held()
 
+    async def accept_rendered(self, batch: LiveBatch) -> None:
+        """`accept`, once what the current subscribers read of the batch is rendered off the loop."""
+        if self._subscribers:
+            await batch.prepare(self.renders())
+        self.accept(batch)
+
     def _take(self, batch: LiveBatch) -> None:
         if not len(batch) or batch.last <= self._last_delivered:
             return

@@ -130,10 +130,7 @@ class RedisLink:
                 self._subscribed.set()
                 async for message in pubsub.listen():
                     if message["type"] == "message":
-                        batch = decode_wire(message["data"])
-                        if self.hub.subscribers:
-                            await batch.prepare(self.hub.renders())
-                        self.hub.accept(batch)
+                        await self.hub.accept_rendered(decode_wire(message["data"]))
             except (RedisError, OSError) as exc:
                 self._lost(exc)
             finally:
