@@ -40,8 +40,6 @@ from arbitrage.storage import Warehouse
 SOURCE_TABLE = "transactions"
 
 # Partition keys → ClickHouse expressions (values become `key=value` directory names).
-TIME_ORDERED_PARTITIONS = frozenset({"date", "hour", "month"})
-"""Partition keys whose order is the order of block time."""
 PARTITION_EXPRESSIONS: dict[str, str] = {
     "date": "toString(toDate(block_time))",
     "hour": "formatDateTime(block_time, '%Y-%m-%dT%H')",
@@ -53,6 +51,9 @@ PARTITION_EXPRESSIONS: dict[str, str] = {
     "source": "toString(source)",
     "hops": "toString(hops)",
 }
+TIME_ORDERED_PARTITIONS = frozenset({"date", "hour", "month"})
+"""Partition keys whose order is the order of block time."""
+
 # Numeric columns that are identifiers, not measurements: never scaled by default.
 NOT_SCALED = frozenset({"slot"})
 SPLITS = ("train", "val", "test")

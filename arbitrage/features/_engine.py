@@ -464,7 +464,7 @@ def _pair_windows(rows: _Rows) -> tuple[dict[str, np.ndarray], SortedGroups]:
     failed = _zero_nan(rows.failed[order])
     extended = prefix_sums(np.stack([spread, r2, r, pv, vq]))  # vwap deviations cancel: keep digits
     plain = prefix_sums(np.stack([volume, side, failed]), extended=False)
-    at = np.flatnonzero(is_new)  # only the new rows' features are read
+    at = rows.new_positions(g)  # only the new rows' features are read
     start_5s, start_1m, start_5m = (g.window_start(width, at) for width in (_S5, _M1, _M5))
     spread_5s, r2_5s = window_sums(extended[:2], start_5s, at)
     spread_1m, r2_1m, ret_1m, pv_1m, vq_1m = window_sums(extended, start_1m, at)

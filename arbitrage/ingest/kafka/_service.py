@@ -139,7 +139,7 @@ class KafkaIngest:
             log.warning("Kafka ingest did not finish its batches in time; they will be consumed again")
         except Exception:
             log.exception("Kafka ingest pipeline failed")
-        tasks = [self._task, *self._inflight, *([self._committing] if self._committing else [])]
+        tasks = [t for t in (self._task, *self._inflight, self._committing) if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
