@@ -19,7 +19,7 @@ from confluent_kafka import KafkaException, Producer, TopicPartition
 from arbitrage.ingest.kafka import _metrics as m
 from arbitrage.ingest.kafka._fetch import Fetcher
 from arbitrage.ingest.kafka._options import KafkaOptions
-from arbitrage.ingest.kafka._records import Headers
+from arbitrage.ingest.kafka._records import Headers, Keyed
 from arbitrage.ingest.kafka._strategies import StoredBatch
 
 log = logging.getLogger(__name__)
@@ -56,12 +56,26 @@ class _Producing:
             (o.topic_opportunities, batch.opportunities, "opportunity"),
             (o.topic_risk, batch.risk, "risk"),
         ):
-            for key, value in zip(keyed.keys, keyed.values, strict=True):
-                self._send(topic, key, value)
+            self._send_all(topic, keyed)
             m.DERIVED.labels(kind).inc(len(keyed))
         for record in batch.dead_letters:
             self._send(o.topic_dlq, record.key, record.value, record.headers or None)
         m.DERIVED.labels("dead_letter").inc(len(batch.dead_letters))
+
+    def _send_all(self, topic: str, keyed: Keyed) -> None:
+        """Produce every record with one bare `produce` call each (a batch holds tens of thousands)."""
+        produce, keys, values = self.producer.produce, keyed.keys, keyed.values
+        start = 0
+        while start < len(values):
+            index = start
+            try:
+                for index in range(start, len(values)):
+                    produce(topic, values[index], keys[index])
+            except BufferError:
+                self.producer.poll(0.05)
+                start = index
+            else:
+                return
 
     def _send(self, topic: str, key: bytes | None, value: bytes, headers: Headers | None = None) -> None:
         while True:

@@ -201,3 +201,16 @@ async def _lag(kafka: KafkaIngest, expected: int) -> bool:
 async def _all_paused(kafka: KafkaIngest) -> bool:
     status = await kafka.status()
     return all(p.paused for p in status.partitions)
+
+
+async def test_derived_records_wait_for_room_in_a_full_producer_queue_and_none_is_lost(
+    mock_broker: Broker, warehouse: EmbeddedWarehouse, start_ingest: Start
+) -> None:
+    # A 20-message producer queue: every batch's derived records overflow it many times over.
+    options = options_for(mock_broker, extra={"queue.buffering.max.messages": "20"}, batch_size=400)
+    records = Simulator(seed=12).records(1200)
+    await produce(mock_broker.bootstrap, options.topic_transactions, records)
+    await start_ingest(options)
+    await wait_for(lambda: _stored(warehouse, 1200), what="1200 stored")
+    risk = await read_topic(mock_broker.bootstrap, options.topic_risk, expect=1200, within=30)
+    assert sorted(m.key() for m in risk) == sorted(r["signature"].encode() for r in records)
