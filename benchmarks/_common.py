@@ -42,16 +42,30 @@ def _suffix(n: int) -> str:
     return out
 
 
-def unique_batches(total: int, batch: int, *, seed: int = 1, distinct: int = 100_000) -> Iterator[list[dict[str, Any]]]:
+def unique_batches(
+    total: int, batch: int, *, seed: int = 1, distinct: int = 100_000, squeeze: float = 1.0
+) -> Iterator[list[dict[str, Any]]]:
     """`total` records in batches; `distinct` simulated ones re-used with fresh signatures.
 
     Each re-use moves the records forward in time (block time and slot) by the span of the
     simulated ones, as a live feed moves: replaying the same block times over and over
     would make every record after the first round late, which a live feed never is.
+    `squeeze` > 1 packs the simulated records into that many times less block time (and
+    fewer slots): a denser feed, whose feature windows hold more rows.
     """
     count = min(distinct, total)
     start_at = Simulator.start_for(total)
     base = Simulator(seed=seed, start=start_at).records(count)
+    if squeeze != 1.0:
+        first_time, first_slot = base[0]["block_time"], base[0]["slot"]
+        base = [
+            r
+            | {
+                "block_time": first_time + int((r["block_time"] - first_time) / squeeze),
+                "slot": first_slot + int((r["slot"] - first_slot) / squeeze),
+            }
+            for r in base
+        ]
     times = [r["block_time"] for r in base]
     slots = [r["slot"] for r in base]
     time_span = max(times) - min(times) + 400

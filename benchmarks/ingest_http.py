@@ -2,7 +2,7 @@
 
 Starts `arbitrage serve` on a fresh data dir, posts 10k-record batches (JSON, or Arrow
 IPC with `--format arrow`) from this process over several connections, and prints a table. Usage:
-    .venv/bin/python benchmarks/ingest_http.py [--records 1000000] [--batch 10000] [--connections 4] [--format json]
+    .venv/bin/python benchmarks/ingest_http.py [--records 1000000] [--batch 10000] [--connections 4] [--format json] [--squeeze 1]
 """
 
 from __future__ import annotations
@@ -41,9 +41,12 @@ def main() -> None:
     parser.add_argument(
         "--format", choices=["json", "arrow"], default="json", help="body format (arrow: the IPC bulk fast path)"
     )
+    parser.add_argument(
+        "--squeeze", type=float, default=1.0, help="pack the simulated feed into N times less block time (denser)"
+    )
     args = parser.parse_args()
     print(f"preparing {args.records:,} records ...", file=sys.stderr)
-    bodies = (arrow_bodies if args.format == "arrow" else json_bodies)(args.records, args.batch)
+    bodies = (arrow_bodies if args.format == "arrow" else json_bodies)(args.records, args.batch, squeeze=args.squeeze)
     content_type = CONTENT_TYPES[args.format]
     megabytes = sum(len(b) for b in bodies) / 1e6
     with tempfile.TemporaryDirectory() as tmp, ServerProcess(Path(tmp) / "data") as server:
@@ -84,6 +87,7 @@ def main() -> None:
         [
             ("machine", machine()),
             ("records posted (timed)", f"{len(bodies) - 1:,} batches x {args.batch:,}"),
+            ("feed density", f"{args.squeeze:g} x the simulator's"),
             ("body size", f"{megabytes:,.0f} MB {args.format}"),
             ("client connections", args.connections),
             ("elapsed", f"{elapsed:.1f} s"),
