@@ -21,7 +21,7 @@ import functools
 import itertools
 import math
 from datetime import timedelta
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import msgspec
 import numpy as np
@@ -34,7 +34,6 @@ from arbitrage.features._windows import (
     Floats,
     Ints,
     SortedGroups,
-    last_before,
     prefix_sums,
     window_quantiles,
     window_sums,
@@ -55,6 +54,8 @@ _WARMUP_MINUTES: Final = 12
 _SIZE_LOOKBACK: Final = 10
 _RSI_BARS: Final = 14
 _BOLLINGER_BARS: Final = 20
+
+_Scalar = TypeVar("_Scalar", bound=np.generic)
 
 HISTORY_WINDOW: Final = timedelta(hours=48, minutes=15)
 """How far back before the newest stored transaction `FeatureEngine.from_history` needs rows."""
@@ -374,6 +375,12 @@ class _Rows:
             for name in _NUMBERS
         }
         self.columns = columns
+        self.size = size
+        self._name_columns()
+        self.slot_follows_order = bool(np.all(self.slot[1:] >= self.slot[:-1]))
+
+    def _name_columns(self) -> None:
+        columns = self.columns
         self.seq: Ints = columns["seq"]
         self.slot: Ints = columns["slot"]
         self.t: Ints = columns["t"]
@@ -388,12 +395,38 @@ class _Rows:
         self.tip: Floats = columns["tip"]
         self.r: Floats = columns["r"]
         self.spread: Floats = columns["spread"]
-        self.size = size
-        self.slot_follows_order = bool(np.all(self.slot[1:] >= self.slot[:-1]))
 
     def new_positions(self, g: SortedGroups) -> Ints:
         """Where the new rows (not the tail's) sit in `g`'s sorted order: the rows whose features are read."""
         return np.flatnonzero(g.order >= self.first_new)
+
+    def for_new(self, g: SortedGroups, values: npt.NDArray[_Scalar], at: Ints) -> npt.NDArray[_Scalar]:
+        """Values of the sorted rows `at` (the new rows) in processing order, one per new row."""
+        out = np.empty((*values.shape[:-1], self.size - self.first_new), dtype=values.dtype)
+        out[..., g.order[at] - self.first_new] = values
+        return out
+
+    def since_slot(self, first_slot: int) -> _Rows:
+        """Every new row, and the tail's rows from `first_slot` on: all that a window of a few slots can reach."""
+        kept_tail = np.flatnonzero(self.slot[: self.first_new] >= first_slot)
+        if kept_tail.shape[0] == self.first_new:
+            return self
+        keep = np.concatenate([kept_tail, np.arange(self.first_new, self.size)])
+        view = object.__new__(_Rows)
+        view.first_new = kept_tail.shape[0]
+        view.size = keep.shape[0]
+        view.strings = self.strings[keep]
+        view.pair, view.dex, view.pool, view.signer = (
+            self.pair[keep],
+            self.dex[keep],
+            self.pool[keep],
+            self.signer[keep],
+        )
+        view.bar_pair = self.bar_pair
+        view.columns = {name: column[keep] for name, column in self.columns.items()}
+        view._name_columns()
+        view.slot_follows_order = self.slot_follows_order
+        return view
 
     def by(self, codes: Ints | None, *, time: Ints | None = None, max_width: int) -> SortedGroups:
         """Rows sorted by (codes, event time), or by (codes, `time`) when given (a slot)."""
@@ -411,19 +444,21 @@ def _ratio(num: Floats, den: Floats, fill: float = 0.0) -> Floats:
     return np.where(den != 0, num / np.where(den != 0, den, 1.0), fill)
 
 
-def _cross_dex_spread(rows: _Rows, g: SortedGroups, price: Floats) -> Floats:
-    """(max - min) / min of each DEX's latest earlier price on the pair within 1 m, in bps (sorted order)."""
+def _cross_dex_spread(rows: _Rows, g: SortedGroups, price: Floats, at: Ints) -> Floats:
+    """(max - min) / min of each DEX's latest earlier price on the pair within 1 m, in bps, for the sorted rows `at`."""
     dex = rows.dex[g.order]
-    dexes = np.unique(rows.dex)
+    dexes = np.flatnonzero(np.bincount(dex))
     dexes = dexes[dexes != 0]
     if dexes.shape[0] < 2:
-        return np.zeros(g.size)
-    latest = np.full((dexes.shape[0], g.size), np.nan)
+        return np.zeros(at.shape[0])
+    quoted_at = ~np.isnan(price)
+    latest = np.full((dexes.shape[0], at.shape[0]), np.nan)
     for k, code in enumerate(dexes):
-        at = last_before((dex == code) & ~np.isnan(price))
-        found = at >= 0
-        safe = np.where(found, at, 0)
-        fresh = found & (g.group[safe] == g.group) & (g.time[safe] > g.time - _M1)
+        quotes = np.flatnonzero((dex == code) & quoted_at)
+        before = np.searchsorted(quotes, at) - 1
+        found = before >= 0
+        safe = quotes[np.where(found, before, 0)] if quotes.shape[0] else np.zeros_like(at)
+        fresh = found & (g.group[safe] == g.group[at]) & (g.time[safe] > g.time[at] - _M1)
         latest[k] = np.where(fresh, price[safe], np.nan)
     quoted = (~np.isnan(latest)).sum(axis=0)
     high = np.max(np.where(np.isnan(latest), -np.inf, latest), axis=0)
@@ -432,28 +467,30 @@ def _cross_dex_spread(rows: _Rows, g: SortedGroups, price: Floats) -> Floats:
 
 
 def _pair_windows(rows: _Rows) -> tuple[dict[str, np.ndarray], SortedGroups]:
-    """Per-pair windows for every row (given order); fills in `r` and `spread` of the new rows."""
+    """Per-pair windows of the new rows (processing order), including their `r` and `spread`; and the pair order."""
     g = rows.by(rows.pair, max_width=_M5)
-    n, order = g.size, g.order
-    is_new = order >= rows.first_new
+    order = g.order
+    at = rows.new_positions(g)  # only the new rows' features are read
     price, qvol = rows.price[order], rows.qvol[order]
-    prev = g.previous()
+    prev = _earlier(g, at, 1)
     has_prev = prev >= 0
     safe_prev = np.where(has_prev, prev, 0)
     prev_price = np.where(has_prev, price[safe_prev], np.nan)
-    recent = np.zeros(n, dtype=np.bool_)
-    recent[1:] = g.time[:-1] > g.time[1:] - _M5
+    recent = has_prev & (g.time[safe_prev] > g.time[at] - _M5)
+    r, spread = rows.r[order], rows.spread[order]
     with np.errstate(divide="ignore", invalid="ignore"):
-        r_new = np.where(recent & ~np.isnan(prev_price) & ~np.isnan(price), np.log(price / prev_price), 0.0)
-        r = np.where(is_new, r_new, rows.r[order])
-        spread = np.where(is_new, _cross_dex_spread(rows, g, price), rows.spread[order])
+        r[at] = np.where(recent & ~np.isnan(prev_price) & ~np.isnan(price[at]), np.log(price[at] / prev_price), 0.0)
+    spread[at] = _cross_dex_spread(rows, g, price, at)
 
-    compared = np.zeros(n, dtype=np.int64)
-    smaller = np.zeros(n, dtype=np.int64)
-    for k in range(1, min(_SIZE_LOOKBACK, n - 1) + 1):
-        same = (g.group[k:] == g.group[:-k]) & (g.time[:-k] > g.time[k:] - _M5)
-        compared[k:] += same
-        smaller[k:] += same & (qvol[:-k] < qvol[k:])
+    compared = np.zeros(at.shape[0], dtype=np.int64)
+    smaller = np.zeros(at.shape[0], dtype=np.int64)
+    for k in range(1, _SIZE_LOOKBACK + 1):
+        back = _earlier(g, at, k)
+        same = back >= 0
+        back = np.where(same, back, 0)
+        same &= g.time[back] > g.time[at] - _M5
+        compared += same
+        smaller += same & (qvol[back] < qvol[at])
 
     quoted = ~np.isnan(price)
     volume = _zero_nan(qvol)
@@ -464,7 +501,6 @@ def _pair_windows(rows: _Rows) -> tuple[dict[str, np.ndarray], SortedGroups]:
     failed = _zero_nan(rows.failed[order])
     extended = prefix_sums(np.stack([spread, r2, r, pv, vq]))  # vwap deviations cancel: keep digits
     plain = prefix_sums(np.stack([volume, side, failed]), extended=False)
-    at = rows.new_positions(g)  # only the new rows' features are read
     start_5s, start_1m, start_5m = (g.window_start(width, at) for width in (_S5, _M1, _M5))
     spread_5s, r2_5s = window_sums(extended[:2], start_5s, at)
     spread_1m, r2_1m, ret_1m, pv_1m, vq_1m = window_sums(extended, start_1m, at)
@@ -473,11 +509,11 @@ def _pair_windows(rows: _Rows) -> tuple[dict[str, np.ndarray], SortedGroups]:
     vol_5m, flow_5m, failed_5m = window_sums(plain, start_5m, at)
     minute_start = g.run_start(rows.minute[order])[at]
     minute_volume = window_sums(plain[0], minute_start, at)
-    prev_t = np.where(has_prev, g.time[safe_prev], -1)[at]
+    prev_t = np.where(has_prev, g.time[safe_prev], -1)
     out = {
         "r": r[at],
         "spread": spread[at],
-        "trade_size_percentile": np.where(compared > 0, smaller / np.maximum(compared, 1), 0.5)[at],
+        "trade_size_percentile": np.where(compared > 0, smaller / np.maximum(compared, 1), 0.5),
         "prev_pair_t": prev_t,
         "c5s": (at - start_5s).astype(np.float64),
         "trades_1m": at - start_1m,
@@ -501,30 +537,38 @@ def _pair_windows(rows: _Rows) -> tuple[dict[str, np.ndarray], SortedGroups]:
         "minute_volume": minute_volume,
         "minute_trades": at - minute_start,
     }
-    return {name: g.scatter_at(values, at) for name, values in out.items()}, g
+    return {name: rows.for_new(g, values, at) for name, values in out.items()}, g
+
+
+def _earlier(g: SortedGroups, at: Ints, k: int) -> Ints:
+    """Position of the k-th earlier row of the same group as each sorted row `at`, else -1."""
+    back = at - k
+    valid = back >= 0
+    valid[valid] = g.group[back[valid]] == g.group[at[valid]]
+    return np.where(valid, back, -1)
 
 
 def _signer_windows(rows: _Rows) -> dict[str, np.ndarray]:
-    """The signer's earlier transactions over 5 m and its previous event time (given order)."""
+    """The signer's earlier transactions over 5 m and its previous event time (new rows, processing order)."""
     g = rows.by(rows.signer, max_width=_M5)
     failed = rows.failed[g.order]
     successes = np.where(np.isnan(failed), 0.0, 1.0 - failed)
     at = rows.new_positions(g)
     start = g.window_start(_M5, at)
-    prev = g.previous()[at]
+    prev = _earlier(g, at, 1)
     out = {
         "signer_successes": window_sums(prefix_sums(successes, extended=False), start, at),
         "signer_tx_count_5m": at - start,
         "prev_signer_t": np.where(prev >= 0, g.time[np.where(prev >= 0, prev, 0)], -1),
     }
-    return {name: g.scatter_at(values, at) for name, values in out.items()}
+    return {name: rows.for_new(g, values, at) for name, values in out.items()}
 
 
 def _slot_counts(rows: _Rows, codes: Ints, widths: dict[str, int]) -> dict[str, Ints]:
-    """Counts of the group's earlier transactions within `width` slots (given order)."""
+    """Counts of the group's earlier transactions within `width` slots (new rows, processing order)."""
     g = rows.by(codes, time=rows.slot, max_width=max(widths.values()))
     at = rows.new_positions(g)
-    return {name: g.scatter_at(at - g.window_start(width, at), at) for name, width in widths.items()}
+    return {name: rows.for_new(g, at - g.window_start(width, at), at) for name, width in widths.items()}
 
 
 def _combined(left: Ints, right: Ints) -> Ints:
@@ -552,7 +596,7 @@ def _rank(value: Floats, low: Floats, p50: Floats, p90: Floats, high: Floats) ->
 
 
 def _network(rows: _Rows) -> dict[str, np.ndarray]:
-    """All captured transactions by slot: activity, fee percentiles, congestion (given order)."""
+    """All captured transactions by slot: activity, fee percentiles, congestion (new rows, processing order)."""
     g = rows.by(None, time=rows.slot, max_width=RECENT_SLOTS)
     order, slot = g.order, g.time
     at = rows.new_positions(g)  # only the new rows' features are read
@@ -589,7 +633,7 @@ def _network(rows: _Rows) -> dict[str, np.ndarray]:
             "tip_rank": _rank(tip, tip_min, tip_p50, tip_p90, tip_max),
             "congestion_score": _ratio(recent_failed, recent_txs.astype(np.float64)),
         }
-    return {name: g.scatter_at(values, at) for name, values in out.items()}
+    return {name: rows.for_new(g, values, at) for name, values in out.items()}
 
 
 class _MinuteBars(msgspec.Struct):
@@ -634,7 +678,7 @@ def _minute_bars(rows: _Rows, g: SortedGroups, since_minute: int | None) -> _Min
 
 
 def _bar_features(rows: _Rows, g: SortedGroups, bars: _MinuteBars, stored: pl.DataFrame) -> dict[str, np.ndarray]:
-    """Minute-aligned 24 h / 48 h sums and one-minute indicators of each row's bar, as of its start (given order)."""
+    """Minute-aligned 24 h / 48 h sums and one-minute indicators of each new row's bar, as of its start."""
     recent = np.flatnonzero(bars.recent)
     recent = recent[np.argsort(bars.minute[recent], kind="stable")]
     pair = np.concatenate([rows.bar_pair, rows.pair[bars.first_row[recent]]])
@@ -694,7 +738,8 @@ def _bar_features(rows: _Rows, g: SortedGroups, bars: _MinuteBars, stored: pl.Da
     bar_of_recent = np.full(bars.minute.shape[0], 0, dtype=np.int64)
     bar_of_recent[recent] = np.arange(recent.shape[0])
     row_bar = bar_of_recent[bars.row_bar]
-    return {name: g.scatter(values[row_bar]) for name, values in per_bar.items()}
+    at = rows.new_positions(g)
+    return {name: rows.for_new(g, values[row_bar[at]], at) for name, values in per_bar.items()}
 
 
 def _il(log_return: Floats) -> Floats:
@@ -719,13 +764,11 @@ def _seen_before(prev_t: Ints, keys: pl.Series, seen: dict[str, int]) -> Ints:
     return out
 
 
-def _remember_last(seen: dict[str, int], g: SortedGroups, first_new: int, keys: pl.Series) -> None:
-    """Record the event time of each group's last row, where that row is new."""
-    if g.size == 0:
-        return
-    last = np.flatnonzero(np.append(g.first[1:], True))
-    last = last[g.order[last] >= first_new]
-    seen.update(zip(keys.gather(g.order[last]).to_list(), g.time[last].tolist(), strict=True))
+def _remember_last(seen: dict[str, int], codes: Ints, keys: pl.Series, t: Ints) -> None:
+    """Record each key's event time at its last new row (event times never decrease in processing order)."""
+    _, from_end = np.unique(codes[::-1], return_index=True)
+    last = codes.shape[0] - 1 - from_end
+    seen.update(zip(keys.gather(last).to_list(), t[last].tolist(), strict=True))
 
 
 def _history_bars(frame: pl.DataFrame) -> pl.DataFrame:
@@ -830,29 +873,27 @@ class FeatureEngine:
         rows = _Rows(state.tail, new, new_strings, state.bars.get_column("pair"))
         pair, by_pair = _pair_windows(rows)
         bars = _minute_bars(rows, by_pair, state.bar_cutoff)
+        # Slot windows reach back a few slots: only those rows of the tail take part.
+        recent = rows.since_slot(int(new["slot"].min()) - max(RECENT_SLOTS, _COMPETITION_SLOTS))
         values = {
             **pair,
             **_bar_features(rows, by_pair, bars, state.bars),
             **_signer_windows(rows),
-            **_slot_counts(rows, rows.pool, {"pool_same_slot": 1}),
-            **_slot_counts(rows, _combined(rows.pool, rows.signer), {"own_same_slot": 1}),
-            **_slot_counts(rows, rows.pair, {"pair_same_slot": 1, "pair_10_slots": _COMPETITION_SLOTS}),
+            **_slot_counts(recent, recent.pool, {"pool_same_slot": 1}),
+            **_slot_counts(recent, _combined(recent.pool, recent.signer), {"own_same_slot": 1}),
+            **_slot_counts(recent, recent.pair, {"pair_same_slot": 1, "pair_10_slots": _COMPETITION_SLOTS}),
             **_slot_counts(
-                rows,
-                _combined(rows.pair, rows.signer),
+                recent,
+                _combined(recent.pair, recent.signer),
                 {"own_pair_same_slot": 1, "own_pair_10_slots": _COMPETITION_SLOTS},
             ),
-            **_network(rows),
+            **_network(recent),
         }
-        fresh = slice(rows.first_new, None)
-        new_values = {name: column[fresh] for name, column in values.items()}
-        new_values["prev_pair_t"] = _seen_before(
-            new_values["prev_pair_t"], new_strings.get_column("pair"), state.last_pair
+        values["prev_pair_t"] = _seen_before(values["prev_pair_t"], new_strings.get_column("pair"), state.last_pair)
+        values["prev_signer_t"] = _seen_before(
+            values["prev_signer_t"], new_strings.get_column("signer"), state.last_signer
         )
-        new_values["prev_signer_t"] = _seen_before(
-            new_values["prev_signer_t"], new_strings.get_column("signer"), state.last_signer
-        )
-        computed = _window_features(new_values, new)
+        computed = _window_features(values, new)
         if seq_order is not None:
             computed = {name: _unsort(column, seq_order) for name, column in computed.items()}
         block_ms = row_frame.get_column("block_ms").to_numpy()
@@ -865,8 +906,8 @@ class FeatureEngine:
             else pl.Series(f.name, computed[f.name], dtype=f.polars_dtype)
             for f in _REGISTRY.values()
         ]
-        rows.columns["r"][fresh] = values["r"][fresh]
-        rows.columns["spread"][fresh] = values["spread"][fresh]
+        rows.columns["r"][rows.first_new :] = values["r"]
+        rows.columns["spread"][rows.first_new :] = values["spread"]
         self._advance(rows, by_pair, bars)
         return batch.hstack(columns)
 
@@ -899,9 +940,8 @@ class FeatureEngine:
         state.tail = pl.DataFrame({**tail, **{name: strings.get_column(name) for name in _STRINGS}}).select(
             _TAIL_SCHEMA.keys()
         )
-        _remember_last(state.last_pair, by_pair, rows.first_new, rows.strings.get_column("pair"))
-        by_signer = rows.by(rows.signer, max_width=0)
-        _remember_last(state.last_signer, by_signer, rows.first_new, rows.strings.get_column("signer"))
+        for table, codes, name in ((state.last_pair, rows.pair, "pair"), (state.last_signer, rows.signer, "signer")):
+            _remember_last(table, codes[fresh], rows.strings.get_column(name).slice(rows.first_new), rows.t[fresh])
         seen = len(state.last_pair) + len(state.last_signer)
         if seen > 2 * state.seen_pruned_at + 1_024:
             for table in (state.last_pair, state.last_signer):

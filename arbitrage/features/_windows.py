@@ -13,7 +13,7 @@ batch (streaming and backfill agree far below the tests' 1e-9).
 from __future__ import annotations
 
 import itertools
-from typing import Final, TypeVar
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -25,7 +25,6 @@ Floats = npt.NDArray[np.float64]
 Bools = npt.NDArray[np.bool_]
 
 _MAX_KEY: Final = 2**62
-_Scalar = TypeVar("_Scalar", bound=np.generic)
 
 
 class SortedGroups:
@@ -75,31 +74,12 @@ class SortedGroups:
         keys = self.key if at is None else self.key[at]
         return np.searchsorted(self.key, keys - width, side="right").astype(np.int64)
 
-    def previous(self, k: int = 1) -> Ints:
-        """Position of the k-th earlier row of the same group, else -1."""
-        at = np.arange(self.size, dtype=np.int64) - k
-        valid = at >= 0
-        valid[valid] = self.group[at[valid]] == self.group[valid]
-        return np.where(valid, at, -1)
-
     def run_start(self, values: Ints | None = None) -> Ints:
         """First position of each row's run of equal (group, `values`), e.g. its slot or minute."""
         starts = self.first.copy()
         if values is not None and self.size:
             starts[1:] |= values[1:] != values[:-1]
         return np.maximum.accumulate(np.where(starts, np.arange(self.size, dtype=np.int64), 0))
-
-    def scatter(self, sorted_values: npt.NDArray[_Scalar]) -> npt.NDArray[_Scalar]:
-        """Values given in sorted order, back in the given order."""
-        out = np.empty_like(sorted_values)
-        out[..., self.order] = sorted_values
-        return out
-
-    def scatter_at(self, values: npt.NDArray[_Scalar], at: Ints) -> npt.NDArray[_Scalar]:
-        """Values of the sorted rows `at`, in the given order; every other row's entry is zero."""
-        out = np.zeros((*values.shape[:-1], self.size), dtype=values.dtype)
-        out[..., self.order[at]] = values
-        return out
 
 
 def stable_argsort(codes: Ints) -> Ints:
@@ -127,13 +107,6 @@ def window_sums(sums: npt.NDArray[np.floating], start: Ints, at: Ints | None = N
     """Sums over positions `[start, i)` for each position i (each of `at` when given), from `prefix_sums`."""
     ends = sums[..., :-1] if at is None else sums[..., at]
     return (ends - sums[..., start]).astype(np.float64, copy=False)
-
-
-def last_before(mask: Bools) -> Ints:
-    """Position of the last earlier row (any group) where `mask` holds, else -1."""
-    marked = np.where(mask, np.arange(mask.shape[0], dtype=np.int64), -1)
-    latest = np.maximum.accumulate(marked) if mask.shape[0] else marked
-    return np.concatenate([np.array([-1], dtype=np.int64), latest[:-1]])
 
 
 _SORT_WINDOWS_UP_TO: Final = 192

@@ -26,8 +26,9 @@ def test_window_starts_and_sums_hold_the_groups_earlier_rows_within_the_width(
     values = np.array([float(v) for _, _, v in events])
     groups = SortedGroups(codes, time, time_follows_order=False, max_width=width)
     start = groups.window_start(width)
-    sums = groups.scatter(window_sums(prefix_sums(values[groups.order]), start))
-    counts = groups.scatter(np.arange(groups.size) - start)
+    sums, counts = np.empty(groups.size), np.empty(groups.size, dtype=np.int64)
+    sums[groups.order] = window_sums(prefix_sums(values[groups.order]), start)
+    counts[groups.order] = np.arange(groups.size) - start
     for i, (g, t, _) in enumerate(events):
         earlier = [
             j for j, (h, u, _) in enumerate(events) if h == g and t - width < u <= t and (u < t or (u == t and j < i))
