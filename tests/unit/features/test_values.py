@@ -114,6 +114,17 @@ def test_fee_percentiles_and_rank_come_from_earlier_transactions_in_recent_slots
     assert out.get_column("priority_fee_rank")[0] == 0.5  # nothing before it
 
 
+def test_slot_windows_reach_back_25_slots_also_into_earlier_batches() -> None:
+    """Fee windows hold the last 24 slots before this one; the slot pace looks back 25."""
+    for gap, ms_per_slot, fee_p50 in ((24, 500.0, 700.0), (25, 500.0, 0.0), (26, 400.0, 0.0)):
+        engine = FeatureEngine()
+        engine.process(rows(Tx(100, 0, priority=700)))
+        out = engine.process(rows(Tx(100 + gap, gap * 500, priority=100)))
+        assert last(out, "ms_per_slot") == pytest.approx(ms_per_slot)
+        assert last(out, "slot_gap") == min(gap, 25)
+        assert last(out, "priority_fee_p50") == fee_p50
+
+
 def test_signer_success_rate_is_laplace_smoothed_over_earlier_transactions() -> None:
     out = FeatureEngine().process(rows(Tx(1, 0, success=False), Tx(2, 400), Tx(3, 800)))
     assert out.get_column("signer_success_rate_5m").to_list() == pytest.approx([0.5, 1 / 3, 0.5])
