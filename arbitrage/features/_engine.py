@@ -679,20 +679,25 @@ def _minute_bars(rows: _Rows, g: SortedGroups, since_minute: int | None) -> _Min
 
 def _bar_features(rows: _Rows, g: SortedGroups, bars: _MinuteBars, stored: pl.DataFrame) -> dict[str, np.ndarray]:
     """Minute-aligned 24 h / 48 h sums and one-minute indicators of each new row's bar, as of its start."""
+    # Only the new rows' bars are read, so only their pairs' bars take part.
+    needed = np.zeros(int(max(rows.pair.max(initial=0), rows.bar_pair.max(initial=0))) + 1, dtype=np.bool_)
+    needed[rows.pair[rows.first_new :]] = True
     recent = np.flatnonzero(bars.recent)
+    recent = recent[needed[rows.pair[bars.first_row[recent]]]]
     recent = recent[np.argsort(bars.minute[recent], kind="stable")]
-    pair = np.concatenate([rows.bar_pair, rows.pair[bars.first_row[recent]]])
-    minute = np.concatenate([stored.get_column("minute").to_numpy(), bars.minute[recent]])
-    volume = np.concatenate([_numbers(stored, "volume"), bars.volume[recent]])
-    trades = np.concatenate([stored.get_column("trades").to_numpy(), bars.trades[recent]])
-    close = np.concatenate([_numbers(stored, "close"), bars.close[recent]])
+    kept = np.flatnonzero(needed[rows.bar_pair])
+    pair = np.concatenate([rows.bar_pair[kept], rows.pair[bars.first_row[recent]]])
+    minute = np.concatenate([stored.get_column("minute").to_numpy()[kept], bars.minute[recent]])
+    volume = np.concatenate([_numbers(stored, "volume")[kept], bars.volume[recent]])
+    trades = np.concatenate([stored.get_column("trades").to_numpy()[kept], bars.trades[recent]])
+    close = np.concatenate([_numbers(stored, "close")[kept], bars.close[recent]])
     in_time_order = bool(np.all(minute[1:] >= minute[:-1]))  # stored bars are kept in minute order
     b = SortedGroups(pair, minute, time_follows_order=in_time_order, max_width=2 * _DAY_MINUTES + 1)
     at = np.empty(pair.shape[0], dtype=np.int64)
     at[b.order] = np.arange(b.size)
-    query = at[stored.height :]
-    day_start = b.window_start(_DAY_MINUTES + 1)[query]
-    two_day_start = b.window_start(2 * _DAY_MINUTES + 1)[query]
+    query = at[kept.shape[0] :]
+    day_start = b.window_start(_DAY_MINUTES + 1, query)
+    two_day_start = b.window_start(2 * _DAY_MINUTES + 1, query)
     sums = prefix_sums(np.stack([volume[b.order], trades[b.order].astype(np.float64)]))
     volume_24h = (sums[0, query] - sums[0, day_start]).astype(np.float64)
     trades_24h = np.rint((sums[1, query] - sums[1, day_start]).astype(np.float64)).astype(np.int64)
