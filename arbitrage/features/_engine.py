@@ -143,6 +143,8 @@ class RollingState(msgspec.Struct):
     bars: pl.DataFrame
     last_pair: dict[str, int]
     last_signer: dict[str, int]
+    pair_type: pl.Categorical
+    """The tail's and the bars' pairs share one mapping to codes, so stored bars need no re-encoding."""
     max_t: int | None = None
     max_slot: int | None = None
     bar_cutoff: int | None = None
@@ -152,11 +154,13 @@ class RollingState(msgspec.Struct):
     @classmethod
     def empty(cls) -> RollingState:
         """State before any transaction."""
+        pair_type = pl.Categorical(pl.Categories(f"arbitrage.features.pairs.{next(_CODE_SPACES)}"))
         return cls(
-            tail=pl.DataFrame(schema=_TAIL_SCHEMA),
-            bars=pl.DataFrame(schema=_BAR_SCHEMA),
+            tail=pl.DataFrame(schema=_TAIL_SCHEMA | {"pair": pair_type}),
+            bars=pl.DataFrame(schema=_BAR_SCHEMA | {"pair": pair_type}),
             last_pair={},
             last_signer={},
+            pair_type=pair_type,
         )
 
 
@@ -336,13 +340,15 @@ def _calendar(block_ms: Ints) -> dict[str, np.ndarray]:
 def _codes(*columns: pl.Series) -> list[Ints]:
     """Integer codes of each string series (equal strings in a series, equal codes; null is 0)."""
     space = pl.Categorical(pl.Categories(f"arbitrage.features.codes.{next(_CODE_SPACES)}"))
-    codes = []
-    for column in columns:
-        physical = column.cast(space).to_physical()
-        if physical.null_count():
-            physical = physical.cast(pl.Int64).fill_null(-1)
-        codes.append(physical.to_numpy().astype(np.int64) + 1)
-    return codes
+    return [_category_codes(column.cast(space)) for column in columns]
+
+
+def _category_codes(column: pl.Series) -> Ints:
+    """A categorical series' codes, shifted so that null is 0."""
+    physical = column.to_physical()
+    if physical.null_count():
+        physical = physical.cast(pl.Int64).fill_null(-1)
+    return physical.to_numpy().astype(np.int64) + 1
 
 
 def _numbers(frame: pl.DataFrame, name: str) -> Floats:
@@ -353,21 +359,19 @@ def _numbers(frame: pl.DataFrame, name: str) -> Floats:
 class _Rows:
     """State tail + new rows in processing (`seq`) order, as numpy arrays and string codes.
 
-    Floats use NaN for null. `bar_pair` holds the codes of `bar_pairs` (the stored bars'
-    pairs) in the same code space as `pair`.
+    Floats use NaN for null. `bar_pair` holds the codes of the stored bars' pairs, in the
+    same code space as `pair` (the state's `pair_type`).
     """
 
-    def __init__(
-        self, tail: pl.DataFrame, new: dict[str, np.ndarray], new_strings: pl.DataFrame, bar_pairs: pl.Series
-    ) -> None:
+    def __init__(self, state: RollingState, new: dict[str, np.ndarray], new_strings: pl.DataFrame) -> None:
+        tail = state.tail
         self.first_new = tail.height
+        new_strings = new_strings.with_columns(pl.col("pair").cast(state.pair_type))
         self.strings = pl.concat([tail.select(_STRINGS), new_strings])
         size = self.strings.height
-        pairs = pl.concat([self.strings.get_column("pair"), bar_pairs.rename("pair")])
-        pair, self.dex, self.pool, self.signer = _codes(
-            pairs, *(self.strings.get_column(name) for name in _STRINGS[1:])
-        )
-        self.pair, self.bar_pair = pair[:size], pair[size:]
+        self.pair = _category_codes(self.strings.get_column("pair"))
+        self.bar_pair = _category_codes(state.bars.get_column("pair"))
+        self.dex, self.pool, self.signer = _codes(*(self.strings.get_column(name) for name in _STRINGS[1:]))
         columns: dict[str, npt.NDArray[Any]] = {
             name: np.concatenate([tail.get_column(name).to_numpy(), new[name]]).astype(
                 np.float64 if _TAIL_SCHEMA[name] == pl.Float64 else np.int64
@@ -854,7 +858,9 @@ class FeatureEngine:
         warm = (pl.col("minute") >= split) | (pl.col("slot") >= newest_slot - 2 * RECENT_SLOTS)
         early = own.filter(~warm)
         state = engine.state
-        state.bars = _history_bars(own.filter(pl.col("minute") < split))
+        state.bars = _history_bars(own.filter(pl.col("minute") < split)).with_columns(
+            pl.col("pair").cast(state.pair_type)
+        )
         state.bar_cutoff = split
         if early.height:
             for column, seen in (("pair", state.last_pair), ("signer", state.last_signer)):
@@ -875,7 +881,7 @@ class FeatureEngine:
         slots = row_frame.get_column("slot").to_numpy()
         seq_order = None if bool(np.all(slots[1:] >= slots[:-1])) else np.argsort(slots, kind="stable")
         new, new_strings = _window_inputs(row_frame, seq_order, state.max_t, state.next_seq)
-        rows = _Rows(state.tail, new, new_strings, state.bars.get_column("pair"))
+        rows = _Rows(state, new, new_strings)
         pair, by_pair = _pair_windows(rows)
         bars = _minute_bars(rows, by_pair, state.bar_cutoff)
         # Slot windows reach back a few slots: only those rows of the tail take part.
@@ -934,7 +940,7 @@ class FeatureEngine:
                 "trades": bars.trades[folding],
                 "close": pl.Series(bars.close[folding]).fill_nan(None),
             },
-            schema=_BAR_SCHEMA,
+            schema=_BAR_SCHEMA | {"pair": state.pair_type},
         )
         state.bars = (
             pl.concat([state.bars, folded]).filter(pl.col("minute") >= max_t // _M1 - _BAR_KEEP_MINUTES).rechunk()
