@@ -1,6 +1,6 @@
 """Features + risk throughput: simulated transactions through FeatureEngine and score_risk.
 
-    python benchmarks/features.py [--rows 1000000] [--batch 10000] [--threads 1] [--squeeze 1]
+    python benchmarks/features.py [--rows 1000000] [--batch 10000] [--threads 1] [--squeeze 1] [--tokens 6]
 
 Prints one table (machine, sizes, figures) so two runs can be compared. `--threads 1`
 (the default) pins polars to one core, the issue's target being >= 300,000 rows/s there;
@@ -25,6 +25,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=10_000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--slot-gap", type=float, default=3.0, help="mean slots between non-burst transactions")
+    parser.add_argument("--tokens", type=int, default=6, help="tokens traded against SOL: the pairs, and their bars")
     parser.add_argument(
         "--squeeze",
         type=float,
@@ -40,7 +41,7 @@ def main() -> int:
     from arbitrage.features._synthetic import stored_rows
     from arbitrage.risk import score_risk
 
-    data = stored_rows(args.rows, seed=42, mean_slot_gap=args.slot_gap)
+    data = stored_rows(args.rows, seed=42, mean_slot_gap=args.slot_gap, tokens=args.tokens)
     if args.squeeze != 1.0:
         first_slot, first_time = data.get_column("slot").min(), data.get_column("block_time").min()
         data = data.with_columns(
