@@ -61,7 +61,7 @@ HISTORY_WINDOW: Final = timedelta(hours=48, minutes=15)
 """How far back before the newest stored transaction `FeatureEngine.from_history` needs rows."""
 
 _CODE_SPACES: Final = itertools.count()
-"""Names for per-call string-code mappings (polars drops each once nothing uses it)."""
+"""Names for string-code mappings, one per call and one per state's pairs (polars drops each once nothing uses it)."""
 
 _TAIL_SCHEMA: Final[dict[str, pl.DataType]] = {
     "seq": pl.Int64(),
