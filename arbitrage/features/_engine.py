@@ -17,6 +17,7 @@ fee quantiles from one sort per window length.
 
 from __future__ import annotations
 
+import copy
 import functools
 import itertools
 import math
@@ -416,9 +417,8 @@ class _Rows:
         if kept_tail.shape[0] == self.first_new:
             return self
         keep = np.concatenate([kept_tail, np.arange(self.first_new, self.size)])
-        view = object.__new__(_Rows)
-        view.first_new = kept_tail.shape[0]
-        view.size = keep.shape[0]
+        view = copy.copy(self)
+        view.first_new, view.size = kept_tail.shape[0], keep.shape[0]
         view.strings = self.strings[keep]
         view.pair, view.dex, view.pool, view.signer = (
             self.pair[keep],
@@ -426,10 +426,8 @@ class _Rows:
             self.pool[keep],
             self.signer[keep],
         )
-        view.bar_pair = self.bar_pair
         view.columns = {name: column[keep] for name, column in self.columns.items()}
         view._name_columns()
-        view.slot_follows_order = self.slot_follows_order
         return view
 
     def by(self, codes: Ints | None, *, time: Ints | None = None, max_width: int) -> SortedGroups:
@@ -455,10 +453,10 @@ def _cross_dex_spread(rows: _Rows, g: SortedGroups, price: Floats, at: Ints) -> 
     dexes = dexes[dexes != 0]
     if dexes.shape[0] < 2:
         return np.zeros(at.shape[0])
-    quoted_at = ~np.isnan(price)
+    has_price = ~np.isnan(price)
     latest = np.full((dexes.shape[0], at.shape[0]), np.nan)
     for k, code in enumerate(dexes):
-        quotes = np.flatnonzero((dex == code) & quoted_at)
+        quotes = np.flatnonzero((dex == code) & has_price)
         before = np.searchsorted(quotes, at) - 1
         found = before >= 0
         safe = quotes[np.where(found, before, 0)] if quotes.shape[0] else np.zeros_like(at)
