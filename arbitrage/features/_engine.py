@@ -85,6 +85,7 @@ _TAIL_SCHEMA: Final[dict[str, pl.DataType]] = {
     "spread": pl.Float64(),
 }
 _STRINGS: Final = ("pair", "dex", "pool", "signer")
+_PERSISTENT_KEYS: Final = ("pair", "dex", "pool")
 _NUMBERS: Final = tuple(name for name in _TAIL_SCHEMA if name not in _STRINGS)
 _FLOAT_INPUTS: Final = {
     "failed": "failed",
@@ -144,8 +145,9 @@ class RollingState(msgspec.Struct):
     bars: pl.DataFrame
     last_pair: dict[str, int]
     last_signer: dict[str, int]
-    pair_type: pl.Categorical
-    """The tail's and the bars' pairs share one mapping to codes, so stored bars need no re-encoding."""
+    key_types: dict[str, pl.Categorical]
+    """Pairs, DEXes and pools keep one mapping to codes for the state's life, so the tail and
+    the stored bars need no re-encoding; signers (an unbounded set) are encoded per batch."""
     max_t: int | None = None
     max_slot: int | None = None
     bar_cutoff: int | None = None
@@ -155,13 +157,16 @@ class RollingState(msgspec.Struct):
     @classmethod
     def empty(cls) -> RollingState:
         """State before any transaction."""
-        pair_type = pl.Categorical(pl.Categories(f"arbitrage.features.pairs.{next(_CODE_SPACES)}"))
+        key_types = {
+            name: pl.Categorical(pl.Categories(f"arbitrage.features.{name}.{next(_CODE_SPACES)}"))
+            for name in _PERSISTENT_KEYS
+        }
         return cls(
-            tail=pl.DataFrame(schema=_TAIL_SCHEMA | {"pair": pair_type}),
-            bars=pl.DataFrame(schema=_BAR_SCHEMA | {"pair": pair_type}),
+            tail=pl.DataFrame(schema={**_TAIL_SCHEMA, **key_types}),
+            bars=pl.DataFrame(schema=_BAR_SCHEMA | {"pair": key_types["pair"]}),
             last_pair={},
             last_signer={},
-            pair_type=pair_type,
+            key_types=key_types,
         )
 
 
@@ -338,10 +343,10 @@ def _calendar(block_ms: Ints) -> dict[str, np.ndarray]:
     }
 
 
-def _codes(*columns: pl.Series) -> list[Ints]:
-    """Integer codes of each string series (equal strings in a series, equal codes; null is 0)."""
+def _codes(column: pl.Series) -> Ints:
+    """Integer codes of a string series from a mapping of its own (equal strings, equal codes; null is 0)."""
     space = pl.Categorical(pl.Categories(f"arbitrage.features.codes.{next(_CODE_SPACES)}"))
-    return [_category_codes(column.cast(space)) for column in columns]
+    return _category_codes(column.cast(space))
 
 
 def _category_codes(column: pl.Series) -> Ints:
@@ -361,18 +366,18 @@ class _Rows:
     """State tail + new rows in processing (`seq`) order, as numpy arrays and string codes.
 
     Floats use NaN for null. `bar_pair` holds the codes of the stored bars' pairs, in the
-    same code space as `pair` (the state's `pair_type`).
+    same code space as `pair` (the state's `key_types`).
     """
 
     def __init__(self, state: RollingState, new: dict[str, np.ndarray], new_strings: pl.DataFrame) -> None:
         tail = state.tail
         self.first_new = tail.height
-        new_strings = new_strings.with_columns(pl.col("pair").cast(state.pair_type))
+        new_strings = new_strings.with_columns(pl.col(name).cast(dtype) for name, dtype in state.key_types.items())
         self.strings = pl.concat([tail.select(_STRINGS), new_strings])
         size = self.strings.height
-        self.pair = _category_codes(self.strings.get_column("pair"))
+        self.pair, self.dex, self.pool = (_category_codes(self.strings.get_column(name)) for name in _PERSISTENT_KEYS)
+        self.signer = _codes(self.strings.get_column("signer"))
         self.bar_pair = _category_codes(state.bars.get_column("pair"))
-        self.dex, self.pool, self.signer = _codes(*(self.strings.get_column(name) for name in _STRINGS[1:]))
         columns: dict[str, npt.NDArray[Any]] = {
             name: np.concatenate([tail.get_column(name).to_numpy(), new[name]]).astype(
                 np.float64 if _TAIL_SCHEMA[name] == pl.Float64 else np.int64
@@ -857,7 +862,7 @@ class FeatureEngine:
         early = own.filter(~warm)
         state = engine.state
         state.bars = _history_bars(own.filter(pl.col("minute") < split)).with_columns(
-            pl.col("pair").cast(state.pair_type)
+            pl.col("pair").cast(state.key_types["pair"])
         )
         state.bar_cutoff = split
         if early.height:
@@ -938,7 +943,7 @@ class FeatureEngine:
                 "trades": bars.trades[folding],
                 "close": pl.Series(bars.close[folding]).fill_nan(None),
             },
-            schema=_BAR_SCHEMA | {"pair": state.pair_type},
+            schema=_BAR_SCHEMA | {"pair": state.key_types["pair"]},
         )
         state.bars = (
             pl.concat([state.bars, folded]).filter(pl.col("minute") >= max_t // _M1 - _BAR_KEEP_MINUTES).rechunk()
