@@ -62,9 +62,11 @@ HISTORY_WINDOW: Final = timedelta(hours=48, minutes=15)
 """How far back before the newest stored transaction `FeatureEngine.from_history` needs rows."""
 
 _CODE_SPACES: Final = itertools.count()
-"""Names for string-code mappings, one per call and one per state's pairs (polars drops each once nothing uses it)."""
+"""Names for string-code mappings: one per call, and one per state for each of `_PERSISTENT_KEYS`.
 
-_TAIL_SCHEMA: Final[dict[str, pl.DataType]] = {
+Polars drops a mapping once nothing uses it."""
+
+_TAIL_SCHEMA: Final[dict[str, pl.DataType]] = {  # pair, dex, pool: a state's `key_types` instead
     "seq": pl.Int64(),
     "slot": pl.Int64(),
     "t": pl.Int64(),
@@ -943,7 +945,7 @@ class FeatureEngine:
                 "trades": bars.trades[folding],
                 "close": pl.Series(bars.close[folding]).fill_nan(None),
             },
-            schema=_BAR_SCHEMA | {"pair": state.key_types["pair"]},
+            schema=state.bars.schema,
         )
         state.bars = (
             pl.concat([state.bars, folded]).filter(pl.col("minute") >= max_t // _M1 - _BAR_KEEP_MINUTES).rechunk()
