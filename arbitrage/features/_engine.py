@@ -374,7 +374,11 @@ class _Rows:
     def __init__(self, state: RollingState, new: dict[str, np.ndarray], new_strings: pl.DataFrame) -> None:
         tail = state.tail
         self.first_new = tail.height
-        new_strings = new_strings.with_columns(pl.col(name).cast(dtype) for name, dtype in state.key_types.items())
+        # One cast at a time: casts into named categories that polars runs in parallel hand out
+        # codes in a varying order, which reorders groups and moves float sums run to run.
+        new_strings = new_strings.with_columns(
+            [new_strings.get_column(name).cast(dtype) for name, dtype in state.key_types.items()]
+        )
         self.strings = pl.concat([tail.select(_STRINGS), new_strings])
         size = self.strings.height
         self.pair, self.dex, self.pool = (_category_codes(self.strings.get_column(name)) for name in _PERSISTENT_KEYS)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import itertools
 import math
+import subprocess
+import sys
 from functools import cache
+from pathlib import Path
 
 import polars as pl
 from hypothesis import HealthCheck, given, settings
@@ -12,6 +15,16 @@ from hypothesis import strategies as st
 
 from arbitrage.features import FEATURE_NAMES, FeatureEngine
 from arbitrage.features._synthetic import stored_rows
+
+_ONE_RUN = """
+import sys
+import polars as pl
+from arbitrage.features import FeatureEngine
+from arbitrage.features._synthetic import stored_rows
+data = stored_rows(30_000, seed=7, tokens=50).head(3_000)
+engine = FeatureEngine()
+pl.concat([engine.process(data.slice(s, 500)) for s in range(0, data.height, 500)]).write_parquet(sys.argv[1])
+"""
 
 
 @cache
@@ -117,3 +130,11 @@ def test_late_rows_are_flagged_and_a_rebuild_in_slot_order_gives_them_backfill_v
     assert late.get_column("late").all()
     rebuilt = FeatureEngine().process(shuffled.sort("slot", maintain_order=True))
     assert_same_features(rebuilt, backfill(data))
+
+
+def test_features_are_the_same_to_the_bit_from_one_process_to_the_next(tmp_path: Path) -> None:
+    """Group codes order the rows whose float sums are read: they must not depend on thread timing."""
+    runs = [tmp_path / f"run{n}.parquet" for n in range(2)]
+    for path in runs:
+        subprocess.run([sys.executable, "-c", _ONE_RUN, str(path)], check=True, cwd=Path(__file__).parents[3])
+    assert pl.read_parquet(runs[0]).equals(pl.read_parquet(runs[1]))
