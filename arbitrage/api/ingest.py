@@ -20,8 +20,8 @@ are rejected; each reject names its index and field and is kept as a dead letter
 200 when anything was accepted or already stored, 422 when every record was rejected,
 400 when the body cannot be read at all, 413 when it is too large, 503 when saturated."""
 
-_SOLANA_DESCRIPTION = """Store what a Solana RPC node returns: `getTransaction` results (`json` or
-`jsonParsed`, with or without the JSON-RPC envelope), `getBlock` results, an array of them, or
+_SOLANA_DESCRIPTION = """Store what a Solana RPC node returns: `getTransaction` results (`json`,
+`jsonParsed`, `base64` or `base58`, with or without the JSON-RPC envelope), `getBlock` results, an array of them, or
 NDJSON. Arbitrages, other swaps and failed attempts are stored (the latter two as negative
 examples); votes and unrelated transactions are only counted in `kinds`."""
 

@@ -19,6 +19,7 @@ from arbitrage.solana._economics import costs, signer_gain, value_in_sol
 from arbitrage.solana._message import MessageView, require, token_accounts
 from arbitrage.solana._programs import SWAP_PROGRAMS, VOTE_PROGRAM
 from arbitrage.solana._swaps import attempted_route, extract_hops
+from arbitrage.solana._wire import encode_instruction_data, parse_transaction, wire_bytes
 
 Kind = Literal["arbitrage", "swap", "failed", "skipped_vote", "unrelated", "invalid"]
 
@@ -98,11 +99,9 @@ def _classify(entry: Any, slot: int | None, block_time: int | None, index: int |
     if not isinstance(entry, dict):
         raise ValidationError("transaction", "expected an object")
     transaction = require(entry, "transaction", "transaction")
-    if not isinstance(transaction, dict):
-        raise ValidationError(
-            "transaction",
-            "binary encodings are not supported; request json or jsonParsed",
-        )
+    binary = not isinstance(transaction, dict)
+    if binary:
+        transaction = parse_transaction(wire_bytes(transaction), raw_data=True)
     signatures = require(transaction, "signatures", "transaction.signatures")
     if not isinstance(signatures, list) or not signatures or not isinstance(signatures[0], str):
         raise ValidationError("transaction.signatures", "expected a non-empty list of strings")
@@ -114,6 +113,8 @@ def _classify(entry: Any, slot: int | None, block_time: int | None, index: int |
         return SolanaDecoded(kind="skipped_vote", signature=signature, slot=slot, index=index)
     if SWAP_PROGRAMS.isdisjoint(keys):
         return SolanaDecoded(kind="unrelated", signature=signature, slot=slot, index=index)
+    if binary:
+        encode_instruction_data(view.outer)
     success = meta.get("err") is None
     tokens = token_accounts(keys, meta)
     hops = extract_hops(view, tokens)
@@ -192,7 +193,7 @@ def _classify(entry: Any, slot: int | None, block_time: int | None, index: int |
 
 
 def decode_transaction(obj: dict[str, Any], *, index: int | None = None) -> SolanaDecoded:
-    """Decode a `getTransaction` result (`json` or `jsonParsed`), bare or in its JSON-RPC envelope.
+    """Decode a `getTransaction` result (`json`, `jsonParsed`, `base64`, `base58`), bare or in its envelope.
 
     Never raises on bad input: a malformed transaction returns `kind="invalid"` with `error`.
     """

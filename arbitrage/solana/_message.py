@@ -2,7 +2,8 @@
 
 `json` gives account keys as strings and instructions as indices into them, with v0 lookup-table
 keys in `meta.loadedAddresses`; `jsonParsed` gives key objects (lookup-table keys included) and
-instructions with pubkeys, some of them already parsed. The rest of the decoder reads both through
+instructions with pubkeys, some of them already parsed (binary encodings arrive here already parsed
+into the `json` shape by `_wire`). The rest of the decoder reads both through
 `MessageView` so that it never branches on the encoding itself.
 """
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from litestar.testing import AsyncTestClient
 
 from arbitrage.features import FEATURES
 from arbitrage.risk import RISK_COLUMNS
+from tests.unit.solana.wire import as_binary
 
 pytestmark = pytest.mark.anyio
 Client = AsyncTestClient[Any]
@@ -67,6 +69,18 @@ async def test_a_raw_block_stores_its_swaps_and_skips_votes(client: Client) -> N
     assert report["kinds"]["arbitrage"] == 1
     assert report["accepted"] >= 1
     assert report["accepted"] + report["rejected"] <= sum(report["kinds"].values()) - report["kinds"]["skipped_vote"]
+
+
+@pytest.mark.skipif(not FIXTURES.is_dir(), reason="shared/fixtures/solana is not beside the repository")
+async def test_a_base64_encoded_block_stores_what_its_json_form_stores(client: Client) -> None:
+    block = json.loads((FIXTURES / "block_285000037_txs_000-191.getBlock.json").read_bytes())
+    binary = {**block, "transactions": [as_binary(entry, "base64") for entry in block["transactions"]]}
+    report = (await client.post("/ingest/solana", content=json.dumps(binary).encode())).json()
+    assert report["kinds"]["arbitrage"] == 1
+    assert report["accepted"] >= 1
+    again = (await client.post("/ingest/solana", content=json.dumps(block).encode())).json()
+    assert again["kinds"] == report["kinds"]
+    assert (again["accepted"], again["duplicates"]) == (0, report["accepted"])
 
 
 async def test_garbage_sent_as_solana_is_rejected_not_crashing(client: Client) -> None:
