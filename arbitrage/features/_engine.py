@@ -844,7 +844,7 @@ class FeatureEngine:
 
         The caller loads every stored transaction with `block_time` within
         `HISTORY_WINDOW` (48 h 15 min) of the newest one, ordered by slot and then
-        ingestion time (ties keep the given order). Only the last minutes go through
+        arrival (ingestion time, then stream position; ties keep the given order). Only the last minutes go through
         `process`; older rows are folded straight into the bars and last-seen times.
         """
         engine = cls()

@@ -106,12 +106,16 @@ class TransactionReader:
         return _frame(await self.warehouse.query_arrow(sql))
 
     async def feature_history(self, window: timedelta) -> pl.DataFrame:
-        """Stored base columns within `window` of the newest row, in slot then ingestion order."""
+        """Stored base columns within `window` of the newest row, in slot then arrival order.
+
+        A batch's rows share one `ingested_at`; their stream positions keep the order the
+        feature engine saw them in, which its per-pair lookbacks depend on.
+        """
         columns = ", ".join(f"`{c.name}`" for c in STORED_COLUMNS)
         sql = (
             f"SELECT {columns} FROM {self.table}{self._final} "
             f"WHERE block_time >= (SELECT max(block_time) FROM {self.table}) - toIntervalMillisecond({{window_ms:Int64}}) "
-            "ORDER BY slot, ingested_at"
+            "ORDER BY slot, ingested_at, stream_position"
         )
         return _frame(await self.warehouse.query_arrow(sql, {"window_ms": int(window.total_seconds() * 1000)}))
 
