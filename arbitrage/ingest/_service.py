@@ -21,7 +21,7 @@ import pyarrow as pa
 from arbitrage.errors import Saturated, ValidationError
 from arbitrage.ingest._decode import DecodedBatch, Reject, decode_body, decode_records, encoding_for
 from arbitrage.ingest._derive import derive
-from arbitrage.storage import Warehouse
+from arbitrage.storage import SignatureWindow, Warehouse
 from arbitrage.stream import RecentTransactions
 from arbitrage.telemetry import METRICS, span, traced
 
@@ -220,9 +220,8 @@ class IngestService:
         # event loop that also serves the live streams.
         started = time.perf_counter()
         combined = await asyncio.to_thread(_combined, frames)
-        times = combined["block_time"]
         with span("ingest.dedup"):
-            known = await self.warehouse.known_signatures(combined["signature"].to_arrow(), times.min(), times.max())  # type: ignore[arg-type]
+            known = await self.warehouse.known_signatures(combined["signature"].to_arrow(), _window_of(combined))
         skipped = [pl.Series(list(known), dtype=pl.String)] if known else []
         skipped += list(self._in_flight.values())
         if skipped:
@@ -363,6 +362,16 @@ def _combined(frames: list[pl.DataFrame]) -> pl.DataFrame:
     """The group's batches as one frame, first of each signature kept, tagged with its batch."""
     tagged = [f.with_columns(pl.lit(i, pl.UInt32).alias(_BATCH)) for i, f in enumerate(frames)]
     return pl.concat(tagged, how="vertical").unique(subset="signature", keep="first", maintain_order=True)
+
+
+def _window_of(frame: pl.DataFrame) -> SignatureWindow:
+    bounds = frame.select(
+        start=pl.col("block_time").min(),
+        end=pl.col("block_time").max(),
+        first_slot=pl.col("slot").min(),
+        last_slot=pl.col("slot").max(),
+    ).row(0, named=True)
+    return SignatureWindow(**bounds)
 
 
 def _without(frame: pl.DataFrame, signatures: list[pl.Series]) -> pl.DataFrame:

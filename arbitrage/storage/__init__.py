@@ -4,12 +4,13 @@ from arbitrage.storage._aggregates import rebuild_daily_aggregates
 from arbitrage.storage._embedded import EmbeddedWarehouse
 from arbitrage.storage._factory import open_warehouse
 from arbitrage.storage._migrations import Migration, discover, migrations_dir, render
-from arbitrage.storage._protocol import Warehouse
+from arbitrage.storage._protocol import SignatureWindow, Warehouse
 from arbitrage.storage._reads import TransactionFilter, TransactionReader, ch_time, decode_cursor, encode_cursor
 
 __all__ = [
     "EmbeddedWarehouse",
     "Migration",
+    "SignatureWindow",
     "TransactionFilter",
     "TransactionReader",
     "Warehouse",

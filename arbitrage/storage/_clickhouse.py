@@ -18,7 +18,6 @@ import contextlib
 import io
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -32,6 +31,7 @@ from opentelemetry import trace
 from arbitrage.config import StorageSettings
 from arbitrage.errors import ConfigError, WarehouseUnavailable
 from arbitrage.storage._migrations import REPLICA_NAME, Migration, apply_migrations
+from arbitrage.storage._protocol import SignatureWindow
 from arbitrage.storage._sql import INSERT_SETTINGS, TSV_ESCAPES, inline_params, param_text
 from arbitrage.storage._threaded import ThreadedReader
 from arbitrage.telemetry import METRICS
@@ -164,18 +164,18 @@ class ClickHouseWarehouse:
             async with self._slots:
                 await asyncio.to_thread(self._post, None, {"query": sql}, payload)
 
-    async def known_signatures(self, signatures: pa.Array, start: datetime, end: datetime) -> set[str]:
+    async def known_signatures(self, signatures: pa.Array, window: SignatureWindow) -> set[str]:
         if len(signatures) == 0:
             return set()
         membership = "GLOBAL IN" if self.cluster else "IN"
+        where, params = window.where()
         sql = (
             f"SELECT DISTINCT signature FROM {self.database}.transactions "
-            "WHERE block_time BETWEEN {start:DateTime64(3, 'UTC')} AND {end:DateTime64(3, 'UTC')} "
-            f"AND signature {membership} (SELECT signature FROM candidates)"
+            f"WHERE {where} AND signature {membership} (SELECT signature FROM candidates)"
         )
         query = {
             "query": sql,
-            **http_params({"start": start, "end": end}),
+            **http_params(params),
             "candidates_structure": "signature String",
             "candidates_format": "TabSeparated",
         }

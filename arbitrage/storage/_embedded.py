@@ -10,7 +10,6 @@ import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -22,6 +21,7 @@ from chdb import session as chdb_session
 
 from arbitrage.errors import WarehouseLocked, WarehouseUnavailable
 from arbitrage.storage._migrations import Migration, apply_migrations
+from arbitrage.storage._protocol import SignatureWindow
 from arbitrage.storage._sql import INSERT_SETTINGS, inline_params
 from arbitrage.storage._threaded import ThreadedReader
 from arbitrage.telemetry import METRICS
@@ -134,8 +134,8 @@ class EmbeddedWarehouse:
     async def insert_arrow(self, table: str, data: pa.Table) -> None:
         await asyncio.to_thread(self._insert, table, data)
 
-    async def known_signatures(self, signatures: pa.Array, start: datetime, end: datetime) -> set[str]:
-        return await asyncio.to_thread(self._known_signatures, signatures, start, end)
+    async def known_signatures(self, signatures: pa.Array, window: SignatureWindow) -> set[str]:
+        return await asyncio.to_thread(self._known_signatures, signatures, window)
 
     def _open(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -208,16 +208,13 @@ class EmbeddedWarehouse:
             connection.close()
             raise WarehouseUnavailable(str(exc)) from exc
 
-    def _known_signatures(self, signatures: pa.Array, start: datetime, end: datetime) -> set[str]:
+    def _known_signatures(self, signatures: pa.Array, signature_window: SignatureWindow) -> set[str]:
         # A live batch spans seconds of block time, which hold few stored rows: reading all
         # their signatures needs no Python table, so it never waits for the insert in flight
         # (which holds the Python-table lock). Only a window denser than that is probed.
         limit = max(self.dedup_scan_rows, 4 * len(signatures))
-        window = (
-            f"SELECT signature FROM {self.database}.transactions "
-            "WHERE block_time BETWEEN {start:DateTime64(3, 'UTC')} AND {end:DateTime64(3, 'UTC')}"
-        )
-        params = {"start": start, "end": end}
+        where, params = signature_window.where()
+        window = f"SELECT signature FROM {self.database}.transactions WHERE {where}"
         with self._connection("dedup") as connection:
             stored = connection.query(inline_params(f"{window} LIMIT {limit}", params), "ArrowTable")
         if stored.num_rows < limit:

@@ -19,7 +19,7 @@ import pytest
 from arbitrage.config import StorageSettings
 from arbitrage.model import STORED_COLUMNS
 from arbitrage.simulator import Simulator
-from arbitrage.storage import discover, migrations_dir, open_warehouse
+from arbitrage.storage import SignatureWindow, discover, migrations_dir, open_warehouse
 from arbitrage.storage._clickhouse import ClickHouseWarehouse
 
 URL = os.environ.get("ARB_TEST_CLICKHOUSE_URL", "")
@@ -114,7 +114,8 @@ async def test_known_signatures_finds_exactly_the_stored_ones_in_the_window(serv
         await services.warehouse.close()
     signatures = pa.array([r["signature"] for r in records[:10]] + ["NotStored1111111111111111111111111111111111111"])
     now = datetime.now(UTC)
-    found = await server.known_signatures(signatures, now - timedelta(days=3650), now + timedelta(days=1))
+    window = SignatureWindow(now - timedelta(days=3650), now + timedelta(days=1), 0, 2**63)
+    found = await server.known_signatures(signatures, window)
     assert found == {r["signature"] for r in records[:10]}
 
 

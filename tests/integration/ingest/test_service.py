@@ -15,7 +15,7 @@ import pytest
 from arbitrage.errors import Saturated, ValidationError
 from arbitrage.ingest import IngestService
 from arbitrage.simulator import Simulator
-from arbitrage.storage import EmbeddedWarehouse
+from arbitrage.storage import EmbeddedWarehouse, SignatureWindow
 from arbitrage.stream import RecentTransactions
 
 pytestmark = pytest.mark.anyio
@@ -166,8 +166,25 @@ async def test_dedup_finds_exactly_the_stored_signatures_of_a_batch(
     warehouse.dedup_scan_rows = scan_rows
     candidates = [r["signature"] for r in records[140:160]]
     times = [datetime.fromtimestamp(r["block_time"] / 1000, UTC) for r in records]
-    found = await warehouse.known_signatures(pa.array(candidates), min(times), max(times))
+    slots = [r["slot"] for r in records]
+    window = SignatureWindow(min(times), max(times), min(slots), max(slots))
+    found = await warehouse.known_signatures(pa.array(candidates), window)
     assert found == {r["signature"] for r in records[140:150]}
+
+
+@pytest.mark.parametrize("scan_rows", [50_000, 1], ids=["window-read-whole", "window-too-dense-probed"])
+async def test_a_signature_sent_again_with_another_block_time_is_a_duplicate(
+    warehouse: EmbeddedWarehouse, records: list[dict[str, Any]], scan_rows: int
+) -> None:
+    """Sources disagree on block times (seconds against milliseconds, clocks); never on slots."""
+    warehouse.dedup_scan_rows = scan_rows
+    service = _service(warehouse)
+    await service.ingest_body(msgspec.json.encode(records[:100]), None, source="test")
+    for record, shift in zip(records[90:94], (1, 999, 60_000, -5_000), strict=True):
+        again = {**record, "block_time": record["block_time"] + shift}
+        report = await service.ingest_body(msgspec.json.encode([again]), None, source="test")
+        assert (report.accepted, report.duplicates) == (0, 1), shift
+    assert await _count(warehouse) == 100
 
 
 class _HeldFirstInsert:
