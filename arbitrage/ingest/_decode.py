@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 import msgspec
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from arbitrage.errors import ValidationError
@@ -138,6 +139,9 @@ def decode_records(records: Sequence[bytes], *, now: datetime | None = None) -> 
         return _decode_elements(list(records), now)
 
 
+_UNREADABLE = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+"""What decoding bytes raises besides a contract violation: bad syntax, bad UTF-8, nesting too deep."""
+
 _JSON_LIST = msgspec.json.Decoder(list[TransactionIn])
 _JSON_ONE = msgspec.json.Decoder(TransactionIn)
 _JSON_RAW = msgspec.json.Decoder(list[msgspec.Raw])
@@ -148,8 +152,8 @@ _MSGPACK_ONE = msgspec.msgpack.Decoder(TransactionIn)
 def _decode_json_array(body: bytes, now: datetime | None) -> DecodedBatch:
     try:
         elements = _JSON_RAW.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise ValidationError("$", f"body is not a JSON array of records: {exc}") from exc
+    except (*_UNREADABLE, msgspec.ValidationError) as exc:
+        raise ValidationError("$", f"body is not a JSON array of records: {_unreadable(exc)}") from exc
     frame = _arrow_columns(elements)
     if frame is None:
         return _decode_items(body, _JSON_LIST, _JSON_RAW, now)
@@ -167,7 +171,7 @@ def _arrow_columns(elements: Sequence[bytes | msgspec.Raw]) -> pl.DataFrame | No
     if not elements:
         return None
     lines = b"\n".join(elements)
-    if lines.count(b"\n") != len(elements) - 1:
+    if lines.count(b"\n") != len(elements) - 1 or not _is_utf8(lines):
         return None
     try:
         table = pa_json.read_json(
@@ -185,6 +189,15 @@ def _arrow_columns(elements: Sequence[bytes | msgspec.Raw]) -> pl.DataFrame | No
     return frame
 
 
+def _is_utf8(data: bytes) -> bool:
+    """Arrow's JSON reader takes invalid UTF-8 into its strings; msgspec names the record instead."""
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _decode_items(
     body: bytes,
     fast: msgspec.json.Decoder[list[TransactionIn]] | msgspec.msgpack.Decoder[list[TransactionIn]],
@@ -194,16 +207,16 @@ def _decode_items(
     name = "JSON" if raw is _JSON_RAW else "msgpack"
     try:
         records = fast.decode(body)
-    except msgspec.ValidationError:
-        pass
+    except (msgspec.ValidationError, UnicodeDecodeError, RecursionError):
+        pass  # one record's fault: decode them one by one below
     except msgspec.DecodeError as exc:
         raise ValidationError("$", f"body is not a valid {name} array: {exc}") from exc
     else:
         return _finish(records, list(range(len(records))), [], now, lambda i: msgspec.json.encode(records[i]))
     try:
         elements = [bytes(e) for e in raw.decode(body)]
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise ValidationError("$", f"body is not a {name} array of records: {exc}") from exc
+    except (*_UNREADABLE, msgspec.ValidationError) as exc:
+        raise ValidationError("$", f"body is not a {name} array of records: {_unreadable(exc)}") from exc
     one = _MSGPACK_ONE if raw is _MSGPACK_RAW else _JSON_ONE
     return _decode_each(elements, one, now)
 
@@ -222,7 +235,7 @@ def _decode_elements(elements: list[bytes], now: datetime | None, whole_body: by
     joined = b"[" + b",".join(elements) + b"]"
     try:
         records = _JSON_LIST.decode(joined)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, *_UNREADABLE):
         batch = _decode_each(elements, _JSON_ONE, now)
         nothing_parsed = not len(batch.frame) and all(r.field == "$" for r in batch.rejects)
         if whole_body is not None and nothing_parsed and not any(_looks_like_json(e) for e in elements):
@@ -231,10 +244,18 @@ def _decode_elements(elements: list[bytes], now: datetime | None, whole_body: by
     return _finish(records, list(range(len(records))), [], now, elements.__getitem__)
 
 
+def _unreadable(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not valid UTF-8 ({exc.reason})"
+    return str(exc)
+
+
 def _looks_like_json(element: bytes) -> bool:
     try:
         msgspec.json.decode(element)
-    except msgspec.DecodeError:
+    except _UNREADABLE:
         return False
     return True
 
@@ -254,8 +275,8 @@ def _decode_each(
         except msgspec.ValidationError as exc:
             field, reason = field_and_reason(str(exc))
             rejects.append(Reject(index, field, reason, element))
-        except msgspec.DecodeError as exc:
-            rejects.append(Reject(index, "$", f"malformed record: {exc}", element))
+        except _UNREADABLE as exc:
+            rejects.append(Reject(index, "$", f"malformed record: {_unreadable(exc)}", element))
     return _finish(records, indexes, rejects, now, elements.__getitem__)
 
 
@@ -272,19 +293,21 @@ def _finish(
     except (OverflowError, TypeError, pa.ArrowInvalid):
         keep: list[int] = []
         for position, record in enumerate(records):
-            field = _first_oversized(record)
-            if field is None:
+            oversized = _first_oversized(record)
+            if oversized is None:
                 keep.append(position)
             else:
-                rejects.append(Reject(indexes[position], field, "must be < 2^64", raw_of(indexes[position])))
+                rejects.append(Reject(indexes[position], *oversized, raw_of(indexes[position])))
         records = [records[p] for p in keep]
         indexes = [indexes[p] for p in keep]
         frame = _columns(records)
     return _check_rules(frame, indexes, rejects, now, raw_of)
 
 
-def _first_oversized(record: TransactionIn) -> str | None:
-    """The rare slow path: which unsigned 64-bit field of a record overflows."""
+def _first_oversized(record: TransactionIn) -> tuple[str, str] | None:
+    """The rare slow path: which 64-bit field of a record overflows, and why."""
+    if isinstance(record.block_time, int) and not -(2**63) <= record.block_time < 2**63:
+        return "block_time", "is before 2020-03-16" if record.block_time < 0 else "is more than 1 h in the future"
     for name in (
         "fee_lamports",
         "priority_fee_lamports",
@@ -294,12 +317,12 @@ def _first_oversized(record: TransactionIn) -> str | None:
     ):
         value = getattr(record, name)
         if value is not None and value >= UINT64_LIMIT:
-            return name
+            return name, "must be < 2^64"
     for position, leg in enumerate(record.legs):
         for name in ("amount_in", "amount_out", "reserve_in", "reserve_out"):
             value = getattr(leg, name)
             if value is not None and value >= UINT64_LIMIT:
-                return f"legs[{position}].{name}"
+                return f"legs[{position}].{name}", "must be < 2^64"
     return None
 
 
@@ -355,9 +378,9 @@ def _decode_arrow(body: bytes, now: datetime | None) -> DecodedBatch:
     for field in RAW_SCHEMA:
         if field.name in table.column_names:
             column = table.column(field.name)
-            if field.name == "block_time" and pa.types.is_timestamp(column.type):
-                column = column.cast(pa.timestamp("ms", "UTC")).cast(pa.int64())
             try:
+                if field.name == "block_time" and pa.types.is_timestamp(column.type):
+                    column = _epoch_ms_column(column)
                 columns.append(column.cast(field.type))
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                 raise ValidationError(field.name, f"column cannot be read as {field.type}: {exc}") from exc
@@ -369,6 +392,16 @@ def _decode_arrow(body: bytes, now: datetime | None) -> DecodedBatch:
     return _check_rules(
         frame, list(range(len(frame))), [], now, lambda i: msgspec.json.encode(frame.row(i, named=True))
     )
+
+
+def _epoch_ms_column(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Timestamps of any unit as epoch milliseconds: finer units truncated, overflow an error."""
+    unit = column.type.unit
+    raw = column.cast(pa.timestamp(unit)).cast(pa.int64())  # drops the zone: epoch values are UTC
+    if unit == "s":
+        return pc.multiply_checked(raw, 1000)
+    divisor = {"ms": 1, "us": 1_000, "ns": 1_000_000}[unit]
+    return raw if divisor == 1 else pc.divide(raw, divisor)  # integer division
 
 
 def _check_rules(
@@ -443,7 +476,11 @@ def _rule_checks(earliest_ms: int, latest_ms: int) -> list[tuple[str, pl.Expr, s
         ),
         ("legs", pl.col("legs").is_null(), "required"),
         ("legs", (n_legs < 1) | (n_legs > MAX_LEGS), f"must hold 1-{MAX_LEGS} legs"),
+        ("success", pl.col("success").is_null(), "must be true or false, not null (omit it for true)"),
         ("fee_lamports", pl.col("fee_lamports").is_null(), "required"),
+        ("priority_fee_lamports", pl.col("priority_fee_lamports").is_null(), "must not be null (omit it for 0)"),
+        ("jito_tip_lamports", pl.col("jito_tip_lamports").is_null(), "must not be null (omit it for 0)"),
+        ("fee_lamports", _cost_overflows(), "fee + priority fee + tip must be < 2^64 lamports"),
         ("bundle_id", pl.col("bundle_id").str.len_chars() > 128, "must be at most 128 characters"),
         (
             "leader",
@@ -451,6 +488,13 @@ def _rule_checks(earliest_ms: int, latest_ms: int) -> list[tuple[str, pl.Expr, s
             "must be a base58 public key",
         ),
     ]
+
+
+def _cost_overflows() -> pl.Expr:
+    """Exact in unsigned 64 bits: a + b overflows when b > MAX - a (the second test only counts when the first holds)."""
+    most = pl.lit(UINT64_LIMIT - 1, dtype=pl.UInt64)
+    fee, priority, tip = (pl.col(c) for c in ("fee_lamports", "priority_fee_lamports", "jito_tip_lamports"))
+    return (priority > most - fee) | (tip > most - fee - priority)
 
 
 def _pubkey_bad(name: str) -> pl.Expr:

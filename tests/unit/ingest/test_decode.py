@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from arbitrage.errors import ValidationError
-from arbitrage.ingest import RAW_SCHEMA, decode_body
+from arbitrage.ingest import RAW_SCHEMA, decode_body, decode_records
 from arbitrage.simulator import Simulator
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -209,3 +209,124 @@ def test_missing_defaulted_fields_take_their_defaults_on_the_columnar_path(batch
     assert decoded.frame["success"].to_list() == [True] * len(batch)
     assert decoded.frame["priority_fee_lamports"].to_list() == [0] * len(batch)
     assert decoded.frame["leader"].null_count() == len(batch)
+
+
+def _poisoned(record: dict[str, Any], poison: str, big: int = 10**20) -> bytes:
+    """One record as JSON with a defect that neither reader can turn into a contract record."""
+    if poison == "block_time beyond 64 bits":
+        return msgspec.json.encode({**record, "block_time": big})
+    if poison == "block_time below 64 bits":
+        return msgspec.json.encode({**record, "block_time": -big})
+    marked = copy.deepcopy(record)
+    marked["legs"][0]["dex"] = "poisonXX"
+    if poison == "invalid UTF-8":
+        return msgspec.json.encode(marked).replace(b"poisonXX", b"poison\xff\xfe")
+    assert poison == "nested 2,000 deep"
+    return msgspec.json.encode(record)[:-1] + b',"x":' + b"[" * 2000 + b"]" * 2000 + b"}"
+
+
+def _rfc3339(record: dict[str, Any]) -> dict[str, Any]:
+    """The same record with an RFC 3339 block time: a batch holding one is read by msgspec, not Arrow."""
+    at = datetime.fromtimestamp(record["block_time"] / 1000, UTC)
+    return {**record, "block_time": at.isoformat().replace("+00:00", "Z")}
+
+
+POISONS = [
+    ("block_time beyond 64 bits", "block_time", "is more than 1 h in the future"),
+    ("block_time below 64 bits", "block_time", "is before 2020-03-16"),
+    ("invalid UTF-8", "$", "malformed record: not valid UTF-8"),
+    ("nested 2,000 deep", "$", "malformed record: nested too deeply"),
+]
+
+
+@pytest.mark.parametrize(("poison", "field", "reason"), POISONS)
+@pytest.mark.parametrize("encoding", ["ndjson", "kafka"])
+def test_a_poisoned_record_is_rejected_and_the_others_kept(
+    batch: list[dict[str, Any]], poison: str, field: str, reason: str, encoding: str
+) -> None:
+    batch[0] = _rfc3339(batch[0])
+    elements = [msgspec.json.encode(r) for r in batch]
+    elements[4] = _poisoned(batch[4], poison)
+    if encoding == "kafka":
+        decoded = decode_records(elements, now=NOW)
+    else:
+        decoded = decode_body(b"\n".join(elements), "ndjson", now=NOW)
+    assert [(r.index, r.field) for r in decoded.rejects] == [(4, field)]
+    assert decoded.rejects[0].reason.startswith(reason)
+    assert decoded.rejects[0].raw == elements[4]
+    assert len(decoded.frame) == 19
+
+
+@pytest.mark.parametrize(
+    ("poison", "field", "reason", "encoding"),
+    [*((*p, "json") for p in POISONS[:3]), (*POISONS[0], "msgpack"), (*POISONS[2], "msgpack")],
+)
+def test_a_poisoned_record_in_an_array_is_rejected_and_the_others_kept(
+    batch: list[dict[str, Any]], poison: str, field: str, reason: str, encoding: str
+) -> None:
+    big = 2**64 - 1 if encoding == "msgpack" else 10**20  # msgpack holds no integer beyond 64 bits
+    elements = [msgspec.json.encode(r) for r in batch]
+    elements[4] = _poisoned(batch[4], poison, big)
+    body = b"[" + b",".join(elements) + b"]"
+    if encoding == "msgpack":
+        poisoned = msgspec.json.decode(elements[4].replace(b"poison\xff\xfe", b"poisonXX"))
+        body = msgspec.msgpack.encode([*batch[:4], poisoned, *batch[5:]]).replace(b"poisonXX", b"poison\xff\xfe")
+    decoded = decode_body(body, encoding, now=NOW)
+    assert [(r.index, r.field) for r in decoded.rejects] == [(4, field)]
+    assert decoded.rejects[0].reason.startswith(reason)
+    assert len(decoded.frame) == 19
+
+
+def test_a_json_array_nested_too_deeply_is_refused_as_a_whole_with_the_reason(batch: list[dict[str, Any]]) -> None:
+    body = b"[" + b",".join([msgspec.json.encode(batch[0]), _poisoned(batch[1], "nested 2,000 deep")]) + b"]"
+    with pytest.raises(ValidationError, match="nested too deeply"):
+        decode_body(body, "json", now=NOW)
+
+
+def test_costs_whose_sum_overflows_64_bits_are_rejected_not_wrapped(batch: list[dict[str, Any]]) -> None:
+    """The largest sum that fits (2^64 - 1, record 7) is kept."""
+    batch[6] |= {"fee_lamports": 2**64 - 1, "priority_fee_lamports": 2**64 - 1, "jito_tip_lamports": 2}
+    batch[7] |= {"fee_lamports": 2**63, "priority_fee_lamports": 2**63 - 1, "jito_tip_lamports": 0}
+    for body, encoding in ((_json(batch), "json"), (_arrow(batch), "arrow")):
+        decoded = decode_body(body, encoding, now=NOW)
+        assert [(r.index, r.field) for r in decoded.rejects] == [(6, "fee_lamports")], encoding
+        assert "< 2^64" in decoded.rejects[0].reason
+        assert len(decoded.frame) == 19
+
+
+def test_arrow_nulls_where_json_would_take_a_default_are_rejected_not_defaulted(batch: list[dict[str, Any]]) -> None:
+    batch[2]["success"] = None
+    batch[3]["priority_fee_lamports"] = None
+    batch[4]["jito_tip_lamports"] = None
+    decoded = decode_body(_arrow(batch), "arrow", now=NOW)
+    named = [(2, "success"), (3, "priority_fee_lamports"), (4, "jito_tip_lamports")]
+    assert [(r.index, r.field) for r in decoded.rejects] == named
+    assert len(decoded.frame) == 17
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+def test_arrow_timestamps_of_any_unit_become_milliseconds(batch: list[dict[str, Any]], unit: str) -> None:
+    table = pa.Table.from_pylist(batch, schema=RAW_SCHEMA)
+    ms = pa.array([r["block_time"] // 1000 * 1000 for r in batch], pa.int64())
+    per_ms = {"s": 0.001, "ms": 1, "us": 1_000, "ns": 1_000_000}[unit]
+    raw = pa.array([int(t * per_ms) + (7 if unit in ("us", "ns") else 0) for t in ms.to_pylist()], pa.int64())
+    column = raw.cast(pa.timestamp(unit, "UTC"))
+    table = table.set_column(table.schema.get_field_index("block_time"), "block_time", column)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    decoded = decode_body(sink.getvalue().to_pybytes(), "arrow", now=NOW)
+    assert decoded.rejects == []
+    assert decoded.frame["block_time"].to_list() == ms.to_pylist()
+
+
+def test_arrow_seconds_too_large_for_milliseconds_name_the_column(batch: list[dict[str, Any]]) -> None:
+    table = pa.Table.from_pylist(batch, schema=RAW_SCHEMA)
+    huge = pa.array([2**62] * len(batch), pa.int64()).cast(pa.timestamp("s"))
+    table = table.set_column(table.schema.get_field_index("block_time"), "block_time", huge)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    with pytest.raises(ValidationError) as raised:
+        decode_body(sink.getvalue().to_pybytes(), "arrow", now=NOW)
+    assert raised.value.field == "block_time"
