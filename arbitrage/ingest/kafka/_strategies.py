@@ -3,6 +3,9 @@
 Decoding, validation, dedup and the insert are the shared `IngestService` path (the same
 code as `POST /ingest`). A batch is retried with backoff until the warehouse takes it;
 meanwhile nothing upstream is read, so the fetch stage fills up and pauses the partitions.
+A failure that is not the warehouse's is one the data causes: the batch is split until the
+records at fault stand alone, and those become dead letters (a poison message never blocks
+its partition).
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from dataclasses import dataclass, field
 import polars as pl
 from confluent_kafka import Message
 
-from arbitrage.ingest import IngestService
+from arbitrage.errors import Saturated, WarehouseUnavailable
+from arbitrage.ingest import IngestReport, IngestService, RecordError, Reject
 from arbitrage.ingest.kafka import _metrics as m
 from arbitrage.ingest.kafka._records import Keyed, OutRecord, dead_letter, opportunities, risk_metrics
 
@@ -24,6 +28,9 @@ log = logging.getLogger(__name__)
 
 SOURCE = "kafka"
 """The `source` column of rows this consumer stores."""
+
+_TRANSIENT = (WarehouseUnavailable, Saturated, OSError, TimeoutError)
+"""Failures of the warehouse or the machine, not of the records: retried until they pass."""
 
 _stored_frames: ContextVar[list[pl.DataFrame] | None] = ContextVar("kafka_stored_frames", default=None)
 
@@ -136,22 +143,13 @@ class StoreStep:
             partition, offset = message.partition(), message.offset()
             if partition is not None and offset is not None:
                 offsets[partition] = offset + 1  # offsets grow within a partition in fetch order
-        delay = 0.1
         started = time.perf_counter()
-        while True:
-            bucket: list[pl.DataFrame] = []
-            token = _stored_frames.set(bucket)
-            try:
-                report = await self.ingest.ingest_records(values, source=SOURCE)
-                break
-            except Exception as exc:
-                self.failing = str(exc)[:200]
-                m.STORE_RETRIES.inc()
-                log.warning("storing a Kafka batch of %d failed (%s); retrying in %.1fs", len(values), exc, delay)
-            finally:
-                _stored_frames.reset(token)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.backoff_max_s)
+        bucket: list[pl.DataFrame] = []
+        token = _stored_frames.set(bucket)
+        try:
+            report = await self._store(values)
+        finally:
+            _stored_frames.reset(token)
         self.failing = None
         m.BATCH_SECONDS.observe(time.perf_counter() - started)
         stored = pl.concat(bucket, how="diagonal_relaxed") if bucket else pl.DataFrame()
@@ -170,6 +168,37 @@ class StoreStep:
         m.MESSAGES.labels("duplicate").inc(report.duplicates)
         m.MESSAGES.labels("rejected").inc(report.rejected)
         return batch
+
+    async def _store(self, values: list[bytes]) -> IngestReport:
+        """Store `values`; error indexes in the report are positions in `values`."""
+        delay = 0.1
+        while True:
+            try:
+                return await self.ingest.ingest_records(values, source=SOURCE)
+            except _TRANSIENT as exc:
+                self.failing = str(exc)[:200]
+                m.STORE_RETRIES.inc()
+                log.warning("storing a Kafka batch of %d failed (%s); retrying in %.1fs", len(values), exc, delay)
+            except Exception as exc:
+                if len(values) > 1:
+                    return await self._store_halves(values)
+                log.exception("a Kafka record cannot be stored; it goes to the dead letters")
+                reason = f"cannot be stored: {type(exc).__name__}: {exc}"[:500]
+                await self.ingest.record_rejects([Reject(0, "$", reason, values[0])], SOURCE)
+                return IngestReport(0, 0, 1, [RecordError(0, "$", reason)])
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.backoff_max_s)
+
+    async def _store_halves(self, values: list[bytes]) -> IngestReport:
+        half = len(values) // 2
+        first, second = await self._store(values[:half]), await self._store(values[half:])
+        shifted = [RecordError(e.index + half, e.field, e.reason) for e in second.errors]
+        return IngestReport(
+            first.accepted + second.accepted,
+            first.duplicates + second.duplicates,
+            first.rejected + second.rejected,
+            [*first.errors, *shifted],
+        )
 
     async def _stored_by_kafka(self, signatures: list[str]) -> pl.DataFrame:
         if not signatures:

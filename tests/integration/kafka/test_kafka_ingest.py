@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import polars as pl
 import pytest
 
 from arbitrage.ingest import IngestService
 from arbitrage.ingest.kafka import KafkaIngest, KafkaOptions, replay_dead_letters
 from arbitrage.simulator import Simulator
 from arbitrage.storage import EmbeddedWarehouse
+from arbitrage.stream import RecentTransactions
 from tests.integration.kafka.conftest import options_for, produce, read_topic, stored_counts, wait_for
 from tests.services.kafka_broker import Broker
 
@@ -81,6 +83,34 @@ async def test_poison_messages_go_to_the_dlq_and_the_rest_is_stored(
     assert sorted(table.column("field").to_pylist()) == ["$", "$", "slot"]
     assert set(table.column("source").to_pylist()) == {"kafka"}
     assert await stored_counts(warehouse) == (400, 400)
+
+
+async def test_a_record_that_breaks_processing_is_dead_lettered_and_the_partition_moves_on(
+    mock_broker: Broker, warehouse: EmbeddedWarehouse
+) -> None:
+    """A fault no rule foresaw (here an enricher that fails on one signature) must not block the partition."""
+    records = Simulator(seed=21).records(300)
+    cursed = records[123]["signature"]
+
+    def enrich(frame: pl.DataFrame) -> pl.DataFrame:
+        if cursed in frame["signature"]:
+            raise ZeroDivisionError("a bug this record triggers")
+        return frame
+
+    options = options_for(mock_broker, batch_size=100)
+    kafka = KafkaIngest(IngestService(warehouse, RecentTransactions(1000), enrichers=[enrich]), options)
+    await produce(mock_broker.bootstrap, options.topic_transactions, records)
+    await kafka.start()
+    try:
+        await wait_for(lambda: _stored(warehouse, 299), what="299 stored")
+        dlq = await read_topic(mock_broker.bootstrap, options.topic_dlq, expect=1)
+        assert [m.key() for m in dlq] == [cursed.encode()]
+        assert b"ZeroDivisionError" in dict(dlq[0].headers())["dlq.reason"]
+    finally:
+        await kafka.stop()
+    assert await stored_counts(warehouse) == (299, 299)
+    table = await warehouse.query_arrow(f"SELECT field, reason FROM {warehouse.database}.dead_letters")
+    assert table.column("field").to_pylist() == ["$"]
 
 
 async def test_replayed_dead_letters_are_marked_and_still_rejected_if_still_bad(
