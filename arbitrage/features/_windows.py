@@ -58,11 +58,15 @@ class SortedGroups:
         if n == 0:
             self.key = np.zeros(0, dtype=np.int64)
             return
-        low = int(self.time.min())
-        span = int(self.time.max()) - low + max_width + 1
-        if (int(self.group[-1]) + 1) * span >= _MAX_KEY:
-            raise ArbitrageError("batch spans too long a time for point-in-time windows; split it")
-        self.key = self.group * span + (self.time - low)
+        offset = self.time - int(self.time.min())
+        span = int(offset.max()) + max_width + 1
+        groups = int(self.group[-1]) + 1
+        if groups * span >= _MAX_KEY:
+            offset = _closed_gaps(self.time, max_width)
+            span = int(offset[-1]) + max_width + 1
+            if groups * span >= _MAX_KEY:
+                raise ArbitrageError("too many rows and groups for point-in-time windows; split the batch")
+        self.key = self.group * span + offset
 
     @property
     def size(self) -> int:
@@ -80,6 +84,17 @@ class SortedGroups:
         if values is not None and self.size:
             starts[1:] |= values[1:] != values[:-1]
         return np.maximum.accumulate(np.where(starts, np.arange(self.size, dtype=np.int64), 0))
+
+
+def _closed_gaps(time: Ints, max_width: int) -> Ints:
+    """Sorted times with every gap wider than `max_width` narrowed to `max_width + 1`.
+
+    No window reaches across such a gap either way, so windows stay exactly the same, while
+    the packed keys stay small however far apart the times are (a slot of 2^63 - 1 next to
+    today's). Gaps between groups are narrowed too: the group part of the key keeps them apart.
+    """
+    steps = np.clip(np.diff(time), 0, max_width + 1)
+    return np.concatenate(([0], np.cumsum(steps, dtype=np.int64)))
 
 
 def stable_argsort(codes: Ints) -> Ints:

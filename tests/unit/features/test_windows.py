@@ -16,11 +16,17 @@ from arbitrage.features._windows import SortedGroups, prefix_sums, window_quanti
 events = st.lists(st.tuples(st.integers(0, 3), st.integers(0, 40), st.integers(0, 1_000)), min_size=1, max_size=60)
 
 
+FAR = 2**63 - 1_000
+"""Times this far apart (a slot of 2^63 - 1 beside today's) cannot be packed into keys as they are."""
+
+
 @settings(max_examples=40, deadline=None)
-@given(events=events, width=st.integers(1, 15))
+@given(events=events, width=st.integers(1, 15), far=st.booleans())
 def test_window_starts_and_sums_hold_the_groups_earlier_rows_within_the_width(
-    events: list[tuple[int, int, int]], width: int
+    events: list[tuple[int, int, int]], width: int, far: bool
 ) -> None:
+    if far:  # the later times jump to the end of the 64-bit range
+        events = [(g, t + FAR if t > 20 else t, v) for g, t, v in events]
     codes = np.array([g for g, _, _ in events], dtype=np.int64)
     time = np.array([t for _, t, _ in events], dtype=np.int64)
     values = np.array([float(v) for _, _, v in events])
