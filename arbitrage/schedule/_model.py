@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-from croniter import croniter
+from croniter import CroniterBadDateError, CroniterError, croniter
 
 from arbitrage.errors import ValidationError
 from arbitrage.export import ExportJob, ExportRequest
@@ -58,6 +58,8 @@ class Schedule(msgspec.Struct, kw_only=True):
     last_error: str | None = None
     consecutive_failures: int = 0
     next_run_at: datetime | None = None
+    frequency_error: str | None = None
+    """Why the schedule never runs (its stored cron, accepted by an older version, matches no date)."""
     running: bool = False
 
     def create_body(self) -> dict[str, Any]:
@@ -83,11 +85,29 @@ class ScheduleDetail(msgspec.Struct, kw_only=True):
 
 
 def cron_of(frequency: str) -> str:
-    """The cron expression of a frequency. Raises `ValidationError` for a bad one."""
+    """The cron expression of a frequency. Raises `ValidationError` for a bad one or one that never fires."""
     cron = NAMED_FREQUENCIES.get(frequency.strip().lower(), frequency.strip())
     if not croniter.is_valid(cron) or len(cron.split()) != 5:
         raise ValidationError("frequency", f"not hourly, daily, weekly or a 5-field cron expression: {frequency!r}")
+    problem = cron_error(cron)
+    if problem is not None:
+        raise ValidationError("frequency", f"{frequency!r} {problem}")
     return cron
+
+
+def cron_error(cron: str) -> str | None:
+    """Why no due time can be computed for a cron, or None.
+
+    A valid cron can still match no date (`0 0 31 2 *`); it would fail every due-time
+    computation, so it is refused on input and skipped when found in stored schedules.
+    """
+    try:
+        next_due(cron, datetime.now(UTC))
+    except CroniterBadDateError:
+        return "never fires: no date matches its day and month (such as 31 February)"
+    except CroniterError as exc:
+        return f"is not a usable cron expression: {exc}"
+    return None
 
 
 def latest_due(cron: str, now: datetime) -> datetime:

@@ -13,6 +13,9 @@ Guarantees:
   one and no row goes out twice.
 - A failed run is retried with exponential backoff; failures show in the schedule, in
   `health()` and in Prometheus metrics.
+- A cron that matches no date (31 February) is refused on input; one found in stored
+  schedules (older versions accepted it) leaves that schedule idle, shown with its
+  `frequency_error` and in `health()`, without holding up the others.
 """
 
 from __future__ import annotations
@@ -34,7 +37,15 @@ from prometheus_client import Counter, Gauge
 
 from arbitrage.errors import ArbitrageError, ValidationError
 from arbitrage.export import ExportJob, ExportRequest, ExportService, plan_export, redact_url, table_columns
-from arbitrage.schedule._model import Schedule, ScheduleCreate, ScheduleDetail, cron_of, latest_due, next_due
+from arbitrage.schedule._model import (
+    Schedule,
+    ScheduleCreate,
+    ScheduleDetail,
+    cron_error,
+    cron_of,
+    latest_due,
+    next_due,
+)
 from arbitrage.storage import Warehouse
 from arbitrage.telemetry import METRICS, traced
 
@@ -107,9 +118,19 @@ class ScheduleService:
     async def start(self, *, run_loop: bool = True) -> None:
         """Load schedules; skip missed due times unless configured to run them; start the loop."""
         self._schedules = {s.id: s for s in await self._load()}
+        for schedule in self._schedules.values():
+            if schedule.frequency_error:
+                log.warning(
+                    "schedule %s will not run, its cron %r %s: change its frequency or delete it",
+                    schedule.id,
+                    schedule.cron,
+                    schedule.frequency_error,
+                )
         if not self._run_missed:
             now = self._clock()
             for schedule in self._schedules.values():
+                if schedule.frequency_error:
+                    continue
                 due = latest_due(schedule.cron, now)
                 if due > (schedule.last_due or schedule.created_at):
                     schedule.last_due = due
@@ -134,8 +155,8 @@ class ScheduleService:
         schedule = self._build(f"sch-{secrets.token_hex(6)}", body, created_at=now)
         await self._check_export(schedule)
         async with self._lock:
-            self._schedules[schedule.id] = schedule
             await self._save(schedule)
+            self._schedules[schedule.id] = schedule
         return self._view(schedule)
 
     async def update(self, schedule_id: str, changes: Mapping[str, Any]) -> Schedule:
@@ -161,8 +182,8 @@ class ScheduleService:
             if updated.cron != current.cron:
                 updated.last_due = max(current.last_due or current.created_at, self._clock())
             await self._check_export(updated)
-            self._schedules[schedule_id] = updated
             await self._save(updated)
+            self._schedules[schedule_id] = updated
         return self._view(updated)
 
     async def delete(self, schedule_id: str) -> None:
@@ -209,7 +230,7 @@ class ScheduleService:
         now = self._clock()
         started = []
         for schedule in list(self._schedules.values()):
-            if not schedule.enabled or schedule.id in self._running:
+            if not schedule.enabled or schedule.frequency_error or schedule.id in self._running:
                 continue
             due = latest_due(schedule.cron, now)
             if due <= (schedule.last_due or schedule.created_at):
@@ -224,14 +245,24 @@ class ScheduleService:
         return started
 
     def health(self) -> dict[str, Any]:
-        """`degraded` while any schedule's latest run failed, with the failing schedules."""
+        """`degraded` while any schedule's latest run failed or its cron never fires, naming them."""
         failing = [
             {"id": s.id, "name": s.name, "consecutive_failures": s.consecutive_failures, "last_error": s.last_error}
             for s in self._schedules.values()
             if s.consecutive_failures > 0
         ]
+        unrunnable = [
+            {"id": s.id, "name": s.name, "cron": s.cron, "frequency_error": s.frequency_error}
+            for s in self._schedules.values()
+            if s.frequency_error
+        ]
         FAILING.set(len(failing))
-        return {"status": "degraded" if failing else "healthy", "schedules": len(self._schedules), "failing": failing}
+        return {
+            "status": "degraded" if failing or unrunnable else "healthy",
+            "schedules": len(self._schedules),
+            "failing": failing,
+            "unrunnable": unrunnable,
+        }
 
     def _spawn(
         self, schedule: Schedule, *, due: datetime | None, started: asyncio.Future[ExportJob] | None = None
@@ -366,7 +397,7 @@ class ScheduleService:
         base = max(schedule.last_due or schedule.created_at, schedule.created_at)
         return msgspec.structs.replace(
             schedule,
-            next_run_at=next_due(schedule.cron, base) if schedule.enabled else None,
+            next_run_at=next_due(schedule.cron, base) if schedule.enabled and not schedule.frequency_error else None,
             running=schedule.id in self._running,
         )
 
@@ -421,6 +452,7 @@ class ScheduleService:
                 last_job_id=row["last_job_id"] or None,
                 last_error=row["last_error"] or None,
                 consecutive_failures=row["consecutive_failures"],
+                frequency_error=cron_error(row["cron"]),
             )
             for row in table.to_pylist()
         ]
