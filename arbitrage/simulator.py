@@ -34,10 +34,17 @@ TOKENS = (
 )
 USDC_MINT = TOKENS[1][0]
 SLOT_MS = 400
+_KNOWN_SLOT = (285_000_037, 1_724_267_459_000)
+"""A mainnet slot and its block time (ms): simulated slots follow the clock from here."""
 
 
 def _base58(rng: random.Random, length: int) -> str:
     return "".join(rng.choices(_ALPHABET, k=length))
+
+
+def _slot_at(time_ms: int) -> int:
+    """Slots follow the clock, not the seed: two simulators feeding one server agree on which are recent."""
+    return _KNOWN_SLOT[0] + (time_ms - _KNOWN_SLOT[1]) // SLOT_MS
 
 
 class Simulator:
@@ -57,8 +64,8 @@ class Simulator:
     ) -> None:
         self._realtime = realtime
         self._rng = random.Random(seed)
-        self._slot = 280_000_000 + self._rng.randrange(1_000_000)
         self._time_ms = int((start or datetime.now(UTC) - timedelta(hours=1)).timestamp() * 1000)
+        self._slot = _slot_at(self._time_ms) - 1
         self._tx_per_slot = tx_per_slot
         self._prices = {mint: price for mint, _, price, _ in TOKENS}
         self._decimals = {mint: dec for mint, dec, _, _ in TOKENS}
@@ -98,8 +105,8 @@ class Simulator:
 
     def _slot_records(self) -> list[dict[str, Any]]:
         rng = self._rng
-        self._slot += 1
         self._time_ms = int(time.time() * 1000) if self._realtime else self._time_ms + SLOT_MS + rng.randrange(-40, 60)
+        self._slot = max(self._slot + 1, _slot_at(self._time_ms))
         self._walk()
         burst = rng.random() < 0.03
         n = int(rng.expovariate(1 / self._tx_per_slot)) + (rng.randrange(10, 40) if burst else 0)

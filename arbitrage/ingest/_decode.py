@@ -86,6 +86,9 @@ RAW_SCHEMA = pa.schema(
 """Columns of a decoded batch; also the schema documented for Arrow IPC ingest (`block_time` in ms)."""
 
 _DEFAULTED = ("success", "priority_fee_lamports", "jito_tip_lamports")
+_MIN_SLOT_MS = 250
+"""Solana aims at 400 ms slots; a slot number that needs faster ones is corrupt, and would make
+every later transaction look late to the feature engine."""
 _ARROW_JSON_OPTIONS = pa_json.ParseOptions(explicit_schema=RAW_SCHEMA, unexpected_field_behavior="ignore")
 _SCALAR_FIELDS = [f.name for f in RAW_SCHEMA if f.name not in ("legs", "block_time")]
 _LEG_FIELDS = [f.name for f in RAW_LEG_SCHEMA]
@@ -468,6 +471,11 @@ def _rule_checks(earliest_ms: int, latest_ms: int) -> list[tuple[str, pl.Expr, s
         ("block_time", pl.col("block_time").is_null(), "required"),
         ("block_time", pl.col("block_time") < earliest_ms, "is before 2020-03-16"),
         ("block_time", pl.col("block_time") > latest_ms, "is more than 1 h in the future"),
+        (
+            "slot",
+            pl.col("slot").cast(pl.Float64) > (pl.col("block_time") - earliest_ms).cast(pl.Float64) / _MIN_SLOT_MS,
+            f"is ahead of its block time (more than {1000 // _MIN_SLOT_MS} slots per second since 2020-03-16)",
+        ),
         ("signer", pl.col("signer").is_null(), "required"),
         (
             "signer",
