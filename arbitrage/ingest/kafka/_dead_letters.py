@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import msgspec
+import pyarrow as pa
 
 from arbitrage.ingest import IngestReport, IngestService
 from arbitrage.storage import Warehouse
@@ -39,7 +40,7 @@ async def list_dead_letters(
         "ORDER BY received_at DESC LIMIT {limit:UInt32}",
         {"source": source or "", "all": include_replayed, "limit": limit},
     )
-    rows = table.to_pylist()
+    rows = _with_raw_bytes(table).to_pylist()
     return [
         DeadLetter(
             received_at=r["received_at"].strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
@@ -47,7 +48,7 @@ async def list_dead_letters(
             record_index=r["record_index"],
             field=r["field"],
             reason=r["reason"],
-            raw=(r["raw"] if isinstance(r["raw"], str) else bytes(r["raw"]).decode(errors="replace")),
+            raw=r["raw"].decode(errors="replace"),
             replayed=bool(r["replayed"]),
         )
         for r in rows
@@ -72,7 +73,7 @@ async def replay_dead_letters(
     )
     if table.num_rows == 0:
         return DeadLetterReplay(0, IngestReport(0, 0, 0, []))
-    raws = [r if isinstance(r, bytes) else str(r).encode() for r in table.column("raw").to_pylist()]
+    raws: list[bytes] = _with_raw_bytes(table).column("raw").to_pylist()
     cutoff = table.column("received_at").to_pylist()[-1]
     report = await ingest.ingest_records(raws, source=REPLAY_SOURCE)
     await warehouse.execute(
@@ -83,3 +84,9 @@ async def replay_dead_letters(
         {"source": source or "", "cutoff": cutoff.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]},
     )
     return DeadLetterReplay(table.num_rows, report)
+
+
+def _with_raw_bytes(table: pa.Table) -> pa.Table:
+    """`raw` as bytes: the warehouse hands strings back as UTF-8 text, which binary bodies (Arrow, msgpack) are not."""
+    index = table.schema.get_field_index("raw")
+    return table.set_column(index, "raw", table.column("raw").cast(pa.binary()))

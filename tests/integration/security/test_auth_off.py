@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 from litestar.testing import AsyncTestClient
 
@@ -62,3 +63,23 @@ def test_binding_beyond_loopback_without_auth_refuses_to_build_the_app() -> None
     with pytest.raises(ConfigError, match=r"auth\.enabled"):
         create_app(load_settings(env={}, overrides={"server.host": "0.0.0.0"}))
     create_app(load_settings(env={}, overrides={"server.host": "0.0.0.0", "auth.enabled": True}))
+
+
+async def test_dead_letters_of_binary_bodies_list_and_replay(client: Client, data_dir: Path) -> None:
+    """An Arrow stream starts with 0xFF: its dead letter is not UTF-8 and must still be served."""
+    table = pa.table({"nonsense": [1, 2]})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    body = sink.getvalue().to_pybytes()
+    refused = await client.post(
+        "/ingest", content=body, headers={"Content-Type": "application/vnd.apache.arrow.stream"}
+    )
+    assert refused.status_code == 400
+    admin = bearer((data_dir / "admin_token").read_text().strip())
+    listed = await client.get("/admin/dead-letters", params={"limit": 1000}, headers=admin)
+    assert listed.status_code == 200
+    assert any(item["raw"].startswith("\ufffd") for item in listed.json()["items"])
+    replayed = await client.post("/admin/dead-letters/replay", json={"source": "http"}, headers=admin)
+    assert replayed.status_code == 200
+    assert replayed.json()["replayed"] >= 1
