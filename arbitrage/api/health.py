@@ -22,6 +22,10 @@ async def _warehouse(services: NamedDependency[Services]) -> dict[str, Any]:
     return {"status": "healthy", "latency_ms": round(latency, 2), "backend": services.warehouse.backend}
 
 
+_METRICS_TYPE = CONTENT_TYPE_LATEST.replace("; charset=utf-8", "")
+"""Litestar appends the charset itself; a second one makes the header unparsable to Prometheus."""
+
+
 class HealthController(Controller):
     tags = ["operations"]
     guards = [public]
@@ -48,6 +52,6 @@ class HealthController(Controller):
         code = HTTP_503_SERVICE_UNAVAILABLE if status == "unhealthy" else HTTP_200_OK
         return Response({"status": status, "components": components}, status_code=code)
 
-    @get("/metrics", description="Prometheus text exposition.", media_type=CONTENT_TYPE_LATEST)
+    @get("/metrics", description="Prometheus text exposition.", media_type=_METRICS_TYPE)
     async def metrics(self) -> bytes:
         return generate_latest(METRICS.registry)
