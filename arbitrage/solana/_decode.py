@@ -120,16 +120,23 @@ def _classify(entry: Any, slot: int | None, block_time: int | None, index: int |
     hops = extract_hops(view, tokens)
     if not hops and not success:
         hops = attempted_route(view, tokens)
-    if not hops:
+    if not hops and success:
+        return SolanaDecoded(kind="unrelated", signature=signature, slot=slot, index=index)
+    spent = costs(view, meta, len(signatures))
+    if not hops:  # failed before any swap ran, through a program whose route cannot be read
         return SolanaDecoded(
-            kind="failed" if not success else "unrelated",
+            kind="failed",
             signature=signature,
             slot=slot,
             index=index,
+            fee_lamports=spent.fee,
+            priority_fee_lamports=spent.priority_fee,
+            jito_tip_lamports=spent.jito_tip,
+            rent_lamports=spent.rent,
+            net_profit_sol=-(spent.fee + spent.jito_tip) / LAMPORTS_PER_SOL,
         )
 
     signer = keys[0]
-    spent = costs(view, meta, len(signatures))
     start_token = hops[0].token_in
     gain_raw = signer_gain(start_token, signer, tokens, meta, spent)
     gain_sol = value_in_sol(start_token, gain_raw, hops)

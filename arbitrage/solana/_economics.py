@@ -45,8 +45,9 @@ def costs(view: MessageView, meta: dict[str, Any], signature_count: int) -> Cost
 
     The priority fee is compute-unit price x limit / 1e6 (rounded up, as the runtime does) when a
     ComputeBudget instruction sets the price; the limit is the explicit one or the runtime default
-    (200k per non-ComputeBudget instruction, at most 1.4M). Without a price instruction it is the
-    part of the fee above the 5,000-lamport base per signature.
+    (200k per non-ComputeBudget instruction), at most 1.4M either way (the runtime clamps a larger
+    request). Without a price instruction it is the part of the fee above the 5,000-lamport base
+    per signature, and never more than that part.
     """
     fee = int(meta.get("fee") or 0)
     price: int | None = None
@@ -58,7 +59,7 @@ def costs(view: MessageView, meta: dict[str, Any], signature_count: int) -> Cost
             continue
         data = b58decode(ix.get("data") or "")
         if data[:1] == b"\x02" and len(data) >= 5:
-            limit = int.from_bytes(data[1:5], "little")
+            limit = min(int.from_bytes(data[1:5], "little"), MAX_COMPUTE_UNIT_LIMIT)
         elif data[:1] == b"\x03" and len(data) >= 9:
             price = int.from_bytes(data[1:9], "little")
     if price is not None:
@@ -70,9 +71,10 @@ def costs(view: MessageView, meta: dict[str, Any], signature_count: int) -> Cost
                 MAX_COMPUTE_UNIT_LIMIT,
             )
         )
-        priority = min(fee, -(-price * effective_limit // 1_000_000))
+        priority = -(-price * effective_limit // 1_000_000)
     else:
-        priority = max(0, fee - LAMPORTS_PER_SIGNATURE * signature_count)
+        priority = fee
+    priority = max(0, min(priority, fee - LAMPORTS_PER_SIGNATURE * signature_count))
     pre = meta.get("preBalances") or ()
     post = meta.get("postBalances") or ()
     keys = view.keys

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import msgspec
+import pytest
 
 from arbitrage.model import TransactionIn
 from arbitrage.solana import decode_block, decode_documents, decode_transaction
@@ -133,3 +134,26 @@ def test_raw_bytes_accept_a_document_an_array_and_ndjson(block: Any) -> None:
     assert len(results) == 1 + 1 + 192
     assert results[1].kind == "invalid" and results[1].error is not None and results[1].error.startswith("line 2")
     assert results[2 + 182].kind == "arbitrage"
+
+
+@pytest.mark.parametrize(("index", "priority"), [(128, 140_000), (132, 28_000)])
+def test_a_compute_unit_limit_above_the_maximum_is_clamped_as_the_runtime_does(
+    block: Any, index: int, priority: int
+) -> None:
+    """Both ask for 6M units; the runtime charges the price on 1.4M, and the 5,000-lamport base stays base."""
+    result = decode_block(block, slot=SLOT)[index]
+    assert result.record is not None
+    fee = block["transactions"][index]["meta"]["fee"]
+    assert (result.record["fee_lamports"], result.record["priority_fee_lamports"]) == (5_000, priority)
+    assert fee == 5_000 + priority
+    assert result.record["compute_unit_limit"] == 1_400_000
+
+
+def test_a_failed_transaction_whose_route_cannot_be_read_still_reports_its_costs(block: Any) -> None:
+    result = decode_block(block, slot=SLOT)[21]
+    meta = block["transactions"][21]["meta"]
+    assert meta["err"] is not None
+    assert (result.kind, result.record) == ("failed", None)
+    assert result.fee_lamports == meta["fee"] == 1_005_001
+    assert result.priority_fee_lamports == meta["fee"] - 5_000
+    assert result.net_profit_sol == pytest.approx(-meta["fee"] / 1e9)
