@@ -45,7 +45,10 @@ RawAmount = Annotated[int, msgspec.Meta(ge=0)]
 Lamports = Annotated[int, msgspec.Meta(ge=0)]
 UINT64_LIMIT = 2**64
 Decimals = Annotated[int, msgspec.Meta(ge=0, le=18)]
-DexName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+DEX_PATTERN = r"^[A-Za-z0-9_.\-]+$"
+"""DEX names as the `dex` filter can ask for them: program names, or program ids for unknown ones."""
+DexName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=DEX_PATTERN)]
+BlockTime = int | Annotated[datetime, msgspec.Meta(tz=True)]
 
 
 class Leg(msgspec.Struct, gc=False, omit_defaults=True):
@@ -66,14 +69,14 @@ class Leg(msgspec.Struct, gc=False, omit_defaults=True):
 class TransactionIn(msgspec.Struct, gc=False, omit_defaults=True):
     """One arbitrage transaction as a source sends it. Unknown fields are ignored.
 
-    `block_time` is milliseconds since the epoch or an RFC 3339 string; its range
+    `block_time` is milliseconds since the epoch or an RFC 3339 string (with its offset); its range
     (not before 2020-03-16, at most an hour ahead of the clock) is checked after
     decoding because it depends on the current time.
     """
 
     signature: Signature
     slot: Slot
-    block_time: int | datetime
+    block_time: BlockTime
     signer: Pubkey
     legs: Annotated[list[Leg], msgspec.Meta(min_length=1, max_length=MAX_LEGS)]
     fee_lamports: Lamports

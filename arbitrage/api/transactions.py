@@ -16,6 +16,7 @@ from litestar.response import Stream
 
 from arbitrage.cache import HistoricalPages
 from arbitrage.errors import ValidationError
+from arbitrage.model import DEX_PATTERN
 from arbitrage.security import requires
 from arbitrage.storage import TransactionFilter, TransactionReader, decode_cursor, encode_cursor
 from arbitrage.stream import RecentTransactions, render_transactions
@@ -26,7 +27,7 @@ Token = Annotated[
     str | None, Parameter(min_length=32, max_length=44, pattern=_BASE58, description="Mint anywhere in the route.")
 ]
 Dex = Annotated[
-    str | None, Parameter(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$", description="DEX of any leg.")
+    str | None, Parameter(min_length=1, max_length=64, pattern=DEX_PATTERN, description="DEX of any leg.")
 ]
 Signer = Annotated[
     str | None, Parameter(min_length=32, max_length=44, pattern=_BASE58, description="Signer public key.")

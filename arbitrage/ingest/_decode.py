@@ -29,6 +29,7 @@ import pyarrow.json as pa_json
 from arbitrage.errors import ValidationError
 from arbitrage.model import (
     BASE58_PATTERN,
+    DEX_PATTERN,
     EARLIEST_BLOCK_TIME,
     MAX_CLOCK_SKEW,
     MAX_LEGS,
@@ -513,6 +514,7 @@ def _pubkey_bad(name: str) -> pl.Expr:
 _LEG_CHECKS: list[tuple[str, pl.Expr, str]] = [
     ("dex", pl.col("dex").is_null() | (pl.col("dex").str.len_chars() == 0), "required"),
     ("dex", pl.col("dex").str.len_chars() > 64, "must be at most 64 characters"),
+    ("dex", ~pl.col("dex").str.contains(DEX_PATTERN), "must be letters, digits, '_', '.' or '-'"),
     ("pool", _pubkey_bad("pool"), "must be a base58 public key, 32-44 characters"),
     ("token_in", _pubkey_bad("token_in"), "must be a base58 mint, 32-44 characters"),
     ("token_out", _pubkey_bad("token_out"), "must be a base58 mint, 32-44 characters"),

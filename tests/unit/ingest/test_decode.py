@@ -52,6 +52,7 @@ BREAKS: list[tuple[str, Any, str]] = [
     ("jito_tip_lamports", -3, "jito_tip_lamports"),
     ("success", "yes", "success"),
     ("leader", "l" * 10, "leader"),
+    ("block_time", "2024-05-01T12:00:00", "block_time"),  # RFC 3339 needs its offset
 ]
 
 
@@ -84,6 +85,8 @@ LEG_BREAKS: list[tuple[str, Any]] = [
     ("pool", "bad"),
     ("token_out", "I" * 40),  # 'I' is not base58
     ("dex", ""),
+    ("dex", "raydium/amm"),  # a name the `dex` filter could never ask for
+    ("dex", "orca\nwhirlpool"),
     ("reserve_in", 2**64 + 5),
 ]
 
@@ -175,6 +178,7 @@ AGREEMENT: list[tuple[str, Any]] = [
     ("legs", None),
     ("legs.dex", "d" * 65),
     ("legs.dex", ""),
+    ("legs.dex", "raydium amm"),
     ("legs.pool", "short"),
     ("legs.decimals_in", 19),
     ("legs.decimals_in", 300),
