@@ -534,45 +534,48 @@ async def _split(
 ) -> tuple[str | None, dict[str, Any] | None]:
     """The SQL expression naming each row's split, and what the manifest says about it.
 
-    Boundaries are the (block_time, signature) of the first val and first test row in time
-    order, so the split is exact in row counts and no row of a later split is older than
-    a row of an earlier one.
+    Each boundary is the block time of the row at the split's share in time order: rows of
+    that block time and later go to the later split. Every row of a later split is then
+    strictly newer than every row of an earlier one (rows of one block, which share a
+    time, never straddle two splits), at the price of counts a few rows off the shares.
     """
     split = plan.request.split
     if split is None:
         return None, None
     n_train = round(total * split.train)
     n_val = round(total * split.val) if split.test > 0 else total - n_train
-    bounds: list[tuple[str, str] | None] = []
+    bounds: list[str | None] = []
     for offset in (n_train, n_train + n_val):
         if offset >= total:
             bounds.append(None)
             continue
         row = await warehouse.query_arrow(
-            f"SELECT block_time, signature FROM {source} WHERE {where} "
-            "ORDER BY block_time, signature LIMIT 1 OFFSET {offset:UInt64}",
+            f"SELECT block_time FROM {source} WHERE {where} ORDER BY block_time LIMIT 1 OFFSET {{offset:UInt64}}",
             {**params, "offset": str(offset)},
         )
-        bounds.append((ch_time(row.column("block_time")[0].as_py()), row.column("signature")[0].as_py()))
+        bounds.append(ch_time(row.column("block_time")[0].as_py()))
     for i, bound in enumerate(bounds):
         if bound is not None:
-            params[f"split_t{i}"], params[f"split_s{i}"] = bound
-    key = "(block_time, signature)"
+            params[f"split_t{i}"] = bound
 
     def before(i: int) -> str:
-        return "true" if bounds[i] is None else f"{key} < ({{split_t{i}:DateTime64(3, 'UTC')}}, {{split_s{i}:String}})"
+        return "true" if bounds[i] is None else f"block_time < {{split_t{i}:DateTime64(3, 'UTC')}}"
 
     expression = f"multiIf({before(0)}, 'train', {before(1)}, 'val', 'test')"
-    counts = {"train": n_train, "val": min(n_val, total - n_train), "test": max(0, total - n_train - n_val)}
+    tally = await warehouse.query_arrow(
+        f"SELECT countIf({before(0)}) AS train, countIf({before(1)}) AS upto_val FROM {source} WHERE {where}", params
+    )
+    n_before_val, n_before_test = (int(tally.column(c)[0].as_py()) for c in ("train", "upto_val"))
+    counts = {"train": n_before_val, "val": n_before_test - n_before_val, "test": total - n_before_test}
     info = {
         name: {
             "fraction": getattr(split, name),
             "rows": counts[name],
-            "starts_at": None if i == 0 or bounds[i - 1] is None else _iso_text(bounds[i - 1][0]),  # type: ignore[index]
+            "starts_at": None if i == 0 or bounds[i - 1] is None else _iso_text(bounds[i - 1]),  # type: ignore[arg-type]
         }
         for i, name in enumerate(SPLITS)
     }
-    info["order"] = "block_time, signature"  # type: ignore[assignment]
+    info["order"] = "block_time"  # type: ignore[assignment]
     return expression, info
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
@@ -144,3 +145,24 @@ async def test_an_empty_selection_writes_a_schema_only_file_and_a_manifest(wareh
     assert result.rows == 0 and len(result.files) == 1
     assert pq.read_table(tmp_path / result.files[0].path).num_rows == 0
     assert json.loads((tmp_path / "manifest.json").read_text())["rows"] == 0
+
+
+async def test_rows_of_one_block_time_never_straddle_two_splits(warehouse, make_transactions, tmp_path):
+    """Seven rows per block time (a block's transactions share one): the 60% and 80% marks fall inside blocks."""
+    table = make_transactions(1000)
+    times = table.column("block_time").to_pylist()
+    shared = pa.array([times[i // 7 * 7] for i in range(len(times))], table.schema.field("block_time").type)
+    await warehouse.insert_arrow(
+        "transactions", table.set_column(table.schema.get_field_index("block_time"), "block_time", shared)
+    )
+    result = await export(
+        warehouse, tmp_path, columns=["signature", "block_time"], split=Split(train=0.6, val=0.2, test=0.2)
+    )
+    by_split: dict[str, list[Any]] = {name: [] for name in ("train", "val", "test")}
+    for info in result.files:
+        by_split[info.partition["split"]] += pq.read_table(tmp_path / info.path).column("block_time").to_pylist()
+    assert max(by_split["train"]) < min(by_split["val"])
+    assert max(by_split["val"]) < min(by_split["test"])
+    assert [len(by_split[s]) for s in ("train", "val", "test")] == [595, 203, 202]  # cut at blocks 85 and 114
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert [manifest["split"][s]["rows"] for s in ("train", "val", "test")] == [595, 203, 202]
