@@ -112,7 +112,10 @@ def score_risk(batch_with_features: pl.DataFrame) -> pl.DataFrame:
 
 
 def summarize_risk(frame: pl.DataFrame) -> dict[str, Any]:
-    """Counts per level, score distribution and mean components, for `GET /risk/summary`."""
+    """Counts per level, score distribution and mean components, for `GET /risk/summary`.
+
+    Components are named as in every other response (`sandwich`, not the column `risk_sandwich`).
+    """
     levels = {"low": 0, "medium": 0, "high": 0}
     if frame.height == 0:
         return {
@@ -121,7 +124,7 @@ def summarize_risk(frame: pl.DataFrame) -> dict[str, Any]:
             "p50_score": 0.0,
             "p90_score": 0.0,
             "levels": levels,
-            "components": dict.fromkeys(RISK_WEIGHTS, 0.0),
+            "components": {_component(name): 0.0 for name in RISK_WEIGHTS},
         }
     counts = frame.group_by("risk_level").len()
     for level, count in counts.iter_rows():
@@ -138,8 +141,12 @@ def summarize_risk(frame: pl.DataFrame) -> dict[str, Any]:
         "p50_score": float(stats["p50"]),
         "p90_score": float(stats["p90"]),
         "levels": levels,
-        "components": {name: float(stats[name]) for name in RISK_WEIGHTS},
+        "components": {_component(name): float(stats[name]) for name in RISK_WEIGHTS},
     }
+
+
+def _component(column: str) -> str:
+    return column.removeprefix("risk_")
 
 
 def risk_columns_sql() -> list[str]:

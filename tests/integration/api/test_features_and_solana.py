@@ -47,6 +47,7 @@ async def test_risk_of_one_transaction_and_the_summary(client: Client, records: 
     assert (await client.get("/risk/" + "1" * 88)).status_code == 404
     summary = (await client.get("/risk/summary", params={"hours": 24 * 365})).json()
     assert summary["transactions"] == len(records)
+    assert set(summary["components"]) == set(one["components"])
     assert sum(summary["levels"].values()) == len(records)
 
 
