@@ -23,7 +23,9 @@ are rejected; each reject names its index and field and is kept as a dead letter
 _SOLANA_DESCRIPTION = """Store what a Solana RPC node returns: `getTransaction` results (`json`,
 `jsonParsed`, `base64` or `base58`, with or without the JSON-RPC envelope), `getBlock` results, an array of them, or
 NDJSON. Arbitrages, other swaps and failed attempts are stored (the latter two as negative
-examples); votes and unrelated transactions are only counted in `kinds`."""
+examples); votes and unrelated transactions are only counted in `kinds`. 200 when anything was
+accepted or already stored, 422 when every transaction was invalid (each becomes a dead letter
+with its signature, slot, index and error), 400 for an empty body."""
 
 
 def _status(accepted: int, duplicates: int, rejected: int) -> int:

@@ -7,6 +7,7 @@ from collections import Counter
 
 import msgspec
 
+from arbitrage.errors import ValidationError
 from arbitrage.ingest._decode import Reject
 from arbitrage.ingest._service import IngestReport, IngestService, RecordError
 from arbitrage.solana import SolanaDecoded, decode_documents
@@ -27,6 +28,8 @@ async def ingest_solana(service: IngestService, body: bytes, *, source: str = "s
 
     Records keep their position among the decoded transactions as their error index.
     """
+    if not body.strip():
+        raise ValidationError("$", "body holds no documents")
     service.admit()
     decoded = await asyncio.to_thread(lambda: list(decode_documents(body)))
     kinds: Counter[str] = Counter(item.kind for item in decoded)

@@ -84,6 +84,13 @@ async def test_a_base64_encoded_block_stores_what_its_json_form_stores(client: C
     assert (again["accepted"], again["duplicates"]) == (0, report["accepted"])
 
 
+async def test_an_empty_solana_body_is_refused(client: Client) -> None:
+    for body in (b"", b" \n"):
+        response = await client.post("/ingest/solana", content=body)
+        assert response.status_code == 400
+        assert "no documents" in response.text
+
+
 async def test_garbage_sent_as_solana_is_rejected_not_crashing(client: Client) -> None:
     response = await client.post("/ingest/solana", content=b'{"jsonrpc": "2.0", "result": {"nonsense": 1}}')
     assert response.status_code == 422
