@@ -175,7 +175,7 @@ class Query:
             raise ValidationError("first", f"must be 1-{MAX_PAGE}")
         services = _services(info)
         filters = _filters(filter)
-        before = decode_cursor(after) if after else None
+        before = decode_cursor(after, "after") if after else None
         items = services.recent.page(first + 1, before) if filters.is_empty else None
         if items is None:
             items = render_transactions(await services.reader.page(filters, first + 1, before))

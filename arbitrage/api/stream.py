@@ -3,14 +3,18 @@
 Both serve the same feed with the same filters. A client that reconnects with the last
 position it saw (SSE `Last-Event-ID`, WebSocket `last_event_id`) first receives what it
 missed, then live events, with no gap and no duplicate. A client whose queue overflows is
-dropped (the SSE stream ends, the WebSocket closes with 1013) and may resume."""
+dropped (the SSE stream ends, the WebSocket closes with 1013) and may resume.
+
+Filters take exactly the values `/transactions` takes (its parameter types, and their bounds
+for the JSON of a WebSocket subscription)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 from litestar import Controller, Request, WebSocket, get, websocket
@@ -19,24 +23,30 @@ from litestar.exceptions import WebSocketDisconnect
 from litestar.params import Parameter
 from litestar.response import Stream
 
+from arbitrage.api.transactions import Dex, MinProfit, Signer, Token
 from arbitrage.errors import ValidationError
 from arbitrage.security import requires
 from arbitrage.services import Services
-from arbitrage.stream import Fields, LiveBatch, LiveFeed, Resume, StreamFilter, project
+from arbitrage.stream import FIELD_NAMES, Fields, LiveBatch, LiveFeed, Resume, StreamFilter, project
 
-Token = Annotated[str | None, Parameter(min_length=32, max_length=44, description="Mint anywhere in the route.")]
-Dex = Annotated[str | None, Parameter(min_length=1, max_length=64, description="DEX of any leg.")]
-Signer = Annotated[str | None, Parameter(min_length=32, max_length=44, description="Signer public key.")]
-MinProfit = Annotated[float | None, Parameter(description="Minimum net profit, SOL.")]
+log = logging.getLogger(__name__)
+
 FieldList = Annotated[
     str | None,
     Parameter(
         max_length=2000, description="Comma-separated top-level fields to send (default: the whole transaction)."
     ),
 ]
+LastEventId = Annotated[
+    str | None, Parameter(max_length=20, description="Resume after this stream position (decimal, at most 2^64-1).")
+]
 
 SLOW_CONSUMER_CLOSE = 1013
 """WebSocket close code for a client dropped because it fell behind ("try again later")."""
+FEED_FAILED_CLOSE = 1011
+"""WebSocket close code for a client whose feed failed (an internal error); it may subscribe again to resume."""
+MAX_POSITION = 2**64 - 1
+"""Stream positions are UInt64."""
 
 
 def _feed(services: Services) -> LiveFeed:
@@ -50,17 +60,50 @@ def parse_fields(fields: str | list[str] | None) -> Fields:
         return None
     names = fields.split(",") if isinstance(fields, str) else fields
     cleaned = tuple(dict.fromkeys(n.strip() for n in names if n.strip()))
-    if not cleaned or not all(name.isidentifier() for name in cleaned):
+    if not cleaned:
         raise ValidationError("fields", "a comma-separated list of field names")
+    unknown = [name for name in cleaned if name not in FIELD_NAMES]
+    if unknown:
+        raise ValidationError("fields", f"not top-level keys of a transaction: {', '.join(unknown)}")
     return cleaned
 
 
-def _last_id(value: str | None, field: str) -> int | None:
+def _position(value: str | int | None, field: str) -> int | None:
+    """A resume position (the `id` of an event) as an int, or its ASCII decimal digits; None for none.
+
+    `str.isdigit` also takes digits `int` refuses ("²"); 20 digits hold any UInt64 and keep
+    `int` below its 4300-digit limit.
+    """
     if value is None or value == "":
         return None
-    if not value.isdigit():
-        raise ValidationError(field, "a stream position (the `id` of an event)")
-    return int(value)
+    if isinstance(value, str):
+        if not (value.isascii() and value.isdigit() and len(value) <= 20):
+            raise ValidationError(field, "a stream position (the `id` of an event): decimal digits")
+        value = int(value)
+    if not 0 <= value <= MAX_POSITION:
+        raise ValidationError(field, "a stream position (the `id` of an event): 0 to 2^64-1")
+    return value
+
+
+_BOUNDS = ("gt", "ge", "lt", "le", "multiple_of", "min_length", "max_length", "pattern")
+
+
+def _json_type(parameter: Any) -> Any:
+    """A `/transactions` filter parameter's type, with its `Parameter` bounds as `msgspec.Meta`.
+
+    Litestar checks the query the same way (it turns those bounds into `msgspec.Meta`), so a
+    WebSocket subscription takes exactly the filter values the query string takes.
+    """
+    optional, kwargs = get_args(parameter)
+    (value,) = (arg for arg in get_args(optional) if arg is not type(None))
+    meta = {name: getattr(kwargs, name) for name in _BOUNDS if getattr(kwargs, name) is not None}
+    return Annotated[value, msgspec.Meta(**meta)] | None
+
+
+_FILTER_PARAMETERS = {"token": Token, "dex": Dex, "signer": Signer, "min_profit_sol": MinProfit}
+_Filters = msgspec.defstruct("Filters", [(name, _json_type(p), None) for name, p in _FILTER_PARAMETERS.items()])
+_FILTER_BOUNDS = msgspec.json.Decoder(msgspec.defstruct("Subscribe", [("filters", _Filters | None, None)]))
+"""Checks the bounds of a subscribe message's `filters` (`_Subscribe` checks their names and types)."""
 
 
 class StreamController(Controller):
@@ -83,14 +126,14 @@ class StreamController(Controller):
         signer: Signer = None,
         min_profit_sol: MinProfit = None,
         fields: FieldList = None,
-        last_event_id: Annotated[str | None, Parameter(max_length=20, description="Resume after this id.")] = None,
+        last_event_id: LastEventId = None,
     ) -> Stream:
         feed = _feed(services)
         filters = StreamFilter(token=token, dex=dex, signer=signer, min_profit_sol=min_profit_sol)
         selected = parse_fields(fields)
-        resume_after = _last_id(request.headers.get("last-event-id"), "Last-Event-ID")
+        resume_after = _position(request.headers.get("last-event-id"), "Last-Event-ID")
         if resume_after is None:
-            resume_after = _last_id(last_event_id, "last_event_id")
+            resume_after = _position(last_event_id, "last_event_id")
         settings = services.settings.stream
         body = _sse_body(
             feed, filters, selected, resume_after, settings.client_queue_events, settings.keepalive_seconds
@@ -169,25 +212,31 @@ class _SocketSession:
         self.feed = feed
         self.max_events = max_events
         self._pump: asyncio.Task[None] | None = None
-        self._dropped = asyncio.Event()
+        self._ended = asyncio.Event()
+        self._close_frame: tuple[int, str] | None = None
+        """Code and reason to close the client with, set when its feed ends the session (`_ended`)."""
 
     async def serve(self) -> None:
-        """Read control messages until the client leaves or the feed drops it.
+        """Read control messages until the client leaves or its feed ends (dropped, or failed).
 
         Granian holds a close frame back while a receive is pending, so the reader is
-        cancelled before a dropped client is closed.
+        cancelled before the client is closed.
         """
         reader = asyncio.create_task(self._read())
-        dropped = asyncio.create_task(self._dropped.wait())
+        ended = asyncio.create_task(self._ended.wait())
         try:
-            await asyncio.wait([reader, dropped], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([reader, ended], return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (reader, dropped):
+            for task in (reader, ended):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect):
                     await task
-        if self._dropped.is_set():
-            await self.socket.close(SLOW_CONSUMER_CLOSE, "slow consumer: too many undelivered events")
+        if self._close_frame is not None:
+            await self.socket.close(*self._close_frame)
+
+    def _end(self, code: int, reason: str) -> None:
+        self._close_frame = (code, reason)
+        self._ended.set()
 
     async def _read(self) -> None:
         while True:
@@ -197,7 +246,9 @@ class _SocketSession:
                 return
             try:
                 message = msgspec.json.decode(text, type=_Subscribe)
+                _FILTER_BOUNDS.decode(text)
                 fields = parse_fields(message.fields)
+                after = _position(message.last_event_id, "last_event_id")
             except (msgspec.ValidationError, msgspec.DecodeError, ValidationError) as exc:
                 await self._send({"type": "error", "detail": str(exc)})
                 continue
@@ -208,7 +259,7 @@ class _SocketSession:
                 await self._send({"type": "unsubscribed"})
             else:
                 await self.stop()
-                resume = self.feed.resume(message.filters, self.max_events, message.last_event_id)
+                resume = self.feed.resume(message.filters, self.max_events, after)
                 await self._send({"type": "subscribed", "position": resume.position, "filters": message.filters})
                 self._pump = asyncio.create_task(self._send_feed(resume, message.filters, fields))
 
@@ -223,15 +274,21 @@ class _SocketSession:
         await self.socket.send_data(msgspec.json.encode(message).decode())
 
     async def _send_feed(self, resume: Resume, filters: StreamFilter, fields: Fields) -> None:
+        """Backlog, then live events. A failure ends the session with 1011 and is logged: raised, it would reach nobody."""
         try:
             async for message in _backlog(self.feed, filters, resume, lambda b, s: _ws_message(b, fields, s)):
                 await self.socket.send_data(message.decode())
             while True:
                 items = await resume.subscription.next()
                 if items is None:
-                    self._dropped.set()
+                    self._end(SLOW_CONSUMER_CLOSE, "slow consumer: too many undelivered events")
                     return
                 for batch, selected in items:
                     await self.socket.send_data(_ws_message(batch, fields, selected).decode())
+        except WebSocketDisconnect:
+            raise  # the client left: not a failure, and the reader sees it too
+        except Exception:
+            log.exception("the live feed of a WebSocket client failed")
+            self._end(FEED_FAILED_CLOSE, "the feed failed; subscribe again with last_event_id to resume")
         finally:
             self.feed.hub.unsubscribe(resume.subscription)

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from arbitrage.errors import ValidationError
+from arbitrage.storage import LATEST, as_utc
 
 PartitionKey = Literal["date", "hour", "month", "dex", "signer", "start_token", "success", "source", "hops"]
 NormalizeMethod = Literal["none", "zscore", "minmax"]
@@ -116,12 +117,12 @@ def _parse_bound(field: str, value: str | None, *, is_end: bool) -> datetime | N
             day = date.fromisoformat(value)
         except ValueError as exc:
             raise ValidationError(field, f"not a date: {value!r}") from exc
-        moment = datetime.combine(day, time(), tzinfo=UTC)
-        return moment + timedelta(days=1) if is_end else moment
+        if not is_end:
+            return datetime.combine(day, time(), tzinfo=UTC)
+        # An inclusive last day ends at the next midnight; 9999-12-31 has none a datetime holds.
+        return LATEST if day == date.max else datetime.combine(day + timedelta(days=1), time(), tzinfo=UTC)
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as exc:
         raise ValidationError(field, f"not a date or RFC 3339 datetime: {value!r}") from exc
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    return as_utc(moment)

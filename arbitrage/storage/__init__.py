@@ -5,15 +5,25 @@ from arbitrage.storage._embedded import EmbeddedWarehouse
 from arbitrage.storage._factory import open_warehouse
 from arbitrage.storage._migrations import Migration, discover, migrations_dir, render
 from arbitrage.storage._protocol import SignatureWindow, Warehouse
-from arbitrage.storage._reads import TransactionFilter, TransactionReader, ch_time, decode_cursor, encode_cursor
+from arbitrage.storage._reads import (
+    LATEST,
+    TransactionFilter,
+    TransactionReader,
+    as_utc,
+    ch_time,
+    decode_cursor,
+    encode_cursor,
+)
 
 __all__ = [
+    "LATEST",
     "EmbeddedWarehouse",
     "Migration",
     "SignatureWindow",
     "TransactionFilter",
     "TransactionReader",
     "Warehouse",
+    "as_utc",
     "ch_time",
     "decode_cursor",
     "discover",

@@ -59,11 +59,27 @@ class TransactionFilter(msgspec.Struct, frozen=True, kw_only=True):
         return " AND ".join(clauses), params
 
 
+EARLIEST = datetime.min.replace(tzinfo=UTC)
+LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """`value` in UTC (naive is taken as UTC), clamped to the years 1-9999 a datetime holds.
+
+    An offset can move an instant of year 1 or 9999 past them (`0001-01-01T00:00+01:00`);
+    the edge it is clamped to lies past every stored time as well, so it bounds the same rows.
+    """
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        return EARLIEST if value.year == 1 else LATEST
+
+
 def ch_time(value: datetime) -> str:
     """A DateTime64(3, 'UTC') parameter value (naive datetimes are taken as UTC)."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    return as_utc(value).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
 def encode_cursor(block_time: datetime, signature: str) -> str:
@@ -71,16 +87,20 @@ def encode_cursor(block_time: datetime, signature: str) -> str:
     return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """Inverse of encode_cursor; ValidationError naming `cursor` when it is not one of ours."""
+def decode_cursor(cursor: str, field: str = "cursor") -> tuple[datetime, str]:
+    """Inverse of encode_cursor; ValidationError naming `field` when it is not one of ours.
+
+    A forged time can lie past what a float (OverflowError) or the platform's time
+    functions (OSError, EOVERFLOW) hold: that is not one of ours either.
+    """
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         millis, _, signature = base64.urlsafe_b64decode(padded).decode().partition(":")
         if not signature:
             raise ValueError("no signature")
         return datetime.fromtimestamp(int(millis) / 1000, UTC), signature
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValidationError("cursor", "not a cursor returned by this API") from exc
+    except (ValueError, OverflowError, OSError) as exc:
+        raise ValidationError(field, "not a cursor returned by this API") from exc
 
 
 class TransactionReader:

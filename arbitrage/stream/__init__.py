@@ -9,7 +9,7 @@ Public face:
 - `render_transactions` (one JSON object per row), `render_json_array`, `render_ndjson` (whole bodies).
 """
 
-from arbitrage.stream._events import POSITION_COLUMN, Fields, LiveBatch, LiveEvent, StreamFilter, project
+from arbitrage.stream._events import FIELD_NAMES, POSITION_COLUMN, Fields, LiveBatch, LiveEvent, StreamFilter, project
 from arbitrage.stream._feed import LiveFeed, Resume
 from arbitrage.stream._hub import StreamHub, Subscription
 from arbitrage.stream._recent import RecentTransactions
@@ -17,6 +17,7 @@ from arbitrage.stream._redis import RedisLink
 from arbitrage.stream._render import json_array, render_json_array, render_ndjson, render_transactions
 
 __all__ = [
+    "FIELD_NAMES",
     "POSITION_COLUMN",
     "Fields",
     "LiveBatch",

@@ -62,6 +62,8 @@ class StreamFilter(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
 _TOP_LEVEL = {*STORED_SCHEMA, "late", POSITION_COLUMN}
 """Columns `render_transactions` keeps at the top level; `risk_*` go under "risk", the rest under "features"."""
+FIELD_NAMES = frozenset({*_TOP_LEVEL, "risk", "features"})
+"""The top-level keys of a rendered transaction: what a subscriber's `fields` may name."""
 
 
 def _columns_for(columns: list[str], fields: tuple[str, ...]) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime
 from typing import Any
 
@@ -114,8 +115,21 @@ async def test_transactions_limit_outside_1_to_1000_is_400(client: Client, limit
     assert (await client.get("/transactions", params={"limit": limit})).status_code == 400
 
 
-async def test_a_foreign_cursor_is_400(client: Client) -> None:
-    response = await client.get("/transactions", params={"cursor": "bm90LWEtY3Vyc29y"})
+def _cursor(key: str) -> str:
+    return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+
+
+FOREIGN_CURSORS = [
+    "bm90LWEtY3Vyc29y",
+    _cursor("99999999999999999999:x"),  # a time past what datetime holds
+    _cursor("9" * 140 + ":x"),  # past what a float holds
+    _cursor("-99999999999999999999:x"),
+]
+
+
+@pytest.mark.parametrize("cursor", FOREIGN_CURSORS)
+async def test_a_foreign_cursor_is_400(client: Client, cursor: str) -> None:
+    response = await client.get("/transactions", params={"cursor": cursor})
     assert response.status_code == 400
     assert response.json()["extra"]["field"] == "cursor"
 
@@ -171,6 +185,27 @@ async def test_historical_rejects_bad_ranges(client: Client, params: dict[str, s
     response = await client.get("/historical", params=params)
     assert response.status_code == 400
     assert response.json()["extra"]["field"] == field
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"),
+        ("0001-01-01", "9999-12-31"),
+        ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59.999999-14:00"),
+    ],
+)
+async def test_historical_takes_the_edges_of_the_date_range(
+    client: Client, records: list[dict[str, Any]], start: str, end: str
+) -> None:
+    """Offsets that move a bound past year 1 or 9999 bound nothing: every row is inside."""
+    await _ingest(client, records)
+    response = await client.get("/historical", params={"start": start, "end": end})
+    assert response.status_code == 200, response.text
+    assert len(response.json()) == len(records)
+    edge = "9999-12-31T23:59:59-01:00"
+    nothing = await client.get("/historical", params={"start": edge, "end": edge})
+    assert nothing.status_code == 200 and nothing.json() == []
 
 
 async def test_stats_and_daily_stats_agree_with_the_records(client: Client, records: list[dict[str, Any]]) -> None:

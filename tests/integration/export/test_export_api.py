@@ -100,6 +100,21 @@ async def test_an_unknown_format_is_404_with_the_list_and_an_unknown_column_is_4
     assert (await api.get("/exports/nope")).status_code == 404
 
 
+@pytest.mark.parametrize(
+    "dates",
+    [
+        {"end_date": "9999-12-31"},
+        {"start_date": "0001-01-01T00:00:00+01:00"},
+        {"start_date": "0001-01-01", "end_date": "9999-12-31T23:59:59-01:00"},
+    ],
+)
+async def test_dates_at_the_edges_of_the_calendar_export_every_row(api, dates):
+    response = await api.post("/export/csv", json=dates)
+    assert response.status_code == 202, response.text
+    job = await wait_done(api, response.json()["id"])
+    assert job["state"] == "done" and job["rows"] == 120
+
+
 async def test_schedules_are_created_listed_patched_run_and_deleted(api):
     created = await api.post(
         "/schedule/export", json={"format": "json", "frequency": "daily", "name": "nightly", "success_only": True}

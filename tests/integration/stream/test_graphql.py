@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import msgspec
@@ -67,6 +68,13 @@ async def test_deep_wide_or_oversized_queries_are_refused(client: AsyncTestClien
     assert "errors" in await _query(client, aliases)
     too_many = await _query(client, "{ transactions(first: 5000) { items { signature } } }")
     assert "errors" in too_many
+
+
+@pytest.mark.parametrize("key", ["99999999999999999999:x", "9" * 140 + ":x", "not-a-cursor"])
+async def test_a_foreign_after_cursor_is_an_error_naming_after(client: AsyncTestClient[Any], key: str) -> None:
+    after = base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+    answer = await _query(client, "query($a: String) { transactions(after: $a) { nextCursor } }", a=after)
+    assert [e["message"] for e in answer["errors"]] == ["after: not a cursor returned by this API"]
 
 
 async def test_the_subscription_delivers_newly_stored_transactions_that_match(

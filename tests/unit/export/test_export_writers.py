@@ -117,6 +117,17 @@ def test_dates_and_datetimes_resolve_to_a_half_open_utc_range():
         time_range(ExportRequest(start_date="yesterday"))
 
 
+def test_bounds_past_the_years_datetime_holds_clamp_to_its_edges():
+    earliest, latest = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
+    last_day = time_range(ExportRequest(start_date="0001-01-01", end_date="9999-12-31"))
+    assert (last_day.start, last_day.end) == (earliest, latest)
+    offsets = time_range(ExportRequest(start_date="0001-01-01T00:00:00+01:00", end_date="9999-12-31T23:59:59-01:00"))
+    assert (offsets.start, offsets.end) == (earliest, latest)
+    with pytest.raises(ValidationError) as caught:
+        time_range(ExportRequest(start_date="9999-12-31T23:59:59-01:00", end_date="9999-12-31"))
+    assert caught.value.field == "end_date"
+
+
 def test_split_fractions_must_sum_to_one():
     check_split(Split(train=0.8, val=0.1, test=0.1))
     with pytest.raises(ValidationError, match="must be 1"):
