@@ -83,6 +83,7 @@ class TransactionIn(msgspec.Struct, gc=False, omit_defaults=True):
     success: bool = True
     priority_fee_lamports: Lamports = 0
     jito_tip_lamports: Lamports = 0
+    other_cost_lamports: Lamports = 0
     compute_units_consumed: Lamports | None = None
     compute_unit_limit: Lamports | None = None
     bundle_id: Annotated[str, msgspec.Meta(max_length=128)] | None = None
@@ -129,6 +130,7 @@ STORED_COLUMNS: tuple[Column, ...] = (
     Column("fee_lamports", "UInt64", pl.UInt64, "Base fee paid, lamports."),
     Column("priority_fee_lamports", "UInt64", pl.UInt64, "Priority fee paid, lamports."),
     Column("jito_tip_lamports", "UInt64", pl.UInt64, "Jito tip paid, lamports."),
+    Column("other_cost_lamports", "UInt64", pl.UInt64, "Other costs the signer paid (third-party fees), lamports."),
     Column("compute_units_consumed", "Nullable(UInt64)", pl.UInt64, "Compute units used."),
     Column("compute_unit_limit", "Nullable(UInt64)", pl.UInt64, "Compute unit limit requested."),
     Column("bundle_id", "Nullable(String)", pl.String, "Jito bundle id, when known."),
@@ -143,14 +145,17 @@ STORED_COLUMNS: tuple[Column, ...] = (
         "gross_revenue", "Nullable(Float64)", pl.Float64, "Output minus input in the start token (circular routes)."
     ),
     Column("gross_revenue_sol", "Nullable(Float64)", pl.Float64, "Gross revenue valued in SOL along the route."),
-    Column("total_cost_lamports", "UInt64", pl.UInt64, "Fee + priority fee + tip, lamports."),
-    Column("total_cost_sol", "Float64", pl.Float64, "Fee + priority fee + tip, SOL."),
+    Column("total_cost_lamports", "UInt64", pl.UInt64, "Fee + priority fee + tip + other costs, lamports."),
+    Column("total_cost_sol", "Float64", pl.Float64, "Fee + priority fee + tip + other costs, SOL."),
     Column("net_profit_sol", "Nullable(Float64)", pl.Float64, "Gross revenue in SOL minus total cost."),
     Column("source", "LowCardinality(String)", pl.String, "Where the record came from (http, kafka, file, ...)."),
     Column("ingested_at", "DateTime64(3, 'UTC')", pl.Datetime("ms", "UTC"), "When the warehouse stored it."),
 )
 
 STORED_SCHEMA: dict[str, PolarsDataType] = {c.name: c.dtype for c in STORED_COLUMNS}
+
+COST_FIELDS = ("fee_lamports", "priority_fee_lamports", "jito_tip_lamports", "other_cost_lamports")
+"""What `total_cost_lamports` adds up."""
 
 
 def decimals_for(mint: str) -> int:

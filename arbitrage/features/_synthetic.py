@@ -119,6 +119,7 @@ def stored_rows(
         "fee_lamports",
         "priority_fee_lamports",
         "jito_tip_lamports",
+        pl.lit(0, pl.UInt64).alias("other_cost_lamports"),
         "compute_units_consumed",
         "compute_unit_limit",
         pl.lit(None, pl.String).alias("bundle_id"),

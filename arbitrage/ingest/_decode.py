@@ -29,6 +29,7 @@ import pyarrow.json as pa_json
 from arbitrage.errors import ValidationError
 from arbitrage.model import (
     BASE58_PATTERN,
+    COST_FIELDS,
     DEX_PATTERN,
     EARLIEST_BLOCK_TIME,
     MAX_CLOCK_SKEW,
@@ -77,6 +78,7 @@ RAW_SCHEMA = pa.schema(
         ("fee_lamports", pa.uint64()),
         ("priority_fee_lamports", pa.uint64()),
         ("jito_tip_lamports", pa.uint64()),
+        ("other_cost_lamports", pa.uint64()),
         ("compute_units_consumed", pa.uint64()),
         ("compute_unit_limit", pa.uint64()),
         ("bundle_id", pa.string()),
@@ -86,7 +88,9 @@ RAW_SCHEMA = pa.schema(
 )
 """Columns of a decoded batch; also the schema documented for Arrow IPC ingest (`block_time` in ms)."""
 
-_DEFAULTED = ("success", "priority_fee_lamports", "jito_tip_lamports")
+_DEFAULTS = {"success": True, "priority_fee_lamports": 0, "jito_tip_lamports": 0, "other_cost_lamports": 0}
+"""What a record left without these fields gets (an Arrow null counts as left out)."""
+_DEFAULTED = tuple(_DEFAULTS)
 _MIN_SLOT_MS = 250
 """Solana aims at 400 ms slots; a slot number that needs faster ones is corrupt, and would make
 every later transaction look late to the feature engine."""
@@ -316,6 +320,7 @@ def _first_oversized(record: TransactionIn) -> tuple[str, str] | None:
         "fee_lamports",
         "priority_fee_lamports",
         "jito_tip_lamports",
+        "other_cost_lamports",
         "compute_units_consumed",
         "compute_unit_limit",
     ):
@@ -385,12 +390,14 @@ def _decode_arrow(body: bytes, now: datetime | None) -> DecodedBatch:
             try:
                 if field.name == "block_time" and pa.types.is_timestamp(column.type):
                     column = _epoch_ms_column(column)
-                columns.append(column.cast(field.type))
+                column = column.cast(field.type)
+                if field.name in _DEFAULTS and column.null_count:  # a null is a value left out
+                    column = pc.fill_null(column, pa.scalar(_DEFAULTS[field.name], field.type))
+                columns.append(column)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                 raise ValidationError(field.name, f"column cannot be read as {field.type}: {exc}") from exc
         else:
-            default = {"success": True, "priority_fee_lamports": 0, "jito_tip_lamports": 0}.get(field.name)
-            columns.append(pa.array([default] * table.num_rows, field.type))
+            columns.append(pa.array([_DEFAULTS.get(field.name)] * table.num_rows, field.type))
     frame = pl.from_arrow(pa.Table.from_arrays(columns, schema=RAW_SCHEMA))
     assert isinstance(frame, pl.DataFrame)
     return _check_rules(
@@ -485,11 +492,8 @@ def _rule_checks(earliest_ms: int, latest_ms: int) -> list[tuple[str, pl.Expr, s
         ),
         ("legs", pl.col("legs").is_null(), "required"),
         ("legs", (n_legs < 1) | (n_legs > MAX_LEGS), f"must hold 1-{MAX_LEGS} legs"),
-        ("success", pl.col("success").is_null(), "must be true or false, not null (omit it for true)"),
         ("fee_lamports", pl.col("fee_lamports").is_null(), "required"),
-        ("priority_fee_lamports", pl.col("priority_fee_lamports").is_null(), "must not be null (omit it for 0)"),
-        ("jito_tip_lamports", pl.col("jito_tip_lamports").is_null(), "must not be null (omit it for 0)"),
-        ("fee_lamports", _cost_overflows(), "fee + priority fee + tip must be < 2^64 lamports"),
+        ("fee_lamports", _cost_overflows(), "fee + priority fee + tip + other costs must be < 2^64 lamports"),
         ("bundle_id", pl.col("bundle_id").str.len_chars() > 128, "must be at most 128 characters"),
         (
             "leader",
@@ -500,10 +504,14 @@ def _rule_checks(earliest_ms: int, latest_ms: int) -> list[tuple[str, pl.Expr, s
 
 
 def _cost_overflows() -> pl.Expr:
-    """Exact in unsigned 64 bits: a + b overflows when b > MAX - a (the second test only counts when the first holds)."""
+    """Exact in unsigned 64 bits: total + b overflows when b > MAX - total (later tests count only while earlier ones hold)."""
     most = pl.lit(UINT64_LIMIT - 1, dtype=pl.UInt64)
-    fee, priority, tip = (pl.col(c) for c in ("fee_lamports", "priority_fee_lamports", "jito_tip_lamports"))
-    return (priority > most - fee) | (tip > most - fee - priority)
+    first, *rest = (pl.col(c) for c in COST_FIELDS)
+    total, overflows = first, pl.lit(False)
+    for cost in rest:
+        overflows = overflows | (cost > most - total)
+        total = total + cost
+    return overflows
 
 
 def _pubkey_bad(name: str) -> pl.Expr:

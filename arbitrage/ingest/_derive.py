@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import polars as pl
 
-from arbitrage.model import KNOWN_DECIMALS, LAMPORTS_PER_SOL, STORED_SCHEMA, WSOL_MINT
+from arbitrage.model import COST_FIELDS, KNOWN_DECIMALS, LAMPORTS_PER_SOL, STORED_SCHEMA, WSOL_MINT
 
 
 def _decimals(explicit: str, mint: str) -> pl.Expr:
@@ -55,7 +55,7 @@ def derive(raw: pl.DataFrame, *, source: str, ingested_at: datetime | None = Non
         pl.col("token_out").last().alias("_end_token"),
         pl.col("_cum_price").filter(pl.col("_to_sol")).first().alias("_sol_per_start"),
     )
-    lamports = pl.col("fee_lamports") + pl.col("priority_fee_lamports") + pl.col("jito_tip_lamports")
+    lamports = pl.sum_horizontal(COST_FIELDS)
     circular = pl.col("start_token") == pl.col("_end_token")
     sol_rate = pl.when(pl.col("start_token") == WSOL_MINT).then(pl.lit(1.0)).otherwise(pl.col("_sol_per_start"))
     gross = pl.when(~pl.col("success")).then(pl.lit(0.0)).when(circular).then(pl.col("_last_out") - pl.col("_first_in"))

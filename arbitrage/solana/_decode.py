@@ -18,7 +18,7 @@ from arbitrage.model import LAMPORTS_PER_SOL, decimals_for
 from arbitrage.solana._economics import costs, signer_gain, value_in_sol
 from arbitrage.solana._message import MessageView, require, token_accounts
 from arbitrage.solana._programs import SWAP_PROGRAMS, VOTE_PROGRAM
-from arbitrage.solana._swaps import attempted_route, extract_hops
+from arbitrage.solana._swaps import Hop, attempted_route, extract_hops
 from arbitrage.solana._wire import encode_instruction_data, parse_transaction, wire_bytes
 
 Kind = Literal["arbitrage", "swap", "failed", "skipped_vote", "unrelated", "invalid"]
@@ -176,6 +176,9 @@ def _classify(entry: Any, slot: int | None, block_time: int | None, index: int |
         "priority_fee_lamports": spent.priority_fee,
         "jito_tip_lamports": spent.jito_tip,
     }
+    other = _other_cost_lamports(hops, gain_raw) if success and circular else 0
+    if other:
+        record["other_cost_lamports"] = other
     consumed = meta.get("computeUnitsConsumed")
     if consumed is not None:
         record["compute_units_consumed"] = consumed
@@ -197,6 +200,20 @@ def _classify(entry: Any, slot: int | None, block_time: int | None, index: int |
         rent_lamports=spent.rent,
         net_profit_sol=net,
     )
+
+
+def _other_cost_lamports(hops: list[Hop], gain_raw: int) -> int:
+    """What the route's own amounts promised the signer but it did not receive, in lamports.
+
+    The record's profit is derived from its legs; whatever left on the way (a router's
+    platform fee, a transfer to a third party) is recorded as an other cost, so that the
+    stored net profit is the signer's real gain less fee and tip, as computed here.
+    """
+    missing = hops[-1].amount_out - hops[0].amount_in - gain_raw
+    if missing <= 0:
+        return 0
+    value = value_in_sol(hops[0].token_in, missing, hops)
+    return 0 if value is None else round(value * LAMPORTS_PER_SOL)
 
 
 def decode_transaction(obj: dict[str, Any], *, index: int | None = None) -> SolanaDecoded:

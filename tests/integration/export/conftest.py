@@ -80,6 +80,7 @@ def transactions(
             "fee_lamports": np.full(n, 5000, np.uint64),
             "priority_fee_lamports": rng.integers(0, 10**6, n, dtype=np.uint64),
             "jito_tip_lamports": rng.integers(0, 10**6, n, dtype=np.uint64),
+            "other_cost_lamports": np.zeros(n, np.uint64),
             "compute_units_consumed": pl.Series(
                 [None if i % 5 == 0 else 100_000 + i for i in range(n)], dtype=pl.UInt64
             ),

@@ -299,14 +299,18 @@ def test_costs_whose_sum_overflows_64_bits_are_rejected_not_wrapped(batch: list[
         assert len(decoded.frame) == 19
 
 
-def test_arrow_nulls_where_json_would_take_a_default_are_rejected_not_defaulted(batch: list[dict[str, Any]]) -> None:
+def test_arrow_nulls_in_columns_with_defaults_take_the_defaults(batch: list[dict[str, Any]]) -> None:
+    """A columnar null is a value left out (as when a table is built from dicts without the key)."""
     batch[2]["success"] = None
     batch[3]["priority_fee_lamports"] = None
     batch[4]["jito_tip_lamports"] = None
+    batch[5]["success"] = False
     decoded = decode_body(_arrow(batch), "arrow", now=NOW)
-    named = [(2, "success"), (3, "priority_fee_lamports"), (4, "jito_tip_lamports")]
-    assert [(r.index, r.field) for r in decoded.rejects] == named
-    assert len(decoded.frame) == 17
+    assert decoded.rejects == []
+    frame = decoded.frame
+    assert frame["success"].to_list()[2:6] == [True, True, True, False]
+    assert (frame["priority_fee_lamports"][3], frame["jito_tip_lamports"][4]) == (0, 0)
+    assert frame["other_cost_lamports"].to_list() == [0] * 20
 
 
 @pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])

@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from arbitrage.ingest import decode_records, derive
 from arbitrage.model import WSOL_MINT, TransactionIn
 from arbitrage.solana import SolanaDecoded, decode_transaction
 
@@ -168,3 +169,22 @@ def test_records_satisfy_the_ingest_contract(stem: str) -> None:
 def test_bare_result_and_envelope_decode_the_same() -> None:
     envelope = load(f"{ARB_3HOP}.getTransaction.jsonParsed.json")
     assert decode_transaction(envelope) == decode_transaction(envelope["result"])
+
+
+@pytest.mark.parametrize(
+    ("name", "other_cost"),
+    [
+        (TX182, 5_279),
+        (f"{ARB_3HOP}.getTransaction.jsonParsed.json", None),
+        (f"{ARB_5HOP}.getTransaction.jsonParsed.json", None),
+    ],
+)
+def test_the_stored_net_profit_is_the_signers_real_gain_less_fee_and_tip(name: str, other_cost: int | None) -> None:
+    """tx182 paid 5,279 lamports to a third party on the way: its legs alone overstate the profit."""
+    decoded = decode_transaction(load(name))
+    assert decoded.record is not None and decoded.net_profit_sol is not None
+    assert decoded.record.get("other_cost_lamports") == other_cost
+    batch = decode_records([msgspec.json.encode(decoded.record)])
+    assert batch.rejects == []
+    stored = derive(batch.frame, source="solana")
+    assert stored["net_profit_sol"][0] == pytest.approx(decoded.net_profit_sol, abs=1e-9)
