@@ -1,7 +1,9 @@
 """`arbitrage serve | migrate | ingest | simulate | config show | keys`.
 
 Settings come from `--config` (or `ARB_CONFIG`, or `./config.toml`), then `ARB_*`
-variables, then flags. A configuration error exits with code 2 and names the key.
+variables, then flags. A configuration error exits with code 2 and names the key, as a bad
+argument does (argparse); a failure the user can fix (a file, the network, a busy data dir)
+prints one line and exits 1.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import httpx
 import msgspec
 
 from arbitrage import __version__
@@ -42,8 +45,53 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ArbitrageError as exc:
         print(f"arbitrage: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        print(f"arbitrage: {exc.filename}: {exc.strerror}" if exc.filename else f"arbitrage: {exc}", file=sys.stderr)
+        return 1
+    except httpx.TransportError as exc:
+        print(f"arbitrage: {exc.request.url}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
+
+
+Number = TypeVar("Number", int, float)
+
+
+def at_least(kind: type[Number], minimum: Number) -> Callable[[str], Number]:
+    """An argparse `type=` that refuses numbers below `minimum` (exit 2, naming the flag)."""
+
+    def parse(text: str) -> Number:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
+        if not value >= minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
+        return value
+
+    return parse
+
+
+def _input_file(text: str) -> Path:
+    """An argparse `type=` for a file to read: it must exist and not be a directory."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: is a directory, not a file")
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text}: no such file")
+    return path
+
+
+def _http_url(text: str) -> str:
+    """An argparse `type=` for a URL to POST to."""
+    try:
+        url = httpx.URL(text)
+    except httpx.InvalidURL:
+        url = None
+    if url is None or url.scheme not in ("http", "https") or not url.host:
+        raise argparse.ArgumentTypeError(f"not an http(s) URL: {text!r}")
+    return text
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -66,18 +114,24 @@ def _parser() -> argparse.ArgumentParser:
     migrate.set_defaults(handler=_migrate)
 
     ingest = sub.add_parser("ingest", help="load NDJSON, JSON or Parquet files into the warehouse")
-    ingest.add_argument("files", nargs="+", type=Path)
+    ingest.add_argument("files", nargs="+", type=_input_file)
     ingest.add_argument("--data-dir", help="storage.data_dir")
-    ingest.add_argument("--batch-size", type=int, default=50_000, help="records per insert (default 50000)")
+    ingest.add_argument(
+        "--batch-size", type=at_least(int, 1), default=50_000, help="records per insert (default 50000)"
+    )
     ingest.set_defaults(handler=_ingest)
 
     simulate = sub.add_parser("simulate", help="emit simulated arbitrage transactions as NDJSON")
-    simulate.add_argument("--count", type=int, default=1000, help="how many (0 = endless)")
-    simulate.add_argument("--rate", type=float, default=0.0, help="records per second (0 = as fast as possible)")
+    simulate.add_argument("--count", type=at_least(int, 0), default=1000, help="how many (0 = endless)")
+    simulate.add_argument(
+        "--rate", type=at_least(float, 0.0), default=0.0, help="records per second (0 = as fast as possible)"
+    )
     simulate.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
     simulate.add_argument("--out", type=Path, help="write to this file instead of stdout")
-    simulate.add_argument("--url", help="POST batches to this ingest URL instead, e.g. http://127.0.0.1:8080/ingest")
-    simulate.add_argument("--batch-size", type=int, default=10_000, help="records per POST with --url")
+    simulate.add_argument(
+        "--url", type=_http_url, help="POST batches to this ingest URL instead, e.g. http://127.0.0.1:8080/ingest"
+    )
+    simulate.add_argument("--batch-size", type=at_least(int, 1), default=10_000, help="records per POST with --url")
     simulate.set_defaults(handler=_simulate)
 
     config = sub.add_parser("config", help="configuration")
@@ -115,8 +169,11 @@ def _serve(_: argparse.Namespace, settings: Settings) -> int:
     if settings.storage.backend == "embedded" and settings.server.workers != 1:
         raise ConfigError("server.workers: the embedded warehouse allows one process; use 1 or the clickhouse backend")
     from arbitrage.security import check_bind
+    from arbitrage.storage import check_data_dir_free
 
     check_bind(settings.server.host, settings.auth.enabled)
+    if settings.storage.backend == "embedded":  # before Granian: its worker would fail only after "Listening at"
+        check_data_dir_free(Path(settings.storage.data_dir))
     os.environ[SETTINGS_ENV] = msgspec.json.encode(settings).decode()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -197,9 +254,20 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _file_chunks(path: Path, size: int) -> Iterator[list[bytes]]:
-    """Records of a file as JSON bytes, `size` at a time (NDJSON, JSON array or Parquet)."""
-    if not path.is_file():
-        raise ArbitrageError(f"{path}: no such file")
+    """Records of a file as JSON bytes, `size` at a time (NDJSON, JSON array or Parquet).
+
+    A file that does not decode as a whole (a truncated Parquet file, a broken JSON array)
+    stops the command with one line naming it; bad records are reported one by one by ingest.
+    """
+    import pyarrow as pa
+
+    try:
+        yield from _records(path, size)
+    except (pa.ArrowException, msgspec.DecodeError) as exc:
+        raise ArbitrageError(f"{path}: {exc}") from exc
+
+
+def _records(path: Path, size: int) -> Iterator[list[bytes]]:
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 

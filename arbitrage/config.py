@@ -10,10 +10,12 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
+import msgspec.inspect
 
 from arbitrage.errors import ConfigError
 
@@ -22,13 +24,21 @@ SECRET_KEYS = frozenset(
     {"admin_token", "jwt_secret", "s3_access_key_id", "s3_secret_access_key", "password", "sasl_password"}
 )
 
+Count = Annotated[int, msgspec.Meta(ge=1)]
+"""Sizes, limits and counts: 0 or less would refuse everything or wait forever."""
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+Interval = Annotated[float, msgspec.Meta(gt=0)]
+"""Periods, lifetimes and rates: 0 would spin, expire at once or divide by zero."""
+Delay = Annotated[float, msgspec.Meta(ge=0)]
+"""Waits and lags, where 0 means none."""
+
 
 class ServerSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     host: str = "127.0.0.1"
     """Address to bind. Anything but loopback requires auth (see [auth])."""
-    port: int = 8080
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8080
     """TCP port of the HTTP API."""
-    workers: int = 1
+    workers: Count = 1
     """Granian workers. The embedded warehouse allows only one process, so keep 1 with it."""
 
 
@@ -45,18 +55,18 @@ class StorageSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """ClickHouse cluster name: migrations create replicated tables ON CLUSTER with Distributed fronts."""
     database: str = "arbitrage"
     """Database that holds the tables."""
-    pool_size: int = 8
+    pool_size: Count = 8
     """Connections in the clickhouse backend's pool."""
-    max_concurrent_queries: int = 4
+    max_concurrent_queries: Count = 4
     """Warehouse queries allowed at once; further requests wait their turn."""
 
 
 class IngestSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    max_body_bytes: int = 64 * 1024 * 1024
+    max_body_bytes: Count = 64 * 1024 * 1024
     """Largest accepted request body for POST /ingest; larger bodies get 413."""
-    max_pending_batches: int = 8
+    max_pending_batches: Count = 8
     """Batches allowed to wait for the warehouse; beyond it ingest answers 503 + Retry-After."""
-    recent_buffer: int = 10_000
+    recent_buffer: Count = 10_000
     """Newest stored transactions kept in memory for the first page of /transactions and replay."""
 
 
@@ -75,9 +85,9 @@ class KafkaSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Risk metrics of stored transactions are produced here."""
     topic_dlq: str = "arbitrage-dlq"
     """Messages that fail decoding or validation, with the reason in headers."""
-    batch_size: int = 10_000
+    batch_size: Count = 10_000
     """Records per warehouse insert."""
-    batch_timeout_ms: int = 500
+    batch_timeout_ms: Count = 500
     """Longest wait before a partial batch is stored."""
     extra: dict[str, str] = msgspec.field(default_factory=dict)
     """Passed through to librdkafka (security.protocol, sasl.*, ...)."""
@@ -85,7 +95,7 @@ class KafkaSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Produce derived topics and commit offsets in one Kafka transaction; false commits with the consumer."""
     transactional_id: str = ""
     """Fences a crashed predecessor's open transaction; empty = `<group_id>-<topic_transactions>`."""
-    partitions: dict[str, int] = msgspec.field(
+    partitions: dict[str, Count] = msgspec.field(
         default_factory=lambda: {"transactions": 10, "opportunities": 5, "risk": 3, "dlq": 1}
     )
     """Partition counts used when topics are created at start-up."""
@@ -96,27 +106,27 @@ class KafkaSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class RedisSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     url: str = ""
     """redis://127.0.0.1:6379/0 to share cache, rate limits and fan-out across processes; empty = memory."""
-    cache_ttl_seconds: float = 2.0
+    cache_ttl_seconds: Interval = 2.0
     """Lifetime of cached hot read responses."""
     key_prefix: str = "arbitrage"
     """Prefix of every Redis key and channel, so deployments can share one Redis."""
 
 
 class StreamSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    keepalive_seconds: float = 15.0
+    keepalive_seconds: Interval = 15.0
     """Idle SSE streams get a comment line this often, so proxies keep them open."""
-    replay_buffer: int = 10_000
+    replay_buffer: Count = 10_000
     """Newest stream events kept in memory for clients resuming with Last-Event-ID; older ones come from the warehouse."""
-    client_queue_events: int = 20_000
+    client_queue_events: Count = 20_000
     """Events one SSE/WebSocket client may have waiting; beyond it the client is dropped, not the feed slowed."""
-    reorder_timeout_seconds: float = 2.0
+    reorder_timeout_seconds: Delay = 2.0
     """How long a batch waits for an earlier position another process is still storing before it is delivered past the gap."""
 
 
 class ExportSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     dir: str = "./exports"
     """Default destination of exports."""
-    max_concurrent_jobs: int = 2
+    max_concurrent_jobs: Count = 2
     """Export jobs that run at once; others wait queued."""
     s3_endpoint_url: str = ""
     """S3 endpoint for s3:// destinations (empty = AWS)."""
@@ -135,13 +145,13 @@ class ScheduleSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     """Run the schedule loop in this process."""
     run_missed_on_startup: bool = True
     """Run once at start-up a schedule whose due time passed while down."""
-    max_retries: int = 3
+    max_retries: NonNegative = 3
     """Extra attempts after a failed scheduled run."""
-    retry_backoff_seconds: float = 30.0
+    retry_backoff_seconds: Delay = 30.0
     """Wait before the first retry; doubles each time."""
-    poll_seconds: float = 15.0
+    poll_seconds: Interval = 15.0
     """How often due schedules are checked."""
-    watermark_lag_seconds: float = 5.0
+    watermark_lag_seconds: Delay = 5.0
     """Incremental runs leave out rows ingested in the last seconds."""
 
 
@@ -160,9 +170,9 @@ class AuthSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Required `iss` claim of JWTs; empty = not checked."""
     jwt_audience: str = ""
     """Required `aud` claim of JWTs; empty = not checked."""
-    rate_limit_per_minute: int = 600
+    rate_limit_per_minute: NonNegative = 600
     """Requests per minute per API key, token subject or client address (Redis-shared with redis.url); 0 = off."""
-    rate_limit_burst: int = 100
+    rate_limit_burst: Count = 100
     """Requests a client may make at once before the per-minute rate applies."""
     cors_origins: list[str] = msgspec.field(default_factory=list)
     """Origins allowed to call the API from a browser (CORS); empty = CORS off."""
@@ -173,13 +183,13 @@ class AuthSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class DemoSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     enabled: bool = False
     """Feed simulated transactions into the running server (same as `serve --demo`)."""
-    rate: float = 200.0
+    rate: Interval = 200.0
     """Simulated transactions per second."""
 
 
 class TelemetrySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    log_level: str = "INFO"
-    """Root log level."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    """Root log level: DEBUG, INFO, WARNING, ERROR or CRITICAL."""
     log_format: Literal["console", "json"] = "console"
     """Log line format."""
     tracing: Literal["none", "console", "otlp"] = "none"
@@ -188,7 +198,7 @@ class TelemetrySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     """OTLP/HTTP traces endpoint used when tracing = "otlp"."""
     service_name: str = "arbitrage"
     """service.name of exported spans (tell processes apart with e.g. arbitrage-ingest-2)."""
-    sample_ratio: float = 1.0
+    sample_ratio: Annotated[float, msgspec.Meta(ge=0, le=1)] = 1.0
     """Share of new traces recorded, 0.0-1.0 (a sampled parent keeps its children)."""
 
 
@@ -228,7 +238,7 @@ def load_settings(
     for name, value in (env if env is not None else os.environ).items():
         if name.startswith(ENV_PREFIX) and "__" in name:
             section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
-            raw.setdefault(section, {})[key] = _parse_env_value(value)
+            raw.setdefault(section, {})[key] = _parse_env_value(value, _field_types().get((section, key)))
     for dotted, value in (overrides or {}).items():
         section, _, key = dotted.partition(".")
         raw.setdefault(section, {})[key] = value
@@ -278,12 +288,40 @@ def _redact_nested(table: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _parse_env_value(value: str) -> Any:
-    """Environment values are TOML literals when they parse as one, else plain strings."""
+@cache
+def _field_types() -> dict[tuple[str, str], msgspec.inspect.Type]:
+    """(section, key) → the key's type, which decides how an `ARB_*` value is read."""
+    settings = msgspec.inspect.type_info(Settings)
+    assert isinstance(settings, msgspec.inspect.StructType)
+    return {
+        (section.name, key.name): key.type
+        for section in settings.fields
+        if isinstance(section.type, msgspec.inspect.StructType)
+        for key in section.type.fields
+    }
+
+
+def _parse_env_value(value: str, kind: msgspec.inspect.Type | None) -> Any:
+    """An `ARB_*` value as its key's type asks for it.
+
+    A string key takes the text as is (an all-digit token stays a token); a list of strings
+    takes comma-separated items, or a TOML array; anything else is a TOML literal when it
+    parses as one, else the text, which the key's type then refuses by name.
+    """
+    if _is_text(kind):
+        return value
+    if isinstance(kind, msgspec.inspect.ListType) and _is_text(kind.item_type) and not value.lstrip().startswith("["):
+        return [item.strip() for item in value.split(",") if item.strip()]
     try:
         return tomllib.loads(f"v = {value}")["v"]
     except tomllib.TOMLDecodeError:
         return value
+
+
+def _is_text(kind: msgspec.inspect.Type | None) -> bool:
+    return isinstance(kind, msgspec.inspect.StrType) or (
+        isinstance(kind, msgspec.inspect.LiteralType) and all(isinstance(v, str) for v in kind.values)
+    )
 
 
 def _name_key(message: str) -> str:

@@ -13,11 +13,15 @@ import contextlib
 import secrets
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, get_args
 
-from arbitrage.export._request import ExportRequest, Split
+import msgspec
+
+from arbitrage.cli import at_least
+from arbitrage.errors import ArbitrageError, ValidationError
+from arbitrage.export._request import ExportRequest, PartitionKey, Split, check_split
 from arbitrage.export._run import ExportProgress, plan_export, run_export, table_columns
-from arbitrage.export._sink import Destination
+from arbitrage.export._sink import Destination, redact_url
 from arbitrage.export._writers import UnknownFormat
 
 
@@ -37,10 +41,15 @@ def add_export_command(subcommands: Any) -> None:
     parser.add_argument("--min-profit", type=float, help="minimum net profit, SOL")
     parser.add_argument("--success-only", action="store_true", help="only transactions that executed")
     parser.add_argument("--compression", help="codec (format-specific: snappy, zstd, gzip, lz4, lzf, none)")
-    parser.add_argument("--partition-by", help="comma-separated: date, hour, month, dex, signer, start_token, ...")
-    parser.add_argument("--chunk-rows", type=int, help="start a new file after this many rows")
+    parser.add_argument(
+        "--partition-by",
+        type=_partition_keys,
+        default=[],
+        help="comma-separated: date, hour, month, dex, signer, start_token, ...",
+    )
+    parser.add_argument("--chunk-rows", type=at_least(int, 1), help="start a new file after this many rows")
     parser.add_argument("--normalize", choices=["zscore", "minmax"], help="scale numeric columns (fitted on train)")
-    parser.add_argument("--split", help="train,val,test fractions in time order, e.g. 0.7,0.15,0.15")
+    parser.add_argument("--split", type=_split, help="train,val,test fractions in time order, e.g. 0.7,0.15,0.15")
     parser.add_argument("--json-array", action="store_true", help="json: one array instead of NDJSON")
     parser.add_argument("--arrow-stream", action="store_true", help="arrow: IPC stream instead of IPC file")
     parser.add_argument("--data-dir", help="storage.data_dir")
@@ -48,30 +57,50 @@ def add_export_command(subcommands: Any) -> None:
     parser.set_defaults(handler=export_command)
 
 
+def _items(value: str | None) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+def _partition_keys(text: str) -> list[PartitionKey]:
+    """An argparse `type=` for `--partition-by`: the keys a request accepts."""
+    try:
+        return msgspec.convert(_items(text), list[PartitionKey])
+    except msgspec.ValidationError:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(get_args(PartitionKey))}; got {text!r}") from None
+
+
+def _split(text: str) -> Split:
+    """An argparse `type=` for `--split`, checked as a request's split is."""
+    try:
+        train, val, test = (float(v) for v in text.split(","))
+        split = msgspec.convert({"train": train, "val": val, "test": test}, Split)
+    except ValueError:  # not three numbers, or one outside 0-1 (msgspec.ValidationError is a ValueError)
+        raise argparse.ArgumentTypeError(
+            f"three fractions from 0 to 1, train,val,test (e.g. 0.7,0.15,0.15); got {text!r}"
+        ) from None
+    try:
+        check_split(split)
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return split
+
+
 def request_from_args(args: argparse.Namespace) -> ExportRequest:
     """The export request the flags describe."""
-
-    def items(value: str | None) -> list[str]:
-        return [v.strip() for v in value.split(",") if v.strip()] if value else []
-
-    split = None
-    if args.split:
-        train, val, test = (float(v) for v in args.split.split(","))
-        split = Split(train=train, val=val, test=test)
     return ExportRequest(
         start_date=args.start,
         end_date=args.end,
-        tokens=items(args.tokens),
-        dexes=items(args.dexes),
-        signers=items(args.signers),
+        tokens=_items(args.tokens),
+        dexes=_items(args.dexes),
+        signers=_items(args.signers),
         min_profit_sol=args.min_profit,
         success_only=args.success_only,
-        columns=items(args.columns) or None,
+        columns=_items(args.columns) or None,
         compression=args.compression,
-        partition_by=items(args.partition_by),  # type: ignore[arg-type]
+        partition_by=args.partition_by,
         chunk_rows=args.chunk_rows,
         normalize=args.normalize or False,
-        split=split,
+        split=args.split,
         destination=args.out,
         json_array=args.json_array,
         arrow_stream=args.arrow_stream,
@@ -79,7 +108,12 @@ def request_from_args(args: argparse.Namespace) -> ExportRequest:
 
 
 def export_command(args: argparse.Namespace, settings: Any) -> int:
-    """Run one export in this process; print where it went. Exit 0 on success."""
+    """Run one export in this process; print where it went. Exit 0 on success.
+
+    A request the warehouse's table refuses exits 2, like a bad flag. Any failure while
+    writing is reported in one line, as an export job reports it: the destination's
+    filesystem (s3fs, gcsfs, ...) raises errors of its own kinds.
+    """
     from arbitrage.export._settings import storage_options_from
     from arbitrage.storage import open_warehouse
 
@@ -89,17 +123,21 @@ def export_command(args: argparse.Namespace, settings: Any) -> int:
         try:
             try:
                 plan = plan_export(args.format, request_from_args(args), await table_columns(warehouse))
-            except UnknownFormat as exc:
+            except (UnknownFormat, ValidationError) as exc:
                 print(f"arbitrage: {exc}", file=sys.stderr)
                 return 2
             job_id = f"cli-{secrets.token_hex(4)}"
-            destination = Destination(args.out, job_id, storage_options_from(settings.export))
             progress = ExportProgress()
             bar = asyncio.create_task(_show_progress(progress, quiet=args.quiet))
             try:
+                destination = Destination(args.out, job_id, storage_options_from(settings.export))
                 result = await run_export(
                     warehouse, plan, destination, job_id=job_id, ingested_upto=datetime.now(UTC), progress=progress
                 )
+            except ArbitrageError:
+                raise
+            except Exception as exc:
+                raise ArbitrageError(f"export to {redact_url(args.out)} failed: {type(exc).__name__}: {exc}") from exc
             finally:
                 bar.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -1,7 +1,7 @@
 """The warehouse: the floor every other module stands on."""
 
 from arbitrage.storage._aggregates import rebuild_daily_aggregates
-from arbitrage.storage._embedded import EmbeddedWarehouse
+from arbitrage.storage._embedded import EmbeddedWarehouse, check_data_dir_free
 from arbitrage.storage._factory import open_warehouse
 from arbitrage.storage._migrations import Migration, discover, migrations_dir, render
 from arbitrage.storage._protocol import SignatureWindow, Warehouse
@@ -25,6 +25,7 @@ __all__ = [
     "Warehouse",
     "as_utc",
     "ch_time",
+    "check_data_dir_free",
     "decode_cursor",
     "discover",
     "encode_cursor",

@@ -26,6 +26,8 @@ from arbitrage.storage._sql import INSERT_SETTINGS, inline_params
 from arbitrage.storage._threaded import ThreadedReader
 from arbitrage.telemetry import METRICS
 
+_LOCK_NAME = ".owner.lock"
+
 
 class _Stream:
     """A streamed result and the connection it owns."""
@@ -37,6 +39,28 @@ class _Stream:
     def close(self) -> None:
         self.reader.close()
         self.connection.close()
+
+
+def lock_data_dir(data_dir: Path) -> IO[str]:
+    """Take the data dir's owner lock (held while the file stays open), or raise WarehouseLocked naming the owner."""
+    lock_file = (data_dir / _LOCK_NAME).open("a+")
+    try:
+        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock_file.seek(0)
+        owner = lock_file.read().strip() or "another process"
+        lock_file.close()
+        raise WarehouseLocked(
+            f"the data directory {data_dir} is in use by {owner}; "
+            "the embedded warehouse allows one process (stop it, or use another storage.data_dir)"
+        ) from None
+    return lock_file
+
+
+def check_data_dir_free(data_dir: Path) -> None:
+    """Raise WarehouseLocked when another process owns `data_dir`; take nothing (for checks before a fork)."""
+    if (data_dir / _LOCK_NAME).exists():
+        lock_data_dir(data_dir).close()
 
 
 class EmbeddedWarehouse:
@@ -139,17 +163,7 @@ class EmbeddedWarehouse:
 
     def _open(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        lock_file = (self.data_dir / ".owner.lock").open("a+")
-        try:
-            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock_file.seek(0)
-            owner = lock_file.read().strip() or "another process"
-            lock_file.close()
-            raise WarehouseLocked(
-                f"the data directory {self.data_dir} is in use by {owner}; "
-                "the embedded warehouse allows one process (stop it, or use another storage.data_dir)"
-            ) from None
+        lock_file = lock_data_dir(self.data_dir)
         lock_file.truncate(0)
         lock_file.write(f"pid {os.getpid()}\n")
         lock_file.flush()

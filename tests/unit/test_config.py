@@ -19,6 +19,10 @@ def test_config_toml_lists_every_key_with_its_default() -> None:
     assert tomllib.loads(CONFIG.read_text()) == msgspec.to_builtins(Settings())
 
 
+def test_the_defaults_are_valid_values() -> None:
+    assert load_settings(CONFIG, env={}) == Settings()
+
+
 def test_every_key_in_config_toml_has_a_comment() -> None:
     lines = CONFIG.read_text().splitlines()
     for number, line in enumerate(lines):
@@ -47,6 +51,54 @@ def test_environment_overrides_the_file_and_flags_override_the_environment(tmp_p
 def test_a_bad_key_or_value_is_named(env: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError, match=rf"`{named}"):
         load_settings(env=env)
+
+
+@pytest.mark.parametrize(
+    ("toml", "named"),
+    [
+        ("[server]\nport = -1", "server.port"),
+        ("[server]\nport = 99999", "server.port"),
+        ("[server]\nworkers = 0", "server.workers"),
+        ('[telemetry]\nlog_level = "LOUD"', "telemetry.log_level"),
+        ("[telemetry]\nsample_ratio = 5.0", "telemetry.sample_ratio"),
+        ("[ingest]\nmax_body_bytes = -1", "ingest.max_body_bytes"),
+        ("[kafka]\npartitions = {risk = 0}", "kafka.partitions"),
+        ("[stream]\nclient_queue_events = 0", "stream.client_queue_events"),
+        ("[export]\nmax_concurrent_jobs = 0", "export.max_concurrent_jobs"),
+        ("[schedule]\npoll_seconds = 0.0", "schedule.poll_seconds"),
+        ("[schedule]\nmax_retries = -1", "schedule.max_retries"),
+        ("[auth]\nrate_limit_per_minute = -1", "auth.rate_limit_per_minute"),
+        ("[demo]\nrate = 0.0", "demo.rate"),
+    ],
+)
+def test_a_value_out_of_its_range_stops_start_up_naming_the_key(
+    toml: str, named: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(toml + "\n")
+    assert main(["--config", str(path), "config", "show"]) == 2
+    assert f"`{named}" in capsys.readouterr().err
+
+
+def test_an_environment_value_is_read_as_its_key_type() -> None:
+    settings = load_settings(
+        env={
+            "ARB_AUTH__ADMIN_TOKEN": "123456789012345678901234",
+            "ARB_AUTH__JWT_SECRET": "true",
+            "ARB_STORAGE__DATABASE": "2024",
+            "ARB_KAFKA__GROUP_ID": "1.5",
+            "ARB_AUTH__EXPORT_ROOTS": "/data/a, s3://bucket/prefix",
+            "ARB_AUTH__CORS_ORIGINS": '["https://a.example", "https://b.example"]',
+            "ARB_KAFKA__PARTITIONS": "{risk = 6}",
+            "ARB_SCHEDULE__POLL_SECONDS": "2.5",
+        }
+    )
+    assert (settings.auth.admin_token, settings.auth.jwt_secret) == ("123456789012345678901234", "true")
+    assert (settings.storage.database, settings.kafka.group_id) == ("2024", "1.5")
+    assert settings.auth.export_roots == ["/data/a", "s3://bucket/prefix"]
+    assert settings.auth.cors_origins == ["https://a.example", "https://b.example"]
+    assert (settings.kafka.partitions, settings.schedule.poll_seconds) == ({"risk": 6}, 2.5)
+    assert load_settings(env={"ARB_AUTH__EXPORT_ROOTS": ""}).auth.export_roots == []
 
 
 def test_the_cli_exits_2_on_a_configuration_error(

@@ -1,0 +1,76 @@
+"""CLI commands that meet a busy data dir or an unreadable input stop with one line, exit 1.
+
+Each runs in its own process: `serve` replaces its process with Granian, and chdb opens
+one data path per process.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from arbitrage.storage import EmbeddedWarehouse
+from tests.conftest import fresh_data_dir
+
+
+def _run(*argv: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {name: value for name, value in os.environ.items() if not name.startswith(("ARB_", "AWS_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "arbitrage", *argv],
+        cwd=cwd,
+        env=clean | (env or {}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The last stderr line, after checking it is the only output besides progress bars."""
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip() and "tx/s]" not in line]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.mark.anyio
+async def test_serve_on_a_data_dir_in_use_stops_before_listening(warehouse: EmbeddedWarehouse, tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = _run("serve", "--port", str(port), "--data-dir", str(warehouse.data_dir), cwd=tmp_path)
+    assert "Listening" not in result.stdout + result.stderr
+    assert _one_error_line(result) == (
+        f"arbitrage: the data directory {warehouse.data_dir} is in use by pid {os.getpid()}; "
+        "the embedded warehouse allows one process (stop it, or use another storage.data_dir)"
+    )
+
+
+def test_ingest_of_a_file_that_does_not_decode_names_it(tmp_path: Path, migrated_template: Path) -> None:
+    data = fresh_data_dir(migrated_template, tmp_path / "data")
+    pq.write_table(pa.table({"signature": [str(n) for n in range(1000)]}), tmp_path / "whole.parquet")
+    (tmp_path / "cut.parquet").write_bytes((tmp_path / "whole.parquet").read_bytes()[:600])
+    (tmp_path / "cut.json").write_text('[{"signature": "a"}, {"signature": ')
+    for name, reason in (("cut.parquet", "Parquet magic bytes not found"), ("cut.json", "truncated")):
+        error = _one_error_line(_run("ingest", name, "--data-dir", str(data), cwd=tmp_path))
+        assert error.startswith(f"arbitrage: {name}: ") and reason in error
+
+
+def test_an_export_the_destination_refuses_is_one_line(tmp_path: Path, migrated_template: Path) -> None:
+    data = fresh_data_dir(migrated_template, tmp_path / "data")
+    no_credentials = {
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+    }
+    argv = ("export", "csv", "--out", "s3://bucket/x/", "--data-dir", str(data), "--quiet")
+    error = _one_error_line(_run(*argv, cwd=tmp_path, env=no_credentials))
+    assert error == "arbitrage: export to s3://bucket/x/ failed: NoCredentialsError: Unable to locate credentials"

@@ -1,0 +1,74 @@
+"""The CLI answers a mistake with one line naming the argument: exit 2 for a bad argument
+(argparse style), 1 for a runtime failure, never a traceback."""
+
+from __future__ import annotations
+
+import re
+import socket
+from pathlib import Path
+
+import pytest
+
+from arbitrage.cli import _parser, main
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["simulate", "--count", "-5"], "--count"),
+        (["simulate", "--rate", "-1"], "--rate"),
+        (["simulate", "--batch-size", "0"], "--batch-size"),
+        (["simulate", "--url", "127.0.0.1:8080/ingest"], "--url"),
+        (["ingest", "--batch-size", "0", "{file}"], "--batch-size"),
+        (["ingest", "{dir}"], "is a directory"),
+        (["ingest", "{dir}/missing.ndjson"], "no such file"),
+        (["export", "csv", "--out", "{dir}", "--partition-by", "week"], "--partition-by"),
+        (["export", "csv", "--out", "{dir}", "--split", "0.7,0.2"], "--split"),
+        (["export", "csv", "--out", "{dir}", "--split", "a,b,c"], "--split"),
+        (["export", "csv", "--out", "{dir}", "--split", "2,-0.5,-0.5"], "--split"),
+        (["export", "csv", "--out", "{dir}", "--split", "0.7,0.2,0.2"], "must be 1"),
+        (["export", "csv", "--out", "{dir}", "--chunk-rows", "0"], "--chunk-rows"),
+    ],
+)
+def test_a_bad_argument_exits_2_naming_it(
+    argv: list[str], named: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file = tmp_path / "records.ndjson"
+    file.write_text("{}\n")
+    with pytest.raises(SystemExit) as exited:
+        main([arg.format(file=file, dir=tmp_path) for arg in argv])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.startswith("arbitrage ") and named in error
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["simulate", "--count", "3", "--out", "/nonexistent/x.ndjson"], "/nonexistent/x.ndjson: No such file"),
+        (["simulate", "--count", "3", "--url", "http://127.0.0.1:{port}/ingest"], "http://127.0.0.1:{port}/ingest: "),
+    ],
+)
+def test_a_runtime_failure_exits_1_with_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = _closed_port()
+    assert main([arg.format(port=port) for arg in argv]) == 1
+    [error] = capsys.readouterr().err.splitlines()
+    assert error.startswith(f"arbitrage: {message.format(port=port)}")
+
+
+def test_the_keys_commands_in_the_security_guide_parse() -> None:
+    commands = re.findall(r"`(arbitrage keys --url [^`]*)`", (DOCS / "security.md").read_text())
+    assert commands
+    for command in commands:
+        args = _parser().parse_args(command.split()[1:])
+        assert args.url and args.keys_command
