@@ -226,8 +226,9 @@ async def _groups_behind_a_held_insert(
 
     tasks = [ingest(0)]
     await _until(lambda: held.inserted_rows)
-    tasks += [ingest(50 * (i + 1)) for i in range(groups)]
-    await _until(lambda: len(service._prepared) == groups)
+    for i in range(groups):  # one at a time: batches that queue together would make one group
+        tasks.append(ingest(50 * (i + 1)))
+        await _until(lambda: len(service._prepared) == i + 1)  # noqa: B023 (awaited before i changes)
     return held, service, tasks
 
 
