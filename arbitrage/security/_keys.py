@@ -107,7 +107,7 @@ def check_new_key(name: str, roles: list[str], expires_in_days: float | None) ->
         if role not in ROLES:
             raise ValidationError("roles", f"unknown role {role[:40]!r} (known: {', '.join(ROLES)})")
     if expires_in_days is not None and not 0 < expires_in_days <= 3650:
-        raise ValidationError("expires_in_days", "between 0 and 3650")
+        raise ValidationError("expires_in_days", "more than 0 and at most 3650 days")
 
 
 class _Entry(msgspec.Struct):
