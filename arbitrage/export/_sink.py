@@ -4,11 +4,14 @@ Every file of a job is written below `<destination>/.staging-<job id>/` (a hidde
 that dataset readers skip). Only when the job has written everything does `commit` move
 each file to its final name and write `manifest.json` last; `abort` deletes the staging
 prefix. A failed, cancelled or interrupted job therefore never leaves a final-named file;
-a reader that waits for `manifest.json` never sees a partial export.
+a reader that waits for `manifest.json` never sees a partial export. An export into a place
+that holds an earlier one replaces it: the earlier manifest and the files it lists go first,
+so a reader never mixes the two.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -21,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO
 
 import fsspec
+import msgspec
 from fsspec.implementations.local import LocalFileSystem
 
 STAGING_PREFIX = ".staging-"
@@ -193,12 +197,28 @@ class Destination:
         """Move every staged file to its final name, then write the manifest, then clean up."""
         with self.open_staged(MANIFEST_NAME) as staged:
             staged.write(manifest)
+        self._retire_previous(set(relatives))
         for relative in [*relatives, MANIFEST_NAME]:
             final = f"{self.root}/{relative}"
             if self._local:
                 self.fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
             self.fs.mv(f"{self.staging}/{relative}", final)
         self.abort()
+
+    def _retire_previous(self, keep: set[str]) -> None:
+        """Delete an earlier export's manifest, then the files it lists that this one does not overwrite."""
+        previous = f"{self.root}/{MANIFEST_NAME}"
+        try:
+            listed = msgspec.json.decode(self.fs.cat_file(previous)).get("files")
+        except (FileNotFoundError, msgspec.DecodeError, AttributeError):
+            return  # none, or not one of ours: leave it alone
+        self.fs.rm(previous)
+        for entry in listed if isinstance(listed, list) else ():
+            relative = entry.get("path") if isinstance(entry, dict) else None
+            if not isinstance(relative, str) or relative in keep or relative.startswith("/") or ".." in relative:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm(f"{self.root}/{relative}")
 
     def abort(self) -> None:
         """Delete everything staged; nothing final was written. Safe to call twice."""

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
@@ -166,3 +167,15 @@ async def test_rows_of_one_block_time_never_straddle_two_splits(warehouse, make_
     assert [len(by_split[s]) for s in ("train", "val", "test")] == [595, 203, 202]  # cut at blocks 85 and 114
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert [manifest["split"][s]["rows"] for s in ("train", "val", "test")] == [595, 203, 202]
+
+
+async def test_an_export_into_the_place_of_an_earlier_one_replaces_it(warehouse, filled, tmp_path):
+    """Reading `**/*.parquet` afterwards must not count the earlier export's rows again."""
+    first = await export(warehouse, tmp_path, columns=["signature"], partition_by=["date"])
+    assert len(first.files) > 1
+    (tmp_path / "notes.txt").write_text("not ours")
+    second = await export(warehouse, tmp_path, columns=["signature"])
+    on_disk = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.parquet"))
+    assert on_disk == sorted(info.path for info in second.files)
+    assert pl.scan_parquet(f"{tmp_path}/**/*.parquet").select(pl.len()).collect().item() == ROWS
+    assert (tmp_path / "notes.txt").read_text() == "not ours"
