@@ -35,7 +35,7 @@ from arbitrage.export._manifest import (
 from arbitrage.export._request import ExportRequest, TimeRange, check_split, time_range
 from arbitrage.export._sink import Destination, StagedFile, redact_url
 from arbitrage.export._writers import WHOLE_BATCH_ROWS, Exporter, ExporterFactory, WriterOptions, exporter_factory
-from arbitrage.storage import Warehouse
+from arbitrage.storage import Warehouse, ch_time
 
 SOURCE_TABLE = "transactions"
 
@@ -644,13 +644,6 @@ def _public_request(request: ExportRequest, destination: Destination) -> dict[st
     data: dict[str, Any] = msgspec.to_builtins(request)
     data["destination"] = destination.display_url
     return data
-
-
-def ch_time(value: datetime) -> str:
-    """A `DateTime64(3, 'UTC')` query parameter value."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
 def ch_array(values: list[str]) -> str:

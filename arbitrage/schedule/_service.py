@@ -46,7 +46,7 @@ from arbitrage.schedule._model import (
     latest_due,
     next_due,
 )
-from arbitrage.storage import Warehouse
+from arbitrage.storage import Warehouse, ch_time
 from arbitrage.telemetry import METRICS, traced
 
 log = logging.getLogger(__name__)
@@ -464,11 +464,6 @@ class ScheduleService:
             except Exception:
                 log.exception("checking export schedules failed")
             await asyncio.sleep(self._poll)
-
-
-def ch_time(value: datetime) -> str:
-    """A `DateTime64(3, 'UTC')` query parameter value."""
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
 def _field_of(message: str) -> str:
