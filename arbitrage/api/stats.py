@@ -59,7 +59,11 @@ class StatsController(Controller):
         super().__init__(owner)
         self._cache = _ShortCache(1.0)
 
-    @get(description="Totals over everything stored, and the top tokens, DEXes and signers.")
+    @get(
+        description="Totals over everything stored, and the top tokens, DEXes and signers. `net_profit_sol` sums "
+        "the transactions whose profit is known (circular routes that touch SOL); `total_cost_sol` sums every "
+        "transaction's cost, so gross revenue minus cost need not equal it."
+    )
     async def stats(self, reader: NamedDependency[TransactionReader]) -> dict[str, Any]:
         return await self._cache.get("stats", reader.stats)  # type: ignore[no-any-return]
 
