@@ -132,7 +132,8 @@ class DataPreparation:
         """Split by time: the first `train` share of rows, then `val`, then `test`.
 
         Rows within `gap` after the end of the previous split are dropped (the embargo),
-        so features with look-back windows up to `gap` never span two splits.
+        so features with look-back windows up to `gap` never span two splits. A split given a
+        share that ends up empty (too little data for the gap) is an error, not a silent surprise.
         """
         if min(train, val, test) < 0 or abs(train + val + test - 1.0) > 1e-9:
             raise ArbitrageError("split shares must be non-negative and sum to 1")
@@ -149,6 +150,12 @@ class DataPreparation:
             test_part = test_part.filter(time > last_train + gap)  # type: ignore[operator]
         if val_part.height:
             test_part = test_part.filter(time > val_part.get_column(self.time_column).max() + gap)  # type: ignore[operator]
+        for name, share, part in (("val", val, val_part), ("test", test, test_part)):
+            if share > 0 and n and part.height == 0:
+                raise ArbitrageError(
+                    f"the {name} split is empty: {n} rows do not leave any after the {gap} embargo gap; "
+                    "give more data, a shorter gap or a share of 0"
+                )
         return TemporalSplit(train_part, val_part, test_part)
 
     def fit(self, train: pl.DataFrame) -> PreparationParams:

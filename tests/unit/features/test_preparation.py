@@ -87,3 +87,10 @@ def test_fitted_params_round_trip_through_json_and_apply_identically_to_new_data
     restored = msgspec.json.decode(msgspec.json.encode(params), type=PreparationParams)
     new = frame(10)
     assert restored.apply(new).equals(params.apply(new))
+
+
+def test_a_split_left_empty_by_the_embargo_gap_is_an_error_naming_it() -> None:
+    with pytest.raises(ArbitrageError, match="val split is empty"):
+        DataPreparation().split_temporal(frame(), train=0.7, val=0.15, test=0.15, gap=timedelta(days=3650))
+    empty_test = DataPreparation().split_temporal(frame(), train=0.8, val=0.2, test=0.0, gap=timedelta(0))
+    assert empty_test.test.height == 0 and empty_test.val.height > 0
