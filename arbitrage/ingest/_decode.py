@@ -90,7 +90,6 @@ RAW_SCHEMA = pa.schema(
 
 _DEFAULTS = {"success": True, "priority_fee_lamports": 0, "jito_tip_lamports": 0, "other_cost_lamports": 0}
 """What a record left without these fields gets (an Arrow null counts as left out)."""
-_DEFAULTED = tuple(_DEFAULTS)
 _MIN_SLOT_MS = 250
 """Solana aims at 400 ms slots; a slot number that needs faster ones is corrupt, and would make
 every later transaction look late to the feature engine."""
@@ -172,9 +171,10 @@ def _arrow_columns(elements: Sequence[bytes | msgspec.Raw]) -> pl.DataFrame | No
     """JSON records → `RAW_SCHEMA` columns with Arrow's reader, or None when it cannot be exact.
 
     The reader sees one record per line, so a record holding a newline, or a line that
-    parses as more or fewer records than it should, goes to the msgspec path. So does a
-    null in a column whose missing value has a default: the reader cannot tell "missing"
-    (the default) from an explicit null (a reject).
+    parses as more or fewer records than it should, goes to the msgspec path. The reader
+    reads a missing field (its default) and an explicit null (a reject) alike: a column with
+    nulls takes its default only when its key occurs exactly once per value, so that no null
+    was written; otherwise the batch goes to the msgspec path too.
     """
     if not elements:
         return None
@@ -190,8 +190,15 @@ def _arrow_columns(elements: Sequence[bytes | msgspec.Raw]) -> pl.DataFrame | No
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, UnicodeDecodeError):
         return None
-    if table.num_rows != len(elements) or any(table.column(name).null_count for name in _DEFAULTED):
+    if table.num_rows != len(elements):
         return None
+    for name in _DEFAULTS:
+        column = table.column(name)
+        if column.null_count:
+            if lines.count(b'"' + name.encode() + b'"') != len(column) - column.null_count:
+                return None
+            index = table.schema.get_field_index(name)
+            table = table.set_column(index, name, pc.fill_null(column, pa.scalar(_DEFAULTS[name], column.type)))
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
     return frame

@@ -339,3 +339,19 @@ def test_arrow_seconds_too_large_for_milliseconds_name_the_column(batch: list[di
     with pytest.raises(ValidationError) as raised:
         decode_body(sink.getvalue().to_pybytes(), "arrow", now=NOW)
     assert raised.value.field == "block_time"
+
+
+def test_records_without_the_defaulted_fields_stay_on_the_columnar_path(batch: list[dict[str, Any]]) -> None:
+    """Nearly every record leaves `other_cost_lamports` out; that must not send batches to msgspec."""
+    from arbitrage.ingest._decode import _arrow_columns
+
+    batch[3]["other_cost_lamports"] = 7
+    elements = [msgspec.json.encode(r) for r in batch]
+    frame = _arrow_columns(elements)
+    assert frame is not None
+    assert frame["other_cost_lamports"].to_list() == [0, 0, 0, 7] + [0] * 16
+    batch[5]["other_cost_lamports"] = None  # an explicit null: msgspec decides (and rejects it)
+    assert _arrow_columns([msgspec.json.encode(r) for r in batch]) is None
+    assert [(r.index, r.field) for r in decode_body(_json(batch), "json", now=NOW).rejects] == [
+        (5, "other_cost_lamports")
+    ]
