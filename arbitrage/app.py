@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import swagger_ui_bundle
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
 from litestar.config.response_cache import ResponseCacheConfig
 from litestar.openapi import OpenAPIConfig
@@ -30,7 +30,7 @@ from arbitrage.features import HISTORY_WINDOW, FeatureEngine
 from arbitrage.ingest import IngestService
 from arbitrage.risk import score_risk
 from arbitrage.schedule import ScheduleService
-from arbitrage.security import check_bind, security_headers, start_security
+from arbitrage.security import check_bind, public, security_headers, start_security
 from arbitrage.services import Services
 from arbitrage.storage import TransactionReader, Warehouse, open_warehouse, rebuild_daily_aggregates
 from arbitrage.stream import LiveFeed, RecentTransactions, RedisLink, StreamHub
@@ -58,44 +58,32 @@ def create_app(settings: Settings) -> Litestar:
             service_name=telemetry.service_name,
             sample_ratio=telemetry.sample_ratio,
         )
-        services = await start_services(settings)
-        app.state.services = services
-        try:
+        # Whatever starts is closed in reverse order at shutdown, or as soon as a later step fails.
+        async with contextlib.AsyncExitStack() as started:
+            started.callback(gc.unfreeze)
+            started.callback(flush_tracing)
+            app.state.services = services = await start_services(settings)
+            started.push_async_callback(services.close)
             app.state.security = security = await start_security(settings, services.warehouse)
-        except BaseException:
-            await services.close()
-            raise
-        background: list[asyncio.Task[None]] = []
-        if settings.demo.enabled:
-            from arbitrage.demo import feed_demo
+            started.push_async_callback(security.close)
+            if settings.demo.enabled:
+                from arbitrage.demo import feed_demo
 
-            background.append(asyncio.create_task(feed_demo(services.ingest, settings.demo.rate), name="demo"))
-        kafka = None
-        if settings.kafka.enabled:
-            from arbitrage.ingest.kafka import start_kafka
+                demo = asyncio.create_task(feed_demo(services.ingest, settings.demo.rate), name="demo")
+                started.push_async_callback(_cancel, demo)
+            if settings.kafka.enabled:
+                from arbitrage.ingest.kafka import start_kafka
 
-            kafka = await start_kafka(services)
-        _freeze_startup_objects()
-        try:
+                started.push_async_callback((await start_kafka(services)).stop)
+            _freeze_startup_objects()
             yield
-        finally:
-            if kafka is not None:
-                await kafka.stop()
-            await security.close()
-            for task in background:
-                task.cancel()
-            for task in background:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-            await services.close()
-            flush_tracing()
-            gc.unfreeze()
 
     openapi = OpenAPIConfig(
         title="arbitrage",
         version=__version__,
         description="Solana arbitrage transactions as an API, live streams and ML-ready datasets.",
-        path="/schema",
+        # The API docs are public (they hold no data); declared here, like every route's role.
+        openapi_router=Router("/schema", route_handlers=[], include_in_schema=False, guards=[public]),
         components=Components(
             security_schemes={
                 "bearer": SecurityScheme(type="http", scheme="bearer", description="API key, admin token or JWT"),
@@ -115,7 +103,9 @@ def create_app(settings: Settings) -> Litestar:
     app = Litestar(
         route_handlers=[
             *CONTROLLERS,
-            create_static_files_router(path="/schema/assets", directories=[_SWAGGER_ASSETS], include_in_schema=False),
+            create_static_files_router(
+                path="/schema/assets", directories=[_SWAGGER_ASSETS], include_in_schema=False, guards=[public]
+            ),
             *STATUS_ROUTES,
         ],
         dependencies=DEPENDENCIES,
@@ -146,35 +136,44 @@ async def start_services(settings: Settings, *, jobs: bool = True) -> Services:
     """
     warehouse = open_warehouse(settings.storage)
     await warehouse.start()
-    if warehouse.backend == "embedded":
-        await rebuild_daily_aggregates(warehouse)
-    reader = TransactionReader(warehouse)
-    recent = RecentTransactions(settings.ingest.recent_buffer)
-    newest = await reader.newest(settings.ingest.recent_buffer)
-    recent.add(newest)
-    engine = FeatureEngine.from_history(await reader.feature_history(HISTORY_WINDOW))
-    feed = await _start_live_feed(settings, warehouse)
-    ingest = IngestService(
-        warehouse,
-        recent,
-        enrichers=[engine.process, score_risk],
-        max_pending_batches=settings.ingest.max_pending_batches,
-        position_source=feed.reserve,
-    )
-    # Only the embedded warehouse guarantees one writer, whose stores this process sees.
-    pages = RangeCache() if warehouse.backend == "embedded" else None
-    if pages is not None:
-        ingest.on_stored(pages.invalidate)
-    ingest.on_stored(feed.publish)
-    services = Services(settings=settings, warehouse=warehouse, ingest=ingest, reader=reader, recent=recent, feed=feed)
-    services.extras["historical"] = HistoricalPages(reader, pages)
-    services.health_checks["redis"] = feed.redis.health if feed.redis is not None else _redis_disabled
-    if feed.redis is not None:
-        cache = ResponseCache(feed.redis, settings.redis.cache_ttl_seconds)
-        services.extras[ResponseCache.EXTRAS_KEY] = cache
-        ingest.on_stored(cache.invalidate)
-    if jobs:
-        await _start_exports(settings, services)
+    async with contextlib.AsyncExitStack() as opened:
+        # A step that fails closes what was opened: the embedded warehouse holds the data dir's lock.
+        opened.push_async_callback(warehouse.close)
+        if warehouse.backend == "embedded":
+            await rebuild_daily_aggregates(warehouse)
+        reader = TransactionReader(warehouse)
+        recent = RecentTransactions(settings.ingest.recent_buffer)
+        newest = await reader.newest(settings.ingest.recent_buffer)
+        recent.add(newest)
+        engine = FeatureEngine.from_history(await reader.feature_history(HISTORY_WINDOW))
+        feed = await _start_live_feed(settings, warehouse)
+        opened.push_async_callback(feed.close)
+        ingest = IngestService(
+            warehouse,
+            recent,
+            enrichers=[engine.process, score_risk],
+            max_pending_batches=settings.ingest.max_pending_batches,
+            position_source=feed.reserve,
+        )
+        # Only the embedded warehouse guarantees one writer, whose stores this process sees.
+        pages = RangeCache() if warehouse.backend == "embedded" else None
+        if pages is not None:
+            ingest.on_stored(pages.invalidate)
+        ingest.on_stored(feed.publish)
+        services = Services(
+            settings=settings, warehouse=warehouse, ingest=ingest, reader=reader, recent=recent, feed=feed
+        )
+        opened.pop_all()
+        opened.push_async_callback(services.close)  # the feed, the warehouse, and the jobs started below
+        services.extras["historical"] = HistoricalPages(reader, pages)
+        services.health_checks["redis"] = feed.redis.health if feed.redis is not None else _redis_disabled
+        if feed.redis is not None:
+            cache = ResponseCache(feed.redis, settings.redis.cache_ttl_seconds)
+            services.extras[ResponseCache.EXTRAS_KEY] = cache
+            ingest.on_stored(cache.invalidate)
+        if jobs:
+            await _start_exports(settings, services)
+        opened.pop_all()
     return services
 
 
@@ -187,6 +186,7 @@ async def _start_exports(settings: Settings, services: Services) -> None:
         max_concurrent_jobs=settings.export.max_concurrent_jobs,
     )
     await exports.start()
+    services.extras["exports"] = exports
     schedules = ScheduleService(
         services.warehouse,
         exports,
@@ -197,7 +197,7 @@ async def _start_exports(settings: Settings, services: Services) -> None:
         watermark_lag_seconds=settings.schedule.watermark_lag_seconds,
     )
     await schedules.start(run_loop=settings.schedule.enabled)
-    services.extras.update(exports=exports, schedules=schedules)
+    services.extras["schedules"] = schedules
 
     async def schedules_health() -> dict[str, Any]:
         return schedules.health()
@@ -230,3 +230,10 @@ def _freeze_startup_objects() -> None:
 
 async def _redis_disabled() -> dict[str, str]:
     return {"status": "disabled"}
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    """Stop a background task; whatever it raises on the way out is its own business."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task

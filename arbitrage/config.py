@@ -157,7 +157,7 @@ class ScheduleSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
 
 class AuthSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     enabled: bool = False
-    """Require credentials on every route but /health and /metrics."""
+    """Require credentials on every route but /health, /metrics, the status page / and the API docs /schema."""
     admin_token: str = ""
     """Admin credential; when empty, read from `admin_token_file` or generated into it on first start."""
     admin_token_file: str = ""

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import msgspec
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException
+from litestar.openapi import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from arbitrage.errors import ArbitrageError, Saturated, ValidationError, WarehouseUnavailable
@@ -14,21 +16,38 @@ from arbitrage.errors import ArbitrageError, Saturated, ValidationError, Warehou
 log = logging.getLogger(__name__)
 
 
-def _body(status: int, detail: str, extra: object = None) -> dict[str, object]:
-    body: dict[str, object] = {"status_code": status, "detail": detail}
-    if extra is not None:
-        body["extra"] = extra
-    return body
+class ErrorBody(msgspec.Struct, omit_defaults=True):
+    """Every error answer's body; `extra` only when there is more to say (e.g. the field at fault)."""
+
+    status_code: int
+    detail: str
+    extra: dict[str, Any] | list[Any] | None = None
+
+
+_ERRORS = {
+    400: "The request breaks the contract: a parameter, or the body; `extra` names the field when it can.",
+    404: "Not found.",
+    409: "Not possible in the resource's current state.",
+    413: "The body is larger than this route takes.",
+    503: "Unavailable (ingest saturated, or the warehouse down): retry after `Retry-After` seconds.",
+}
+
+
+def error_responses(*codes: int) -> dict[int, ResponseSpec]:
+    """The OpenAPI entries of the error answers a route gives besides Litestar's own."""
+    return {code: ResponseSpec(ErrorBody, description=_ERRORS[code], generate_examples=False) for code in codes}
 
 
 def arbitrage_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[object]:
     if isinstance(exc, ValidationError):
         return Response(
-            _body(400, str(exc), {"field": exc.field, "reason": exc.reason}), status_code=400, media_type=MediaType.JSON
+            ErrorBody(400, str(exc), {"field": exc.field, "reason": exc.reason}),
+            status_code=400,
+            media_type=MediaType.JSON,
         )
     if isinstance(exc, Saturated):
         return Response(
-            _body(503, str(exc)),
+            ErrorBody(503, str(exc)),
             status_code=503,
             headers={"Retry-After": str(exc.retry_after)},
             media_type=MediaType.JSON,
@@ -36,26 +55,28 @@ def arbitrage_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Respon
     if isinstance(exc, WarehouseUnavailable):
         log.warning("warehouse unavailable: %s", exc)
         return Response(
-            _body(503, "warehouse unavailable"),
+            ErrorBody(503, "warehouse unavailable"),
             status_code=503,
             headers={"Retry-After": "5"},
             media_type=MediaType.JSON,
         )
     log.error("unhandled %s: %s", type(exc).__name__, exc)
-    return Response(_body(500, "internal error"), status_code=500, media_type=MediaType.JSON)
+    return Response(ErrorBody(500, "internal error"), status_code=500, media_type=MediaType.JSON)
 
 
 def internal_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[object]:
     """Anything unexpected: log it with its traceback, answer without one."""
     if isinstance(exc, HTTPException):
         return Response(
-            _body(exc.status_code, exc.detail, exc.extra or None),
+            ErrorBody(exc.status_code, exc.detail, exc.extra or None),
             status_code=exc.status_code,
             headers=exc.headers,
             media_type=MediaType.JSON,
         )
     log.exception("unhandled error", exc_info=exc)
-    return Response(_body(500, "internal error"), status_code=HTTP_500_INTERNAL_SERVER_ERROR, media_type=MediaType.JSON)
+    return Response(
+        ErrorBody(500, "internal error"), status_code=HTTP_500_INTERNAL_SERVER_ERROR, media_type=MediaType.JSON
+    )
 
 
 EXCEPTION_HANDLERS = {

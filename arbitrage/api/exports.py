@@ -12,6 +12,8 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.response import Stream
 from litestar.status_codes import HTTP_202_ACCEPTED
 
+from arbitrage.api._errors import error_responses
+from arbitrage.api._openapi import FILE
 from arbitrage.export import (
     ExportJob,
     ExportRequest,
@@ -54,6 +56,7 @@ class ExportController(Controller):
         "/export/{format_name:str}",
         status_code=HTTP_202_ACCEPTED,
         description="Start an export job; answers at once with its id. Unknown format: 404 with the list.",
+        responses=error_responses(404),
     )
     async def create(
         self,
@@ -76,14 +79,23 @@ class ExportController(Controller):
     ) -> ExportList:
         return ExportList(items=await exports.list(limit=limit, state=job_state))
 
-    @get("/exports/{job_id:str}", description="State, rows written, bytes, progress, files and error of a job.")
+    @get(
+        "/exports/{job_id:str}",
+        description="State, rows written, bytes, progress, files and error of a job.",
+        responses=error_responses(404),
+    )
     async def get_job(self, exports: NamedDependency[ExportService], job_id: FromPath[str]) -> ExportJob:
         try:
             return await exports.get(job_id)
         except JobNotFound as exc:
             raise NotFoundException(detail=str(exc)) from exc
 
-    @delete("/exports/{job_id:str}", status_code=200, description="Cancel a queued or running job.")
+    @delete(
+        "/exports/{job_id:str}",
+        status_code=200,
+        description="Cancel a queued or running job.",
+        responses=error_responses(404),
+    )
     async def cancel_job(self, exports: NamedDependency[ExportService], job_id: FromPath[str]) -> ExportJob:
         try:
             return await exports.cancel(job_id)
@@ -92,7 +104,9 @@ class ExportController(Controller):
 
     @get(
         "/exports/{job_id:str}/download",
-        description="The file of a single-file export, or a zip of a multi-file one (with its manifest).",
+        description="The file of a single-file export, or a zip of a multi-file one (with its manifest). "
+        "409 while the job is not done.",
+        responses={200: FILE, **error_responses(404, 409)},
     )
     async def download(self, exports: NamedDependency[ExportService], job_id: FromPath[str]) -> Stream:
         try:

@@ -12,6 +12,8 @@ from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.params import Parameter
 
+from arbitrage.api._errors import error_responses
+from arbitrage.api.transactions import TransactionSignature
 from arbitrage.features import FEATURES
 from arbitrage.risk import RISK_COLUMNS, summarize_risk
 from arbitrage.security import requires
@@ -42,12 +44,12 @@ class FeatureController(Controller):
         frame = await reader.columns(columns, TransactionFilter(start=since))
         return {"hours": hours, **summarize_risk(frame)}
 
-    @get("/risk/{signature:str}", description="The risk score, level and components of one transaction.")
-    async def risk(
-        self,
-        reader: NamedDependency[TransactionReader],
-        signature: Annotated[str, Parameter(min_length=64, max_length=88, pattern=r"^[1-9A-HJ-NP-Za-km-z]+$")],
-    ) -> dict[str, Any]:
+    @get(
+        "/risk/{signature:str}",
+        description="The risk score, level and components of one transaction.",
+        responses=error_responses(404),
+    )
+    async def risk(self, reader: NamedDependency[TransactionReader], signature: TransactionSignature) -> dict[str, Any]:
         frame = await reader.get(signature)
         if frame.is_empty():
             raise NotFoundException(f"transaction {signature} not found")

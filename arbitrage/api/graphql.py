@@ -22,7 +22,9 @@ from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDept
 from strawberry.litestar import make_graphql_controller
 from strawberry.scalars import JSON
 from strawberry.types import Info
+from strawberry.utils.str_converters import to_camel_case
 
+from arbitrage.api.transactions import FILTER_TYPES, TransactionSignature, json_type
 from arbitrage.errors import ValidationError
 from arbitrage.security import requires
 from arbitrage.services import Services
@@ -101,12 +103,31 @@ class DailyStat:
     total_cost_sol: float | None
 
 
-@strawberry.input
+@strawberry.input(description="The filters of `GET /transactions`, with the same bounds.")
 class TransactionFilterInput:
     token: str | None = None
     dex: str | None = None
     signer: str | None = None
     min_profit_sol: float | None = None
+
+
+_SIGNATURE = json_type(TransactionSignature)
+
+
+def _checked(value: object, kind: Any, argument: str) -> None:
+    """Refuse `value` unless the REST API would take it for the same parameter (`kind` holds its bounds)."""
+    try:
+        msgspec.convert(value, kind)
+    except msgspec.ValidationError as exc:
+        raise ValidationError(argument, str(exc)) from None
+
+
+def _filter_values(value: TransactionFilterInput | None) -> dict[str, Any]:
+    """The filter's values by name, each checked as `/transactions` checks it."""
+    values = {name: getattr(value, name, None) for name in FILTER_TYPES}
+    for name, kind in FILTER_TYPES.items():
+        _checked(values[name], kind, f"filter.{to_camel_case(name)}")
+    return values
 
 
 def transaction_from_json(payload: bytes) -> Transaction:
@@ -155,12 +176,6 @@ def _services(info: Info[Any, Any]) -> Services:
     return services
 
 
-def _filters(value: TransactionFilterInput | None) -> TransactionFilter:
-    if value is None:
-        return TransactionFilter()
-    return TransactionFilter(token=value.token, dex=value.dex, signer=value.signer, min_profit_sol=value.min_profit_sol)
-
-
 @strawberry.type
 class Query:
     @strawberry.field(description="Newest first; pass `nextCursor` back as `after`. `first` is 1-1000.")
@@ -174,7 +189,7 @@ class Query:
         if not 1 <= first <= MAX_PAGE:
             raise ValidationError("first", f"must be 1-{MAX_PAGE}")
         services = _services(info)
-        filters = _filters(filter)
+        filters = TransactionFilter(**_filter_values(filter))
         before = decode_cursor(after, "after") if after else None
         items = services.recent.page(first + 1, before) if filters.is_empty else None
         if items is None:
@@ -188,6 +203,7 @@ class Query:
 
     @strawberry.field(description="One stored transaction with its legs, features and risk; null when unknown.")
     async def transaction(self, info: Info[Any, Any], signature: str) -> Transaction | None:
+        _checked(signature, _SIGNATURE, "signature")
         frame = await _services(info).reader.get(signature)
         return None if frame.is_empty() else transaction_from_json(render_transactions(frame)[0])
 
@@ -245,10 +261,7 @@ class Subscription:
     ) -> AsyncGenerator[Transaction, None]:
         services = _services(info)
         assert services.feed is not None
-        value = filter or TransactionFilterInput()
-        filters = StreamFilter(
-            token=value.token, dex=value.dex, signer=value.signer, min_profit_sol=value.min_profit_sol
-        )
+        filters = StreamFilter(**_filter_values(filter))
         resume = services.feed.resume(filters, services.settings.stream.client_queue_events, None)
         try:
             while True:

@@ -10,7 +10,7 @@ from litestar.di import NamedDependency
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from arbitrage.security import public
+from arbitrage.security import PublicOperation, public
 from arbitrage.services import Services
 from arbitrage.telemetry import METRICS
 
@@ -30,7 +30,11 @@ class HealthController(Controller):
     tags = ["operations"]
     guards = [public]
 
-    @get("/health", description="200 when the service can store and serve data, 503 when the warehouse cannot.")
+    @get(
+        "/health",
+        description="200 when the service can store and serve data, 503 when the warehouse cannot.",
+        operation_class=PublicOperation,
+    )
     async def health(self, services: NamedDependency[Services]) -> Response[dict[str, Any]]:
         checks = {"warehouse": lambda: _warehouse(services), **services.health_checks}
         components: dict[str, dict[str, Any]] = {}
@@ -52,6 +56,8 @@ class HealthController(Controller):
         code = HTTP_503_SERVICE_UNAVAILABLE if status == "unhealthy" else HTTP_200_OK
         return Response({"status": status, "components": components}, status_code=code)
 
-    @get("/metrics", description="Prometheus text exposition.", media_type=_METRICS_TYPE)
+    @get(
+        "/metrics", description="Prometheus text exposition.", media_type=_METRICS_TYPE, operation_class=PublicOperation
+    )
     async def metrics(self) -> bytes:
         return generate_latest(METRICS.registry)

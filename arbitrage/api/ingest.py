@@ -6,7 +6,10 @@ from typing import Any
 
 from litestar import Controller, Request, Response, post
 from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
 
+from arbitrage.api._errors import error_responses
+from arbitrage.api._openapi import INGEST_BODY, SOLANA_BODY, raw_body
 from arbitrage.ingest import IngestReport, IngestService, SolanaIngestReport, ingest_solana
 from arbitrage.security import requires
 
@@ -28,6 +31,13 @@ accepted or already stored, 422 when every transaction was invalid (each becomes
 with its signature, slot, index and error), 400 for an empty body."""
 
 
+_ERRORS = error_responses(400, 413, 503)
+
+
+def _rejected(report: type[object]) -> ResponseSpec:
+    return ResponseSpec(report, description="Every record was rejected; the report says why", generate_examples=False)
+
+
 def _status(accepted: int, duplicates: int, rejected: int) -> int:
     return 422 if rejected and not (accepted or duplicates) else 200
 
@@ -37,7 +47,13 @@ class IngestController(Controller):
     tags = ["ingest"]
     guards = [requires("ingest")]
 
-    @post(description=_DESCRIPTION, status_code=200, response_description="What was stored")
+    @post(
+        description=_DESCRIPTION,
+        status_code=200,
+        response_description="What was stored",
+        responses={422: _rejected(IngestReport), **_ERRORS},
+        operation_class=raw_body(INGEST_BODY),
+    )
     async def ingest(
         self, request: Request[Any, Any, Any], ingest: NamedDependency[IngestService]
     ) -> Response[IngestReport]:
@@ -45,7 +61,14 @@ class IngestController(Controller):
         report = await ingest.ingest_body(body, request.headers.get("content-type"), source="http")
         return Response(report, status_code=_status(report.accepted, report.duplicates, report.rejected))
 
-    @post("/solana", description=_SOLANA_DESCRIPTION, status_code=200)
+    @post(
+        "/solana",
+        description=_SOLANA_DESCRIPTION,
+        status_code=200,
+        response_description="What was stored",
+        responses={422: _rejected(SolanaIngestReport), **_ERRORS},
+        operation_class=raw_body(SOLANA_BODY),
+    )
     async def ingest_solana(
         self, request: Request[Any, Any, Any], ingest: NamedDependency[IngestService]
     ) -> Response[SolanaIngestReport]:

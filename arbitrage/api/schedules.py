@@ -11,6 +11,7 @@ from litestar.exceptions import ClientException, NotFoundException
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
+from arbitrage.api._errors import error_responses
 from arbitrage.errors import ValidationError
 from arbitrage.export import ExportJob, UnknownFormat
 from arbitrage.schedule import Schedule, ScheduleBusy, ScheduleCreate, ScheduleDetail, ScheduleNotFound, ScheduleService
@@ -41,7 +42,11 @@ class ScheduleController(Controller):
     async def list_schedules(self, schedules: NamedDependency[ScheduleService]) -> ScheduleList:
         return ScheduleList(items=await schedules.list())
 
-    @get("/schedules/{schedule_id:str}", description="A schedule, its next run time and its latest runs.")
+    @get(
+        "/schedules/{schedule_id:str}",
+        description="A schedule, its next run time and its latest runs.",
+        responses=error_responses(404),
+    )
     async def get_schedule(
         self, schedules: NamedDependency[ScheduleService], schedule_id: FromPath[str]
     ) -> ScheduleDetail:
@@ -50,7 +55,11 @@ class ScheduleController(Controller):
         except ScheduleNotFound as exc:
             raise NotFoundException(detail=str(exc)) from exc
 
-    @patch("/schedules/{schedule_id:str}", description="Change any field of a schedule (null clears an option).")
+    @patch(
+        "/schedules/{schedule_id:str}",
+        description="Change any field of a schedule (null clears an option).",
+        responses=error_responses(404),
+    )
     async def update(
         self, schedules: NamedDependency[ScheduleService], schedule_id: FromPath[str], data: JSONBody[dict[str, Any]]
     ) -> Schedule:
@@ -61,14 +70,24 @@ class ScheduleController(Controller):
         except UnknownFormat as exc:
             raise ValidationError("format", str(exc)) from exc
 
-    @delete("/schedules/{schedule_id:str}", status_code=HTTP_204_NO_CONTENT, description="Remove a schedule.")
+    @delete(
+        "/schedules/{schedule_id:str}",
+        status_code=HTTP_204_NO_CONTENT,
+        description="Remove a schedule.",
+        responses=error_responses(404),
+    )
     async def remove(self, schedules: NamedDependency[ScheduleService], schedule_id: FromPath[str]) -> None:
         try:
             await schedules.delete(schedule_id)
         except ScheduleNotFound as exc:
             raise NotFoundException(detail=str(exc)) from exc
 
-    @post("/schedules/{schedule_id:str}/run", status_code=HTTP_202_ACCEPTED, description="Run a schedule now.")
+    @post(
+        "/schedules/{schedule_id:str}/run",
+        status_code=HTTP_202_ACCEPTED,
+        description="Run a schedule now; 409 while it is running.",
+        responses=error_responses(404, 409),
+    )
     async def run_now(self, schedules: NamedDependency[ScheduleService], schedule_id: FromPath[str]) -> ExportJob:
         try:
             return await schedules.run_now(schedule_id)

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, WebSocket, get, websocket
@@ -23,7 +23,7 @@ from litestar.exceptions import WebSocketDisconnect
 from litestar.params import Parameter
 from litestar.response import Stream
 
-from arbitrage.api.transactions import Dex, MinProfit, Signer, Token
+from arbitrage.api.transactions import FILTER_TYPES, Dex, MinProfit, Signer, Token
 from arbitrage.errors import ValidationError
 from arbitrage.security import requires
 from arbitrage.services import Services
@@ -85,23 +85,7 @@ def _position(value: str | int | None, field: str) -> int | None:
     return value
 
 
-_BOUNDS = ("gt", "ge", "lt", "le", "multiple_of", "min_length", "max_length", "pattern")
-
-
-def _json_type(parameter: Any) -> Any:
-    """A `/transactions` filter parameter's type, with its `Parameter` bounds as `msgspec.Meta`.
-
-    Litestar checks the query the same way (it turns those bounds into `msgspec.Meta`), so a
-    WebSocket subscription takes exactly the filter values the query string takes.
-    """
-    optional, kwargs = get_args(parameter)
-    (value,) = (arg for arg in get_args(optional) if arg is not type(None))
-    meta = {name: getattr(kwargs, name) for name in _BOUNDS if getattr(kwargs, name) is not None}
-    return Annotated[value, msgspec.Meta(**meta)] | None
-
-
-_FILTER_PARAMETERS = {"token": Token, "dex": Dex, "signer": Signer, "min_profit_sol": MinProfit}
-_Filters = msgspec.defstruct("Filters", [(name, _json_type(p), None) for name, p in _FILTER_PARAMETERS.items()])
+_Filters = msgspec.defstruct("Filters", [(name, kind, None) for name, kind in FILTER_TYPES.items()])
 _FILTER_BOUNDS = msgspec.json.Decoder(msgspec.defstruct("Subscribe", [("filters", _Filters | None, None)]))
 """Checks the bounds of a subscribe message's `filters` (`_Subscribe` checks their names and types)."""
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import msgspec
 from litestar import Controller, Request, Response, get
@@ -14,6 +14,8 @@ from litestar.openapi import ResponseSpec
 from litestar.params import Parameter
 from litestar.response import Stream
 
+from arbitrage.api._errors import error_responses
+from arbitrage.api._openapi import Transaction
 from arbitrage.cache import HistoricalPages
 from arbitrage.errors import ValidationError
 from arbitrage.model import DEX_PATTERN
@@ -26,16 +28,48 @@ _BASE58 = r"^[1-9A-HJ-NP-Za-km-z]+$"
 Token = Annotated[
     str | None, Parameter(min_length=32, max_length=44, pattern=_BASE58, description="Mint anywhere in the route.")
 ]
-Dex = Annotated[
-    str | None, Parameter(min_length=1, max_length=64, pattern=DEX_PATTERN, description="DEX of any leg.")
-]
+Dex = Annotated[str | None, Parameter(min_length=1, max_length=64, pattern=DEX_PATTERN, description="DEX of any leg.")]
 Signer = Annotated[
     str | None, Parameter(min_length=32, max_length=44, pattern=_BASE58, description="Signer public key.")
 ]
 MinProfit = Annotated[float | None, Parameter(ge=-1e9, le=1e9, description="Minimum net profit, SOL.")]
+TransactionSignature = Annotated[str, Parameter(min_length=64, max_length=88, pattern=_BASE58)]
+
+_BOUNDS = ("gt", "ge", "lt", "le", "multiple_of", "min_length", "max_length", "pattern")
+
+
+def json_type(parameter: Any) -> Any:
+    """A parameter type (`Annotated[T, Parameter(...)]`) with its `Parameter` bounds as `msgspec.Meta`.
+
+    Litestar checks the query the same way (it turns those bounds into `msgspec.Meta`), so a
+    value that comes as JSON (a WebSocket subscription, a GraphQL argument) is held to exactly
+    the bounds the query string is held to.
+    """
+    annotated, kwargs = get_args(parameter)
+    optional = type(None) in get_args(annotated)
+    value = next(arg for arg in get_args(annotated) if arg is not type(None)) if optional else annotated
+    meta = {name: getattr(kwargs, name) for name in _BOUNDS if getattr(kwargs, name) is not None}
+    bounded: Any = Annotated[value, msgspec.Meta(**meta)]
+    return bounded | None if optional else bounded
+
+
+FILTER_TYPES = {
+    name: json_type(parameter)
+    for name, parameter in {"token": Token, "dex": Dex, "signer": Signer, "min_profit_sol": MinProfit}.items()
+}
+"""The filters of `/transactions` by name, as types that hold JSON values to the query's bounds."""
 
 
 class TransactionPage(msgspec.Struct):
+    """A page of `/transactions`, as the schema declares it (bodies are `_RenderedPage`s)."""
+
+    items: list[Transaction]  # type: ignore[valid-type]
+    next_cursor: str | None
+
+
+class _RenderedPage(msgspec.Struct):
+    """A `TransactionPage` of rows rendered already: encoded without decoding them."""
+
     items: list[msgspec.Raw]
     next_cursor: str | None
 
@@ -56,7 +90,7 @@ def _page_body(rows: list[bytes], limit: int) -> bytes:
         next_cursor = encode_cursor(
             datetime.fromisoformat(last["block_time"].replace("Z", "+00:00")), last["signature"]
         )
-    return _PAGE_ENCODER.encode(TransactionPage([msgspec.Raw(r) for r in rows[:limit]], next_cursor))
+    return _PAGE_ENCODER.encode(_RenderedPage([msgspec.Raw(r) for r in rows[:limit]], next_cursor))
 
 
 def _filters(token: str | None, dex: str | None, signer: str | None, min_profit_sol: float | None) -> TransactionFilter:
@@ -109,11 +143,16 @@ class TransactionController(Controller):
         frame = await reader.page(filters, limit + 1, before)
         return Response(_page_body(render_transactions(frame), limit), media_type=MediaType.JSON)
 
-    @get("/transactions/{signature:str}", description="One transaction; 404 when it is not stored.")
+    @get(
+        "/transactions/{signature:str}",
+        description="One transaction; 404 when it is not stored.",
+        responses={
+            200: ResponseSpec(Transaction, description="The transaction", generate_examples=False),
+            **error_responses(404),
+        },
+    )
     async def get_transaction(
-        self,
-        reader: NamedDependency[TransactionReader],
-        signature: Annotated[str, Parameter(min_length=64, max_length=88, pattern=_BASE58)],
+        self, reader: NamedDependency[TransactionReader], signature: TransactionSignature
     ) -> msgspec.Raw:
         frame = await reader.get(signature)
         if frame.is_empty():
@@ -125,6 +164,13 @@ class TransactionController(Controller):
         description="Transactions with start <= block_time <= end, oldest first: a JSON array, "
         "or NDJSON with `Accept: application/x-ndjson`; a limit above 10,000 rows is streamed as it is read. "
         "Dates (YYYY-MM-DD) or RFC 3339 datetimes.",
+        responses={
+            200: ResponseSpec(
+                list[Transaction],  # type: ignore[valid-type]
+                description="The transactions (NDJSON: one per line)",
+                generate_examples=False,
+            )
+        },
     )
     async def historical(
         self,

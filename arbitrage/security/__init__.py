@@ -1,7 +1,7 @@
 """Authentication, authorization, rate limits and request hardening.
 
-Routes declare their role with `guards=[requires("read")]` (or `public` for health and
-metrics); the app's lifespan builds the `Security` the guards consult with
+Routes declare their role with `guards=[requires("read")]` (or `public` for the few that
+hold no data); the app's lifespan builds the `Security` the guards consult with
 `start_security`. See docs/security.md.
 """
 
@@ -16,6 +16,7 @@ from arbitrage.security._access import (
 )
 from arbitrage.security._cli import add_keys_command
 from arbitrage.security._guard import (
+    PublicOperation,
     credential_of,
     destination_allowed,
     identity_of,
@@ -40,6 +41,7 @@ __all__ = [
     "KeyCreate",
     "KeyNotFound",
     "KeyStore",
+    "PublicOperation",
     "Security",
     "add_keys_command",
     "admin_token",

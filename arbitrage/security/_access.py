@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PUBLIC = "public"
-"""The role of routes anyone may call (/health, /metrics): no credential, no rate limit."""
+"""The role of routes anyone may call (health, metrics, the status page, the API docs): no credential, no rate limit."""
 _MAX_CREDENTIAL = 8192
 
 

@@ -8,6 +8,7 @@ machine may use every route but `/admin/*`, which always needs the admin role.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -15,6 +16,7 @@ from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException, TooManyRequestsException
 from litestar.handlers.base import BaseRouteHandler
+from litestar.openapi.spec import Operation
 
 from arbitrage.security._access import (
     PUBLIC,
@@ -80,7 +82,16 @@ def requires(role: str) -> Guard:
 
 
 public = requires(PUBLIC)
-"""For routes anyone may call without a credential (health, metrics)."""
+"""For routes anyone may call without a credential, which hold no data: `/health`, `/metrics`,
+the status page `/` and its `/static` files, the API docs `/schema` (docs/security.md)."""
+
+
+@dataclass
+class PublicOperation(Operation):
+    """The OpenAPI operation of a `public` route: `security: []` lifts the app's default requirement."""
+
+    def __post_init__(self) -> None:
+        self.security = []
 
 
 def identity_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Identity | None:

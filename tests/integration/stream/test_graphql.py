@@ -105,3 +105,57 @@ async def test_graphiql_is_served_from_local_assets(client: AsyncTestClient[Any]
     assert page.status_code == 200
     assert "/static/graphiql/graphiql.min.js" in page.text and "unpkg" not in page.text and "esm.sh" not in page.text
     assert (await client.get("/static/graphiql/graphiql.min.js")).status_code == 200
+
+
+BAD_FILTERS = [
+    ("dex", '"bad dex!"'),
+    ("dex", '"' + "a" * 65 + '"'),
+    ("signer", '"abc"'),
+    ("signer", '"' + "0OIl" * 10 + '"'),
+    ("token", '"' + "1" * 45 + '"'),
+    ("minProfitSol", "1e10"),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), BAD_FILTERS)
+async def test_a_filter_out_of_the_rest_bounds_is_an_error_naming_it(
+    client: AsyncTestClient[Any], name: str, value: str
+) -> None:
+    answer = await _query(client, f"{{ transactions(filter: {{{name}: {value}}}) {{ items {{ signature }} }} }}")
+    assert answer["data"] is None
+    (error,) = answer["errors"]
+    assert error["message"].startswith(f"filter.{name}: "), error
+
+
+@pytest.mark.parametrize("signature", ["abc", "0OIl" * 20, "1" * 89])
+async def test_a_signature_out_of_the_rest_bounds_is_an_error_naming_it(
+    client: AsyncTestClient[Any], signature: str
+) -> None:
+    answer = await _query(client, "query($s: String!) { transaction(signature: $s) { signature } }", s=signature)
+    assert [e["message"].split(":")[0] for e in answer["errors"]] == ["signature"]
+
+
+async def test_valid_filters_still_pass(client: AsyncTestClient[Any], records: list[dict[str, Any]]) -> None:
+    await _ingest(client, records)
+    leg = records[0]["legs"][0]
+    answer = await _query(
+        client,
+        "query($d: String, $t: String, $p: Float) "
+        "{ transactions(filter: {dex: $d, token: $t, minProfitSol: $p}) { items { dexes route } } }",
+        d=leg["dex"],
+        t=leg["token_in"],
+        p=-1e9,
+    )
+    items = answer["data"]["transactions"]["items"]
+    assert items and all(leg["dex"] in t["dexes"] and leg["token_in"] in t["route"] for t in items)
+
+
+async def test_a_subscription_with_a_filter_out_of_bounds_is_refused_naming_it(client: AsyncTestClient[Any]) -> None:
+    with await client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"]) as ws:
+        ws.send_json({"type": "connection_init"})
+        assert ws.receive_json()["type"] == "connection_ack"
+        query = 'subscription { transactions(filter: {dex: "bad dex!"}) { signature } }'
+        ws.send_json({"id": "1", "type": "subscribe", "payload": {"query": query}})
+        message = ws.receive_json(timeout=10)
+    errors = message["payload"] if message["type"] == "error" else message["payload"]["errors"]
+    assert [e["message"].split(":")[0] for e in errors] == ["filter.dex"], message
