@@ -26,7 +26,7 @@ _FIELD = "transaction"
 
 @lru_cache(maxsize=1 << 16)
 def _key(raw: bytes) -> str:
-    """Base58 of a 32-byte key; programs, mints and busy pools recur from one transaction to the next."""
+    """Base58 of 32 bytes; programs, mints, busy pools and recent blockhashes recur from one transaction to the next."""
     return b58encode(raw)
 
 
@@ -105,7 +105,7 @@ def parse_transaction(data: bytes, *, raw_data: bool = False) -> dict[str, Any]:
         "numReadonlyUnsignedAccounts": readonly_unsigned,
     }
     message["accountKeys"] = reader.keys("accountKeys")
-    message["recentBlockhash"] = b58encode(reader.take(32, "recentBlockhash"))
+    message["recentBlockhash"] = _key(reader.take(32, "recentBlockhash"))  # shared by most of a block
     message["instructions"] = [
         {
             "programIdIndex": reader.byte("instructions"),
