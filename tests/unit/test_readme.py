@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import msgspec
@@ -23,8 +24,11 @@ def test_the_first_screen_shows_run_test_and_a_curl() -> None:
 
 
 def test_the_ml_preparation_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    sparse = 0.05  # transactions per slot: 3000 of them span about 7 hours
-    records = Simulator(seed=5, start=Simulator.start_for(3000, tx_per_slot=sparse), tx_per_slot=sparse).records(3000)
+    # 3000 transactions stretched over about 7 hours (the simulator's bursts pack them into
+    # minutes), so that every split outlives the example's 5-minute embargo.
+    records = Simulator(seed=5, start=datetime.now(UTC) - timedelta(hours=8)).records(3000)
+    first = records[0]["block_time"]
+    records = [r | {"block_time": first + i * 8_400} for i, r in enumerate(records)]
     frame = derive(decode_body(msgspec.json.encode(records), "json").frame, source="test")
     stored = score_risk(FeatureEngine().process(frame))
     (tmp_path / "exports").mkdir()
@@ -35,5 +39,5 @@ def test_the_ml_preparation_example_runs(tmp_path: Path, monkeypatch: pytest.Mon
     namespace: dict[str, object] = {}
     exec(compile(example.group(1), "README.md", "exec"), namespace)
     assert (tmp_path / "scaler.json").stat().st_size > 0
-    train, test = namespace["train"], namespace["test"]
-    assert len(train) > len(test) > 0  # type: ignore[arg-type]
+    train, val, test = namespace["train"], namespace["val"], namespace["test"]
+    assert len(train) > len(test) > 0 and len(val) > 0  # type: ignore[arg-type]
