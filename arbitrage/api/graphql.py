@@ -15,13 +15,14 @@ from typing import Any, cast
 
 import msgspec
 import strawberry
+from graphql import GraphQLError
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.exceptions import LitestarDeprecationWarning
 from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
 from strawberry.litestar import make_graphql_controller
 from strawberry.scalars import JSON
-from strawberry.types import Info
+from strawberry.types import ExecutionContext, Info
 from strawberry.utils.str_converters import to_camel_case
 
 from arbitrage.api.transactions import FILTER_TYPES, TransactionSignature, json_type
@@ -276,7 +277,15 @@ class Subscription:
             services.feed.hub.unsubscribe(resume.subscription)
 
 
-SCHEMA = strawberry.Schema(
+class _Schema(strawberry.Schema):
+    """Logs what went wrong on our side only: a client's bad argument is its answer, not an ERROR in our log."""
+
+    def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
+        ours = [e for e in errors if e.original_error is not None and not isinstance(e.original_error, ValidationError)]
+        super().process_errors(ours, execution_context)
+
+
+SCHEMA = _Schema(
     query=Query,
     subscription=Subscription,
     extensions=[

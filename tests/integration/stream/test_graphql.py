@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 from typing import Any
 
 import msgspec
@@ -159,3 +160,14 @@ async def test_a_subscription_with_a_filter_out_of_bounds_is_refused_naming_it(c
         message = ws.receive_json(timeout=10)
     errors = message["payload"] if message["type"] == "error" else message["payload"]["errors"]
     assert [e["message"].split(":")[0] for e in errors] == ["filter.dex"], message
+
+
+async def test_a_clients_bad_argument_is_not_logged_as_our_error(
+    client: AsyncTestClient[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Strawberry logs every error with its traceback by default; a 400-class mistake is the client's."""
+    with caplog.at_level(logging.ERROR, logger="strawberry"):
+        answer = await _query(client, '{ transactions(filter: {dex: "bad dex!"}) { items { signature } } }')
+        await _query(client, "{ noSuchField }")
+    assert answer["errors"]
+    assert [r for r in caplog.records if r.name.startswith("strawberry")] == []
