@@ -24,7 +24,7 @@ from litestar.params import Parameter
 from litestar.response import Stream
 
 from arbitrage.api.transactions import FILTER_TYPES, Dex, MinProfit, Signer, Token
-from arbitrage.errors import ValidationError
+from arbitrage.errors import ValidationError, WarehouseUnavailable
 from arbitrage.security import requires
 from arbitrage.services import Services
 from arbitrage.stream import FIELD_NAMES, Fields, LiveBatch, LiveFeed, Resume, StreamFilter, project
@@ -146,8 +146,14 @@ async def _sse_body(
     resume = feed.resume(filters, max_events, after, sse_fields=fields)
     try:
         yield b": connected position=%d\nretry: 1000\n\n" % resume.position
-        async for chunk in _backlog(feed, filters, resume, lambda b, s: b.sse_chunk(fields, s)):
-            yield chunk
+        try:
+            async for chunk in _backlog(feed, filters, resume, lambda b, s: b.sse_chunk(fields, s)):
+                yield chunk
+        except WarehouseUnavailable as exc:
+            # The client reconnects with its Last-Event-ID (retry: 1 s) and gets the rest then.
+            log.warning("an SSE client's missed events could not be read (%s); it was told to reconnect", exc)
+            yield b": error: the missed events cannot be read now; reconnect with Last-Event-ID to resume\n\n"
+            return
         while True:
             try:
                 async with asyncio.timeout(keepalive):

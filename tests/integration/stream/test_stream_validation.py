@@ -175,3 +175,22 @@ async def test_a_websocket_whose_feed_fails_is_closed_with_1011_and_the_failure_
         client.app.state.services.warehouse.fail(None)
     assert closed.value.code == 1011
     assert any("disk on fire" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
+
+
+async def test_an_sse_client_whose_missed_events_cannot_be_read_is_told_to_reconnect(
+    small_replay_client: Client, records: list[dict[str, Any]]
+) -> None:
+    client = small_replay_client
+    await _ingest(client, records[:50])
+    await _ingest(client, records[50:100])
+    client.app.state.services.warehouse.fail("disk on fire")
+    try:
+        response = await client.get("/sse/stream", params={"last_event_id": "1"})
+    finally:
+        client.app.state.services.warehouse.fail(None)
+    assert response.status_code == 200
+    assert response.text.startswith(": connected")
+    assert response.text.endswith(
+        ": error: the missed events cannot be read now; reconnect with Last-Event-ID to resume\n\n"
+    )
+    assert "event: transaction" not in response.text  # no gap: nothing newer is sent before what was missed
