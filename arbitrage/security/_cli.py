@@ -20,19 +20,28 @@ from arbitrage.security._keys import ROLES, KeyStore, check_new_key
 def add_keys_command(sub: Any) -> None:
     """Add `keys` with its subcommands to an argparse subparsers object."""
     keys = sub.add_parser("keys", help="create, list and revoke API keys")
-    keys.add_argument("--data-dir", help="storage.data_dir")
-    keys.add_argument("--url", help="manage keys through a running server's admin API, e.g. http://127.0.0.1:8080")
+    # Where the keys live, given before or after the subcommand (the later one wins).
+    where = argparse.ArgumentParser(add_help=False)
+    for parser, default in ((keys, None), (where, argparse.SUPPRESS)):
+        parser.add_argument("--data-dir", default=default, help="storage.data_dir")
+        parser.add_argument(
+            "--url",
+            default=default,
+            help="manage keys through a running server's admin API, e.g. http://127.0.0.1:8080",
+        )
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
-    create = keys_sub.add_parser("create", help="create a key and print its token (shown only this once)")
+    create = keys_sub.add_parser(
+        "create", parents=[where], help="create a key and print its token (shown only this once)"
+    )
     create.add_argument("--name", default="", help="a label for people")
     create.add_argument(
         "--role", dest="roles", action="append", choices=ROLES, help="role to grant (repeatable; default read)"
     )
     create.add_argument("--expires-in-days", type=float, help="the key stops working after this many days")
     create.set_defaults(handler=run_keys_command)
-    listing = keys_sub.add_parser("list", help="list keys (never their tokens)")
+    listing = keys_sub.add_parser("list", parents=[where], help="list keys (never their tokens)")
     listing.set_defaults(handler=run_keys_command)
-    revoke = keys_sub.add_parser("revoke", help="revoke a key by id")
+    revoke = keys_sub.add_parser("revoke", parents=[where], help="revoke a key by id")
     revoke.add_argument("key_id")
     revoke.set_defaults(handler=run_keys_command)
 

@@ -72,3 +72,21 @@ def test_the_keys_commands_in_the_security_guide_parse() -> None:
     for command in commands:
         args = _parser().parse_args(command.split()[1:])
         assert args.url and args.keys_command
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["keys", "--url", "http://127.0.0.1:8080", "create", "--name", "nb"],
+        ["keys", "create", "--name", "nb", "--url", "http://127.0.0.1:8080"],
+        ["keys", "--url", "http://127.0.0.1:1", "create", "--name", "nb", "--url", "http://127.0.0.1:8080"],
+    ],
+)
+def test_keys_take_url_before_or_after_the_subcommand(argv: list[str]) -> None:
+    args = _parser().parse_args(argv)
+    assert (args.url, args.keys_command, args.name) == ("http://127.0.0.1:8080", "create", "nb")
+
+
+def test_keys_without_url_work_on_the_data_dir() -> None:
+    args = _parser().parse_args(["keys", "list", "--data-dir", "/tmp/x"])
+    assert (args.url, args.data_dir) == (None, "/tmp/x")
