@@ -9,6 +9,8 @@ ask for the same thing share one encoding: per-client cost is a queue put.
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -265,11 +267,29 @@ class WireBatch(msgspec.Struct, array_like=True):
 
 
 _WIRE_ENCODER = msgspec.msgpack.Encoder()
+_EVENT_OVERHEAD = 200
+"""Bytes of an event besides its payload on the wire (position, signature, time, signer, route)."""
 _WIRE_DECODER = msgspec.msgpack.Decoder(WireBatch)
 
 
-def encode_wire(batch: LiveBatch) -> bytes:
-    return _WIRE_ENCODER.encode(WireBatch(batch.published_at, batch.events))
+WIRE_MESSAGE_BYTES = 1 << 20
+"""About the most event payload one pub/sub message carries. Redis drops a subscriber whose
+pending output passes 32 MiB at once (or 8 MiB for a minute, `client-output-buffer-limit
+pubsub`); a 10k-row batch renders to about 50 MiB, so it goes out in pieces the subscribers
+read as they come."""
+
+
+def encode_wire(batch: LiveBatch, max_bytes: int = WIRE_MESSAGE_BYTES) -> list[bytes]:
+    """The batch as pub/sub messages of consecutive events, each of about `max_bytes` of payload at most."""
+    events = batch.events
+    ends = list(itertools.accumulate(len(e.payload) + _EVENT_OVERHEAD for e in events))
+    messages, first = [], 0
+    while first < len(events):
+        spent = ends[first - 1] if first else 0
+        last = max(bisect.bisect_right(ends, spent + max_bytes), first + 1)
+        messages.append(_WIRE_ENCODER.encode(WireBatch(batch.published_at, events[first:last])))
+        first = last
+    return messages
 
 
 def decode_wire(data: bytes) -> LiveBatch:

@@ -13,9 +13,12 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import logging
 from collections import deque
 
 from arbitrage.stream._events import LiveBatch, Renders, StreamFilter
+
+log = logging.getLogger(__name__)
 
 
 class Subscription:
@@ -141,6 +144,8 @@ class StreamHub:
         if batch.first <= self._last_delivered:
             batch = batch.after(self._last_delivered)
         if self._next is None:
+            if self._last_delivered and batch.first > self._last_delivered + 1:
+                _log_gap(self._last_delivered + 1, batch.first - 1, "while the Redis subscription was down")
             self._next = batch.first
         if batch.first > self._next:
             heapq.heappush(self._held, (batch.first, next(self._order), batch))
@@ -188,7 +193,14 @@ class StreamHub:
         """The gap did not fill in time (a failed insert, a crashed process): move past it."""
         self._release = None
         if self._held:
+            if self._next is not None:
+                _log_gap(self._next, self._held[0][0] - 1, f"within {self.reorder_timeout:g} s")
             self._next = self._held[0][0]
             self._drain_held()
         if self._held and self._release is None:
             self._release = asyncio.get_running_loop().call_later(self.reorder_timeout, self._release_held)
+
+
+def _log_gap(first: int, last: int, when: str) -> None:
+    """Live clients do not get these positions (resuming ones read stored rows older than the buffer only)."""
+    log.warning("live feed: positions %d-%d did not arrive %s; moving past them", first, last, when)

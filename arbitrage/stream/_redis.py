@@ -80,11 +80,16 @@ class RedisLink:
         await self._listener_client.aclose()
 
     async def publish(self, batch: LiveBatch) -> bool:
-        """Send a batch to every process's hub; False when Redis did not take it."""
+        """Send a batch to every process's hub, in bounded pieces; False when Redis did not take it.
+
+        Pieces Redis took before it failed reach the hubs anyway; the caller then delivers the
+        whole batch in-process, and the hub skips the positions it already has.
+        """
         if not self.available:
             return False
         try:
-            await self.client.publish(self.channel, encode_wire(batch))
+            for message in await asyncio.to_thread(encode_wire, batch):
+                await self.client.publish(self.channel, message)
         except (RedisError, OSError) as exc:
             self._lost(exc)
             return False

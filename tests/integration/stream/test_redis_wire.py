@@ -1,0 +1,71 @@
+"""Batches cross a real redis-server's pub/sub whole, however large, within its output buffer limits."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from arbitrage.stream import LiveBatch, StreamHub
+from arbitrage.stream._events import LiveEvent, decode_wire, encode_wire
+from arbitrage.stream._redis import RedisLink
+from tests.services.redis_server import RedisServer
+
+pytestmark = [pytest.mark.anyio, pytest.mark.skipif(RedisServer.binary() is None, reason="redis-server not installed")]
+
+HARD_LIMIT = 8 << 20
+
+
+@pytest.fixture
+async def link(tmp_path: Path) -> AsyncIterator[RedisLink]:
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        admin = aioredis.Redis.from_url(server.url)
+        # Redis's default is 32 MiB; a smaller one keeps the test's batch small.
+        await admin.config_set("client-output-buffer-limit", f"pubsub {HARD_LIMIT} {HARD_LIMIT // 2} 60")
+        await admin.aclose()
+        link = RedisLink(server.url, StreamHub())
+        await link.start(wait=10)
+        assert link.available
+        try:
+            yield link
+        finally:
+            await link.close()
+    finally:
+        server.stop()
+
+
+def _batch(count: int, payload_bytes: int, first: int = 1) -> LiveBatch:
+    now = datetime.now(UTC)
+    payload = b"x" * payload_bytes
+    return LiveBatch([LiveEvent(first + i, f"sig{first + i}", now, payload) for i in range(count)])
+
+
+async def _until_position(link: RedisLink, position: int, within: float) -> None:
+    async with asyncio.timeout(within):
+        while link.hub.position < position:  # noqa: ASYNC110 (the hub offers no event to wait on)
+            await asyncio.sleep(0.05)
+
+
+async def test_a_batch_larger_than_the_subscribers_buffer_limit_reaches_the_hub_whole(link: RedisLink) -> None:
+    batch = _batch(5_000, 4_096)  # 20 MiB rendered, 2.5 times the limit
+    assert await link.publish(batch)
+    await _until_position(link, 5_000, 30)
+    assert link.available  # the subscription was never cut
+    follow = _batch(10, 100, first=5_001)
+    assert await link.publish(follow)
+    await _until_position(link, 5_010, 10)
+
+
+def test_wire_messages_hold_consecutive_events_within_the_size() -> None:
+    batch = _batch(1_000, 3_000)
+    messages = encode_wire(batch, max_bytes=100_000)
+    assert len(messages) > 1 and all(len(m) < 100_000 + 4_000 for m in messages)
+    decoded = [decode_wire(m) for m in messages]
+    assert [e.position for b in decoded for e in b.events] == list(range(1, 1_001))
+    assert all(b.published_at == batch.published_at for b in decoded)
+    assert len(encode_wire(_batch(1, 500_000), max_bytes=1_000)) == 1  # one event bigger than the size still goes
