@@ -29,7 +29,11 @@ _ATTEMPTS = 5
 
 
 class CommitFailed(Exception):
-    """A batch's offsets could not be committed; it will be consumed again (and deduplicated)."""
+    """A batch's offsets could not be committed; `fatal` when the producer can never commit again."""
+
+    def __init__(self, reason: str, *, fatal: bool = False) -> None:
+        super().__init__(reason)
+        self.fatal = fatal
 
 
 class Committer(Protocol):
@@ -52,14 +56,16 @@ class _Producing:
 
     def _produce(self, batch: StoredBatch) -> None:
         o = self.options
-        for topic, keyed, kind in (
-            (o.topic_opportunities, batch.opportunities, "opportunity"),
-            (o.topic_risk, batch.risk, "risk"),
-        ):
-            self._send_all(topic, keyed)
-            m.DERIVED.labels(kind).inc(len(keyed))
+        self._send_all(o.topic_opportunities, batch.opportunities)
+        self._send_all(o.topic_risk, batch.risk)
         for record in batch.dead_letters:
             self._send(o.topic_dlq, record.key, record.value, record.headers or None)
+
+    @staticmethod
+    def _count(batch: StoredBatch) -> None:
+        """Once the records are delivered (committed), not per attempt."""
+        m.DERIVED.labels("opportunity").inc(len(batch.opportunities))
+        m.DERIVED.labels("risk").inc(len(batch.risk))
         m.DERIVED.labels("dead_letter").inc(len(batch.dead_letters))
 
     def _send_all(self, topic: str, keyed: Keyed) -> None:
@@ -114,13 +120,14 @@ class TransactionalCommitter(_Producing):
                 self.producer.send_offsets_to_transaction(self._offsets(batch), group, _TIMEOUT_S)
                 self.producer.commit_transaction(_TIMEOUT_S)
                 m.COMMITS.labels("ok").inc()
+                self._count(batch)
                 return
             except KafkaException as exc:
                 error = exc.args[0]
                 m.COMMITS.labels("failed").inc()
                 log.warning("Kafka transaction failed (attempt %d): %s", attempt, error)
                 if error.fatal():
-                    raise CommitFailed(str(error)) from exc
+                    raise CommitFailed(str(error), fatal=True) from exc
                 with contextlib.suppress(KafkaException):
                     self.producer.abort_transaction(_TIMEOUT_S)
                 time.sleep(delay)
@@ -151,3 +158,4 @@ class PlainCommitter(_Producing):
             m.COMMITS.labels("failed").inc()
             raise CommitFailed(str(exc.args[0])) from exc
         m.COMMITS.labels("ok").inc()
+        self._count(batch)

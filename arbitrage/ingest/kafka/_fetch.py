@@ -129,6 +129,8 @@ class Fetcher:
         self._paused: set[int] = set()
         self.admin_paused: set[int] = set()
         self.assigned: list[int] = []
+        self.revoking: frozenset[int] = frozenset()
+        """Partitions being handed to another consumer: their batches' commits are not retried."""
         self.backpressure = False
         self.last_error: str | None = None
         self.lag: dict[int, int] = {}
@@ -276,6 +278,7 @@ class Fetcher:
         """Store and commit what was handed over while the partitions are still ours."""
         m.REBALANCES.labels("revoke").inc()
         self._held = None
+        self.revoking = frozenset(p.partition for p in partitions)
         if not self._closing and not self._stopping.is_set() and partitions:
             barrier = Barrier()
             self._channel.send_control(barrier)
@@ -285,6 +288,7 @@ class Fetcher:
             if not barrier.done.is_set():
                 log.warning("revoked partitions before their batches were committed; the next owner re-reads them")
         self._forget([p.partition for p in partitions])
+        self.revoking = frozenset()
 
     def _lost(self, _: Consumer, partitions: list[TopicPartition]) -> None:
         m.REBALANCES.labels("lost").inc()

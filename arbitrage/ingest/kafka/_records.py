@@ -66,15 +66,25 @@ def _keys(frame: pl.DataFrame) -> list[bytes]:
     return keys
 
 
+DLQ_VALUE_BYTES = 900_000
+"""The most of a rejected message's bytes its DLQ record carries: the producer refuses records
+over `message.max.bytes` (1 MB by default), and one refused record fails the whole transaction
+of its batch. The `dead_letters` table keeps every byte."""
+
+
 def dead_letter(message: Message, field_name: str, reason: str) -> OutRecord:
     """The original bytes and headers, plus why and where the message was rejected."""
     original = message.headers() or []
     headers: Headers = list(original.items()) if isinstance(original, dict) else list(original)
     headers += [
-        ("dlq.reason", reason.encode()),
+        ("dlq.reason", reason[:1000].encode()),
         ("dlq.field", field_name.encode()),
         ("dlq.topic", (message.topic() or "").encode()),
         ("dlq.partition", str(message.partition()).encode()),
         ("dlq.offset", str(message.offset()).encode()),
     ]
-    return OutRecord(message.key(), message.value() or b"", headers)
+    value = message.value() or b""
+    if len(value) > DLQ_VALUE_BYTES:
+        headers.append(("dlq.truncated_from", str(len(value)).encode()))
+        value = value[:DLQ_VALUE_BYTES]
+    return OutRecord(message.key(), value, headers)

@@ -23,7 +23,7 @@ from confluent_kafka import Message as KafkaMessage
 from arbitrage.errors import ValidationError
 from arbitrage.ingest import IngestService
 from arbitrage.ingest.kafka import _metrics as m
-from arbitrage.ingest.kafka._commit import Committer, PlainCommitter, TransactionalCommitter
+from arbitrage.ingest.kafka._commit import CommitFailed, Committer, PlainCommitter, TransactionalCommitter
 from arbitrage.ingest.kafka._fetch import Barrier, Channel, Chunk, Fetcher, Stop
 from arbitrage.ingest.kafka._offsets import BrokerOffsets
 from arbitrage.ingest.kafka._options import KafkaOptions
@@ -33,6 +33,7 @@ from arbitrage.ingest.kafka._topics import ensure_topics
 log = logging.getLogger(__name__)
 
 _IDLE_S = 0.25
+_COMMIT_RETRY_MAX_S = 30.0
 _listening: weakref.WeakSet[IngestService] = weakref.WeakSet()
 
 
@@ -73,6 +74,8 @@ class KafkaIngest:
         self._recovery = RecoveryWindow(span=2 * (options.max_inflight_batches + 1) * options.batch_size)
         self._inflight: deque[asyncio.Task[StoredBatch]] = deque()
         self._committing: asyncio.Task[None] | None = None
+        self.commit_error: str | None = None
+        """Why the oldest stored batch is not committed yet, while its commit is retried."""
         """The commit of the newest stored batch; it runs while the next batches are stored."""
         self._committed: dict[int, int] = {}
         self._task: asyncio.Task[None] | None = None
@@ -204,14 +207,51 @@ class KafkaIngest:
             self._committing = None
 
     async def _commit(self, batch: StoredBatch) -> None:
+        """Commit, retrying until it goes through: a later batch's offsets must never pass this one's.
+
+        Meanwhile the pipeline stops at its in-flight limit, fetching pauses, and /health says
+        why. Not retried once the partitions are being handed over (their next owner reads
+        from the last commit). A producer that can never commit again (fenced by a newer
+        instance) stops the pipeline; its batches are consumed again by the next owner.
+        """
         assert self._committer is not None
-        try:
-            with m.COMMIT_SECONDS.time():
-                await asyncio.to_thread(self._committer.commit, batch)
-        except Exception as exc:  # CommitFailed, or a broker call that timed out
-            log.error("offsets %s were not committed (%s); those messages will be consumed again", batch.offsets, exc)
-            return
-        self._committed.update(batch.offsets)
+        delay = 1.0
+        while True:
+            try:
+                with m.COMMIT_SECONDS.time():
+                    await asyncio.to_thread(self._committer.commit, batch)
+            except CommitFailed as exc:
+                if exc.fatal:
+                    self.commit_error = f"the Kafka producer failed for good: {exc}"
+                    log.error(
+                        "%s; offsets %s stay uncommitted and the pipeline stops", self.commit_error, batch.offsets
+                    )
+                    raise
+                self._commit_failed(batch, exc, delay)
+            except Exception as exc:  # a broker call that timed out
+                self._commit_failed(batch, exc, delay)
+            else:
+                self.commit_error = None
+                self._committed.update(batch.offsets)
+                return
+            if not self._still_ours(batch):
+                self.commit_error = None
+                log.warning(
+                    "offsets %s were not committed; their partitions moved, the next owner reads them", batch.offsets
+                )
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _COMMIT_RETRY_MAX_S)
+
+    def _still_ours(self, batch: StoredBatch) -> bool:
+        fetcher = self._fetcher
+        return fetcher is not None and set(batch.offsets) <= set(fetcher.assigned) - fetcher.revoking
+
+    def _commit_failed(self, batch: StoredBatch, exc: BaseException, delay: float) -> None:
+        self.commit_error = str(exc)[:200]
+        log.warning(
+            "offsets %s were not committed (%s); retrying in %.0f s, later batches wait", batch.offsets, exc, delay
+        )
 
     # Operations (admin endpoints, /health) ------------------------------------------------
 
@@ -287,7 +327,7 @@ class KafkaIngest:
         lag = sum(fetcher.lag.values())
         if not self.running or not connected:
             status = "unhealthy"
-        elif fetcher.backpressure or self._store_step.failing:
+        elif fetcher.backpressure or self._store_step.failing or self.commit_error:
             status = "degraded"
         else:
             status = "healthy"
@@ -298,8 +338,8 @@ class KafkaIngest:
             "lag": lag,
             "paused_partitions": sorted(fetcher.paused),
         }
-        if self._store_step.failing:
-            report["error"] = self._store_step.failing
+        if self._store_step.failing or self.commit_error:
+            report["error"] = self._store_step.failing or self.commit_error
         return report
 
     def pause(self, partitions: list[int] | None = None) -> list[int]:

@@ -89,7 +89,8 @@ async def produce(bootstrap: str, topic: str, records: list[dict[str, Any]], *, 
 
 
 def produce_blocking(bootstrap: str, topic: str, records: list[dict[str, Any]], raw: Sequence[RawMessage] = ()) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "compression.type": "lz4", "linger.ms": 10})
+    config = {"bootstrap.servers": bootstrap, "compression.type": "lz4", "linger.ms": 10}
+    producer = Producer({**config, "message.max.bytes": 4_000_000})  # room for oversized poison
     encoder = msgspec.json.Encoder()
     for record in records:
         _send(producer, topic, record["signature"].encode(), encoder.encode(record), None)

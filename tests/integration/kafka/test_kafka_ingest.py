@@ -85,6 +85,31 @@ async def test_poison_messages_go_to_the_dlq_and_the_rest_is_stored(
     assert await stored_counts(warehouse) == (400, 400)
 
 
+async def test_a_poison_message_too_large_for_the_dlq_goes_there_cut_and_nothing_else_is_lost(
+    mock_broker: Broker, warehouse: EmbeddedWarehouse, start_ingest: Start
+) -> None:
+    """Copied whole, its DLQ record was over the producer's 1 MB limit and failed its batch's commit."""
+    options = options_for(mock_broker, batch_size=50)
+    records = Simulator(seed=23).records(40)
+    huge = b"{" + b" " * 1_100_000 + b"not json"
+    await produce(mock_broker.bootstrap, options.topic_transactions, records[:20], raw=[(b"huge", huge, None)])
+    await produce(mock_broker.bootstrap, options.topic_transactions, records[20:])
+    kafka = await start_ingest(options)
+    await wait_for(lambda: _stored(warehouse, 40), what="40 stored")
+    (letter,) = await read_topic(mock_broker.bootstrap, options.topic_dlq, expect=1)
+    headers = dict(letter.headers())
+    assert headers["dlq.truncated_from"] == str(len(huge)).encode()
+    assert letter.value() == huge[: len(letter.value())] and len(letter.value()) < 1_000_000
+    table = await warehouse.query_arrow(f"SELECT length(raw) AS n FROM {warehouse.database}.dead_letters")
+    assert table.column("n").to_pylist() == [len(huge)]
+    await wait_for(lambda: _all_committed(kafka), what="every offset committed")
+
+
+async def _all_committed(kafka: KafkaIngest) -> bool:
+    status = await kafka.status()
+    return bool(status.partitions) and all(p.lag == 0 for p in status.partitions) and kafka.commit_error is None
+
+
 async def test_a_record_that_breaks_processing_is_dead_lettered_and_the_partition_moves_on(
     mock_broker: Broker, warehouse: EmbeddedWarehouse
 ) -> None:
