@@ -42,6 +42,7 @@ from arbitrage.export._run import (
     table_columns,
 )
 from arbitrage.export._sink import MANIFEST_NAME, Destination, redact_url
+from arbitrage.security._hardening import check_destination_form
 from arbitrage.storage import Warehouse
 from arbitrage.telemetry import METRICS, traced
 
@@ -81,7 +82,7 @@ class JobNotFound(ArbitrageError):
 
 
 class JobNotDownloadable(ArbitrageError):
-    """The job has not finished successfully, so there is nothing to download."""
+    """There is nothing to download: the job has not finished successfully, or its files are gone."""
 
 
 class ExportJob(msgspec.Struct, kw_only=True):
@@ -196,14 +197,20 @@ class ExportService:
     ) -> ExportJob:
         """Check the request, record a queued job and start it; return at once.
 
+        The destination is refused unless canonical (whoever submits: API, schedule, library),
+        so the job writes where the answer says and the stored destination can be read back.
+
         Raises:
             UnknownFormat: the format is not registered.
-            ValidationError: the request names an unknown column, codec, bad range, ….
+            ValidationError: the request names an unknown column, codec, bad range, a
+                non-canonical destination, ….
         """
+        if request.destination:
+            check_destination_form(request.destination)
         plan = plan_export(format_name, request, await table_columns(self._warehouse))
         now = datetime.now(UTC)
         job_id = f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
-        base = (request.destination or self._export_dir).rstrip("/")
+        url = f"{(request.destination or self._export_dir).rstrip('/')}/{job_id}"
         job = ExportJob(
             id=job_id,
             state="queued",
@@ -211,7 +218,7 @@ class ExportService:
             request=msgspec.structs.replace(
                 request, destination=redact_url(request.destination) if request.destination else None
             ),
-            destination=redact_url(f"{base}/{job_id}"),
+            destination=redact_url(url),
             created_at=now,
             schedule_id=schedule_id,
             due_at=due_at,
@@ -222,7 +229,7 @@ class ExportService:
         active = _Active(job=job, plan=plan, progress=ExportProgress(), cancel=threading.Event())
         self._active[job_id] = active
         await self._save(job)
-        active.task = asyncio.create_task(self._run(active, f"{base}/{job_id}"), name=f"export-{job_id}")
+        active.task = asyncio.create_task(self._run(active, url), name=f"export-{job_id}")
         return job
 
     async def get(self, job_id: str) -> ExportJob:
@@ -271,19 +278,30 @@ class ExportService:
     async def download(self, job_id: str) -> Download:
         """A finished job's single file, or a zip of its files and manifest.
 
+        Every file is looked up before this returns, so a file that is gone or unreadable is
+        an error answer, not a response that breaks off after its headers were sent.
+
         Raises:
             JobNotFound, JobNotDownloadable.
         """
         job = await self.get(job_id)
         if job.state != "done":
             raise JobNotDownloadable(f"export {job_id} is {job.state}; only done exports can be downloaded")
-        destination = Destination(self._real_destination(job), job.id, self._storage_options)
-        if len(job.files) == 1:
-            path = job.files[0].path
-            name = path.rsplit("/", 1)[-1]
+        single = len(job.files) == 1
+        paths = [f.path for f in job.files] + ([] if single else [MANIFEST_NAME])
+        try:
+            destination = Destination(self._real_destination(job), job.id, self._storage_options)
+            await asyncio.to_thread(_check_files, destination, paths)
+        except Exception as exc:
+            log.warning("export %s cannot be downloaded from %s: %s", job.id, job.destination, exc)
+            raise JobNotDownloadable(
+                f"export {job_id}'s files cannot be read at {job.destination} ({type(exc).__name__}); "
+                "they may have been deleted"
+            ) from exc
+        if single:
+            name = paths[0].rsplit("/", 1)[-1]
             media = _MEDIA_TYPES.get(name.rsplit(".", 1)[-1], "application/octet-stream")
-            return Download(f"{job.id}-{name}", media, destination.read_chunks(path))
-        paths = [f.path for f in job.files] + [MANIFEST_NAME]
+            return Download(f"{job.id}-{name}", media, destination.read_chunks(paths[0]))
         return Download(f"{job.id}.zip", "application/zip", _zip_chunks(destination, paths))
 
     async def fail_interrupted(self, *, all_active: bool = False) -> builtins.list[str]:
@@ -306,7 +324,8 @@ class ExportService:
         return failed
 
     def _real_destination(self, job: ExportJob) -> str:
-        # The stored destination is redacted; credentials come from storage_options anyway.
+        # The stored destination is redacted, but `submit` refused credentials and query
+        # strings (they come from storage_options), so it is the URL the job wrote to.
         return job.destination
 
     @traced("export.job")
@@ -500,6 +519,15 @@ class _ChunkBuffer(io.RawIOBase):
     def drain(self) -> Iterator[bytes]:
         chunks, self._chunks = self._chunks, []
         yield from chunks
+
+
+def _check_files(destination: Destination, paths: list[str]) -> None:
+    """Raise unless every file is there, by one fresh listing (not a request per file, nor the cache)."""
+    destination.fs.invalidate_cache(destination.root)
+    present = set(destination.fs.find(destination.root))
+    missing = [path for path in paths if destination.final_path(path) not in present]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} of {len(paths)} files missing, e.g. {missing[0]}")
 
 
 def _zip_chunks(destination: Destination, paths: list[str]) -> Iterator[bytes]:

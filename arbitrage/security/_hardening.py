@@ -53,42 +53,66 @@ def check_bind(host: str, auth_enabled: bool) -> None:
     )
 
 
-def check_destination(url: str, *, export_dir: str, roots: Sequence[str], field: str = "destination") -> None:
-    """An export destination must lie inside the export dir or one of `roots`.
+def check_destination_form(url: str, field: str = "destination") -> None:
+    """A destination must be written in one canonical form, so that the URL checked is the URL written.
 
-    Local paths (and `file://` URLs) are compared after resolving symlinks; URLs
-    (`s3://bucket/prefix/`) by scheme, bucket and path prefix. `..` segments are refused
-    outright, as are control characters.
+    fsspec takes `?`, `#` and empty segments literally (`s3://b/arb?x=1` writes the key
+    `arb?x=1/…`, `s3://b//arb` the key `/arb`) and knows no `S3://`; a check that normalised
+    them would approve a place other than the one written to. So they are refused, as are
+    `.` and `..` segments and control characters. One trailing `/` is fine.
 
     Raises:
         ValidationError: naming `field`.
     """
     if any(ord(ch) < 32 for ch in url) or len(url) > 2048:
         raise ValidationError(field, "contains control characters or is too long")
+    if "?" in url or "#" in url:
+        raise ValidationError(field, "must not contain a query string or fragment ('?', '#')")
     match = _SCHEME.match(url)
-    scheme = match.group(1).lower() if match else "file"
-    rest = url[match.end() :] if match else url
-    path = rest.split("?", 1)[0].split("#", 1)[0]
-    if ".." in re.split(r"[/\\]", path):
-        raise ValidationError(field, "must not contain '..'")
+    if match and match.group(1) != match.group(1).lower():
+        raise ValidationError(field, f"scheme must be lowercase ({match.group(1).lower()}://)")
+    scheme, path = _scheme_and_path(url.rstrip("/"))
+    segments = re.split(r"[/\\]", path)
+    if ".." in segments or "." in segments:
+        raise ValidationError(field, "must not contain '.' or '..' segments")
+    if scheme == "file" and path.startswith("/"):
+        segments = segments[1:]  # an absolute path's leading `/`
+    if "" in segments:
+        raise ValidationError(field, "must not be empty or contain empty path segments ('//')")
+
+
+def check_destination(url: str, *, export_dir: str, roots: Sequence[str], field: str = "destination") -> None:
+    """An export destination must be in canonical form and inside the export dir or one of `roots`.
+
+    Local paths (and `file://` URLs) are compared after resolving symlinks; URLs
+    (`s3://bucket/prefix/`) by scheme, bucket and path prefix, exactly as written (see
+    `check_destination_form`).
+
+    Raises:
+        ValidationError: naming `field`.
+    """
+    check_destination_form(url, field)
+    scheme, path = _scheme_and_path(url)
     if scheme == "file":
-        if not path:
-            raise ValidationError(field, "is empty")
         real = os.path.realpath(path)
         for root in [export_dir, *roots]:
-            root_match = _SCHEME.match(root)
-            if root_match and root_match.group(1).lower() != "file":
+            root_scheme, root_path = _scheme_and_path(root)
+            if root_scheme != "file":
                 continue
-            root_path = os.path.realpath(root[root_match.end() :] if root_match else root)
-            if real == root_path or real.startswith(root_path.rstrip(os.sep) + os.sep):
+            root_real = os.path.realpath(root_path)
+            if real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep):
                 return
         raise ValidationError(field, "must be inside the export dir or one of auth.export_roots")
-    target = f"{scheme}://{re.sub(r'/+', '/', path)}".rstrip("/")
+    target = f"{scheme}://{path}".rstrip("/")
     for root in roots:
-        root_match = _SCHEME.match(root)
-        if not root_match or root_match.group(1).lower() != scheme:
-            continue
-        prefix = f"{scheme}://{re.sub(r'/+', '/', root[root_match.end() :])}".rstrip("/")
-        if target == prefix or target.startswith(prefix + "/"):
+        root_scheme, root_path = _scheme_and_path(root)
+        prefix = f"{root_scheme}://{re.sub(r'/+', '/', root_path)}".rstrip("/")
+        if root_scheme == scheme and (target == prefix or target.startswith(prefix + "/")):
             return
     raise ValidationError(field, f"{scheme}:// destinations must be under one of auth.export_roots")
+
+
+def _scheme_and_path(url: str) -> tuple[str, str]:
+    """`("s3", "bucket/prefix")` for `s3://bucket/prefix`; `("file", path)` for a local path."""
+    match = _SCHEME.match(url)
+    return (match.group(1).lower(), url[match.end() :]) if match else ("file", url)

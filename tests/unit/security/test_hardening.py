@@ -68,6 +68,34 @@ def test_destinations_outside_the_allowed_roots_are_refused(tmp_path: Path, url:
     assert caught.value.field == "destination"
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "s3://datasets/ml?x=1",
+        "s3://datasets/ml/daily?versionId=3",
+        "s3://datasets/ml#frag",
+        "s3://datasets//ml/x",
+        "s3://datasets/ml//x",
+        "s3:///datasets/ml",
+        "s3://",
+        "s3://datasets/ml/./x",
+        "S3://datasets/ml/x",
+        "{exports}?x=1",
+        "{exports}//x",
+        "{exports}/./x",
+        "File://{exports}/x",
+    ],
+)
+def test_non_canonical_destinations_are_refused_not_normalised(tmp_path: Path, url: str) -> None:
+    """What passes the check is written verbatim, so a form fsspec would read differently is refused."""
+    exports = tmp_path / "exports"
+    with pytest.raises(ValidationError) as caught:
+        check_destination(
+            url.format(exports=exports), export_dir=str(exports), roots=["s3://datasets/ml/"], field="upload_to"
+        )
+    assert caught.value.field == "upload_to"
+
+
 def test_a_symlink_out_of_the_export_dir_is_refused(tmp_path: Path) -> None:
     exports = tmp_path / "exports"
     exports.mkdir()
