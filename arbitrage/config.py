@@ -31,6 +31,8 @@ Interval = Annotated[float, msgspec.Meta(gt=0)]
 """Periods, lifetimes and rates: 0 would spin, expire at once or divide by zero."""
 Delay = Annotated[float, msgspec.Meta(ge=0)]
 """Waits and lags, where 0 means none."""
+Name = Annotated[str, msgspec.Meta(min_length=1)]
+"""Names a client cannot do without: librdkafka aborts the process on an empty group id."""
 
 
 class ServerSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -70,35 +72,42 @@ class IngestSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Newest stored transactions kept in memory for the first page of /transactions and replay."""
 
 
+class KafkaPartitions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Partition count per topic (`kafka.topic_<name>`); a struct so that a misspelt topic is refused."""
+
+    transactions: Count = 10
+    opportunities: Count = 5
+    risk: Count = 3
+    dlq: Count = 1
+
+
 class KafkaSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     enabled: bool = False
     """Consume `topic_transactions` beside the HTTP server."""
     bootstrap_servers: str = "127.0.0.1:9092"
-    """Comma-separated broker addresses."""
-    group_id: str = "arbitrage-backend"
+    """Comma-separated broker addresses, host:port each."""
+    group_id: Name = "arbitrage-backend"
     """Consumer group of the ingest consumer."""
-    topic_transactions: str = "arbitrage-transactions"
+    topic_transactions: Name = "arbitrage-transactions"
     """Topic of contract records, signature as key."""
-    topic_opportunities: str = "arbitrage-opportunities"
+    topic_opportunities: Name = "arbitrage-opportunities"
     """Profitable stored transactions are produced here."""
-    topic_risk: str = "risk-metrics"
+    topic_risk: Name = "risk-metrics"
     """Risk metrics of stored transactions are produced here."""
-    topic_dlq: str = "arbitrage-dlq"
-    """Messages that fail decoding or validation, with the reason in headers."""
+    topic_dlq: Name = "arbitrage-dlq"
+    """Messages that fail decoding or validation, with the reason in headers. The four topics must differ."""
     batch_size: Count = 10_000
     """Records per warehouse insert."""
     batch_timeout_ms: Count = 500
     """Longest wait before a partial batch is stored."""
     extra: dict[str, str] = msgspec.field(default_factory=dict)
-    """Passed through to librdkafka (security.protocol, sasl.*, ...)."""
+    """Passed through to librdkafka (security.protocol, sasl.*, ...); checked by librdkafka at start-up."""
     transactional: bool = True
     """Produce derived topics and commit offsets in one Kafka transaction; false commits with the consumer."""
     transactional_id: str = ""
     """Fences a crashed predecessor's open transaction; empty = `<group_id>-<topic_transactions>`."""
-    partitions: dict[str, Count] = msgspec.field(
-        default_factory=lambda: {"transactions": 10, "opportunities": 5, "risk": 3, "dlq": 1}
-    )
-    """Partition counts used when topics are created at start-up."""
+    partitions: KafkaPartitions = msgspec.field(default_factory=KafkaPartitions)
+    """Partition counts used when topics are created at start-up; a topic left out keeps its count."""
     create_topics: bool = True
     """Create missing topics at start-up (brokers without CreateTopics fall back to auto-creation)."""
 
@@ -243,9 +252,11 @@ def load_settings(
         section, _, key = dotted.partition(".")
         raw.setdefault(section, {})[key] = value
     try:
-        return msgspec.convert(raw, Settings, strict=False)
+        settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid configuration: {_name_key(str(exc))}") from exc
+    _check_kafka(settings.kafka)
+    return settings
 
 
 def default_config_path() -> Path | None:
@@ -322,6 +333,42 @@ def _is_text(kind: msgspec.inspect.Type | None) -> bool:
     return isinstance(kind, msgspec.inspect.StrType) or (
         isinstance(kind, msgspec.inspect.LiteralType) and all(isinstance(v, str) for v in kind.values)
     )
+
+
+_BROKERS = re.compile(r"[^\s,]+:[0-9]+(,\s*[^\s,]+:[0-9]+)*")
+
+
+def _check_kafka(kafka: KafkaSettings) -> None:
+    """What the key types cannot say: brokers, distinct topics, `extra` as librdkafka reads it.
+
+    A broker list librdkafka cannot read starts fine and never connects; a dead letter
+    produced to the consumed topic comes back forever; a property librdkafka refuses
+    fails only in the background task that starts the consumer.
+    """
+    if not _BROKERS.fullmatch(kafka.bootstrap_servers):
+        raise ConfigError(
+            f"invalid configuration: `kafka.bootstrap_servers`: expected host:port[,host:port], "
+            f"got {kafka.bootstrap_servers!r}"
+        )
+    seen: dict[str, str] = {}
+    for key in ("topic_transactions", "topic_opportunities", "topic_risk", "topic_dlq"):
+        topic = getattr(kafka, key)
+        if topic in seen:
+            raise ConfigError(f"invalid configuration: `kafka.{key}`: same topic as kafka.{seen[topic]}")
+        seen[topic] = key
+    if not kafka.enabled:
+        return
+    from confluent_kafka import KafkaException  # here: loading librdkafka only matters with Kafka on
+
+    from arbitrage.ingest.kafka._options import KafkaOptions  # here: it imports this module
+
+    try:
+        KafkaOptions.from_settings(kafka).check_clients()
+    except KafkaException as exc:
+        reason = exc.args[0].str()
+        for value in kafka.extra.values():
+            reason = reason.replace(f'"{value}"', '"***"')  # a refused value may be a secret: not shown, nor chained
+        raise ConfigError(f"invalid configuration: `kafka.extra`: {reason}") from None
 
 
 def _name_key(message: str) -> str:

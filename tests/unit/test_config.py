@@ -97,7 +97,7 @@ def test_an_environment_value_is_read_as_its_key_type() -> None:
     assert (settings.storage.database, settings.kafka.group_id) == ("2024", "1.5")
     assert settings.auth.export_roots == ["/data/a", "s3://bucket/prefix"]
     assert settings.auth.cors_origins == ["https://a.example", "https://b.example"]
-    assert (settings.kafka.partitions, settings.schedule.poll_seconds) == ({"risk": 6}, 2.5)
+    assert (settings.kafka.partitions.risk, settings.schedule.poll_seconds) == (6, 2.5)
     assert load_settings(env={"ARB_AUTH__EXPORT_ROOTS": ""}).auth.export_roots == []
 
 

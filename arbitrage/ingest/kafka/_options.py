@@ -5,10 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from arbitrage.config import KafkaSettings
+import msgspec
+from confluent_kafka import Consumer, Producer
 
-DEFAULT_PARTITIONS = {"transactions": 10, "opportunities": 5, "risk": 3, "dlq": 1}
+from arbitrage.config import KafkaPartitions, KafkaSettings
+
+DEFAULT_PARTITIONS = msgspec.structs.asdict(KafkaPartitions())
 """Partition counts of DESIGN.md, used when a topic is created at start-up."""
+_BROKER_KEYS = frozenset({"bootstrap.servers", "metadata.broker.list"})
+"""Left out when librdkafka only checks a configuration: a client with brokers connects at once."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,7 +60,7 @@ class KafkaOptions:
             "extra": dict(settings.extra),
             "transactional": settings.transactional,
             "transactional_id": settings.transactional_id,
-            "partitions": dict(settings.partitions),
+            "partitions": msgspec.structs.asdict(settings.partitions),
             "create_topics": settings.create_topics,
         }
         values.update(overrides)
@@ -68,3 +73,17 @@ class KafkaOptions:
     def client_config(self) -> dict[str, Any]:
         """Settings common to every client: brokers plus the pass-through librdkafka keys."""
         return {"bootstrap.servers": self.bootstrap_servers, **self.extra}
+
+    def check_clients(self) -> None:
+        """Let librdkafka refuse bad `extra` properties now, not in the task that starts the consumer.
+
+        Builds a consumer and a producer from this configuration without brokers, so nothing
+        connects; raises KafkaException naming the property.
+        """
+        from arbitrage.ingest.kafka._commit import _producer_config  # here: it imports this module
+
+        def offline(config: dict[str, Any]) -> dict[str, Any]:
+            return {k: v for k, v in config.items() if k not in _BROKER_KEYS} | {"log_level": 0}
+
+        Consumer(offline({**self.client_config(), "group.id": self.group_id})).close()
+        Producer(offline(_producer_config(self))).flush(0)
