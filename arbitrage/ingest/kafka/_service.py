@@ -367,19 +367,24 @@ class KafkaIngest:
         def seek() -> int:
             if partition not in fetcher.assigned:
                 raise ValidationError("partition", f"partition {partition} is not assigned to this consumer")
+            low, high = fetcher.consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
             target = offset
             if timestamp_ms is not None:
                 found = fetcher.consumer.offsets_for_times(
                     [TopicPartition(topic, partition, timestamp_ms)], timeout=10
                 )[0]
-                target = found.offset
-                if target < 0:
-                    target = fetcher.consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1]
+                target = found.offset if found.offset >= 0 else high
             assert target is not None
+            if not low <= target <= high:
+                raise ValidationError("offset", f"partition {partition} holds offsets {low} to {high}; got {target}")
             fetcher.consumer.seek(TopicPartition(topic, partition, target))
             return target
 
-        return int(await asyncio.wrap_future(fetcher.call(seek)))
+        target = int(await asyncio.wrap_future(fetcher.call(seek)))
+        # What a replay reads again was stored and committed: none of it is a predecessor's
+        # uncommitted work, whose derived records would be produced a second time.
+        self._recovery.close(partition)
+        return target
 
     def _require_fetcher(self) -> Fetcher:
         if self._fetcher is None or self._connect_error is not None:

@@ -88,6 +88,10 @@ class RecoveryWindow:
         for partition in partitions:
             self._horizon[partition] = None
 
+    def close(self, partition: int) -> None:
+        """Nothing more of this partition is suspect (an admin replay re-reads committed work)."""
+        self._horizon.pop(partition, None)
+
     def suspects(self, messages: list[Message]) -> set[str]:
         """Keys (signatures) of `messages` inside the window; call in fetch order."""
         keys: set[str] = set()

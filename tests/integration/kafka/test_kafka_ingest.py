@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 import polars as pl
 import pytest
 
+from arbitrage.errors import ValidationError
 from arbitrage.ingest import IngestService
 from arbitrage.ingest.kafka import KafkaIngest, KafkaOptions, replay_dead_letters
 from arbitrage.simulator import Simulator
@@ -225,8 +226,14 @@ async def test_replay_from_an_offset_stores_nothing_twice(
 
     await wait_for(replayed, what="replay consumed")
     assert await stored_counts(warehouse) == (800, 800)
+    risk = await read_topic(mock_broker.bootstrap, options.topic_risk, expect=800, settle=3.0)
+    assert len(risk) == len({m.key() for m in risk}) == 800  # a replay publishes no derived record again
     with pytest.raises(Exception, match="not assigned"):
         await kafka.replay(99, offset=0)
+    high = (await kafka.status()).partitions[0].high_watermark
+    for outside in (-5, high + 1):
+        with pytest.raises(ValidationError, match="holds offsets"):
+            await kafka.replay(0, offset=outside)
 
 
 async def test_admin_pause_stops_consumption_until_resumed(
