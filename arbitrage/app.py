@@ -23,7 +23,15 @@ from arbitrage import __version__
 from arbitrage.api import CONTROLLERS, DEPENDENCIES, EXCEPTION_HANDLERS
 from arbitrage.api.graphql import register_graphql
 from arbitrage.api.status import STATUS_ROUTES
-from arbitrage.cache import HistoricalPages, RangeCache, ResponseCache, response_cache
+from arbitrage.cache import (
+    HistoricalPages,
+    RangeCache,
+    ResponseCache,
+    ShortCache,
+    response_cache,
+    serve_cached,
+    warehouse_identity,
+)
 from arbitrage.config import Settings
 from arbitrage.export import ExportService, storage_options_from
 from arbitrage.features import HISTORY_WINDOW, FeatureEngine
@@ -113,6 +121,7 @@ def create_app(settings: Settings) -> Litestar:
         lifespan=[lifespan],
         openapi_config=openapi,
         middleware=[security_headers, request_telemetry, response_cache],
+        before_request=serve_cached,  # after the route's guards: a cached answer is only served to whom they admit
         cors_config=CORSConfig(
             allow_origins=settings.auth.cors_origins,
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
@@ -159,6 +168,16 @@ async def start_services(settings: Settings, *, jobs: bool = True) -> Services:
         pages = RangeCache() if warehouse.backend == "embedded" else None
         if pages is not None:
             ingest.on_stored(pages.invalidate)
+        answers = ShortCache(1.0)
+        ingest.on_stored(answers.invalidate)
+        cache = (
+            ResponseCache(feed.redis, settings.redis.cache_ttl_seconds, warehouse=warehouse_identity(settings.storage))
+            if feed.redis is not None
+            else None
+        )
+        if cache is not None:
+            ingest.on_stored(cache.invalidate)
+        # After the caches dropped their answers: a client reacting to the live event reads the new data.
         ingest.on_stored(feed.publish)
         services = Services(
             settings=settings, warehouse=warehouse, ingest=ingest, reader=reader, recent=recent, feed=feed
@@ -166,11 +185,10 @@ async def start_services(settings: Settings, *, jobs: bool = True) -> Services:
         opened.pop_all()
         opened.push_async_callback(services.close)  # the feed, the warehouse, and the jobs started below
         services.extras["historical"] = HistoricalPages(reader, pages)
+        services.extras[ShortCache.EXTRAS_KEY] = answers
         services.health_checks["redis"] = feed.redis.health if feed.redis is not None else _redis_disabled
-        if feed.redis is not None:
-            cache = ResponseCache(feed.redis, settings.redis.cache_ttl_seconds)
+        if cache is not None:
             services.extras[ResponseCache.EXTRAS_KEY] = cache
-            ingest.on_stored(cache.invalidate)
         if jobs:
             await _start_exports(settings, services)
         opened.pop_all()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from arbitrage.app import create_app
 from arbitrage.config import Settings, load_settings
 from arbitrage.simulator import Simulator
 from arbitrage.storage import EmbeddedWarehouse
+from tests.services.redis_server import RedisServer
 
 
 @pytest.fixture
@@ -69,3 +70,13 @@ async def client(settings: Settings) -> AsyncIterator[AsyncTestClient[Any]]:
 def records() -> list[dict[str, Any]]:
     """200 realistic simulated transactions (seeded, so failures reproduce)."""
     return Simulator(seed=7).records(200)
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server of the test's own, stopped by its PID."""
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        yield server
+    finally:
+        server.stop()

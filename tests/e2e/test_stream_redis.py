@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +18,6 @@ from tests.e2e.stream_clients import SseReader
 from tests.services.redis_server import RedisServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(RedisServer.binary() is None, reason="redis-server not installed")]
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis").start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _ingest(url: str, records: list[dict[str, Any]]) -> None:
