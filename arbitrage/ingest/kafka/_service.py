@@ -307,7 +307,7 @@ class KafkaIngest:
                     committed=_offset(done),
                     low_watermark=_offset(low),
                     high_watermark=_offset(high),
-                    lag=(high - (done if done >= 0 else low)) if high >= 0 else None,
+                    lag=max(0, high - (done if done >= 0 else low)) if high >= 0 else None,
                     paused=partition in paused,
                 )
             )
