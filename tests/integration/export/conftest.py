@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -9,16 +10,29 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import pytest
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.testing import AsyncTestClient
 
+from arbitrage.api._deps import DEPENDENCIES
+from arbitrage.api._errors import EXCEPTION_HANDLERS
+from arbitrage.api.exports import ExportController
+from arbitrage.api.schedules import ScheduleController
+from arbitrage.config import Settings
+from arbitrage.export import ExportService
 from arbitrage.model import STORED_SCHEMA
+from arbitrage.schedule import ScheduleService
+from arbitrage.services import Services
+from arbitrage.storage import EmbeddedWarehouse
 
 DEXES = ["raydium_amm", "orca_whirlpool", "meteora_dlmm", "phoenix"]
 TOKENS = [f"Mint{i}" + "1" * 39 for i in range(6)]
@@ -171,3 +185,33 @@ def s3_bucket(s3_options: dict[str, dict[str, object]]) -> str:
     name = f"exports-{os.urandom(4).hex()}"
     fs.mkdir(name)
     return name
+
+
+@contextlib.asynccontextmanager
+async def export_api(
+    warehouse: EmbeddedWarehouse, settings: Settings, exports: ExportService
+) -> AsyncIterator[AsyncTestClient[Any]]:
+    """The export and schedule routes over the real services, without the rest of the app."""
+    schedules = ScheduleService(warehouse, exports)
+    await exports.start()
+    await schedules.start(run_loop=False)
+    services = Services(
+        settings=settings,
+        warehouse=warehouse,
+        ingest=None,  # type: ignore[arg-type]
+        reader=None,  # type: ignore[arg-type]
+        recent=None,  # type: ignore[arg-type]
+        extras={"exports": exports, "schedules": schedules},
+    )
+    app = Litestar(
+        route_handlers=[ExportController, ScheduleController],
+        dependencies=DEPENDENCIES,
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        state=State({"services": services}),
+    )
+    try:
+        async with AsyncTestClient(app) as client:
+            yield client
+    finally:
+        await schedules.close()
+        await exports.close()

@@ -11,19 +11,12 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-from litestar import Litestar
-from litestar.datastructures import State
 from litestar.testing import AsyncTestClient
 
-from arbitrage.api._deps import DEPENDENCIES
-from arbitrage.api._errors import EXCEPTION_HANDLERS
-from arbitrage.api.exports import ExportController
-from arbitrage.api.schedules import ScheduleController
 from arbitrage.config import load_settings
 from arbitrage.export import ExportService
-from arbitrage.schedule import ScheduleService
-from arbitrage.services import Services
 from arbitrage.storage import EmbeddedWarehouse
+from tests.integration.export.conftest import export_api
 
 pytestmark = pytest.mark.anyio
 
@@ -32,27 +25,8 @@ pytestmark = pytest.mark.anyio
 async def api(warehouse: EmbeddedWarehouse, make_transactions, tmp_path: Path) -> AsyncIterator[AsyncTestClient[Any]]:
     await warehouse.insert_arrow("transactions", make_transactions(120))
     exports = ExportService(warehouse, export_dir=str(tmp_path / "exports"))
-    schedules = ScheduleService(warehouse, exports)
-    await exports.start()
-    await schedules.start(run_loop=False)
-    services = Services(
-        settings=load_settings(env={}),
-        warehouse=warehouse,
-        ingest=None,  # type: ignore[arg-type]
-        reader=None,  # type: ignore[arg-type]
-        recent=None,  # type: ignore[arg-type]
-        extras={"exports": exports, "schedules": schedules},
-    )
-    app = Litestar(
-        route_handlers=[ExportController, ScheduleController],
-        dependencies=DEPENDENCIES,
-        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        state=State({"services": services}),
-    )
-    async with AsyncTestClient(app) as client:
+    async with export_api(warehouse, load_settings(env={}), exports) as client:
         yield client
-    await schedules.close()
-    await exports.close()
 
 
 async def wait_done(client: AsyncTestClient[Any], job_id: str) -> dict[str, Any]:

@@ -8,20 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from litestar import Litestar
-from litestar.datastructures import State
 from litestar.testing import AsyncTestClient
 
-from arbitrage.api._deps import DEPENDENCIES
-from arbitrage.api._errors import EXCEPTION_HANDLERS
-from arbitrage.api.exports import ExportController
-from arbitrage.api.schedules import ScheduleController
 from arbitrage.config import load_settings
 from arbitrage.errors import ValidationError
 from arbitrage.export import ExportRequest, ExportService
-from arbitrage.schedule import ScheduleService
-from arbitrage.services import Services
 from arbitrage.storage import EmbeddedWarehouse
+from tests.integration.export.conftest import export_api
 
 pytestmark = pytest.mark.anyio
 
@@ -34,30 +27,11 @@ async def s3_api(
     await warehouse.insert_arrow("transactions", make_transactions(50))
     export_dir = str(tmp_path / "exports")
     exports = ExportService(warehouse, export_dir=export_dir, storage_options=s3_options)
-    schedules = ScheduleService(warehouse, exports)
-    await exports.start()
-    await schedules.start(run_loop=False)
     settings = load_settings(
         env={}, overrides={"export.dir": export_dir, "auth.export_roots": [f"s3://{s3_bucket}/arb"]}
     )
-    services = Services(
-        settings=settings,
-        warehouse=warehouse,
-        ingest=None,  # type: ignore[arg-type]
-        reader=None,  # type: ignore[arg-type]
-        recent=None,  # type: ignore[arg-type]
-        extras={"exports": exports, "schedules": schedules},
-    )
-    app = Litestar(
-        route_handlers=[ExportController, ScheduleController],
-        dependencies=DEPENDENCIES,
-        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        state=State({"services": services}),
-    )
-    async with AsyncTestClient(app) as client:
+    async with export_api(warehouse, settings, exports) as client:
         yield client
-    await schedules.close()
-    await exports.close()
 
 
 @pytest.fixture
