@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from typing import Any, Protocol
+from typing import Protocol
 
 from confluent_kafka import KafkaException, Producer, TopicPartition
 
@@ -42,10 +42,6 @@ class Committer(Protocol):
     def commit(self, batch: StoredBatch) -> None: ...
 
     def close(self) -> None: ...
-
-
-def _producer_config(options: KafkaOptions) -> dict[str, Any]:
-    return {**options.client_config(), "compression.type": "lz4", "linger.ms": 20, "enable.idempotence": True}
 
 
 class _Producing:
@@ -103,7 +99,7 @@ class TransactionalCommitter(_Producing):
     """Derived records, dead letters and offsets in one transaction per batch."""
 
     def __init__(self, options: KafkaOptions, fetcher: Fetcher) -> None:
-        config = {**_producer_config(options), "transactional.id": options.txn_id, "transaction.timeout.ms": 60_000}
+        config = {**options.producer_config(), "transactional.id": options.txn_id, "transaction.timeout.ms": 60_000}
         super().__init__(options, fetcher, Producer(config))
 
     def start(self) -> None:
@@ -139,7 +135,7 @@ class PlainCommitter(_Producing):
     """Produce and flush, then commit offsets with the consumer (brokers without transactions)."""
 
     def __init__(self, options: KafkaOptions, fetcher: Fetcher) -> None:
-        super().__init__(options, fetcher, Producer(_producer_config(options)))
+        super().__init__(options, fetcher, Producer(options.producer_config()))
 
     def start(self) -> None:
         return None

@@ -74,16 +74,19 @@ class KafkaOptions:
         """Settings common to every client: brokers plus the pass-through librdkafka keys."""
         return {"bootstrap.servers": self.bootstrap_servers, **self.extra}
 
+    def producer_config(self) -> dict[str, Any]:
+        """The derived topics' and dead letters' producer: LZ4, idempotent."""
+        return {**self.client_config(), "compression.type": "lz4", "linger.ms": 20, "enable.idempotence": True}
+
     def check_clients(self) -> None:
         """Let librdkafka refuse bad `extra` properties now, not in the task that starts the consumer.
 
         Builds a consumer and a producer from this configuration without brokers, so nothing
         connects; raises KafkaException naming the property.
         """
-        from arbitrage.ingest.kafka._commit import _producer_config  # here: it imports this module
 
         def offline(config: dict[str, Any]) -> dict[str, Any]:
             return {k: v for k, v in config.items() if k not in _BROKER_KEYS} | {"log_level": 0}
 
         Consumer(offline({**self.client_config(), "group.id": self.group_id})).close()
-        Producer(offline(_producer_config(self))).flush(0)
+        Producer(offline(self.producer_config())).flush(0)
