@@ -323,14 +323,7 @@ def _first_oversized(record: TransactionIn) -> tuple[str, str] | None:
     """The rare slow path: which 64-bit field of a record overflows, and why."""
     if isinstance(record.block_time, int) and not -(2**63) <= record.block_time < 2**63:
         return "block_time", "is before 2020-03-16" if record.block_time < 0 else "is more than 1 h in the future"
-    for name in (
-        "fee_lamports",
-        "priority_fee_lamports",
-        "jito_tip_lamports",
-        "other_cost_lamports",
-        "compute_units_consumed",
-        "compute_unit_limit",
-    ):
+    for name in (*COST_FIELDS, "compute_units_consumed", "compute_unit_limit"):
         value = getattr(record, name)
         if value is not None and value >= UINT64_LIMIT:
             return name, "must be < 2^64"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -159,20 +161,27 @@ async def small_replay_client(tmp_path: Path, migrated_template: Path) -> Any:
         yield test_client
 
 
-async def test_a_websocket_whose_feed_fails_is_closed_with_1011_and_the_failure_is_logged(
-    small_replay_client: Client, records: list[dict[str, Any]], caplog: pytest.LogCaptureFixture
-) -> None:
-    client = small_replay_client
+@contextlib.asynccontextmanager
+async def _backlog_unreadable(client: Client, records: list[dict[str, Any]]) -> AsyncIterator[None]:
+    """100 stored events (more than the replay buffer), then a warehouse that fails every read."""
     await _ingest(client, records[:50])
     await _ingest(client, records[50:100])
     client.app.state.services.warehouse.fail("disk on fire")
     try:
+        yield
+    finally:
+        client.app.state.services.warehouse.fail(None)
+
+
+async def test_a_websocket_whose_feed_fails_is_closed_with_1011_and_the_failure_is_logged(
+    small_replay_client: Client, records: list[dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    client = small_replay_client
+    async with _backlog_unreadable(client, records):
         with await client.websocket_connect("/ws/transactions") as ws, caplog.at_level(logging.ERROR):
             assert _subscribe(ws, {"last_event_id": 1})["type"] == "subscribed"
             with pytest.raises(WebSocketDisconnect) as closed:
                 ws.receive_json(timeout=10)
-    finally:
-        client.app.state.services.warehouse.fail(None)
     assert closed.value.code == 1011
     assert any("disk on fire" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
 
@@ -180,14 +189,8 @@ async def test_a_websocket_whose_feed_fails_is_closed_with_1011_and_the_failure_
 async def test_an_sse_client_whose_missed_events_cannot_be_read_is_told_to_reconnect(
     small_replay_client: Client, records: list[dict[str, Any]]
 ) -> None:
-    client = small_replay_client
-    await _ingest(client, records[:50])
-    await _ingest(client, records[50:100])
-    client.app.state.services.warehouse.fail("disk on fire")
-    try:
-        response = await client.get("/sse/stream", params={"last_event_id": "1"})
-    finally:
-        client.app.state.services.warehouse.fail(None)
+    async with _backlog_unreadable(small_replay_client, records):
+        response = await small_replay_client.get("/sse/stream", params={"last_event_id": "1"})
     assert response.status_code == 200
     assert response.text.startswith(": connected")
     assert response.text.endswith(
