@@ -85,9 +85,14 @@ def _position(value: str | int | None, field: str) -> int | None:
     return value
 
 
-_Filters = msgspec.defstruct("Filters", [(name, kind, None) for name, kind in FILTER_TYPES.items()])
-_FILTER_BOUNDS = msgspec.json.Decoder(msgspec.defstruct("Subscribe", [("filters", _Filters | None, None)]))
-"""Checks the bounds of a subscribe message's `filters` (`_Subscribe` checks their names and types)."""
+_Filters = msgspec.defstruct(
+    "Filters",
+    [(name, kind, None) for name, kind in FILTER_TYPES.items()],
+    kw_only=True,
+    forbid_unknown_fields=True,
+    omit_defaults=True,
+)
+"""A subscribe message's `filters`, held to the bounds of the `/transactions` query."""
 
 
 class StreamController(Controller):
@@ -183,9 +188,12 @@ async def _backlog(feed: LiveFeed, filters: StreamFilter, resume: Resume, encode
 
 class _Subscribe(msgspec.Struct, forbid_unknown_fields=True):
     op: Literal["subscribe", "unsubscribe", "ping"]
-    filters: StreamFilter = msgspec.field(default_factory=StreamFilter)
+    filters: _Filters = msgspec.field(default_factory=_Filters)  # type: ignore[valid-type]
     fields: list[str] | None = None
     last_event_id: int | None = None
+
+
+_SUBSCRIBE = msgspec.json.Decoder(_Subscribe)
 
 
 def _ws_message(batch: LiveBatch, fields: Fields, selected: list[int] | None) -> bytes:
@@ -235,8 +243,8 @@ class _SocketSession:
             except WebSocketDisconnect:
                 return
             try:
-                message = msgspec.json.decode(text, type=_Subscribe)
-                _FILTER_BOUNDS.decode(text)
+                message = _SUBSCRIBE.decode(text)
+                filters = StreamFilter(**msgspec.structs.asdict(message.filters))
                 fields = parse_fields(message.fields)
                 after = _position(message.last_event_id, "last_event_id")
             except (msgspec.ValidationError, msgspec.DecodeError, ValidationError) as exc:
@@ -249,9 +257,9 @@ class _SocketSession:
                 await self._send({"type": "unsubscribed"})
             else:
                 await self.stop()
-                resume = self.feed.resume(message.filters, self.max_events, after)
-                await self._send({"type": "subscribed", "position": resume.position, "filters": message.filters})
-                self._pump = asyncio.create_task(self._send_feed(resume, message.filters, fields))
+                resume = self.feed.resume(filters, self.max_events, after)
+                await self._send({"type": "subscribed", "position": resume.position, "filters": filters})
+                self._pump = asyncio.create_task(self._send_feed(resume, filters, fields))
 
     async def stop(self) -> None:
         if self._pump is not None:
