@@ -42,7 +42,7 @@ from arbitrage.export._run import (
     table_columns,
 )
 from arbitrage.export._sink import MANIFEST_NAME, Destination, redact_url
-from arbitrage.security._hardening import check_destination_form
+from arbitrage.security import check_destination_form
 from arbitrage.storage import Warehouse
 from arbitrage.telemetry import METRICS, traced
 

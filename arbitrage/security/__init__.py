@@ -25,7 +25,7 @@ from arbitrage.security._guard import (
     role_of,
     security_of,
 )
-from arbitrage.security._hardening import check_bind, check_destination, is_loopback
+from arbitrage.security._hardening import check_bind, check_destination, check_destination_form, is_loopback
 from arbitrage.security._headers import security_headers
 from arbitrage.security._jwt import InvalidToken, JwtVerifier, sign_hs256
 from arbitrage.security._keys import ROLES, ApiKey, CreatedKey, KeyCreate, KeyNotFound, KeyStore
@@ -48,6 +48,7 @@ __all__ = [
     "admin_token_path",
     "check_bind",
     "check_destination",
+    "check_destination_form",
     "credential_of",
     "destination_allowed",
     "fallback_security",
