@@ -198,10 +198,15 @@ def _arrow_columns(elements: Sequence[bytes | msgspec.Raw]) -> pl.DataFrame | No
             if lines.count(b'"' + name.encode() + b'"') != len(column) - column.null_count:
                 return None
             index = table.schema.get_field_index(name)
-            table = table.set_column(index, name, pc.fill_null(column, pa.scalar(_DEFAULTS[name], column.type)))
+            table = table.set_column(index, name, _defaulted(name, column))
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
     return frame
+
+
+def _defaulted(name: str, column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """The column with its nulls (values left out) replaced by the field's default."""
+    return pc.fill_null(column, pa.scalar(_DEFAULTS[name], column.type))
 
 
 def _is_utf8(data: bytes) -> bool:
@@ -392,7 +397,7 @@ def _decode_arrow(body: bytes, now: datetime | None) -> DecodedBatch:
                     column = _epoch_ms_column(column)
                 column = column.cast(field.type)
                 if field.name in _DEFAULTS and column.null_count:  # a null is a value left out
-                    column = pc.fill_null(column, pa.scalar(_DEFAULTS[field.name], field.type))
+                    column = _defaulted(field.name, column)
                 columns.append(column)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                 raise ValidationError(field.name, f"column cannot be read as {field.type}: {exc}") from exc
