@@ -68,6 +68,10 @@ class IngestSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Largest accepted request body for POST /ingest; larger bodies get 413."""
     max_pending_batches: Count = 8
     """Batches allowed to wait for the warehouse; beyond it ingest answers 503 + Retry-After."""
+    insert_min_rows: Count = 50_000
+    """Under load, an insert waits for batches already admitted until it holds this many rows..."""
+    insert_linger_seconds: Delay = 0.25
+    """...or for this long at most (0: never wait). A lone batch is inserted at once."""
     recent_buffer: Count = 10_000
     """Newest stored transactions kept in memory for the first page of /transactions and replay."""
 

@@ -9,9 +9,10 @@ Only after the insert returns does a caller get its report (HTTP answer, Kafka c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 
 import msgspec
@@ -77,6 +78,8 @@ class IngestService:
         enrichers: Sequence[Enricher] = (),
         max_pending_batches: int = 8,
         max_group_rows: int = 200_000,
+        insert_min_rows: int = 1,
+        insert_linger_seconds: float = 0.0,
         position_source: PositionSource | None = None,
     ) -> None:
         self.warehouse = warehouse
@@ -84,17 +87,23 @@ class IngestService:
         self.enrichers = list(enrichers)
         self.max_pending_batches = max_pending_batches
         self.max_group_rows = max_group_rows
+        self.insert_min_rows = insert_min_rows
+        self.insert_linger_seconds = insert_linger_seconds
         self.position_source = position_source
         self._writer = asyncio.Lock()
-        # Decoding is Python-bound: more than one at a time only fights the writer for the GIL.
-        self._decoders = asyncio.Semaphore(1)
-        self._queued: list[tuple[pl.DataFrame, asyncio.Future[pl.DataFrame]]] = []
+        # Decoding and deriving run mostly in Arrow and polars, off the GIL: two at a time keep
+        # both cores busy; more would only hold more bodies in memory at once.
+        self._decoders = asyncio.Semaphore(2)
+        self._queued: list[_Queued] = []
         self._prepared: list[tuple[_Prepared, list[asyncio.Future[pl.DataFrame]]]] = []
         """Groups ready to insert, in order; whatever waits when an insert starts goes into it."""
         self._inserting: asyncio.Task[None] | None = None
         self._in_flight: dict[int, pl.Series] = {}
         """Signatures of prepared groups whose insert has not returned yet, by group."""
         self._pending = 0
+        self._arriving = 0
+        """Batches admitted that have not reached `_prepared` (decoding, deriving, waiting to prepare)."""
+        self._arrived = asyncio.Event()
         self._listeners: list[StoredListener] = []
 
     @property
@@ -115,9 +124,7 @@ class IngestService:
     async def ingest_body(self, body: bytes, content_type: str | None, *, source: str) -> IngestReport:
         """Decode and store a request body. ValidationError when no record can be read at all."""
         self.admit()
-        self._pending += 1
-        METRICS.ingest_pending.set(self._pending)
-        try:
+        with self._admitted() as arrival:
             started = time.perf_counter()
             try:
                 with span("ingest.decode"):
@@ -127,33 +134,41 @@ class IngestService:
                 await self._dead_letters([Reject(0, exc.field, exc.reason, body)], source)
                 raise
             METRICS.ingest_batch_seconds.labels("decode").observe(time.perf_counter() - started)
-            return await self._store(decoded, source)
-        finally:
-            self._pending -= 1
-            METRICS.ingest_pending.set(self._pending)
+            return await self._store(decoded, source, arrival)
 
     @traced("ingest.batch")
     async def ingest_records(self, records: Sequence[bytes], *, source: str) -> IngestReport:
         """Store one JSON record per element (Kafka messages, file lines); waits instead of refusing."""
-        self._pending += 1
-        METRICS.ingest_pending.set(self._pending)
-        try:
+        with self._admitted() as arrival:
             started = time.perf_counter()
             with span("ingest.decode"):
                 async with self._decoders:
                     decoded = await asyncio.to_thread(decode_records, records)
             METRICS.ingest_batch_seconds.labels("decode").observe(time.perf_counter() - started)
-            return await self._store(decoded, source)
-        finally:
-            self._pending -= 1
-            METRICS.ingest_pending.set(self._pending)
+            return await self._store(decoded, source, arrival)
 
     @traced("ingest.batch")
     async def ingest_decoded(self, decoded: DecodedBatch, *, source: str) -> IngestReport:
         """Store a batch another decoder produced (Solana, files)."""
-        return await self._store(decoded, source)
+        with self._admitted(counted=False) as arrival:
+            return await self._store(decoded, source, arrival)
 
-    async def _store(self, decoded: DecodedBatch, source: str) -> IngestReport:
+    @contextlib.contextmanager
+    def _admitted(self, *, counted: bool = True) -> Iterator[_Arrival]:
+        """A batch on its way in: `pending` (the admission bound) when `counted`, arriving until grouped."""
+        if counted:
+            self._pending += 1
+            METRICS.ingest_pending.set(self._pending)
+        arrival = _Arrival(self)
+        try:
+            yield arrival
+        finally:
+            arrival.done()
+            if counted:
+                self._pending -= 1
+                METRICS.ingest_pending.set(self._pending)
+
+    async def _store(self, decoded: DecodedBatch, source: str, arrival: _Arrival) -> IngestReport:
         if decoded.rejects:
             await self._dead_letters(decoded.rejects, source)
         errors = [RecordError(r.index, r.field, r.reason) for r in decoded.rejects]
@@ -166,7 +181,7 @@ class IngestService:
                 frame = await asyncio.to_thread(_derive_unique, decoded.frame, source)
         in_batch_duplicates = len(decoded.frame) - len(frame)
         METRICS.ingest_batch_seconds.labels("derive").observe(time.perf_counter() - started)
-        stored = await self._store_grouped(frame)
+        stored = await self._store_grouped(frame, arrival)
         duplicates = in_batch_duplicates + len(frame) - len(stored)
         METRICS.transactions.labels(source, "stored").inc(len(stored))
         METRICS.transactions.labels(source, "duplicate").inc(duplicates)
@@ -179,7 +194,7 @@ class IngestService:
             await self._publish(stored)
         return IngestReport(len(stored), duplicates, len(errors), errors)
 
-    async def _store_grouped(self, frame: pl.DataFrame) -> pl.DataFrame:
+    async def _store_grouped(self, frame: pl.DataFrame, arrival: _Arrival) -> pl.DataFrame:
         """Store a batch, sharing one insert with every batch that queued meanwhile.
 
         Callers queue their batch, then take the writer lock; whoever gets it prepares all
@@ -191,27 +206,26 @@ class IngestService:
         insert holding its group returned.
         """
         done: asyncio.Future[pl.DataFrame] = asyncio.get_running_loop().create_future()
-        self._queued.append((frame, done))
+        self._queued.append((frame, done, arrival))
         async with self._writer:
             if not done.done():
                 group, self._queued = self._take_group()
-                futures = [future for _, future in group]
+                futures = [future for _, future, _ in group]
                 try:
-                    prepared = await self._prepare([f for f, _ in group])
+                    prepared = await self._prepare([f for f, _, _ in group])
                 except BaseException as exc:
                     _fail(futures, exc)
                 else:
                     self._prepared.append((prepared, futures))
                     if self._inserting is None or self._inserting.done():
                         self._inserting = asyncio.create_task(self._insert_prepared())
+                finally:
+                    for _, _, grouped in group:
+                        grouped.done()
         return await done
 
-    def _take_group(
-        self,
-    ) -> tuple[
-        list[tuple[pl.DataFrame, asyncio.Future[pl.DataFrame]]], list[tuple[pl.DataFrame, asyncio.Future[pl.DataFrame]]]
-    ]:
-        taken = _leading_within([len(frame) for frame, _ in self._queued], self.max_group_rows)
+    def _take_group(self) -> tuple[list[_Queued], list[_Queued]]:
+        taken = _leading_within([len(frame) for frame, _, _ in self._queued], self.max_group_rows)
         return self._queued[:taken], self._queued[taken:]
 
     async def _prepare(self, frames: list[pl.DataFrame]) -> _Prepared:
@@ -243,6 +257,7 @@ class IngestService:
         """Insert the prepared groups in order, each insert taking every group that waits for it."""
         try:
             while self._prepared:
+                await self._linger()
                 taken = _leading_within([len(prepared.rows) for prepared, _ in self._prepared], self.max_group_rows)
                 groups, self._prepared = self._prepared[:taken], self._prepared[taken:]
                 await self._insert_groups(groups)
@@ -252,6 +267,27 @@ class IngestService:
                 self._in_flight.pop(id(prepared), None)
             self._prepared = []
             raise
+
+    async def _linger(self) -> None:
+        """Under load, wait for batches already on their way, so that they share this insert.
+
+        An insert has a large fixed cost in the warehouse, and every part it writes is merged
+        again later: with 50k-row inserts the whole pipeline takes a sixth less CPU per row than
+        with 10k-row ones. The wait lasts while more admitted batches are still on their way
+        than are ready (those are prepared during this insert, for the next one), and ends at
+        `insert_min_rows` or after `insert_linger_seconds`. A lone batch is inserted at once.
+        """
+        deadline = asyncio.get_running_loop().time() + self.insert_linger_seconds
+        while (
+            self._arriving > sum(len(futures) for _, futures in self._prepared)
+            and sum(len(p.rows) for p, _ in self._prepared) < self.insert_min_rows
+        ):
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), left)
 
     async def _insert_groups(self, groups: list[tuple[_Prepared, list[asyncio.Future[pl.DataFrame]]]]) -> None:
         futures = [future for _, group_futures in groups for future in group_futures]
@@ -327,6 +363,24 @@ class IngestService:
         except Exception:
             log.exception("could not store %d dead letters from %s", len(rejects), source)
             raise
+
+
+class _Arrival:
+    """Counts a batch in `IngestService._arriving` until it is grouped for an insert or leaves."""
+
+    def __init__(self, service: IngestService) -> None:
+        self._service: IngestService | None = service
+        service._arriving += 1
+
+    def done(self) -> None:
+        service, self._service = self._service, None
+        if service is not None:
+            service._arriving -= 1
+            service._arrived.set()
+
+
+_Queued = tuple[pl.DataFrame, asyncio.Future[pl.DataFrame], _Arrival]
+"""A derived batch waiting for the writer lock: its rows, its caller's result, its arrival."""
 
 
 class _Prepared:

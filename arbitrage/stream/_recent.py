@@ -17,6 +17,8 @@ from arbitrage.stream._render import render_transactions
 
 _KEYS = ["block_time", "signature"]
 _MAX_KEPT = 256
+_MERGE_AFTER = 2
+"""Unmerged rows, in multiples of `capacity`, that make an add merge them (bounds the memory held)."""
 
 T = TypeVar("T")
 
@@ -29,7 +31,7 @@ class RecentTransactions:
         self._top: pl.DataFrame | None = None
         self._added: list[pl.DataFrame] = []
         """Batches not merged into `_top` yet: merging (a sort of 100+ columns) waits for a read
-        or for `capacity` rows, not for every batch, since it runs on the event loop."""
+        or for `_MERGE_AFTER` times `capacity` rows, not for every batch, since it runs on the event loop."""
         self._kept: dict[Hashable, Any] = {}
         """Pages and what callers derived from them since the last add: many readers, one render."""
 
@@ -43,15 +45,14 @@ class RecentTransactions:
             return
         self._added.append(stored)
         self._kept.clear()
-        if sum(len(frame) for frame in self._added) >= self.capacity:
+        if sum(len(frame) for frame in self._added) >= _MERGE_AFTER * self.capacity:
             self._frame()
 
     def _frame(self) -> pl.DataFrame | None:
         """The newest `capacity` rows, newest first, with every batch added so far merged in."""
         if self._added:
             frames = ([] if self._top is None else [self._top]) + self._added
-            merged = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
-            self._top = merged.sort(_KEYS, descending=True).head(self.capacity)
+            self._top = _newest(frames, self.capacity)
             self._added = []
         return self._top
 
@@ -85,3 +86,18 @@ class RecentTransactions:
         if len(frame) < limit and len(top) >= self.capacity:
             return None
         return render_transactions(frame.head(limit))
+
+
+def _newest(frames: list[pl.DataFrame], capacity: int) -> pl.DataFrame:
+    """The `capacity` newest rows of `frames`, newest first.
+
+    Each frame is cut at the `capacity`-th newest key before the sort: sorting gathers every
+    column (nested legs included), and most of the rows would be dropped after it.
+    """
+    keys = pl.concat([frame.select(_KEYS) for frame in frames], how="vertical_relaxed")
+    if len(keys) > capacity:
+        at, signature = keys.sort(_KEYS, descending=True).row(capacity - 1)
+        newer = (pl.col("block_time") > at) | ((pl.col("block_time") == at) & (pl.col("signature") >= signature))
+        frames = [frame.filter(newer) for frame in frames]
+    merged = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
+    return merged.sort(_KEYS, descending=True).head(capacity)

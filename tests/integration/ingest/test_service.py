@@ -283,3 +283,36 @@ async def test_aggregates_left_short_by_an_interrupted_insert_are_rebuilt_at_sta
         for row_was, row_now in zip(was, now, strict=True):
             assert row_now == pytest.approx(row_was)
     assert await rebuild_daily_aggregates(warehouse) == []
+
+
+async def test_under_load_an_insert_waits_for_the_batches_already_admitted(
+    warehouse: EmbeddedWarehouse, records: list[dict[str, Any]]
+) -> None:
+    held = _HeldFirstInsert(warehouse)
+    held.release.set()
+    service = IngestService(
+        held,  # type: ignore[arg-type]
+        RecentTransactions(1000),
+        insert_min_rows=10_000,
+        insert_linger_seconds=30,
+    )
+    bodies = [msgspec.json.encode(records[i : i + 50]) for i in range(0, 200, 50)]
+    reports = await asyncio.gather(*(service.ingest_body(b, None, source="test") for b in bodies))
+    assert [r.accepted for r in reports] == [50, 50, 50, 50]
+    # The first insert waited until no more batches were on their way than were ready.
+    assert held.inserted_rows[0] >= 100
+    assert sum(held.inserted_rows) == 200
+    assert await _count(warehouse) == 200
+
+
+async def test_a_lone_batch_is_inserted_without_waiting_for_the_linger(
+    warehouse: EmbeddedWarehouse, records: list[dict[str, Any]]
+) -> None:
+    service = _service(warehouse, insert_min_rows=10_000, insert_linger_seconds=600)
+    report = await asyncio.wait_for(service.ingest_body(msgspec.json.encode(records), None, source="test"), 60)
+    assert report.accepted == len(records)
+    rejected_only = [{**records[0], "slot": 0}]
+    report = await asyncio.wait_for(service.ingest_body(msgspec.json.encode(rejected_only), None, source="test"), 60)
+    assert report.rejected == 1
+    follow_up = await asyncio.wait_for(service.ingest_body(msgspec.json.encode(records[:1]), None, source="test"), 60)
+    assert follow_up.duplicates == 1

@@ -33,6 +33,18 @@ def test_small_batches_in_any_order_leave_the_newest_rows_newest_first() -> None
     assert _signatures(recent.page(100)) == newest[:100]
 
 
+def test_batches_added_without_reads_in_between_keep_exactly_the_newest_rows() -> None:
+    stored = _stored(900).sample(fraction=1.0, shuffle=True, seed=5)
+    recent = RecentTransactions(capacity=100)
+    start = 0
+    for size in [1, 250, 37, 99, 100, 101, 12, 300]:  # merges happen inside add, at different fill levels
+        recent.add(stored.slice(start, size))
+        start += size
+    newest = stored.sort(["block_time", "signature"], descending=True)["signature"].to_list()
+    assert len(recent) == 100
+    assert _signatures(recent.page(100)) == newest[:100]
+
+
 def test_a_page_past_what_is_kept_is_not_answered_from_memory() -> None:
     stored = _stored(60)
     recent = RecentTransactions(capacity=50)
