@@ -6,7 +6,8 @@ Public face:
 - `StreamHub`/`Subscription`: the in-process fan-out with bounded per-client queues.
 - `RedisLink`: the process's Redis connection (shared sequence, pub/sub), when configured.
 - `RecentTransactions`: the in-memory ring of the newest stored rows.
-- `render_transactions` (one JSON object per row), `render_json_array`, `render_ndjson` (whole bodies).
+- `render_transactions` (one JSON object per row), `render_json_array`, `render_ndjson` (whole bodies);
+  `json_rows` (any frame's rows as JSON objects, unshaped).
 """
 
 from arbitrage.stream._events import FIELD_NAMES, POSITION_COLUMN, Fields, LiveBatch, LiveEvent, StreamFilter, project
@@ -14,7 +15,7 @@ from arbitrage.stream._feed import LiveFeed, Resume
 from arbitrage.stream._hub import StreamHub, Subscription
 from arbitrage.stream._recent import RecentTransactions
 from arbitrage.stream._redis import RedisLink
-from arbitrage.stream._render import json_array, render_json_array, render_ndjson, render_transactions
+from arbitrage.stream._render import json_array, json_rows, render_json_array, render_ndjson, render_transactions
 
 __all__ = [
     "FIELD_NAMES",
@@ -30,6 +31,7 @@ __all__ = [
     "StreamHub",
     "Subscription",
     "json_array",
+    "json_rows",
     "project",
     "render_json_array",
     "render_ndjson",

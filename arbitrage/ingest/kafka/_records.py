@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import polars as pl
 from confluent_kafka import Message
 
-from arbitrage.stream import render_transactions
+from arbitrage.stream import json_rows, render_transactions
 
 Headers = list[tuple[str, str | bytes | None]]
 
@@ -58,7 +58,7 @@ def risk_metrics(stored: pl.DataFrame) -> Keyed:
     risk = [c for c in stored.columns if c.startswith("risk_")]
     columns = ["signature", "block_time", *(risk or [c for c in _RISK_FALLBACK if c in stored.columns])]
     frame = stored.select(columns).with_columns(pl.col("block_time").dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ"))
-    return Keyed(_keys(frame), frame.write_ndjson().encode().splitlines())
+    return Keyed(_keys(frame), json_rows(frame))
 
 
 def _keys(frame: pl.DataFrame) -> list[bytes]:

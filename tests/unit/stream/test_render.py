@@ -47,3 +47,14 @@ def test_a_line_separator_inside_a_value_does_not_split_a_row(stored: pl.DataFra
 def test_no_rows_render_as_empty_bodies(stored: pl.DataFrame) -> None:
     empty = stored.head(0)
     assert (render_transactions(empty), render_json_array(empty), render_ndjson(empty)) == ([], b"[]", b"")
+
+
+def test_odd_values_render_alike_in_rows_and_whole_bodies(stored: pl.DataFrame) -> None:
+    odd = stored.head(4).with_columns(
+        pl.Series("net_profit_sol", [float("nan"), float("inf"), -0.0, 1e22]),
+        pl.Series("fee_lamports", [2**64 - 1, 0, 1, 2], dtype=pl.UInt64),
+        pl.Series("bundle_id", ['q"uote\\', None, "\x01ctl", "é\u2028"]),
+    )
+    assert render_ndjson(odd) == b"".join(row + b"\n" for row in render_transactions(odd))
+    assert render_json_array(odd) == json_array(render_transactions(odd))
+    assert msgspec.json.decode(render_transactions(odd)[0])["net_profit_sol"] is None
