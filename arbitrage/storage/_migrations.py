@@ -4,8 +4,9 @@ Files are plain ClickHouse SQL with a few placeholders, so the same files serve 
 embedded engine, a single server and a cluster:
 `${db}` the database, `${on_cluster}` (empty or `ON CLUSTER name`),
 `${replacing_merge_tree}`, `${merge_tree}`, `${summing_merge_tree}` (replicated on a cluster),
-`${bundled_engine_settings}` (table settings, after a comma, that only the bundled chdb engine
-is sure to know; empty on a server).
+`${bundled_engine_settings}` and `${bundled_merge_settings}` (table settings, after a comma,
+that only the bundled chdb engine is sure to know or that only matter when merges run on the
+ingest box; empty on a server).
 Statements are separated by a `;` at the end of a line.
 
 On a cluster (`cluster` given) the rendering also lays out the scale-out topology: each
@@ -80,6 +81,12 @@ BUNDLED_ENGINE_SETTINGS = ", min_level_for_wide_part = 1"
 of 420. Servers before ClickHouse 25.10 do not know the setting."""
 
 
+BUNDLED_MERGE_SETTINGS = ", merge_selector_base = 10"
+"""Merges wait for about ten parts of a size instead of five: each row is rewritten fewer times
+(an LSM's tiering trade), for a few more parts per partition. Servers before ClickHouse 24.x
+do not know the setting, and there the merges cost the server's CPU, not the ingest box's."""
+
+
 def render(sql: str, *, database: str, cluster: str, bundled_engine: bool = False) -> list[str]:
     """Substitute the placeholders and split into statements (cluster layout when `cluster`)."""
     on_cluster = f"ON CLUSTER {cluster}" if cluster else ""
@@ -91,6 +98,7 @@ def render(sql: str, *, database: str, cluster: str, bundled_engine: bool = Fals
         "merge_tree": f"{replicated}MergeTree",
         "summing_merge_tree": f"{replicated}SummingMergeTree",
         "bundled_engine_settings": BUNDLED_ENGINE_SETTINGS if bundled_engine else "",
+        "bundled_merge_settings": BUNDLED_MERGE_SETTINGS if bundled_engine else "",
     }
     text = re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], sql)
     text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))

@@ -135,6 +135,14 @@ async def test_several_results_stream_at_once_beside_other_queries(warehouse: Em
     assert await asyncio.gather(*(total(100_000 + i) for i in range(4))) == [100_000 + i for i in range(4)]
 
 
+async def test_the_embedded_transactions_table_merges_about_ten_parts_at_a_time(warehouse: EmbeddedWarehouse) -> None:
+    """Migration 008: fewer rewrites per row on the ingest box's own cores."""
+    settings = await warehouse.query_arrow(
+        "SELECT engine_full FROM system.tables WHERE database = 'arbitrage' AND name = 'transactions'"
+    )
+    assert "merge_selector_base = 10" in settings.column(0)[0].as_py()
+
+
 async def test_inserts_write_compact_parts_and_large_merges_write_wide_ones(warehouse: EmbeddedWarehouse) -> None:
     """Inserts stay compact whatever their size (embedded); parts merged to 32,768+ rows are wide (migration 006)."""
     await warehouse.execute("SYSTEM STOP MERGES arbitrage.transactions")

@@ -45,6 +45,19 @@ def test_single_node_rendering_has_no_cluster_layout() -> None:
     assert "ENGINE = ReplacingMergeTree" in statements[0]
 
 
+def test_settings_only_the_bundled_engine_knows_are_left_out_for_a_server() -> None:
+    """`min_level_for_wide_part` (ClickHouse 25.10+) and `merge_selector_base` go to chdb only."""
+    for name in ("min_level_for_wide_part", "merge_selector_base"):
+        assert name not in "\n".join(rendered(""))
+        assert name not in "\n".join(rendered(CLUSTER))
+        embedded = [
+            statement
+            for migration in discover(migrations_dir())
+            for statement in render(migration.path.read_text(), database=DB, cluster="", bundled_engine=True)
+        ]
+        assert any(name in statement for statement in embedded)
+
+
 def test_cluster_rendering_puts_every_statement_on_the_cluster() -> None:
     for statement in rendered(CLUSTER):
         assert f"ON CLUSTER {CLUSTER}" in statement, statement[:120]
