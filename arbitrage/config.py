@@ -100,8 +100,8 @@ class KafkaSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Risk metrics of stored transactions are produced here."""
     topic_dlq: Name = "arbitrage-dlq"
     """Messages that fail decoding or validation, with the reason in headers. The four topics must differ."""
-    batch_size: Count = 10_000
-    """Records per warehouse insert."""
+    batch_size: Count = 50_000
+    """Records per warehouse insert: at 10,000 a record took 85 µs of CPU instead of ~52 (docs/kafka.md)."""
     batch_timeout_ms: Count = 500
     """Longest wait before a partial batch is stored."""
     extra: dict[str, str] = msgspec.field(default_factory=dict)

@@ -26,7 +26,7 @@ class KafkaOptions:
     topic_opportunities: str = "arbitrage-opportunities"
     topic_risk: str = "risk-metrics"
     topic_dlq: str = "arbitrage-dlq"
-    batch_size: int = 10_000
+    batch_size: int = 50_000
     batch_timeout_ms: int = 500
     extra: dict[str, str] = field(default_factory=dict)
     transactional: bool = True
