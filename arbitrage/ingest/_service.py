@@ -413,8 +413,13 @@ def _leading_within(sizes: list[int], max_rows: int) -> int:
 
 
 def _combined(frames: list[pl.DataFrame]) -> pl.DataFrame:
-    """The group's batches as one frame, first of each signature kept, tagged with its batch."""
+    """The group's batches as one frame, first of each signature kept, tagged with its batch.
+
+    Each batch holds a signature once already (`_derive_unique`): a group of one is left as it is.
+    """
     tagged = [f.with_columns(pl.lit(i, pl.UInt32).alias(_BATCH)) for i, f in enumerate(frames)]
+    if len(tagged) == 1:
+        return tagged[0]
     return pl.concat(tagged, how="vertical").unique(subset="signature", keep="first", maintain_order=True)
 
 
