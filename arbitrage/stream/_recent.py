@@ -79,10 +79,7 @@ class RecentTransactions:
             return None
         frame = top
         if before is not None:
-            at, sig = before
-            frame = frame.filter(
-                (pl.col("block_time") < at) | ((pl.col("block_time") == at) & (pl.col("signature") < sig))
-            )
+            frame = frame.filter(_older_than(*before))
         if len(frame) < limit and len(top) >= self.capacity:
             return None
         return render_transactions(frame.head(limit))
@@ -96,8 +93,12 @@ def _newest(frames: list[pl.DataFrame], capacity: int) -> pl.DataFrame:
     """
     keys = pl.concat([frame.select(_KEYS) for frame in frames], how="vertical_relaxed")
     if len(keys) > capacity:
-        at, signature = keys.sort(_KEYS, descending=True).row(capacity - 1)
-        newer = (pl.col("block_time") > at) | ((pl.col("block_time") == at) & (pl.col("signature") >= signature))
-        frames = [frame.filter(newer) for frame in frames]
+        kept = ~_older_than(*keys.sort(_KEYS, descending=True).row(capacity - 1))
+        frames = [frame.filter(kept) for frame in frames]
     merged = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
     return merged.sort(_KEYS, descending=True).head(capacity)
+
+
+def _older_than(at: datetime, signature: str) -> pl.Expr:
+    """Rows before (`at`, `signature`) in the (block_time, signature) order."""
+    return (pl.col("block_time") < at) | ((pl.col("block_time") == at) & (pl.col("signature") < signature))
