@@ -4,9 +4,9 @@ Files are plain ClickHouse SQL with a few placeholders, so the same files serve 
 embedded engine, a single server and a cluster:
 `${db}` the database, `${on_cluster}` (empty or `ON CLUSTER name`),
 `${replacing_merge_tree}`, `${merge_tree}`, `${summing_merge_tree}` (replicated on a cluster),
-`${bundled_engine_settings}` and `${bundled_merge_settings}` (table settings, after a comma,
-that only the bundled chdb engine is sure to know or that only matter when merges run on the
-ingest box; empty on a server).
+`${bundled_engine_settings}` (table settings, after a comma, that only the bundled chdb engine
+gets: ones a server may not know, or that only matter when merges run on the ingest box;
+empty on a server).
 Statements are separated by a `;` at the end of a line.
 
 On a cluster (`cluster` given) the rendering also lays out the scale-out topology: each
@@ -76,15 +76,16 @@ _COLUMN_CHANGE = re.compile(r"\b(ADD|DROP|MODIFY|RENAME|COMMENT|CLEAR) COLUMN\b"
 _ORDER_BY = re.compile(r"\bORDER BY\s+(\([^()]*\)|[\w.]+)", re.IGNORECASE)
 
 
-BUNDLED_ENGINE_SETTINGS = ", min_level_for_wide_part = 1"
-"""Inserts stay compact whatever their size: a 45k-row insert written wide cost 560 ms instead
-of 420. Servers before ClickHouse 25.10 do not know the setting."""
+BUNDLED_ENGINE_SETTINGS = ", min_level_for_wide_part = 1, merge_selector_base = 10"
+"""Table settings of `transactions` on the embedded engine only.
 
-
-BUNDLED_MERGE_SETTINGS = ", merge_selector_base = 10"
-"""Merges wait for about ten parts of a size instead of five: each row is rewritten fewer times
-(an LSM's tiering trade), for a few more parts per partition. Servers before ClickHouse 24.x
-do not know the setting, and there the merges cost the server's CPU, not the ingest box's."""
+- `min_level_for_wide_part = 1`: inserts stay compact whatever their size (a 45k-row insert
+  written wide cost 560 ms instead of 420). Servers before ClickHouse 25.10 do not know it.
+- `merge_selector_base = 10`: merges wait for about ten parts of a size instead of five, so
+  each row is rewritten fewer times (an LSM's tiering trade) for a few more parts per
+  partition. Older servers do not know it, and there merges cost the server's CPU, not the
+  ingest box's.
+"""
 
 
 def render(sql: str, *, database: str, cluster: str, bundled_engine: bool = False) -> list[str]:
@@ -98,7 +99,6 @@ def render(sql: str, *, database: str, cluster: str, bundled_engine: bool = Fals
         "merge_tree": f"{replicated}MergeTree",
         "summing_merge_tree": f"{replicated}SummingMergeTree",
         "bundled_engine_settings": BUNDLED_ENGINE_SETTINGS if bundled_engine else "",
-        "bundled_merge_settings": BUNDLED_MERGE_SETTINGS if bundled_engine else "",
     }
     text = re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], sql)
     text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
