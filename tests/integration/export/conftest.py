@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -215,3 +216,13 @@ async def export_api(
     finally:
         await schedules.close()
         await exports.close()
+
+
+async def wait_done(client: AsyncTestClient[Any], job_id: str) -> dict[str, Any]:
+    """The export job once it has left `queued` and `running`."""
+    for _ in range(600):
+        job = (await client.get(f"/exports/{job_id}")).json()
+        if job["state"] not in ("queued", "running"):
+            return job
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"export {job_id} did not finish")

@@ -16,7 +16,7 @@ from litestar.testing import AsyncTestClient
 from arbitrage.config import load_settings
 from arbitrage.export import ExportService
 from arbitrage.storage import EmbeddedWarehouse
-from tests.integration.export.conftest import export_api
+from tests.integration.export.conftest import export_api, wait_done
 
 pytestmark = pytest.mark.anyio
 
@@ -27,15 +27,6 @@ async def api(warehouse: EmbeddedWarehouse, make_transactions, tmp_path: Path) -
     exports = ExportService(warehouse, export_dir=str(tmp_path / "exports"))
     async with export_api(warehouse, load_settings(env={}), exports) as client:
         yield client
-
-
-async def wait_done(client: AsyncTestClient[Any], job_id: str) -> dict[str, Any]:
-    for _ in range(600):
-        job = (await client.get(f"/exports/{job_id}")).json()
-        if job["state"] not in ("queued", "running"):
-            return job
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"export {job_id} did not finish")
 
 
 async def test_post_export_answers_202_with_an_id_and_the_job_can_be_followed_and_downloaded(api):

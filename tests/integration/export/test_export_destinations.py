@@ -14,7 +14,7 @@ from arbitrage.config import load_settings
 from arbitrage.errors import ValidationError
 from arbitrage.export import ExportRequest, ExportService
 from arbitrage.storage import EmbeddedWarehouse
-from tests.integration.export.conftest import export_api
+from tests.integration.export.conftest import export_api, wait_done
 
 pytestmark = pytest.mark.anyio
 
@@ -39,15 +39,6 @@ def s3fs_client(s3_options):
     import s3fs
 
     return s3fs.S3FileSystem(skip_instance_cache=True, **s3_options["s3"])
-
-
-async def wait_done(client: AsyncTestClient[Any], job_id: str) -> dict[str, Any]:
-    for _ in range(600):
-        job = (await client.get(f"/exports/{job_id}")).json()
-        if job["state"] not in ("queued", "running"):
-            return job
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"export {job_id} did not finish")
 
 
 @pytest.mark.parametrize(
