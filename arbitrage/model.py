@@ -149,10 +149,25 @@ STORED_COLUMNS: tuple[Column, ...] = (
     Column("total_cost_sol", "Float64", pl.Float64, "Fee + priority fee + tip + other costs, SOL."),
     Column("net_profit_sol", "Nullable(Float64)", pl.Float64, "Gross revenue in SOL minus total cost."),
     Column("source", "LowCardinality(String)", pl.String, "Where the record came from (http, kafka, file, ...)."),
+    Column(
+        "kafka_partition",
+        "Nullable(Int32)",
+        pl.Int32,
+        "Kafka partition the record was read from; null for other sources.",
+    ),
+    Column(
+        "kafka_offset",
+        "Nullable(Int64)",
+        pl.Int64,
+        "Offset of its Kafka message in that partition; null for other sources.",
+    ),
     Column("ingested_at", "DateTime64(3, 'UTC')", pl.Datetime("ms", "UTC"), "When the warehouse stored it."),
 )
 
 STORED_SCHEMA: dict[str, PolarsDataType] = {c.name: c.dtype for c in STORED_COLUMNS}
+
+KAFKA_ORIGIN = ("kafka_partition", "kafka_offset")
+"""Where Kafka ingest read a record; the decoded batch carries them, other sources leave them null."""
 
 COST_FIELDS = ("fee_lamports", "priority_fee_lamports", "jito_tip_lamports", "other_cost_lamports")
 """What `total_cost_lamports` adds up."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from arbitrage.model import LAMPORTS_PER_SOL, STORED_SCHEMA, WSOL_MINT
+from arbitrage.model import KAFKA_ORIGIN, LAMPORTS_PER_SOL, STORED_SCHEMA, WSOL_MINT
 
 DEXES = ("raydium_amm", "orca_whirlpool", "meteora_dlmm", "phoenix")
 
@@ -136,5 +136,6 @@ def stored_rows(
         cost_sol.alias("total_cost_sol"),
         (pl.col("revenue_sol") - cost_sol).alias("net_profit_sol"),
         pl.lit("simulator").alias("source"),
+        *(pl.lit(None).alias(name) for name in KAFKA_ORIGIN),
         pl.from_epoch("block_time", time_unit="ms").dt.replace_time_zone("UTC").alias("ingested_at"),
     ).cast(STORED_SCHEMA)  # type: ignore[arg-type]

@@ -1,6 +1,14 @@
 """Validation, batching, dedup and dead letters for every source."""
 
-from arbitrage.ingest._decode import RAW_SCHEMA, DecodedBatch, Reject, decode_body, decode_records, encoding_for
+from arbitrage.ingest._decode import (
+    RAW_SCHEMA,
+    DecodedBatch,
+    KafkaOrigins,
+    Reject,
+    decode_body,
+    decode_records,
+    encoding_for,
+)
 from arbitrage.ingest._derive import derive
 from arbitrage.ingest._service import Enricher, IngestReport, IngestService, RecordError
 from arbitrage.ingest._solana_source import SolanaIngestReport, ingest_solana
@@ -11,6 +19,7 @@ __all__ = [
     "Enricher",
     "IngestReport",
     "IngestService",
+    "KafkaOrigins",
     "RecordError",
     "Reject",
     "SolanaIngestReport",

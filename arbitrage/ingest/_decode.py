@@ -31,6 +31,7 @@ from arbitrage.model import (
     COST_FIELDS,
     DEX_PATTERN,
     EARLIEST_BLOCK_TIME,
+    KAFKA_ORIGIN,
     MAX_CLOCK_SKEW,
     MAX_LEGS,
     UINT64_LIMIT,
@@ -140,10 +141,29 @@ def decode_body(body: bytes, encoding: str, *, now: datetime | None = None) -> D
         return _decode_ndjson(body, now)
 
 
-def decode_records(records: Sequence[bytes], *, now: datetime | None = None) -> DecodedBatch:
-    """Decode one JSON object per element (Kafka messages, NDJSON lines)."""
+class KafkaOrigins(msgspec.Struct, frozen=True):
+    """The partition and offset each record of a Kafka batch was read at, parallel to the records."""
+
+    partitions: list[int]
+    offsets: list[int]
+
+    def part(self, start: int, stop: int) -> KafkaOrigins:
+        return KafkaOrigins(self.partitions[start:stop], self.offsets[start:stop])
+
+
+def decode_records(
+    records: Sequence[bytes], *, origins: KafkaOrigins | None = None, now: datetime | None = None
+) -> DecodedBatch:
+    """Decode one JSON object per element (Kafka messages, NDJSON lines), each tagged with its origin if given."""
     with _gc_paused():
-        return _decode_elements(list(records), now)
+        decoded = _decode_elements(list(records), now)
+    if origins is not None:
+        rows = pl.Series(decoded.indexes, dtype=pl.UInt32)
+        decoded.frame = decoded.frame.with_columns(
+            pl.Series(KAFKA_ORIGIN[0], origins.partitions, pl.Int32).gather(rows),
+            pl.Series(KAFKA_ORIGIN[1], origins.offsets, pl.Int64).gather(rows),
+        )
+    return decoded
 
 
 _UNREADABLE = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import polars as pl
 
-from arbitrage.model import COST_FIELDS, KNOWN_DECIMALS, LAMPORTS_PER_SOL, STORED_SCHEMA, WSOL_MINT
+from arbitrage.model import COST_FIELDS, KAFKA_ORIGIN, KNOWN_DECIMALS, LAMPORTS_PER_SOL, STORED_SCHEMA, WSOL_MINT
 
 
 def _decimals(explicit: str, mint: str) -> pl.Expr:
@@ -75,6 +75,7 @@ def derive(raw: pl.DataFrame, *, source: str, ingested_at: datetime | None = Non
         .with_columns(
             (pl.col("gross_revenue_sol") - pl.col("total_cost_sol")).alias("net_profit_sol"),
             pl.lit(source).alias("source"),
+            *(pl.lit(None, STORED_SCHEMA[name]).alias(name) for name in KAFKA_ORIGIN if name not in raw.columns),
             pl.lit(ingested_at).dt.cast_time_unit("ms").dt.convert_time_zone("UTC").alias("ingested_at"),
         )
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -20,7 +21,7 @@ import polars as pl
 import pyarrow as pa
 
 from arbitrage.errors import Saturated, ValidationError
-from arbitrage.ingest._decode import DecodedBatch, Reject, decode_body, decode_records, encoding_for
+from arbitrage.ingest._decode import DecodedBatch, KafkaOrigins, Reject, decode_body, decode_records, encoding_for
 from arbitrage.ingest._derive import derive
 from arbitrage.storage import SignatureWindow, Warehouse
 from arbitrage.stream import RecentTransactions
@@ -137,13 +138,15 @@ class IngestService:
             return await self._store(decoded, source, arrival)
 
     @traced("ingest.batch")
-    async def ingest_records(self, records: Sequence[bytes], *, source: str) -> IngestReport:
+    async def ingest_records(
+        self, records: Sequence[bytes], *, source: str, origins: KafkaOrigins | None = None
+    ) -> IngestReport:
         """Store one JSON record per element (Kafka messages, file lines); waits instead of refusing."""
         with self._admitted() as arrival:
             started = time.perf_counter()
             with span("ingest.decode"):
                 async with self._decoders:
-                    decoded = await asyncio.to_thread(decode_records, records)
+                    decoded = await asyncio.to_thread(functools.partial(decode_records, records, origins=origins))
             METRICS.ingest_batch_seconds.labels("decode").observe(time.perf_counter() - started)
             return await self._store(decoded, source, arrival)
 

@@ -20,7 +20,7 @@ import polars as pl
 from confluent_kafka import Message
 
 from arbitrage.errors import Saturated, WarehouseUnavailable
-from arbitrage.ingest import IngestReport, IngestService, RecordError, Reject
+from arbitrage.ingest import IngestReport, IngestService, KafkaOrigins, RecordError, Reject
 from arbitrage.ingest.kafka import _metrics as m
 from arbitrage.ingest.kafka._records import Keyed, OutRecord, dead_letter, opportunities, risk_metrics
 
@@ -76,8 +76,10 @@ class Batcher:
 class RecoveryWindow:
     """The first offsets of each newly assigned partition, which a crashed owner may have stored uncommitted.
 
-    Duplicates found there were stored by Kafka ingest without their offsets being committed,
-    so their derived records and offsets are produced again (the aborted transaction lost them).
+    A duplicate found there whose stored row came from that very message (same partition and
+    offset) was stored by Kafka ingest without its offset being committed, so its derived
+    records are produced again (the aborted transaction lost them). A duplicate of a row stored
+    from another message (upstream sent the signature twice) is not.
     """
 
     def __init__(self, span: int) -> None:
@@ -92,9 +94,9 @@ class RecoveryWindow:
         """Nothing more of this partition is suspect (an admin replay re-reads committed work)."""
         self._horizon.pop(partition, None)
 
-    def suspects(self, messages: list[Message]) -> set[str]:
-        """Keys (signatures) of `messages` inside the window; call in fetch order."""
-        keys: set[str] = set()
+    def suspects(self, messages: list[Message]) -> dict[str, tuple[int, int]]:
+        """Keys (signatures) of `messages` inside the window, with their partition and offset; call in fetch order."""
+        keys: dict[str, tuple[int, int]] = {}
         if not self._horizon:
             return keys  # every partition is past its window: the steady state costs nothing per message
         passed: set[int] = set()
@@ -110,7 +112,7 @@ class RecoveryWindow:
                 continue
             key = message.key()
             if key:
-                keys.add(key.decode(errors="replace"))
+                keys.setdefault(key.decode(errors="replace"), (partition, offset))
         for partition in passed:
             del self._horizon[partition]
         return keys
@@ -139,19 +141,22 @@ class StoreStep:
         self.failing: str | None = None
         """The last store error while a batch is being retried; None once it landed."""
 
-    async def __call__(self, messages: list[Message], suspects: set[str]) -> StoredBatch:
+    async def __call__(self, messages: list[Message], suspects: dict[str, tuple[int, int]]) -> StoredBatch:
         values: list[bytes] = []
+        origins = KafkaOrigins([], [])
         offsets: dict[int, int] = {}
         for message in messages:  # one pass: this runs for every record
             values.append(message.value() or b"")
             partition, offset = message.partition(), message.offset()
+            origins.partitions.append(-1 if partition is None else partition)
+            origins.offsets.append(-1 if offset is None else offset)
             if partition is not None and offset is not None:
                 offsets[partition] = offset + 1  # offsets grow within a partition in fetch order
         started = time.perf_counter()
         bucket: list[pl.DataFrame] = []
         token = _stored_frames.set(bucket)
         try:
-            report = await self._store(values)
+            report = await self._store(values, origins)
         finally:
             _stored_frames.reset(token)
         self.failing = None
@@ -162,7 +167,9 @@ class StoreStep:
         if suspects and report.duplicates:
             new = set(stored["signature"].to_list()) if len(stored) else set()
             rejected_keys = {(messages[e.index].key() or b"").decode(errors="replace") for e in report.errors}
-            recovered = await self._stored_by_kafka(sorted(suspects - new - rejected_keys))
+            recovered = await self._stored_by_kafka(
+                {key: origin for key, origin in suspects.items() if key not in new and key not in rejected_keys}
+            )
             if len(recovered):
                 log.info("re-publishing derived records of %d transactions stored before a restart", len(recovered))
                 stored = pl.concat([stored, recovered], how="diagonal_relaxed") if len(stored) else recovered
@@ -173,19 +180,19 @@ class StoreStep:
         m.MESSAGES.labels("rejected").inc(report.rejected)
         return batch
 
-    async def _store(self, values: list[bytes]) -> IngestReport:
+    async def _store(self, values: list[bytes], origins: KafkaOrigins) -> IngestReport:
         """Store `values`; error indexes in the report are positions in `values`."""
         delay = 0.1
         while True:
             try:
-                return await self.ingest.ingest_records(values, source=SOURCE)
+                return await self.ingest.ingest_records(values, source=SOURCE, origins=origins)
             except _TRANSIENT as exc:
                 self.failing = str(exc)[:200]
                 m.STORE_RETRIES.inc()
                 log.warning("storing a Kafka batch of %d failed (%s); retrying in %.1fs", len(values), exc, delay)
             except Exception as exc:
                 if len(values) > 1:
-                    return await self._store_halves(values)
+                    return await self._store_halves(values, origins)
                 log.exception("a Kafka record cannot be stored; it goes to the dead letters")
                 reason = f"cannot be stored: {type(exc).__name__}: {exc}"[:500]
                 await self.ingest.record_rejects([Reject(0, "$", reason, values[0])], SOURCE)
@@ -193,9 +200,10 @@ class StoreStep:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.backoff_max_s)
 
-    async def _store_halves(self, values: list[bytes]) -> IngestReport:
+    async def _store_halves(self, values: list[bytes], origins: KafkaOrigins) -> IngestReport:
         half = len(values) // 2
-        first, second = await self._store(values[:half]), await self._store(values[half:])
+        first = await self._store(values[:half], origins.part(0, half))
+        second = await self._store(values[half:], origins.part(half, len(values)))
         shifted = [RecordError(e.index + half, e.field, e.reason) for e in second.errors]
         return IngestReport(
             first.accepted + second.accepted,
@@ -204,18 +212,37 @@ class StoreStep:
             [*first.errors, *shifted],
         )
 
-    async def _stored_by_kafka(self, signatures: list[str]) -> pl.DataFrame:
-        if not signatures:
+    async def _stored_by_kafka(self, suspects: dict[str, tuple[int, int]]) -> pl.DataFrame:
+        """Stored rows of `suspects` that Kafka ingest stored from the suspect message itself.
+
+        A row without an origin was stored before migration 009 and is taken too, as before it.
+        """
+        if not suspects:
             return pl.DataFrame()
         warehouse = self.ingest.warehouse
         table = await warehouse.query_arrow(
             f"SELECT * FROM {warehouse.database}.transactions "
-            "WHERE signature IN {signatures:Array(String)} AND source = {source:String} LIMIT 1 BY signature",
-            {"signatures": signatures, "source": SOURCE},
+            "WHERE signature IN {signatures:Array(String)} AND source = {source:String}",
+            {"signatures": sorted(suspects), "source": SOURCE},
         )
         frame = pl.from_arrow(table)
         assert isinstance(frame, pl.DataFrame)
-        return frame
+        if frame.is_empty():
+            return frame
+        origins = pl.DataFrame(
+            [(key, partition, offset) for key, (partition, offset) in suspects.items()],
+            schema={"signature": pl.String, "_partition": pl.Int32, "_offset": pl.Int64},
+            orient="row",
+        )
+        same_message = (pl.col("kafka_partition") == pl.col("_partition")) & (
+            pl.col("kafka_offset") == pl.col("_offset")
+        )
+        republish = (
+            frame.join(origins, on="signature")
+            .filter(pl.col("kafka_offset").is_null().any().over("signature") | same_message.any().over("signature"))
+            .drop("_partition", "_offset")
+        )
+        return republish.unique(subset="signature", keep="first", maintain_order=True)
 
 
 def _derived(stored: pl.DataFrame) -> tuple[Keyed, Keyed]:

@@ -110,6 +110,8 @@ def transactions(
             "total_cost_sol": rng.random(n) / 1000,
             "net_profit_sol": pl.Series([None if i % 11 == 0 else float(v) for i, v in enumerate(nullable_float)]),
             "source": ["test"] * n,
+            "kafka_partition": pl.Series([i % 10 if i % 2 else None for i in range(n)], dtype=pl.Int32),
+            "kafka_offset": pl.Series([1_000 + i if i % 2 else None for i in range(n)], dtype=pl.Int64),
             "ingested_at": [ingested] * n,
         }
     ).with_columns(

@@ -9,7 +9,7 @@ import msgspec
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from arbitrage.ingest import IngestService
+from arbitrage.ingest import IngestService, KafkaOrigins
 from arbitrage.ingest.kafka import KafkaIngest, KafkaOptions
 from arbitrage.simulator import Simulator
 from arbitrage.storage import EmbeddedWarehouse
@@ -80,22 +80,59 @@ async def test_restart_after_stored_but_uncommitted_batches_republishes_their_de
     await produce(tansu_broker.bootstrap, options.topic_transactions, records[:1])
     await wait_for(lambda: _stored_at_least(warehouse, 1), what="first record")
     await kafka.stop()
-    # Simulate the crashed owner: the records are stored, their offsets and derived records are not.
-    service = IngestService(warehouse, RecentTransactions(10))
-    await service.ingest_records([msgspec.json.encode(r) for r in records[1:]], source="kafka")
+    # Simulate the crashed owner: it read the records and stored them; their offsets and derived records are lost.
     await produce(tansu_broker.bootstrap, options.topic_transactions, records[1:])
+    fetched = await read_topic(tansu_broker.bootstrap, options.topic_transactions, expect=600, settle=0)
+    crashed = [m for m in fetched if m.key() != records[0]["signature"].encode()]
+    service = IngestService(warehouse, RecentTransactions(10))
+    origins = KafkaOrigins([m.partition() for m in crashed], [m.offset() for m in crashed])
+    await service.ingest_records([m.value() for m in crashed], source="kafka", origins=origins)
     started = time.monotonic()
     await start_ingest(options)
 
-    table = await warehouse.query_arrow(
-        f"SELECT countIf(net_profit_sol > 0) AS p FROM {warehouse.database}.transactions"
-    )
-    profitable = int(table.column("p")[0].as_py())
-    opportunities = await read_topic(tansu_broker.bootstrap, options.topic_opportunities, expect=profitable, within=30)
-    assert len(opportunities) == profitable
-    assert len({m.key() for m in opportunities}) == profitable
+    await _each_profitable_published_once(tansu_broker, options, warehouse)
     assert await stored_counts(warehouse) == (600, 600)
     assert time.monotonic() - started < 60
+
+
+async def test_a_signature_sent_again_after_a_restart_is_not_published_again(
+    tansu_broker: Broker, warehouse: EmbeddedWarehouse, start_ingest: Start
+) -> None:
+    """Upstream re-sends land in the offsets a new owner checks first; their rows came from other messages."""
+    options = options_for(tansu_broker)
+    records = Simulator(seed=23).records(400)
+    kafka = await start_ingest(options)
+    await produce(tansu_broker.bootstrap, options.topic_transactions, records[:300])
+
+    async def committed(n: int) -> bool:
+        status = await kafka.status()
+        return sum(p.committed or 0 for p in status.partitions) == n
+
+    await wait_for(lambda: committed(300), what="the first 300 committed")
+    await kafka.stop()
+    resent = [r for r in records[:300] if r["signature"] in await _profitable_signatures(warehouse)][:40]
+    assert resent
+    await produce(tansu_broker.bootstrap, options.topic_transactions, [*resent, *records[300:]])
+    kafka = await start_ingest(options)
+    await wait_for(lambda: committed(300 + len(resent) + 100), what="the re-sent and new records committed")
+
+    stored = await warehouse.query_arrow(f"SELECT kafka_partition, kafka_offset FROM {warehouse.database}.transactions")
+    assert stored.num_rows == 400 and stored.column("kafka_offset").null_count == 0
+    await _each_profitable_published_once(tansu_broker, options, warehouse)
+
+
+async def _each_profitable_published_once(broker: Broker, options: KafkaOptions, warehouse: EmbeddedWarehouse) -> None:
+    profitable = await _profitable_signatures(warehouse)
+    opportunities = await read_topic(broker.bootstrap, options.topic_opportunities, expect=len(profitable), within=30)
+    assert len(opportunities) == len(profitable)
+    assert {m.key().decode() for m in opportunities} == profitable
+
+
+async def _profitable_signatures(warehouse: EmbeddedWarehouse) -> set[str]:
+    table = await warehouse.query_arrow(
+        f"SELECT signature FROM {warehouse.database}.transactions WHERE net_profit_sol > 0"
+    )
+    return set(table.column("signature").to_pylist())
 
 
 async def _stored_at_least(warehouse: EmbeddedWarehouse, n: int) -> bool:

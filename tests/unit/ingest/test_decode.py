@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from arbitrage.errors import ValidationError
-from arbitrage.ingest import RAW_SCHEMA, decode_body, decode_records
+from arbitrage.ingest import RAW_SCHEMA, KafkaOrigins, decode_body, decode_records
 from arbitrage.simulator import Simulator
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -355,3 +355,20 @@ def test_records_without_the_defaulted_fields_stay_on_the_columnar_path(batch: l
     assert [(r.index, r.field) for r in decode_body(_json(batch), "json", now=NOW).rejects] == [
         (5, "other_cost_lamports")
     ]
+
+
+def test_kafka_origins_follow_their_records_past_a_reject_and_a_record_cannot_claim_one(
+    batch: list[dict[str, Any]],
+) -> None:
+    batch[3]["slot"] = 0
+    batch[7]["kafka_partition"], batch[7]["kafka_offset"] = 9, 999  # a sender cannot set its own origin
+    elements = [msgspec.json.encode(r) for r in batch]
+    origins = KafkaOrigins([i % 4 for i in range(20)], [100 + i for i in range(20)])
+    decoded = decode_records(elements, origins=origins, now=NOW)
+    assert [r.index for r in decoded.rejects] == [3]
+    by_signature = {row["signature"]: row for row in decoded.frame.iter_rows(named=True)}
+    for index, record in enumerate(batch):
+        if index != 3:
+            row = by_signature[record["signature"]]
+            assert (row["kafka_partition"], row["kafka_offset"]) == (index % 4, 100 + index)
+    assert "kafka_partition" not in decode_records(elements, now=NOW).frame.columns

@@ -71,6 +71,7 @@ def test_sol_cycle_profit_is_output_minus_input_minus_costs() -> None:
     # implied prices: 300 USDC / 2 SOL, then 2.01 SOL / 300 USDC; decimals defaulted from known mints
     assert [leg["price"] for leg in row["legs"]] == pytest.approx([150.0, 2.01 / 300])
     assert [(leg["decimals_in"], leg["decimals_out"]) for leg in row["legs"]] == [(9, 6), (6, 9)]
+    assert (row["source"], row["kafka_partition"], row["kafka_offset"]) == ("test", None, None)
 
 
 def test_a_usdc_cycle_is_valued_in_sol_through_its_own_sol_leg() -> None:
