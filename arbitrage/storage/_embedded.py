@@ -63,6 +63,16 @@ def check_data_dir_free(data_dir: Path) -> None:
         lock_data_dir(data_dir).close()
 
 
+STREAMED_INSERT_MAX_ROWS = 4096
+"""Inserts up to this many rows go to chdb as Arrow IPC bytes; larger ones as a `Python()` table.
+
+Handing over a `Python()` table costs ≈ 8 ms more per insert of the 116-column table (100 rows:
+24 ms against 16; 1,000 rows: 33 against 23), and parsing the bytes more per row (40,000 rows:
+404 ms against 498): they cost the same near 5,000 rows. A streamed insert also takes no
+`Python()` lock, so it never waits for a dedup probe.
+"""
+
+
 class EmbeddedWarehouse:
     """chdb on a directory this process owns (an exclusive file lock guards it).
 
@@ -244,12 +254,18 @@ class EmbeddedWarehouse:
 
     def _insert(self, table: str, arrow_data: pa.Table) -> None:
         columns = ", ".join(f"`{name}`" for name in arrow_data.column_names)
+        insert = f"INSERT INTO {self.database}.{table} ({columns}) SETTINGS {INSERT_SETTINGS}"
+        if arrow_data.num_rows <= STREAMED_INSERT_MAX_ROWS:
+            stream = pa.BufferOutputStream()
+            with pa.ipc.new_stream(stream, arrow_data.schema) as writer:
+                writer.write_table(arrow_data)
+            with self._connection("insert") as connection, connection.send_insert(insert, "ArrowStream") as inserter:
+                inserter.append(stream.getvalue().to_pybytes())
+                inserter.finish()
+            return
         with self._python_tables, self._connection("insert") as connection:
             # chdb resolves Python(arrow_data) to this frame's local variable.
-            connection.query(
-                f"INSERT INTO {self.database}.{table} ({columns}) SETTINGS {INSERT_SETTINGS} "
-                f"SELECT {columns} FROM Python(arrow_data)"
-            )
+            connection.query(f"{insert} SELECT {columns} FROM Python(arrow_data)")
 
     async def _applied_versions(self) -> set[int]:
         table = await self.query_arrow(f"SELECT version FROM {self.database}.schema_migrations")

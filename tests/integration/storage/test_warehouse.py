@@ -13,6 +13,8 @@ import pytest
 from arbitrage.errors import MigrationError, WarehouseLocked
 from arbitrage.model import STORED_COLUMNS
 from arbitrage.storage import EmbeddedWarehouse, discover, migrations_dir
+from arbitrage.storage._embedded import STREAMED_INSERT_MAX_ROWS
+from tests.integration.export.conftest import transactions
 
 pytestmark = pytest.mark.anyio
 
@@ -169,3 +171,17 @@ async def test_inserts_write_compact_parts_and_large_merges_write_wide_ones(ware
     await warehouse.execute("SYSTEM START MERGES arbitrage.transactions")
     await warehouse.execute("OPTIMIZE TABLE arbitrage.transactions FINAL")
     assert (await warehouse.query_arrow(parts_sql)).to_pylist() == [{"part_type": "Wide", "rows": 2 * rows}]
+
+
+async def test_small_and_large_inserts_store_the_same_values(warehouse: EmbeddedWarehouse) -> None:
+    """Inserts up to STREAMED_INSERT_MAX_ROWS go as Arrow IPC bytes, larger ones as a Python() table."""
+    rows = transactions(STREAMED_INSERT_MAX_ROWS + 904)
+    await warehouse.execute("CREATE TABLE arbitrage.streamed AS arbitrage.transactions")
+    await warehouse.insert_arrow("transactions", rows)
+    for start in range(0, rows.num_rows, 1000):
+        await warehouse.insert_arrow("streamed", rows.slice(start, 1000))
+    read = "SELECT * EXCEPT (ingested_at) FROM arbitrage.{} ORDER BY signature"
+    whole = await warehouse.query_arrow(read.format("transactions"))
+    sliced = await warehouse.query_arrow(read.format("streamed"))
+    assert whole.num_rows == rows.num_rows
+    assert whole.equals(sliced)
