@@ -30,6 +30,7 @@ from opentelemetry import trace
 
 from arbitrage.config import StorageSettings
 from arbitrage.errors import ConfigError, WarehouseUnavailable
+from arbitrage.storage._arrow_ipc import arrow_stream_bytes, read_arrow_stream
 from arbitrage.storage._migrations import REPLICA_NAME, Migration, apply_migrations
 from arbitrage.storage._protocol import SignatureWindow
 from arbitrage.storage._sql import INSERT_SETTINGS, TSV_ESCAPES, inline_params, param_text
@@ -398,53 +399,9 @@ def http_params(params: Mapping[str, Any] | None) -> dict[str, str]:
     return out
 
 
-def arrow_stream_bytes(data: pa.Table) -> bytes:
-    """An Arrow table as IPC stream bytes ClickHouse reads (view types widened to large ones)."""
-    table = data.cast(portable_schema(data.schema)) if _has_views(data.schema) else data
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    payload: bytes = sink.getvalue().to_pybytes()
-    return payload
-
-
-def portable_schema(schema: pa.Schema) -> pa.Schema:
-    """The schema with string/binary views (polars' default) as large string/binary."""
-    return pa.schema([field.with_type(_portable_type(field.type)) for field in schema], metadata=schema.metadata)
-
-
-def _portable_type(dtype: pa.DataType) -> pa.DataType:
-    if pa.types.is_string_view(dtype):
-        return pa.large_string()
-    if pa.types.is_binary_view(dtype):
-        return pa.large_binary()
-    if pa.types.is_list(dtype) or pa.types.is_large_list(dtype) or pa.types.is_list_view(dtype):
-        inner = dtype.value_field.with_type(_portable_type(dtype.value_type))
-        return pa.large_list(inner) if pa.types.is_large_list(dtype) else pa.list_(inner)
-    if pa.types.is_struct(dtype):
-        return pa.struct(
-            [dtype.field(i).with_type(_portable_type(dtype.field(i).type)) for i in range(dtype.num_fields)]
-        )
-    return dtype
-
-
-def _has_views(schema: pa.Schema) -> bool:
-    return any(_portable_type(field.type) != field.type for field in schema)
-
-
 def tsv_column(values: pa.Array) -> bytes:
     """One string column as TabSeparated bytes (escaped), for an external table."""
     strings = pc.cast(values, pa.large_string())
     for char, escaped in (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n")):
         strings = pc.replace_substring(strings, char, escaped)
     return ("\n".join(strings.to_pylist()) + "\n").encode()
-
-
-def read_arrow_stream(body: bytes) -> pa.Table:
-    """An ArrowStream response body as a table (an empty body is an empty table)."""
-    if not body:
-        return pa.table({})
-    try:
-        return pa.ipc.open_stream(body).read_all()
-    except pa.ArrowInvalid as exc:
-        raise WarehouseUnavailable(f"ClickHouse answered something that is not ArrowStream: {exc}") from exc

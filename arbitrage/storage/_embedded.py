@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from chdb import session as chdb_session
 
 from arbitrage.errors import WarehouseLocked, WarehouseUnavailable
+from arbitrage.storage._arrow_ipc import arrow_stream_bytes
 from arbitrage.storage._migrations import Migration, apply_migrations
 from arbitrage.storage._protocol import SignatureWindow
 from arbitrage.storage._sql import INSERT_SETTINGS, inline_params
@@ -256,11 +257,9 @@ class EmbeddedWarehouse:
         columns = ", ".join(f"`{name}`" for name in arrow_data.column_names)
         insert = f"INSERT INTO {self.database}.{table} ({columns}) SETTINGS {INSERT_SETTINGS}"
         if arrow_data.num_rows <= STREAMED_INSERT_MAX_ROWS:
-            stream = pa.BufferOutputStream()
-            with pa.ipc.new_stream(stream, arrow_data.schema) as writer:
-                writer.write_table(arrow_data)
+            payload = arrow_stream_bytes(arrow_data)
             with self._connection("insert") as connection, connection.send_insert(insert, "ArrowStream") as inserter:
-                inserter.append(stream.getvalue().to_pybytes())
+                inserter.append(payload)
                 inserter.finish()
             return
         with self._python_tables, self._connection("insert") as connection:

@@ -18,15 +18,14 @@ from chdb import session as chdb_session
 
 from arbitrage.config import StorageSettings
 from arbitrage.errors import ConfigError, ValidationError
+from arbitrage.storage._arrow_ipc import arrow_stream_bytes, read_arrow_stream
 from arbitrage.storage._clickhouse import (
     ClickHouseWarehouse,
     _ResponseFile,
-    arrow_stream_bytes,
     http_endpoint,
     http_params,
     inline_params,
     native_dsn,
-    read_arrow_stream,
     tsv_column,
 )
 
