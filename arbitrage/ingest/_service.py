@@ -141,7 +141,10 @@ class IngestService:
     async def ingest_records(
         self, records: Sequence[bytes], *, source: str, origins: KafkaOrigins | None = None
     ) -> IngestReport:
-        """Store one JSON record per element (Kafka messages, file lines); waits instead of refusing."""
+        """Store one JSON record per element (Kafka messages, file lines); waits instead of refusing.
+
+        `origins` (Kafka) are stored with the rows: where each record was read.
+        """
         with self._admitted() as arrival:
             started = time.perf_counter()
             with span("ingest.decode"):
