@@ -71,6 +71,9 @@ class Transaction:
     total_cost_sol: float
     net_profit_sol: float | None
     stream_position: str | None
+    source: str
+    kafka_partition: int | None
+    kafka_offset: str | None
     legs: list[Leg]
     features: JSON
     risk: Risk | None
@@ -148,6 +151,9 @@ def transaction_from_json(payload: bytes) -> Transaction:
         total_cost_sol=row["total_cost_sol"],
         net_profit_sol=row.get("net_profit_sol"),
         stream_position=str(row["stream_position"]) if row.get("stream_position") is not None else None,
+        source=row["source"],
+        kafka_partition=row.get("kafka_partition"),
+        kafka_offset=str(row["kafka_offset"]) if row.get("kafka_offset") is not None else None,
         legs=[
             Leg(
                 dex=leg["dex"],

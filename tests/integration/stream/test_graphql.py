@@ -12,7 +12,10 @@ from litestar.testing import AsyncTestClient
 
 pytestmark = pytest.mark.anyio
 
-TX_FIELDS = "signature slot blockTime signer netProfitSol streamPosition legs { dex tokenIn amountIn } features risk { score level }"
+TX_FIELDS = (
+    "signature slot blockTime signer netProfitSol streamPosition source kafkaPartition kafkaOffset "
+    "legs { dex tokenIn amountIn } features risk { score level }"
+)
 
 
 async def _ingest(client: AsyncTestClient[Any], records: list[dict[str, Any]]) -> None:
@@ -45,6 +48,7 @@ async def test_queries_page_through_transactions_and_agree_with_the_rest_api(
     assert tx["netProfitSol"] == one["net_profit_sol"]
     assert tx["legs"][0]["amountIn"] == str(one["legs"][0]["amount_in"])
     assert tx["features"] == one["features"] and tx["risk"]["score"] == one["risk"]["score"]
+    assert (tx["source"], tx["kafkaPartition"], tx["kafkaOffset"]) == ("http", None, None)
 
     signer = records[0]["signer"]
     filtered = await _query(

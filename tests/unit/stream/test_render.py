@@ -6,7 +6,9 @@ import msgspec
 import polars as pl
 import pytest
 
+from arbitrage.api.graphql import transaction_from_json
 from arbitrage.features import FeatureEngine
+from arbitrage.ingest import KafkaOrigins, decode_records
 from arbitrage.ingest._decode import decode_body
 from arbitrage.ingest._derive import derive
 from arbitrage.risk import score_risk
@@ -58,3 +60,15 @@ def test_odd_values_render_alike_in_rows_and_whole_bodies(stored: pl.DataFrame) 
     assert render_ndjson(odd) == b"".join(row + b"\n" for row in render_transactions(odd))
     assert render_json_array(odd) == json_array(render_transactions(odd))
     assert msgspec.json.decode(render_transactions(odd)[0])["net_profit_sol"] is None
+
+
+def test_a_row_read_from_kafka_renders_its_origin_at_the_top_level_and_in_graphql() -> None:
+    records = Simulator(seed=12, start=Simulator.start_for(3)).records(3)
+    origins = KafkaOrigins([0, 3, 3], [7, 2**40, 2**40 + 1])
+    decoded = decode_records([msgspec.json.encode(r) for r in records], origins=origins)
+    stored = score_risk(FeatureEngine().process(derive(decoded.frame, source="kafka")))
+    row = msgspec.json.decode(render_transactions(stored)[1])
+    assert (row["kafka_partition"], row["kafka_offset"]) == (3, 2**40)
+    assert "kafka_offset" not in row["features"]
+    tx = transaction_from_json(render_transactions(stored)[1])
+    assert (tx.source, tx.kafka_partition, tx.kafka_offset) == ("kafka", 3, str(2**40))
