@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -149,7 +148,7 @@ class IngestService:
             started = time.perf_counter()
             with span("ingest.decode"):
                 async with self._decoders:
-                    decoded = await asyncio.to_thread(functools.partial(decode_records, records, origins=origins))
+                    decoded = await asyncio.to_thread(decode_records, records, origins=origins)
             METRICS.ingest_batch_seconds.labels("decode").observe(time.perf_counter() - started)
             return await self._store(decoded, source, arrival)
 

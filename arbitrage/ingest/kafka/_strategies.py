@@ -239,7 +239,7 @@ class StoreStep:
         )
         republish = (
             frame.join(origins, on="signature")
-            .filter(pl.col("kafka_offset").is_null().any().over("signature") | same_message.any().over("signature"))
+            .filter(pl.col("kafka_offset").is_null() | same_message)
             .drop("_partition", "_offset")
         )
         return republish.unique(subset="signature", keep="first", maintain_order=True)
