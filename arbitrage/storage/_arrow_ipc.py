@@ -9,7 +9,7 @@ from arbitrage.errors import WarehouseUnavailable
 
 def arrow_stream_bytes(data: pa.Table) -> bytes:
     """An Arrow table as IPC stream bytes ClickHouse reads (view types widened to large ones)."""
-    table = data.cast(portable_schema(data.schema)) if _has_views(data.schema) else data
+    table = data.cast(_portable_schema(data.schema)) if _has_views(data.schema) else data
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
@@ -17,7 +17,7 @@ def arrow_stream_bytes(data: pa.Table) -> bytes:
     return payload
 
 
-def portable_schema(schema: pa.Schema) -> pa.Schema:
+def _portable_schema(schema: pa.Schema) -> pa.Schema:
     """The schema with string/binary views (polars' default) as large string/binary."""
     return pa.schema([field.with_type(_portable_type(field.type)) for field in schema], metadata=schema.metadata)
 
