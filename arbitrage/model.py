@@ -37,7 +37,9 @@ KNOWN_DECIMALS: dict[str, int] = {
 # Lengths are checked while decoding; the base58 alphabet is checked on whole columns
 # afterwards (arbitrage.ingest), which is several times faster than a regex per value.
 BASE58_PATTERN = "^[1-9A-HJ-NP-Za-km-z]+$"
-Signature = Annotated[str, msgspec.Meta(min_length=64, max_length=88)]
+SIGNATURE_MAX_CHARS = 88
+"""The longest signature: base58 of 64 bytes."""
+Signature = Annotated[str, msgspec.Meta(min_length=64, max_length=SIGNATURE_MAX_CHARS)]
 Pubkey = Annotated[str, msgspec.Meta(min_length=32, max_length=44)]
 Slot = Annotated[int, msgspec.Meta(gt=0, le=2**63 - 1)]
 # msgspec bounds stop at int64; the < 2^64 ceiling of these is checked when columns are built.

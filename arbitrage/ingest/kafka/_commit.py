@@ -14,7 +14,7 @@ import logging
 import time
 from typing import Protocol
 
-from confluent_kafka import KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from arbitrage.ingest.kafka import _metrics as m
 from arbitrage.ingest.kafka._fetch import Fetcher
@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 
 _TIMEOUT_S = 30.0
 _ATTEMPTS = 5
+_FENCED = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH})
+"""A newer instance with our transactional id took over. librdkafka can report it first as a
+plain error of the call that ran into it (seen on Tansu: committing offsets), and the producer
+then refuses every transaction call ("conflicting abort"): it is as fatal as a fatal error."""
 
 
 class CommitFailed(Exception):
@@ -92,7 +96,8 @@ class _Producing:
         return [TopicPartition(topic, p, o) for p, o in sorted(batch.offsets.items())]
 
     def close(self) -> None:
-        self.producer.flush(5)
+        with contextlib.suppress(KafkaException):  # a fenced producer refuses even this; it has nothing to deliver
+            self.producer.flush(5)
 
 
 class TransactionalCommitter(_Producing):
@@ -122,7 +127,7 @@ class TransactionalCommitter(_Producing):
                 error = exc.args[0]
                 m.COMMITS.labels("failed").inc()
                 log.warning("Kafka transaction failed (attempt %d): %s", attempt, error)
-                if error.fatal():
+                if error.fatal() or error.code() in _FENCED:
                     raise CommitFailed(str(error), fatal=True) from exc
                 with contextlib.suppress(KafkaException):
                     self.producer.abort_transaction(_TIMEOUT_S)

@@ -82,6 +82,8 @@ class KafkaIngest:
         self._fetcher: Fetcher | None = None
         self._committer: Committer | None = None
         self._channel: Channel | None = None
+        self.failure: str | None = None
+        """Why the pipeline stopped, if it stopped on an error (shown by /health)."""
         self._connect_error: str | None = "connecting"
         self._offsets: BrokerOffsets | None = None
 
@@ -90,7 +92,16 @@ class KafkaIngest:
         self._task = asyncio.create_task(self._connect_and_run(), name="kafka-ingest")
 
     async def _connect_and_run(self) -> None:
-        """Create missing topics, fence a predecessor's transaction (retrying until the broker answers), then consume."""
+        try:
+            await self._connect()
+            await self._run()
+        except Exception as exc:
+            self.failure = f"{type(exc).__name__}: {exc}"[:300]
+            log.exception("Kafka ingest stopped; what it fetched and did not commit is consumed again after a restart")
+            raise
+
+    async def _connect(self) -> None:
+        """Create missing topics, fence a predecessor's transaction (retrying until the broker answers), start fetching."""
         loop = asyncio.get_running_loop()
         if self.options.create_topics:
             await asyncio.to_thread(ensure_topics, self.options)
@@ -118,7 +129,6 @@ class KafkaIngest:
             self.ingest.on_stored(collect_stored)
             _listening.add(self.ingest)
         self._fetcher.start()
-        await self._run()
 
     def _on_assigned(self, loop: asyncio.AbstractEventLoop, partitions: list[int]) -> None:
         """From the fetch thread; runs before any chunk of these partitions reaches the pipeline."""
@@ -141,7 +151,7 @@ class KafkaIngest:
         except TimeoutError:
             log.warning("Kafka ingest did not finish its batches in time; they will be consumed again")
         except Exception:
-            log.exception("Kafka ingest pipeline failed")
+            pass  # logged when it stopped; /health has shown it since
         tasks = [t for t in (self._task, *self._inflight, self._committing) if t is not None]
         for task in tasks:
             task.cancel()
@@ -188,6 +198,8 @@ class KafkaIngest:
         self._inflight.append(asyncio.create_task(self._store_step(messages, suspects)))
 
     async def _commit_ready(self) -> None:
+        if self._committing is not None and self._committing.done():
+            await self._commits_done()  # raises when the producer failed for good, even with nothing more to store
         while self._inflight and self._inflight[0].done():
             await self._commit_oldest()
 
@@ -338,8 +350,9 @@ class KafkaIngest:
             "lag": lag,
             "paused_partitions": sorted(fetcher.paused),
         }
-        if self._store_step.failing or self.commit_error:
-            report["error"] = self._store_step.failing or self.commit_error
+        error = self.failure or self._store_step.failing or self.commit_error
+        if error:
+            report["error"] = error
         return report
 
     def pause(self, partitions: list[int] | None = None) -> list[int]:

@@ -17,12 +17,14 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import polars as pl
+import pyarrow as pa
 from confluent_kafka import Message
 
 from arbitrage.errors import Saturated, WarehouseUnavailable
 from arbitrage.ingest import IngestReport, IngestService, KafkaOrigins, RecordError, Reject
 from arbitrage.ingest.kafka import _metrics as m
 from arbitrage.ingest.kafka._records import Keyed, OutRecord, dead_letter, opportunities, risk_metrics
+from arbitrage.model import SIGNATURE_MAX_CHARS
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,10 @@ SOURCE = "kafka"
 
 _TRANSIENT = (WarehouseUnavailable, Saturated, OSError, TimeoutError)
 """Failures of the warehouse or the machine, not of the records: retried until they pass."""
+
+_SIGNATURES_PER_LOOKUP = 1_000
+"""Signatures per query when looking up stored rows: the list is inlined into the SQL, and 1,000
+signatures (≈ 92 KB) stay well below ClickHouse's `max_query_size` (256 KiB by default)."""
 
 _stored_frames: ContextVar[list[pl.DataFrame] | None] = ContextVar("kafka_stored_frames", default=None)
 
@@ -217,15 +223,15 @@ class StoreStep:
 
         A row without an origin was stored before migration 009 and is taken too, as before it.
         """
-        if not suspects:
+        # A key longer than any signature names no stored row; leaving it out keeps the lookups small.
+        signatures = sorted(key for key in suspects if len(key) <= SIGNATURE_MAX_CHARS)
+        tables = [
+            await self._stored_rows(signatures[start : start + _SIGNATURES_PER_LOOKUP])
+            for start in range(0, len(signatures), _SIGNATURES_PER_LOOKUP)
+        ]
+        if not tables:
             return pl.DataFrame()
-        warehouse = self.ingest.warehouse
-        table = await warehouse.query_arrow(
-            f"SELECT * FROM {warehouse.database}.transactions "
-            "WHERE signature IN {signatures:Array(String)} AND source = {source:String}",
-            {"signatures": sorted(suspects), "source": SOURCE},
-        )
-        frame = pl.from_arrow(table)
+        frame = pl.from_arrow(pa.concat_tables(tables))
         assert isinstance(frame, pl.DataFrame)
         if frame.is_empty():
             return frame
@@ -243,6 +249,26 @@ class StoreStep:
             .drop("_partition", "_offset")
         )
         return republish.unique(subset="signature", keep="first", maintain_order=True)
+
+    async def _stored_rows(self, signatures: list[str]) -> pa.Table:
+        """Rows Kafka ingest stored with these signatures, retried while the warehouse fails (as the store is)."""
+        warehouse = self.ingest.warehouse
+        delay = 0.1
+        while True:
+            try:
+                return await warehouse.query_arrow(
+                    f"SELECT * FROM {warehouse.database}.transactions "
+                    "WHERE signature IN {signatures:Array(String)} AND source = {source:String}",
+                    {"signatures": signatures, "source": SOURCE},
+                )
+            except _TRANSIENT as exc:
+                self.failing = str(exc)[:200]
+                m.STORE_RETRIES.inc()
+                log.warning(
+                    "looking up %d stored signatures failed (%s); retrying in %.1fs", len(signatures), exc, delay
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.backoff_max_s)
 
 
 def _derived(stored: pl.DataFrame) -> tuple[Keyed, Keyed]:

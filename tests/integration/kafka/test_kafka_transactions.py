@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
 import msgspec
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from arbitrage.ingest import IngestService, KafkaOrigins
 from arbitrage.ingest.kafka import KafkaIngest, KafkaOptions
@@ -73,16 +74,20 @@ async def test_derived_topics_and_offsets_commit_in_one_transaction_read_committ
 async def test_restart_after_stored_but_uncommitted_batches_republishes_their_derived_records_once(
     tansu_broker: Broker, warehouse: EmbeddedWarehouse, start_ingest: Start
 ) -> None:
-    """A crash between insert and commit: the rows are in the warehouse, the transaction never committed."""
-    options = options_for(tansu_broker)
-    records = Simulator(seed=22).records(600)
+    """A crash between insert and commit: the rows are in the warehouse, the transaction never committed.
+
+    Batches as large as the crashed batch, so the restarted consumer looks up thousands of stored
+    signatures at once (more than fit in one inlined query).
+    """
+    options = options_for(tansu_broker, batch_size=5000, batch_timeout_ms=1000)
+    records = Simulator(seed=22).records(5000)
     kafka = await start_ingest(options)
     await produce(tansu_broker.bootstrap, options.topic_transactions, records[:1])
     await wait_for(lambda: _stored_at_least(warehouse, 1), what="first record")
     await kafka.stop()
     # Simulate the crashed owner: it read the records and stored them; their offsets and derived records are lost.
     await produce(tansu_broker.bootstrap, options.topic_transactions, records[1:])
-    fetched = await read_topic(tansu_broker.bootstrap, options.topic_transactions, expect=600, settle=0)
+    fetched = await read_topic(tansu_broker.bootstrap, options.topic_transactions, expect=5000, settle=0)
     crashed = [m for m in fetched if m.key() != records[0]["signature"].encode()]
     service = IngestService(warehouse, RecentTransactions(10))
     origins = KafkaOrigins([m.partition() for m in crashed], [m.offset() for m in crashed])
@@ -91,7 +96,7 @@ async def test_restart_after_stored_but_uncommitted_batches_republishes_their_de
     await start_ingest(options)
 
     await _each_profitable_published_once(tansu_broker, options, warehouse)
-    assert await stored_counts(warehouse) == (600, 600)
+    assert await stored_counts(warehouse) == (5000, 5000)
     assert time.monotonic() - started < 60
 
 
@@ -119,6 +124,29 @@ async def test_a_signature_sent_again_after_a_restart_is_not_published_again(
     stored = await warehouse.query_arrow(f"SELECT kafka_partition, kafka_offset FROM {warehouse.database}.transactions")
     assert stored.num_rows == 400 and stored.column("kafka_offset").null_count == 0
     await _each_profitable_published_once(tansu_broker, options, warehouse)
+
+
+async def test_a_fenced_producer_stops_the_pipeline_and_health_says_why(
+    tansu_broker: Broker, warehouse: EmbeddedWarehouse, start_ingest: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A newer instance with the same transactional id takes over; this one must stop, not retry forever."""
+    options = options_for(tansu_broker)
+    records = Simulator(seed=24).records(200)
+    kafka = await start_ingest(options)
+    await produce(tansu_broker.bootstrap, options.topic_transactions, records[:100])
+    await wait_for(lambda: _stored_at_least(warehouse, 100), what="the first 100 stored")
+    successor = Producer({"bootstrap.servers": tansu_broker.bootstrap, "transactional.id": options.txn_id})
+    await asyncio.to_thread(successor.init_transactions, 30)
+    await produce(tansu_broker.bootstrap, options.topic_transactions, records[100:])
+
+    async def stopped() -> bool:
+        return not kafka.running
+
+    await wait_for(stopped, what="the fenced pipeline stopped")
+    health = await kafka.health()
+    assert health["status"] == "unhealthy"
+    assert "FENCED" in health["error"]
+    assert any("Kafka ingest stopped" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
 
 
 async def _each_profitable_published_once(broker: Broker, options: KafkaOptions, warehouse: EmbeddedWarehouse) -> None:
