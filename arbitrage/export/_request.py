@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from arbitrage.errors import ValidationError
+from arbitrage.model import BASE58_PATTERN, DEX_PATTERN
 from arbitrage.storage import LATEST, as_utc
 
 PartitionKey = Literal["date", "hour", "month", "dex", "signer", "start_token", "success", "source", "hops"]
@@ -96,6 +97,27 @@ def time_range(request: ExportRequest) -> TimeRange:
     if start is not None and end is not None and end <= start:
         raise ValidationError("end_date", "must be after start_date")
     return TimeRange(start, end)
+
+
+MAX_FILTER_VALUES = 1_000
+"""Values per filter list: they are inlined into the query, which ClickHouse caps (`max_query_size`)."""
+
+_PUBKEY = (re.compile(BASE58_PATTERN), 32, 44, "a base58 public key (32-44 characters)")
+_DEX = (re.compile(DEX_PATTERN), 1, 64, "a DEX name (1-64 letters, digits, '_', '.' or '-')")
+
+
+def check_filters(request: ExportRequest) -> None:
+    """Filter values must be what the column can hold: mints and signers base58 keys, DEXes names."""
+    for name, values, (pattern, shortest, longest, expected) in (
+        ("tokens", request.tokens, _PUBKEY),
+        ("dexes", request.dexes, _DEX),
+        ("signers", request.signers, _PUBKEY),
+    ):
+        if len(values) > MAX_FILTER_VALUES:
+            raise ValidationError(name, f"at most {MAX_FILTER_VALUES:,} values, got {len(values):,}")
+        for index, value in enumerate(values):
+            if not (shortest <= len(value) <= longest and pattern.match(value)):
+                raise ValidationError(f"{name}[{index}]", f"must be {expected}, got {value[:64]!r}")
 
 
 def check_split(split: Split | None) -> None:

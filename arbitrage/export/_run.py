@@ -32,7 +32,7 @@ from arbitrage.export._manifest import (
     build_manifest,
     column_descriptions,
 )
-from arbitrage.export._request import ExportRequest, TimeRange, check_split, time_range
+from arbitrage.export._request import ExportRequest, TimeRange, check_filters, check_split, time_range
 from arbitrage.export._sink import Destination, StagedFile, redact_url
 from arbitrage.export._writers import WHOLE_BATCH_ROWS, Exporter, ExporterFactory, WriterOptions, exporter_factory
 from arbitrage.storage import Warehouse, ch_time
@@ -117,7 +117,7 @@ def plan_export(format_name: str, request: ExportRequest, columns: Mapping[str, 
 
     Raises:
         UnknownFormat: no writer is registered under `format_name`.
-        ValidationError: a column, codec, range, split or destination is not acceptable.
+        ValidationError: a column, codec, range, split, filter or destination is not acceptable.
     """
     factory = exporter_factory(format_name)
     writer = factory()
@@ -134,6 +134,7 @@ def plan_export(format_name: str, request: ExportRequest, columns: Mapping[str, 
     if len(set(selected)) != len(selected):
         raise ValidationError("columns", "a column is named twice")
     check_split(request.split)
+    check_filters(request)
     if request.destination and redact_url(request.destination) != request.destination.split("?", 1)[0]:
         raise ValidationError("destination", "must not embed credentials; configure them under [export]")
     scaled: list[str] = []

@@ -36,8 +36,8 @@ from arbitrage.services import Services
 from arbitrage.storage import EmbeddedWarehouse
 
 DEXES = ["raydium_amm", "orca_whirlpool", "meteora_dlmm", "phoenix"]
-TOKENS = [f"Mint{i}" + "1" * 39 for i in range(6)]
-SIGNERS = [f"Signer{i}" + "2" * 37 for i in range(4)]
+TOKENS = [f"Mint{i}" + "1" * 39 for i in range(1, 7)]  # base58: no 0, O, I or l
+SIGNERS = [f"Signer{i}" + "2" * 37 for i in range(1, 5)]
 BASE_TIME = datetime(2024, 3, 1, tzinfo=UTC)
 
 MakeTransactions = Callable[..., pa.Table]

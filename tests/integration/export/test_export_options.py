@@ -14,7 +14,9 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
+from arbitrage.errors import ValidationError
 from arbitrage.export import Destination, ExportRequest, ExportResult, Split, plan_export, run_export, table_columns
+from arbitrage.export._request import MAX_FILTER_VALUES
 from arbitrage.storage import EmbeddedWarehouse
 
 pytestmark = pytest.mark.anyio
@@ -73,6 +75,31 @@ async def test_filters_keep_exactly_the_matching_rows(warehouse, filled, tmp_pat
     ]
     assert want, "the filter should match some rows"
     assert [r["signature"] for r in read_all(tmp_path, result)] == want
+
+
+async def test_a_filter_of_a_thousand_signers_keeps_their_rows(warehouse, filled, tmp_path):
+    """Filter lists are inlined into the query; the largest list allowed must still fit in one."""
+    signer = filled[3]["signer"]
+    others = [f"1{i:06d}".replace("0", "z").ljust(44, "A") for i in range(MAX_FILTER_VALUES - 1)]
+    result = await export(warehouse, tmp_path, signers=[*others, signer])
+    assert [r["signature"] for r in read_all(tmp_path, result)] == [
+        r["signature"] for r in filled if r["signer"] == signer
+    ]
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"signers": ["A" * 44] * (MAX_FILTER_VALUES + 1)}, "signers"),
+        ({"signers": ["A" * 44, "0OIl" * 10]}, "signers[1]"),
+        ({"tokens": ["So1111"]}, "tokens[0]"),
+        ({"dexes": ["raydium", "phoenix'; DROP TABLE transactions --"]}, "dexes[1]"),
+    ],
+)
+async def test_filter_values_the_columns_cannot_hold_are_refused_by_name(warehouse, options, field):
+    with pytest.raises(ValidationError) as refused:
+        plan_export("parquet", ExportRequest(**options), await table_columns(warehouse))
+    assert refused.value.field == field
 
 
 async def test_columns_are_written_in_the_requested_order(warehouse, filled, tmp_path):
