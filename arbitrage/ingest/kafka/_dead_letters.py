@@ -61,14 +61,17 @@ async def replay_dead_letters(
     """Re-ingest unreplayed dead letters (oldest first) and mark them replayed.
 
     Records that still break a rule become new dead letters with source `replay`;
-    records whose signature is stored already count as duplicates.
+    records whose signature is stored already count as duplicates. The rejects of one batch
+    share their `received_at`, which is what marks them replayed, so `limit` is rounded up
+    to the end of the last batch it reaches: a batch is never marked without all of it replayed.
     """
     warehouse = ingest.warehouse
     db = warehouse.database
+    unreplayed = f"{db}.dead_letters WHERE NOT replayed AND ({{source:String}} = '' OR source = {{source:String}})"
     table = await warehouse.query_arrow(
-        f"SELECT raw, received_at FROM {db}.dead_letters "
-        "WHERE NOT replayed AND ({source:String} = '' OR source = {source:String}) "
-        "ORDER BY received_at LIMIT {limit:UInt32}",
+        f"SELECT raw, received_at FROM {unreplayed} AND received_at <= ("
+        f"SELECT max(received_at) FROM (SELECT received_at FROM {unreplayed} ORDER BY received_at LIMIT {{limit:UInt32}})"
+        ") ORDER BY received_at",
         {"source": source or "", "limit": limit},
     )
     if table.num_rows == 0:

@@ -14,6 +14,7 @@ import pytest
 
 from arbitrage.errors import Saturated, ValidationError
 from arbitrage.ingest import IngestService
+from arbitrage.ingest.kafka import replay_dead_letters
 from arbitrage.simulator import Simulator
 from arbitrage.storage import EmbeddedWarehouse, SignatureWindow
 from arbitrage.stream import RecentTransactions
@@ -71,6 +72,29 @@ async def test_rejected_records_become_dead_letters_with_their_raw_bytes(
     ).to_pylist()
     assert [(r["record_index"], r["field"]) for r in letters] == [(4, "slot"), (9, "legs[0].amount_in")]
     assert msgspec.json.decode(letters[0]["raw"])["signature"] == records[4]["signature"]
+
+
+async def test_a_replay_limit_that_cuts_through_a_batch_of_dead_letters_loses_none(
+    warehouse: EmbeddedWarehouse, records: list[dict[str, Any]]
+) -> None:
+    """One batch's rejects share their received_at; replays in small steps must still re-ingest each once."""
+    for record in records[:30]:
+        record["slot"] = 0  # rejected now; fixed below, as an operator would fix the cause
+    service = _service(warehouse)
+    report = await service.ingest_body(msgspec.json.encode(records), None, source="test")
+    assert report.rejected == 30
+    await warehouse.execute(
+        "ALTER TABLE arbitrage.dead_letters UPDATE raw = replaceOne(raw, '\"slot\":0', '\"slot\":7') "
+        "WHERE 1 SETTINGS mutations_sync = 1"
+    )
+    replayed, stored = 0, 0
+    for _ in range(40):
+        step = await replay_dead_letters(service, source="test", limit=7)
+        if not step.replayed:
+            break
+        replayed, stored = replayed + step.replayed, stored + step.report.accepted
+    assert (replayed, stored) == (30, 30)
+    assert await _count(warehouse) == len(records)
 
 
 async def test_an_unreadable_body_is_refused_and_kept_as_a_dead_letter(warehouse: EmbeddedWarehouse) -> None:
