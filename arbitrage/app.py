@@ -162,6 +162,7 @@ async def start_services(settings: Settings, *, jobs: bool = True) -> Services:
             recent,
             enrichers=[engine.process, score_risk],
             max_pending_batches=settings.ingest.max_pending_batches,
+            max_records_per_body=settings.ingest.max_records_per_body,
             insert_min_rows=settings.ingest.insert_min_rows,
             insert_linger_seconds=settings.ingest.insert_linger_seconds,
             position_source=feed.reserve,

@@ -66,6 +66,9 @@ class StorageSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class IngestSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_body_bytes: Count = 64 * 1024 * 1024
     """Largest accepted request body for POST /ingest; larger bodies get 413."""
+    max_records_per_body: Count = 200_000
+    """Most records one POST /ingest body may hold (413 beyond): each rejected record costs
+    hundreds of bytes of memory and of response, so a body of tiny bad records is refused whole."""
     max_pending_batches: Count = 8
     """Batches allowed to wait for the warehouse; beyond it ingest answers 503 + Retry-After."""
     insert_min_rows: Count = 50_000

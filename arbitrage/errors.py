@@ -18,6 +18,16 @@ class ValidationError(ArbitrageError):
         self.reason = reason
 
 
+class TooManyRecords(ArbitrageError):
+    """A body holds more records than one request may (`ingest.max_records_per_body`)."""
+
+    def __init__(self, limit: int, count: int | None = None) -> None:
+        held = f"{count:,} records" if count is not None else f"more than {limit:,} records"
+        super().__init__(f"the body holds {held}; at most {limit:,} per request: split it")
+        self.count = count
+        self.limit = limit
+
+
 class WarehouseUnavailable(ArbitrageError):
     """The warehouse cannot serve a query or an insert right now."""
 

@@ -11,7 +11,7 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
-from arbitrage.errors import ArbitrageError, Saturated, ValidationError, WarehouseUnavailable
+from arbitrage.errors import ArbitrageError, Saturated, TooManyRecords, ValidationError, WarehouseUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ _ERRORS = {
     400: "The request breaks the contract: a parameter, or the body; `extra` names the field when it can.",
     404: "Not found.",
     409: "Not possible in the resource's current state.",
-    413: "The body is larger than this route takes.",
+    413: "The body is larger than this route takes (bytes, or records for ingest).",
     503: "Unavailable (ingest saturated, or the warehouse down): retry after `Retry-After` seconds.",
 }
 
@@ -43,6 +43,12 @@ def arbitrage_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Respon
         return Response(
             ErrorBody(400, str(exc), {"field": exc.field, "reason": exc.reason}),
             status_code=400,
+            media_type=MediaType.JSON,
+        )
+    if isinstance(exc, TooManyRecords):
+        return Response(
+            ErrorBody(413, str(exc), {"max_records": exc.limit}),
+            status_code=413,
             media_type=MediaType.JSON,
         )
     if isinstance(exc, Saturated):

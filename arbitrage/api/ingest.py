@@ -21,7 +21,8 @@ a msgpack array (`application/msgpack`), or an Arrow IPC stream
 `block_time` in ms and `legs` a list of structs. Valid records are stored even when others
 are rejected; each reject names its index and field and is kept as a dead letter.
 200 when anything was accepted or already stored, 422 when every record was rejected,
-400 when the body cannot be read at all, 413 when it is too large, 503 when saturated."""
+400 when the body cannot be read at all, 413 when it is too large (`ingest.max_body_bytes`) or
+holds more records than `ingest.max_records_per_body` (nothing of it is stored), 503 when saturated."""
 
 _SOLANA_DESCRIPTION = """Store what a Solana RPC node returns: `getTransaction` results (`json`,
 `jsonParsed`, `base64` or `base58`, with or without the JSON-RPC envelope), `getBlock` results, an array of them, or

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from arbitrage.errors import ValidationError
+from arbitrage.errors import TooManyRecords, ValidationError
 from arbitrage.model import (
     BASE58_PATTERN,
     COST_FIELDS,
@@ -129,16 +129,28 @@ def encoding_for(content_type: str | None, body: bytes) -> str:
     return JSON if head == b"[" else NDJSON
 
 
-def decode_body(body: bytes, encoding: str, *, now: datetime | None = None) -> DecodedBatch:
-    """Decode a request body. Raises ValidationError when the body as a whole is unreadable."""
+def decode_body(
+    body: bytes, encoding: str, *, now: datetime | None = None, max_records: int | None = None
+) -> DecodedBatch:
+    """Decode a request body. Raises ValidationError when the body as a whole is unreadable.
+
+    Raises TooManyRecords, before any record is decoded or checked, when the body holds more
+    than `max_records`.
+    """
     with _gc_paused():
         if encoding == ARROW:
-            return _decode_arrow(body, now)
+            return _decode_arrow(body, now, max_records)
         if encoding == MSGPACK:
-            return _decode_items(body, msgspec.msgpack.Decoder(list[TransactionIn]), _MSGPACK_RAW, now)
+            return _decode_items(body, msgspec.msgpack.Decoder(list[TransactionIn]), _MSGPACK_RAW, now, max_records)
         if encoding == JSON:
-            return _decode_json_array(body, now)
-        return _decode_ndjson(body, now)
+            return _decode_json_array(body, now, max_records)
+        return _decode_ndjson(body, now, max_records)
+
+
+def _check_count(count: int, limit: int | None) -> None:
+    """Called as soon as a decoder knows how many records a body holds, before it checks any."""
+    if limit is not None and count > limit:
+        raise TooManyRecords(limit, count)
 
 
 class KafkaOrigins(msgspec.Struct, frozen=True):
@@ -176,14 +188,15 @@ _MSGPACK_RAW = msgspec.msgpack.Decoder(list[msgspec.Raw])
 _MSGPACK_ONE = msgspec.msgpack.Decoder(TransactionIn)
 
 
-def _decode_json_array(body: bytes, now: datetime | None) -> DecodedBatch:
+def _decode_json_array(body: bytes, now: datetime | None, max_records: int | None) -> DecodedBatch:
     try:
         elements = _JSON_RAW.decode(body)
     except (*_UNREADABLE, msgspec.ValidationError) as exc:
         raise ValidationError("$", f"body is not a JSON array of records: {_unreadable(exc)}") from exc
+    _check_count(len(elements), max_records)
     frame = _arrow_columns(elements)
     if frame is None:
-        return _decode_items(body, _JSON_LIST, _JSON_RAW, now)
+        return _decode_items(body, _JSON_LIST, _JSON_RAW, now, max_records)
     return _check_rules(frame, list(range(len(frame))), [], now, lambda i: bytes(elements[i]))
 
 
@@ -252,6 +265,7 @@ def _decode_items(
     fast: msgspec.json.Decoder[list[TransactionIn]] | msgspec.msgpack.Decoder[list[TransactionIn]],
     raw: msgspec.json.Decoder[list[msgspec.Raw]] | msgspec.msgpack.Decoder[list[msgspec.Raw]],
     now: datetime | None,
+    max_records: int | None,
 ) -> DecodedBatch:
     name = "JSON" if raw is _JSON_RAW else "msgpack"
     try:
@@ -261,19 +275,22 @@ def _decode_items(
     except msgspec.DecodeError as exc:
         raise ValidationError("$", f"body is not a valid {name} array: {exc}") from exc
     else:
+        _check_count(len(records), max_records)
         return _finish(records, list(range(len(records))), [], now, lambda i: msgspec.json.encode(records[i]))
     try:
         elements = [bytes(e) for e in raw.decode(body)]
     except (*_UNREADABLE, msgspec.ValidationError) as exc:
         raise ValidationError("$", f"body is not a {name} array of records: {_unreadable(exc)}") from exc
+    _check_count(len(elements), max_records)
     one = _MSGPACK_ONE if raw is _MSGPACK_RAW else _JSON_ONE
     return _decode_each(elements, one, now)
 
 
-def _decode_ndjson(body: bytes, now: datetime | None) -> DecodedBatch:
+def _decode_ndjson(body: bytes, now: datetime | None, max_records: int | None) -> DecodedBatch:
     lines = [line for line in body.split(b"\n") if line.strip()]
     if not lines:
         raise ValidationError("$", "body holds no records")
+    _check_count(len(lines), max_records)
     return _decode_elements(lines, now, whole_body=body)
 
 
@@ -409,11 +426,12 @@ def _epoch_ms(value: int | datetime) -> int:
     return int(value.timestamp() * 1000)
 
 
-def _decode_arrow(body: bytes, now: datetime | None) -> DecodedBatch:
+def _decode_arrow(body: bytes, now: datetime | None, max_records: int | None) -> DecodedBatch:
     try:
         table = pa.ipc.open_stream(body).read_all()
     except (pa.ArrowInvalid, OSError) as exc:
         raise ValidationError("$", f"body is not an Arrow IPC stream: {exc}") from exc
+    _check_count(table.num_rows, max_records)
     for required in ("signature", "slot", "block_time", "signer", "legs", "fee_lamports"):
         if required not in table.column_names:
             raise ValidationError(required, "missing column")

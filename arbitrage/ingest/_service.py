@@ -77,6 +77,7 @@ class IngestService:
         *,
         enrichers: Sequence[Enricher] = (),
         max_pending_batches: int = 8,
+        max_records_per_body: int | None = None,
         max_group_rows: int = 200_000,
         insert_min_rows: int = 1,
         insert_linger_seconds: float = 0.0,
@@ -86,6 +87,7 @@ class IngestService:
         self.recent = recent
         self.enrichers = list(enrichers)
         self.max_pending_batches = max_pending_batches
+        self.max_records_per_body = max_records_per_body
         self.max_group_rows = max_group_rows
         self.insert_min_rows = insert_min_rows
         self.insert_linger_seconds = insert_linger_seconds
@@ -122,14 +124,23 @@ class IngestService:
 
     @traced("ingest.batch")
     async def ingest_body(self, body: bytes, content_type: str | None, *, source: str) -> IngestReport:
-        """Decode and store a request body. ValidationError when no record can be read at all."""
+        """Decode and store a request body. ValidationError when no record can be read at all.
+
+        TooManyRecords (nothing stored, no dead letter: like a body over the size limit) when it
+        holds more than `max_records_per_body`.
+        """
         self.admit()
         with self._admitted() as arrival:
             started = time.perf_counter()
             try:
                 with span("ingest.decode"):
                     async with self._decoders:
-                        decoded = await asyncio.to_thread(decode_body, body, encoding_for(content_type, body))
+                        decoded = await asyncio.to_thread(
+                            decode_body,
+                            body,
+                            encoding_for(content_type, body),
+                            max_records=self.max_records_per_body,
+                        )
             except ValidationError as exc:
                 await self._dead_letters([Reject(0, exc.field, exc.reason, body)], source)
                 raise

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from itertools import islice
 
 import msgspec
 
-from arbitrage.errors import ValidationError
+from arbitrage.errors import TooManyRecords, ValidationError
 from arbitrage.ingest._decode import Reject
 from arbitrage.ingest._service import IngestReport, IngestService, RecordError
 from arbitrage.solana import SolanaDecoded, decode_documents
@@ -26,12 +27,19 @@ class SolanaIngestReport(msgspec.Struct):
 async def ingest_solana(service: IngestService, body: bytes, *, source: str = "solana") -> SolanaIngestReport:
     """Decode, then store arbitrages, swaps and failed attempts; votes and unrelated are counted only.
 
+    A body of more transactions than `service.max_records_per_body` is refused whole (TooManyRecords).
+
     Records keep their position among the decoded transactions as their error index.
     """
     if not body.strip():
         raise ValidationError("$", "body holds no documents")
     service.admit()
-    decoded = await asyncio.to_thread(lambda: list(decode_documents(body)))
+    limit = service.max_records_per_body
+    decoded = await asyncio.to_thread(
+        lambda: list(islice(decode_documents(body), None if limit is None else limit + 1))
+    )
+    if limit is not None and len(decoded) > limit:
+        raise TooManyRecords(limit)
     kinds: Counter[str] = Counter(item.kind for item in decoded)
     invalid = [
         Reject(i, "$", item.error or "invalid transaction", _raw(item))

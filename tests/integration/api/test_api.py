@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -74,6 +75,26 @@ async def test_ingest_answers_413_above_the_body_limit(settings: Any) -> None:
     async with AsyncTestClient(create_app(small)) as client:
         response = await client.post("/ingest", content=b"[" + b" " * 5000 + b"]")
     assert response.status_code == 413
+
+
+@pytest.mark.parametrize("path", ["/ingest", "/ingest/solana"])
+async def test_ingest_answers_413_above_the_record_limit_and_keeps_nothing(
+    settings: Any, records: list[dict[str, Any]], path: str
+) -> None:
+    """A body of many tiny bad records would cost far more memory than its bytes: it is refused whole."""
+    from arbitrage.app import create_app
+
+    capped = msgspec.structs.replace(settings, ingest=msgspec.structs.replace(settings.ingest, max_records_per_body=40))
+    async with AsyncTestClient(create_app(capped)) as client:
+        refused = await client.post(path, content=b"{}\n" * 41, headers={"content-type": "application/x-ndjson"})
+        admin = {"authorization": f"Bearer {(Path(capped.storage.data_dir) / 'admin_token').read_text().strip()}"}
+        dead_letters = (await client.get("/admin/dead-letters", headers=admin)).json()["items"]
+        within = await client.post("/ingest", content=msgspec.json.encode(records[:40]))
+    assert refused.status_code == 413
+    assert refused.json()["extra"] == {"max_records": 40}
+    assert "at most 40 per request" in refused.json()["detail"]
+    assert dead_letters == []
+    assert within.json()["accepted"] == 40
 
 
 async def test_transactions_pages_newest_first_with_a_cursor(client: Client, records: list[dict[str, Any]]) -> None:

@@ -10,7 +10,7 @@ import msgspec
 import pyarrow as pa
 import pytest
 
-from arbitrage.errors import ValidationError
+from arbitrage.errors import TooManyRecords, ValidationError
 from arbitrage.ingest import RAW_SCHEMA, KafkaOrigins, decode_body, decode_records
 from arbitrage.simulator import Simulator
 
@@ -129,6 +129,32 @@ def test_ndjson_msgpack_and_arrow_decode_to_the_same_columns(batch: list[dict[st
     assert decode_body(ndjson, "ndjson", now=NOW).frame.equals(as_json)
     assert decode_body(msgspec.msgpack.encode(batch), "msgpack", now=NOW).frame.equals(as_json)
     assert decode_body(_arrow(batch), "arrow", now=NOW).frame.equals(as_json)
+
+
+ENCODERS = {
+    "json": _json,
+    "ndjson": lambda records: b"\n".join(msgspec.json.encode(r) for r in records),
+    "msgpack": msgspec.msgpack.encode,
+    "arrow": _arrow,
+}
+
+
+@pytest.mark.parametrize("encoding", list(ENCODERS))
+def test_a_body_over_the_record_limit_is_refused_whole_and_one_at_it_is_decoded(
+    batch: list[dict[str, Any]], encoding: str
+) -> None:
+    encode = ENCODERS[encoding]
+    with pytest.raises(TooManyRecords) as refused:
+        decode_body(encode(batch), encoding, now=NOW, max_records=len(batch) - 1)
+    assert (refused.value.count, refused.value.limit) == (len(batch), len(batch) - 1)
+    assert len(decode_body(encode(batch), encoding, now=NOW, max_records=len(batch)).frame) == len(batch)
+
+
+@pytest.mark.parametrize(("body", "encoding"), [(b"{}\n" * 30, "ndjson"), (b"[" + b"{}," * 29 + b"{}]", "json")])
+def test_tiny_bad_records_over_the_limit_are_refused_before_any_is_checked(body: bytes, encoding: str) -> None:
+    with pytest.raises(TooManyRecords):
+        decode_body(body, encoding, now=NOW, max_records=29)
+    assert len(decode_body(body, encoding, now=NOW, max_records=30).rejects) == 30
 
 
 def test_arrow_path_applies_the_same_rules(batch: list[dict[str, Any]]) -> None:
