@@ -14,9 +14,10 @@ import json
 import os
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import msgspec
@@ -24,6 +25,9 @@ import msgspec
 from arbitrage import __version__
 from arbitrage.config import Settings, default_config_path, load_settings, redacted
 from arbitrage.errors import ArbitrageError, ConfigError
+
+if TYPE_CHECKING:
+    from arbitrage.ingest import IngestReport
 
 EXIT_CONFIG = 2
 SETTINGS_ENV = "ARBITRAGE_SETTINGS_JSON"
@@ -223,6 +227,9 @@ def _migrate(_: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+_FILE_CHUNKS_IN_FLIGHT = 2
+
+
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
@@ -231,20 +238,35 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> tuple[int, int, int]:
         services = await start_services(settings, jobs=False)
         totals = [0, 0, 0]
+        # Two chunks in flight, as Kafka keeps two batches: one decodes while the other is stored.
+        in_flight: deque[tuple[asyncio.Task[IngestReport], int, int]] = deque()
+
+        async def settle_oldest(name: str, progress: tqdm[Any]) -> None:
+            """Count the oldest chunk's report; errors name a record by its index in the file."""
+            task, first, size = in_flight.popleft()
+            report = await task
+            totals[0] += report.accepted
+            totals[1] += report.duplicates
+            totals[2] += report.rejected
+            for error in report.errors[:5]:
+                tqdm.write(f"{name}: record {first + error.index}: {error.field}: {error.reason}", file=sys.stderr)
+            progress.update(size)
+
         try:
             for path in args.files:
                 with tqdm(desc=path.name, unit="tx", unit_scale=True, file=sys.stderr) as progress:
+                    read = 0
                     for chunk in _file_chunks(path, args.batch_size):
-                        report = await services.ingest.ingest_records(chunk, source="file")
-                        totals[0] += report.accepted
-                        totals[1] += report.duplicates
-                        totals[2] += report.rejected
-                        for error in report.errors[:5]:
-                            tqdm.write(
-                                f"{path.name}: record {error.index}: {error.field}: {error.reason}", file=sys.stderr
-                            )
-                        progress.update(len(chunk))
+                        store = services.ingest.ingest_records(chunk, source="file")
+                        in_flight.append((asyncio.create_task(store), read, len(chunk)))
+                        read += len(chunk)
+                        if len(in_flight) >= _FILE_CHUNKS_IN_FLIGHT:
+                            await settle_oldest(path.name, progress)
+                    while in_flight:
+                        await settle_oldest(path.name, progress)
         finally:
+            for task, _, _ in in_flight:
+                task.cancel()
             await services.close()
         return totals[0], totals[1], totals[2]
 
