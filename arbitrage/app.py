@@ -34,7 +34,7 @@ from arbitrage.cache import (
 )
 from arbitrage.config import Settings
 from arbitrage.export import ExportService, storage_options_from
-from arbitrage.features import HISTORY_WINDOW, FeatureEngine
+from arbitrage.features import HISTORY_COLUMNS, HISTORY_WINDOW, FeatureEngine
 from arbitrage.ingest import IngestService
 from arbitrage.risk import score_risk
 from arbitrage.schedule import ScheduleService
@@ -154,7 +154,7 @@ async def start_services(settings: Settings, *, jobs: bool = True) -> Services:
         recent = RecentTransactions(settings.ingest.recent_buffer)
         newest = await reader.newest(settings.ingest.recent_buffer)
         recent.add(newest)
-        engine = FeatureEngine.from_history(await reader.feature_history(HISTORY_WINDOW))
+        engine = FeatureEngine.from_history(await reader.feature_history(HISTORY_WINDOW, HISTORY_COLUMNS))
         feed = await _start_live_feed(settings, warehouse)
         opened.push_async_callback(feed.close)
         ingest = IngestService(

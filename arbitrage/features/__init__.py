@@ -4,7 +4,7 @@ Pure functions of batches and state: the caller loads history from the warehouse
 (`HISTORY_WINDOW` of it, for `FeatureEngine.from_history`) and stores the output.
 """
 
-from arbitrage.features._engine import HISTORY_WINDOW, FeatureEngine, RollingState
+from arbitrage.features._engine import HISTORY_COLUMNS, HISTORY_WINDOW, FeatureEngine, RollingState
 from arbitrage.features._preparation import ColumnScaler, DataPreparation, PreparationParams, TemporalSplit
 from arbitrage.features._registry import (
     FEATURE_NAMES,
@@ -18,6 +18,7 @@ from arbitrage.features._registry import (
 __all__ = [
     "FEATURES",
     "FEATURE_NAMES",
+    "HISTORY_COLUMNS",
     "HISTORY_WINDOW",
     "LATE_COLUMN",
     "ColumnScaler",

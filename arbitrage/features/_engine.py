@@ -61,6 +61,30 @@ _Scalar = TypeVar("_Scalar", bound=np.generic)
 HISTORY_WINDOW: Final = timedelta(hours=48, minutes=15)
 """How far back before the newest stored transaction `FeatureEngine.from_history` needs rows."""
 
+HISTORY_COLUMNS: Final = (
+    "slot",
+    "block_time",
+    "signer",
+    "success",
+    "fee_lamports",
+    "priority_fee_lamports",
+    "jito_tip_lamports",
+    "compute_units_consumed",
+    "compute_unit_limit",
+    "bundle_id",
+    "legs",
+    "route",
+    "dexes",
+    "hops",
+    "circular",
+    "start_token",
+    "gross_revenue_sol",
+    "total_cost_sol",
+    "net_profit_sol",
+)
+"""The stored columns `process` reads (`_row_stages`); of `legs` only the first and the last leg.
+What a restart loads for `from_history`, so keep it in step with `_row_stages`."""
+
 _CODE_SPACES: Final = itertools.count()
 """Names for string-code mappings: one per call, and one per state for each of `_PERSISTENT_KEYS`.
 

@@ -7,17 +7,22 @@ the last row's key and the next page is a range read, never an OFFSET scan.
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import msgspec
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
 from arbitrage.errors import ValidationError
-from arbitrage.model import STORED_COLUMNS
+from arbitrage.model import LEG_DTYPE
 from arbitrage.storage._protocol import Warehouse
+
+_LEG_FIELDS = [field.name for field in LEG_DTYPE.fields]
+_LEG_ENDS = (("first", 1), ("last", -1))
+"""`feature_history`'s legs: ClickHouse arrays count from 1, and -1 is the last element."""
 
 
 class TransactionFilter(msgspec.Struct, frozen=True, kw_only=True):
@@ -125,19 +130,27 @@ class TransactionReader:
         sql = f"SELECT * FROM {self.table} ORDER BY block_time DESC, signature DESC LIMIT {int(limit)}"
         return _frame(await self.warehouse.query_arrow(sql))
 
-    async def feature_history(self, window: timedelta) -> pl.DataFrame:
-        """Stored base columns within `window` of the newest row, in slot then arrival order.
+    async def feature_history(self, window: timedelta, columns: Sequence[str]) -> pl.DataFrame:
+        """Stored `columns` within `window` of the newest row, in slot then arrival order.
 
         A batch's rows share one `ingested_at`; their stream positions keep the order the
-        feature engine saw them in, which its per-pair lookbacks depend on.
+        feature engine saw them in, which its per-pair lookbacks depend on. `legs` holds each
+        row's first and last leg only, all the engine reads of a route: read whole, the nested
+        column was most of a restart's time and memory. Those two legs are read as flat columns
+        and put back together here, which chdb hands over several times faster.
         """
-        columns = ", ".join(f"`{c.name}`" for c in STORED_COLUMNS)
+        flat = [f"`{name}`" for name in columns if name != "legs"]
+        if "legs" in columns:
+            flat += [f"legs[{index}].{field} AS `{end}.{field}`" for end, index in _LEG_ENDS for field in _LEG_FIELDS]
         sql = (
-            f"SELECT {columns} FROM {self.table}{self._final} "
+            f"SELECT {', '.join(flat)} FROM {self.table}{self._final} "
             f"WHERE block_time >= (SELECT max(block_time) FROM {self.table}) - toIntervalMillisecond({{window_ms:Int64}}) "
             "ORDER BY slot, ingested_at, stream_position"
         )
-        return _frame(await self.warehouse.query_arrow(sql, {"window_ms": int(window.total_seconds() * 1000)}))
+        frame = _frame(await self.warehouse.query_arrow(sql, {"window_ms": int(window.total_seconds() * 1000)}))
+        if "legs" not in columns:
+            return frame
+        return frame.with_columns(_first_and_last_legs(frame)).select(columns)
 
     async def columns(self, names: list[str], filters: TransactionFilter) -> pl.DataFrame:
         """Named columns of matching rows. Names must be identifiers (they come from registries)."""
@@ -205,6 +218,22 @@ class TransactionReader:
         for row in rows:
             row["date"] = row["date"].isoformat()
         return rows
+
+
+def _first_and_last_legs(frame: pl.DataFrame) -> pl.Series:
+    """`[first, last]` per row from the flat `first.*` and `last.*` columns.
+
+    Interleaved and reshaped: polars' `concat_list` of struct columns took 13-17 s per million rows.
+    """
+    rows = frame.height
+    firsts, lasts = (
+        frame.select(pl.struct(pl.col(f"{end}.{field}").alias(field) for field in _LEG_FIELDS)).to_series()
+        for end, _ in _LEG_ENDS
+    )
+    interleaved = np.empty(2 * rows, dtype=np.int64)
+    interleaved[0::2] = np.arange(rows)
+    interleaved[1::2] = np.arange(rows, 2 * rows)
+    return pl.concat([firsts, lasts]).gather(interleaved).reshape((rows, 2)).arr.to_list().alias("legs")
 
 
 def _frame(table: pa.Table) -> pl.DataFrame:

@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 
+import polars as pl
 import pyarrow as pa
 import pytest
 
 from arbitrage.errors import MigrationError, WarehouseLocked
+from arbitrage.features import HISTORY_COLUMNS
 from arbitrage.model import STORED_COLUMNS
-from arbitrage.storage import EmbeddedWarehouse, discover, migrations_dir
+from arbitrage.storage import EmbeddedWarehouse, TransactionReader, discover, migrations_dir
 from arbitrage.storage._embedded import STREAMED_INSERT_MAX_ROWS
 from tests.integration.export.conftest import transactions
 
@@ -185,3 +188,21 @@ async def test_small_and_large_inserts_store_the_same_values(warehouse: Embedded
     sliced = await warehouse.query_arrow(read.format("streamed"))
     assert whole.num_rows == rows.num_rows
     assert whole.equals(sliced)
+
+
+async def test_feature_history_holds_the_engines_columns_with_the_first_and_last_leg(
+    warehouse: EmbeddedWarehouse,
+) -> None:
+    rows = transactions(300)
+    await warehouse.insert_arrow("transactions", rows)
+    history = await TransactionReader(warehouse).feature_history(timedelta(days=1), HISTORY_COLUMNS)
+    stored = pl.from_arrow(rows)
+    assert isinstance(stored, pl.DataFrame)
+    newest = stored.get_column("block_time").max()
+    assert isinstance(newest, datetime)
+    expected = stored.filter(pl.col("block_time") >= newest - timedelta(days=1)).sort("slot")
+    assert stored.get_column("hops").max() > 2, "some routes must have legs between the first and the last"
+    assert history.columns == list(HISTORY_COLUMNS)
+    assert history.drop("legs").equals(expected.select(HISTORY_COLUMNS).drop("legs"))
+    ends = expected.select(pl.concat_list(pl.col("legs").list.first(), pl.col("legs").list.last()).alias("legs"))
+    assert history.get_column("legs").equals(ends.get_column("legs"))
