@@ -29,6 +29,7 @@ _ERRORS = {
     404: "Not found.",
     409: "Not possible in the resource's current state.",
     413: "The body is larger than this route takes (bytes, or records for ingest).",
+    415: "The body's Content-Encoding is not one this route reads.",
     503: "Unavailable (ingest saturated, or the warehouse down): retry after `Retry-After` seconds.",
 }
 

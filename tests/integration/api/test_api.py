@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import gzip
+import zlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -95,6 +97,45 @@ async def test_ingest_answers_413_above_the_record_limit_and_keeps_nothing(
     assert "at most 40 per request" in refused.json()["detail"]
     assert dead_letters == []
     assert within.json()["accepted"] == 40
+
+
+@pytest.mark.parametrize(
+    ("coding", "compress"),
+    [
+        ("gzip", gzip.compress),
+        ("deflate", zlib.compress),
+        ("gzip", lambda data: gzip.compress(data[: len(data) // 2]) + gzip.compress(data[len(data) // 2 :])),
+    ],
+)
+async def test_ingest_reads_a_compressed_body(
+    client: Client, records: list[dict[str, Any]], coding: str, compress: Any
+) -> None:
+    body = compress(b"\n".join(msgspec.json.encode(r) for r in records))
+    response = await client.post(
+        "/ingest", content=body, headers={"content-type": "application/x-ndjson", "content-encoding": coding}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["accepted"] == len(records)
+
+
+async def test_a_compressed_body_is_refused_when_it_inflates_past_the_limit_or_is_not_what_it_says(
+    settings: Any,
+) -> None:
+    from arbitrage.app import create_app
+
+    small = msgspec.structs.replace(settings, ingest=msgspec.structs.replace(settings.ingest, max_body_bytes=10_000))
+    async with AsyncTestClient(create_app(small)) as client:
+        bomb = gzip.compress(b"[" + b" " * 50_000 + b"]")
+        inflates = await client.post("/ingest", content=bomb, headers={"content-encoding": "gzip"})
+        corrupt = await client.post("/ingest", content=b"\x1f\x8b not gzip", headers={"content-encoding": "gzip"})
+        truncated = await client.post(
+            "/ingest", content=gzip.compress(b"[]")[:-6], headers={"content-encoding": "gzip"}
+        )
+        unknown = await client.post("/ingest", content=b"[]", headers={"content-encoding": "br"})
+    assert len(bomb) < 10_000 and inflates.status_code == 413
+    assert (corrupt.status_code, corrupt.json()["extra"]["field"]) == (400, "$")
+    assert truncated.status_code == 400
+    assert unknown.status_code == 415 and "'br'" in unknown.json()["detail"]
 
 
 async def test_transactions_pages_newest_first_with_a_cursor(client: Client, records: list[dict[str, Any]]) -> None:
