@@ -10,6 +10,7 @@ Public face:
 
 from arbitrage.export._cli import add_export_command, export_command
 from arbitrage.export._jobs import (
+    ACTIVE_STATES,
     Download,
     ExportJob,
     ExportService,
@@ -40,6 +41,7 @@ from arbitrage.export._writers import (
 )
 
 __all__ = [
+    "ACTIVE_STATES",
     "ENTRY_POINT_GROUP",
     "ColumnDescription",
     "Destination",

@@ -21,8 +21,8 @@ import socket
 import threading
 import time
 import zipfile
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -49,7 +49,7 @@ from arbitrage.telemetry import METRICS, traced
 log = logging.getLogger(__name__)
 
 JobState = Literal["queued", "running", "done", "failed", "cancelled"]
-ACTIVE_STATES = ("queued", "running")
+ACTIVE_STATES: tuple[JobState, ...] = ("queued", "running")
 JOBS_TABLE = "export_jobs"
 HEARTBEAT_SECONDS = 5.0
 
@@ -128,7 +128,15 @@ class _Active:
     plan: ExportPlan
     progress: ExportProgress
     cancel: threading.Event
+    """Read by the export's worker threads."""
+    stopped: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set with `cancel`, awaited by a job still waiting for a slot."""
     task: asyncio.Task[None] | None = None
+
+
+def _stop(active: _Active) -> None:
+    active.cancel.set()
+    active.stopped.set()
 
 
 class ExportService:
@@ -179,7 +187,7 @@ class ExportService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         for active in list(self._active.values()):
-            active.cancel.set()
+            _stop(active)
         tasks = [a.task for a in self._active.values() if a.task is not None]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -263,7 +271,7 @@ class ExportService:
         active = self._active.get(job_id)
         if active is None:
             return await self.get(job_id)
-        active.cancel.set()
+        _stop(active)
         if active.task is not None:
             await asyncio.wait([active.task], timeout=30)
         return await self.get(job_id)
@@ -333,9 +341,7 @@ class ExportService:
         job = active.job
         heartbeat: asyncio.Task[None] | None = None
         try:
-            async with self._slots:
-                if active.cancel.is_set():
-                    raise ExportCancelled(f"export {job.id} was cancelled")
+            async with self._slot(active):
                 job.state = "running"
                 job.started_at = datetime.now(UTC)
                 await self._save(job)
@@ -379,6 +385,38 @@ class ExportService:
                 await asyncio.shield(self._save(job))
             finally:
                 self._active.pop(job.id, None)
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, active: _Active) -> AsyncIterator[None]:
+        """A run slot; a cancel while queued ends the wait, which a long export may hold for hours.
+
+        Raises:
+            ExportCancelled: the job was cancelled before it got a slot.
+        """
+        acquiring = asyncio.ensure_future(self._slots.acquire())
+        stopping = asyncio.ensure_future(active.stopped.wait())
+        try:
+            await asyncio.wait([acquiring, stopping], return_when=asyncio.FIRST_COMPLETED)
+            if active.cancel.is_set():
+                raise ExportCancelled(f"export {active.job.id} was cancelled")
+        except BaseException:
+            await self._abandon(acquiring)
+            raise
+        finally:
+            stopping.cancel()
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+    async def _abandon(self, acquiring: asyncio.Future[Any]) -> None:
+        """Stop waiting for a slot; give it back if the wait had won it meanwhile."""
+        if not acquiring.done():
+            acquiring.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await acquiring
+        if not acquiring.cancelled():
+            self._slots.release()
 
     async def _heartbeat(self, active: _Active) -> None:
         while True:

@@ -133,6 +133,8 @@ def plan_export(format_name: str, request: ExportRequest, columns: Mapping[str, 
             raise ValidationError("columns", f"unknown column {name!r}")
     if len(set(selected)) != len(selected):
         raise ValidationError("columns", "a column is named twice")
+    if len(set(request.partition_by)) != len(request.partition_by):
+        raise ValidationError("partition_by", "a key is named twice")
     check_split(request.split)
     check_filters(request)
     if request.destination and redact_url(request.destination) != request.destination.split("?", 1)[0]:
@@ -146,7 +148,8 @@ def plan_export(format_name: str, request: ExportRequest, columns: Mapping[str, 
             numeric = _is_numeric_clickhouse(columns[name])
             if request.normalize_columns is not None and not numeric:
                 raise ValidationError("normalize_columns", f"column {name!r} is not numeric")
-            if numeric and name in selected and (request.normalize_columns is not None or name not in NOT_SCALED):
+            wanted = request.normalize_columns is not None or name not in NOT_SCALED
+            if numeric and name in selected and wanted and name not in scaled:
                 scaled.append(name)
     options = WriterOptions(compression=compression, json_array=request.json_array, arrow_stream=request.arrow_stream)
     return ExportPlan(
@@ -193,7 +196,7 @@ async def run_export(
         counted = await warehouse.query_arrow(f"SELECT count() AS n FROM {source} WHERE {where}", params)
         progress.rows_total = int(counted.column("n")[0].as_py())
         split_sql, split_info = await _split(warehouse, plan, source, where, params, progress.rows_total)
-        scaler = await _fit_scaler(warehouse, plan, source, where, split_sql, params)
+        scaler = await _fit_scaler(warehouse, plan, source, where, split_sql, params, progress.rows_total)
         select = [f"`{name}`" for name in plan.columns]
         order = []
         keys: list[str] = []
@@ -587,12 +590,18 @@ async def _fit_scaler(
     where: str,
     split_sql: str | None,
     params: dict[str, Any],
+    total: int,
 ) -> dict[str, ScalerParams]:
-    """Scaling parameters per column, computed in the warehouse over the train rows only."""
+    """Scaling parameters per column, computed in the warehouse over the train rows only.
+
+    Raises:
+        ValidationError: there are rows but none in the train split (its first cut falls at
+            the first block time), so nothing to fit on: the values would go out unscaled.
+    """
     if not plan.scaled_columns:
         return {}
     condition = where if split_sql is None else f"{where} AND {split_sql} = 'train'"
-    parts = []
+    parts = ["count() AS fitted_rows"]
     for i, name in enumerate(plan.scaled_columns):
         value = f"toFloat64(`{name}`)"
         parts += [
@@ -604,6 +613,12 @@ async def _fit_scaler(
     stats = (
         await warehouse.query_arrow(f"SELECT {', '.join(parts)} FROM {source} WHERE {condition}", params)
     ).to_pylist()[0]
+    if total and not stats["fitted_rows"]:
+        raise ValidationError(
+            "split.train",
+            "no rows to fit the scaler on: the rows of the first block time already pass the train share; "
+            "raise split.train or leave out normalize",
+        )
     fitted = {}
     for i, name in enumerate(plan.scaled_columns):
         mean, std, low, high = (_finite(stats[f"{p}{i}"]) for p in ("m", "s", "lo", "hi"))

@@ -198,12 +198,24 @@ class Destination:
         with self.open_staged(MANIFEST_NAME) as staged:
             staged.write(manifest)
         self._retire_previous(set(relatives))
-        for relative in [*relatives, MANIFEST_NAME]:
-            final = f"{self.root}/{relative}"
-            if self._local:
-                self.fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
-            self.fs.mv(f"{self.staging}/{relative}", final)
+        published: list[str] = []
+        try:
+            for relative in [*relatives, MANIFEST_NAME]:
+                final = f"{self.root}/{relative}"
+                if self._local:
+                    self.fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
+                self.fs.mv(f"{self.staging}/{relative}", final)
+                published.append(final)
+        except BaseException:
+            self._unpublish(published)
+            raise
         self.abort()
+
+    def _unpublish(self, finals: list[str]) -> None:
+        """Delete the files a failed commit had already moved: a partial dataset without manifest misleads readers."""
+        for final in finals:
+            with contextlib.suppress(OSError):
+                self.fs.rm(final)
 
     def _retire_previous(self, keep: set[str]) -> None:
         """Delete an earlier export's manifest, then the files it lists that this one does not overwrite."""

@@ -36,7 +36,15 @@ import pyarrow as pa
 from prometheus_client import Counter, Gauge
 
 from arbitrage.errors import ArbitrageError, ValidationError
-from arbitrage.export import ExportJob, ExportRequest, ExportService, plan_export, redact_url, table_columns
+from arbitrage.export import (
+    ACTIVE_STATES,
+    ExportJob,
+    ExportRequest,
+    ExportService,
+    plan_export,
+    redact_url,
+    table_columns,
+)
 from arbitrage.schedule._model import (
     Schedule,
     ScheduleCreate,
@@ -212,11 +220,15 @@ class ScheduleService:
         Raises:
             ScheduleBusy: a run of this schedule is in progress.
         """
-        schedule = self._get(schedule_id)
-        if schedule_id in self._running:
-            raise ScheduleBusy(f"schedule {schedule_id} is running")
+        self._get(schedule_id)
         started: asyncio.Future[ExportJob] = asyncio.get_running_loop().create_future()
-        self._spawn(schedule, due=None, started=started)
+        async with self._lock:
+            if schedule_id in self._running or await self._runs_elsewhere(schedule_id):
+                raise ScheduleBusy(f"schedule {schedule_id} is running")
+            schedule = await self._reload(schedule_id)
+            if schedule is None:
+                raise ScheduleNotFound(f"no schedule {schedule_id!r}")
+            self._spawn(schedule, due=None, started=started)
         return await started
 
     async def wait_idle(self, schedule_id: str) -> None:
@@ -238,9 +250,19 @@ class ScheduleService:
             if not await self._claim(schedule.id, due):
                 schedule.last_due = due  # another process runs it
                 continue
-            schedule.last_due = due
-            await self._save(schedule)
-            self._spawn(schedule, due=due)
+            async with self._lock:
+                current = await self._reload(schedule.id)
+                if current is None:
+                    continue
+                current.last_due = due
+                await self._save(current)
+                # Checked again after the awaits: a run started meanwhile (run_now) covers these rows.
+                if not current.enabled or current.frequency_error or current.id in self._running:
+                    continue
+                if await self._runs_elsewhere(current.id):
+                    log.info("schedule %s skips due time %s: another process is still running it", current.id, due)
+                    continue
+                self._spawn(current, due=due)
             started.append(schedule.id)
         return started
 
@@ -429,9 +451,37 @@ class ScheduleService:
         }
         await self._warehouse.insert_arrow(SCHEDULES_TABLE, pa.Table.from_pylist([row], schema=_SCHEDULE_SCHEMA))
 
-    async def _load(self) -> builtins.list[Schedule]:
+    async def _runs_elsewhere(self, schedule_id: str) -> bool:
+        """Whether a job of this schedule is queued or running, in any process.
+
+        Two runs at once would both start from the same watermark and export the same rows.
+        A job of a process that died counts until the export sweep marks it failed.
+        """
+        for state in ACTIVE_STATES:
+            if await self._exports.list(limit=1, state=state, schedule_id=schedule_id):
+                return True
+        return False
+
+    async def _reload(self, schedule_id: str) -> Schedule | None:
+        """The schedule as stored now, which replaces the one in memory (None, and forgotten, once deleted).
+
+        Other processes on the same ClickHouse run it too: the watermark their runs advanced
+        must bound this run, or their rows would go out twice (and saving the stale copy
+        would move the stored watermark back).
+        """
+        stored = await self._load(schedule_id)
+        if not stored:
+            self._schedules.pop(schedule_id, None)
+            return None
+        self._schedules[schedule_id] = stored[0]
+        return stored[0]
+
+    async def _load(self, schedule_id: str | None = None) -> builtins.list[Schedule]:
+        only = "" if schedule_id is None else " AND id = {id:String}"
         table = await self._warehouse.query_arrow(
-            f"SELECT * FROM {self._warehouse.database}.{SCHEDULES_TABLE} FINAL WHERE NOT deleted ORDER BY created_at"
+            f"SELECT * FROM {self._warehouse.database}.{SCHEDULES_TABLE} FINAL WHERE NOT deleted{only} "
+            "ORDER BY created_at",
+            {} if schedule_id is None else {"id": schedule_id},
         )
         return [
             Schedule(

@@ -268,3 +268,27 @@ async def test_a_destination_with_embedded_credentials_is_refused(filled, out):
     with pytest.raises(ValidationError) as caught:
         await service.submit("csv", ExportRequest(destination="s3://key:secret@bucket/prefix"))
     assert caught.value.field == "destination"
+
+
+async def test_cancelling_a_queued_job_does_not_wait_for_a_free_slot(filled, out):
+    register_exporter("slow-parquet", _SlowWriter)
+    _SlowWriter.gate.clear()
+    _SlowWriter.entered.clear()
+    service = ExportService(filled, export_dir=str(out), max_concurrent_jobs=1)
+    await service.start()
+    try:
+        # Five blocked writes of 100 rows: the running job holds the only slot far longer than cancel waits.
+        running = await service.submit("slow-parquet", ExportRequest(chunk_rows=100))
+        await asyncio.to_thread(_SlowWriter.entered.wait, 30)
+        queued = await service.submit("csv", ExportRequest())
+        cancelled = await service.cancel(queued.id)
+        assert cancelled.state == "cancelled" and cancelled.rows == 0
+        assert (await service.get(running.id)).state == "running"
+        assert [job.state for job in await service.list(state="cancelled")] == ["cancelled"]
+        _SlowWriter.gate.set()
+        assert (await service.wait(running.id, timeout=60)).state == "done"
+        later = await service.submit("csv", ExportRequest())
+        assert (await service.wait(later.id, timeout=60)).state == "done"  # the slot was given back
+    finally:
+        _SlowWriter.gate.set()
+        await service.close()

@@ -102,6 +102,24 @@ async def test_filter_values_the_columns_cannot_hold_are_refused_by_name(warehou
     assert refused.value.field == field
 
 
+@pytest.mark.parametrize("partition_by", [["date", "dex", "date"], ["hour"] * 100_000])
+async def test_a_partition_key_named_twice_is_refused(warehouse, partition_by):
+    """A key twice nests `date=…/date=…/`, which hive readers refuse; 100k of them (a 1 MB body) break the query."""
+    with pytest.raises(ValidationError) as refused:
+        plan_export("parquet", ExportRequest(partition_by=partition_by), await table_columns(warehouse))
+    assert refused.value.field == "partition_by"
+
+
+async def test_a_column_named_many_times_in_normalize_columns_is_scaled_once(warehouse, filled, tmp_path):
+    """The body limit lets 50k names through; fitting each again made a query far above `max_query_size`."""
+    result = await export(
+        warehouse, tmp_path, columns=["gross_revenue"], normalize="zscore", normalize_columns=["gross_revenue"] * 50_000
+    )
+    values = np.array([row["gross_revenue"] for row in read_all(tmp_path, result)])
+    assert result.rows == ROWS and abs(values.mean()) < 1e-9 and abs(values.std() - 1) < 1e-9
+    assert list(result.manifest["scaler"]["columns"]) == ["gross_revenue"]
+
+
 async def test_columns_are_written_in_the_requested_order(warehouse, filled, tmp_path):
     result = await export(warehouse, tmp_path, columns=["net_profit_sol", "signature"])
     table = pq.read_table(tmp_path / result.files[0].path)
@@ -194,6 +212,24 @@ async def test_rows_of_one_block_time_never_straddle_two_splits(warehouse, make_
     assert [len(by_split[s]) for s in ("train", "val", "test")] == [595, 203, 202]  # cut at blocks 85 and 114
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert [manifest["split"][s]["rows"] for s in ("train", "val", "test")] == [595, 203, 202]
+
+
+async def test_scaling_fitted_on_a_train_split_without_rows_fails_instead_of_writing_unscaled_values(
+    warehouse, make_transactions, tmp_path
+):
+    """One block time holds the first 70% of rows: the cut after it leaves train empty, with nothing to fit on."""
+    table = make_transactions(100)
+    times = table.column("block_time").to_pylist()
+    shared = pa.array(
+        [times[0] if i < 80 else times[i] for i in range(len(times))], table.schema.field("block_time").type
+    )
+    await warehouse.insert_arrow(
+        "transactions", table.set_column(table.schema.get_field_index("block_time"), "block_time", shared)
+    )
+    with pytest.raises(ValidationError) as refused:
+        await export(warehouse, tmp_path / "out", columns=["gross_revenue"], split=Split(), normalize="zscore")
+    assert refused.value.field == "split.train"
+    assert not (tmp_path / "out").exists() or not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
 
 
 async def test_an_export_into_the_place_of_an_earlier_one_replaces_it(warehouse, filled, tmp_path):

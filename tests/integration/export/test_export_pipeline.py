@@ -137,3 +137,18 @@ def test_a_staged_file_counts_and_hashes_every_byte_whatever_the_write_sizes(tmp
     assert (tmp_path / "f").read_bytes() == whole
     assert staged.bytes_written == len(whole)
     assert staged.sha256 == hashlib.sha256(whole).hexdigest()
+
+
+async def test_a_commit_failing_mid_way_takes_back_the_files_it_had_already_published(
+    warehouse: EmbeddedWarehouse, make_transactions, tmp_path: Path
+):
+    # Two days; the second day's directory cannot be made (a file holds its name), so the
+    # commit fails after the first day's file got its final name (as an S3 copy may fail).
+    await warehouse.insert_arrow("transactions", make_transactions(2880))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "date=2024-03-02").write_bytes(b"in the way")
+    plan = plan_export("csv", ExportRequest(partition_by=["date"]), await table_columns(warehouse))
+    with pytest.raises(FileExistsError):
+        await run_export(warehouse, plan, Destination(str(out), "half"), job_id="half", ingested_upto=datetime.now(UTC))
+    assert _files_under(out) == [out / "date=2024-03-02"]

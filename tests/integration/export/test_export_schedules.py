@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from arbitrage.export import ExportService, register_exporter
-from arbitrage.schedule import ScheduleCreate, ScheduleService
+from arbitrage.schedule import ScheduleBusy, ScheduleCreate, ScheduleService
 from arbitrage.storage import EmbeddedWarehouse
 
 pytestmark = pytest.mark.anyio
@@ -153,6 +154,93 @@ async def test_two_processes_never_run_the_same_due_time(warehouse, tmp_path):
         assert len((await first.get(created.id)).last_runs) == 1
     finally:
         await second.close()
+        await stop(exports, first)
+
+
+async def test_rows_a_run_of_another_process_exported_are_not_exported_again(warehouse, make_transactions, tmp_path):
+    out = tmp_path / "exports"
+    now = datetime(2026, 1, 1, 0, 30, tzinfo=UTC)
+    clock = Clock(now)
+    exports, first = await services(warehouse, out, clock)
+    created = await first.create(ScheduleCreate(format="parquet", frequency="hourly", columns=["signature"]))
+    second = ScheduleService(warehouse, exports, clock=clock, watermark_lag_seconds=0)
+    await second.start(run_loop=False)
+    try:
+        await warehouse.insert_arrow("transactions", make_transactions(30, ingested_at=now - timedelta(minutes=1)))
+        clock.now = now + timedelta(hours=1)
+        assert await run_due(first, created.id) == [created.id]
+        await warehouse.insert_arrow(
+            "transactions", make_transactions(20, seed=2, ingested_at=clock.now + timedelta(minutes=1))
+        )
+        clock.now = now + timedelta(hours=2)
+        assert await run_due(second, created.id) == [created.id]  # the next due time fell to the other process
+        signatures = exported_signatures(out)
+        assert len(signatures) == 50 and len(set(signatures)) == 50
+        assert [job.rows for job in (await second.get(created.id)).last_runs] == [20, 30]
+        await second.close()
+        second = ScheduleService(warehouse, exports, clock=clock, watermark_lag_seconds=0)
+        await second.start(run_loop=False)
+        (stored,) = await second.list()
+        assert stored.watermark == clock.now and stored.last_due == datetime(2026, 1, 1, 2, tzinfo=UTC)
+    finally:
+        await second.close()
+        await stop(exports, first)
+
+
+class _GatedWriter:
+    """Parquet that blocks its first write until the test opens the gate: a run still going."""
+
+    compressions = ("none",)
+    default_compression = "none"
+    nested_types = True
+    gate = threading.Event()
+    entered = threading.Event()
+
+    def extension(self, options: Any) -> str:
+        return "parquet"
+
+    def open(self, sink: Any, schema: Any, options: Any) -> None:
+        self._writer = pq.ParquetWriter(sink, schema)
+
+    def write(self, batch: Any) -> None:
+        type(self).entered.set()
+        type(self).gate.wait(60)
+        self._writer.write_batch(batch)
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+async def test_a_due_time_is_not_run_while_another_process_still_runs_the_schedule(
+    warehouse, make_transactions, tmp_path
+):
+    register_exporter("gated-parquet", _GatedWriter)
+    _GatedWriter.gate.clear()
+    _GatedWriter.entered.clear()
+    out = tmp_path / "exports"
+    now = datetime(2026, 1, 1, 0, 30, tzinfo=UTC)
+    clock = Clock(now)
+    exports, first = await services(warehouse, out, clock)
+    other_exports, second = await services(warehouse, out, clock)
+    try:
+        await warehouse.insert_arrow("transactions", make_transactions(30, ingested_at=now - timedelta(minutes=1)))
+        created = await first.create(ScheduleCreate(format="gated-parquet", frequency="hourly", columns=["signature"]))
+        await second.start(run_loop=False)  # loads the schedule, as a process started after it would
+        clock.now = now + timedelta(hours=1)
+        assert await first.tick() == [created.id]
+        await asyncio.to_thread(_GatedWriter.entered.wait, 30)
+        clock.now = now + timedelta(hours=2)
+        assert await second.tick() == []  # the first process's run has not advanced the watermark yet
+        with pytest.raises(ScheduleBusy):
+            await second.run_now(created.id)
+        _GatedWriter.gate.set()
+        await first.wait_idle(created.id)
+        await second.wait_idle(created.id)
+        signatures = exported_signatures(out)
+        assert len(signatures) == 30 and len(set(signatures)) == 30
+    finally:
+        _GatedWriter.gate.set()
+        await stop(other_exports, second)
         await stop(exports, first)
 
 
