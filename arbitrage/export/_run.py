@@ -376,6 +376,8 @@ class _Files:
         self._source_schema: pa.Schema | None = None
         self._schema: pa.Schema | None = None
         self.infos: list[FileInfo] = []
+        self._closed_bytes = 0
+        """Bytes of the files closed so far: progress adds to it instead of summing every file again."""
 
     def prepare(self, batch: pa.RecordBatch) -> list[tuple[tuple[str, ...], pa.RecordBatch]]:
         """The batch transformed for the writer, cut into runs of one file key each.
@@ -465,7 +467,7 @@ class _Files:
             offset += piece.num_rows
             self._file_rows += piece.num_rows
             self._progress.rows += piece.num_rows
-            self._progress.bytes = sum(f.bytes for f in self.infos) + self._sink.bytes_written
+            self._progress.bytes = self._closed_bytes + self._sink.bytes_written
             if chunk is not None and self._file_rows >= chunk:
                 self._close_file()
                 self._part += 1
@@ -497,8 +499,9 @@ class _Files:
         info.rows = self._file_rows
         info.bytes = self._sink.bytes_written
         info.sha256 = self._sink.sha256
-        self._progress.bytes = sum(f.bytes for f in self.infos)
-        self._progress.files = list(self.infos)
+        self._closed_bytes += info.bytes
+        self._progress.bytes = self._closed_bytes
+        self._progress.files.append(info)  # readers copy it; a copy here per file was quadratic
         self._writer = None
         self._sink = None
 
