@@ -2,30 +2,45 @@
 
 The schema is a thin skin over the same services as the REST controllers. Transactions
 are built from the same rendered JSON as `/transactions`, so both APIs agree. Query cost
-is bounded: depth, token and alias limits, and `first` at most 1000. GraphiQL is served
-from `api/static/graphiql` (vendored from npm: graphiql 3.8.3, react 18.3.1), not a CDN.
+is bounded: depth, token and alias limits, `first` at most 1000 over the whole query, and 16
+subscriptions per connection. GraphiQL is served from `api/static/graphiql` (vendored from
+npm: graphiql 3.8.3, react 18.3.1), not a CDN.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable, Iterator
 from datetime import datetime
 from typing import Any, cast
 
 import msgspec
 import strawberry
-from graphql import GraphQLError
+from graphql import (
+    DocumentNode,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    InlineFragmentNode,
+    OperationType,
+    SelectionSetNode,
+    ValidationContext,
+    ValidationRule,
+    get_operation_ast,
+    value_from_ast_untyped,
+)
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.exceptions import LitestarDeprecationWarning
-from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter, SchemaExtension
 from strawberry.litestar import make_graphql_controller
 from strawberry.scalars import JSON
 from strawberry.types import ExecutionContext, Info
 from strawberry.utils.str_converters import to_camel_case
 
 from arbitrage.api.transactions import FILTER_TYPES, TransactionSignature, json_type
+from arbitrage.cache import ResponseCache, ShortCache
 from arbitrage.errors import ValidationError
 from arbitrage.security import requires
 from arbitrage.services import Services
@@ -33,9 +48,16 @@ from arbitrage.storage import TransactionFilter, decode_cursor, encode_cursor
 from arbitrage.stream import StreamFilter, render_transactions
 
 MAX_PAGE = 1000
+DEFAULT_PAGE = 50
 MAX_DEPTH = 8
 MAX_TOKENS = 2000
 MAX_ALIASES = 15
+MAX_SUBSCRIPTIONS = 16
+"""Active subscriptions of one connection at most: each costs a decode and a serialization per
+event (100 on one socket took 8 s of the event loop per 1000 stored rows), and one socket must
+not cost what a thousand clients do."""
+_SUBSCRIPTIONS_KEY = "active_subscriptions"
+"""Where a connection's context (one dict per WebSocket) counts its active subscriptions."""
 
 
 @strawberry.type
@@ -183,6 +205,16 @@ def _services(info: Info[Any, Any]) -> Services:
     return services
 
 
+async def _aggregate(services: Services, key: tuple[Hashable, ...], compute: Callable[[], Awaitable[Any]]) -> Any:
+    """An aggregate through the answers `/stats` shares (same keys): aliases and concurrent queries compute it once."""
+    answers = services.extras.get(ShortCache.EXTRAS_KEY)
+    if not isinstance(answers, ShortCache):
+        return await compute()
+    cache = services.extras.get(ResponseCache.EXTRAS_KEY)
+    generation = await cache.generation() if isinstance(cache, ResponseCache) else None
+    return await answers.get((*key, generation), compute)
+
+
 @strawberry.type
 class Query:
     @strawberry.field(description="Newest first; pass `nextCursor` back as `after`. `first` is 1-1000.")
@@ -190,7 +222,7 @@ class Query:
         self,
         info: Info[Any, Any],
         filter: TransactionFilterInput | None = None,
-        first: int = 50,
+        first: int = DEFAULT_PAGE,
         after: str | None = None,
     ) -> TransactionPage:
         if not 1 <= first <= MAX_PAGE:
@@ -216,7 +248,8 @@ class Query:
 
     @strawberry.field(description="Totals over everything stored.")
     async def stats(self, info: Info[Any, Any]) -> Stats:
-        raw = await _services(info).reader.stats()
+        services = _services(info)
+        raw = await _aggregate(services, ("stats",), services.reader.stats)
         return Stats(
             transactions=raw["transactions"],
             successful=raw["successful"],
@@ -233,7 +266,12 @@ class Query:
     async def daily_stats(self, info: Info[Any, Any], days: int = 30) -> list[DailyStat]:
         if not 1 <= days <= 3650:
             raise ValidationError("days", "must be 1-3650")
-        rows = await _services(info).reader.daily(days)
+        services = _services(info)
+
+        async def compute() -> dict[str, list[dict[str, Any]]]:
+            return {"days": await services.reader.daily(days)}
+
+        rows = (await _aggregate(services, ("daily", days), compute))["days"]
         return [
             DailyStat(
                 date=r["date"],
@@ -245,10 +283,14 @@ class Query:
             for r in rows
         ]
 
-    @strawberry.field(description="Export jobs, newest first (the `GET /exports` items); empty when exports are off.")
+    @strawberry.field(
+        description="Export jobs, newest first (the `GET /exports` items; `limit` is 1-1000); empty when exports are off."
+    )
     async def exports(self, info: Info[Any, Any], limit: int = 20) -> JSON:
+        if not 1 <= limit <= MAX_PAGE:
+            raise ValidationError("limit", f"must be 1-{MAX_PAGE}")
         service = _services(info).extras.get("exports")
-        jobs = [] if service is None else await service.list(limit=max(1, min(limit, MAX_PAGE)))
+        jobs = [] if service is None else await service.list(limit=limit)
         return cast(JSON, msgspec.to_builtins(jobs))
 
     @strawberry.field(description="Export schedules (the `GET /schedules` items); empty when schedules are off.")
@@ -269,7 +311,11 @@ class Subscription:
         services = _services(info)
         assert services.feed is not None
         filters = StreamFilter(**_filter_values(filter))
+        context = info.context
+        if context.setdefault(_SUBSCRIPTIONS_KEY, 0) >= MAX_SUBSCRIPTIONS:
+            raise ValidationError("subscription", f"at most {MAX_SUBSCRIPTIONS} at once on one connection")
         resume = services.feed.resume(filters, services.settings.stream.client_queue_events, None)
+        context[_SUBSCRIPTIONS_KEY] += 1
         try:
             while True:
                 items = await resume.subscription.next()
@@ -280,7 +326,73 @@ class Subscription:
                     for event in events:
                         yield transaction_from_json(event.payload)
         finally:
+            context[_SUBSCRIPTIONS_KEY] -= 1
             services.feed.hub.unsubscribe(resume.subscription)
+
+
+def _first(field: FieldNode, variables: dict[str, Any]) -> int:
+    """The `first` a `transactions` field asks for (its default when absent; 0 when not an int, which fails anyway)."""
+    argument = next((a for a in field.arguments or () if a.name.value == "first"), None)
+    if argument is None:
+        return DEFAULT_PAGE
+    value = value_from_ast_untyped(argument.value, variables)
+    return max(0, value) if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _rows_asked(
+    selections: SelectionSetNode,
+    fragments: dict[str, FragmentDefinitionNode],
+    variables: dict[str, Any],
+    seen: set[str],
+) -> dict[str, int]:
+    """Rows each root `transactions` field asks for, by response key (fields of one key merge into one)."""
+    asked: dict[str, int] = {}
+    for selection in selections.selections:
+        if isinstance(selection, FieldNode) and selection.name.value == "transactions":
+            asked[selection.alias.value if selection.alias else "transactions"] = _first(selection, variables)
+        elif isinstance(selection, InlineFragmentNode):
+            asked |= _rows_asked(selection.selection_set, fragments, variables, seen)
+        elif isinstance(selection, FragmentSpreadNode) and selection.name.value in fragments.keys() - seen:
+            seen.add(selection.name.value)
+            asked |= _rows_asked(fragments[selection.name.value].selection_set, fragments, variables, seen)
+    return asked
+
+
+def _query_rows(document: DocumentNode, operation_name: str | None, provided: dict[str, Any]) -> int:
+    """Transactions the operation to run asks for in all (0 for a subscription, or an ambiguous operation)."""
+    operation = get_operation_ast(document, operation_name)
+    if operation is None or operation.operation != OperationType.QUERY:
+        return 0
+    defaults = {
+        d.variable.name.value: value_from_ast_untyped(d.default_value)
+        for d in operation.variable_definitions or ()
+        if d.default_value is not None
+    }
+    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+    return sum(_rows_asked(operation.selection_set, fragments, defaults | provided, set()).values())
+
+
+class _RowBudget(SchemaExtension):
+    """Refuses a query whose `transactions` fields ask for more than `MAX_PAGE` rows in all.
+
+    `first` bounds one field, but aliases multiply it: one 2 KB query of 15 aliased
+    `transactions(first: 1000)` held the event loop for 3.6 s and answered 40 MB. Checked
+    with the other validation rules, before anything runs; variables count with their values.
+    """
+
+    def on_operation(self) -> Iterator[None]:
+        execution = self.execution_context
+
+        class RowBudget(ValidationRule):
+            def __init__(self, context: ValidationContext) -> None:
+                super().__init__(context)
+                asked = _query_rows(context.document, execution.operation_name, execution.variables or {})
+                if asked > MAX_PAGE:
+                    message = f"at most {MAX_PAGE} transactions in all of a query; this one asks for {asked}"
+                    context.report_error(GraphQLError(str(ValidationError("first", message))))
+
+        execution.validation_rules = (*execution.validation_rules, RowBudget)
+        yield
 
 
 class _Schema(strawberry.Schema):
@@ -298,6 +410,7 @@ SCHEMA = _Schema(
         lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
         lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
         lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+        _RowBudget,
     ],
 )
 

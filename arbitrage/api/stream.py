@@ -27,7 +27,7 @@ from arbitrage.api.transactions import FILTER_TYPES, Dex, MinProfit, Signer, Tok
 from arbitrage.errors import ValidationError, WarehouseUnavailable
 from arbitrage.security import requires
 from arbitrage.services import Services
-from arbitrage.stream import FIELD_NAMES, Fields, LiveBatch, LiveFeed, Resume, StreamFilter, project
+from arbitrage.stream import FIELD_NAMES, Fields, LiveBatch, LiveFeed, Resume, StreamFilter, Subscription, project
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,9 @@ FEED_FAILED_CLOSE = 1011
 """WebSocket close code for a client whose feed failed (an internal error); it may subscribe again to resume."""
 MAX_POSITION = 2**64 - 1
 """Stream positions are UInt64."""
+MAX_CONTROL_MESSAGE = 16 * 1024
+"""Characters of a WebSocket control message at most; the largest valid one (every field, every filter) is under 1,000.
+Checked before decoding: a 64 MiB message of field names would otherwise cost gigabytes and come back as the error."""
 
 
 def _feed(services: Services) -> LiveFeed:
@@ -210,6 +213,8 @@ class _SocketSession:
         self.feed = feed
         self.max_events = max_events
         self._pump: asyncio.Task[None] | None = None
+        self._subscription: Subscription | None = None
+        """The current subscription, released by `stop` even when its pump was cancelled before it ran."""
         self._ended = asyncio.Event()
         self._close_frame: tuple[int, str] | None = None
         """Code and reason to close the client with, set when its feed ends the session (`_ended`)."""
@@ -243,6 +248,8 @@ class _SocketSession:
             except WebSocketDisconnect:
                 return
             try:
+                if len(text) > MAX_CONTROL_MESSAGE:
+                    raise ValidationError("message", f"a control message is at most {MAX_CONTROL_MESSAGE} characters")
                 message = _SUBSCRIBE.decode(text)
                 filters = StreamFilter(**msgspec.structs.asdict(message.filters))
                 fields = parse_fields(message.fields)
@@ -258,6 +265,7 @@ class _SocketSession:
             else:
                 await self.stop()
                 resume = self.feed.resume(filters, self.max_events, after)
+                self._subscription = resume.subscription
                 await self._send({"type": "subscribed", "position": resume.position, "filters": filters})
                 self._pump = asyncio.create_task(self._send_feed(resume, filters, fields))
 
@@ -267,6 +275,9 @@ class _SocketSession:
             with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect):
                 await self._pump
             self._pump = None
+        if self._subscription is not None:
+            self.feed.hub.unsubscribe(self._subscription)
+            self._subscription = None
 
     async def _send(self, message: object) -> None:
         await self.socket.send_data(msgspec.json.encode(message).decode())

@@ -115,6 +115,15 @@ class ResponseCache:
         entry = msgspec.msgpack.decode(raw, type=_Entry) if isinstance(raw, bytes) else None
         return entry, int(generation or 0)
 
+    async def generation(self) -> int | None:
+        """The shared generation now (None while Redis cannot answer), for answers kept in process memory."""
+        if not self.link.available:
+            return None
+        try:
+            return int(await self.link.client.get(self.generation_key) or 0)
+        except (RedisError, OSError):
+            return None
+
     async def put(self, key: str, entry: _Entry, generation: int) -> None:
         """Keep `entry` unless entries were dropped since `generation` was read (it may predate a store)."""
         if not self.link.available:

@@ -17,6 +17,9 @@ from arbitrage.stream._render import render_transactions
 
 _KEYS = ["block_time", "signature"]
 _MAX_KEPT = 256
+MAX_KEPT_BYTES = 32 * 2**20
+"""Rendered bytes `derived` keeps at most: each distinct (limit, cursor) read between two stores
+keeps its page; 256 reads of up to 300 rows kept 90 MiB, of 1,000-row pages they would keep over 1 GiB."""
 _MERGE_AFTER = 2
 """Unmerged rows, in multiples of `capacity`, that make an add merge them (bounds the memory held)."""
 
@@ -34,6 +37,7 @@ class RecentTransactions:
         or for `_MERGE_AFTER` times `capacity` rows, not for every batch, since it runs on the event loop."""
         self._kept: dict[Hashable, Any] = {}
         """Pages and what callers derived from them since the last add: many readers, one render."""
+        self._kept_bytes = 0
 
     def __len__(self) -> int:
         frame = self._frame()
@@ -44,7 +48,7 @@ class RecentTransactions:
         if stored.is_empty():
             return
         self._added.append(stored)
-        self._kept.clear()
+        self._forget_kept()
         if sum(len(frame) for frame in self._added) >= _MERGE_AFTER * self.capacity:
             self._frame()
 
@@ -61,17 +65,25 @@ class RecentTransactions:
         return self.derived(("page", limit, before), lambda: self._render_page(limit, before))
 
     def derived(self, key: Hashable, build: Callable[[], T]) -> T:
-        """`build()`, made once while the rows stay the same (the next `add` forgets it).
+        """`build()`, made once while the rows stay the same (the next `add`, or `MAX_KEPT_BYTES`, forgets it).
 
         For values computed only from `page` results, such as a whole encoded response;
         `key` must name everything `build` depends on besides the rows.
         """
-        if key not in self._kept:
-            if len(self._kept) >= _MAX_KEPT:
-                self._kept.clear()
-            self._kept[key] = build()
-        value: T = self._kept[key]
+        if key in self._kept:
+            kept: T = self._kept[key]
+            return kept
+        value = build()
+        size = _rendered_bytes(value)
+        if len(self._kept) >= _MAX_KEPT or self._kept_bytes + size > MAX_KEPT_BYTES:
+            self._forget_kept()
+        self._kept[key] = value
+        self._kept_bytes += size
         return value
+
+    def _forget_kept(self) -> None:
+        self._kept.clear()
+        self._kept_bytes = 0
 
     def _render_page(self, limit: int, before: tuple[datetime, str] | None) -> list[bytes] | None:
         top = self._frame()
@@ -83,6 +95,15 @@ class RecentTransactions:
         if len(frame) < limit and len(top) >= self.capacity:
             return None
         return render_transactions(frame.head(limit))
+
+
+def _rendered_bytes(value: object) -> int:
+    """The size of a page (a list of rows) or of a body built from one; 0 for anything else."""
+    if isinstance(value, bytes):
+        return len(value)
+    if isinstance(value, list):
+        return sum(len(row) for row in value if isinstance(row, bytes))
+    return 0
 
 
 def _newest(frames: list[pl.DataFrame], capacity: int) -> pl.DataFrame:

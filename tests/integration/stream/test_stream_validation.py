@@ -197,3 +197,25 @@ async def test_an_sse_client_whose_missed_events_cannot_be_read_is_told_to_recon
         ": error: the missed events cannot be read now; reconnect with Last-Event-ID to resume\n\n"
     )
     assert "event: transaction" not in response.text  # no gap: nothing newer is sent before what was missed
+
+
+async def test_subscriptions_a_websocket_replaces_or_ends_are_released(client: Client) -> None:
+    """A subscribe replaced before its feed started to run must not stay in the hub, queueing events forever."""
+    hub = client.app.state.services.feed.hub
+    with await client.websocket_connect("/ws/transactions") as ws:
+        for _ in range(20):
+            ws.send_json({"op": "subscribe"})
+        ws.send_json({"op": "unsubscribe"})
+        assert [ws.receive_json(timeout=10)["type"] for _ in range(21)] == ["subscribed"] * 20 + ["unsubscribed"]
+        assert hub.subscribers == 0
+        assert _subscribe(ws, {"filters": {"dex": "raydium_amm"}})["type"] == "subscribed"
+        assert hub.subscribers == 1
+
+
+async def test_a_huge_control_message_is_refused_without_decoding_or_echoing_it(client: Client) -> None:
+    with await client.websocket_connect("/ws/transactions") as ws:
+        ws.send_text(msgspec.json.encode({"op": "subscribe", "fields": [f"f{i}" for i in range(100_000)]}).decode())
+        answer = ws.receive_json(timeout=30)
+        assert answer["type"] == "error" and answer["detail"].startswith("message: "), answer["detail"][:200]
+        assert len(answer["detail"]) < 200
+        assert _subscribe(ws, {"fields": ["signature"]})["type"] == "subscribed"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import msgspec
 import polars as pl
 
@@ -9,6 +11,7 @@ from arbitrage.ingest._decode import decode_body
 from arbitrage.ingest._derive import derive
 from arbitrage.simulator import Simulator
 from arbitrage.stream import RecentTransactions
+from arbitrage.stream._recent import MAX_KEPT_BYTES
 
 
 def _stored(n: int) -> pl.DataFrame:
@@ -54,3 +57,18 @@ def test_a_page_past_what_is_kept_is_not_answered_from_memory() -> None:
     last = msgspec.json.decode(oldest_kept[-1])
     row = stored.filter(pl.col("signature") == last["signature"]).row(0, named=True)
     assert recent.page(10, (row["block_time"], row["signature"])) is None
+
+
+def test_pages_kept_between_stores_stay_within_a_memory_bound() -> None:
+    """Each distinct (limit, cursor) read between two stores keeps its rendered page until the next store:
+    256 reads of up to 300 rows kept 90 MiB (of 1,000-row pages they would keep over 1 GiB)."""
+    recent = RecentTransactions(capacity=300)
+    recent.add(_stored(300))
+    tracemalloc.start()
+    try:
+        for limit in range(45, 301):
+            assert recent.page(limit) is not None
+        retained, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert retained < MAX_KEPT_BYTES + 8 * 2**20, f"{retained / 2**20:.0f} MiB kept"
