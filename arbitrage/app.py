@@ -151,9 +151,10 @@ async def start_services(settings: Settings, *, jobs: bool = True) -> Services:
         if warehouse.backend == "embedded":
             await rebuild_daily_aggregates(warehouse)
         reader = TransactionReader(warehouse)
-        recent = RecentTransactions(settings.ingest.recent_buffer)
-        newest = await reader.newest(settings.ingest.recent_buffer)
-        recent.add(newest)
+        # Only the embedded warehouse has one writer, so only there does this process see every row.
+        recent = RecentTransactions(settings.ingest.recent_buffer if warehouse.backend == "embedded" else 0)
+        if recent.capacity:
+            recent.add(await reader.newest(recent.capacity))
         engine = FeatureEngine.from_history(await reader.feature_history(HISTORY_WINDOW, HISTORY_COLUMNS))
         feed = await _start_live_feed(settings, warehouse)
         opened.push_async_callback(feed.close)

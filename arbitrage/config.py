@@ -76,7 +76,7 @@ class IngestSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     insert_linger_seconds: Delay = 0.25
     """...or for this long at most (0: never wait). A lone batch is inserted at once."""
     recent_buffer: Count = 10_000
-    """Newest stored transactions kept in memory for the first page of /transactions and replay."""
+    """Newest stored transactions kept in memory for the first pages of /transactions (embedded warehouse only)."""
 
 
 class KafkaPartitions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

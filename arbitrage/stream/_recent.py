@@ -27,7 +27,11 @@ T = TypeVar("T")
 
 
 class RecentTransactions:
-    """Top `capacity` stored rows by (block_time, signature), newest first."""
+    """Top `capacity` stored rows by (block_time, signature), newest first.
+
+    It answers pages only when this process sees every store; with `capacity` 0 it keeps
+    nothing and answers nothing (a shared ClickHouse server also takes other processes' rows).
+    """
 
     def __init__(self, capacity: int = 10_000) -> None:
         self.capacity = capacity
@@ -45,7 +49,7 @@ class RecentTransactions:
 
     def add(self, stored: pl.DataFrame) -> None:
         """Take a stored batch (call from the event loop)."""
-        if stored.is_empty():
+        if stored.is_empty() or not self.capacity:
             return
         self._added.append(stored)
         self._forget_kept()
@@ -87,7 +91,7 @@ class RecentTransactions:
 
     def _render_page(self, limit: int, before: tuple[datetime, str] | None) -> list[bytes] | None:
         top = self._frame()
-        if top is None:
+        if top is None or not self.capacity:
             return None
         frame = top
         if before is not None:

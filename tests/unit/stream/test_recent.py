@@ -72,3 +72,11 @@ def test_pages_kept_between_stores_stay_within_a_memory_bound() -> None:
     finally:
         tracemalloc.stop()
     assert retained < MAX_KEPT_BYTES + 8 * 2**20, f"{retained / 2**20:.0f} MiB kept"
+
+
+def test_with_no_capacity_it_keeps_nothing_and_answers_no_page() -> None:
+    """What a process on a shared ClickHouse server gets: other processes store rows it never sees."""
+    recent = RecentTransactions(0)
+    recent.add(_stored(5))
+    assert len(recent) == 0
+    assert recent.page(10) is None
