@@ -163,7 +163,9 @@ STORED_COLUMNS: tuple[Column, ...] = (
         pl.Int64,
         "Offset of its Kafka message in that partition; null for other sources.",
     ),
-    Column("ingested_at", "DateTime64(3, 'UTC')", pl.Datetime("ms", "UTC"), "When the warehouse stored it."),
+    Column(
+        "ingested_at", "DateTime64(3, 'UTC')", pl.Datetime("ms", "UTC"), "When its insert into the warehouse started."
+    ),
 )
 
 STORED_SCHEMA: dict[str, PolarsDataType] = {c.name: c.dtype for c in STORED_COLUMNS}

@@ -76,10 +76,15 @@ def derive(raw: pl.DataFrame, *, source: str, ingested_at: datetime | None = Non
             (pl.col("gross_revenue_sol") - pl.col("total_cost_sol")).alias("net_profit_sol"),
             pl.lit(source).alias("source"),
             *(pl.lit(None, STORED_SCHEMA[name]).alias(name) for name in KAFKA_ORIGIN if name not in raw.columns),
-            pl.lit(ingested_at).dt.cast_time_unit("ms").dt.convert_time_zone("UTC").alias("ingested_at"),
+            ingested_at_column(ingested_at),
         )
     )
     return frame.select([pl.col(name).cast(dtype) for name, dtype in STORED_SCHEMA.items()])
+
+
+def ingested_at_column(moment: datetime) -> pl.Expr:
+    """The `ingested_at` column, every row at `moment` (ms, UTC)."""
+    return pl.lit(moment).dt.cast_time_unit("ms").dt.convert_time_zone("UTC").alias("ingested_at")
 
 
 RAW_LEG_FIELDS = [

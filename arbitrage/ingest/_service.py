@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from arbitrage.errors import Saturated, ValidationError
 from arbitrage.ingest._decode import DecodedBatch, KafkaOrigins, Reject, decode_body, decode_records, encoding_for
-from arbitrage.ingest._derive import derive
+from arbitrage.ingest._derive import derive, ingested_at_column
 from arbitrage.storage import SignatureWindow, Warehouse
 from arbitrage.stream import RecentTransactions
 from arbitrage.telemetry import METRICS, span, traced
@@ -307,10 +307,10 @@ class IngestService:
 
     async def _insert_groups(self, groups: list[tuple[_Prepared, list[asyncio.Future[pl.DataFrame]]]]) -> None:
         futures = [future for _, group_futures in groups for future in group_futures]
-        frames = [prepared.rows for prepared, _ in groups if len(prepared.rows)]
+        prepared_groups = [prepared for prepared, _ in groups]
         try:
-            if frames:
-                rows = await asyncio.to_thread(_arrow_rows, frames)
+            if any(len(prepared.rows) for prepared in prepared_groups):
+                rows = await asyncio.to_thread(_stamped_rows, prepared_groups, datetime.now(UTC))
                 started = time.perf_counter()
                 with span("ingest.insert"):
                     await self.warehouse.insert_arrow("transactions", rows)
@@ -453,7 +453,16 @@ def _without(frame: pl.DataFrame, signatures: list[pl.Series]) -> pl.DataFrame:
     return frame.filter(~pl.col("signature").is_in(pl.concat(signatures)))
 
 
-def _arrow_rows(frames: list[pl.DataFrame]) -> pa.Table:
+def _stamped_rows(groups: list[_Prepared], moment: datetime) -> pa.Table:
+    """The groups' rows as one insert, their `ingested_at` set to `moment`, just before it.
+
+    Rows become visible when the insert returns. Stamped when derived, they could wait seconds
+    (queues, the linger, the insert before) and then appear behind an incremental export's
+    watermark (`now - schedule.watermark_lag_seconds`), never to be exported.
+    """
+    for prepared in groups:
+        prepared.rows = prepared.rows.with_columns(ingested_at_column(moment))
+    frames = [prepared.rows for prepared in groups if len(prepared.rows)]
     rows = frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical_relaxed")
     return rows.to_arrow()
 

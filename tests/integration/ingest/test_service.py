@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -266,6 +266,24 @@ async def test_groups_prepared_during_an_insert_are_stored_together_by_the_next_
     assert [r.accepted for r in reports] == [50, 50, 50, 50]
     assert await _count(warehouse) == 200
     assert not service._in_flight
+
+
+async def test_rows_are_stamped_ingested_when_their_insert_starts_not_when_they_were_derived(
+    warehouse: EmbeddedWarehouse, records: list[dict[str, Any]]
+) -> None:
+    """An incremental export reads `ingested_at <= now - lag`: a row must not carry a time long before it is visible."""
+    held, _, tasks = await _groups_behind_a_held_insert(warehouse, records, 2)
+    await asyncio.sleep(1.0)  # the groups behind wait, derived and prepared
+    released = datetime.now(UTC)
+    held.release.set()
+    await asyncio.gather(*tasks)
+    stamps = (
+        await warehouse.query_arrow(
+            "SELECT ingested_at, count() AS n FROM arbitrage.transactions GROUP BY ingested_at ORDER BY ingested_at"
+        )
+    ).to_pylist()
+    assert [row["n"] for row in stamps] == [50, 100]  # one stamp per insert
+    assert stamps[0]["ingested_at"] < released <= stamps[1]["ingested_at"] + timedelta(milliseconds=1)
 
 
 async def test_a_failed_insert_fails_every_group_it_held_and_the_next_insert_still_runs(
