@@ -71,6 +71,17 @@ class _Entry(msgspec.Struct, array_like=True):
     body: bytes
 
 
+def _entry_of(raw: object) -> _Entry | None:
+    """A stored entry, or None (a miss) for bytes of another shape: another version of this app
+    sharing the Redis during a rolling upgrade, or a foreign key under our prefix."""
+    if not isinstance(raw, bytes):
+        return None
+    try:
+        return msgspec.msgpack.decode(raw, type=_Entry)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
 class ResponseCache:
     """Reads and writes entries through the process's Redis link.
 
@@ -112,8 +123,7 @@ class ResponseCache:
             raw, generation = await self.link.client.mget([key, self.generation_key])
         except (RedisError, OSError):
             return None, None
-        entry = msgspec.msgpack.decode(raw, type=_Entry) if isinstance(raw, bytes) else None
-        return entry, int(generation or 0)
+        return _entry_of(raw), int(generation or 0)
 
     async def generation(self) -> int | None:
         """The shared generation now (None while Redis cannot answer), for answers kept in process memory."""

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
+import redis as sync_redis
 from litestar.testing import AsyncTestClient
 
 from arbitrage.app import create_app
@@ -126,6 +127,26 @@ async def test_reads_after_an_ingest_or_a_flush_see_the_new_data(
         flushed = await client.post("/admin/cache/flush", headers=ADMIN)
         assert "stats_cache" in flushed.json()["flushed"]
         assert (await client.get("/stats")).json() == {"transactions": 1}, "the flush dropped the in-process answers"
+
+
+async def test_an_entry_this_version_cannot_read_is_a_miss_not_an_error(
+    tmp_path: Path, migrated_template: Path, redis: RedisServer
+) -> None:
+    """Another version on the same Redis (a rolling upgrade) may have written entries of another shape."""
+    settings = cached_settings(fresh_data_dir(migrated_template, tmp_path / "data"), redis)
+    async with serving(settings) as client:
+        assert (await client.get("/stats")).headers["x-cache"] == "miss"
+        store = sync_redis.Redis.from_url(redis.url)
+        try:
+            entries = [k for k in store.keys(f"{settings.redis.key_prefix}:cache:*") if not k.endswith(b"generation")]
+            assert entries
+            for key in entries:
+                store.set(key, b"\x93\x01not an entry of this version")
+        finally:
+            store.close()
+        answer = await client.get("/stats")
+        assert (answer.status_code, answer.headers["x-cache"]) == (200, "miss")
+        assert (await client.get("/stats")).headers["x-cache"] == "hit"
 
 
 async def test_an_ingest_elsewhere_is_seen_at_once_through_the_shared_generation(
