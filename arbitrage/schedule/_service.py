@@ -301,7 +301,7 @@ class ScheduleService:
         job: ExportJob | None = None
         while True:
             attempt += 1
-            schedule = self._schedules.get(schedule_id)
+            schedule = self._schedules.get(schedule_id) if attempt == 1 else await self._retrying(schedule_id)
             if schedule is None:
                 return job
             upto = self._clock() - self._lag
@@ -450,6 +450,18 @@ class ScheduleService:
             "consecutive_failures": schedule.consecutive_failures,
         }
         await self._warehouse.insert_arrow(SCHEDULES_TABLE, pa.Table.from_pylist([row], schema=_SCHEDULE_SCHEMA))
+
+    async def _retrying(self, schedule_id: str) -> Schedule | None:
+        """The schedule as stored, for a retry; None when it is gone or another process runs it now.
+
+        While this run waited to retry, the next due time may have fallen to another process,
+        which exported rows and advanced the watermark: the retry starts from there.
+        """
+        async with self._lock:
+            if await self._runs_elsewhere(schedule_id):
+                log.info("schedule %s: retry left out, another process is running it", schedule_id)
+                return None
+            return await self._reload(schedule_id)
 
     async def _runs_elsewhere(self, schedule_id: str) -> bool:
         """Whether a job of this schedule is queued or running, in any process.

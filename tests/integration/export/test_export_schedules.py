@@ -294,6 +294,42 @@ async def test_a_failed_run_is_retried_with_backoff_and_reported_until_it_succee
         await stop(exports, schedules)
 
 
+async def test_a_retry_starts_from_the_watermark_another_process_advanced_meanwhile(
+    warehouse, make_transactions, tmp_path
+):
+    """While a failed run waits to retry, the next due time may fall to another process and export its rows."""
+    register_exporter("flaky", _FailingWriter)
+    out = tmp_path / "exports"
+    now = datetime(2026, 1, 1, 0, 30, tzinfo=UTC)
+    clock = Clock(now)
+    exports = ExportService(warehouse, export_dir=str(out))
+    await exports.start()
+    first = ScheduleService(
+        warehouse, exports, clock=clock, watermark_lag_seconds=0, retry_backoff_seconds=3.0, max_retries=1
+    )
+    await first.start(run_loop=False)
+    created = await first.create(ScheduleCreate(format="flaky", frequency="hourly"))
+    second = ScheduleService(warehouse, exports, clock=clock, watermark_lag_seconds=0)
+    await second.start(run_loop=False)
+    try:
+        await warehouse.insert_arrow("transactions", make_transactions(10, ingested_at=now - timedelta(minutes=1)))
+        _FailingWriter.failures_left = 1
+        clock.now = now + timedelta(hours=1)
+        assert await first.tick() == [created.id]
+        for _ in range(200):
+            if (await first.get(created.id)).schedule.consecutive_failures:
+                break
+            await asyncio.sleep(0.02)
+        clock.now = now + timedelta(hours=2)
+        assert await run_due(second, created.id) == [created.id]  # exports the 10 rows, during the backoff
+        await first.wait_idle(created.id)
+        runs = (await second.get(created.id)).last_runs
+        assert [(job.state, job.rows) for job in runs] == [("done", 0), ("done", 10), ("failed", 0)]
+    finally:
+        await second.close()
+        await stop(exports, first)
+
+
 async def test_patch_changes_frequency_and_filters_and_a_bad_cron_is_refused(warehouse, tmp_path):
     from arbitrage.errors import ValidationError
 
