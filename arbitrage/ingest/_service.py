@@ -106,6 +106,7 @@ class IngestService:
         self._arriving = 0
         """Batches admitted that have not reached `_prepared` (decoding, deriving, waiting to prepare)."""
         self._arrived = asyncio.Event()
+        self._turns = _Turns()
         self._listeners: list[StoredListener] = []
 
     @property
@@ -222,7 +223,9 @@ class IngestService:
         insert holding its group returned.
         """
         done: asyncio.Future[pl.DataFrame] = asyncio.get_running_loop().create_future()
+        await self._turns.wait(arrival.ticket)
         self._queued.append((frame, done, arrival))
+        self._turns.leave(arrival.ticket)
         async with self._writer:
             if not done.done():
                 group, self._queued = self._take_group()
@@ -382,10 +385,14 @@ class IngestService:
 
 
 class _Arrival:
-    """Counts a batch in `IngestService._arriving` until it is grouped for an insert or leaves."""
+    """Counts a batch in `IngestService._arriving` until it is grouped for an insert or leaves.
+
+    Its `ticket` is its place in admission order, which it keeps on its way to the writer.
+    """
 
     def __init__(self, service: IngestService) -> None:
         self._service: IngestService | None = service
+        self.ticket = service._turns.take()
         service._arriving += 1
 
     def done(self) -> None:
@@ -393,6 +400,43 @@ class _Arrival:
         if service is not None:
             service._arriving -= 1
             service._arrived.set()
+            service._turns.leave(self.ticket)
+
+
+class _Turns:
+    """Batches reach the writer in the order they were admitted.
+
+    Two decode at once, and a small batch can finish before a big one admitted earlier: stored
+    first, it would make the big one's rows late (the feature engine then computes them against
+    later rows). A batch queues once every batch admitted before it has queued or left.
+    """
+
+    def __init__(self) -> None:
+        self._issued = 0
+        self._front = 0
+        """The oldest ticket that has neither queued nor left."""
+        self._passed: set[int] = set()
+        self._moved = asyncio.Event()
+
+    def take(self) -> int:
+        self._issued += 1
+        return self._issued - 1
+
+    async def wait(self, ticket: int) -> None:
+        while self._front < ticket:
+            moved = self._moved
+            await moved.wait()
+
+    def leave(self, ticket: int) -> None:
+        """`ticket` has queued, or left without queueing (idempotent)."""
+        if ticket < self._front:
+            return
+        self._passed.add(ticket)
+        while self._front in self._passed:
+            self._passed.remove(self._front)
+            self._front += 1
+        self._moved.set()
+        self._moved = asyncio.Event()
 
 
 _Queued = tuple[pl.DataFrame, asyncio.Future[pl.DataFrame], _Arrival]

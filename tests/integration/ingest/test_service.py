@@ -13,6 +13,7 @@ import pyarrow as pa
 import pytest
 
 from arbitrage.errors import Saturated, ValidationError
+from arbitrage.features import FeatureEngine
 from arbitrage.ingest import IngestService
 from arbitrage.ingest.kafka import replay_dead_letters
 from arbitrage.simulator import Simulator
@@ -284,6 +285,22 @@ async def test_rows_are_stamped_ingested_when_their_insert_starts_not_when_they_
     ).to_pylist()
     assert [row["n"] for row in stamps] == [50, 100]  # one stamp per insert
     assert stamps[0]["ingested_at"] < released <= stamps[1]["ingested_at"] + timedelta(milliseconds=1)
+
+
+async def test_batches_are_stored_in_the_order_they_were_admitted_even_when_a_later_one_decodes_first(
+    warehouse: EmbeddedWarehouse,
+) -> None:
+    """Features see batches in order: a small batch overtaking a big earlier one would make the big one's rows late."""
+    records = Simulator(seed=41).records(20_010)
+    encoder = msgspec.json.Encoder()
+    service = _service(warehouse, enrichers=[FeatureEngine().process])
+    big = asyncio.create_task(service.ingest_records([encoder.encode(r) for r in records[:20_000]], source="test"))
+    await asyncio.sleep(0)  # admitted first
+    small = asyncio.create_task(service.ingest_records([encoder.encode(r) for r in records[20_000:]], source="test"))
+    reports = await asyncio.gather(big, small)
+    assert [r.accepted for r in reports] == [20_000, 10]
+    late = await _count(warehouse, "SELECT countIf(late) FROM arbitrage.transactions")
+    assert late == 0
 
 
 async def test_a_failed_insert_fails_every_group_it_held_and_the_next_insert_still_runs(
