@@ -179,7 +179,7 @@ class AuthSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     admin_token_file: str = ""
     """Where the generated admin credential is kept (mode 600); empty = `<storage.data_dir>/admin_token`."""
     jwt_secret: str = ""
-    """HS256 shared secret for JWT bearer tokens; empty = HS256 tokens are refused."""
+    """HS256 shared secret for JWT bearer tokens, at least 32 bytes; empty = HS256 tokens are refused."""
     jwt_public_key: str = ""
     """RS256 public key (PEM text or a path to a PEM file); empty = RS256 tokens are refused."""
     jwt_issuer: str = ""
@@ -254,16 +254,26 @@ def load_settings(
     for name, value in (env if env is not None else os.environ).items():
         if name.startswith(ENV_PREFIX) and "__" in name:
             section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
-            raw.setdefault(section, {})[key] = _parse_env_value(value, _field_types().get((section, key)))
+            _table(raw, section)[key] = _parse_env_value(value, _field_types().get((section, key)))
     for dotted, value in (overrides or {}).items():
         section, _, key = dotted.partition(".")
-        raw.setdefault(section, {})[key] = value
+        _table(raw, section)[key] = value
     try:
         settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid configuration: {_name_key(str(exc))}") from exc
     _check_kafka(settings.kafka)
+    _check_jwt_secret(settings.auth.jwt_secret)
     return settings
+
+
+def _table(raw: dict[str, Any], section: str) -> dict[str, Any]:
+    """The section's table to set an override in; a section the file gave a plain value
+    (`server = "0.0.0.0"`) is a `ConfigError` naming it, not a `TypeError`."""
+    table = raw.setdefault(section, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"invalid configuration: `{section}`: expected a table ([{section}]), got a value")
+    return table
 
 
 def default_config_path() -> Path | None:
@@ -283,13 +293,45 @@ def redacted(settings: Settings) -> dict[str, Any]:
             if key in SECRET_KEYS and section[key]:
                 section[key] = "***"
             elif isinstance(section[key], str) and "://" in section[key]:
-                section[key] = re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", section[key])
+                section[key] = _redact_url(section[key])
             elif isinstance(section[key], dict):
                 section[key] = _redact_nested(section[key])
     return data
 
 
-_SECRET_WORDS = ("password", "secret", "token", "key", "credential")
+_SECRET_WORDS = (
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "token",
+    "key",
+    "credential",
+    "auth",
+    "connection_str",
+    "conn_str",
+    "sig",
+)
+_AUTHORITY = re.compile(r"^([^:/?#]+://)([^/?#]*)")
+_QUERY_PAIR = re.compile(r"([?&;])([^=&;#]*)=([^&;#]*)")
+
+
+def _redact_url(url: str) -> str:
+    """Hide a URL's password and secret-looking query values (`?password=`, which redis-py
+    and ClickHouse's HTTP interface read). The password may hold a raw `@`: URL parsers
+    split user info from host at the last `@` of the authority."""
+    match = _AUTHORITY.match(url)
+    if match and "@" in match.group(2):
+        userinfo, _, host = match.group(2).rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        url = f"{match.group(1)}{user}{colon and ':***'}@{host}{url[match.end() :]}"
+    return _QUERY_PAIR.sub(
+        lambda pair: f"{pair[1]}{pair[2]}=***" if _looks_secret(pair[2]) and pair[3] else pair[0], url
+    )
+
+
+def _looks_secret(name: str) -> bool:
+    return any(word in name.lower() for word in _SECRET_WORDS)
 
 
 def _redact_nested(table: dict[str, Any]) -> dict[str, Any]:
@@ -299,7 +341,9 @@ def _redact_nested(table: dict[str, Any]) -> dict[str, Any]:
             _redact_nested(v)
             if isinstance(v, dict)
             else "***"
-            if v and any(word in k.lower() for word in _SECRET_WORDS)
+            if v and _looks_secret(k)
+            else _redact_url(v)
+            if isinstance(v, str) and "://" in v
             else v
         )
         for k, v in table.items()
@@ -376,6 +420,20 @@ def _check_kafka(kafka: KafkaSettings) -> None:
         for value in kafka.extra.values():
             reason = reason.replace(f'"{value}"', '"***"')  # a refused value may be a secret: not shown, nor chained
         raise ConfigError(f"invalid configuration: `kafka.extra`: {reason}") from None
+
+
+MIN_JWT_SECRET_BYTES = 32
+
+
+def _check_jwt_secret(secret: str) -> None:
+    """HS256 needs a key at least as long as its hash (RFC 7518 §3.2): anyone holding one
+    token can test guesses of a shorter secret offline, unthrottled, and then mint admin tokens."""
+    size = len(secret.encode())
+    if 0 < size < MIN_JWT_SECRET_BYTES:
+        raise ConfigError(
+            f"invalid configuration: `auth.jwt_secret`: at least {MIN_JWT_SECRET_BYTES} bytes, got {size} "
+            "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+        )
 
 
 def _name_key(message: str) -> str:

@@ -71,6 +71,16 @@ def arbitrage_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Respon
     return Response(ErrorBody(500, "internal error"), status_code=500, media_type=MediaType.JSON)
 
 
+def too_deeply_nested(_: Request[Any, Any, Any], __: RecursionError) -> Response[object]:
+    """A body nested deeper than the JSON decoder recurses is the client's error (400), not a 500
+    with a traceback in the log for every such request."""
+    return Response(
+        ErrorBody(400, "body: nested too deeply", {"field": "$", "reason": "nested too deeply"}),
+        status_code=400,
+        media_type=MediaType.JSON,
+    )
+
+
 def internal_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[object]:
     """Anything unexpected: log it with its traceback, answer without one."""
     if isinstance(exc, HTTPException):
@@ -88,6 +98,7 @@ def internal_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Respons
 
 EXCEPTION_HANDLERS = {
     ArbitrageError: arbitrage_error_handler,
+    RecursionError: too_deeply_nested,
     HTTPException: internal_error_handler,
     Exception: internal_error_handler,
 }

@@ -24,6 +24,10 @@ from arbitrage.security._operations import IngestRate, ingest_totals, optimize_t
 from arbitrage.services import Services
 
 TableName = Annotated[str, QueryParameter(min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+ADMIN_MAX_BODY_BYTES = 64 * 1024
+"""Every /admin controller's body limit (413 beyond); the app's default is ingest's 64 MiB."""
+
+
 KeyId = Annotated[str, PathParameter(min_length=12, max_length=12, pattern=r"^[0-9a-f]{12}$")]
 
 
@@ -35,7 +39,7 @@ class AdminController(Controller):
     path = "/admin"
     tags = ["admin"]
     guards = [requires("admin")]
-    request_max_body_size = 64 * 1024
+    request_max_body_size = ADMIN_MAX_BODY_BYTES
 
     @get("/config", description="The effective configuration, every secret replaced by `***`.")
     async def config(self, services: NamedDependency[Services]) -> dict[str, Any]:

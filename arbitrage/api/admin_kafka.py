@@ -14,6 +14,7 @@ from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.params import JSONBody, Parameter
 
+from arbitrage.api.admin import ADMIN_MAX_BODY_BYTES
 from arbitrage.errors import ValidationError
 from arbitrage.ingest.kafka import (
     DeadLetter,
@@ -53,9 +54,10 @@ class DeadLetterPage(msgspec.Struct):
 
 
 class DeadLetterReplayRequest(msgspec.Struct):
-    source: str | None = None
+    source: Annotated[str, msgspec.Meta(max_length=64)] | None = None
     """Only dead letters from this source (http, kafka, ...)."""
-    limit: int = 100_000
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 100_000
+    """Bounded: the query takes it as UInt32, where -1 or 2^40 fail as a warehouse outage (503)."""
 
 
 def _kafka(services: Services) -> KafkaIngest:
@@ -69,6 +71,7 @@ class KafkaAdminController(Controller):
     path = "/admin/kafka"
     tags = ["admin"]
     guards = [requires("admin")]
+    request_max_body_size = ADMIN_MAX_BODY_BYTES
 
     @get(description="Assignment, positions, committed offsets, lag and paused state per partition.")
     async def status(self, services: NamedDependency[Services]) -> KafkaStatus:
@@ -107,6 +110,7 @@ class DeadLetterController(Controller):
     path = "/admin/dead-letters"
     tags = ["admin"]
     guards = [requires("admin")]
+    request_max_body_size = ADMIN_MAX_BODY_BYTES
 
     @get(description="Rejected records, newest first, with the field and reason and the original bytes.")
     async def list_dead_letters(

@@ -22,7 +22,7 @@ import msgspec
 
 from arbitrage.config import Settings
 from arbitrage.errors import ArbitrageError, ConfigError
-from arbitrage.security._hardening import check_destination, is_local_client
+from arbitrage.security._hardening import check_destination, client_network, is_local_client
 from arbitrage.security._jwt import InvalidToken, JwtVerifier, roles_of
 from arbitrage.security._keys import ROLES, TOKEN_PREFIX, KeyStore, expand_roles, hash_token
 from arbitrage.security._rate_limit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
@@ -107,11 +107,11 @@ class Security:
         if credential is None:
             if not self.enabled and role != "admin" and is_local_client(client_host):
                 return LOCAL
-            await self._throttle(f"ip:{client_host}")
+            await self._throttle(f"ip:{client_network(client_host)}")
             raise Unauthenticated("credentials required: send `Authorization: Bearer <token>` or `X-API-Key`")
         identity = self.authenticate(credential)
         if identity is None:
-            await self._throttle(f"ip:{client_host}")
+            await self._throttle(f"ip:{client_network(client_host)}")
             raise Unauthenticated("invalid credentials")
         await self._throttle(f"{identity.kind}:{identity.subject}")
         if role not in identity.roles:
@@ -181,7 +181,9 @@ def rate_limiter(settings: Settings, *, memory: bool = False) -> RateLimiter | N
     if auth.rate_limit_per_minute <= 0:
         return None
     if settings.redis.url and not memory:
-        return RedisRateLimiter(settings.redis.url, auth.rate_limit_per_minute, auth.rate_limit_burst)
+        # Under redis.key_prefix like every other key: deployments sharing a Redis keep their own budgets.
+        prefix = f"{settings.redis.key_prefix}:ratelimit:"
+        return RedisRateLimiter(settings.redis.url, auth.rate_limit_per_minute, auth.rate_limit_burst, prefix=prefix)
     return MemoryRateLimiter(auth.rate_limit_per_minute, auth.rate_limit_burst)
 
 
@@ -202,7 +204,7 @@ def admin_token(settings: Settings) -> str:
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o077:
             raise ConfigError(f"auth.admin_token_file: {path} is readable by others (mode {mode:o}); chmod 600 it")
-        token = path.read_text().strip()
+        token = _read_token_file(path)
         if not token:
             raise ConfigError(f"auth.admin_token_file: {path} is empty")
         return token
@@ -213,6 +215,17 @@ def admin_token(settings: Settings) -> str:
         handle.write(token + "\n")
     log.warning("generated the admin credential in %s (mode 600); send it as `Authorization: Bearer …`", path)
     return token
+
+
+def _read_token_file(path: Path) -> str:
+    """The token file's text; a directory, an unreadable or a non-UTF-8 file is a `ConfigError`
+    naming the key (not a traceback, and never the bytes read)."""
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"auth.admin_token_file: cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"auth.admin_token_file: {path} is not UTF-8 text") from None
 
 
 class ErrorRecord(msgspec.Struct):

@@ -38,6 +38,21 @@ def is_local_client(host: str | None) -> bool:
     return is_loopback(host)
 
 
+def client_network(host: str | None) -> str:
+    """The rate-limit key of an address: the IPv6 /64 it lies in (a single host or customer
+    usually holds a whole /64, so per-address buckets would let it rotate addresses for
+    fresh budgets), an IPv4 (or IPv4-mapped) address as is, anything else as written."""
+    try:
+        address = ipaddress.ip_address((host or "").strip("[]"))
+    except ValueError:
+        return str(host)
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
 def check_bind(host: str, auth_enabled: bool) -> None:
     """Refuse to listen beyond loopback without auth.
 

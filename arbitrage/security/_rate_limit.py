@@ -48,11 +48,14 @@ class MemoryRateLimiter:
         return (1.0 - tokens) / self.rate
 
     def _evict_full(self, now: float) -> None:
-        """Forget buckets that have refilled (they hold no state worth keeping)."""
+        """Forget buckets that have refilled (they hold no state worth keeping), then, if still
+        full, the least recently used half: never all of them, or a flood of new clients
+        would hand every throttled client (the flooder's own key included) a full budget."""
         refill = self.burst / self.rate
         self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < refill}
         if len(self._buckets) >= _MAX_BUCKETS:
-            self._buckets.clear()
+            newest = sorted(self._buckets.items(), key=lambda item: item[1][1])[_MAX_BUCKETS // 2 :]
+            self._buckets = dict(newest)
 
     async def close(self) -> None:
         self._buckets.clear()

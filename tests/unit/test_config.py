@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -84,7 +85,7 @@ def test_an_environment_value_is_read_as_its_key_type() -> None:
     settings = load_settings(
         env={
             "ARB_AUTH__ADMIN_TOKEN": "123456789012345678901234",
-            "ARB_AUTH__JWT_SECRET": "true",
+            "ARB_AUTH__JWT_ISSUER": "true",
             "ARB_STORAGE__DATABASE": "2024",
             "ARB_KAFKA__GROUP_ID": "1.5",
             "ARB_AUTH__EXPORT_ROOTS": "/data/a, s3://bucket/prefix",
@@ -93,7 +94,7 @@ def test_an_environment_value_is_read_as_its_key_type() -> None:
             "ARB_SCHEDULE__POLL_SECONDS": "2.5",
         }
     )
-    assert (settings.auth.admin_token, settings.auth.jwt_secret) == ("123456789012345678901234", "true")
+    assert (settings.auth.admin_token, settings.auth.jwt_issuer) == ("123456789012345678901234", "true")
     assert (settings.storage.database, settings.kafka.group_id) == ("2024", "1.5")
     assert settings.auth.export_roots == ["/data/a", "s3://bucket/prefix"]
     assert settings.auth.cors_origins == ["https://a.example", "https://b.example"]
@@ -117,3 +118,46 @@ def test_secrets_are_redacted() -> None:
     assert "hunter2" not in shown
     assert "s3cret" not in shown
     assert "clickhouse://app:***@127.0.0.1:9000/db" in shown
+
+
+@pytest.mark.parametrize(
+    ("key", "url", "secret"),
+    [
+        ("ARB_REDIS__URL", "redis://127.0.0.1:6379/0?password=hunter2", "hunter2"),
+        ("ARB_REDIS__URL", "redis://:p@ss@127.0.0.1:6379/0", "ss@127"),
+        ("ARB_STORAGE__HTTP_URL", "http://127.0.0.1:8123/?user=app&password=s3cret", "s3cret"),
+        ("ARB_TELEMETRY__OTLP_ENDPOINT", "http://collector:4318/v1/traces?api_key=k3y&x=1", "k3y"),
+    ],
+)
+def test_credentials_anywhere_in_a_url_are_redacted(key: str, url: str, secret: str) -> None:
+    shown = msgspec.json.encode(redacted(load_settings(env={key: url}))).decode()
+    assert secret not in shown
+
+
+def test_secret_looking_pass_through_options_are_redacted() -> None:
+    options = '{http = {headers = {Authorization = "Bearer tok3n"}}, az = {connection_string = "AccountKey=azk3y"}}'
+    shown = msgspec.json.encode(redacted(load_settings(env={"ARB_EXPORT__STORAGE_OPTIONS": options}))).decode()
+    assert "tok3n" not in shown
+    assert "azk3y" not in shown
+
+
+@pytest.mark.parametrize("secret", ["hunter2", "changeme-changeme", "é" * 15])
+def test_a_jwt_secret_shorter_than_256_bits_stops_start_up_without_showing_it(secret: str) -> None:
+    with pytest.raises(ConfigError, match=r"auth\.jwt_secret") as caught:
+        load_settings(env={"ARB_AUTH__JWT_SECRET": secret})
+    assert secret not in str(caught.value)
+
+
+def test_a_jwt_secret_of_256_bits_or_more_is_taken() -> None:
+    secret = "k" * 32
+    assert load_settings(env={"ARB_AUTH__JWT_SECRET": secret}).auth.jwt_secret == secret
+
+
+@pytest.mark.parametrize("overrides", [{"env": {"ARB_SERVER__PORT": "9000"}}, {"overrides": {"server.port": 9000}}])
+def test_a_section_that_is_not_a_table_is_named_even_when_overridden(
+    tmp_path: Path, overrides: dict[str, dict[str, Any]]
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('server = "0.0.0.0"\n')
+    with pytest.raises(ConfigError, match="`server`"):
+        load_settings(config, **{"env": {}, **overrides})

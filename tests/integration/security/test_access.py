@@ -297,3 +297,31 @@ def test_generated_admin_token_file_is_private(tmp_path: Any) -> None:
 
     with pytest.raises(ConfigError, match="readable by others"):
         admin_token(settings)
+
+
+@pytest.mark.parametrize("path", ["/admin/dead-letters/replay", "/admin/kafka/pause", "/admin/kafka/replay"])
+async def test_oversized_bodies_are_refused_with_413_on_every_admin_controller(client: Client, path: str) -> None:
+    body = b'{"source": "' + b"x" * 100_000 + b'"}'
+    headers = {**bearer(ADMIN_TOKEN), "content-type": "application/json"}
+    assert (await client.post(path, content=body, headers=headers)).status_code == 413
+
+
+@pytest.mark.parametrize("body", [{"limit": -1}, {"limit": 0}, {"limit": 2**40}, {"source": "x" * 65}])
+async def test_a_dead_letter_replay_out_of_bounds_is_a_400_naming_the_field(
+    client: Client, body: dict[str, Any]
+) -> None:
+    response = await client.post("/admin/dead-letters/replay", json=body, headers=bearer(ADMIN_TOKEN))
+    assert response.status_code == 400, response.text
+    assert next(iter(body)) in response.text
+
+
+@pytest.mark.parametrize(
+    "path", ["/admin/keys", "/admin/dead-letters/replay", "/admin/kafka/pause", "/export/csv", "/schedule/export"]
+)
+async def test_a_deeply_nested_body_is_a_400_not_a_500(client: Client, path: str) -> None:
+    body = b"[" * 20_000 + b"]" * 20_000
+    headers = {**bearer(ADMIN_TOKEN), "content-type": "application/json"}
+    with LogCapture() as logs:
+        response = await client.post(path, content=body, headers=headers)
+    assert response.status_code == 400, response.text
+    assert "Traceback" not in logs.text

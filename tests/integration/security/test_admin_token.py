@@ -9,6 +9,8 @@ from litestar.testing import AsyncTestClient
 
 from arbitrage.app import create_app
 from arbitrage.config import load_settings
+from arbitrage.errors import ConfigError
+from arbitrage.security import admin_token
 from tests.integration.security.conftest import LogCapture, bearer
 
 pytestmark = pytest.mark.anyio
@@ -26,3 +28,16 @@ async def test_the_generated_token_is_kept_across_restarts_and_never_logged(tmp_
             assert (await second.get("/admin/status", headers=bearer(token + "x"))).status_code == 401
     assert "generated the admin credential" in logs.text
     assert token not in logs.text
+
+
+@pytest.mark.parametrize("kind", ["directory", "not utf-8"])
+def test_an_unreadable_token_file_stops_start_up_naming_the_key(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "admin_token"
+    if kind == "directory":
+        path.mkdir(mode=0o700)
+    else:
+        path.write_bytes(b"\xff\xfe token")
+        path.chmod(0o600)
+    settings = load_settings(env={}, overrides={"auth.admin_token_file": str(path)})
+    with pytest.raises(ConfigError, match=r"auth\.admin_token_file"):
+        admin_token(settings)

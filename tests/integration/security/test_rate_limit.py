@@ -63,3 +63,30 @@ async def test_the_memory_limiter_is_used_without_redis(tmp_path: Any) -> None:
     async with AsyncTestClient(create_app(settings)) as client:
         statuses = [(await client.get("/transactions")).status_code for _ in range(3)]
         assert statuses == [401, 401, 429]
+
+
+async def test_deployments_sharing_a_redis_with_their_own_key_prefix_keep_their_own_budgets(
+    tmp_path: Any, redis_server: RedisServer
+) -> None:
+    def deployment(name: str) -> AsyncTestClient[Any]:
+        settings = secure_settings(
+            tmp_path / name,
+            **{
+                "auth.rate_limit_per_minute": 1,
+                "auth.rate_limit_burst": 2,
+                "redis.url": redis_server.url,
+                "redis.key_prefix": name,
+            },
+        )
+        return AsyncTestClient(create_app(settings))
+
+    carol = bearer(jwt_for("read", subject="carol"))
+    async with deployment("staging") as staging:
+        assert [(await staging.get("/features", headers=carol)).status_code for _ in range(3)] == [200, 200, 429]
+    async with deployment("production") as production:
+        assert (await production.get("/features", headers=carol)).status_code == 200
+    keys = redis.Redis.from_url(redis_server.url)
+    try:
+        assert await keys.exists("staging:ratelimit:jwt:carol", "production:ratelimit:jwt:carol") == 2
+    finally:
+        await keys.aclose()

@@ -58,12 +58,25 @@ async def test_failed_attempts_are_rate_limited_by_address() -> None:
     assert (await security.admit("admin", ADMIN, "10.0.0.9")).kind == "admin_token"
 
 
+async def test_failed_attempts_from_one_ipv6_network_share_one_budget() -> None:
+    """One host holds a whole /64: rotating the interface id must not buy new guesses."""
+    security = _security(enabled=True, limiter=MemoryRateLimiter(per_minute=60, burst=2))
+    for host in ("2001:db8:0:7::1", "2001:db8:0:7::2"):
+        with pytest.raises(Unauthenticated):
+            await security.admit("read", "guess", host)
+    with pytest.raises(RateLimited):
+        await security.admit("read", "guess", "2001:db8:0:7:ffff:1:2:3")
+    with pytest.raises(Unauthenticated):
+        await security.admit("read", "guess", "2001:db8:0:8::1")
+
+
 async def test_roles_a_token_lacks_are_forbidden_not_unauthenticated() -> None:
     from arbitrage.security import sign_hs256
 
-    settings = load_settings(env={}, overrides={"auth.enabled": True, "auth.jwt_secret": "s"})
+    secret = "unit-test-hs256-secret-of-32-bytes"
+    settings = load_settings(env={}, overrides={"auth.enabled": True, "auth.jwt_secret": secret})
     security = Security(settings, admin_token="", keys=None, limiter=None)
-    token = sign_hs256({"sub": "bob", "roles": ["ingest"], "exp": 2**40}, "s")
+    token = sign_hs256({"sub": "bob", "roles": ["ingest"], "exp": 2**40}, secret)
     assert (await security.admit("ingest", token, "10.0.0.1")).subject == "bob"
     with pytest.raises(Forbidden):
         await security.admit("read", token, "10.0.0.1")

@@ -14,7 +14,7 @@ from arbitrage.config import AuthSettings, load_settings, redacted
 from arbitrage.errors import ConfigError, ValidationError
 from arbitrage.security import check_bind, check_destination, is_loopback
 from arbitrage.security._keys import check_new_key, expand_roles
-from arbitrage.security._rate_limit import MemoryRateLimiter
+from arbitrage.security._rate_limit import _MAX_BUCKETS, MemoryRateLimiter
 
 pytestmark = pytest.mark.anyio
 
@@ -116,6 +116,19 @@ async def test_the_token_bucket_trips_after_the_burst_and_refills() -> None:
         await asyncio.sleep(0.02)
 
 
+async def test_a_flood_of_new_clients_does_not_refill_a_spent_bucket() -> None:
+    """At its size cap the limiter must forget idle clients, not everyone: otherwise 100,000
+    fresh addresses would hand a throttled client a full budget again."""
+    limiter = MemoryRateLimiter(per_minute=1, burst=1)
+    assert await limiter.take("ip:attacker") == 0.0
+    assert await limiter.take("ip:attacker") > 0
+    for number in range(_MAX_BUCKETS):
+        await limiter.take(f"ip:flood-{number}")
+        if number % 1000 == 0:
+            assert await limiter.take("ip:attacker") > 0
+    assert await limiter.take("ip:attacker") > 0
+
+
 def test_roles_imply_lesser_roles() -> None:
     assert expand_roles(["admin"]) == {"read", "export", "ingest", "admin"}
     assert expand_roles(["export"]) == {"read", "export"}
@@ -136,14 +149,20 @@ def test_redacted_settings_hide_every_secret() -> None:
         env={},
         overrides={
             "auth.admin_token": "admin-token-value",
-            "auth.jwt_secret": "jwt-secret-value",
+            "auth.jwt_secret": "jwt-secret-value-of-at-least-32-bytes",
             "redis.url": "redis://:redis-password@127.0.0.1:6379/0",
             "storage.url": "clickhouse://user:ch-password@127.0.0.1:9000/db",
             "kafka.extra": {"sasl.password": "kafka-password", "client.id": "visible"},
         },
     )
     text = msgspec.json.encode(redacted(settings)).decode()
-    for secret in ("admin-token-value", "jwt-secret-value", "redis-password", "ch-password", "kafka-password"):
+    for secret in (
+        "admin-token-value",
+        "jwt-secret-value-of-at-least-32-bytes",
+        "redis-password",
+        "ch-password",
+        "kafka-password",
+    ):
         assert secret not in text
     assert "visible" in text
 
