@@ -16,13 +16,13 @@ _WBITS = {"gzip": 31, "x-gzip": 31, "deflate": 15}
 """zlib's window bits per coding: 31 reads gzip's header and trailer, 15 zlib's (HTTP's `deflate`)."""
 
 
-def inflated(body: bytes, content_encoding: str | None, limit: int) -> bytes:
+def inflated(body: bytes, content_encoding: str, limit: int) -> bytes:
     """The body as it was before transport compression; at most `limit` bytes of it.
 
     Raises HTTPException 415 for a coding other than gzip/deflate, 413 past `limit`, and
     ValidationError for a body that is not what its coding says.
     """
-    coding = (content_encoding or "identity").strip().lower()
+    coding = content_encoding.strip().lower()
     if coding in ("", "identity"):
         return body
     if coding not in _WBITS:

@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import polars as pl
 import pyarrow as pa
@@ -37,6 +39,8 @@ _TRANSIENT = (WarehouseUnavailable, Saturated, OSError, TimeoutError)
 _SIGNATURES_PER_LOOKUP = 1_000
 """Signatures per query when looking up stored rows: the list is inlined into the SQL, and 1,000
 signatures (≈ 92 KB) stay well below ClickHouse's `max_query_size` (256 KiB by default)."""
+
+_T = TypeVar("_T")
 
 _stored_frames: ContextVar[list[pl.DataFrame] | None] = ContextVar("kafka_stored_frames", default=None)
 
@@ -188,21 +192,29 @@ class StoreStep:
 
     async def _store(self, values: list[bytes], origins: KafkaOrigins) -> IngestReport:
         """Store `values`; error indexes in the report are positions in `values`."""
+        try:
+            return await self._retried(
+                f"storing a Kafka batch of {len(values)}",
+                lambda: self.ingest.ingest_records(values, source=SOURCE, origins=origins),
+            )
+        except Exception as exc:
+            if len(values) > 1:
+                return await self._store_halves(values, origins)
+            log.exception("a Kafka record cannot be stored; it goes to the dead letters")
+            reason = f"cannot be stored: {type(exc).__name__}: {exc}"[:500]
+            await self.ingest.record_rejects([Reject(0, "$", reason, values[0])], SOURCE)
+            return IngestReport(0, 0, 1, [RecordError(0, "$", reason)])
+
+    async def _retried(self, what: str, call: Callable[[], Awaitable[_T]]) -> _T:
+        """`call()` until it passes, with backoff while the warehouse or the machine fails; other errors raise."""
         delay = 0.1
         while True:
             try:
-                return await self.ingest.ingest_records(values, source=SOURCE, origins=origins)
+                return await call()
             except _TRANSIENT as exc:
                 self.failing = str(exc)[:200]
                 m.STORE_RETRIES.inc()
-                log.warning("storing a Kafka batch of %d failed (%s); retrying in %.1fs", len(values), exc, delay)
-            except Exception as exc:
-                if len(values) > 1:
-                    return await self._store_halves(values, origins)
-                log.exception("a Kafka record cannot be stored; it goes to the dead letters")
-                reason = f"cannot be stored: {type(exc).__name__}: {exc}"[:500]
-                await self.ingest.record_rejects([Reject(0, "$", reason, values[0])], SOURCE)
-                return IngestReport(0, 0, 1, [RecordError(0, "$", reason)])
+                log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.backoff_max_s)
 
@@ -253,22 +265,14 @@ class StoreStep:
     async def _stored_rows(self, signatures: list[str]) -> pa.Table:
         """Rows Kafka ingest stored with these signatures, retried while the warehouse fails (as the store is)."""
         warehouse = self.ingest.warehouse
-        delay = 0.1
-        while True:
-            try:
-                return await warehouse.query_arrow(
-                    f"SELECT * FROM {warehouse.database}.transactions "
-                    "WHERE signature IN {signatures:Array(String)} AND source = {source:String}",
-                    {"signatures": signatures, "source": SOURCE},
-                )
-            except _TRANSIENT as exc:
-                self.failing = str(exc)[:200]
-                m.STORE_RETRIES.inc()
-                log.warning(
-                    "looking up %d stored signatures failed (%s); retrying in %.1fs", len(signatures), exc, delay
-                )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.backoff_max_s)
+        return await self._retried(
+            f"looking up {len(signatures)} stored signatures",
+            lambda: warehouse.query_arrow(
+                f"SELECT * FROM {warehouse.database}.transactions "
+                "WHERE signature IN {signatures:Array(String)} AND source = {source:String}",
+                {"signatures": signatures, "source": SOURCE},
+            ),
+        )
 
 
 def _derived(stored: pl.DataFrame) -> tuple[Keyed, Keyed]:

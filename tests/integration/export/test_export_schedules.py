@@ -34,7 +34,7 @@ async def services(
     exports = ExportService(warehouse, export_dir=str(out))
     await exports.start()
     schedules = ScheduleService(
-        warehouse, exports, clock=clock, watermark_lag_seconds=0, retry_backoff_seconds=0.01, **options
+        warehouse, exports, clock=clock, watermark_lag_seconds=0, **{"retry_backoff_seconds": 0.01, **options}
     )
     await schedules.start(run_loop=False)
     return exports, schedules
@@ -302,12 +302,7 @@ async def test_a_retry_starts_from_the_watermark_another_process_advanced_meanwh
     out = tmp_path / "exports"
     now = datetime(2026, 1, 1, 0, 30, tzinfo=UTC)
     clock = Clock(now)
-    exports = ExportService(warehouse, export_dir=str(out))
-    await exports.start()
-    first = ScheduleService(
-        warehouse, exports, clock=clock, watermark_lag_seconds=0, retry_backoff_seconds=3.0, max_retries=1
-    )
-    await first.start(run_loop=False)
+    exports, first = await services(warehouse, out, clock, max_retries=1, retry_backoff_seconds=3.0)
     created = await first.create(ScheduleCreate(format="flaky", frequency="hourly"))
     second = ScheduleService(warehouse, exports, clock=clock, watermark_lag_seconds=0)
     await second.start(run_loop=False)
