@@ -11,13 +11,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import mmap
 import os
 import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import httpx
 import msgspec
@@ -303,9 +304,7 @@ def _records(path: Path, size: int) -> Iterator[list[bytes]]:
             head = handle.read(1)
         handle.seek(0)
         if head == b"[":
-            items = msgspec.json.decode(handle.read(), type=list[msgspec.Raw])
-            for start in range(0, len(items), size):
-                yield [bytes(item) for item in items[start : start + size]]
+            yield from _array_records(handle, size)
             return
         chunk: list[bytes] = []
         for line in handle:
@@ -316,6 +315,18 @@ def _records(path: Path, size: int) -> Iterator[list[bytes]]:
                     chunk = []
         if chunk:
             yield chunk
+
+
+def _array_records(handle: BinaryIO, size: int) -> Iterator[list[bytes]]:
+    """A JSON array's records, mapped rather than read: its pages belong to the file and the
+    OS can drop them, so a file larger than memory costs only a small handle per record."""
+    with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        items = msgspec.json.decode(mapped, type=list[msgspec.Raw])
+        try:
+            for start in range(0, len(items), size):
+                yield [bytes(item) for item in items[start : start + size]]
+        finally:
+            del items
 
 
 def _simulate(args: argparse.Namespace, _: Settings) -> int:

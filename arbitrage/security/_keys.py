@@ -125,6 +125,8 @@ class KeyStore:
         self._table = f"{warehouse.database}.api_keys"
         self._final = " FINAL"
         self._entries: dict[str, _Entry] = {}
+        self._writes = 0
+        self._written: dict[str, int] = {}
         self._refresher: asyncio.Task[None] | None = None
 
     async def start(self, *, refresh: bool = True) -> None:
@@ -164,7 +166,7 @@ class KeyStore:
         key = ApiKey(id=key_id, name=name, roles=sorted(set(roles)), created_at=now, expires_at=expires)
         digest = hash_token(token)
         await self._write(key, digest)
-        self._remember(key, digest)
+        self._remember_written(key, digest)
         return CreatedKey(key=key, token=token)
 
     async def revoke(self, key_id: str) -> ApiKey:
@@ -176,17 +178,32 @@ class KeyStore:
         if key.revoked_at is None:
             key.revoked_at = datetime.now(UTC)
             await self._write(key, digest)
-        self._remember(key, digest)
+        self._remember_written(key, digest)
         return key
 
     async def list(self) -> list[ApiKey]:
         return [key for key, _ in await self._read("1", {})]
 
     async def reload(self) -> None:
+        """Replace the in-memory copy with the table's, keeping what this process wrote while
+        the read ran (the read may predate it) and every revocation already seen (a replica
+        that lags must not bring a revoked key back)."""
+        since = self._writes
         rows = await self._read("1", {})
+        previous = self._entries
         self._entries = {}
         for key, digest in rows:
             self._remember(key, digest)
+            if key.id in previous and previous[key.id].revoked:
+                self._entries[key.id].revoked = True
+        self._written = {key_id: write for key_id, write in self._written.items() if write > since}
+        for key_id in self._written:
+            self._entries[key_id] = previous[key_id]
+
+    def _remember_written(self, key: ApiKey, digest: bytes) -> None:
+        self._writes += 1
+        self._written[key.id] = self._writes
+        self._remember(key, digest)
 
     def _remember(self, key: ApiKey, digest: bytes) -> None:
         self._entries[key.id] = _Entry(
