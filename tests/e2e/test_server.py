@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import threading
 from pathlib import Path
 
 import httpx
@@ -44,6 +45,40 @@ def test_a_killed_server_keeps_everything_it_acknowledged(tmp_path: Path) -> Non
         server.stop(signal.SIGKILL)
     with ServerProcess(data) as restarted:
         assert httpx.get(f"{restarted.url}/stats").json()["transactions"] == acknowledged == 5000
+
+
+def test_a_stopped_server_exits_cleanly_and_keeps_what_it_acknowledged(tmp_path: Path) -> None:
+    """SIGTERM while a client keeps posting: exit 0 without the SIGKILL fallback, nothing acknowledged lost."""
+    simulator = Simulator(seed=23)
+    bodies = [simulator.ndjson(1000) for _ in range(40)]
+    data = tmp_path / "data"
+    acknowledged = 0
+    two_stored = threading.Event()
+    server = ServerProcess(data).start()
+
+    def post_all() -> None:
+        nonlocal acknowledged
+        with httpx.Client(timeout=60) as client:
+            for body in bodies:
+                try:
+                    response = client.post(f"{server.url}/ingest", content=body)
+                except httpx.HTTPError:
+                    continue
+                if response.status_code == 200:
+                    acknowledged += response.json()["accepted"]
+                if acknowledged >= 2000:
+                    two_stored.set()
+
+    poster = threading.Thread(target=post_all)
+    poster.start()
+    try:
+        assert two_stored.wait(60)
+        assert server.stop(signal.SIGTERM) == 0
+    finally:
+        server.stop(signal.SIGKILL)
+        poster.join()
+    with ServerProcess(data) as restarted:
+        assert httpx.get(f"{restarted.url}/stats").json()["transactions"] >= acknowledged >= 2000
 
 
 def test_a_second_server_on_the_same_data_dir_refuses_to_start(tmp_path: Path) -> None:
