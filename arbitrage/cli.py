@@ -28,6 +28,8 @@ from arbitrage.config import Settings, default_config_path, load_settings, redac
 from arbitrage.errors import ArbitrageError, ConfigError
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from arbitrage.ingest import IngestReport
 
 EXIT_CONFIG = 2
@@ -258,7 +260,10 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
                 with tqdm(desc=path.name, unit="tx", unit_scale=True, file=sys.stderr) as progress:
                     read = 0
                     for chunk in _file_chunks(path, args.batch_size):
-                        store = services.ingest.ingest_records(chunk, source="file")
+                        if isinstance(chunk, list):
+                            store = services.ingest.ingest_records(chunk, source="file")
+                        else:
+                            store = services.ingest.ingest_table(chunk, source="file")
                         in_flight.append((asyncio.create_task(store), read, len(chunk)))
                         read += len(chunk)
                         if len(in_flight) >= _FILE_CHUNKS_IN_FLIGHT:
@@ -276,8 +281,8 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if accepted or duplicates or not rejected else 1
 
 
-def _file_chunks(path: Path, size: int) -> Iterator[list[bytes]]:
-    """Records of a file as JSON bytes, `size` at a time (NDJSON, JSON array or Parquet).
+def _file_chunks(path: Path, size: int) -> Iterator[list[bytes] | pa.Table]:
+    """Records of a file, `size` at a time: JSON bytes (NDJSON, JSON array) or columns (Parquet).
 
     A file that does not decode as a whole (a truncated Parquet file, a broken JSON array)
     stops the command with one line naming it; bad records are reported one by one by ingest.
@@ -290,13 +295,13 @@ def _file_chunks(path: Path, size: int) -> Iterator[list[bytes]]:
         raise ArbitrageError(f"{path}: {exc}") from exc
 
 
-def _records(path: Path, size: int) -> Iterator[list[bytes]]:
+def _records(path: Path, size: int) -> Iterator[list[bytes] | pa.Table]:
     if path.suffix == ".parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        encoder = msgspec.json.Encoder()
         for batch in pq.ParquetFile(path).iter_batches(batch_size=size):
-            yield [encoder.encode(row) for row in batch.to_pylist()]
+            yield pa.Table.from_batches([batch])
         return
     with path.open("rb") as handle:
         head = handle.read(1)

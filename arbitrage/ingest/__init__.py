@@ -7,6 +7,7 @@ from arbitrage.ingest._decode import (
     Reject,
     decode_body,
     decode_records,
+    decode_table,
     encoding_for,
 )
 from arbitrage.ingest._derive import derive
@@ -25,6 +26,7 @@ __all__ = [
     "SolanaIngestReport",
     "decode_body",
     "decode_records",
+    "decode_table",
     "derive",
     "encoding_for",
     "ingest_solana",

@@ -186,6 +186,7 @@ _JSON_ONE = msgspec.json.Decoder(TransactionIn)
 _JSON_RAW = msgspec.json.Decoder(list[msgspec.Raw])
 _MSGPACK_RAW = msgspec.msgpack.Decoder(list[msgspec.Raw])
 _MSGPACK_ONE = msgspec.msgpack.Decoder(TransactionIn)
+_ROW_JSON = msgspec.json.Encoder()
 
 
 def _decode_json_array(body: bytes, now: datetime | None, max_records: int | None) -> DecodedBatch:
@@ -431,25 +432,38 @@ def _decode_arrow(body: bytes, now: datetime | None, max_records: int | None) ->
         table = pa.ipc.open_stream(body).read_all()
     except (pa.ArrowInvalid, OSError) as exc:
         raise ValidationError("$", f"body is not an Arrow IPC stream: {exc}") from exc
+    return decode_table(table, now=now, max_records=max_records)
+
+
+def decode_table(table: pa.Table, *, now: datetime | None = None, max_records: int | None = None) -> DecodedBatch:
+    """Records given as columns (Arrow IPC bodies, Parquet files), cast to `RAW_SCHEMA`.
+
+    When a column does not cast (a negative fee in an int64 column, a slot written as text),
+    the table is read record by record, so a bad value rejects its record, not the batch.
+    """
     _check_count(table.num_rows, max_records)
     for required in ("signature", "slot", "block_time", "signer", "legs", "fee_lamports"):
         if required not in table.column_names:
             raise ValidationError(required, "missing column")
+    if pa.types.is_timestamp(table.schema.field("block_time").type):
+        try:
+            milliseconds = _epoch_ms_column(table.column("block_time"))
+        except pa.ArrowInvalid as exc:
+            raise ValidationError("block_time", f"column cannot be read as milliseconds: {exc}") from exc
+        table = table.set_column(table.schema.get_field_index("block_time"), "block_time", milliseconds)
     columns = []
     for field in RAW_SCHEMA:
-        if field.name in table.column_names:
-            column = table.column(field.name)
-            try:
-                if field.name == "block_time" and pa.types.is_timestamp(column.type):
-                    column = _epoch_ms_column(column)
-                column = column.cast(field.type)
-                if field.name in _DEFAULTS and column.null_count:  # a null is a value left out
-                    column = _defaulted(field.name, column)
-                columns.append(column)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                raise ValidationError(field.name, f"column cannot be read as {field.type}: {exc}") from exc
-        else:
+        if field.name not in table.column_names:
             columns.append(pa.array([_DEFAULTS.get(field.name)] * table.num_rows, field.type))
+            continue
+        try:
+            column = table.column(field.name).cast(field.type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            with _gc_paused():
+                return _decode_elements([_ROW_JSON.encode(row) for row in table.to_pylist()], now)
+        if field.name in _DEFAULTS and column.null_count:  # a null is a value left out
+            column = _defaulted(field.name, column)
+        columns.append(column)
     frame = pl.from_arrow(pa.Table.from_arrays(columns, schema=RAW_SCHEMA))
     assert isinstance(frame, pl.DataFrame)
     return _check_rules(

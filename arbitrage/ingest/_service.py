@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -20,7 +21,15 @@ import polars as pl
 import pyarrow as pa
 
 from arbitrage.errors import Saturated, ValidationError
-from arbitrage.ingest._decode import DecodedBatch, KafkaOrigins, Reject, decode_body, decode_records, encoding_for
+from arbitrage.ingest._decode import (
+    DecodedBatch,
+    KafkaOrigins,
+    Reject,
+    decode_body,
+    decode_records,
+    decode_table,
+    encoding_for,
+)
 from arbitrage.ingest._derive import derive, ingested_at_column
 from arbitrage.storage import SignatureWindow, Warehouse
 from arbitrage.stream import RecentTransactions
@@ -132,20 +141,14 @@ class IngestService:
         """
         self.admit()
         with self._admitted() as arrival:
-            started = time.perf_counter()
+            encoding = encoding_for(content_type, body)
             try:
-                with span("ingest.decode"):
-                    async with self._decoders:
-                        decoded = await asyncio.to_thread(
-                            decode_body,
-                            body,
-                            encoding_for(content_type, body),
-                            max_records=self.max_records_per_body,
-                        )
+                decoded = await self._decoded(
+                    functools.partial(decode_body, body, encoding, max_records=self.max_records_per_body)
+                )
             except ValidationError as exc:
                 await self._dead_letters([Reject(0, exc.field, exc.reason, body)], source)
                 raise
-            METRICS.ingest_batch_seconds.labels("decode").observe(time.perf_counter() - started)
             return await self._store(decoded, source, arrival)
 
     @traced("ingest.batch")
@@ -157,12 +160,24 @@ class IngestService:
         `origins` (Kafka) are stored with the rows: where each record was read.
         """
         with self._admitted() as arrival:
-            started = time.perf_counter()
-            with span("ingest.decode"):
-                async with self._decoders:
-                    decoded = await asyncio.to_thread(decode_records, records, origins=origins)
-            METRICS.ingest_batch_seconds.labels("decode").observe(time.perf_counter() - started)
+            decoded = await self._decoded(functools.partial(decode_records, records, origins=origins))
             return await self._store(decoded, source, arrival)
+
+    @traced("ingest.batch")
+    async def ingest_table(self, table: pa.Table, *, source: str) -> IngestReport:
+        """Store records given as columns (Parquet files); waits instead of refusing."""
+        with self._admitted() as arrival:
+            decoded = await self._decoded(functools.partial(decode_table, table))
+            return await self._store(decoded, source, arrival)
+
+    async def _decoded(self, decode: Callable[[], DecodedBatch]) -> DecodedBatch:
+        """Run a decoder off the event loop, at most `decoders` at once."""
+        started = time.perf_counter()
+        with span("ingest.decode"):
+            async with self._decoders:
+                decoded = await asyncio.to_thread(decode)
+        METRICS.ingest_batch_seconds.labels("decode").observe(time.perf_counter() - started)
+        return decoded
 
     @traced("ingest.batch")
     async def ingest_decoded(self, decoded: DecodedBatch, *, source: str) -> IngestReport:

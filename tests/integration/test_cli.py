@@ -12,10 +12,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from arbitrage.simulator import Simulator
 from arbitrage.storage import EmbeddedWarehouse
 from tests.conftest import fresh_data_dir
 
@@ -74,3 +77,21 @@ def test_an_export_the_destination_refuses_is_one_line(tmp_path: Path, migrated_
     argv = ("export", "csv", "--out", "s3://bucket/x/", "--data-dir", str(data), "--quiet")
     error = _one_error_line(_run(*argv, cwd=tmp_path, env=no_credentials))
     assert error == "arbitrage: export to s3://bucket/x/ failed: NoCredentialsError: Unable to locate credentials"
+
+
+def test_ingest_of_parquet_keeps_a_file_whose_one_value_its_column_cannot_hold(
+    tmp_path: Path, migrated_template: Path
+) -> None:
+    """Parquet goes in as columns; a negative fee rejects its record, named by its index in the file."""
+    data = fresh_data_dir(migrated_template, tmp_path / "data")
+    records = Simulator(seed=9).records(250)
+    records[137]["fee_lamports"] = -1
+    pl.DataFrame(records).write_parquet(tmp_path / "records.parquet")
+    result = _run("ingest", "records.parquet", "--batch-size", "100", "--data-dir", str(data), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert msgspec.json.decode(result.stdout.strip().splitlines()[-1]) == {
+        "accepted": 249,
+        "duplicates": 0,
+        "rejected": 1,
+    }
+    assert "records.parquet: record 137: fee_lamports: Expected `int` >= 0" in result.stderr

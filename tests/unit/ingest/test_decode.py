@@ -7,11 +7,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
+import polars as pl
 import pyarrow as pa
 import pytest
 
 from arbitrage.errors import TooManyRecords, ValidationError
-from arbitrage.ingest import RAW_SCHEMA, KafkaOrigins, decode_body, decode_records
+from arbitrage.ingest import RAW_SCHEMA, KafkaOrigins, decode_body, decode_records, decode_table
 from arbitrage.simulator import Simulator
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -365,6 +366,34 @@ def test_arrow_seconds_too_large_for_milliseconds_name_the_column(batch: list[di
     with pytest.raises(ValidationError) as raised:
         decode_body(sink.getvalue().to_pybytes(), "arrow", now=NOW)
     assert raised.value.field == "block_time"
+
+
+def _ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def test_a_value_a_column_cannot_hold_rejects_its_record_not_the_batch(batch: list[dict[str, Any]]) -> None:
+    """Columns as a writer infers them (int64, large strings): one negative fee, then slots as text."""
+    batch[4]["fee_lamports"] = -5
+    table = pl.DataFrame(batch).to_arrow()
+    decoded = decode_body(_ipc(table), "arrow", now=NOW)
+    assert [(r.index, r.field) for r in decoded.rejects] == [(4, "fee_lamports")]
+    assert decoded.frame["signature"].to_list() == [r["signature"] for i, r in enumerate(batch) if i != 4]
+
+    as_text = table.set_column(table.schema.get_field_index("slot"), "slot", pa.array([str(r["slot"]) for r in batch]))
+    decoded = decode_table(as_text, now=NOW)
+    assert {r.field for r in decoded.rejects} == {"slot"}
+    assert len(decoded.rejects) == 20
+    assert decoded.rejects[0].reason == "Expected `int`, got `str`"
+
+
+def test_columns_that_cast_stay_columnar_and_equal_the_json_reading(batch: list[dict[str, Any]]) -> None:
+    decoded = decode_table(pl.DataFrame(batch).to_arrow(), now=NOW)
+    assert decoded.rejects == []
+    assert decoded.frame.equals(decode_body(_json(batch), "json", now=NOW).frame)
 
 
 def test_records_without_the_defaulted_fields_stay_on_the_columnar_path(batch: list[dict[str, Any]]) -> None:
