@@ -34,6 +34,22 @@ def require(obj: Any, key: str, path: str) -> Any:
     return value
 
 
+def _loaded(loaded: dict[str, Any], lookups: list[dict[str, Any]], side: str) -> list[str]:
+    """`meta.loadedAddresses[side]`, one address per lookup index of that side.
+
+    Instructions index the looked-up keys by position: one address short or over would shift
+    every later one onto the wrong account, silently.
+    """
+    addresses: list[str] = loaded.get(side) or []
+    wanted = sum(len(table[f"{side}Indexes"]) for table in lookups)
+    if len(addresses) != wanted:
+        raise ValidationError(
+            f"meta.loadedAddresses.{side}",
+            f"{len(addresses)} addresses for the {wanted} {side} indexes of the lookup tables",
+        )
+    return addresses
+
+
 class MessageView:
     """Account keys, signers and instructions of one transaction, encoding-independent."""
 
@@ -51,11 +67,15 @@ class MessageView:
         else:
             keys = list(raw_keys)
             loaded = meta.get("loadedAddresses")
-            if loaded:
+            lookups = message.get("addressTableLookups")
+            if lookups:
+                if not loaded:
+                    raise ValidationError("meta.loadedAddresses", "missing for a message with lookup tables")
+                keys += _loaded(loaded, lookups, "writable")
+                keys += _loaded(loaded, lookups, "readonly")
+            elif loaded:
                 keys += loaded.get("writable", ())
                 keys += loaded.get("readonly", ())
-            elif message.get("addressTableLookups"):
-                raise ValidationError("meta.loadedAddresses", "missing for a message with lookup tables")
             self.keys = keys
             header = require(message, "header", "transaction.message.header")
             self.signers = frozenset(keys[: header.get("numRequiredSignatures", 1)])

@@ -9,6 +9,10 @@ then the message. A v0 message starts with `0x80 | version`; a legacy one with i
 Header (3 bytes), keys (count + 32 bytes each), recent blockhash (32 bytes), instructions
 (count; each a program-id index, account indexes, data), and for v0 the lookup tables (count;
 each a table key, writable indexes, readonly indexes).
+
+Nothing is signature-checked here, so a corrupt body is refused only where it breaks the layout
+or a rule Solana's sanitize applies to every landed transaction; errors name the field as its
+`json` path (`transaction.message.instructions[2].data`) and the byte where the read failed.
 """
 
 from __future__ import annotations
@@ -22,6 +26,10 @@ from arbitrage.errors import ValidationError
 from arbitrage.solana._base58 import b58decode, b58encode
 
 _FIELD = "transaction"
+_MESSAGE = "transaction.message"
+_HEADER = "transaction.message.header"
+_INSTRUCTIONS = "transaction.message.instructions"
+_LOOKUPS = "transaction.message.addressTableLookups"
 
 
 @lru_cache(maxsize=1 << 16)
@@ -31,40 +39,46 @@ def _key(raw: bytes) -> str:
 
 
 class _Reader:
+    """Bounds-checked reads; a read past the end names its field (a `json` path) and the byte offsets."""
+
     __slots__ = ("data", "pos")
 
     def __init__(self, data: bytes) -> None:
         self.data = data
         self.pos = 0
 
-    def take(self, size: int, what: str) -> bytes:
+    def take(self, size: int, field: str) -> bytes:
         end = self.pos + size
         if end > len(self.data):
-            raise ValidationError(_FIELD, f"truncated: {what} runs past the end ({len(self.data)} bytes)")
+            raise ValidationError(
+                field,
+                f"truncated: needs {size} bytes at byte {self.pos}, the transaction ends at byte {len(self.data)}",
+            )
         chunk = self.data[self.pos : end]
         self.pos = end
         return chunk
 
-    def byte(self, what: str) -> int:
-        return self.take(1, what)[0]
+    def byte(self, field: str) -> int:
+        return self.take(1, field)[0]
 
-    def length(self, what: str) -> int:
+    def length(self, field: str) -> int:
         """A compact-u16: 7 bits per byte, low bits first, at most 3 bytes."""
         value = 0
         for shift in (0, 7, 14):
-            byte = self.byte(what)
+            byte = self.byte(field)
             value |= (byte & 0x7F) << shift
             if not byte & 0x80:
                 return value
-        raise ValidationError(_FIELD, f"malformed length of {what}")
+        raise ValidationError(field, f"malformed length at byte {self.pos - 3}")
 
-    def keys(self, what: str) -> list[str]:
-        count = self.length(what)
-        raw = self.take(32 * count, what)
+    def keys(self, field: str) -> list[str]:
+        count = self.length(field)
+        raw = self.take(32 * count, field)
         return [_key(raw[i : i + 32]) for i in range(0, len(raw), 32)]
 
-    def indexes(self, what: str) -> list[int]:
-        return list(self.take(self.length(what), what))
+    def counted(self, field: str) -> bytes:
+        """A compact-u16 length and that many bytes: account indexes or instruction data."""
+        return self.take(self.length(field), field)
 
 
 def wire_bytes(value: Any) -> bytes:
@@ -87,47 +101,105 @@ def parse_transaction(data: bytes, *, raw_data: bool = False) -> dict[str, Any]:
 
     With `raw_data`, instruction data stays bytes until `encode_instruction_data`: a vote or an
     unrelated transaction is classified by its keys alone, and base58 is most of the cost.
+
+    Raises:
+        ValidationError: naming the field as a `json` path when the bytes run short, run on, or
+            break a rule Solana's sanitize enforces before a transaction can land (the header
+            agrees with the signatures and keys; every index points at a key, no program at the
+            fee payer). Without these a
+            corrupt body decodes into the wrong signers or accounts instead of failing.
     """
     reader = _Reader(data)
-    count = reader.length("signatures")
-    signatures = [b58encode(reader.take(64, "signatures")) for _ in range(count)]
-    message: dict[str, Any] = {}
-    first = reader.data[reader.pos : reader.pos + 1]
-    versioned = bool(first) and first[0] & 0x80
+    count = reader.length("transaction.signatures")
+    signatures = [b58encode(reader.take(64, "transaction.signatures")) for _ in range(count)]
+    if reader.pos == len(data):
+        raise ValidationError(_MESSAGE, f"truncated: missing, the transaction ends at byte {len(data)}")
+    versioned = data[reader.pos] & 0x80
     if versioned:
-        version = reader.byte("version") & 0x7F
+        version = reader.byte(_MESSAGE) & 0x7F
         if version != 0:
-            raise ValidationError(_FIELD, f"unsupported message version {version}")
-    required, readonly_signed, readonly_unsigned = reader.take(3, "header")
-    message["header"] = {
-        "numRequiredSignatures": required,
-        "numReadonlySignedAccounts": readonly_signed,
-        "numReadonlyUnsignedAccounts": readonly_unsigned,
+            raise ValidationError(_MESSAGE, f"unsupported message version {version}")
+    required, readonly_signed, readonly_unsigned = reader.take(3, _HEADER)
+    keys = reader.keys(f"{_MESSAGE}.accountKeys")
+    static = len(keys)
+    if required != count or readonly_signed >= required or required + readonly_unsigned > static:
+        raise _header_fault(count, required, readonly_signed, readonly_unsigned, static)
+    message: dict[str, Any] = {
+        "header": {
+            "numRequiredSignatures": required,
+            "numReadonlySignedAccounts": readonly_signed,
+            "numReadonlyUnsignedAccounts": readonly_unsigned,
+        },
+        "accountKeys": keys,
+        "recentBlockhash": _key(reader.take(32, f"{_MESSAGE}.recentBlockhash")),  # shared by most of a block
     }
-    message["accountKeys"] = reader.keys("accountKeys")
-    message["recentBlockhash"] = _key(reader.take(32, "recentBlockhash"))  # shared by most of a block
-    message["instructions"] = [
-        {
-            "programIdIndex": reader.byte("instructions"),
-            "accounts": reader.indexes("instructions"),
-            "data": reader.take(reader.length("instructions"), "instructions"),
-        }
-        for _ in range(reader.length("instructions"))
-    ]
+    instructions = []
+    highest = 0
+    for number in range(reader.length(_INSTRUCTIONS)):
+        try:
+            program = reader.byte("programIdIndex")
+            accounts = reader.counted("accounts")
+            ix_data = reader.counted("data")
+        except ValidationError as exc:
+            raise ValidationError(f"{_INSTRUCTIONS}[{number}].{exc.field}", exc.reason) from None
+        if not program:
+            raise ValidationError(f"{_INSTRUCTIONS}[{number}].programIdIndex", "index 0 is the fee payer")
+        highest = max(highest, program, max(accounts, default=0))
+        instructions.append({"programIdIndex": program, "accounts": list(accounts), "data": ix_data})
+    message["instructions"] = instructions
     if not raw_data:
-        encode_instruction_data(message["instructions"])
+        encode_instruction_data(instructions)
+    loaded = 0
     if versioned:
-        message["addressTableLookups"] = [
-            {
-                "accountKey": _key(reader.take(32, "addressTableLookups")),
-                "writableIndexes": reader.indexes("addressTableLookups"),
-                "readonlyIndexes": reader.indexes("addressTableLookups"),
-            }
-            for _ in range(reader.length("addressTableLookups"))
-        ]
+        tables = []
+        for number in range(reader.length(_LOOKUPS)):
+            try:
+                table = _key(reader.take(32, "accountKey"))
+                writable = reader.counted("writableIndexes")
+                readonly = reader.counted("readonlyIndexes")
+            except ValidationError as exc:
+                raise ValidationError(f"{_LOOKUPS}[{number}].{exc.field}", exc.reason) from None
+            loaded += len(writable) + len(readonly)
+            tables.append({"accountKey": table, "writableIndexes": list(writable), "readonlyIndexes": list(readonly)})
+        message["addressTableLookups"] = tables
     if reader.pos != len(data):
         raise ValidationError(_FIELD, f"{len(data) - reader.pos} bytes left after the message")
+    if highest >= static + loaded:
+        raise _index_fault(instructions, static, loaded)
     return {"signatures": signatures, "message": message}
+
+
+def _header_fault(
+    count: int, required: int, readonly_signed: int, readonly_unsigned: int, static: int
+) -> ValidationError:
+    """Which of the header's rules a message breaks, as an error; signers are its first `required` keys."""
+    if not count:
+        return ValidationError("transaction.signatures", "none; a transaction is signed by at least its fee payer")
+    if required != count:
+        reason = f"{count} signatures for {required} required signers"
+    elif readonly_signed >= required:
+        reason = f"{readonly_signed} of {required} signers read-only: the fee payer would be read-only"
+    else:
+        reason = (
+            f"{required} signers and {readonly_unsigned} read-only unsigned accounts: "
+            f"more signed and read-only accounts than the {static} keys"
+        )
+    return ValidationError(_HEADER, reason)
+
+
+def _index_fault(instructions: list[dict[str, Any]], static: int, loaded: int) -> ValidationError:
+    """The first program or account index past the message's keys, as an error naming its instruction."""
+    total = static + loaded
+    number, part, index = next(
+        (number, part, index)
+        for number, ix in enumerate(instructions)
+        for part, index in (("programIdIndex", ix["programIdIndex"]), ("accounts", max(ix["accounts"], default=0)))
+        if index >= total
+    )
+    return ValidationError(
+        f"{_INSTRUCTIONS}[{number}].{part}",
+        f"index {index} is past the {total} keys ({static} own, {loaded} from lookup tables)",
+    )
 
 
 def encode_instruction_data(instructions: list[dict[str, Any]]) -> None:

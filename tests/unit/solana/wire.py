@@ -20,34 +20,63 @@ def _length(n: int) -> bytes:
             return bytes(out)
 
 
-def _message_bytes(message: dict[str, Any], versioned: bool) -> bytes:
+class _Writer:
+    """The wire bytes, and beside them the `json` path of the field each byte belongs to."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.paths: list[str] = []
+
+    def add(self, chunk: bytes, path: str) -> None:
+        self.data += chunk
+        self.paths += [path] * len(chunk)
+
+    def counted(self, chunk: bytes, path: str, count: int | None = None) -> None:
+        self.add(_length(len(chunk) if count is None else count), path)
+        self.add(chunk, path)
+
+
+def _write(entry: dict[str, Any]) -> tuple[_Writer, int]:
+    """The whole transaction written out, and where its message starts."""
+    transaction = entry["transaction"]
+    message = transaction["message"]
+    out = _Writer()
+    signatures = [b58decode(s) for s in transaction["signatures"]]
+    out.counted(b"".join(signatures), "transaction.signatures", len(signatures))
+    start = len(out.data)
+    if entry.get("version") == 0:
+        out.add(b"\x80", "transaction.message.version")
     header = message["header"]
-    out = bytearray(b"\x80" if versioned else b"")
-    out += bytes(
-        [header["numRequiredSignatures"], header["numReadonlySignedAccounts"], header["numReadonlyUnsignedAccounts"]]
-    )
-    out += _length(len(message["accountKeys"])) + b"".join(b58decode(k) for k in message["accountKeys"])
-    out += b58decode(message["recentBlockhash"])
-    out += _length(len(message["instructions"]))
-    for ix in message["instructions"]:
-        data = b58decode(ix["data"])
-        out += bytes([ix["programIdIndex"]]) + _length(len(ix["accounts"])) + bytes(ix["accounts"])
-        out += _length(len(data)) + data
-    if versioned:
-        out += _length(len(message["addressTableLookups"]))
-        for table in message["addressTableLookups"]:
-            out += b58decode(table["accountKey"])
-            out += _length(len(table["writableIndexes"])) + bytes(table["writableIndexes"])
-            out += _length(len(table["readonlyIndexes"])) + bytes(table["readonlyIndexes"])
-    return bytes(out)
+    for name in ("numRequiredSignatures", "numReadonlySignedAccounts", "numReadonlyUnsignedAccounts"):
+        out.add(bytes([header[name]]), f"transaction.message.header.{name}")
+    keys = message["accountKeys"]
+    out.counted(b"".join(b58decode(k) for k in keys), "transaction.message.accountKeys", len(keys))
+    out.add(b58decode(message["recentBlockhash"]), "transaction.message.recentBlockhash")
+    out.add(_length(len(message["instructions"])), "transaction.message.instructions")
+    for number, ix in enumerate(message["instructions"]):
+        path = f"transaction.message.instructions[{number}]"
+        out.add(bytes([ix["programIdIndex"]]), f"{path}.programIdIndex")
+        out.counted(bytes(ix["accounts"]), f"{path}.accounts")
+        out.counted(b58decode(ix["data"]), f"{path}.data")
+    if entry.get("version") == 0:
+        out.add(_length(len(message["addressTableLookups"])), "transaction.message.addressTableLookups")
+        for number, table in enumerate(message["addressTableLookups"]):
+            path = f"transaction.message.addressTableLookups[{number}]"
+            out.add(b58decode(table["accountKey"]), f"{path}.accountKey")
+            out.counted(bytes(table["writableIndexes"]), f"{path}.writableIndexes")
+            out.counted(bytes(table["readonlyIndexes"]), f"{path}.readonlyIndexes")
+    return out, start
 
 
 def serialized(entry: dict[str, Any]) -> tuple[bytes, bytes]:
     """(whole transaction, message) on the wire, from a `json`-encoded transaction-with-meta."""
-    transaction = entry["transaction"]
-    message = _message_bytes(transaction["message"], entry.get("version") == 0)
-    signatures = [b58decode(s) for s in transaction["signatures"]]
-    return _length(len(signatures)) + b"".join(signatures) + message, message
+    out, start = _write(entry)
+    return bytes(out.data), bytes(out.data[start:])
+
+
+def field_paths(entry: dict[str, Any]) -> list[str]:
+    """The `json` path of the field each byte of `serialized(entry)[0]` belongs to."""
+    return _write(entry)[0].paths
 
 
 def as_binary(entry: dict[str, Any], encoding: str) -> dict[str, Any]:
