@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gzip
+import io
 import json
 import mmap
 import os
+import shutil
 import sys
+import tempfile
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import msgspec
@@ -120,7 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument("--data-dir", help="storage.data_dir")
     migrate.set_defaults(handler=_migrate)
 
-    ingest = sub.add_parser("ingest", help="load NDJSON, JSON or Parquet files into the warehouse")
+    ingest = sub.add_parser("ingest", help="load NDJSON, JSON (either may be .gz) or Parquet files into the warehouse")
     ingest.add_argument("files", nargs="+", type=_input_file)
     ingest.add_argument("--data-dir", help="storage.data_dir")
     ingest.add_argument(
@@ -282,16 +287,18 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _file_chunks(path: Path, size: int) -> Iterator[list[bytes] | pa.Table]:
-    """Records of a file, `size` at a time: JSON bytes (NDJSON, JSON array) or columns (Parquet).
+    """Records of a file, `size` at a time: JSON bytes (NDJSON, JSON array, either gzipped as
+    `.gz`) or columns (Parquet).
 
-    A file that does not decode as a whole (a truncated Parquet file, a broken JSON array)
-    stops the command with one line naming it; bad records are reported one by one by ingest.
+    A file that does not decode as a whole (a truncated Parquet or gzip file, a broken JSON
+    array) stops the command with one line naming it; bad records are reported one by one by
+    ingest.
     """
     import pyarrow as pa
 
     try:
         yield from _records(path, size)
-    except (pa.ArrowException, msgspec.DecodeError) as exc:
+    except (pa.ArrowException, msgspec.DecodeError, gzip.BadGzipFile, EOFError, zlib.error) as exc:
         raise ArbitrageError(f"{path}: {exc}") from exc
 
 
@@ -303,7 +310,7 @@ def _records(path: Path, size: int) -> Iterator[list[bytes] | pa.Table]:
         for batch in pq.ParquetFile(path).iter_batches(batch_size=size):
             yield pa.Table.from_batches([batch])
         return
-    with path.open("rb") as handle:
+    with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as handle:
         head = handle.read(1)
         while head.isspace():
             head = handle.read(1)
@@ -322,9 +329,15 @@ def _records(path: Path, size: int) -> Iterator[list[bytes] | pa.Table]:
             yield chunk
 
 
-def _array_records(handle: BinaryIO, size: int) -> Iterator[list[bytes]]:
+def _array_records(handle: io.BufferedIOBase, size: int) -> Iterator[list[bytes]]:
     """A JSON array's records, mapped rather than read: its pages belong to the file and the
-    OS can drop them, so a file larger than memory costs only a small handle per record."""
+    OS can drop them, so a file larger than memory costs only a small handle per record.
+    A gzipped array is inflated into a temporary file first, to be mapped the same way."""
+    if isinstance(handle, gzip.GzipFile):
+        with tempfile.TemporaryFile() as inflated:
+            shutil.copyfileobj(handle, inflated, 1 << 20)
+            yield from _array_records(inflated, size)
+        return
     with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
         items = msgspec.json.decode(mapped, type=list[msgspec.Raw])
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import itertools
 from pathlib import Path
 
@@ -29,6 +30,20 @@ def test_a_json_array_gives_the_records_of_the_same_ndjson(tmp_path: Path) -> No
     assert [[msgspec.json.decode(r) for r in chunk] for chunk in _file_chunks(array, 10)] == [
         [msgspec.json.decode(r) for r in chunk] for chunk in expected
     ]
+
+
+@pytest.mark.parametrize("name", ["records.ndjson.gz", "records.json.gz"])
+def test_gzipped_files_give_the_records_of_the_plain_file(tmp_path: Path, name: str) -> None:
+    plain = b"\n".join(RECORDS) if "ndjson" in name else b"[" + b",".join(RECORDS) + b"]"
+    expected = list(_file_chunks(_written(tmp_path / name.removesuffix(".gz"), plain), 10))
+    assert list(_file_chunks(_written(tmp_path / name, gzip.compress(plain)), 10)) == expected
+
+
+@pytest.mark.parametrize("name", ["cut.ndjson.gz", "cut.json.gz"])
+def test_a_cut_gzip_file_names_the_file(tmp_path: Path, name: str) -> None:
+    body = gzip.compress(b"\n".join(RECORDS) if "ndjson" in name else b"[" + b",".join(RECORDS) + b"]")
+    with pytest.raises(ArbitrageError, match=name.replace(".", r"\.")):
+        list(_file_chunks(_written(tmp_path / name, body[: len(body) // 2]), 10))
 
 
 def test_a_json_array_left_early_releases_its_file(tmp_path: Path) -> None:
