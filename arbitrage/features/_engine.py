@@ -33,6 +33,7 @@ from arbitrage.features._registry import FEATURES, LATE_COLUMN
 from arbitrage.features._windows import (
     Bools,
     Floats,
+    GroupSums,
     Ints,
     SortedGroups,
     prefix_sums,
@@ -536,16 +537,16 @@ def _pair_windows(rows: _Rows) -> tuple[dict[str, np.ndarray], SortedGroups]:
     r2 = r * r
     side = _zero_nan(rows.side_qvol[order])
     failed = _zero_nan(rows.failed[order])
-    extended = prefix_sums(np.stack([spread, r2, r, pv, vq]))  # vwap deviations cancel: keep digits
-    plain = prefix_sums(np.stack([volume, side, failed]), extended=False)
+    extended = GroupSums(np.stack([spread, r2, r, pv, vq]), g.first)  # vwap deviations cancel: keep digits
+    plain = GroupSums(np.stack([volume, side, failed]), g.first, extended=False)
     start_5s, start_1m, start_5m = (g.window_start(width, at) for width in (_S5, _M1, _M5))
-    spread_5s, r2_5s = window_sums(extended[:2], start_5s, at)
-    spread_1m, r2_1m, ret_1m, pv_1m, vq_1m = window_sums(extended, start_1m, at)
-    r2_5m, ret_5m, pv_5m, vq_5m = window_sums(extended[1:], start_5m, at)
-    vol_1m, flow_1m = window_sums(plain[:2], start_1m, at)
-    vol_5m, flow_5m, failed_5m = window_sums(plain, start_5m, at)
+    spread_5s, r2_5s = extended.over(start_5s, at, slice(2))
+    spread_1m, r2_1m, ret_1m, pv_1m, vq_1m = extended.over(start_1m, at)
+    r2_5m, ret_5m, pv_5m, vq_5m = extended.over(start_5m, at, slice(1, None))
+    vol_1m, flow_1m = plain.over(start_1m, at, slice(2))
+    vol_5m, flow_5m, failed_5m = plain.over(start_5m, at)
     minute_start = g.run_start(rows.minute[order])[at]
-    minute_volume = window_sums(plain[0], minute_start, at)
+    minute_volume = plain.over(minute_start, at, 0)
     prev_t = np.where(has_prev, g.time[safe_prev], -1)
     out = {
         "r": r[at],
@@ -735,10 +736,10 @@ def _bar_features(rows: _Rows, g: SortedGroups, bars: _MinuteBars, stored: pl.Da
     query = at[kept.shape[0] :]
     day_start = b.window_start(_DAY_MINUTES + 1, query)
     two_day_start = b.window_start(2 * _DAY_MINUTES + 1, query)
-    sums = prefix_sums(np.stack([volume[b.order], trades[b.order].astype(np.float64)]))
-    volume_24h = (sums[0, query] - sums[0, day_start]).astype(np.float64)
-    trades_24h = np.rint((sums[1, query] - sums[1, day_start]).astype(np.float64)).astype(np.int64)
-    volume_48h = (sums[0, query] - sums[0, two_day_start]).astype(np.float64)
+    sums = GroupSums(np.stack([volume[b.order], trades[b.order].astype(np.float64)]), b.first)
+    volume_24h, trades_24h_sum = sums.over(day_start, query)
+    trades_24h = np.rint(trades_24h_sum).astype(np.int64)
+    volume_48h = sums.over(two_day_start, query, 0)
     sorted_minute, sorted_close = b.time, close[b.order]
     first_minute = np.where(day_start < query, sorted_minute[day_start], np.iinfo(np.int64).max)
 
@@ -1013,7 +1014,8 @@ def _window_features(v: dict[str, np.ndarray], new: dict[str, np.ndarray]) -> di
         volume_24h = _zero_nan(v["bar_volume_24h"]) + v["minute_volume"]
         prior_24h = _zero_nan(v["bar_volume_48h"]) - _zero_nan(v["bar_volume_24h"])
         mean, sd = v["band_mean"], v["band_sd"]
-        band_ready = ~np.isnan(mean) & (sd > 0) & quoted
+        bands = ~np.isnan(mean) & (sd > 0)  # the bands need the closes only, %b and the z-score also the own price
+        band_ready = bands & quoted
         trades_5m = v["trades_5m"].astype(np.float64)
         first_minute = np.minimum(v["first_minute_24h"], minute)
         features: dict[str, np.ndarray] = {
@@ -1031,7 +1033,7 @@ def _window_features(v: dict[str, np.ndarray], new: dict[str, np.ndarray]) -> di
             "return_5m": v["return_5m"],
             "rsi_14": v["rsi_14"],
             "bollinger_pct_b": np.where(band_ready, (price - (mean - 2 * sd)) / (4 * sd), 0.5),
-            "bollinger_bandwidth": np.where(band_ready & (mean > 0), 4 * sd / mean, 0.0),
+            "bollinger_bandwidth": np.where(bands & (mean > 0), 4 * sd / mean, 0.0),
             "price_zscore": np.where(band_ready, (price - mean) / sd, 0.0),
             "volume_1m": v["volume_1m"],
             "volume_5m": v["volume_5m"],

@@ -94,7 +94,14 @@ FEATURES: Final[tuple[Feature, ...]] = (
     _f("fee_sol", "route", "Float64", "SOL", "-", "Base fee."),
     _f("priority_fee_sol", "route", "Float64", "SOL", "-", "Priority fee."),
     _f("tip_sol", "route", "Float64", "SOL", "-", "Jito tip."),
-    _f("cost_sol", "route", "Float64", "SOL", "-", "Total cost: fee + priority fee + tip."),
+    _f(
+        "cost_sol",
+        "route",
+        "Float64",
+        "SOL",
+        "-",
+        "Total cost: fee + priority fee + tip + other costs the signer paid (third-party fees).",
+    ),
     _f(
         "profit_sol",
         "route",

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import polars as pl
 from chdb import session
 
 from arbitrage.features import FEATURES, LATE_COLUMN, FeatureEngine, feature_schema
 from arbitrage.features.schema import features_markdown, migration_sql
-from arbitrage.model import STORED_COLUMNS
+from arbitrage.model import COST_FIELDS, STORED_COLUMNS
 from arbitrage.risk import RISK_COLUMNS, risk_markdown
 from arbitrage.storage import render
 from tests.unit.features.conftest import Tx, rows
@@ -62,3 +63,15 @@ def test_migration_adds_every_column_to_a_stored_transactions_table_in_chdb() ->
         db.close()
     for column in (*FEATURES, LATE_COLUMN, *RISK_COLUMNS):
         assert f'"{column.name}","{column.clickhouse_type}"' in described
+
+
+def test_cost_definition_names_every_cost_the_stored_total_adds_up() -> None:
+    """`cost_sol` is the stored `total_cost_sol`, which includes other costs (third-party fees)."""
+    definition = next(f.definition for f in FEATURES if f.name == "cost_sol")
+    named = {"fee_lamports": "fee", "priority_fee_lamports": "priority fee", "jito_tip_lamports": "tip"}
+    for field in COST_FIELDS:
+        assert named.get(field, field.removesuffix("_lamports").replace("_", " ")) in definition, field
+    stored = rows(Tx(1, 0, priority=20_000, tip=1_000)).with_columns(
+        pl.lit(7_000, pl.UInt64).alias("other_cost_lamports"), total_cost_sol=pl.lit(33_000 / 1e9)
+    )
+    assert FeatureEngine().process(stored).get_column("cost_sol").to_list() == [33_000 / 1e9]

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from arbitrage.features import FeatureEngine
-from tests.unit.features.conftest import TOKEN, Tx, rows
+from tests.unit.features.conftest import OTHER_TOKEN, TOKEN, Tx, rows
 
 MIN = 60_000
 
@@ -175,3 +175,26 @@ def test_missing_leg_decimals_fall_back_to_the_known_decimals_of_the_mint() -> N
     # the first leg's input is wrapped SOL, known to have the 9 decimals the crafted legs declare
     assert actual.get_column("input_amount").to_list() == pytest.approx([1.5, 2.0])
     assert actual.drop("legs").equals(expected.drop("legs"))
+
+
+def test_bollinger_bandwidth_comes_from_the_closes_even_when_the_own_price_is_unknown() -> None:
+    closes = [float(c) for c in range(1, 21)]
+    mean, sd = 10.5, math.sqrt((20**2 - 1) / 12)
+    unpriced = Tx(100, 20 * MIN, price=math.inf)  # receives no token: no price of its own
+    out = FeatureEngine().process(rows(*minute_bars(closes), unpriced))
+    assert last(out, "price") == 0.0
+    assert last(out, "bollinger_bandwidth") == pytest.approx(4 * sd / mean, rel=1e-9)
+    assert last(out, "bollinger_pct_b") == 0.5  # these need the own price
+    assert last(out, "price_zscore") == 0.0
+
+
+def test_a_pair_priced_far_below_another_in_the_same_batch_keeps_its_vwap_and_volumes() -> None:
+    """A window's sums must not lose the digits of a small pair to a large pair's running total."""
+    large = [Tx(1 + i, i * 100, price=1e6 * (1 + i % 3), sol_in=1e6, token=OTHER_TOKEN) for i in range(50)]
+    small = [Tx(60 + i, 6_000 + i * 100, price=3e-6, sol_in=1e-3 * (1 + i % 2)) for i in range(5)]
+    out = FeatureEngine().process(rows(*large, *small)).tail(4)
+    prices = out.get_column("price").to_list()
+    assert out.get_column("vwap_1m").to_list() == pytest.approx(prices, rel=1e-9)
+    assert out.get_column("volume_1m").to_list() == pytest.approx([0.001, 0.003, 0.004, 0.006], rel=1e-12)
+    assert out.get_column("volume_24h").to_list() == pytest.approx([0.001, 0.003, 0.004, 0.006], rel=1e-12)
+    assert out.get_column("vwap_deviation_bps").abs().max() < 1e-6  # type: ignore[operator]

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from arbitrage.features import _windows
-from arbitrage.features._windows import SortedGroups, prefix_sums, window_quantiles, window_sums
+from arbitrage.features._windows import GroupSums, SortedGroups, prefix_sums, window_quantiles, window_sums
 
 events = st.lists(st.tuples(st.integers(0, 3), st.integers(0, 40), st.integers(0, 1_000)), min_size=1, max_size=60)
 
@@ -114,3 +114,23 @@ def test_window_quantiles_equal_sorting_each_window_for_the_rows_asked(
             expected = _sorted_window_quantiles(series[0], start, q)
             assert np.array_equal(actual[asked], expected[asked], equal_nan=True), (sort_up_to, q)
             assert np.isnan(actual[~asked]).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(events=events, width=st.integers(1, 15), exponents=st.lists(st.integers(-12, 12), min_size=4, max_size=4))
+def test_group_window_sums_keep_the_digits_of_small_groups_beside_large_ones(
+    events: list[tuple[int, int, int]], width: int, exponents: list[int]
+) -> None:
+    """Each group's values at a magnitude of their own, from 1e-12 to 1e12."""
+    codes = np.array([g for g, _, _ in events], dtype=np.int64)
+    time = np.array([t for _, t, _ in events], dtype=np.int64)
+    values = np.array([(v + 1) * 10.0 ** exponents[g] for g, _, v in events])
+    groups = SortedGroups(codes, time, time_follows_order=False, max_width=width)
+    at = np.arange(groups.size)
+    (sums,) = GroupSums(values[groups.order][None, :], groups.first).over(groups.window_start(width), at)
+    sorted_values, group = values[groups.order], groups.group
+    for i in range(groups.size):
+        expected = math.fsum(
+            sorted_values[j] for j in range(i) if group[j] == group[i] and groups.time[j] > groups.time[i] - width
+        )
+        assert sums[i] == pytest.approx(expected, rel=1e-12, abs=0.0)
