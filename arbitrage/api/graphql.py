@@ -2,17 +2,19 @@
 
 The schema is a thin skin over the same services as the REST controllers. Transactions
 are built from the same rendered JSON as `/transactions`, so both APIs agree. Query cost
-is bounded: depth, token and alias limits, `first` at most 1000 over the whole query, and 16
-subscriptions per connection. GraphiQL is served from `api/static/graphiql` (vendored from
-npm: graphiql 3.8.3, react 18.3.1), not a CDN.
+is bounded: a request body or WebSocket message of at most 100 KiB, depth, token and alias
+limits, `first` at most 1000 over the whole query, and 16 subscriptions per connection.
+GraphiQL is served from `api/static/graphiql` (vendored from npm: graphiql 3.8.3, react
+18.3.1), not a CDN.
 """
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable, Iterator
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, Literal, cast, overload
 
 import msgspec
 import strawberry
@@ -30,9 +32,9 @@ from graphql import (
     get_operation_ast,
     value_from_ast_untyped,
 )
-from litestar import Litestar
+from litestar import Litestar, WebSocket
 from litestar.datastructures import State
-from litestar.exceptions import LitestarDeprecationWarning
+from litestar.exceptions import LitestarDeprecationWarning, WebSocketDisconnect
 from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter, SchemaExtension
 from strawberry.litestar import make_graphql_controller
 from strawberry.scalars import JSON
@@ -56,6 +58,12 @@ MAX_SUBSCRIPTIONS = 16
 """Active subscriptions of one connection at most: each costs a decode and a serialization per
 event (100 on one socket took 8 s of the event loop per 1000 stored rows), and one socket must
 not cost what a thousand clients do."""
+MAX_REQUEST_BYTES = 100 * 1024
+"""An HTTP body (bytes) or WebSocket message (characters) at most: the 100 kB Apollo Server takes.
+The app-wide bound is ingest's 64 MiB, and Granian takes WebSocket messages up to 64 MiB; decoded
+whole, unused variables of 8 MiB held 195 MiB for as long as their subscription ran."""
+MESSAGE_TOO_BIG = 1009
+"""WebSocket close code for a message over `MAX_REQUEST_BYTES` (RFC 6455)."""
 _SUBSCRIPTIONS_KEY = "active_subscriptions"
 """Where a connection's context (one dict per WebSocket) counts its active subscriptions."""
 
@@ -314,7 +322,7 @@ class Subscription:
         context = info.context
         if context.setdefault(_SUBSCRIPTIONS_KEY, 0) >= MAX_SUBSCRIPTIONS:
             raise ValidationError("subscription", f"at most {MAX_SUBSCRIPTIONS} at once on one connection")
-        resume = services.feed.resume(filters, services.settings.stream.client_queue_events, None)
+        resume = await services.feed.resume(filters, services.settings.stream.client_queue_events, None)
         context[_SUBSCRIPTIONS_KEY] += 1
         try:
             while True:
@@ -437,16 +445,42 @@ async def _context(state: State) -> dict[str, Any]:
 _Base = make_graphql_controller(SCHEMA, path="/graphql", context_getter=_context, graphql_ide="graphiql")
 
 
+class _BoundedWebSocket(WebSocket[Any, Any, Any]):
+    """Closes the connection (1009) on a message over `MAX_REQUEST_BYTES`, before strawberry decodes it."""
+
+    @overload
+    async def receive_data(self, mode: Literal["text"]) -> str: ...
+
+    @overload
+    async def receive_data(self, mode: Literal["binary"]) -> bytes: ...
+
+    async def receive_data(self, mode: Literal["text", "binary"]) -> str | bytes:
+        data = await super().receive_data(mode)
+        if len(data) > MAX_REQUEST_BYTES:
+            await self.close(MESSAGE_TOO_BIG, f"a message is at most {MAX_REQUEST_BYTES} characters")
+            raise WebSocketDisconnect(detail="message too big", code=MESSAGE_TOO_BIG)
+        return data
+
+
 class GraphQLController(_Base):  # type: ignore[misc,valid-type]
-    """Strawberry's controller with GraphiQL from local assets."""
+    """Strawberry's controller with GraphiQL from local assets and a size bound on what clients send."""
 
     tags = ["graphql"]
     include_in_schema = False
     guards = [requires("read")]
+    request_max_body_size = MAX_REQUEST_BYTES
+    websocket_class = _BoundedWebSocket
 
     @property
     def graphql_ide_html(self) -> str:
         return _GRAPHIQL_HTML
+
+    def decode_json(self, data: str | bytes) -> object:
+        """JSON nested past Python's recursion limit is a client's invalid message, not our failure (4500)."""
+        try:
+            return super().decode_json(data)
+        except RecursionError:
+            raise json.JSONDecodeError("nested too deeply", "", 0) from None
 
 
 def register_graphql(app: Litestar) -> None:

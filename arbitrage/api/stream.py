@@ -27,7 +27,17 @@ from arbitrage.api.transactions import FILTER_TYPES, Dex, MinProfit, Signer, Tok
 from arbitrage.errors import ValidationError, WarehouseUnavailable
 from arbitrage.security import requires
 from arbitrage.services import Services
-from arbitrage.stream import FIELD_NAMES, Fields, LiveBatch, LiveFeed, Resume, StreamFilter, Subscription, project
+from arbitrage.stream import (
+    FIELD_NAMES,
+    Fields,
+    LiveBatch,
+    LiveFeed,
+    Missing,
+    Resume,
+    StreamFilter,
+    Subscription,
+    project,
+)
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +161,7 @@ async def _sse_body(
     feed: LiveFeed, filters: StreamFilter, fields: Fields, after: int | None, max_events: int, keepalive: float
 ) -> AsyncIterator[bytes]:
     # The subscription is taken here, when the body starts streaming, and released when it ends.
-    resume = feed.resume(filters, max_events, after, sse_fields=fields)
+    resume = await feed.resume(filters, max_events, after, sse_fields=fields)
     try:
         yield b": connected position=%d\nretry: 1000\n\n" % resume.position
         try:
@@ -178,15 +188,16 @@ async def _sse_body(
 
 
 async def _backlog(feed: LiveFeed, filters: StreamFilter, resume: Resume, encode: Any) -> AsyncIterator[Any]:
-    """What the client missed: stored rows older than the buffer, then the buffer, encoded."""
-    if resume.stored_after is not None:
-        async for batch in feed.stored_batches(filters, resume.stored_after, resume.stored_before):
-            yield encode(batch, None)
-    for batch in resume.buffered:
-        await batch.ready()
-        selected = batch.select(filters)
+    """What the client missed, encoded in position order: buffered batches, and stored rows the buffer lacks."""
+    for piece in resume.backlog:
+        if isinstance(piece, Missing):
+            async for batch in feed.stored_batches(filters, piece.after, piece.before):
+                yield encode(batch, None)
+            continue
+        await piece.ready()
+        selected = piece.select(filters)
         if selected is None or selected:
-            yield encode(batch, selected)
+            yield encode(piece, selected)
 
 
 class _Subscribe(msgspec.Struct, forbid_unknown_fields=True):
@@ -264,7 +275,7 @@ class _SocketSession:
                 await self._send({"type": "unsubscribed"})
             else:
                 await self.stop()
-                resume = self.feed.resume(filters, self.max_events, after)
+                resume = await self.feed.resume(filters, self.max_events, after)
                 self._subscription = resume.subscription
                 await self._send({"type": "subscribed", "position": resume.position, "filters": filters})
                 self._pump = asyncio.create_task(self._send_feed(resume, filters, fields))

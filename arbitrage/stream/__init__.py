@@ -3,7 +3,8 @@
 Public face:
 - `LiveFeed`: positions at store time (`reserve`), fan-out (`publish`), resume (`resume`,
   `stored_batches`); built by `open_live_feed(settings, warehouse)`.
-- `StreamHub`/`Subscription`: the in-process fan-out with bounded per-client queues.
+- `StreamHub`/`Subscription`: the in-process fan-out with bounded per-client queues;
+  `Missing`: a range a resuming client reads from the warehouse.
 - `RedisLink`: the process's Redis connection (shared sequence, pub/sub), when configured.
 - `RecentTransactions`: the in-memory ring of the newest stored rows.
 - `render_transactions` (one JSON object per row), `render_json_array`, `render_ndjson` (whole bodies);
@@ -12,7 +13,7 @@ Public face:
 
 from arbitrage.stream._events import FIELD_NAMES, POSITION_COLUMN, Fields, LiveBatch, LiveEvent, StreamFilter, project
 from arbitrage.stream._feed import LiveFeed, Resume
-from arbitrage.stream._hub import StreamHub, Subscription
+from arbitrage.stream._hub import Missing, StreamHub, Subscription
 from arbitrage.stream._recent import RecentTransactions
 from arbitrage.stream._redis import RedisLink
 from arbitrage.stream._render import json_array, json_rows, render_json_array, render_ndjson, render_transactions
@@ -24,6 +25,7 @@ __all__ = [
     "LiveBatch",
     "LiveEvent",
     "LiveFeed",
+    "Missing",
     "RecentTransactions",
     "RedisLink",
     "Resume",

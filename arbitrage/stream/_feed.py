@@ -2,8 +2,9 @@
 
 Ingest asks `reserve(n)` for the positions of a batch it is about to insert (they are
 stored with the rows), and hands the stored rows to `publish` afterwards. Clients open a
-`Resume` that says what they missed: positions older than the replay buffer are read from
-the warehouse (`stream_position > last_id`), the rest comes from the buffer, then live.
+`Resume` that says what they missed: positions the replay buffer lacks (older than it, or
+gaps in it) are read from the warehouse (`stream_position > last_id`), the rest comes from
+the buffer, then live.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pyarrow as pa
 
 from arbitrage.storage import TransactionFilter, Warehouse
 from arbitrage.stream._events import POSITION_COLUMN, LiveBatch, StreamFilter, events_from_frame
-from arbitrage.stream._hub import StreamHub, Subscription
+from arbitrage.stream._hub import Missing, StreamHub, Subscription
 from arbitrage.stream._redis import RedisLink
 
 _REPLAY_PAGE_ROWS = 5_000
@@ -25,13 +26,11 @@ _REPLAY_PAGE_ROWS = 5_000
 
 @dataclass
 class Resume:
-    """A new subscription plus what the client missed before it: stored range, then buffer."""
+    """A new subscription plus what the client missed before it."""
 
     subscription: Subscription
-    stored_after: int | None
-    """Read positions in (stored_after, stored_before) from the warehouse first; None: nothing."""
-    stored_before: int
-    buffered: list[LiveBatch]
+    backlog: list[LiveBatch | Missing]
+    """In position order: buffered batches, and ranges to read from the warehouse (`stored_batches`)."""
     position: int
     """The feed's position when the subscription started: everything up to it is in the backlog."""
 
@@ -80,24 +79,34 @@ class LiveFeed:
             return
         await self.hub.accept_rendered(batch)
 
-    def resume(
+    async def resume(
         self,
         filters: StreamFilter,
         max_events: int,
         last_event_id: int | None,
         sse_fields: tuple[str, ...] | None = None,
     ) -> Resume:
-        """Subscribe and take the backlog in one step (no await), so nothing falls between them.
+        """Subscribe and take the backlog in one step (no await between them), so nothing falls between.
 
+        A `last_event_id` ahead of this process (its hub lags another one behind the same Redis)
+        is taken as seen when some process handed it out; one beyond every position handed out
+        (an id from before a reset) is not, and the client gets the live feed whole.
         `sse_fields`: an SSE client's field selection, when it reads nothing else of an event.
         """
+        seen_through = 0
+        if last_event_id is not None and self.hub.position < last_event_id <= await self._handed_out():
+            seen_through = last_event_id
         subscription = self.hub.subscribe(filters, max_events, sse_fields)
+        subscription.seen_through = seen_through
         position = self.hub.position
         if last_event_id is None or last_event_id >= position:
-            return Resume(subscription, None, 0, [], position)
-        buffered, oldest = self.hub.replay(last_event_id)
-        stored_after = last_event_id if oldest > last_event_id + 1 else None
-        return Resume(subscription, stored_after, oldest, buffered, position)
+            return Resume(subscription, [], position)
+        return Resume(subscription, self.hub.replay(last_event_id), position)
+
+    async def _handed_out(self) -> int:
+        """The highest position handed out that this process can learn (Redis knows every process's)."""
+        shared = await self.redis.handed_out() if self.redis is not None else None
+        return max(shared or 0, self._last_reserved, self.hub.position)
 
     async def stored_batches(self, filters: StreamFilter, after: int, before: int) -> AsyncIterator[LiveBatch]:
         """Stored rows with after < position < before that match, in position order, a page at a time."""

@@ -15,10 +15,19 @@ import heapq
 import itertools
 import logging
 from collections import deque
+from dataclasses import dataclass
 
 from arbitrage.stream._events import LiveBatch, Renders, StreamFilter
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Missing:
+    """Positions `after` < p < `before` that the replay buffer does not hold."""
+
+    after: int
+    before: int
 
 
 class Subscription:
@@ -31,6 +40,9 @@ class Subscription:
         """Set for an SSE client that reads only these fields: it needs no whole-event render."""
         self.dropped = False
         self.queued_events = 0
+        self.seen_through = 0
+        """Positions up to this the client already has: a Last-Event-ID ahead of this process's hub
+        (another process behind the same Redis delivered them first) must not come again."""
         self._queue: asyncio.Queue[tuple[LiveBatch, list[int] | None] | None] = asyncio.Queue()
 
     def offer(self, batch: LiveBatch) -> bool:
@@ -38,6 +50,10 @@ class Subscription:
 
         An empty queue takes any one batch, so a batch larger than the bound drops nobody.
         """
+        if batch.last <= self.seen_through:
+            return True
+        if batch.first <= self.seen_through:
+            batch = batch.after(self.seen_through)
         selected = batch.select(self.filters)
         count = len(batch) if selected is None else len(selected)
         if count == 0:
@@ -154,21 +170,29 @@ class StreamHub:
             return
         self._deliver(batch)
 
-    def replay(self, after: int) -> tuple[list[LiveBatch], int]:
-        """Buffered batches with positions after `after`, and the first position the buffer holds.
+    def replay(self, after: int) -> list[LiveBatch | Missing]:
+        """What was delivered after `after`, in position order: buffered batches (trimmed to > `after`),
+        and the ranges the buffer lacks, which the caller reads from the warehouse.
 
-        Positions in (after, first_buffered) are not in memory: the caller reads them from the
-        warehouse. Batches are trimmed to positions > `after`.
+        Those are the positions older than the buffer, and the gaps inside it: positions that came
+        only after the hub moved past them, or while the Redis subscription was down, may be stored
+        all the same (by another process, in a shared warehouse). Positions never stored (a failed
+        insert) cost a query that finds nothing.
         """
-        batches: list[LiveBatch] = []
+        pieces: list[LiveBatch | Missing] = []
+        expected = after + 1
         for batch in self._replay:
             if batch.last <= after:
                 continue
             if batch.first <= after:
                 batch = batch.after(after)
-            batches.append(batch)
-        oldest = self._replay[0].first if self._replay else self._last_delivered + 1
-        return batches, oldest
+            if batch.first > expected:
+                pieces.append(Missing(expected - 1, batch.first))
+            pieces.append(batch)
+            expected = batch.last + 1
+        if expected <= self._last_delivered:
+            pieces.append(Missing(expected - 1, self._last_delivered + 1))
+        return pieces
 
     def _deliver(self, batch: LiveBatch) -> None:
         self._last_delivered = batch.last
@@ -202,5 +226,5 @@ class StreamHub:
 
 
 def _log_gap(first: int, last: int, when: str) -> None:
-    """Live clients do not get these positions (resuming ones read stored rows older than the buffer only)."""
+    """Live clients do not get these positions (resuming ones read them from the warehouse, once stored)."""
     log.warning("live feed: positions %d-%d did not arrive %s; moving past them", first, last, when)

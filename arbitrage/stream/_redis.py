@@ -105,6 +105,17 @@ class RedisLink:
             self._lost(exc)
             return None
 
+    async def handed_out(self) -> int | None:
+        """The highest position any process reserved so far; None when Redis does not answer."""
+        if not self.available:
+            return None
+        try:
+            value = await self.client.get(self.sequence_key)
+        except (RedisError, OSError) as exc:
+            self._lost(exc)
+            return None
+        return int(value or 0)
+
     async def health(self) -> dict[str, Any]:
         """For /health: healthy with the ping latency, or raise (the service then reports degraded)."""
         if not self.available:

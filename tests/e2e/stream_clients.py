@@ -139,7 +139,9 @@ class WsClosed(Exception):
 class WsClient:
     """A blocking RFC 6455 client: `send(obj)`, `recv()` → decoded JSON, `WsClosed` on close."""
 
-    def __init__(self, url: str, timeout: float = 30.0, receive_buffer: int | None = None) -> None:
+    def __init__(
+        self, url: str, timeout: float = 30.0, receive_buffer: int | None = None, subprotocols: list[str] | None = None
+    ) -> None:
         parts = urlsplit(url)
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if receive_buffer is not None:
@@ -147,9 +149,10 @@ class WsClient:
         self._sock.settimeout(timeout)
         self._sock.connect((parts.hostname, parts.port))
         key = base64.b64encode(os.urandom(16)).decode()
+        protocols = f"Sec-WebSocket-Protocol: {', '.join(subprotocols)}\r\n" if subprotocols else ""
         self._sock.sendall(
             f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{protocols}\r\n".encode()
         )
         self._buffer = bytearray()
         head = self._take_until(b"\r\n\r\n")
@@ -166,7 +169,8 @@ class WsClient:
             header = struct.pack("!BBH", 0x81, 0x80 | 126, length)
         else:
             header = struct.pack("!BBQ", 0x81, 0x80 | 127, length)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        key = (mask * (length // 4 + 1))[:length]
+        masked = (int.from_bytes(payload) ^ int.from_bytes(key)).to_bytes(length)
         self._sock.sendall(header + mask + masked)
 
     def recv(self) -> dict[str, object]:

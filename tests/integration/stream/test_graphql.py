@@ -287,3 +287,12 @@ async def test_aliased_aggregates_are_computed_once_like_the_rest_ones(
     answer = await _query(client, f"{{ {aliases} }}")
     assert {answer["data"][f"a{i}"]["transactions"] for i in range(7)} == {200}
     assert await _warehouse_queries(client) - before <= 8  # one stats (4 queries), one daily, some slack
+
+
+async def test_an_oversized_request_body_is_refused_before_it_is_parsed(client: AsyncTestClient[Any]) -> None:
+    """The app-wide body bound is the ingest one (64 MiB): a GraphQL body that large was decoded whole."""
+    padding = [[] for _ in range(400_000)]  # 1.2 MB of JSON, about 20 MB once decoded
+    body = {"query": "{ stats { transactions } }", "variables": {"p": padding}}
+    assert (await client.post("/graphql", json=body)).status_code == 413
+    ordinary = {"query": "{ stats { transactions } }", "variables": {"p": "x" * 50_000}}
+    assert (await client.post("/graphql", json=ordinary)).json()["data"]["stats"]["transactions"] == 0

@@ -11,7 +11,7 @@ from arbitrage.ingest._decode import decode_body
 from arbitrage.ingest._derive import derive
 from arbitrage.risk import score_risk
 from arbitrage.simulator import Simulator
-from arbitrage.stream import POSITION_COLUMN, LiveBatch, StreamFilter, StreamHub
+from arbitrage.stream import POSITION_COLUMN, LiveBatch, Missing, StreamFilter, StreamHub
 from arbitrage.stream._events import events_from_frame
 
 pytestmark = pytest.mark.anyio
@@ -55,9 +55,9 @@ async def test_the_hub_buffers_unrendered_batches_and_replays_them(stored: pl.Da
     hub.start_at(100)
     hub.accept(LiveBatch.of_rows(stored))
     assert hub.position == 150
-    replayed, oldest = hub.replay(145)
-    assert oldest == 101
-    assert [e.position for b in replayed for e in b.events] == list(range(146, 151))
+    (replayed,) = hub.replay(145)
+    assert isinstance(replayed, LiveBatch)
+    assert [e.position for e in replayed.events] == list(range(146, 151))
     subscription = hub.subscribe(StreamFilter(), 1_000)
     hub.accept(LiveBatch.of_rows(stored.with_columns(pl.col(POSITION_COLUMN) + 50)))
     items = await subscription.next()
@@ -119,3 +119,19 @@ async def test_a_batch_is_rendered_whole_when_a_subscriber_reads_whole_events(
     batch = LiveBatch.of_rows(stored)
     await batch.prepare(hub.renders())
     assert batch._events is not None
+
+
+async def test_the_replay_names_the_ranges_its_buffer_lacks(stored: pl.DataFrame) -> None:
+    """Older than the buffer, and the gaps the hub moved past: a resuming client reads them from the warehouse."""
+    hub = StreamHub(replay_events=1_000)
+    hub.start_at(100)
+    hub.accept(LiveBatch.of_rows(stored))  # 101-150
+    hub.resync()  # as after a Redis outage: 151-199 went by unseen
+    hub.accept(LiveBatch.of_rows(stored.with_columns(pl.col(POSITION_COLUMN) + 99)))  # 200-249
+    pieces = hub.replay(120)
+    assert [(p.first, p.last) if isinstance(p, LiveBatch) else p for p in pieces] == [
+        (121, 150),
+        Missing(150, 200),
+        (200, 249),
+    ]
+    assert hub.replay(10)[0] == Missing(10, 101)
