@@ -10,20 +10,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gzip
-import io
 import json
-import mmap
 import os
-import shutil
 import sys
-import tempfile
 import time
-import zlib
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import msgspec
@@ -31,11 +24,6 @@ import msgspec
 from arbitrage import __version__
 from arbitrage.config import Settings, default_config_path, load_settings, redacted
 from arbitrage.errors import ArbitrageError, ConfigError
-
-if TYPE_CHECKING:
-    import pyarrow as pa
-
-    from arbitrage.ingest import IngestReport
 
 EXIT_CONFIG = 2
 SETTINGS_ENV = "ARBITRAGE_SETTINGS_JSON"
@@ -85,7 +73,7 @@ def at_least(kind: type[Number], minimum: Number) -> Callable[[str], Number]:
     return parse
 
 
-def _input_file(text: str) -> Path:
+def input_file(text: str) -> Path:
     """An argparse `type=` for a file to read: it must exist and not be a directory."""
     path = Path(text)
     if path.is_dir():
@@ -95,7 +83,7 @@ def _input_file(text: str) -> Path:
     return path
 
 
-def _http_url(text: str) -> str:
+def http_url(text: str) -> str:
     """An argparse `type=` for a URL to POST to."""
     try:
         url = httpx.URL(text)
@@ -125,14 +113,6 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument("--data-dir", help="storage.data_dir")
     migrate.set_defaults(handler=_migrate)
 
-    ingest = sub.add_parser("ingest", help="load NDJSON, JSON (either may be .gz) or Parquet files into the warehouse")
-    ingest.add_argument("files", nargs="+", type=_input_file)
-    ingest.add_argument("--data-dir", help="storage.data_dir")
-    ingest.add_argument(
-        "--batch-size", type=at_least(int, 1), default=50_000, help="records per insert (default 50000)"
-    )
-    ingest.set_defaults(handler=_ingest)
-
     simulate = sub.add_parser("simulate", help="emit simulated arbitrage transactions as NDJSON")
     simulate.add_argument("--count", type=at_least(int, 0), default=1000, help="how many (0 = endless)")
     simulate.add_argument(
@@ -141,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
     simulate.add_argument("--out", type=Path, help="write to this file instead of stdout")
     simulate.add_argument(
-        "--url", type=_http_url, help="POST batches to this ingest URL instead, e.g. http://127.0.0.1:8080/ingest"
+        "--url", type=http_url, help="POST batches to this ingest URL instead, e.g. http://127.0.0.1:8080/ingest"
     )
     simulate.add_argument("--batch-size", type=at_least(int, 1), default=10_000, help="records per POST with --url")
     simulate.set_defaults(handler=_simulate)
@@ -152,8 +132,10 @@ def _parser() -> argparse.ArgumentParser:
     show.set_defaults(handler=_config_show)
 
     from arbitrage.export import add_export_command
+    from arbitrage.ingest import add_ingest_command
     from arbitrage.security import add_keys_command
 
+    add_ingest_command(sub)
     add_export_command(sub)
     add_keys_command(sub)
     return parser
@@ -233,118 +215,6 @@ def _migrate(_: argparse.Namespace, settings: Settings) -> int:
     asyncio.run(run())
     print(f"migrations applied ({settings.storage.backend} warehouse, database {settings.storage.database})")
     return 0
-
-
-_FILE_CHUNKS_IN_FLIGHT = 2
-
-
-def _ingest(args: argparse.Namespace, settings: Settings) -> int:
-    from tqdm import tqdm
-
-    from arbitrage.app import start_services
-
-    async def run() -> tuple[int, int, int]:
-        services = await start_services(settings, jobs=False)
-        totals = [0, 0, 0]
-        # Two chunks in flight, as Kafka keeps two batches: one decodes while the other is stored.
-        in_flight: deque[tuple[asyncio.Task[IngestReport], int, int]] = deque()
-
-        async def settle_oldest(name: str, progress: tqdm[Any]) -> None:
-            """Count the oldest chunk's report; errors name a record by its index in the file."""
-            task, first, size = in_flight.popleft()
-            report = await task
-            totals[0] += report.accepted
-            totals[1] += report.duplicates
-            totals[2] += report.rejected
-            for error in report.errors[:5]:
-                tqdm.write(f"{name}: record {first + error.index}: {error.field}: {error.reason}", file=sys.stderr)
-            progress.update(size)
-
-        try:
-            for path in args.files:
-                with tqdm(desc=path.name, unit="tx", unit_scale=True, file=sys.stderr) as progress:
-                    read = 0
-                    for chunk in _file_chunks(path, args.batch_size):
-                        if isinstance(chunk, list):
-                            store = services.ingest.ingest_records(chunk, source="file")
-                        else:
-                            store = services.ingest.ingest_table(chunk, source="file")
-                        in_flight.append((asyncio.create_task(store), read, len(chunk)))
-                        read += len(chunk)
-                        if len(in_flight) >= _FILE_CHUNKS_IN_FLIGHT:
-                            await settle_oldest(path.name, progress)
-                    while in_flight:
-                        await settle_oldest(path.name, progress)
-        finally:
-            for task, _, _ in in_flight:
-                task.cancel()
-            await services.close()
-        return totals[0], totals[1], totals[2]
-
-    accepted, duplicates, rejected = asyncio.run(run())
-    print(json.dumps({"accepted": accepted, "duplicates": duplicates, "rejected": rejected}))
-    return 0 if accepted or duplicates or not rejected else 1
-
-
-def _file_chunks(path: Path, size: int) -> Iterator[list[bytes] | pa.Table]:
-    """Records of a file, `size` at a time: JSON bytes (NDJSON, JSON array, either gzipped as
-    `.gz`) or columns (Parquet).
-
-    A file that does not decode as a whole (a truncated Parquet or gzip file, a broken JSON
-    array) stops the command with one line naming it; bad records are reported one by one by
-    ingest.
-    """
-    import pyarrow as pa
-
-    try:
-        yield from _records(path, size)
-    except (pa.ArrowException, msgspec.DecodeError, gzip.BadGzipFile, EOFError, zlib.error) as exc:
-        raise ArbitrageError(f"{path}: {exc}") from exc
-
-
-def _records(path: Path, size: int) -> Iterator[list[bytes] | pa.Table]:
-    if path.suffix == ".parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=size):
-            yield pa.Table.from_batches([batch])
-        return
-    with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as handle:
-        head = handle.read(1)
-        while head.isspace():
-            head = handle.read(1)
-        handle.seek(0)
-        if head == b"[":
-            yield from _array_records(handle, size)
-            return
-        chunk: list[bytes] = []
-        for line in handle:
-            if line.strip():
-                chunk.append(line.rstrip(b"\r\n"))
-                if len(chunk) >= size:
-                    yield chunk
-                    chunk = []
-        if chunk:
-            yield chunk
-
-
-def _array_records(handle: io.BufferedIOBase, size: int) -> Iterator[list[bytes]]:
-    """A JSON array's records, mapped rather than read: its pages belong to the file and the
-    OS can drop them, so a file larger than memory costs only a small handle per record.
-    A gzipped array is inflated into a temporary file first, to be mapped the same way."""
-    if isinstance(handle, gzip.GzipFile):
-        with tempfile.TemporaryFile() as inflated:
-            shutil.copyfileobj(handle, inflated, 1 << 20)
-            yield from _array_records(inflated, size)
-        return
-    with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-        items = msgspec.json.decode(mapped, type=list[msgspec.Raw])
-        try:
-            for start in range(0, len(items), size):
-                yield [bytes(item) for item in items[start : start + size]]
-        finally:
-            del items
 
 
 def _simulate(args: argparse.Namespace, _: Settings) -> int:

@@ -1,5 +1,6 @@
 """Validation, batching, dedup and dead letters for every source."""
 
+from arbitrage.ingest._cli import add_ingest_command
 from arbitrage.ingest._decode import (
     RAW_SCHEMA,
     DecodedBatch,
@@ -24,6 +25,7 @@ __all__ = [
     "RecordError",
     "Reject",
     "SolanaIngestReport",
+    "add_ingest_command",
     "decode_body",
     "decode_records",
     "decode_table",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import signal
 import subprocess
 import threading
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import msgspec
+import polars as pl
 import pytest
 
 from arbitrage.simulator import Simulator
@@ -148,3 +150,56 @@ def test_cli_simulate_posts_to_a_running_server(tmp_path: Path) -> None:
             timeout=120,
         )
         assert httpx.get(f"{server.url}/stats").json()["transactions"] == 1500
+
+
+def test_cli_ingest_posts_files_to_a_running_server(tmp_path: Path) -> None:
+    """While the server owns the data dir, `ingest --url` sends files through it: NDJSON.gz as
+    JSON, Parquet as Arrow IPC, errors by their index in the file, then the totals."""
+    records = Simulator(seed=24).records(2600)
+    records[1777]["slot"] = 0
+    ndjson = tmp_path / "first.ndjson.gz"
+    ndjson.write_bytes(gzip.compress(b"\n".join(msgspec.json.encode(r) for r in records[:2000])))
+    parquet = tmp_path / "second.parquet"
+    pl.DataFrame(records[1500:]).write_parquet(parquet)
+    data = tmp_path / "data"
+    with ServerProcess(data) as server:
+        local = subprocess.run(
+            [str(ARBITRAGE), "ingest", str(parquet), "--data-dir", str(data)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert local.returncode == 1
+        assert "use `arbitrage ingest --url" in local.stderr
+        loaded = subprocess.run(
+            [
+                str(ARBITRAGE),
+                "ingest",
+                str(ndjson),
+                str(parquet),
+                "--url",
+                f"{server.url}/ingest",
+                "--batch-size",
+                "300",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=300,
+        )
+        assert msgspec.json.decode(loaded.stdout.strip().splitlines()[-1]) == {
+            "accepted": 2599,
+            "duplicates": 499,
+            "rejected": 2,
+        }
+        assert "first.ndjson.gz: record 1777: slot" in loaded.stderr
+        assert "second.parquet: record 277: slot" in loaded.stderr
+        assert httpx.get(f"{server.url}/stats").json()["transactions"] == 2599
+        gone = subprocess.run(
+            [str(ARBITRAGE), "ingest", str(parquet), "--url", "http://127.0.0.1:9/ingest"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert gone.returncode == 1
+        assert "http://127.0.0.1:9/ingest: cannot connect" in gone.stderr
