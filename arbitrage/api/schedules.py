@@ -85,7 +85,7 @@ class ScheduleController(Controller):
     @post(
         "/schedules/{schedule_id:str}/run",
         status_code=HTTP_202_ACCEPTED,
-        description="Run a schedule now; 409 while it is running.",
+        description="Run a schedule now; 409 while it is running, or when its format is no longer installed.",
         responses=error_responses(404, 409),
     )
     async def run_now(self, schedules: NamedDependency[ScheduleService], schedule_id: FromPath[str]) -> ExportJob:
@@ -95,3 +95,6 @@ class ScheduleController(Controller):
             raise NotFoundException(detail=str(exc)) from exc
         except ScheduleBusy as exc:
             raise ClientException(detail=str(exc), status_code=409) from exc
+        except UnknownFormat as exc:
+            # The schedule was stored while a plugin format was installed: its state, not this request, is at fault.
+            raise ClientException(detail=str(exc), status_code=409, extra={"formats": exc.known}) from exc

@@ -11,6 +11,7 @@ Public face:
 from arbitrage.export._cli import add_export_command, export_command
 from arbitrage.export._jobs import (
     ACTIVE_STATES,
+    INTERRUPTED_ERROR,
     Download,
     ExportJob,
     ExportService,
@@ -43,6 +44,7 @@ from arbitrage.export._writers import (
 __all__ = [
     "ACTIVE_STATES",
     "ENTRY_POINT_GROUP",
+    "INTERRUPTED_ERROR",
     "ColumnDescription",
     "Destination",
     "Download",

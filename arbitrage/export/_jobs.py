@@ -1,11 +1,13 @@
 """Export jobs: accepted at once, run in the background, persisted in the warehouse.
 
 A job row lives in `export_jobs` (ReplacingMergeTree: each update inserts the whole row
-with a higher `version`, which is also the row's heartbeat in nanoseconds). A running
-job refreshes its row every few seconds; a job whose row stops moving (its process died)
-is marked failed, at start-up for the embedded warehouse (one process owns it) and by
-the periodic sweep otherwise. Files are staged and committed by `run_export`, so a job
-that did not finish never published anything under a final name.
+with a higher `version`, which is also the row's heartbeat in nanoseconds). A queued or
+running job refreshes its row every few seconds (state and counters; the file list only
+goes into the final row); a job whose row stops moving (its process died) is marked failed
+as interrupted, at start-up for the embedded warehouse (one process owns it) and by the
+periodic sweep otherwise. A job stopped by a shutdown ends the same way. Files are staged
+and committed by `run_export`, so a job that did not finish never published anything under
+a final name.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ JobState = Literal["queued", "running", "done", "failed", "cancelled"]
 ACTIVE_STATES: tuple[JobState, ...] = ("queued", "running")
 JOBS_TABLE = "export_jobs"
 HEARTBEAT_SECONDS = 5.0
+INTERRUPTED_ERROR = "interrupted: the process running this export stopped before it finished"
+"""The error of a job whose process died or stopped: schedules recognise it to count and retry the run."""
 
 JOBS_FINISHED = Counter(
     "arbitrage_export_jobs",
@@ -105,6 +109,7 @@ class ExportJob(msgspec.Struct, kw_only=True):
     progress: float = 0.0
     """Fraction done, 0 to 1."""
     files: list[FileInfo] = []
+    """Files written: stored once the job is done; while it runs, only its own process lists them."""
     error: str | None = None
     schedule_id: str | None = None
     due_at: datetime | None = None
@@ -132,11 +137,22 @@ class _Active:
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
     """Set with `cancel`, awaited by a job still waiting for a slot."""
     task: asyncio.Task[None] | None = None
+    interrupted: bool = False
+    """Stopped because the process stops, not by a user: the job ends failed, as after a crash."""
 
 
 def _stop(active: _Active) -> None:
     active.cancel.set()
     active.stopped.set()
+
+
+def _end_stopped(active: _Active) -> None:
+    """The final state of a job that stopped early: cancelled by a user, or interrupted by a shutdown."""
+    if active.interrupted:
+        active.job.state = "failed"
+        active.job.error = INTERRUPTED_ERROR
+    else:
+        active.job.state = "cancelled"
 
 
 class ExportService:
@@ -150,6 +166,8 @@ class ExportService:
         max_concurrent_jobs: jobs that run at once; others wait queued.
         stale_after_seconds: a running job whose row has not moved for this long belongs to
             a dead process and is marked failed.
+        heartbeat_seconds: how often a queued or running job refreshes its row; well below
+            `stale_after_seconds`.
         descriptions: column descriptions for manifests (default `column_descriptions()`).
     """
 
@@ -161,6 +179,7 @@ class ExportService:
         storage_options: Mapping[str, Mapping[str, Any]] | None = None,
         max_concurrent_jobs: int = 2,
         stale_after_seconds: float = 60.0,
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
         descriptions: Mapping[str, ColumnDescription] | None = None,
     ) -> None:
         self._warehouse = warehouse
@@ -168,10 +187,13 @@ class ExportService:
         self._storage_options = storage_options
         self._slots = asyncio.Semaphore(max_concurrent_jobs)
         self._stale_ns = int(stale_after_seconds * 1e9)
+        self._heartbeat_seconds = heartbeat_seconds
         self._descriptions = descriptions
         self._active: dict[str, _Active] = {}
         self._last_version = 0
         self._sweeper: asyncio.Task[None] | None = None
+        self.interrupted_marked = 0
+        """Jobs this service marked interrupted so far: schedules look for their runs when it grows."""
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
     async def start(self) -> None:
@@ -181,12 +203,13 @@ class ExportService:
         self._sweeper = asyncio.create_task(self._sweep(), name="export-job-sweeper")
 
     async def close(self) -> None:
-        """Cancel running jobs (their staged files are deleted) and wait for them."""
+        """Stop queued and running jobs and wait for them; they end failed as interrupted (see `interrupt`)."""
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         for active in list(self._active.values()):
+            active.interrupted = True
             _stop(active)
         tasks = [a.task for a in self._active.values() if a.task is not None]
         if tasks:
@@ -276,6 +299,21 @@ class ExportService:
             await asyncio.wait([active.task], timeout=30)
         return await self.get(job_id)
 
+    async def interrupt(self, job_id: str) -> ExportJob:
+        """Stop a job because this process is stopping, not because anyone cancelled it.
+
+        It ends `failed` with `INTERRUPTED_ERROR`, as it would after a crash, so a schedule
+        counts and retries the run after the restart; a cancelled run is not retried.
+        """
+        active = self._active.get(job_id)
+        if active is None:
+            return await self.get(job_id)
+        active.interrupted = True
+        _stop(active)
+        if active.task is not None:
+            await asyncio.wait([active.task], timeout=30)
+        return await self.get(job_id)
+
     async def wait(self, job_id: str, timeout: float | None = None) -> ExportJob:
         """The job once it is no longer queued or running (for the CLI, schedules, tests)."""
         active = self._active.get(job_id)
@@ -321,15 +359,25 @@ class ExportService:
             if job.id in self._active or (not all_active and version > stale_before):
                 continue
             job.state = "failed"
-            job.error = "interrupted: the process running this export stopped before it finished"
+            job.error = INTERRUPTED_ERROR
             job.finished_at = datetime.now(UTC)
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(Destination(self._real_destination(job), job.id, self._storage_options).abort)
             await self._save(job)
             failed.append(job.id)
+        self.interrupted_marked += len(failed)
         if failed:
             log.warning("marked %d interrupted export job(s) failed: %s", len(failed), ", ".join(failed))
         return failed
+
+    async def latest_of_schedules(self) -> dict[str, ExportJob]:
+        """Each schedule's newest job, by schedule id (how a schedule notices a run a crash ended)."""
+        table = await self._warehouse.query_arrow(
+            f"SELECT * FROM {self._warehouse.database}.{JOBS_TABLE} FINAL WHERE schedule_id != '' "
+            "ORDER BY created_at DESC, id DESC LIMIT 1 BY schedule_id",
+            {},
+        )
+        return {row["schedule_id"]: _job_from_row(row) for row in table.to_pylist()}
 
     def _real_destination(self, job: ExportJob) -> str:
         # The stored destination is redacted, but `submit` refused credentials and query
@@ -339,13 +387,14 @@ class ExportService:
     @traced("export.job")
     async def _run(self, active: _Active, destination_url: str) -> None:
         job = active.job
-        heartbeat: asyncio.Task[None] | None = None
+        # Queued jobs beat too: a wait for a slot can outlast `stale_after_seconds`, and another
+        # process's sweep would take a silent queued row for a dead one.
+        heartbeat = asyncio.create_task(self._heartbeat(active))
         try:
             async with self._slot(active):
                 job.state = "running"
                 job.started_at = datetime.now(UTC)
                 await self._save(job)
-                heartbeat = asyncio.create_task(self._heartbeat(active))
                 destination = await asyncio.to_thread(Destination, destination_url, job.id, self._storage_options)
                 result = await run_export(
                     self._warehouse,
@@ -362,18 +411,18 @@ class ExportService:
             job.files = result.files
             job.watermark = result.watermark
         except ExportCancelled:
-            job.state = "cancelled"
+            _end_stopped(active)
         except asyncio.CancelledError:
-            job.state = "cancelled"
+            _end_stopped(active)
             raise
         except Exception as exc:
             log.exception("export %s failed", job.id)
             job.state = "failed"
             job.error = f"{type(exc).__name__}: {exc}"
         finally:
-            if heartbeat is not None:
-                heartbeat.cancel()
-            job = self._snapshot(active)
+            heartbeat.cancel()
+            # A job that did not finish deleted its staged files: listing them would mislead.
+            job = self._snapshot(active, with_files=job.state == "done")
             job.finished_at = datetime.now(UTC)
             if job.state == "done":
                 job.progress = 1.0
@@ -419,20 +468,27 @@ class ExportService:
             self._slots.release()
 
     async def _heartbeat(self, active: _Active) -> None:
+        """Store the counters; the file list goes only into the final row.
+
+        Rewriting the list every beat made each beat cost more as the export went on
+        (thousands of partition files: hundreds of kB per beat). Nothing needs it before the
+        end: the running process shows it from memory, clean-up deletes the staging prefix.
+        """
         while True:
-            await asyncio.sleep(HEARTBEAT_SECONDS)
+            await asyncio.sleep(self._heartbeat_seconds)
             with contextlib.suppress(Exception):
-                await self._save(self._snapshot(active))
+                await self._save(self._snapshot(active, with_files=False))
 
     async def _sweep(self) -> None:
         while True:
-            await asyncio.sleep(max(HEARTBEAT_SECONDS, self._stale_ns / 2e9))
+            await asyncio.sleep(max(self._heartbeat_seconds, self._stale_ns / 2e9))
             try:
                 await self.fail_interrupted()
             except Exception:
                 log.exception("sweeping interrupted export jobs failed")
 
-    def _snapshot(self, active: _Active) -> ExportJob:
+    def _snapshot(self, active: _Active, *, with_files: bool = True) -> ExportJob:
+        """The job with its live counters; `with_files` adds the files written so far."""
         progress = active.progress
         return msgspec.structs.replace(
             active.job,
@@ -440,7 +496,7 @@ class ExportService:
             rows_total=progress.rows_total,
             bytes=progress.bytes,
             progress=progress.fraction if active.job.state != "queued" else 0.0,
-            files=active.job.files or list(progress.files),
+            files=active.job.files or (list(progress.files) if with_files else []),
         )
 
     def _next_version(self) -> int:

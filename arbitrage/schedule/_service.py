@@ -13,6 +13,9 @@ Guarantees:
   one and no row goes out twice.
 - A failed run is retried with exponential backoff; failures show in the schedule, in
   `health()` and in Prometheus metrics.
+- A run whose process died (its job marked failed as interrupted, at start-up or by the
+  export sweep) is a failed run like any other: counted once, by one process (it claims the
+  job), and retried while retries are left; its due time is not silently used up.
 - A cron that matches no date (31 February) is refused on input; one found in stored
   schedules (older versions accepted it) leaves that schedule idle, shown with its
   `frequency_error` and in `health()`, without holding up the others.
@@ -38,6 +41,7 @@ from prometheus_client import Counter, Gauge
 from arbitrage.errors import ArbitrageError, ValidationError
 from arbitrage.export import (
     ACTIVE_STATES,
+    INTERRUPTED_ERROR,
     ExportJob,
     ExportRequest,
     ExportService,
@@ -62,6 +66,8 @@ log = logging.getLogger(__name__)
 SCHEDULES_TABLE = "schedules"
 _SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_.:@ -]+$")
 CLAIMS_TABLE = "schedule_claims"
+INTERRUPTED_LOOK_SECONDS = 60.0
+"""How often the loop looks for runs that another process's shutdown or sweep marked interrupted."""
 
 RUNS = Counter(
     "arbitrage_schedule_runs",
@@ -121,10 +127,15 @@ class ScheduleService:
         self._lock = asyncio.Lock()
         self._loop: asyncio.Task[None] | None = None
         self._last_version = 0
+        self._closing = False
+        """Set by `close`: runs stopped now are interrupted (retried after a restart), not cancelled."""
+        self._interrupted_seen = -1
+        """`exports.interrupted_marked` when runs a crash ended were last looked for."""
+        self._next_interrupted_look = 0.0
         self.owner = exports.owner + ":" + secrets.token_hex(2)
 
     async def start(self, *, run_loop: bool = True) -> None:
-        """Load schedules; skip missed due times unless configured to run them; start the loop."""
+        """Load schedules, count runs a crash ended, skip missed due times unless told to run them, start the loop."""
         self._schedules = {s.id: s for s in await self._load()}
         for schedule in self._schedules.values():
             if schedule.frequency_error:
@@ -143,11 +154,13 @@ class ScheduleService:
                 if due > (schedule.last_due or schedule.created_at):
                     schedule.last_due = due
                     await self._save(schedule)
+        await self._recover_interrupted()
         if run_loop:
             self._loop = asyncio.create_task(self._run_loop(), name="export-schedules")
 
     async def close(self) -> None:
-        """Stop the loop and cancel runs in progress (their jobs are cancelled cleanly)."""
+        """Stop the loop and the runs in progress; their jobs end interrupted, to be retried after a restart."""
+        self._closing = True
         if self._loop is not None:
             self._loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -238,7 +251,17 @@ class ScheduleService:
             await asyncio.gather(task, return_exceptions=True)
 
     async def tick(self) -> builtins.list[str]:
-        """Start every schedule that is due now and whose due time this process claims."""
+        """Start every schedule that is due now and whose due time this process claims.
+
+        Runs that a stopped or dead process left are counted (and retried) first: at once when
+        this process's export sweep marked jobs interrupted (with a shared ClickHouse it marks
+        them only after start-up), else once a minute (another process may have marked them).
+        """
+        if (
+            self._exports.interrupted_marked != self._interrupted_seen
+            or time.monotonic() >= self._next_interrupted_look
+        ):
+            await self._recover_interrupted()
         now = self._clock()
         started = []
         for schedule in list(self._schedules.values()):
@@ -287,20 +310,35 @@ class ScheduleService:
         }
 
     def _spawn(
-        self, schedule: Schedule, *, due: datetime | None, started: asyncio.Future[ExportJob] | None = None
+        self,
+        schedule: Schedule,
+        *,
+        due: datetime | None,
+        started: asyncio.Future[ExportJob] | None = None,
+        attempt: int = 1,
+        delay: float = 0.0,
     ) -> None:
-        task = asyncio.create_task(self._run(schedule.id, due, started), name=f"schedule-{schedule.id}")
+        task = asyncio.create_task(
+            self._run(schedule.id, due, started, attempt=attempt, delay=delay), name=f"schedule-{schedule.id}"
+        )
         self._running[schedule.id] = task
         task.add_done_callback(lambda _: self._running.pop(schedule.id, None))
 
     @traced("schedule.run")
     async def _run(
-        self, schedule_id: str, due: datetime | None, started: asyncio.Future[ExportJob] | None
+        self,
+        schedule_id: str,
+        due: datetime | None,
+        started: asyncio.Future[ExportJob] | None,
+        *,
+        attempt: int = 1,
+        delay: float = 0.0,
     ) -> ExportJob | None:
-        attempt = 0
+        """Run attempts from `attempt` on (a later one after `delay`) until one succeeds or retries run out."""
         job: ExportJob | None = None
         while True:
-            attempt += 1
+            if delay > 0:
+                await asyncio.sleep(delay)
             schedule = self._schedules.get(schedule_id) if attempt == 1 else await self._retrying(schedule_id)
             if schedule is None:
                 return job
@@ -324,7 +362,7 @@ class ScheduleService:
                 job = await self._exports.wait(job.id)
             except asyncio.CancelledError:
                 if job is not None:
-                    await self._exports.cancel(job.id)
+                    await (self._exports.interrupt if self._closing else self._exports.cancel)(job.id)
                 raise
             except Exception as exc:
                 if started is not None and not started.done():
@@ -360,14 +398,66 @@ class ScheduleService:
             self.health()
             if attempt > self._max_retries:
                 return job
-            await asyncio.sleep(self._backoff * 2 ** (attempt - 1))
+            delay = self._retry_delay(attempt)
+            attempt += 1
 
-    async def _claim(self, schedule_id: str, due: datetime) -> bool:
-        """Claim a due time; True when this process won it (see the module docstring)."""
+    def _retry_delay(self, failed_attempt: int) -> float:
+        return self._backoff * 2.0 ** (failed_attempt - 1)
+
+    async def _recover_interrupted(self) -> None:
+        """Count each schedule's newest run that a dead process left as failed; retry it if retries are left.
+
+        Its due time was claimed and its `last_due` saved before the process died, so without
+        this the run would just be gone: no failure, no retry. A run counts once: the schedule
+        then names its job as `last_job_id`, and of several processes only the one that
+        claims the job counts it.
+        """
+        marked = self._exports.interrupted_marked
+        latest = await self._exports.latest_of_schedules()
+        for schedule_id, job in latest.items():
+            known = self._schedules.get(schedule_id)
+            if (
+                job.state != "failed"
+                or job.error != INTERRUPTED_ERROR
+                or known is None
+                or known.last_job_id == job.id
+                or schedule_id in self._running
+            ):
+                continue
+            if not await self._claim(schedule_id, job.created_at, token=f"{schedule_id}@{job.id}"):
+                continue  # another process counts it
+            async with self._lock:
+                schedule = await self._reload(schedule_id)
+                if schedule is None or schedule.last_job_id == job.id or schedule_id in self._running:
+                    continue
+                schedule.consecutive_failures += 1
+                schedule.last_error = job.error
+                schedule.last_job_id = job.id
+                await self._save(schedule)
+                RUNS.labels("failed").inc()
+                retry = job.attempt <= self._max_retries and schedule.enabled
+                log.warning(
+                    "scheduled export %s was interrupted (job %s, attempt %d)%s",
+                    schedule_id,
+                    job.id,
+                    job.attempt,
+                    ", retrying" if retry else "",
+                )
+                if retry:
+                    failed_at = job.finished_at or datetime.now(UTC)
+                    waited = (datetime.now(UTC) - failed_at).total_seconds()
+                    delay = max(0.0, self._retry_delay(job.attempt) - waited)
+                    self._spawn(schedule, due=job.due_at, attempt=job.attempt + 1, delay=delay)
+        self._interrupted_seen = marked
+        self._next_interrupted_look = time.monotonic() + INTERRUPTED_LOOK_SECONDS
+        self.health()
+
+    async def _claim(self, schedule_id: str, due: datetime, *, token: str | None = None) -> bool:
+        """Claim a due time (or, with its own `token`, another one-off event); True when this process won it."""
         params = {"sid": schedule_id, "due": ch_time(due), "owner": self.owner}
         # SETTINGS takes literals only (no query parameters); the token is built from our own
-        # schedule id and a formatted time, checked here to hold nothing but safe characters.
-        token = f"{schedule_id}@{ch_time(due)}"
+        # schedule id and a formatted time or job id, checked here to hold nothing but safe characters.
+        token = token or f"{schedule_id}@{ch_time(due)}"
         if not _SAFE_TOKEN.match(token):
             raise ValueError(f"unexpected characters in claim token {token!r}")
         table = f"{self._warehouse.database}.{CLAIMS_TABLE}"

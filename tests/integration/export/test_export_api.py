@@ -105,3 +105,19 @@ async def test_schedules_are_created_listed_patched_run_and_deleted(api):
     assert bad.status_code == 400 and bad.json()["extra"]["field"] == "frequency"
     assert (await api.delete(f"/schedules/{schedule['id']}")).status_code == 204
     assert (await api.get(f"/schedules/{schedule['id']}")).status_code == 404
+
+
+async def test_running_a_schedule_whose_format_is_no_longer_installed_is_409_not_500(warehouse, tmp_path):
+    """A schedule stored while a plugin format was installed outlives the plugin."""
+    await warehouse.execute(
+        f"INSERT INTO {warehouse.database}.schedules (id, version, deleted, name, format, frequency, cron, "
+        "request, upload_to, incremental, enabled, created_at, updated_at, last_job_id, last_error, "
+        "consecutive_failures) SELECT 'sch-plugin', 1, false, '', 'plugin-tsv', 'daily', '0 0 * * *', "
+        "'{}', '', true, true, now64(3), now64(3), '', '', 0"
+    )
+    exports = ExportService(warehouse, export_dir=str(tmp_path / "exports"))
+    async with export_api(warehouse, load_settings(env={}), exports) as client:
+        response = await client.post("/schedules/sch-plugin/run")
+        assert response.status_code == 409, response.text
+        assert "plugin-tsv" in response.json()["detail"] and "csv" in response.json()["extra"]["formats"]
+        assert (await client.post("/schedules/sch-plugin/run")).status_code == 409  # not left busy

@@ -8,7 +8,7 @@ import json
 import threading
 import zipfile
 from pathlib import Path
-from typing import BinaryIO, ClassVar
+from typing import Any, BinaryIO, ClassVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -102,12 +102,18 @@ class _SlowWriter:
         self._writer.close()
 
 
-async def test_a_cancelled_job_publishes_nothing(filled, out):
+async def _slow_service(filled: Any, out: Path, **options: Any) -> ExportService:
+    """A started service with `slow-parquet` registered and its gate closed: jobs hold in their first write."""
     register_exporter("slow-parquet", _SlowWriter)
     _SlowWriter.gate.clear()
     _SlowWriter.entered.clear()
-    service = ExportService(filled, export_dir=str(out))
+    service = ExportService(filled, export_dir=str(out), **options)
     await service.start()
+    return service
+
+
+async def test_a_cancelled_job_publishes_nothing(filled, out):
+    service = await _slow_service(filled, out)
     try:
         job = await service.submit("slow-parquet", ExportRequest(chunk_rows=100))
         await asyncio.to_thread(_SlowWriter.entered.wait, 30)
@@ -126,11 +132,7 @@ async def test_a_cancelled_job_publishes_nothing(filled, out):
 
 
 async def test_an_interrupted_job_is_marked_failed_on_restart_and_its_partial_files_removed(filled, out):
-    register_exporter("slow-parquet", _SlowWriter)
-    _SlowWriter.gate.clear()
-    _SlowWriter.entered.clear()
-    service = ExportService(filled, export_dir=str(out))
-    await service.start()
+    service = await _slow_service(filled, out)
     job = await service.submit("slow-parquet", ExportRequest(chunk_rows=100))
     await asyncio.to_thread(_SlowWriter.entered.wait, 30)
     assert list(out.rglob(".staging-*/*.parquet"))  # a partial file exists, staged
@@ -241,11 +243,7 @@ async def test_an_s3_destination_gets_the_files_and_manifest_and_no_credentials_
 
 
 async def test_a_failed_s3_export_leaves_no_final_named_object(filled, out, s3_options, s3_bucket):
-    service = ExportService(filled, export_dir=str(out), storage_options=s3_options)
-    register_exporter("slow-parquet", _SlowWriter)
-    _SlowWriter.gate.clear()
-    _SlowWriter.entered.clear()
-    await service.start()
+    service = await _slow_service(filled, out, storage_options=s3_options)
     try:
         job = await service.submit("slow-parquet", ExportRequest(destination=f"s3://{s3_bucket}/x", chunk_rows=100))
         await asyncio.to_thread(_SlowWriter.entered.wait, 30)
@@ -271,11 +269,7 @@ async def test_a_destination_with_embedded_credentials_is_refused(filled, out):
 
 
 async def test_cancelling_a_queued_job_does_not_wait_for_a_free_slot(filled, out):
-    register_exporter("slow-parquet", _SlowWriter)
-    _SlowWriter.gate.clear()
-    _SlowWriter.entered.clear()
-    service = ExportService(filled, export_dir=str(out), max_concurrent_jobs=1)
-    await service.start()
+    service = await _slow_service(filled, out, max_concurrent_jobs=1)
     try:
         # Five blocked writes of 100 rows: the running job holds the only slot far longer than cancel waits.
         running = await service.submit("slow-parquet", ExportRequest(chunk_rows=100))
@@ -292,3 +286,123 @@ async def test_cancelling_a_queued_job_does_not_wait_for_a_free_slot(filled, out
     finally:
         _SlowWriter.gate.set()
         await service.close()
+
+
+class _GatedWriter:
+    """A tiny text writer that blocks in file number `block_at` until released, or fails in it."""
+
+    compressions: ClassVar[tuple[str, ...]] = ("none",)
+    default_compression: ClassVar[str] = "none"
+    nested_types: ClassVar[bool] = True
+    opened = 0
+    block_at = 0
+    fail = False
+    gate = threading.Event()
+    entered = threading.Event()
+
+    @classmethod
+    def reset(cls, block_at: int, *, fail: bool = False) -> None:
+        cls.opened, cls.block_at, cls.fail = 0, block_at, fail
+        cls.gate.clear()
+        cls.entered.clear()
+
+    def extension(self, options: WriterOptions) -> str:
+        return "txt"
+
+    def open(self, sink: BinaryIO, schema: pa.Schema, options: WriterOptions) -> None:
+        self._sink = sink
+        type(self).opened += 1
+        self._number = type(self).opened
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if self._number == type(self).block_at:
+            if type(self).fail:
+                raise OSError("disk full")
+            type(self).entered.set()
+            type(self).gate.wait(30)
+        self._sink.write(f"{batch.num_rows}\n".encode())
+
+    def close(self) -> None:
+        pass
+
+
+async def test_a_running_jobs_heartbeat_stores_its_counts_not_its_growing_file_list(filled, out):
+    """With thousands of files, rewriting the whole list every beat made each beat cost more."""
+    register_exporter("gated", _GatedWriter)
+    _GatedWriter.reset(block_at=400)
+    service = ExportService(filled, export_dir=str(out), heartbeat_seconds=0.05)
+    await service.start()
+    observer = ExportService(filled, export_dir=str(out))  # reads the stored row, as another process would
+    try:
+        job = await service.submit("gated", ExportRequest(chunk_rows=1, columns=["signature"]))
+        await asyncio.to_thread(_GatedWriter.entered.wait, 30)
+        for _ in range(200):
+            stored = await observer.get(job.id)
+            if stored.rows == 399:
+                break
+            await asyncio.sleep(0.05)
+        assert stored.state == "running" and stored.rows == 399 and stored.rows_total == 500
+        assert stored.progress == pytest.approx(399 / 500) and stored.bytes > 0
+        beats = await filled.query_arrow(
+            f"SELECT length(files) AS n FROM {filled.database}.export_jobs WHERE id = {{id:String}}", {"id": job.id}
+        )
+        assert max(beats.column("n").to_pylist()) < 100  # 399 files listed: ~54 kB
+        assert len((await service.get(job.id)).files) == 399  # the running process still shows them
+        _GatedWriter.gate.set()
+        done = await service.wait(job.id, timeout=60)
+        final = await observer.get(job.id)
+        assert final.state == "done" and len(final.files) == 500 and final.files == done.files
+    finally:
+        _GatedWriter.gate.set()
+        await service.close()
+
+
+async def test_a_failed_job_lists_no_files_because_its_written_files_were_deleted(filled, out):
+    register_exporter("gated", _GatedWriter)
+    _GatedWriter.reset(block_at=3, fail=True)
+    service = ExportService(filled, export_dir=str(out))
+    await service.start()
+    try:
+        job = await service.submit("gated", ExportRequest(chunk_rows=100, columns=["signature"]))
+        failed = await service.wait(job.id, timeout=60)
+        assert failed.state == "failed" and "disk full" in (failed.error or "")
+        assert not list(out.rglob("*.txt"))
+        assert failed.files == [] and (await ExportService(filled, export_dir=str(out)).get(job.id)).files == []
+    finally:
+        await service.close()
+
+
+async def test_a_job_queued_behind_a_long_one_is_not_taken_for_dead_by_another_process(filled, out):
+    """Another process's sweep fails jobs whose row stopped moving; a queued job's row must move too."""
+    service = await _slow_service(filled, out, max_concurrent_jobs=1, heartbeat_seconds=0.05)
+    other_process = ExportService(filled, export_dir=str(out), stale_after_seconds=0.5)
+    try:
+        running = await service.submit("slow-parquet", ExportRequest(chunk_rows=100))
+        await asyncio.to_thread(_SlowWriter.entered.wait, 30)
+        queued = await service.submit("csv", ExportRequest())
+        await asyncio.sleep(1.0)
+        assert await other_process.fail_interrupted() == []
+        assert (await other_process.get(queued.id)).state == "queued"
+        _SlowWriter.gate.set()
+        assert (await service.wait(running.id, timeout=60)).state == "done"
+        assert (await service.wait(queued.id, timeout=60)).state == "done"
+    finally:
+        _SlowWriter.gate.set()
+        await service.close()
+
+
+async def test_a_job_running_at_shutdown_ends_failed_as_interrupted_not_cancelled(filled, out):
+    """Nobody cancelled it: it reads as a crash would, and its staged files are gone."""
+    service = await _slow_service(filled, out)
+    try:
+        job = await service.submit("slow-parquet", ExportRequest(chunk_rows=100))
+        await asyncio.to_thread(_SlowWriter.entered.wait, 30)
+        closing = asyncio.create_task(service.close())
+        await asyncio.sleep(0.05)
+        _SlowWriter.gate.set()
+        await closing
+    finally:
+        _SlowWriter.gate.set()
+    stored = await ExportService(filled, export_dir=str(out)).get(job.id)
+    assert stored.state == "failed" and "interrupted" in (stored.error or "") and stored.files == []
+    assert published(out) == [] and not list(out.rglob(".staging-*"))

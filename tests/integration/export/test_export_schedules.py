@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,9 +15,11 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
+import arbitrage.schedule._service as schedule_service
 from arbitrage.export import ExportService, register_exporter
 from arbitrage.schedule import ScheduleBusy, ScheduleCreate, ScheduleService
 from arbitrage.storage import EmbeddedWarehouse
+from tests.conftest import fresh_data_dir
 
 pytestmark = pytest.mark.anyio
 
@@ -211,31 +217,49 @@ class _GatedWriter:
         self._writer.close()
 
 
-async def test_a_due_time_is_not_run_while_another_process_still_runs_the_schedule(
-    warehouse, make_transactions, tmp_path
-):
+async def _gated_run_started(
+    warehouse: Any,
+    make_transactions: Any,
+    clock: Clock,
+    runner: ScheduleService,
+    *,
+    loaded_by: ScheduleService | None = None,
+) -> str:
+    """30 rows, an hourly `gated-parquet` schedule, and its first run held inside its first write.
+
+    `loaded_by` starts after the schedule exists, as a process started later would.
+    """
     register_exporter("gated-parquet", _GatedWriter)
     _GatedWriter.gate.clear()
     _GatedWriter.entered.clear()
+    now = clock.now
+    await warehouse.insert_arrow("transactions", make_transactions(30, ingested_at=now - timedelta(minutes=1)))
+    created = await runner.create(ScheduleCreate(format="gated-parquet", frequency="hourly", columns=["signature"]))
+    if loaded_by is not None:
+        await loaded_by.start(run_loop=False)
+    clock.now = now + timedelta(hours=1)
+    assert await runner.tick() == [created.id]
+    await asyncio.to_thread(_GatedWriter.entered.wait, 30)
+    return created.id
+
+
+async def test_a_due_time_is_not_run_while_another_process_still_runs_the_schedule(
+    warehouse, make_transactions, tmp_path
+):
     out = tmp_path / "exports"
     now = datetime(2026, 1, 1, 0, 30, tzinfo=UTC)
     clock = Clock(now)
     exports, first = await services(warehouse, out, clock)
     other_exports, second = await services(warehouse, out, clock)
     try:
-        await warehouse.insert_arrow("transactions", make_transactions(30, ingested_at=now - timedelta(minutes=1)))
-        created = await first.create(ScheduleCreate(format="gated-parquet", frequency="hourly", columns=["signature"]))
-        await second.start(run_loop=False)  # loads the schedule, as a process started after it would
-        clock.now = now + timedelta(hours=1)
-        assert await first.tick() == [created.id]
-        await asyncio.to_thread(_GatedWriter.entered.wait, 30)
+        schedule_id = await _gated_run_started(warehouse, make_transactions, clock, first, loaded_by=second)
         clock.now = now + timedelta(hours=2)
         assert await second.tick() == []  # the first process's run has not advanced the watermark yet
         with pytest.raises(ScheduleBusy):
-            await second.run_now(created.id)
+            await second.run_now(schedule_id)
         _GatedWriter.gate.set()
-        await first.wait_idle(created.id)
-        await second.wait_idle(created.id)
+        await first.wait_idle(schedule_id)
+        await second.wait_idle(schedule_id)
         signatures = exported_signatures(out)
         assert len(signatures) == 30 and len(set(signatures)) == 30
     finally:
@@ -343,3 +367,200 @@ async def test_patch_changes_frequency_and_filters_and_a_bad_cron_is_refused(war
         assert await schedules.list() == []
     finally:
         await stop(exports, schedules)
+
+
+_CRASHING_PROCESS = """
+import asyncio, sys, time
+from datetime import UTC, datetime, timedelta
+from arbitrage.export import ExportService, register_exporter
+from arbitrage.schedule import ScheduleCreate, ScheduleService
+from arbitrage.storage import EmbeddedWarehouse
+from tests.integration.export.conftest import transactions
+
+class Stuck:
+    compressions = ("none",)
+    default_compression = "none"
+    nested_types = True
+    def extension(self, options): return "parquet"
+    def open(self, sink, schema, options): pass
+    def write(self, batch): time.sleep(3600)
+    def close(self): pass
+
+async def main(data_dir, out):
+    register_exporter("crash-test", Stuck)
+    now = [datetime(2026, 1, 1, 0, 30, tzinfo=UTC)]
+    warehouse = EmbeddedWarehouse(data_dir)
+    await warehouse.start()
+    await warehouse.insert_arrow("transactions", transactions(30, ingested_at=now[0] - timedelta(minutes=1)))
+    exports = ExportService(warehouse, export_dir=out)
+    await exports.start()
+    schedules = ScheduleService(warehouse, exports, clock=lambda: now[0], watermark_lag_seconds=0)
+    await schedules.start(run_loop=False)
+    created = await schedules.create(ScheduleCreate(format="crash-test", frequency="hourly", columns=["signature"]))
+    now[0] += timedelta(hours=1)
+    await schedules.tick()
+    while not (jobs := await exports.list(state="running", schedule_id=created.id)):
+        await asyncio.sleep(0.05)
+    print("RUNNING", jobs[0].id, flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+def crash_mid_run(data_dir: Path, out: Path, log: Path) -> str:
+    """Run an hourly schedule in a real process, SIGKILL it mid-export; the job id it was running."""
+    root = Path(__file__).resolve().parents[3]
+    with log.open("wb") as errors:
+        child = subprocess.Popen(
+            [sys.executable, "-c", _CRASHING_PROCESS, str(data_dir), str(out)],
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+        )
+        try:
+            assert child.stdout is not None
+            line = child.stdout.readline().decode()
+        finally:
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait(30)
+            assert child.stdout is not None
+            child.stdout.close()
+    assert line.startswith("RUNNING "), log.read_text()
+    return line.split()[1]
+
+
+class _PlainParquet:
+    compressions = ("none",)
+    default_compression = "none"
+    nested_types = True
+
+    def extension(self, options: Any) -> str:
+        return "parquet"
+
+    def open(self, sink: Any, schema: Any, options: Any) -> None:
+        self._writer = pq.ParquetWriter(sink, schema)
+
+    def write(self, batch: Any) -> None:
+        self._writer.write_batch(batch)
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+async def test_a_run_killed_mid_export_is_counted_failed_after_restart_and_not_twice(migrated_template, tmp_path):
+    data, out = fresh_data_dir(migrated_template, tmp_path / "warehouse"), tmp_path / "exports"
+    job_id = await asyncio.to_thread(crash_mid_run, data, out, tmp_path / "child.log")
+    register_exporter("crash-test", _PlainParquet)  # the same format, now able to finish
+    warehouse = EmbeddedWarehouse(data)
+    await warehouse.start()
+    clock = Clock(datetime(2026, 1, 1, 1, 40, tzinfo=UTC))
+    try:
+        # With a shared ClickHouse the export sweep marks the job interrupted after start-up:
+        # the schedule's next tick counts it.
+        exports = ExportService(warehouse, export_dir=str(out))
+        schedules = ScheduleService(warehouse, exports, clock=clock, max_retries=0)
+        await schedules.start(run_loop=False)
+        try:
+            (schedule,) = await schedules.list()
+            assert schedule.consecutive_failures == 0
+            await exports.start()
+            assert await schedules.tick() == []
+            detail = await schedules.get(schedule.id)
+            assert detail.schedule.consecutive_failures == 1 and detail.schedule.last_job_id == job_id
+        finally:
+            await stop(exports, schedules)
+        for _restart in range(2):
+            exports, schedules = await services(warehouse, out, clock, max_retries=0)
+            try:
+                await schedules.wait_idle(schedule.id)
+                detail = await schedules.get(schedule.id)
+                assert [(job.id, job.state) for job in detail.last_runs] == [(job_id, "failed")]
+                assert detail.schedule.consecutive_failures == 1 and detail.schedule.last_job_id == job_id
+                assert "interrupted" in (detail.schedule.last_error or "")
+                assert schedules.health()["status"] == "degraded"
+            finally:
+                await stop(exports, schedules)
+        exports, schedules = await services(warehouse, out, clock, max_retries=0)
+        try:
+            clock.now = datetime(2026, 1, 1, 2, 0, tzinfo=UTC)
+            assert await run_due(schedules, schedule.id) == [schedule.id]
+            detail = await schedules.get(schedule.id)
+            assert [(job.state, job.rows) for job in detail.last_runs] == [("done", 30), ("failed", 0)]
+            assert detail.schedule.consecutive_failures == 0 and schedules.health()["status"] == "healthy"
+        finally:
+            await stop(exports, schedules)
+    finally:
+        await warehouse.close()
+
+
+async def test_a_run_killed_mid_export_is_retried_after_restart(migrated_template, tmp_path):
+    data, out = fresh_data_dir(migrated_template, tmp_path / "warehouse"), tmp_path / "exports"
+    job_id = await asyncio.to_thread(crash_mid_run, data, out, tmp_path / "child.log")
+    register_exporter("crash-test", _PlainParquet)
+    warehouse = EmbeddedWarehouse(data)
+    await warehouse.start()
+    clock = Clock(datetime(2026, 1, 1, 1, 40, tzinfo=UTC))
+    exports, schedules = await services(warehouse, out, clock, max_retries=1)
+    try:
+        (schedule,) = await schedules.list()
+        await schedules.wait_idle(schedule.id)
+        detail = await schedules.get(schedule.id)
+        runs = [(job.state, job.attempt, job.rows, job.due_at) for job in detail.last_runs]
+        due = datetime(2026, 1, 1, 1, 0, tzinfo=UTC)
+        assert runs == [("done", 2, 30, due), ("failed", 1, 0, due)] and detail.last_runs[1].id == job_id
+        assert detail.schedule.consecutive_failures == 0 and detail.schedule.watermark == clock.now
+        assert len(exported_signatures(out)) == 30 and not list(out.rglob(".staging-*"))
+        assert await run_due(schedules, schedule.id) == []  # that due time is done: it does not run again
+    finally:
+        await stop(exports, schedules)
+        await warehouse.close()
+
+
+async def test_a_run_stopped_by_a_shutdown_is_retried_after_restart(warehouse, make_transactions, tmp_path):
+    """A deploy in the middle of a nightly export must not quietly drop that night's run."""
+    out = tmp_path / "exports"
+    clock = Clock(datetime(2026, 1, 1, 0, 30, tzinfo=UTC))
+    exports, schedules = await services(warehouse, out, clock, max_retries=1)
+    try:
+        schedule_id = await _gated_run_started(warehouse, make_transactions, clock, schedules)
+        stopping = asyncio.create_task(stop(exports, schedules))
+        await asyncio.sleep(0.05)
+        _GatedWriter.gate.set()
+        await stopping
+    finally:
+        _GatedWriter.gate.set()
+    exports, schedules = await services(warehouse, out, clock, max_retries=1)
+    try:
+        await schedules.wait_idle(schedule_id)
+        detail = await schedules.get(schedule_id)
+        assert [(job.state, job.attempt) for job in detail.last_runs] == [("done", 2), ("failed", 1)]
+        assert "interrupted" in (detail.last_runs[1].error or "") and detail.last_runs[0].rows == 30
+        assert detail.schedule.consecutive_failures == 0 and len(exported_signatures(out)) == 30
+    finally:
+        await stop(exports, schedules)
+
+
+async def test_a_run_another_process_stopped_is_retried_by_one_still_running(
+    warehouse, make_transactions, tmp_path, monkeypatch
+):
+    """With several processes on one ClickHouse, one that stops for good must not take its run with it."""
+    monkeypatch.setattr(schedule_service, "INTERRUPTED_LOOK_SECONDS", 0.0)
+    out = tmp_path / "exports"
+    clock = Clock(datetime(2026, 1, 1, 0, 30, tzinfo=UTC))
+    exports, first = await services(warehouse, out, clock, max_retries=1)
+    other_exports, second = await services(warehouse, out, clock, max_retries=1)
+    try:
+        schedule_id = await _gated_run_started(warehouse, make_transactions, clock, first, loaded_by=second)
+        stopping = asyncio.create_task(stop(exports, first))
+        await asyncio.sleep(0.05)
+        _GatedWriter.gate.set()
+        await stopping
+        assert await second.tick() == []  # no due time, but the stopped run is picked up
+        await second.wait_idle(schedule_id)
+        runs = (await second.get(schedule_id)).last_runs
+        assert [(job.state, job.attempt, job.rows) for job in runs][:1] == [("done", 2, 30)]
+        assert [job.state for job in runs] == ["done", "failed"]
+    finally:
+        _GatedWriter.gate.set()
+        await stop(other_exports, second)
