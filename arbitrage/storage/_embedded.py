@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import logging
 import os
 import queue
 import threading
@@ -26,6 +27,8 @@ from arbitrage.storage._protocol import SignatureWindow
 from arbitrage.storage._sql import INSERT_SETTINGS, inline_params
 from arbitrage.storage._threaded import ThreadedReader
 from arbitrage.telemetry import METRICS
+
+log = logging.getLogger(__name__)
 
 _LOCK_NAME = ".owner.lock"
 
@@ -64,6 +67,8 @@ def check_data_dir_free(data_dir: Path) -> None:
         lock_data_dir(data_dir).close()
 
 
+CLOSE_WAIT_SECONDS = 30.0
+"""How long `close` waits for queries still running before it lets go of the data dir anyway."""
 STREAMED_INSERT_MAX_ROWS = 4096
 """Inserts up to this many rows go to chdb as Arrow IPC bytes; larger ones as a `Python()` table.
 
@@ -107,6 +112,9 @@ class EmbeddedWarehouse:
         self._session: chdb_session.Session | None = None
         self._lock_file: IO[str] | None = None
         self._failed_reason: str | None = None
+        self._connections = 0
+        """Pooled connections open, in the pool or out in a query."""
+        self._closing = False
 
     async def start(self) -> None:
         """Open and migrate; on failure release everything (chdb allows one data path per process)."""
@@ -116,6 +124,17 @@ class EmbeddedWarehouse:
         except BaseException:
             await self.close()
             raise
+
+    def _close_connections(self) -> None:
+        deadline = time.monotonic() + CLOSE_WAIT_SECONDS
+        while self._connections:
+            try:
+                connection = self._pool.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                log.warning("closing the warehouse with %d queries still running", self._connections)
+                return
+            connection.close()
+            self._connections -= 1
 
     async def _migrate(self) -> None:
         await apply_migrations(
@@ -128,8 +147,14 @@ class EmbeddedWarehouse:
         )
 
     async def close(self) -> None:
-        while not self._pool.empty():
-            self._pool.get_nowait().close()
+        """Refuse new queries, wait for those running, then release chdb and the data dir.
+
+        A connection still out in a query would keep chdb open on this path after the lock is
+        released (another process could then open the data dir), and keep this process from
+        opening any other path.
+        """
+        self._closing = True
+        await asyncio.to_thread(self._close_connections)
         if self._session is not None:
             self._session.close()
             self._session = None
@@ -173,6 +198,7 @@ class EmbeddedWarehouse:
         return await asyncio.to_thread(self._known_signatures, signatures, window)
 
     def _open(self) -> None:
+        self._closing = False
         self.data_dir.mkdir(parents=True, exist_ok=True)
         lock_file = lock_data_dir(self.data_dir)
         lock_file.truncate(0)
@@ -182,6 +208,7 @@ class EmbeddedWarehouse:
         self._session = chdb_session.Session(str(self._chdb_path))
         for _ in range(self._pool_size):
             self._pool.put(chdb.connect(str(self._chdb_path)))
+            self._connections += 1
         self._session.query(f"CREATE DATABASE IF NOT EXISTS {self.database}")
         self._session.query(
             f"CREATE TABLE IF NOT EXISTS {self.database}.schema_migrations "
@@ -192,7 +219,7 @@ class EmbeddedWarehouse:
     def _check_open(self) -> None:
         if self._failed_reason is not None:
             raise WarehouseUnavailable(self._failed_reason)
-        if self._session is None:
+        if self._session is None or self._closing:
             raise WarehouseUnavailable("the embedded warehouse is not open")
 
     @contextlib.contextmanager

@@ -12,7 +12,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from arbitrage.errors import MigrationError, WarehouseLocked
+from arbitrage.errors import MigrationError, WarehouseLocked, WarehouseUnavailable
 from arbitrage.features import HISTORY_COLUMNS
 from arbitrage.model import STORED_COLUMNS
 from arbitrage.storage import EmbeddedWarehouse, TransactionReader, discover, migrations_dir
@@ -75,6 +75,22 @@ async def test_a_second_process_on_the_same_data_dir_gets_a_clear_error(warehous
 async def test_the_same_process_cannot_open_a_data_dir_twice(warehouse: EmbeddedWarehouse) -> None:
     with pytest.raises(WarehouseLocked):
         await EmbeddedWarehouse(warehouse.data_dir).start()
+
+
+async def test_close_waits_for_a_running_query_before_letting_go_of_the_data_dir(tmp_path: Path) -> None:
+    """Until then chdb stays open on the path: the lock must not be released, nor another path opened."""
+    first = EmbeddedWarehouse(tmp_path / "first")
+    await first.start()
+    slow = asyncio.create_task(first.query_arrow("SELECT sleepEachRow(0.25) FROM numbers(4)"))
+    await asyncio.sleep(0.3)
+    await first.close()
+    assert slow.done()
+    assert (await slow).num_rows == 4
+    with pytest.raises(WarehouseUnavailable):
+        await first.query_arrow("SELECT 1")
+    second = EmbeddedWarehouse(tmp_path / "second")
+    await second.start()
+    await second.close()
 
 
 async def test_rows_survive_a_restart(tmp_path: Path) -> None:
