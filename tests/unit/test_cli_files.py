@@ -9,8 +9,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from arbitrage.ingest._files import file_chunks
 from arbitrage.errors import ArbitrageError
+from arbitrage.ingest._files import file_chunks
 from arbitrage.simulator import Simulator
 
 RECORDS = [msgspec.json.encode(record) for record in itertools.islice(Simulator(seed=3).stream(), 25)]
