@@ -8,13 +8,15 @@ import msgspec
 from litestar import Controller, delete, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import ClientException, NotFoundException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody, QueryParameter
-from litestar.response import Stream
-from litestar.status_codes import HTTP_202_ACCEPTED
+from litestar.response import Response, Stream
+from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
 from arbitrage.api._errors import error_responses
 from arbitrage.api._openapi import FILE
 from arbitrage.export import (
+    ACTIVE_STATES,
     ExportJob,
     ExportRequest,
     ExportService,
@@ -92,15 +94,20 @@ class ExportController(Controller):
 
     @delete(
         "/exports/{job_id:str}",
-        status_code=200,
-        description="Cancel a queued or running job.",
-        responses=error_responses(404),
+        status_code=HTTP_200_OK,
+        description="Cancel a queued or running job: 200 with the job once it has ended (a finished job is "
+        "unchanged), 202 with the job as it is while the process running it has yet to stop it.",
+        responses={
+            HTTP_202_ACCEPTED: ResponseSpec(ExportJob, description="Cancel requested; the job has not stopped yet."),
+            **error_responses(404),
+        },
     )
-    async def cancel_job(self, exports: NamedDependency[ExportService], job_id: FromPath[str]) -> ExportJob:
+    async def cancel_job(self, exports: NamedDependency[ExportService], job_id: FromPath[str]) -> Response[ExportJob]:
         try:
-            return await exports.cancel(job_id)
+            job = await exports.cancel(job_id)
         except JobNotFound as exc:
             raise NotFoundException(detail=str(exc)) from exc
+        return Response(job, status_code=HTTP_202_ACCEPTED if job.state in ACTIVE_STATES else HTTP_200_OK)
 
     @get(
         "/exports/{job_id:str}/download",

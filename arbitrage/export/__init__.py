@@ -1,7 +1,9 @@
 """Dataset exports: format writers, staged sinks, manifests and background jobs.
 
 Public face:
-- `ExportService` runs jobs (`submit`, `get`, `list`, `cancel`, `wait`, `download`).
+- `ExportService` runs jobs (`submit`, `get`, `list`, `cancel`, `wait`, `download`); a
+  cancel reaches a job that another process on the same ClickHouse runs. Schedules also use
+  `has_scheduled_job` and `record_unstarted` to find and record a run a crash lost.
 - `ExportRequest` is the request body; `ExportJob` what a job looks like.
 - `register_exporter(name, writer)` adds a format (or use the `arbitrage.exporters`
   entry-point group); `Exporter` is the protocol a writer follows; `formats()` lists them.

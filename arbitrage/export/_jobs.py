@@ -8,6 +8,10 @@ as interrupted, at start-up for the embedded warehouse (one process owns it) and
 periodic sweep otherwise. A job stopped by a shutdown ends the same way. Files are staged
 and committed by `run_export`, so a job that did not finish never published anything under
 a final name.
+
+A job runs in the process that accepted it. A cancel asked of another process (several
+processes on one ClickHouse) is stored in `export_cancels`; the owner reads it on the job's
+next heartbeat and stops the job, queued or running, as if it had been asked itself.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import hashlib
 import io
 import logging
 import os
@@ -45,7 +50,7 @@ from arbitrage.export._run import (
 )
 from arbitrage.export._sink import MANIFEST_NAME, Destination, redact_url
 from arbitrage.security import check_destination_form
-from arbitrage.storage import Warehouse
+from arbitrage.storage import Warehouse, ch_time
 from arbitrage.telemetry import METRICS, traced
 
 log = logging.getLogger(__name__)
@@ -53,6 +58,7 @@ log = logging.getLogger(__name__)
 JobState = Literal["queued", "running", "done", "failed", "cancelled"]
 ACTIVE_STATES: tuple[JobState, ...] = ("queued", "running")
 JOBS_TABLE = "export_jobs"
+CANCELS_TABLE = "export_cancels"
 HEARTBEAT_SECONDS = 5.0
 INTERRUPTED_ERROR = "interrupted: the process running this export stopped before it finished"
 """The error of a job whose process died or stopped: schedules recognise it to count and retry the run."""
@@ -166,8 +172,8 @@ class ExportService:
         max_concurrent_jobs: jobs that run at once; others wait queued.
         stale_after_seconds: a running job whose row has not moved for this long belongs to
             a dead process and is marked failed.
-        heartbeat_seconds: how often a queued or running job refreshes its row; well below
-            `stale_after_seconds`.
+        heartbeat_seconds: how often a queued or running job refreshes its row (and looks
+            for a cancel asked of another process); well below `stale_after_seconds`.
         descriptions: column descriptions for manifests (default `column_descriptions()`).
     """
 
@@ -187,6 +193,8 @@ class ExportService:
         self._storage_options = storage_options
         self._slots = asyncio.Semaphore(max_concurrent_jobs)
         self._stale_ns = int(stale_after_seconds * 1e9)
+        self.stale_after_seconds = stale_after_seconds
+        """A queued or running job whose row is older than this belongs to a dead process."""
         self._heartbeat_seconds = heartbeat_seconds
         self._descriptions = descriptions
         self._active: dict[str, _Active] = {}
@@ -240,7 +248,63 @@ class ExportService:
             check_destination_form(request.destination)
         plan = plan_export(format_name, request, await table_columns(self._warehouse))
         now = datetime.now(UTC)
-        job_id = f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+        job, url = self._new_job(
+            f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}",
+            format_name,
+            request,
+            created_at=now,
+            schedule_id=schedule_id,
+            due_at=due_at,
+            ingested_after=ingested_after,
+            watermark=ingested_upto,
+            attempt=attempt,
+        )
+        active = _Active(job=job, plan=plan, progress=ExportProgress(), cancel=threading.Event())
+        self._active[job.id] = active
+        await self._save(job)
+        active.task = asyncio.create_task(self._run(active, url), name=f"export-{job.id}")
+        return job
+
+    async def record_unstarted(
+        self,
+        format_name: str,
+        request: ExportRequest,
+        *,
+        schedule_id: str,
+        due_at: datetime,
+        claimed_at: datetime,
+        error: str,
+    ) -> ExportJob:
+        """Store, as failed with `error`, a scheduled run whose process stopped before it submitted a job.
+
+        The id is derived from the schedule and due time, so processes that record the same
+        run store one job (one row id); `claimed_at` is its creation time.
+        """
+        digest = hashlib.sha256(f"{schedule_id}@{due_at.isoformat()}".encode()).hexdigest()[:8]
+        job, _ = self._new_job(
+            f"{claimed_at:%Y%m%dT%H%M%SZ}-{digest}",
+            format_name,
+            request,
+            created_at=claimed_at,
+            schedule_id=schedule_id,
+            due_at=due_at,
+        )
+        job.state = "failed"
+        job.error = error
+        job.finished_at = datetime.now(UTC)
+        await self._save(job)
+        return job
+
+    async def has_scheduled_job(self, schedule_id: str, at: datetime) -> bool:
+        """Whether a job of the schedule is due at `at` or was created at `at` (a schedule's claims use both)."""
+        return await self._any(
+            JOBS_TABLE,
+            "schedule_id = {sid:String} AND (due_at = {at:DateTime64(3, 'UTC')} OR created_at = {at:DateTime64(3, 'UTC')})",
+            {"sid": schedule_id, "at": ch_time(at)},
+        )
+
+    def _new_job(self, job_id: str, format_name: str, request: ExportRequest, **fields: Any) -> tuple[ExportJob, str]:
+        """A queued job and the URL it writes to (the job shows it without credentials)."""
         url = f"{(request.destination or self._export_dir).rstrip('/')}/{job_id}"
         job = ExportJob(
             id=job_id,
@@ -250,18 +314,9 @@ class ExportService:
                 request, destination=redact_url(request.destination) if request.destination else None
             ),
             destination=redact_url(url),
-            created_at=now,
-            schedule_id=schedule_id,
-            due_at=due_at,
-            ingested_after=ingested_after,
-            watermark=ingested_upto,
-            attempt=attempt,
+            **fields,
         )
-        active = _Active(job=job, plan=plan, progress=ExportProgress(), cancel=threading.Event())
-        self._active[job_id] = active
-        await self._save(job)
-        active.task = asyncio.create_task(self._run(active, url), name=f"export-{job_id}")
-        return job
+        return job, url
 
     async def get(self, job_id: str) -> ExportJob:
         """The job as it is now. Raises `JobNotFound`."""
@@ -290,10 +345,23 @@ class ExportService:
         return [self._snapshot(self._active[j.id]) if j.id in self._active else j for j in jobs]
 
     async def cancel(self, job_id: str) -> ExportJob:
-        """Ask a queued or running job to stop; a finished job is returned unchanged."""
+        """Ask a queued or running job to stop; a finished job is returned unchanged.
+
+        A job another process runs is asked through `export_cancels` and stops on its next
+        heartbeat there; this waits up to two heartbeats for it to end. A returned job still
+        queued or running has its cancel requested, not done.
+        """
         active = self._active.get(job_id)
         if active is None:
-            return await self.get(job_id)
+            job = await self.get(job_id)
+            if job.state not in ACTIVE_STATES:
+                return job
+            await self._warehouse.execute(
+                f"INSERT INTO {self._warehouse.database}.{CANCELS_TABLE} "
+                "SELECT {id:String}, now64(3), {owner:String}",
+                {"id": job_id, "owner": self.owner},
+            )
+            return await self._await_end(job_id)
         _stop(active)
         if active.task is not None:
             await asyncio.wait([active.task], timeout=30)
@@ -320,6 +388,15 @@ class ExportService:
         if active is not None and active.task is not None:
             await asyncio.wait_for(asyncio.shield(active.task), timeout)
         return await self.get(job_id)
+
+    async def _await_end(self, job_id: str) -> ExportJob:
+        """The stored job once it ended, or as it is after two heartbeats (its owner had time to act)."""
+        deadline = time.monotonic() + 2 * self._heartbeat_seconds
+        while True:
+            job = await self.get(job_id)
+            if job.state not in ACTIVE_STATES or time.monotonic() >= deadline:
+                return job
+            await asyncio.sleep(self._heartbeat_seconds / 10)
 
     async def download(self, job_id: str) -> Download:
         """A finished job's single file, or a zip of its files and manifest.
@@ -468,16 +545,33 @@ class ExportService:
             self._slots.release()
 
     async def _heartbeat(self, active: _Active) -> None:
-        """Store the counters; the file list goes only into the final row.
+        """Store the counters, and stop the job when another process was asked to cancel it.
 
-        Rewriting the list every beat made each beat cost more as the export went on
-        (thousands of partition files: hundreds of kB per beat). Nothing needs it before the
-        end: the running process shows it from memory, clean-up deletes the staging prefix.
+        The file list goes only into the final row. Rewriting it every beat made each beat
+        cost more as the export went on (thousands of partition files: hundreds of kB per
+        beat). Nothing needs it before the end: the running process shows it from memory,
+        clean-up deletes the staging prefix.
         """
         while True:
             await asyncio.sleep(self._heartbeat_seconds)
             with contextlib.suppress(Exception):
                 await self._save(self._snapshot(active, with_files=False))
+            if active.cancel.is_set():
+                continue
+            with contextlib.suppress(Exception):
+                if await self._cancel_requested(active.job.id):
+                    _stop(active)
+
+    async def _cancel_requested(self, job_id: str) -> bool:
+        return await self._any(CANCELS_TABLE, "job_id = {id:String}", {"id": job_id})
+
+    async def _any(self, table: str, where: str, params: dict[str, Any]) -> bool:
+        """Whether `table` has a row matching `where`."""
+        counted = await self._warehouse.query_arrow(
+            f"SELECT count() AS n FROM {self._warehouse.database}.{table} WHERE {where}", params
+        )
+        found: bool = counted.column("n")[0].as_py() > 0
+        return found
 
     async def _sweep(self) -> None:
         while True:

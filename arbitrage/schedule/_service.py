@@ -16,6 +16,12 @@ Guarantees:
 - A run whose process died (its job marked failed as interrupted, at start-up or by the
   export sweep) is a failed run like any other: counted once, by one process (it claims the
   job), and retried while retries are left; its due time is not silently used up.
+- So is a due time whose process died after claiming it but before writing its job row: a
+  run stores the due time as `last_due` only once its job row exists (a due time it decides
+  to skip, at once), so a claim newer than `last_due` without a job is a run a crash lost.
+  Once the claim is older than the export stale time (at start-up with the embedded
+  warehouse, at once: no other process can be writing that job), it is recorded as a failed
+  job, one per due time whichever processes see it, then counted and retried as above.
 - A cron that matches no date (31 February) is refused on input; one found in stored
   schedules (older versions accepted it) leaves that schedule idle, shown with its
   `frequency_error` and in `health()`, without holding up the others.
@@ -68,6 +74,8 @@ _SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_.:@ -]+$")
 CLAIMS_TABLE = "schedule_claims"
 INTERRUPTED_LOOK_SECONDS = 60.0
 """How often the loop looks for runs that another process's shutdown or sweep marked interrupted."""
+UNSTARTED_ERROR = "interrupted: the process that claimed this due time stopped before it started the export"
+"""The error of the job recorded for a claimed due time whose process died before it submitted a job."""
 
 RUNS = Counter(
     "arbitrage_schedule_runs",
@@ -154,7 +162,7 @@ class ScheduleService:
                 if due > (schedule.last_due or schedule.created_at):
                     schedule.last_due = due
                     await self._save(schedule)
-        await self._recover_interrupted()
+        await self._recover_interrupted(at_start=True)
         if run_loop:
             self._loop = asyncio.create_task(self._run_loop(), name="export-schedules")
 
@@ -278,14 +286,15 @@ class ScheduleService:
                 if current is None:
                     continue
                 current.last_due = due
-                await self._save(current)
                 # Checked again after the awaits: a run started meanwhile (run_now) covers these rows.
-                if not current.enabled or current.frequency_error or current.id in self._running:
-                    continue
-                if await self._runs_elsewhere(current.id):
+                runnable = current.enabled and not current.frequency_error and current.id not in self._running
+                if runnable and await self._runs_elsewhere(current.id):
                     log.info("schedule %s skips due time %s: another process is still running it", current.id, due)
+                    runnable = False
+                if not runnable:
+                    await self._save(current)  # skipped on purpose: recovery must not take it for lost
                     continue
-                self._spawn(current, due=due)
+                self._spawn(current, due=due)  # `_run` saves `last_due` once the job row exists
             started.append(schedule.id)
         return started
 
@@ -359,6 +368,8 @@ class ScheduleService:
                 )
                 if started is not None and not started.done():
                     started.set_result(job)
+                if due is not None and attempt == 1:
+                    await self._save_due(schedule_id)
                 job = await self._exports.wait(job.id)
             except asyncio.CancelledError:
                 if job is not None:
@@ -404,21 +415,31 @@ class ScheduleService:
     def _retry_delay(self, failed_attempt: int) -> float:
         return self._backoff * 2.0 ** (failed_attempt - 1)
 
-    async def _recover_interrupted(self) -> None:
+    async def _save_due(self, schedule_id: str) -> None:
+        """Store the claimed due time that `tick` set in memory, now that its job row exists."""
+        async with self._lock:
+            schedule = self._schedules.get(schedule_id)
+            if schedule is not None:
+                await self._save(schedule)
+
+    async def _recover_interrupted(self, *, at_start: bool = False) -> None:
         """Count each schedule's newest run that a dead process left as failed; retry it if retries are left.
 
-        Its due time was claimed and its `last_due` saved before the process died, so without
-        this the run would just be gone: no failure, no retry. A run counts once: the schedule
-        then names its job as `last_job_id`, and of several processes only the one that
-        claims the job counts it.
+        Its due time was claimed before the process died, so without this the run would just
+        be gone: no failure, no retry. A run counts once: the schedule then names its job as
+        `last_job_id`, and of several processes only the one that claims the job counts it.
+        Claimed due times that never got a job are recorded as failed jobs first.
         """
         marked = self._exports.interrupted_marked
+        everything = at_start and self._warehouse.backend == "embedded"  # no other process can be claiming
+        grace = timedelta(seconds=0 if everything else self._exports.stale_after_seconds)
+        await self._record_unstarted(claimed_before=datetime.now(UTC) - grace)
         latest = await self._exports.latest_of_schedules()
         for schedule_id, job in latest.items():
             known = self._schedules.get(schedule_id)
             if (
                 job.state != "failed"
-                or job.error != INTERRUPTED_ERROR
+                or job.error not in (INTERRUPTED_ERROR, UNSTARTED_ERROR)
                 or known is None
                 or known.last_job_id == job.id
                 or schedule_id in self._running
@@ -433,6 +454,8 @@ class ScheduleService:
                 schedule.consecutive_failures += 1
                 schedule.last_error = job.error
                 schedule.last_job_id = job.id
+                if job.due_at is not None and job.due_at > (schedule.last_due or schedule.created_at):
+                    schedule.last_due = job.due_at  # a run lost before its job row had not stored it
                 await self._save(schedule)
                 RUNS.labels("failed").inc()
                 retry = job.attempt <= self._max_retries and schedule.enabled
@@ -451,6 +474,44 @@ class ScheduleService:
         self._interrupted_seen = marked
         self._next_interrupted_look = time.monotonic() + INTERRUPTED_LOOK_SECONDS
         self.health()
+
+    async def _record_unstarted(self, *, claimed_before: datetime) -> None:
+        """Record as failed each schedule's newest due time claimed before `claimed_before` that got no job.
+
+        A claim newer than the stored `last_due` means the claiming process has not written
+        the job row yet, or died first; after `claimed_before` it is taken for dead. Only
+        the newest claim counts: a later run exported the rows of an earlier lost one, as
+        missed due times coalesce. The newest claim may also be one `_recover_interrupted`
+        made for a job (keyed by the job's `created_at`): that job exists, so it is left too.
+        """
+        db = self._warehouse.database
+        claims = await self._warehouse.query_arrow(
+            f"SELECT schedule_id, due_at, claimed_at FROM {db}.{CLAIMS_TABLE} ORDER BY due_at DESC LIMIT 1 BY schedule_id",
+            {},
+        )
+        stored = {s.id: s for s in await self._load()}
+        for claim in claims.to_pylist():
+            schedule = stored.get(claim["schedule_id"])
+            due = claim["due_at"]
+            if (
+                schedule is None
+                or schedule.id in self._running
+                or claim["claimed_at"] > claimed_before
+                or due <= (schedule.last_due or schedule.created_at)
+                or await self._exports.has_scheduled_job(schedule.id, due)
+            ):
+                continue
+            job = await self._exports.record_unstarted(
+                schedule.format,
+                msgspec.structs.replace(schedule.request, destination=schedule.upload_to),
+                schedule_id=schedule.id,
+                due_at=due,
+                claimed_at=claim["claimed_at"],
+                error=UNSTARTED_ERROR,
+            )
+            log.warning(
+                "schedule %s: due time %s was claimed but never run; recorded as job %s", schedule.id, due, job.id
+            )
 
     async def _claim(self, schedule_id: str, due: datetime, *, token: str | None = None) -> bool:
         """Claim a due time (or, with its own `token`, another one-off event); True when this process won it."""

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import s3fs
 
+from arbitrage.config import load_settings
 from arbitrage.export import (
     ExportRequest,
     ExportService,
@@ -23,6 +24,7 @@ from arbitrage.export import (
     register_exporter,
 )
 from arbitrage.storage import EmbeddedWarehouse
+from tests.integration.export.conftest import export_api, wait_done
 
 pytestmark = pytest.mark.anyio
 
@@ -406,3 +408,50 @@ async def test_a_job_running_at_shutdown_ends_failed_as_interrupted_not_cancelle
     stored = await ExportService(filled, export_dir=str(out)).get(job.id)
     assert stored.state == "failed" and "interrupted" in (stored.error or "") and stored.files == []
     assert published(out) == [] and not list(out.rglob(".staging-*"))
+
+
+async def test_a_cancel_sent_to_another_process_stops_the_running_job_in_its_owner_and_answers_202_until_then(
+    filled, out
+):
+    """With several processes on one ClickHouse, `DELETE /exports/{id}` may reach one that does not run the job."""
+    # This process starts first: the embedded start-up fails every job no process of its own runs.
+    requester = ExportService(filled, export_dir=str(out), heartbeat_seconds=0.05)
+    async with export_api(filled, load_settings(env={}), requester) as api:
+        owner = await _slow_service(filled, out, heartbeat_seconds=0.05)
+        try:
+            job = await owner.submit("slow-parquet", ExportRequest(chunk_rows=100))
+            await asyncio.to_thread(_SlowWriter.entered.wait, 30)
+            requested = await api.delete(f"/exports/{job.id}")
+            assert requested.status_code == 202 and requested.json()["state"] == "running"
+            for _ in range(600):  # the owner sees the request on a heartbeat
+                if owner._active[job.id].cancel.is_set():
+                    break
+                await asyncio.sleep(0.05)
+            _SlowWriter.gate.set()
+            stopped = await wait_done(api, job.id)
+            assert stopped["state"] == "cancelled" and stopped["files"] == []
+            assert published(out) == [] and not list(out.rglob(".staging-*"))
+            again = await api.delete(f"/exports/{job.id}")
+            assert again.status_code == 200 and again.json()["state"] == "cancelled"
+        finally:
+            _SlowWriter.gate.set()
+            await owner.close()
+
+
+async def test_a_job_queued_in_another_process_is_cancelled_from_this_one(filled, out):
+    owner = await _slow_service(filled, out, max_concurrent_jobs=1, heartbeat_seconds=0.05)
+    other_process = ExportService(filled, export_dir=str(out))
+    try:
+        running = await owner.submit("slow-parquet", ExportRequest(chunk_rows=100))
+        await asyncio.to_thread(_SlowWriter.entered.wait, 30)
+        queued = await owner.submit("csv", ExportRequest())
+        cancelled = await other_process.cancel(queued.id)  # waits for the owner to act
+        assert cancelled.state == "cancelled" and cancelled.rows == 0
+        assert (await owner.get(queued.id)).state == "cancelled"
+        assert (await other_process.get(running.id)).state == "running"
+        _SlowWriter.gate.set()
+        assert (await owner.wait(running.id, timeout=60)).state == "done"
+        assert published(out / queued.id) == []
+    finally:
+        _SlowWriter.gate.set()
+        await owner.close()

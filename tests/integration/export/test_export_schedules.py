@@ -564,3 +564,74 @@ async def test_a_run_another_process_stopped_is_retried_by_one_still_running(
     finally:
         _GatedWriter.gate.set()
         await stop(other_exports, second)
+
+
+async def _claimed_by_a_process_that_dies(
+    warehouse: Any, make_transactions: Any, out: Path, clock: Clock, *, loaded_by: ScheduleService | None = None
+) -> tuple[str, datetime]:
+    """30 rows, an hourly schedule, and its first due time claimed by a process that dies before writing the job.
+
+    `loaded_by` starts after the schedule exists, as a process started later would.
+    """
+    exports, doomed = await services(warehouse, out, clock, max_retries=1)
+    await warehouse.insert_arrow("transactions", make_transactions(30, ingested_at=clock.now - timedelta(minutes=1)))
+    created = await doomed.create(ScheduleCreate(format="parquet", frequency="hourly", columns=["signature"]))
+    if loaded_by is not None:
+        await loaded_by.start(run_loop=False)
+    clock.now += timedelta(hours=1)
+    due = clock.now.replace(minute=0)
+    assert await doomed._claim(created.id, due)
+    await stop(exports, doomed)  # nothing after the claim was written: no job row, no `last_due`
+    return created.id, due
+
+
+async def _assert_the_lost_due_time_was_counted_and_retried(
+    schedules: ScheduleService, schedule_id: str, due: datetime, out: Path
+) -> None:
+    await schedules.wait_idle(schedule_id)
+    detail = await schedules.get(schedule_id)
+    runs = [(job.state, job.attempt, job.rows, job.due_at) for job in detail.last_runs]
+    assert runs == [("done", 2, 30, due), ("failed", 1, 0, due)]
+    assert "before it started" in (detail.last_runs[1].error or "")
+    assert detail.schedule.consecutive_failures == 0 and detail.schedule.last_due == due
+    assert len(exported_signatures(out)) == 30
+    assert await run_due(schedules, schedule_id) == []  # that due time is done: it does not run again
+
+
+async def test_a_due_time_claimed_by_a_process_that_died_before_writing_its_job_is_retried_after_restart(
+    warehouse, make_transactions, tmp_path
+):
+    """The crash window between claiming a due time and writing its job row must not use the due time up."""
+    out = tmp_path / "exports"
+    clock = Clock(datetime(2026, 1, 1, 0, 30, tzinfo=UTC))
+    schedule_id, due = await _claimed_by_a_process_that_dies(warehouse, make_transactions, out, clock)
+    exports, schedules = await services(warehouse, out, clock, max_retries=1)
+    try:
+        await _assert_the_lost_due_time_was_counted_and_retried(schedules, schedule_id, due, out)
+    finally:
+        await stop(exports, schedules)
+
+
+async def test_a_due_time_another_process_claimed_then_died_with_is_retried_once_the_claim_is_stale(
+    warehouse, make_transactions, tmp_path, monkeypatch
+):
+    """With several processes on one ClickHouse, a fresh claim without a job may be one still being started."""
+    monkeypatch.setattr(schedule_service, "INTERRUPTED_LOOK_SECONDS", 0.0)
+    clock, out = Clock(datetime(2026, 1, 1, 0, 30, tzinfo=UTC)), tmp_path / "exports"
+    # A claim without a job counts as lost once it is older than the export stale time.
+    survivor_exports = ExportService(warehouse, export_dir=str(out), stale_after_seconds=1.0)
+    await survivor_exports.start()
+    survivor = ScheduleService(
+        warehouse, survivor_exports, clock=clock, watermark_lag_seconds=0, retry_backoff_seconds=0.01, max_retries=1
+    )
+    try:
+        schedule_id, due = await _claimed_by_a_process_that_dies(
+            warehouse, make_transactions, out, clock, loaded_by=survivor
+        )
+        assert await survivor.tick() == []
+        assert (await survivor.get(schedule_id)).last_runs == []  # not yet: its process may be writing the job
+        await asyncio.sleep(1.1)  # the claim grows older than the stale time
+        assert await survivor.tick() == []
+        await _assert_the_lost_due_time_was_counted_and_retried(survivor, schedule_id, due, out)
+    finally:
+        await stop(survivor_exports, survivor)
