@@ -169,10 +169,8 @@ class ClickHouseWarehouse:
         if len(signatures) == 0:
             return set()
         membership = "GLOBAL IN" if self.cluster else "IN"
-        where, params = window.where()
-        sql = (
-            f"SELECT DISTINCT signature FROM {self.database}.transactions "
-            f"WHERE {where} AND signature {membership} (SELECT signature FROM candidates)"
+        sql, params = window.stored_signatures(
+            f"{self.database}.transactions", also=f" AND signature {membership} (SELECT signature FROM candidates)"
         )
         query = {
             "query": sql,

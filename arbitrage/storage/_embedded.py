@@ -265,19 +265,19 @@ class EmbeddedWarehouse:
         # their signatures needs no Python table, so it never waits for the insert in flight
         # (which holds the Python-table lock). Only a window denser than that is probed.
         limit = max(self.dedup_scan_rows, 4 * len(signatures))
-        where, params = signature_window.where()
-        window = f"SELECT signature FROM {self.database}.transactions WHERE {where}"
+        table = f"{self.database}.transactions"
+        window, params = signature_window.stored_signatures(table)
         with self._connection("dedup") as connection:
-            stored = connection.query(inline_params(f"{window} LIMIT {limit}", params), "ArrowTable")
+            stored = connection.query(inline_params(f"SELECT * FROM ({window}) LIMIT {limit}", params), "ArrowTable")
         if stored.num_rows < limit:
             in_window = stored.column("signature").combine_chunks().cast(signatures.type)
             return set(signatures.filter(pc.is_in(signatures, value_set=in_window)).to_pylist())
         candidates = pa.table({"signature": signatures})  # noqa: F841 (read by chdb as Python(candidates))
+        probe, params = signature_window.stored_signatures(
+            table, also=" AND signature IN (SELECT signature FROM Python(candidates))"
+        )
         with self._python_tables, self._connection("dedup") as connection:
-            found = connection.query(
-                inline_params(f"{window} AND signature IN (SELECT signature FROM Python(candidates))", params),
-                "ArrowTable",
-            )
+            found = connection.query(inline_params(probe, params), "ArrowTable")
         return set(found.column("signature").to_pylist())
 
     def _insert(self, table: str, arrow_data: pa.Table) -> None:

@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Protocol
 
 import msgspec
 import pyarrow as pa
-
-SAME_SLOT_MARGIN = timedelta(minutes=10)
-"""How far apart two copies of one transaction's block time may be and still be found."""
 
 
 class SignatureWindow(msgspec.Struct, frozen=True):
     """Where a batch's signatures could already be stored: its block times and its slots.
 
     A transaction's slot is fixed on chain, while sources may disagree on its block time
-    (seconds against milliseconds, a collector's clock): a stored copy counts when its block
-    time is within the batch's range, or its slot is within the batch's slots and its block
-    time within `SAME_SLOT_MARGIN` of the range (the margin keeps the read to a narrow
-    stretch of the time-sorted table).
+    (seconds against milliseconds, a collector's clock, a re-derived time): a stored copy
+    counts when its block time is within the batch's range or its slot within the batch's
+    slots, however far apart the two block times are. Each of the two reads a narrow
+    stretch of the table: the sort key serves the first, the `slot` minmax index
+    (migration 011) the second.
     """
 
     start: datetime
@@ -28,21 +26,15 @@ class SignatureWindow(msgspec.Struct, frozen=True):
     first_slot: int
     last_slot: int
 
-    def where(self) -> tuple[str, dict[str, Any]]:
-        """A WHERE condition on `transactions` and its query parameters."""
+    def stored_signatures(self, table: str, also: str = "") -> tuple[str, dict[str, Any]]:
+        """A query for the signatures stored in the window, each row once; `also` is ANDed to its conditions."""
+        in_time = "block_time BETWEEN {start:DateTime64(3, 'UTC')} AND {end:DateTime64(3, 'UTC')}"
         sql = (
-            "block_time BETWEEN {wide_start:DateTime64(3, 'UTC')} AND {wide_end:DateTime64(3, 'UTC')} "
-            "AND (block_time BETWEEN {start:DateTime64(3, 'UTC')} AND {end:DateTime64(3, 'UTC')} "
-            "OR slot BETWEEN {first_slot:UInt64} AND {last_slot:UInt64})"
+            f"SELECT signature FROM {table} WHERE {in_time}{also} "
+            f"UNION ALL SELECT signature FROM {table} "
+            f"WHERE slot BETWEEN {{first_slot:UInt64}} AND {{last_slot:UInt64}} AND NOT ({in_time}){also}"
         )
-        params = {
-            "wide_start": self.start - SAME_SLOT_MARGIN,
-            "wide_end": self.end + SAME_SLOT_MARGIN,
-            "start": self.start,
-            "end": self.end,
-            "first_slot": self.first_slot,
-            "last_slot": self.last_slot,
-        }
+        params = {"start": self.start, "end": self.end, "first_slot": self.first_slot, "last_slot": self.last_slot}
         return sql, params
 
 

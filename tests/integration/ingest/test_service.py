@@ -205,7 +205,8 @@ async def test_a_signature_sent_again_with_another_block_time_is_a_duplicate(
     warehouse.dedup_scan_rows = scan_rows
     service = _service(warehouse)
     await service.ingest_body(msgspec.json.encode(records[:100]), None, source="test")
-    for record, shift in zip(records[90:94], (1, 999, 60_000, -5_000), strict=True):
+    shifts = (1, 999, 60_000, -5_000, 20 * 60_000, -3 * 3_600_000, -2 * 86_400_000)
+    for record, shift in zip(records[90 : 90 + len(shifts)], shifts, strict=True):
         again = {**record, "block_time": record["block_time"] + shift}
         report = await service.ingest_body(msgspec.json.encode([again]), None, source="test")
         assert (report.accepted, report.duplicates) == (0, 1), shift
