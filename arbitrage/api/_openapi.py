@@ -91,6 +91,7 @@ def _binary(description: str) -> Schema:
     return Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY, description=description)
 
 
+NDJSON = "application/x-ndjson"
 _NDJSON = Schema(type=OpenAPIType.STRING, description="One JSON object per line.")
 INGEST_BODY = RequestBody(
     required=True,
@@ -99,7 +100,7 @@ INGEST_BODY = RequestBody(
         "application/json": OpenAPIMediaType(
             schema=Schema(type=OpenAPIType.ARRAY, items=Schema(type=OpenAPIType.OBJECT, description="A transaction."))
         ),
-        "application/x-ndjson": OpenAPIMediaType(schema=_NDJSON),
+        NDJSON: OpenAPIMediaType(schema=_NDJSON),
         "application/msgpack": OpenAPIMediaType(schema=_binary("A msgpack array of transaction maps.")),
         "application/vnd.apache.arrow.stream": OpenAPIMediaType(
             schema=_binary("An Arrow IPC stream with the contract's fields as columns (`arbitrage.ingest.RAW_SCHEMA`).")
@@ -118,10 +119,16 @@ SOLANA_BODY = RequestBody(
                 ]
             )
         ),
-        "application/x-ndjson": OpenAPIMediaType(schema=_NDJSON),
+        NDJSON: OpenAPIMediaType(schema=_NDJSON),
     },
 )
 _RETRY_AFTER = OpenAPIHeader(schema=Schema(type=OpenAPIType.INTEGER), description="Seconds to wait before retrying.")
+
+
+def _declare_retry_after(operation: Operation) -> None:
+    unavailable = (operation.responses or {}).get("503")
+    if isinstance(unavailable, OpenAPIResponse):
+        unavailable.headers = {"Retry-After": _RETRY_AFTER}
 
 
 def raw_body(body: RequestBody) -> type[Operation]:
@@ -134,11 +141,28 @@ def raw_body(body: RequestBody) -> type[Operation]:
     class RawBodyOperation(Operation):
         def __post_init__(self) -> None:
             self.request_body = body
-            unavailable = (self.responses or {}).get("503")
-            if isinstance(unavailable, OpenAPIResponse):
-                unavailable.headers = {"Retry-After": _RETRY_AFTER}
+            _declare_retry_after(self)
 
     return RawBodyOperation
+
+
+@dataclass
+class WarehouseRead(Operation):
+    """The operation of a route that answers from the warehouse: its 503 carries `Retry-After`."""
+
+    def __post_init__(self) -> None:
+        _declare_retry_after(self)
+
+
+@dataclass
+class NdjsonRead(WarehouseRead):
+    """A `WarehouseRead` whose 200 is NDJSON as well, when `Accept` prefers it (one response cannot hold two media types)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        fulfilled = (self.responses or {}).get("200")
+        if isinstance(fulfilled, OpenAPIResponse) and fulfilled.content is not None:
+            fulfilled.content[NDJSON] = OpenAPIMediaType(schema=_NDJSON)
 
 
 FILE = ResponseSpec(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Literal
 
 import msgspec
 import polars as pl
@@ -13,11 +13,53 @@ from litestar.exceptions import NotFoundException
 from litestar.params import Parameter
 
 from arbitrage.api._errors import error_responses
+from arbitrage.api._openapi import WarehouseRead
 from arbitrage.api.transactions import TransactionSignature
-from arbitrage.features import FEATURES
+from arbitrage.features import FEATURES, Feature
 from arbitrage.risk import RISK_COLUMNS, summarize_risk
 from arbitrage.security import requires
 from arbitrage.storage import TransactionFilter, TransactionReader
+
+RiskLevel = Literal["low", "medium", "high"]
+Components = Annotated[
+    dict[str, float], msgspec.Meta(description="By name without `risk_` (`sandwich`, `il`, ...: `GET /features`).")
+]
+
+
+class FeatureList(msgspec.Struct):
+    """`GET /features`: the registry, typed so that a generated client reads it."""
+
+    features: list[Feature]
+    risk: list[Feature]
+
+
+class RiskScore(msgspec.Struct):
+    """`GET /risk/{signature}`."""
+
+    signature: str
+    score: float
+    level: RiskLevel
+    components: Components
+
+
+class RiskLevels(msgspec.Struct):
+    """Transactions per risk level."""
+
+    low: int
+    medium: int
+    high: int
+
+
+class RiskSummary(msgspec.Struct):
+    """`GET /risk/summary`: over the transactions of the last `hours`."""
+
+    hours: int
+    transactions: int
+    mean_score: float
+    p50_score: float
+    p90_score: float
+    levels: RiskLevels
+    components: Components
 
 
 class FeatureController(Controller):
@@ -28,13 +70,18 @@ class FeatureController(Controller):
         "/features",
         description="Every feature column: name, group, dtype, unit, window, definition; then the risk columns.",
     )
-    async def features(self) -> dict[str, Any]:
-        return {"features": msgspec.to_builtins(FEATURES), "risk": msgspec.to_builtins(RISK_COLUMNS)}
+    async def features(self) -> FeatureList:
+        return FeatureList(list(FEATURES), list(RISK_COLUMNS))
 
-    @get("/risk/summary", description="Risk levels, score quantiles and mean components over the last `hours`.")
+    @get(
+        "/risk/summary",
+        description="Risk levels, score quantiles and mean components over the last `hours`.",
+        responses=error_responses(503),
+        operation_class=WarehouseRead,
+    )
     async def risk_summary(
         self, reader: NamedDependency[TransactionReader], hours: Annotated[int, Parameter(ge=1, le=24 * 365)] = 24
-    ) -> dict[str, Any]:
+    ) -> RiskSummary:
         since = datetime.now(UTC) - timedelta(hours=hours)
         columns = [
             "risk_score",
@@ -42,21 +89,22 @@ class FeatureController(Controller):
             *(c.name for c in RISK_COLUMNS if c.name not in ("risk_score", "risk_level")),
         ]
         frame = await reader.columns(columns, TransactionFilter(start=since))
-        return {"hours": hours, **summarize_risk(frame)}
+        return msgspec.convert({"hours": hours, **summarize_risk(frame)}, RiskSummary)
 
     @get(
         "/risk/{signature:str}",
         description="The risk score, level and components of one transaction.",
-        responses=error_responses(404),
+        responses=error_responses(404, 503),
+        operation_class=WarehouseRead,
     )
-    async def risk(self, reader: NamedDependency[TransactionReader], signature: TransactionSignature) -> dict[str, Any]:
+    async def risk(self, reader: NamedDependency[TransactionReader], signature: TransactionSignature) -> RiskScore:
         frame = await reader.get(signature)
         if frame.is_empty():
             raise NotFoundException(f"transaction {signature} not found")
         row = frame.select(pl.col("^risk_.*$")).row(0, named=True)
-        return {
-            "signature": signature,
-            "score": row.pop("risk_score"),
-            "level": row.pop("risk_level"),
-            "components": {k.removeprefix("risk_"): v for k, v in row.items()},
-        }
+        return RiskScore(
+            signature=signature,
+            score=row.pop("risk_score"),
+            level=row.pop("risk_level"),
+            components={k.removeprefix("risk_"): v for k, v in row.items()},
+        )

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import msgspec
 from litestar import Controller, Response, get
 from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -15,6 +17,22 @@ from arbitrage.services import Services
 from arbitrage.telemetry import METRICS
 
 _CHECK_TIMEOUT_S = 2.0
+
+
+class ComponentHealth(msgspec.Struct):
+    """One component's check; a component may add fields of its own (`backend`, `error`, ...)."""
+
+    status: Annotated[
+        str, msgspec.Meta(description="`healthy`, `degraded`, `unhealthy`, or `disabled` (not configured).")
+    ]
+    latency_ms: float
+
+
+class Health(msgspec.Struct):
+    """`GET /health`, the same body with 200 and 503 (what the schema declares; served as built)."""
+
+    status: Literal["healthy", "degraded", "unhealthy"]
+    components: dict[str, ComponentHealth]
 
 
 async def _warehouse(services: NamedDependency[Services]) -> dict[str, Any]:
@@ -33,6 +51,10 @@ class HealthController(Controller):
     @get(
         "/health",
         description="200 when the service can store and serve data, 503 when the warehouse cannot.",
+        responses={
+            200: ResponseSpec(Health, description="Healthy or degraded", generate_examples=False),
+            503: ResponseSpec(Health, description="Unhealthy: the warehouse cannot answer", generate_examples=False),
+        },
         operation_class=PublicOperation,
     )
     async def health(self, services: NamedDependency[Services]) -> Response[dict[str, Any]]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, get_args
 
 import msgspec
@@ -15,12 +16,12 @@ from litestar.params import Parameter
 from litestar.response import Stream
 
 from arbitrage.api._errors import error_responses
-from arbitrage.api._openapi import Transaction
+from arbitrage.api._openapi import NDJSON, NdjsonRead, Transaction, WarehouseRead
 from arbitrage.cache import HistoricalPages
 from arbitrage.errors import ValidationError
 from arbitrage.model import DEX_PATTERN
 from arbitrage.security import requires
-from arbitrage.storage import TransactionFilter, TransactionReader, decode_cursor, encode_cursor
+from arbitrage.storage import LATEST, TransactionFilter, TransactionReader, as_utc, decode_cursor, encode_cursor
 from arbitrage.stream import RecentTransactions, render_transactions
 
 Limit = Annotated[int, Parameter(ge=1, le=1000, description="Page size, 1-1000.")]
@@ -34,6 +35,19 @@ Signer = Annotated[
 ]
 MinProfit = Annotated[float | None, Parameter(ge=-1e9, le=1e9, description="Minimum net profit, SOL.")]
 TransactionSignature = Annotated[str, Parameter(min_length=64, max_length=88, pattern=_BASE58)]
+Cursor = Annotated[
+    str | None,
+    Parameter(max_length=200, pattern=r"^[A-Za-z0-9_\-]+$", description="`next_cursor` of the previous page."),
+]
+_LAST_MILLISECOND = LATEST.replace(microsecond=999_000)
+Moment = Annotated[
+    str,
+    Parameter(
+        max_length=40,
+        description="A date (`2025-01-31`; as `end`, the whole day) or an RFC 3339 datetime (`2025-01-31T12:00:00Z`; "
+        "without an offset, UTC). Bounds are inclusive, to the millisecond.",
+    ),
+]
 
 _BOUNDS = ("gt", "ge", "lt", "le", "multiple_of", "min_length", "max_length", "pattern")
 
@@ -98,15 +112,54 @@ def _filters(token: str | None, dex: str | None, signer: str | None, min_profit_
 
 
 def parse_time(value: str, field: str, *, end_of_day: bool = False) -> datetime:
-    """A date (YYYY-MM-DD) or an RFC 3339 datetime; dates of `end` mean the whole day."""
+    """A date or an RFC 3339 datetime (naive is UTC); a date in any ISO 8601 form (`2025-01-31`,
+    `20250131`) as `end` means its whole day."""
+    text = value.upper()  # RFC 3339 allows a lowercase `t` and `z`
     try:
-        if len(value) == 10:
-            day = date.fromisoformat(value)
-            return datetime.combine(day, time.max if end_of_day else time.min, UTC)
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        day = date.fromisoformat(text)
+    except ValueError:
+        day = None
+    if day is not None:
+        return datetime.combine(day, time.max if end_of_day else time.min, UTC)
+    try:
+        return as_utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
     except ValueError as exc:
         raise ValidationError(field, f"not a date or RFC 3339 datetime: {value!r}") from exc
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _whole_millisecond(moment: datetime, *, up: bool) -> datetime:
+    """The millisecond a stored time can equal, on the inside of a bound: stored times are whole
+    milliseconds, so a start between two rounds up (the row just before it stays out) and an end down.
+    The bound a cached page keeps is then the one its query used."""
+    down = moment - timedelta(microseconds=moment.microsecond % 1000)
+    return down + timedelta(milliseconds=1) if up and down != moment and down < _LAST_MILLISECOND else down
+
+
+def _media_type(request: Request[Any, Any, Any]) -> str:
+    """NDJSON when the client prefers it to JSON (`Accept`, with its q-values); JSON otherwise."""
+    preferred = request.accept.best_match(["application/json", NDJSON, "application/ndjson"], "application/json")
+    return NDJSON if preferred != "application/json" else "application/json"
+
+
+async def _after_first_read(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """`chunks`, read up to the warehouse's first answer before the status is sent.
+
+    A warehouse that cannot answer is then a 503, not a 200 whose body breaks off; the JSON
+    array's opening bracket comes before any read, so it does not count as an answer.
+    """
+    head: list[bytes] = []
+    async for chunk in chunks:
+        head.append(chunk)
+        if chunk != b"[":
+            break
+
+    async def resumed() -> AsyncIterator[bytes]:
+        for chunk in head:
+            yield chunk
+        async for chunk in chunks:
+            yield chunk
+
+    return resumed()
 
 
 class TransactionController(Controller):
@@ -119,15 +172,17 @@ class TransactionController(Controller):
         responses={
             200: ResponseSpec(
                 TransactionPage, description="Request fulfilled, document follows", generate_examples=False
-            )
+            ),
+            **error_responses(503),
         },
+        operation_class=WarehouseRead,
     )
     async def list_transactions(
         self,
         reader: NamedDependency[TransactionReader],
         recent: NamedDependency[RecentTransactions],
         limit: Limit = 100,
-        cursor: Annotated[str | None, Parameter(max_length=200, pattern=r"^[A-Za-z0-9_\-]+$")] = None,
+        cursor: Cursor = None,
         token: Token = None,
         dex: Dex = None,
         signer: Signer = None,
@@ -148,8 +203,9 @@ class TransactionController(Controller):
         description="One transaction; 404 when it is not stored.",
         responses={
             200: ResponseSpec(Transaction, description="The transaction", generate_examples=False),
-            **error_responses(404),
+            **error_responses(404, 503),
         },
+        operation_class=WarehouseRead,
     )
     async def get_transaction(
         self, reader: NamedDependency[TransactionReader], signature: TransactionSignature
@@ -162,22 +218,24 @@ class TransactionController(Controller):
     @get(
         "/historical",
         description="Transactions with start <= block_time <= end, oldest first: a JSON array, "
-        "or NDJSON with `Accept: application/x-ndjson`; a limit above 10,000 rows is streamed as it is read. "
-        "Dates (YYYY-MM-DD) or RFC 3339 datetimes.",
+        "or NDJSON when `Accept` prefers `application/x-ndjson`; a limit above 10,000 rows is streamed as it is read. "
+        "Dates (YYYY-MM-DD) or RFC 3339 datetimes (without an offset, UTC).",
         responses={
             200: ResponseSpec(
                 list[Transaction],  # type: ignore[valid-type]
                 description="The transactions (NDJSON: one per line)",
                 generate_examples=False,
-            )
+            ),
+            **error_responses(503),
         },
+        operation_class=NdjsonRead,
     )
     async def historical(
         self,
         request: Request[Any, Any, Any],
         historical: NamedDependency[HistoricalPages],
-        start: Annotated[str, Parameter(max_length=40)],
-        end: Annotated[str, Parameter(max_length=40)],
+        start: Moment,
+        end: Moment,
         token: Token = None,
         dex: Dex = None,
         signer: Signer = None,
@@ -188,9 +246,13 @@ class TransactionController(Controller):
         end_at = parse_time(end, "end", end_of_day=True)
         if end_at < start_at:
             raise ValidationError("end", "is before start")
-        filters = msgspec.structs.replace(_filters(token, dex, signer, min_profit_sol), start=start_at, end=end_at)
-        ndjson = "ndjson" in (request.headers.get("accept") or "")
-        media_type = "application/x-ndjson" if ndjson else "application/json"
+        filters = msgspec.structs.replace(
+            _filters(token, dex, signer, min_profit_sol),
+            start=_whole_millisecond(start_at, up=True),
+            end=_whole_millisecond(end_at, up=False),
+        )
+        media_type = _media_type(request)
+        ndjson = media_type == NDJSON
         if historical.is_page(limit):
             return Response(await historical.page(filters, limit, ndjson=ndjson), media_type=media_type)
-        return Stream(historical.stream(filters, limit, ndjson=ndjson), media_type=media_type)
+        return Stream(await _after_first_read(historical.stream(filters, limit, ndjson=ndjson)), media_type=media_type)

@@ -7,6 +7,7 @@ the last row's key and the next page is a range read, never an OFFSET scan.
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -17,8 +18,11 @@ import polars as pl
 import pyarrow as pa
 
 from arbitrage.errors import ValidationError
-from arbitrage.model import LEG_DTYPE
+from arbitrage.model import BASE58_PATTERN, EARLIEST_BLOCK_TIME, LEG_DTYPE, MAX_CLOCK_SKEW
 from arbitrage.storage._protocol import Warehouse
+
+_SIGNATURE = re.compile(f"{BASE58_PATTERN[:-2]}{{64,88}}$")
+"""A transaction signature: base58, 64-88 characters (a cursor's second half)."""
 
 _LEG_FIELDS = [field.name for field in LEG_DTYPE.fields]
 _LEG_ENDS = (("first", 1), ("last", -1))
@@ -96,16 +100,19 @@ def decode_cursor(cursor: str, field: str = "cursor") -> tuple[datetime, str]:
     """Inverse of encode_cursor; ValidationError naming `field` when it is not one of ours.
 
     A forged time can lie past what a float (OverflowError) or the platform's time
-    functions (OSError, EOVERFLOW) hold: that is not one of ours either.
+    functions (OSError, EOVERFLOW) hold: that is not one of ours either, nor is a key no
+    stored row could have (a time outside the contract's, a signature that is not one),
+    which would otherwise answer an empty page or the first one.
     """
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         millis, _, signature = base64.urlsafe_b64decode(padded).decode().partition(":")
-        if not signature:
-            raise ValueError("no signature")
-        return datetime.fromtimestamp(int(millis) / 1000, UTC), signature
+        at = datetime.fromtimestamp(int(millis) / 1000, UTC)
     except (ValueError, OverflowError, OSError) as exc:
         raise ValidationError(field, "not a cursor returned by this API") from exc
+    if not (EARLIEST_BLOCK_TIME <= at <= datetime.now(UTC) + MAX_CLOCK_SKEW and _SIGNATURE.match(signature)):
+        raise ValidationError(field, "not a cursor returned by this API")
+    return at, signature
 
 
 class TransactionReader:

@@ -79,7 +79,16 @@ async def test_deep_wide_or_oversized_queries_are_refused(client: AsyncTestClien
     assert "errors" in too_many
 
 
-@pytest.mark.parametrize("key", ["99999999999999999999:x", "9" * 140 + ":x", "not-a-cursor"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "99999999999999999999:x",
+        "9" * 140 + ":x",
+        "not-a-cursor",
+        "1:1",  # decodes, but no stored row has that key: an empty page before
+        "1767225600000:" + "1" * 20,  # a plausible time, but no signature
+    ],
+)
 async def test_a_foreign_after_cursor_is_an_error_naming_after(client: AsyncTestClient[Any], key: str) -> None:
     after = base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
     answer = await _query(client, "query($a: String) { transactions(after: $a) { nextCursor } }", a=after)
