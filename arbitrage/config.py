@@ -112,7 +112,7 @@ class KafkaSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     transactional: bool = True
     """Produce derived topics and commit offsets in one Kafka transaction; false commits with the consumer."""
     transactional_id: str = ""
-    """Fences a crashed predecessor's open transaction; empty = `<group_id>-<topic_transactions>`."""
+    """Fences a crashed predecessor's open transaction; empty = `<group_id>-<topic_transactions>-<host>-<port>`, one per instance."""
     partitions: KafkaPartitions = msgspec.field(default_factory=KafkaPartitions)
     """Partition counts used when topics are created at start-up; a topic left out keeps its count."""
     create_topics: bool = True

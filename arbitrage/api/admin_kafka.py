@@ -5,13 +5,15 @@ Both always require the admin role, like every route under /admin.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated
 
 import msgspec
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
-from litestar.exceptions import NotFoundException
+from litestar.exceptions import NotFoundException, ServiceUnavailableException
 from litestar.params import JSONBody, Parameter
 
 from arbitrage.api.admin import ADMIN_MAX_BODY_BYTES
@@ -20,6 +22,7 @@ from arbitrage.ingest.kafka import (
     DeadLetter,
     DeadLetterReplay,
     KafkaIngest,
+    KafkaNotConnected,
     KafkaStatus,
     list_dead_letters,
     replay_dead_letters,
@@ -67,6 +70,15 @@ def _kafka(services: Services) -> KafkaIngest:
     return kafka
 
 
+@contextmanager
+def _connected() -> Iterator[None]:
+    """A consumer still connecting is a temporary state: 503, saying why, not an internal error."""
+    try:
+        yield
+    except KafkaNotConnected as exc:
+        raise ServiceUnavailableException(str(exc)) from exc
+
+
 class KafkaAdminController(Controller):
     path = "/admin/kafka"
     tags = ["admin"]
@@ -81,13 +93,15 @@ class KafkaAdminController(Controller):
     async def pause(
         self, services: NamedDependency[Services], data: JSONBody[PartitionsRequest | None] = None
     ) -> PausedPartitions:
-        return PausedPartitions(_kafka(services).pause(data.partitions if data else None))
+        with _connected():
+            return PausedPartitions(_kafka(services).pause(data.partitions if data else None))
 
     @post("/resume", status_code=200, description="Resume the given partitions (all when none given).")
     async def resume(
         self, services: NamedDependency[Services], data: JSONBody[PartitionsRequest | None] = None
     ) -> PausedPartitions:
-        return PausedPartitions(_kafka(services).resume(data.partitions if data else None))
+        with _connected():
+            return PausedPartitions(_kafka(services).resume(data.partitions if data else None))
 
     @post(
         "/replay",
@@ -102,7 +116,8 @@ class KafkaAdminController(Controller):
             except ValueError as exc:
                 raise ValidationError("timestamp", f"not an RFC 3339 datetime: {data.timestamp!r}") from exc
             timestamp_ms = int(moment.timestamp() * 1000)
-        offset = await _kafka(services).replay(data.partition, offset=data.offset, timestamp_ms=timestamp_ms)
+        with _connected():
+            offset = await _kafka(services).replay(data.partition, offset=data.offset, timestamp_ms=timestamp_ms)
         return ReplayStarted(data.partition, offset)
 
 

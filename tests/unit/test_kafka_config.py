@@ -110,3 +110,15 @@ def test_extra_is_checked_without_connecting_and_only_when_kafka_is_on(capfd: py
     assert capfd.readouterr().err == ""
     off = {"kafka.enabled": False, "kafka.extra": {"no.such.property": "x"}}
     assert load_settings(env={}, overrides=off).kafka.extra == {"no.such.property": "x"}
+
+
+def test_each_instance_gets_its_own_default_transactional_id_and_a_set_one_wins() -> None:
+    """One id for two instances made each fence the other; a restarted instance must keep its own."""
+    from arbitrage.ingest.kafka import KafkaOptions
+
+    kafka = load_settings(env={}).kafka
+    ids = {KafkaOptions.from_settings(kafka, instance=instance).txn_id for instance in ("a-8080", "a-8081", "b-8080")}
+    assert len(ids) == 3
+    assert KafkaOptions.from_settings(kafka, instance="a-8080").txn_id in ids
+    chosen = load_settings(env={"ARB_KAFKA__TRANSACTIONAL_ID": "mine"}).kafka
+    assert KafkaOptions.from_settings(chosen, instance="a-8080").txn_id == "mine"

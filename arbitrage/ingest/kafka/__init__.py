@@ -6,6 +6,7 @@ enabled; `await kafka.stop()` on shutdown. The dead-letter helpers serve the adm
 
 from __future__ import annotations
 
+import socket
 from typing import TYPE_CHECKING
 
 from arbitrage.ingest.kafka._dead_letters import (
@@ -16,7 +17,7 @@ from arbitrage.ingest.kafka._dead_letters import (
     replay_dead_letters,
 )
 from arbitrage.ingest.kafka._options import KafkaOptions
-from arbitrage.ingest.kafka._service import KafkaIngest, KafkaStatus, PartitionState
+from arbitrage.ingest.kafka._service import KafkaIngest, KafkaNotConnected, KafkaStatus, PartitionState
 from arbitrage.ingest.kafka._strategies import SOURCE
 from arbitrage.ingest.kafka._topics import ensure_topics
 
@@ -26,7 +27,8 @@ if TYPE_CHECKING:
 
 async def start_kafka(services: Services) -> KafkaIngest:
     """Start consuming with `services.settings.kafka`; registers `/health`'s "kafka" and `extras["kafka"]`."""
-    kafka = KafkaIngest(services.ingest, KafkaOptions.from_settings(services.settings.kafka))
+    instance = f"{socket.gethostname()}-{services.settings.server.port}"
+    kafka = KafkaIngest(services.ingest, KafkaOptions.from_settings(services.settings.kafka, instance=instance))
     await kafka.start()
     services.health_checks["kafka"] = kafka.health
     services.extras["kafka"] = kafka
@@ -39,6 +41,7 @@ __all__ = [
     "DeadLetter",
     "DeadLetterReplay",
     "KafkaIngest",
+    "KafkaNotConnected",
     "KafkaOptions",
     "KafkaStatus",
     "PartitionState",

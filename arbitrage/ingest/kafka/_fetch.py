@@ -15,7 +15,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,8 @@ class Chunk:
     """Messages fetched in one `consume()` call, in partition order."""
 
     messages: list[Message]
+    generation: int
+    """The fetcher's `generation` when they were fetched (see `Fetcher.stale`)."""
 
 
 @dataclass
@@ -135,6 +137,9 @@ class Fetcher:
         self.last_error: str | None = None
         self.lag: dict[int, int] = {}
         self._group_metadata: Any = None
+        self.generation = 0
+        """Counts the times partitions left this consumer (revoked or lost)."""
+        self._left_at: dict[int, int] = {}
 
     def start(self) -> None:
         self.consumer.subscribe([self.topic], on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost)
@@ -187,6 +192,16 @@ class Fetcher:
     def paused(self) -> set[int]:
         return set(self._paused)
 
+    def stale(self, partitions: Iterable[int], generation: int) -> set[int]:
+        """Those of `partitions` that left this consumer since `generation`.
+
+        What was fetched from them before is no longer this consumer's to publish or commit:
+        their next owner (or this consumer, assigned them again) reads on from the last commit.
+        """
+        if generation == self.generation:
+            return set()
+        return {p for p in partitions if self._left_at.get(p, 0) > generation}
+
     def _run(self) -> None:
         next_lag = 0.0
         while not self._stopping.is_set():
@@ -224,8 +239,8 @@ class Fetcher:
         m.MESSAGES.labels("consumed").inc(len(good))
         if self._held is not None:
             self._held.messages.extend(good)
-        elif not self._channel.offer(Chunk(good)):
-            self._held = Chunk(good)
+        elif not self._channel.offer(Chunk(good, self.generation)):
+            self._held = Chunk(good, self.generation)
 
     def _run_commands(self) -> None:
         while True:
@@ -268,11 +283,15 @@ class Fetcher:
         self.lag = lag
 
     def _assigned(self, _: Consumer, partitions: list[TopicPartition]) -> None:
+        """Add `partitions`: with cooperative rebalancing they are an increment, the rest stays ours.
+
+        They start fetching (`_forget` resumed any that left paused); eager rebalancing revoked all before.
+        """
         m.REBALANCES.labels("assign").inc()
-        self.assigned = sorted(p.partition for p in partitions)
-        self._paused = set()
-        self._on_assign(self.assigned)
-        log.info("Kafka partitions assigned: %s", self.assigned)
+        added = sorted(p.partition for p in partitions)
+        self.assigned = sorted(set(self.assigned) | set(added))
+        self._on_assign(added)
+        log.info("Kafka partitions assigned: %s (now %s)", added, self.assigned)
 
     def _revoked(self, _: Consumer, partitions: list[TopicPartition]) -> None:
         """Store and commit what was handed over while the partitions are still ours."""
@@ -296,7 +315,19 @@ class Fetcher:
         self._forget([p.partition for p in partitions])
 
     def _forget(self, partitions: list[int]) -> None:
+        """Drop partitions leaving this consumer, paused ones resumed first.
+
+        librdkafka keeps a partition paused across revoke and re-assign; one assigned again must
+        start fetching, as `_paused` (which no longer holds it) says.
+        """
         self.assigned = [p for p in self.assigned if p not in partitions]
+        if partitions:
+            self.generation += 1
+            self._left_at.update(dict.fromkeys(partitions, self.generation))
+        paused = sorted(self._paused & set(partitions))
+        if paused:
+            with contextlib.suppress(KafkaException):
+                self.consumer.resume([TopicPartition(self.topic, p) for p in paused])
         self._paused -= set(partitions)
         for partition in partitions:
             self.lag.pop(partition, None)

@@ -32,7 +32,11 @@ class KafkaOptions:
     transactional: bool = True
     """Produce derived topics and commit offsets in one Kafka transaction (false: consumer commits)."""
     transactional_id: str = ""
-    """Fences a crashed predecessor's open transaction; defaults to `<group_id>-<topic>`."""
+    """Fences a crashed predecessor's open transaction; defaults to `<group_id>-<topic>-<instance>`."""
+    instance: str = ""
+    """What tells this process from the group's others (`<host>-<port>`): in the default
+    transactional id, so instances do not fence each other and a restarted one fences its
+    own predecessor."""
     partitions: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PARTITIONS))
     create_topics: bool = True
     max_inflight_batches: int = 2
@@ -68,7 +72,7 @@ class KafkaOptions:
 
     @property
     def txn_id(self) -> str:
-        return self.transactional_id or f"{self.group_id}-{self.topic_transactions}"
+        return self.transactional_id or "-".join(filter(None, (self.group_id, self.topic_transactions, self.instance)))
 
     def client_config(self) -> dict[str, Any]:
         """Settings common to every client: brokers plus the pass-through librdkafka keys."""

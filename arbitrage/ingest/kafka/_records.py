@@ -67,15 +67,27 @@ def _keys(frame: pl.DataFrame) -> list[bytes]:
 
 
 DLQ_VALUE_BYTES = 900_000
-"""The most of a rejected message's bytes its DLQ record carries: the producer refuses records
-over `message.max.bytes` (1 MB by default), and one refused record fails the whole transaction
-of its batch. The `dead_letters` table keeps every byte."""
+"""The most of a rejected message's bytes (value and original headers together) its DLQ record
+carries: the producer refuses records over `message.max.bytes` (1 MB by default), and one refused
+record fails the whole transaction of its batch. The `dead_letters` table keeps every value byte."""
+
+DLQ_HEADER_BYTES = 131_072
+"""The most of that the original headers may take; those past it are dropped (counted in
+`dlq.headers_dropped`), so the value, which says what was wrong, keeps the most room."""
 
 
 def dead_letter(message: Message, field_name: str, reason: str) -> OutRecord:
     """The original bytes and headers, plus why and where the message was rejected."""
     original = message.headers() or []
-    headers: Headers = list(original.items()) if isinstance(original, dict) else list(original)
+    headers: Headers = []
+    header_bytes = dropped = 0
+    for key, value in original.items() if isinstance(original, dict) else original:
+        size = len(key.encode()) + len(value or b"")
+        if dropped or header_bytes + size > DLQ_HEADER_BYTES:
+            dropped += 1
+            continue
+        headers.append((key, value))
+        header_bytes += size
     headers += [
         ("dlq.reason", reason[:1000].encode()),
         ("dlq.field", field_name.encode()),
@@ -83,8 +95,11 @@ def dead_letter(message: Message, field_name: str, reason: str) -> OutRecord:
         ("dlq.partition", str(message.partition()).encode()),
         ("dlq.offset", str(message.offset()).encode()),
     ]
+    if dropped:
+        headers.append(("dlq.headers_dropped", str(dropped).encode()))
     value = message.value() or b""
-    if len(value) > DLQ_VALUE_BYTES:
+    room = DLQ_VALUE_BYTES - header_bytes
+    if len(value) > room:
         headers.append(("dlq.truncated_from", str(len(value)).encode()))
-        value = value[:DLQ_VALUE_BYTES]
+        value = value[:room]
     return OutRecord(message.key(), value, headers)

@@ -37,6 +37,10 @@ _COMMIT_RETRY_MAX_S = 30.0
 _listening: weakref.WeakSet[IngestService] = weakref.WeakSet()
 
 
+class KafkaNotConnected(RuntimeError):
+    """An operation needs the consumer, which is still connecting (or never connected)."""
+
+
 class PartitionState(msgspec.Struct):
     partition: int
     position: int | None
@@ -132,7 +136,13 @@ class KafkaIngest:
 
     def _on_assigned(self, loop: asyncio.AbstractEventLoop, partitions: list[int]) -> None:
         """From the fetch thread; runs before any chunk of these partitions reaches the pipeline."""
-        loop.call_soon_threadsafe(self._recovery.reset, partitions)
+        loop.call_soon_threadsafe(self._assigned_anew, partitions)
+
+    def _assigned_anew(self, partitions: list[int]) -> None:
+        """What this consumer committed before a partition moved away is stale: its other owner went on."""
+        self._recovery.reset(partitions)
+        for partition in partitions:
+            self._committed.pop(partition, None)
 
     async def stop(self) -> None:
         """Stop fetching, store and commit what was fetched, leave the group. Bounded in time."""
@@ -178,9 +188,11 @@ class KafkaIngest:
             left = batcher.time_left()
             item = await self._channel.get(_IDLE_S if left is None else min(left, _IDLE_S))
             if isinstance(item, Chunk):
-                batcher.add(item.messages)
+                if batcher.holds_older(item.generation):
+                    await self._flush(batcher.take(), batcher.generation)
+                batcher.add(item.messages, item.generation)
             if batcher.full or batcher.time_left() == 0 or isinstance(item, Barrier | Stop):
-                await self._flush(batcher.take())
+                await self._flush(batcher.take(), batcher.generation)
             if isinstance(item, Barrier | Stop):
                 while self._inflight:
                     await self._commit_oldest()
@@ -189,13 +201,26 @@ class KafkaIngest:
                     return
                 item.done.set()
 
-    async def _flush(self, messages: list[KafkaMessage]) -> None:
+    async def _flush(self, messages: list[KafkaMessage], generation: int) -> None:
         if not messages:
             return
         while len(self._inflight) >= self.options.max_inflight_batches:
             await self._commit_oldest()
+        assert self._fetcher is not None
+        stale = self._fetcher.stale({p for m in messages if (p := m.partition()) is not None}, generation)
+        if stale:  # fetched before their partitions were revoked, while earlier batches kept the pipeline full
+            messages = [m for m in messages if m.partition() not in stale]
+            if not messages:
+                return
         suspects = self._recovery.suspects(messages)
-        self._inflight.append(asyncio.create_task(self._store_step(messages, suspects)))
+        self._inflight.append(asyncio.create_task(self._stored(messages, suspects, generation)))
+
+    async def _stored(
+        self, messages: list[KafkaMessage], suspects: dict[str, tuple[int, int]], generation: int
+    ) -> StoredBatch:
+        batch = await self._store_step(messages, suspects)
+        batch.generation = generation
+        return batch
 
     async def _commit_ready(self) -> None:
         if self._committing is not None and self._committing.done():
@@ -226,9 +251,17 @@ class KafkaIngest:
         from the last commit). A producer that can never commit again (fenced by a newer
         instance) stops the pipeline; its batches are consumed again by the next owner.
         """
-        assert self._committer is not None
+        assert self._committer is not None and self._fetcher is not None
         delay = 1.0
         while True:
+            if self._fetcher.stale(batch.offsets, batch.generation):
+                log.warning(
+                    "offsets %s were not committed nor their derived records published: their partitions "
+                    "were revoked while the batch was stored; whoever owns them now reads them again",
+                    batch.offsets,
+                )
+                self.commit_error = None
+                return
             try:
                 with m.COMMIT_SECONDS.time():
                     await asyncio.to_thread(self._committer.commit, batch)
@@ -401,7 +434,7 @@ class KafkaIngest:
 
     def _require_fetcher(self) -> Fetcher:
         if self._fetcher is None or self._connect_error is not None:
-            raise RuntimeError(f"Kafka ingest is not connected yet ({self._connect_error})")
+            raise KafkaNotConnected(f"Kafka ingest is not connected yet ({self._connect_error})")
         return self._fetcher
 
 

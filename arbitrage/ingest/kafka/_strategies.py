@@ -64,11 +64,18 @@ class Batcher:
         self.timeout_s = timeout_s
         self._messages: list[Message] = []
         self._deadline = 0.0
+        self.generation = 0
+        """The fetch generation of the messages held; a batch never spans two."""
 
-    def add(self, messages: list[Message]) -> None:
+    def add(self, messages: list[Message], generation: int) -> None:
         if not self._messages:
             self._deadline = time.monotonic() + self.timeout_s
+            self.generation = generation
         self._messages.extend(messages)
+
+    def holds_older(self, generation: int) -> bool:
+        """Whether messages of another fetch generation must be flushed before these are added."""
+        return bool(self._messages) and generation != self.generation
 
     @property
     def full(self) -> bool:
@@ -134,6 +141,8 @@ class StoredBatch:
 
     offsets: dict[int, int]
     """Partition → next offset to read."""
+    generation: int = 0
+    """The fetch generation of its messages: its partitions must not have left since."""
     opportunities: Keyed = field(default_factory=Keyed)
     risk: Keyed = field(default_factory=Keyed)
     dead_letters: list[OutRecord] = field(default_factory=list)

@@ -62,10 +62,12 @@ def options_for(broker: Broker, **overrides: Any) -> KafkaOptions:
     return KafkaOptions(**values)
 
 
+Start = Callable[[KafkaOptions], Awaitable[KafkaIngest]]
+"""The `start_ingest` fixture's function."""
+
+
 @pytest.fixture
-async def start_ingest(
-    ingest_service: IngestService,
-) -> AsyncIterator[Callable[[KafkaOptions], Awaitable[KafkaIngest]]]:
+async def start_ingest(ingest_service: IngestService) -> AsyncIterator[Start]:
     """Start KafkaIngest instances on the test's warehouse; all are stopped at the end."""
     started: list[KafkaIngest] = []
 
@@ -153,6 +155,21 @@ async def wait_for(condition: Callable[[], Awaitable[bool]], *, within: float = 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within}s waiting for {what}")
         await asyncio.sleep(0.1)
+
+
+async def both_assigned(first: KafkaIngest, second: KafkaIngest) -> None:
+    """Wait until each of two consumers in one group holds partitions (the rebalance is done)."""
+
+    async def shared() -> bool:
+        a, b = await first.status(), await second.status()
+        return bool(a.partitions) and bool(b.partitions)
+
+    await wait_for(shared, what="both consumers assigned", within=40)
+
+
+async def stored_at_least(warehouse: EmbeddedWarehouse, n: int) -> bool:
+    """Whether `n` distinct signatures are stored (a `wait_for` condition)."""
+    return (await stored_counts(warehouse))[1] >= n
 
 
 async def stored_counts(warehouse: EmbeddedWarehouse) -> tuple[int, int]:

@@ -2,27 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 import polars as pl
 import pytest
 
 from arbitrage.errors import ValidationError
 from arbitrage.ingest import IngestService
-from arbitrage.ingest.kafka import KafkaIngest, KafkaOptions, replay_dead_letters
+from arbitrage.ingest.kafka import KafkaIngest, replay_dead_letters
 from arbitrage.simulator import Simulator
 from arbitrage.storage import EmbeddedWarehouse
 from arbitrage.stream import RecentTransactions
-from tests.integration.kafka.conftest import options_for, produce, read_topic, stored_counts, wait_for
+from tests.integration.kafka.conftest import (
+    Start,
+    both_assigned,
+    options_for,
+    produce,
+    read_topic,
+    stored_at_least,
+    stored_counts,
+    wait_for,
+)
 from tests.services.kafka_broker import Broker
 
 pytestmark = pytest.mark.anyio
-
-Start = Callable[[KafkaOptions], Awaitable[KafkaIngest]]
-
-
-async def _stored(warehouse: EmbeddedWarehouse, n: int) -> bool:
-    return (await stored_counts(warehouse))[1] >= n
 
 
 async def test_every_produced_record_is_stored_once_and_its_offsets_committed(
@@ -32,7 +33,7 @@ async def test_every_produced_record_is_stored_once_and_its_offsets_committed(
     records = Simulator(seed=11).records(2000)
     await produce(mock_broker.bootstrap, options.topic_transactions, records)
     kafka = await start_ingest(options)
-    await wait_for(lambda: _stored(warehouse, 2000), what="2000 stored")
+    await wait_for(lambda: stored_at_least(warehouse, 2000), what="2000 stored")
     await produce(mock_broker.bootstrap, options.topic_transactions, records[:300])
 
     async def caught_up() -> bool:
@@ -65,7 +66,7 @@ async def test_poison_messages_go_to_the_dlq_and_the_rest_is_stored(
     await produce(mock_broker.bootstrap, options.topic_transactions, records[:200], raw=poison)
     await produce(mock_broker.bootstrap, options.topic_transactions, records[200:])
     await start_ingest(options)
-    await wait_for(lambda: _stored(warehouse, 400), what="400 stored")
+    await wait_for(lambda: stored_at_least(warehouse, 400), what="400 stored")
 
     dlq = await read_topic(mock_broker.bootstrap, options.topic_dlq, expect=3)
     assert len(dlq) == 3
@@ -96,13 +97,37 @@ async def test_a_poison_message_too_large_for_the_dlq_goes_there_cut_and_nothing
     await produce(mock_broker.bootstrap, options.topic_transactions, records[:20], raw=[(b"huge", huge, None)])
     await produce(mock_broker.bootstrap, options.topic_transactions, records[20:])
     kafka = await start_ingest(options)
-    await wait_for(lambda: _stored(warehouse, 40), what="40 stored")
+    await wait_for(lambda: stored_at_least(warehouse, 40), what="40 stored")
     (letter,) = await read_topic(mock_broker.bootstrap, options.topic_dlq, expect=1)
     headers = dict(letter.headers())
     assert headers["dlq.truncated_from"] == str(len(huge)).encode()
     assert letter.value() == huge[: len(letter.value())] and len(letter.value()) < 1_000_000
     table = await warehouse.query_arrow(f"SELECT length(raw) AS n FROM {warehouse.database}.dead_letters")
     assert table.column("n").to_pylist() == [len(huge)]
+    await wait_for(lambda: _all_committed(kafka), what="every offset committed")
+
+
+async def test_a_poison_message_with_huge_headers_goes_to_the_dlq_within_the_size_limit_and_nothing_blocks(
+    mock_broker: Broker, warehouse: EmbeddedWarehouse, start_ingest: Start
+) -> None:
+    """Its headers count toward the producer's 1 MB limit too: copied whole they failed every commit attempt."""
+    options = options_for(mock_broker, batch_size=50)
+    records = Simulator(seed=24).records(40)
+    value = b"{" + b" " * 800_000 + b"not json"
+    headers = [(f"h{i}", b"\xff" * 50_000) for i in range(6)]
+    await produce(mock_broker.bootstrap, options.topic_transactions, records[:20], raw=[(b"heavy", value, headers)])
+    await produce(mock_broker.bootstrap, options.topic_transactions, records[20:])
+    kafka = await start_ingest(options)
+    await wait_for(lambda: stored_at_least(warehouse, 40), what="40 stored")
+    (letter,) = await read_topic(mock_broker.bootstrap, options.topic_dlq, expect=1)
+    kept = dict(letter.headers())
+    size = len(letter.value()) + sum(len(k) + len(v or b"") for k, v in letter.headers())
+    assert size < 1_000_000
+    assert kept["h0"] == kept["h1"] == b"\xff" * 50_000  # kept whole while they fit, non-UTF-8 bytes as they were
+    assert "h2" not in kept
+    assert kept["dlq.headers_dropped"] == b"4"
+    assert kept["dlq.truncated_from"] == str(len(value)).encode()
+    assert letter.value() == value[: len(letter.value())]
     await wait_for(lambda: _all_committed(kafka), what="every offset committed")
 
 
@@ -128,7 +153,7 @@ async def test_a_record_that_breaks_processing_is_dead_lettered_and_the_partitio
     await produce(mock_broker.bootstrap, options.topic_transactions, records)
     await kafka.start()
     try:
-        await wait_for(lambda: _stored(warehouse, 299), what="299 stored")
+        await wait_for(lambda: stored_at_least(warehouse, 299), what="299 stored")
         dlq = await read_topic(mock_broker.bootstrap, options.topic_dlq, expect=1)
         assert [m.key() for m in dlq] == [cursed.encode()]
         assert b"ZeroDivisionError" in dict(dlq[0].headers())["dlq.reason"]
@@ -175,7 +200,7 @@ async def test_warehouse_outage_pauses_partitions_then_resumes_without_loss(
     assert health["status"] == "degraded"
     assert "drill" in health["error"]
     warehouse.fail(None)
-    await wait_for(lambda: _stored(warehouse, 3000), what="3000 stored after recovery")
+    await wait_for(lambda: stored_at_least(warehouse, 3000), what="3000 stored after recovery")
     status = await kafka.status()
     assert not status.backpressure
     assert status.store_error is None
@@ -189,24 +214,20 @@ async def test_two_consumers_share_the_partitions_and_store_each_record_once(
     records = Simulator(seed=14).records(3000)
     await produce(mock_broker.bootstrap, options.topic_transactions, records[:1000])
     first = await start_ingest(options)
-    await wait_for(lambda: _stored(warehouse, 1000), what="first 1000")
+    await wait_for(lambda: stored_at_least(warehouse, 1000), what="first 1000")
     second = await start_ingest(options)
     await produce(mock_broker.bootstrap, options.topic_transactions, records[1000:2000])
 
-    async def shared() -> bool:
-        a, b = await first.status(), await second.status()
-        return bool(a.partitions) and bool(b.partitions)
-
-    await wait_for(shared, what="both consumers assigned")
+    await both_assigned(first, second)
     a_parts = {p.partition for p in (await first.status()).partitions}
     b_parts = {p.partition for p in (await second.status()).partitions}
     assert a_parts.isdisjoint(b_parts)
     assert a_parts | b_parts == {0, 1, 2, 3}
-    await wait_for(lambda: _stored(warehouse, 2000), what="2000 stored")
+    await wait_for(lambda: stored_at_least(warehouse, 2000), what="2000 stored")
 
     await first.stop()
     await produce(mock_broker.bootstrap, options.topic_transactions, records[2000:])
-    await wait_for(lambda: _stored(warehouse, 3000), what="3000 stored by the survivor")
+    await wait_for(lambda: stored_at_least(warehouse, 3000), what="3000 stored by the survivor")
     assert await stored_counts(warehouse) == (3000, 3000)
 
 
@@ -216,7 +237,7 @@ async def test_replay_from_an_offset_stores_nothing_twice(
     options = options_for(mock_broker)
     await produce(mock_broker.bootstrap, options.topic_transactions, Simulator(seed=15).records(800))
     kafka = await start_ingest(options)
-    await wait_for(lambda: _stored(warehouse, 800), what="800 stored")
+    await wait_for(lambda: stored_at_least(warehouse, 800), what="800 stored")
     assert await kafka.replay(0, offset=0) == 0
     assert await kafka.replay(1, offset=0) == 0
 
@@ -243,7 +264,7 @@ async def test_admin_pause_stops_consumption_until_resumed(
     records = Simulator(seed=16).records(301)
     await produce(mock_broker.bootstrap, options.topic_transactions, records[:1])
     kafka = await start_ingest(options)
-    await wait_for(lambda: _stored(warehouse, 1), what="the first record stored")
+    await wait_for(lambda: stored_at_least(warehouse, 1), what="the first record stored")
     await wait_for(lambda: _lag(kafka, 0), what="the first record committed")
     kafka.pause()
     await wait_for(lambda: _all_paused(kafka), what="paused")
@@ -252,7 +273,7 @@ async def test_admin_pause_stops_consumption_until_resumed(
     assert sum(p.lag or 0 for p in status.partitions) == 300
     assert await stored_counts(warehouse) == (1, 1)
     kafka.resume()
-    await wait_for(lambda: _stored(warehouse, 301), what="301 stored after resume")
+    await wait_for(lambda: stored_at_least(warehouse, 301), what="301 stored after resume")
 
 
 async def _lag(kafka: KafkaIngest, expected: int) -> bool:
@@ -273,6 +294,6 @@ async def test_derived_records_wait_for_room_in_a_full_producer_queue_and_none_i
     records = Simulator(seed=12).records(1200)
     await produce(mock_broker.bootstrap, options.topic_transactions, records)
     await start_ingest(options)
-    await wait_for(lambda: _stored(warehouse, 1200), what="1200 stored")
+    await wait_for(lambda: stored_at_least(warehouse, 1200), what="1200 stored")
     risk = await read_topic(mock_broker.bootstrap, options.topic_risk, expect=1200, within=30)
     assert sorted(m.key() for m in risk) == sorted(r["signature"].encode() for r in records)

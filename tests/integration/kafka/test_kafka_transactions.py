@@ -4,24 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 
 import msgspec
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from arbitrage.ingest import IngestService, KafkaOrigins
-from arbitrage.ingest.kafka import KafkaIngest, KafkaOptions
+from arbitrage.ingest.kafka import KafkaOptions
 from arbitrage.simulator import Simulator
 from arbitrage.storage import EmbeddedWarehouse
 from arbitrage.stream import RecentTransactions
 from arbitrage.telemetry import METRICS
-from tests.integration.kafka.conftest import options_for, produce, read_topic, stored_counts, wait_for
+from tests.integration.kafka.conftest import (
+    Start,
+    options_for,
+    produce,
+    read_topic,
+    stored_at_least,
+    stored_counts,
+    wait_for,
+)
 from tests.services.kafka_broker import Broker
 
 pytestmark = pytest.mark.anyio
-
-Start = Callable[[KafkaOptions], Awaitable[KafkaIngest]]
 
 
 def _committed(broker: Broker, options: KafkaOptions, partitions: int) -> int:
@@ -83,7 +88,7 @@ async def test_restart_after_stored_but_uncommitted_batches_republishes_their_de
     records = Simulator(seed=22).records(5000)
     kafka = await start_ingest(options)
     await produce(tansu_broker.bootstrap, options.topic_transactions, records[:1])
-    await wait_for(lambda: _stored_at_least(warehouse, 1), what="first record")
+    await wait_for(lambda: stored_at_least(warehouse, 1), what="first record")
     await kafka.stop()
     # Simulate the crashed owner: it read the records and stored them; their offsets and derived records are lost.
     await produce(tansu_broker.bootstrap, options.topic_transactions, records[1:])
@@ -134,7 +139,7 @@ async def test_a_fenced_producer_stops_the_pipeline_and_health_says_why(
     records = Simulator(seed=24).records(200)
     kafka = await start_ingest(options)
     await produce(tansu_broker.bootstrap, options.topic_transactions, records[:100])
-    await wait_for(lambda: _stored_at_least(warehouse, 100), what="the first 100 stored")
+    await wait_for(lambda: stored_at_least(warehouse, 100), what="the first 100 stored")
     successor = Producer({"bootstrap.servers": tansu_broker.bootstrap, "transactional.id": options.txn_id})
     await asyncio.to_thread(successor.init_transactions, 30)
     await produce(tansu_broker.bootstrap, options.topic_transactions, records[100:])
@@ -163,10 +168,6 @@ async def _profitable_signatures(warehouse: EmbeddedWarehouse) -> set[str]:
     return set(table.column("signature").to_pylist())
 
 
-async def _stored_at_least(warehouse: EmbeddedWarehouse, n: int) -> bool:
-    return (await stored_counts(warehouse))[1] >= n
-
-
 async def test_replay_from_a_timestamp_seeks_to_the_first_message_at_or_after_it(
     tansu_broker: Broker, warehouse: EmbeddedWarehouse, start_ingest: Start
 ) -> None:
@@ -179,7 +180,7 @@ async def test_replay_from_a_timestamp_seeks_to_the_first_message_at_or_after_it
     await wait_for(assigned, what="the one-partition topic created and assigned")
     before = int(time.time() * 1000) - 1000
     await produce(tansu_broker.bootstrap, options.topic_transactions, Simulator(seed=23).records(200))
-    await wait_for(lambda: _stored_at_least(warehouse, 200), what="200 stored")
+    await wait_for(lambda: stored_at_least(warehouse, 200), what="200 stored")
     duplicates_before = _duplicates()
     assert await kafka.replay(0, timestamp_ms=before) == 0
 
