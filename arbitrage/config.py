@@ -389,6 +389,21 @@ def _is_text(kind: msgspec.inspect.Type | None) -> bool:
 _BROKERS = re.compile(r"[^\s,]+:[0-9]+(,\s*[^\s,]+:[0-9]+)*")
 
 
+KAFKA_MANAGED_PROPERTIES = {
+    "bootstrap.servers": "set `kafka.bootstrap_servers`",
+    "metadata.broker.list": "set `kafka.bootstrap_servers`",
+    "group.id": "set `kafka.group_id`",
+    "transactional.id": "set `kafka.transactional_id`",
+    "enable.auto.commit": "offsets are committed only once their batch is stored",
+    "enable.auto.offset.store": "offsets are committed only once their batch is stored",
+    "isolation.level": "the consumer reads committed records only",
+    "enable.idempotence": "exactly-once needs an idempotent producer",
+    "compression.type": "the derived topics are LZ4-compressed",
+}
+"""librdkafka properties the ingest sets itself, and why `kafka.extra` may not: set there they were
+silently overridden. Tuning ones (`session.timeout.ms`, `linger.ms`, ...) given in `extra` win."""
+
+
 def _check_kafka(kafka: KafkaSettings) -> None:
     """What the key types cannot say: brokers, distinct topics, `extra` as librdkafka reads it.
 
@@ -401,6 +416,11 @@ def _check_kafka(kafka: KafkaSettings) -> None:
             f"invalid configuration: `kafka.bootstrap_servers`: expected host:port[,host:port], "
             f"got {kafka.bootstrap_servers!r}"
         )
+    for name in kafka.extra:
+        if name in KAFKA_MANAGED_PROPERTIES:
+            raise ConfigError(
+                f"invalid configuration: `kafka.extra`: {name!r} is set by arbitrage ({KAFKA_MANAGED_PROPERTIES[name]})"
+            )
     seen: dict[str, str] = {}
     for key in ("topic_transactions", "topic_opportunities", "topic_risk", "topic_dlq"):
         topic = getattr(kafka, key)

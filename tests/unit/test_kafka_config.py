@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 
 import pytest
@@ -75,7 +76,7 @@ def test_a_bad_librdkafka_property_is_named_when_kafka_is_on(
 @pytest.mark.parametrize(
     "extra",
     [
-        {"enable.idempotence": "maybe"},
+        {"linger.ms": "maybe"},
         {"max.in.flight.requests.per.connection": "10"},
         {"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN", "sasl.password": "hunter2"},
     ],
@@ -122,3 +123,21 @@ def test_each_instance_gets_its_own_default_transactional_id_and_a_set_one_wins(
     assert KafkaOptions.from_settings(kafka, instance="a-8080").txn_id in ids
     chosen = load_settings(env={"ARB_KAFKA__TRANSACTIONAL_ID": "mine"}).kafka
     assert KafkaOptions.from_settings(chosen, instance="a-8080").txn_id == "mine"
+
+
+@pytest.mark.parametrize("name", ["enable.auto.commit", "isolation.level", "compression.type", "group.id"])
+def test_a_property_the_ingest_sets_itself_is_refused_in_extra_naming_it(name: str) -> None:
+    """Given in `extra` it used to be overridden without a word."""
+    with pytest.raises(ConfigError, match=f"`kafka.extra`: '{re.escape(name)}' is set by arbitrage"):
+        load_settings(env={}, overrides={"kafka.extra": {name: "x"}})
+
+
+def test_tuning_given_in_extra_wins_over_the_defaults() -> None:
+    from arbitrage.ingest.kafka import KafkaOptions
+
+    extra = {"session.timeout.ms": "45000", "max.poll.interval.ms": "600000", "linger.ms": "5"}
+    options = KafkaOptions.from_settings(load_settings(env={}, overrides={"kafka.extra": extra}).kafka)
+    consumer, producer = options.consumer_config(), options.producer_config()
+    assert (consumer["session.timeout.ms"], consumer["max.poll.interval.ms"]) == ("45000", "600000")
+    assert (consumer["enable.auto.commit"], consumer["isolation.level"]) == (False, "read_committed")
+    assert (producer["linger.ms"], producer["compression.type"], producer["enable.idempotence"]) == ("5", "lz4", True)

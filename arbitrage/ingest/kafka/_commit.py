@@ -104,7 +104,7 @@ class TransactionalCommitter(_Producing):
     """Derived records, dead letters and offsets in one transaction per batch."""
 
     def __init__(self, options: KafkaOptions, fetcher: Fetcher) -> None:
-        config = {**options.producer_config(), "transactional.id": options.txn_id, "transaction.timeout.ms": 60_000}
+        config = {"transaction.timeout.ms": 60_000, **options.producer_config(), "transactional.id": options.txn_id}
         super().__init__(options, fetcher, Producer(config))
 
     def start(self) -> None:

@@ -100,21 +100,7 @@ class Fetcher:
     ) -> None:
         self.options = options
         self.topic = options.topic_transactions
-        self.consumer = Consumer(
-            {
-                **options.client_config(),
-                "group.id": options.group_id,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "auto.offset.reset": "earliest",
-                "isolation.level": "read_committed",
-                "session.timeout.ms": options.session_timeout_ms,
-                "heartbeat.interval.ms": max(500, options.session_timeout_ms // 5),
-                "max.poll.interval.ms": max(60_000, options.session_timeout_ms * 2),
-                "queued.max.messages.kbytes": 65_536,
-                "error_cb": self._on_error,
-            }
-        )
+        self.consumer = Consumer({**options.consumer_config(), "error_cb": self._on_error})
         self._channel = channel
         self._on_assign = on_assign
         self._committed = committed

@@ -78,9 +78,25 @@ class KafkaOptions:
         """Settings common to every client: brokers plus the pass-through librdkafka keys."""
         return {"bootstrap.servers": self.bootstrap_servers, **self.extra}
 
+    def consumer_config(self) -> dict[str, Any]:
+        """The consumer's settings: tuning that `extra` may override, then what exactly-once rests on
+        (config refuses those in `extra`: `KAFKA_MANAGED_PROPERTIES`)."""
+        return {
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": self.session_timeout_ms,
+            "heartbeat.interval.ms": max(500, self.session_timeout_ms // 5),
+            "max.poll.interval.ms": max(60_000, self.session_timeout_ms * 2),
+            "queued.max.messages.kbytes": 65_536,
+            **self.client_config(),
+            "group.id": self.group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "isolation.level": "read_committed",
+        }
+
     def producer_config(self) -> dict[str, Any]:
         """The derived topics' and dead letters' producer: LZ4, idempotent."""
-        return {**self.client_config(), "compression.type": "lz4", "linger.ms": 20, "enable.idempotence": True}
+        return {"linger.ms": 20, **self.client_config(), "compression.type": "lz4", "enable.idempotence": True}
 
     def check_clients(self) -> None:
         """Let librdkafka refuse bad `extra` properties now, not in the task that starts the consumer.
@@ -92,5 +108,5 @@ class KafkaOptions:
         def offline(config: dict[str, Any]) -> dict[str, Any]:
             return {k: v for k, v in config.items() if k not in _BROKER_KEYS} | {"log_level": 0}
 
-        Consumer(offline({**self.client_config(), "group.id": self.group_id})).close()
+        Consumer(offline(self.consumer_config())).close()
         Producer(offline(self.producer_config())).flush(0)
