@@ -21,7 +21,6 @@ from typing import Any
 import httpx
 import msgspec
 import pyarrow as pa
-from tqdm import tqdm
 
 from arbitrage.config import Settings
 from arbitrage.errors import ArbitrageError, WarehouseLocked
@@ -75,24 +74,26 @@ class _Totals:
     def __init__(self) -> None:
         self.accepted = self.duplicates = self.rejected = 0
 
-    def count(self, report: IngestReport, name: str, first: int) -> None:
-        """Add one chunk's report; print its first errors by their index in the file."""
+    def count(self, report: IngestReport, name: str, first: int, write: Callable[..., None]) -> None:
+        """Add one chunk's report; `write` its first errors by their index in the file."""
         self.accepted += report.accepted
         self.duplicates += report.duplicates
         self.rejected += report.rejected
         for error in report.errors[:5]:
-            tqdm.write(f"{name}: record {first + error.index}: {error.field}: {error.reason}", file=sys.stderr)
+            write(f"{name}: record {first + error.index}: {error.field}: {error.reason}", file=sys.stderr)
 
 
 async def _in_turn(
     files: list[Path], size: int, store: Callable[[Chunk], Awaitable[IngestReport]], totals: _Totals
 ) -> None:
     """Read every file a chunk at a time and `store(chunk)` each, `CHUNKS_IN_FLIGHT` at once, in order."""
+    from tqdm import tqdm  # here: the server imports this package and has no progress bars
+
     in_flight: deque[tuple[asyncio.Task[IngestReport], int, int]] = deque()
 
     async def settle_oldest(name: str, progress: tqdm[Any]) -> None:
         task, first, count = in_flight.popleft()
-        totals.count(await task, name, first)
+        totals.count(await task, name, first, progress.write)
         progress.update(count)
 
     try:

@@ -459,8 +459,7 @@ def decode_table(table: pa.Table, *, now: datetime | None = None, max_records: i
         try:
             column = table.column(field.name).cast(field.type)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-            with _gc_paused():
-                return _decode_elements([_ROW_JSON.encode(row) for row in table.to_pylist()], now)
+            return decode_records([_ROW_JSON.encode(row) for row in table.to_pylist()], now=now)
         if field.name in _DEFAULTS and column.null_count:  # a null is a value left out
             column = _defaulted(field.name, column)
         columns.append(column)

@@ -157,12 +157,16 @@ async def wait_for(condition: Callable[[], Awaitable[bool]], *, within: float = 
         await asyncio.sleep(0.1)
 
 
+async def assigned(kafka: KafkaIngest) -> set[int]:
+    """The partitions a consumer holds now."""
+    return {p.partition for p in (await kafka.status()).partitions}
+
+
 async def both_assigned(first: KafkaIngest, second: KafkaIngest) -> None:
     """Wait until each of two consumers in one group holds partitions (the rebalance is done)."""
 
     async def shared() -> bool:
-        a, b = await first.status(), await second.status()
-        return bool(a.partitions) and bool(b.partitions)
+        return bool(await assigned(first)) and bool(await assigned(second))
 
     await wait_for(shared, what="both consumers assigned", within=40)
 

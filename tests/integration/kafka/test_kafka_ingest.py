@@ -13,6 +13,7 @@ from arbitrage.storage import EmbeddedWarehouse
 from arbitrage.stream import RecentTransactions
 from tests.integration.kafka.conftest import (
     Start,
+    assigned,
     both_assigned,
     options_for,
     produce,
@@ -219,8 +220,7 @@ async def test_two_consumers_share_the_partitions_and_store_each_record_once(
     await produce(mock_broker.bootstrap, options.topic_transactions, records[1000:2000])
 
     await both_assigned(first, second)
-    a_parts = {p.partition for p in (await first.status()).partitions}
-    b_parts = {p.partition for p in (await second.status()).partitions}
+    a_parts, b_parts = await assigned(first), await assigned(second)
     assert a_parts.isdisjoint(b_parts)
     assert a_parts | b_parts == {0, 1, 2, 3}
     await wait_for(lambda: stored_at_least(warehouse, 2000), what="2000 stored")

@@ -11,6 +11,7 @@ from arbitrage.simulator import Simulator
 from arbitrage.storage import EmbeddedWarehouse
 from tests.integration.kafka.conftest import (
     Start,
+    assigned,
     both_assigned,
     options_for,
     produce,
@@ -22,10 +23,6 @@ from tests.integration.kafka.conftest import (
 from tests.services.kafka_broker import Broker
 
 pytestmark = pytest.mark.anyio
-
-
-async def _assigned(kafka: KafkaIngest) -> set[int]:
-    return {p.partition for p in (await kafka.status()).partitions}
 
 
 async def test_partitions_paused_when_revoked_are_fetched_again_once_resumed_after_the_rebalance(
@@ -59,7 +56,7 @@ async def test_partitions_paused_when_revoked_are_fetched_again_once_resumed_aft
 
 
 async def _all_ours(kafka: KafkaIngest) -> bool:
-    return await _assigned(kafka) == {0, 1, 2, 3}
+    return await assigned(kafka) == {0, 1, 2, 3}
 
 
 async def test_lag_of_a_partition_that_comes_back_counts_from_what_its_other_owner_committed(
@@ -136,7 +133,7 @@ async def test_with_cooperative_rebalancing_a_consumer_keeps_the_partitions_it_w
     second = await start_ingest(options)
 
     async def shared() -> bool:
-        mine, theirs = await _assigned(first), await _assigned(second)
+        mine, theirs = await assigned(first), await assigned(second)
         return bool(theirs) and mine | theirs == {0, 1, 2, 3} and not mine & theirs
 
     await wait_for(shared, what="the partitions split between both consumers", within=30)
