@@ -94,14 +94,14 @@ class KafkaAdminController(Controller):
         self, services: NamedDependency[Services], data: JSONBody[PartitionsRequest | None] = None
     ) -> PausedPartitions:
         with _connected():
-            return PausedPartitions(_kafka(services).pause(data.partitions if data else None))
+            return PausedPartitions(await _kafka(services).pause(data.partitions if data else None))
 
     @post("/resume", status_code=200, description="Resume the given partitions (all when none given).")
     async def resume(
         self, services: NamedDependency[Services], data: JSONBody[PartitionsRequest | None] = None
     ) -> PausedPartitions:
         with _connected():
-            return PausedPartitions(_kafka(services).resume(data.partitions if data else None))
+            return PausedPartitions(await _kafka(services).resume(data.partitions if data else None))
 
     @post(
         "/replay",

@@ -50,6 +50,13 @@ class BrokerOffsets:
             return {}
         return {tp.partition: tp.offset for tp in answer.topic_partitions or [] if tp.offset >= 0 and not tp.error}
 
+    def partition_count(self) -> int:
+        """How many partitions the topic has now (raises KafkaException when the broker does not say)."""
+        topic = self._admin.list_topics(self.topic, timeout=self.timeout_s).topics[self.topic]
+        if topic.error is not None:
+            raise KafkaException(topic.error)
+        return len(topic.partitions)
+
     def reachable(self, timeout_s: float) -> bool:
         """Whether the broker answers a metadata request for the topic in time."""
         try:

@@ -48,6 +48,8 @@ class KafkaOptions:
     """Longest wait between attempts to store a batch while the warehouse fails."""
     stop_timeout_s: float = 15.0
     """How long `stop()` may spend flushing the batch in flight before giving it back to Kafka."""
+    revoke_timeout_s: float = 10.0
+    """How long a rebalance may wait for the batches of revoked partitions to be stored and committed."""
 
     @classmethod
     def from_settings(cls, settings: KafkaSettings, **overrides: Any) -> KafkaOptions:

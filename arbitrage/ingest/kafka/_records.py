@@ -27,28 +27,38 @@ _RISK_FALLBACK = (
 
 @dataclass(frozen=True)
 class OutRecord:
-    """One record to produce with headers (dead letters): key, value, headers."""
+    """One record to produce with headers (dead letters): key, value, headers, and the partition it came from."""
 
     key: bytes | None
     value: bytes
     headers: Headers = field(default_factory=list)
+    partition: int = -1
 
 
 @dataclass(frozen=True)
 class Keyed:
-    """Records of one derived topic as two parallel lists: no object per record to build and free."""
+    """Records of one derived topic as parallel lists: no object per record to build and free.
+
+    `partitions` holds the partition each record's transaction was consumed from.
+    """
 
     keys: list[bytes] = field(default_factory=list)
     values: list[bytes] = field(default_factory=list)
+    partitions: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.values)
+
+    def without(self, partitions: set[int]) -> Keyed:
+        """The records of the other partitions (a rebalance took `partitions` away; rare, so a plain loop)."""
+        kept = [i for i, partition in enumerate(self.partitions) if partition not in partitions]
+        return Keyed([self.keys[i] for i in kept], [self.values[i] for i in kept], [self.partitions[i] for i in kept])
 
 
 def opportunities(stored: pl.DataFrame) -> Keyed:
     """Profitable stored transactions, rendered as the API renders them, keyed by signature."""
     profitable = stored.filter(pl.col("net_profit_sol") > 0)
-    return Keyed(_keys(profitable), render_transactions(profitable))
+    return Keyed(_keys(profitable), render_transactions(profitable), _partitions(profitable))
 
 
 def risk_metrics(stored: pl.DataFrame) -> Keyed:
@@ -58,12 +68,17 @@ def risk_metrics(stored: pl.DataFrame) -> Keyed:
     risk = [c for c in stored.columns if c.startswith("risk_")]
     columns = ["signature", "block_time", *(risk or [c for c in _RISK_FALLBACK if c in stored.columns])]
     frame = stored.select(columns).with_columns(pl.col("block_time").dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ"))
-    return Keyed(_keys(frame), json_rows(frame))
+    return Keyed(_keys(frame), json_rows(frame), _partitions(stored))
 
 
 def _keys(frame: pl.DataFrame) -> list[bytes]:
     keys: list[bytes] = frame["signature"].cast(pl.Binary).to_list()
     return keys
+
+
+def _partitions(frame: pl.DataFrame) -> list[int]:
+    partitions: list[int] = frame["kafka_partition"].fill_null(-1).to_list()
+    return partitions
 
 
 DLQ_VALUE_BYTES = 900_000
@@ -102,4 +117,5 @@ def dead_letter(message: Message, field_name: str, reason: str) -> OutRecord:
     if len(value) > room:
         headers.append(("dlq.truncated_from", str(len(value)).encode()))
         value = value[:room]
-    return OutRecord(message.key(), value, headers)
+    partition = message.partition()
+    return OutRecord(message.key(), value, headers, -1 if partition is None else partition)

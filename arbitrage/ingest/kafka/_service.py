@@ -115,6 +115,7 @@ class KafkaIngest:
             self._channel,
             on_assign=lambda partitions: self._on_assigned(loop, partitions),
             committed=lambda: dict(self._committed),
+            revoke_timeout_s=self.options.revoke_timeout_s,
         )
         committer_type = TransactionalCommitter if self.options.transactional else PlainCommitter
         self._committer = committer_type(self.options, self._fetcher)
@@ -247,21 +248,25 @@ class KafkaIngest:
         """Commit, retrying until it goes through: a later batch's offsets must never pass this one's.
 
         Meanwhile the pipeline stops at its in-flight limit, fetching pauses, and /health says
-        why. Not retried once the partitions are being handed over (their next owner reads
-        from the last commit). A producer that can never commit again (fenced by a newer
+        why. What belongs to partitions that left or are being handed over is dropped, not
+        retried (their next owner reads from the last commit); the rest is still this consumer's
+        to publish and commit (cooperative rebalancing keeps some partitions). A producer that can never commit again (fenced by a newer
         instance) stops the pipeline; its batches are consumed again by the next owner.
         """
         assert self._committer is not None and self._fetcher is not None
         delay = 1.0
         while True:
-            if self._fetcher.stale(batch.offsets, batch.generation):
+            stale = self._fetcher.stale(batch.offsets, batch.generation)
+            if stale:
                 log.warning(
                     "offsets %s were not committed nor their derived records published: their partitions "
                     "were revoked while the batch was stored; whoever owns them now reads them again",
-                    batch.offsets,
+                    {p: o for p, o in batch.offsets.items() if p in stale},
                 )
-                self.commit_error = None
-                return
+                batch = batch.without(stale)  # the partitions kept (cooperative rebalancing) are still ours
+                if not batch.offsets:
+                    self.commit_error = None
+                    return
             try:
                 with m.COMMIT_SECONDS.time():
                     await asyncio.to_thread(self._committer.commit, batch)
@@ -279,18 +284,24 @@ class KafkaIngest:
                 self.commit_error = None
                 self._committed.update(batch.offsets)
                 return
-            if not self._still_ours(batch):
-                self.commit_error = None
+            moving = self._moving(batch)
+            if moving:
                 log.warning(
-                    "offsets %s were not committed; their partitions moved, the next owner reads them", batch.offsets
+                    "offsets %s were not committed; their partitions moved, the next owner reads them",
+                    {p: o for p, o in batch.offsets.items() if p in moving},
                 )
-                return
+                batch = batch.without(moving)
+                if not batch.offsets:
+                    self.commit_error = None
+                    return
             await asyncio.sleep(delay)
             delay = min(delay * 2, _COMMIT_RETRY_MAX_S)
 
-    def _still_ours(self, batch: StoredBatch) -> bool:
+    def _moving(self, batch: StoredBatch) -> set[int]:
+        """The batch's partitions that are no longer ours, or are being handed over."""
         fetcher = self._fetcher
-        return fetcher is not None and set(batch.offsets) <= set(fetcher.assigned) - fetcher.revoking
+        ours = set(fetcher.assigned) - fetcher.revoking if fetcher is not None else set()
+        return set(batch.offsets) - ours
 
     def _commit_failed(self, batch: StoredBatch, exc: BaseException, delay: float) -> None:
         self.commit_error = str(exc)[:200]
@@ -388,16 +399,34 @@ class KafkaIngest:
             report["error"] = error
         return report
 
-    def pause(self, partitions: list[int] | None = None) -> list[int]:
-        """Stop fetching these partitions (all assigned when None) until `resume`; returns the paused set."""
+    async def pause(self, partitions: list[int] | None = None) -> list[int]:
+        """Stop fetching these partitions (all assigned when None) until `resume`; returns the paused set.
+
+        A partition another consumer holds now stays paused here if a rebalance brings it over.
+        """
         fetcher = self._require_fetcher()
+        if partitions is not None:
+            await self._check_partitions(partitions)
         fetcher.admin_paused = fetcher.admin_paused | set(fetcher.assigned if partitions is None else partitions)
         return sorted(fetcher.admin_paused)
 
-    def resume(self, partitions: list[int] | None = None) -> list[int]:
+    async def resume(self, partitions: list[int] | None = None) -> list[int]:
         fetcher = self._require_fetcher()
+        if partitions is not None:
+            await self._check_partitions(partitions)
         fetcher.admin_paused = set() if partitions is None else fetcher.admin_paused - set(partitions)
         return sorted(fetcher.admin_paused)
+
+    async def _check_partitions(self, partitions: list[int]) -> None:
+        """A partition the topic does not have is a typo to name, not a pause that never applies."""
+        try:
+            count = await asyncio.to_thread(self._broker_offsets().partition_count)
+        except KafkaException as exc:
+            raise KafkaNotConnected(f"the broker did not say how many partitions it has: {exc}") from exc
+        unknown = sorted(p for p in partitions if not 0 <= p < count)
+        if unknown:
+            topic = self.options.topic_transactions
+            raise ValidationError("partitions", f"{topic} has partitions 0 to {count - 1}; no partition {unknown}")
 
     async def replay(self, partition: int, *, offset: int | None = None, timestamp_ms: int | None = None) -> int:
         """Seek an assigned partition back to an offset or to the first message at/after a time.

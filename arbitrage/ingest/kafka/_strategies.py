@@ -150,6 +150,19 @@ class StoredBatch:
     duplicates: int = 0
     rejected: int = 0
 
+    def without(self, partitions: set[int]) -> StoredBatch:
+        """What is left to publish and commit once `partitions` left this consumer: the rest stays ours."""
+        return StoredBatch(
+            {p: o for p, o in self.offsets.items() if p not in partitions},
+            self.generation,
+            self.opportunities.without(partitions),
+            self.risk.without(partitions),
+            [record for record in self.dead_letters if record.partition not in partitions],
+            self.stored,
+            self.duplicates,
+            self.rejected,
+        )
+
 
 class StoreStep:
     """Decode, validate and store one batch through the ingest service, retrying until it lands."""
@@ -267,6 +280,7 @@ class StoreStep:
         republish = (
             frame.join(origins, on="signature")
             .filter(pl.col("kafka_offset").is_null() | same_message)
+            .with_columns(pl.col("kafka_partition").fill_null(pl.col("_partition")))
             .drop("_partition", "_offset")
         )
         return republish.unique(subset="signature", keep="first", maintain_order=True)

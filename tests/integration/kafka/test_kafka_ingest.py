@@ -266,13 +266,19 @@ async def test_admin_pause_stops_consumption_until_resumed(
     kafka = await start_ingest(options)
     await wait_for(lambda: stored_at_least(warehouse, 1), what="the first record stored")
     await wait_for(lambda: _lag(kafka, 0), what="the first record committed")
-    kafka.pause()
+    for unknown in ([4], [0, 99], [-1]):  # the topic has partitions 0 to 3
+        with pytest.raises(ValidationError, match=r"has partitions 0 to 3; no partition \["):
+            await kafka.pause(unknown)
+        with pytest.raises(ValidationError, match="no partition"):
+            await kafka.resume(unknown)
+    assert await kafka.resume([]) == [], "a refused pause paused something"
+    await kafka.pause()
     await wait_for(lambda: _all_paused(kafka), what="paused")
     await produce(mock_broker.bootstrap, options.topic_transactions, records[1:])
     status = await kafka.status()
     assert sum(p.lag or 0 for p in status.partitions) == 300
     assert await stored_counts(warehouse) == (1, 1)
-    kafka.resume()
+    await kafka.resume()
     await wait_for(lambda: stored_at_least(warehouse, 301), what="301 stored after resume")
 
 

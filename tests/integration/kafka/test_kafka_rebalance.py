@@ -34,7 +34,7 @@ async def test_partitions_paused_when_revoked_are_fetched_again_once_resumed_aft
     await produce(mock_broker.bootstrap, options.topic_transactions, records[:100])
     first = await start_ingest(options)
     await wait_for(lambda: stored_at_least(warehouse, 100), what="the first 100 stored")
-    first.pause()
+    await first.pause()
 
     async def all_paused() -> bool:
         status = await first.status()
@@ -44,7 +44,7 @@ async def test_partitions_paused_when_revoked_are_fetched_again_once_resumed_aft
     second = await start_ingest(options)
 
     await both_assigned(first, second)
-    first.resume()
+    await first.resume()
     await produce(mock_broker.bootstrap, options.topic_transactions, records[100:])
     await wait_for(lambda: stored_at_least(warehouse, 400), what="400 stored after resume", within=30)
     await second.stop()
@@ -140,3 +140,47 @@ async def test_with_cooperative_rebalancing_a_consumer_keeps_the_partitions_it_w
     await produce(mock_broker.bootstrap, options.topic_transactions, records[200:])
     await wait_for(lambda: stored_at_least(warehouse, 400), what="400 stored")
     assert await stored_counts(warehouse) == (400, 400)
+
+
+async def test_with_cooperative_rebalancing_a_batch_that_lost_some_partitions_still_publishes_and_commits_the_rest(
+    mock_broker: Broker, warehouse: EmbeddedWarehouse, start_ingest: Start
+) -> None:
+    """The revoke wait runs out while a batch of every partition is stored (the warehouse is down).
+
+    The partitions given up are their next owner's to publish and commit, but the kept ones are
+    still this consumer's: dropping the whole batch left their offsets to the next batch's
+    commit, which passed over them, and their derived records were never published.
+    """
+    options = options_for(
+        mock_broker,
+        extra={"partition.assignment.strategy": "cooperative-sticky"},
+        batch_size=1000,
+        batch_timeout_ms=500,
+        max_inflight_batches=1,
+        revoke_timeout_s=1.0,
+        retry_backoff_max_s=0.5,
+    )
+    records = Simulator(seed=36).records(600)
+    await produce(mock_broker.bootstrap, options.topic_transactions, records[:400])
+    warehouse.fail("drill: warehouse down")
+    first = await start_ingest(options)
+
+    async def storing() -> bool:
+        return (await first.status()).store_error is not None
+
+    await wait_for(storing, what="a batch of every partition retried while the warehouse is down")
+    second = await start_ingest(options)
+
+    async def shared() -> bool:
+        mine, theirs = await assigned(first), await assigned(second)
+        return bool(theirs) and bool(mine) and mine | theirs == {0, 1, 2, 3}
+
+    await wait_for(shared, what="the partitions split between both consumers", within=30)
+    warehouse.fail(None)
+    await produce(mock_broker.bootstrap, options.topic_transactions, records[400:])
+    await wait_for(lambda: stored_at_least(warehouse, 600), what="600 stored")
+    await wait_for(lambda: _lag(first, 0), what="the first consumer's share committed")
+    await wait_for(lambda: _lag(second, 0), what="the second consumer's share committed")
+    risk = await read_topic(mock_broker.bootstrap, options.topic_risk, expect=600, settle=2.0)
+    missing = {r["signature"].encode() for r in records} - {m.key() for m in risk}
+    assert not missing, f"{len(missing)} stored transactions never had their risk metrics published"
