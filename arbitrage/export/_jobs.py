@@ -11,7 +11,10 @@ a final name.
 
 A job runs in the process that accepted it. A cancel asked of another process (several
 processes on one ClickHouse) is stored in `export_cancels`; the owner reads it on the job's
-next heartbeat and stops the job, queued or running, as if it had been asked itself.
+next heartbeat and stops the job, queued or running, as if it had been asked itself. A job
+whose process stops or dies before that heartbeat still ends `cancelled`, not failed as
+interrupted: the shutdown and the clean-up after a crash look for a request first, so a
+schedule does not retry a run someone cancelled.
 """
 
 from __future__ import annotations
@@ -144,7 +147,8 @@ class _Active:
     """Set with `cancel`, awaited by a job still waiting for a slot."""
     task: asyncio.Task[None] | None = None
     interrupted: bool = False
-    """Stopped because the process stops, not by a user: the job ends failed, as after a crash."""
+    """Stopped because the process stops, not by a user: the job ends failed, as after a crash
+    (unless a cancel had been asked of it through `export_cancels`)."""
 
 
 def _stop(active: _Active) -> None:
@@ -152,9 +156,12 @@ def _stop(active: _Active) -> None:
     active.stopped.set()
 
 
-def _end_stopped(active: _Active) -> None:
-    """The final state of a job that stopped early: cancelled by a user, or interrupted by a shutdown."""
-    if active.interrupted:
+def _end_stopped(active: _Active, *, cancel_asked: bool = False) -> None:
+    """The final state of a job that stopped early: cancelled by a user, or interrupted by a shutdown.
+
+    `cancel_asked`: a user asked another process to cancel it before the shutdown came.
+    """
+    if active.interrupted and not cancel_asked:
         active.job.state = "failed"
         active.job.error = INTERRUPTED_ERROR
     else:
@@ -371,7 +378,8 @@ class ExportService:
         """Stop a job because this process is stopping, not because anyone cancelled it.
 
         It ends `failed` with `INTERRUPTED_ERROR`, as it would after a crash, so a schedule
-        counts and retries the run after the restart; a cancelled run is not retried.
+        counts and retries the run after the restart; a cancelled run is not retried. A job
+        another process was asked to cancel, which this one had not read yet, ends `cancelled`.
         """
         active = self._active.get(job_id)
         if active is None:
@@ -428,24 +436,39 @@ class ExportService:
         return Download(f"{job.id}.zip", "application/zip", _zip_chunks(destination, paths))
 
     async def fail_interrupted(self, *, all_active: bool = False) -> builtins.list[str]:
-        """Mark queued/running jobs of dead processes failed and delete their staged files."""
+        """End the queued/running jobs of dead processes, delete their staged files; return their ids.
+
+        A job is marked failed as interrupted, unless a cancel was asked of it: its process
+        died before it read the request, and the user who asked expects it `cancelled` (a
+        schedule retries an interrupted run, not a cancelled one).
+        """
         stale_before = time.time_ns() - self._stale_ns
         jobs = await self._query("state IN ('queued', 'running')", {}, limit=10_000, with_version=True)
-        failed = []
-        for job, version in jobs:  # type: ignore[misc]
-            if job.id in self._active or (not all_active and version > stale_before):
-                continue
-            job.state = "failed"
-            job.error = INTERRUPTED_ERROR
+        dead = [job for job, version in jobs if job.id not in self._active and (all_active or version <= stale_before)]
+        asked = await self._cancels_requested([job.id for job in dead]) if dead else set()
+        failed, cancelled = [], []
+        for job in dead:
+            if job.id in asked:
+                job.state = "cancelled"
+                cancelled.append(job.id)
+            else:
+                job.state = "failed"
+                job.error = INTERRUPTED_ERROR
+                failed.append(job.id)
             job.finished_at = datetime.now(UTC)
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(Destination(self._real_destination(job), job.id, self._storage_options).abort)
             await self._save(job)
-            failed.append(job.id)
         self.interrupted_marked += len(failed)
         if failed:
             log.warning("marked %d interrupted export job(s) failed: %s", len(failed), ", ".join(failed))
-        return failed
+        if cancelled:
+            log.info(
+                "marked %d export job(s) cancelled whose process died before it read the request: %s",
+                len(cancelled),
+                ", ".join(cancelled),
+            )
+        return failed + cancelled
 
     async def latest_of_schedules(self) -> dict[str, ExportJob]:
         """Each schedule's newest job, by schedule id (how a schedule notices a run a crash ended)."""
@@ -488,7 +511,12 @@ class ExportService:
             job.files = result.files
             job.watermark = result.watermark
         except ExportCancelled:
-            _end_stopped(active)
+            asked = False
+            if active.interrupted:
+                # A shutdown may come between another process's cancel request and the beat that would read it.
+                with contextlib.suppress(Exception):
+                    asked = await self._cancel_requested(job.id)
+            _end_stopped(active, cancel_asked=asked)
         except asyncio.CancelledError:
             _end_stopped(active)
             raise
@@ -564,6 +592,15 @@ class ExportService:
 
     async def _cancel_requested(self, job_id: str) -> bool:
         return await self._any(CANCELS_TABLE, "job_id = {id:String}", {"id": job_id})
+
+    async def _cancels_requested(self, job_ids: builtins.list[str]) -> set[str]:
+        """Which of the jobs a cancel was asked of."""
+        found = await self._warehouse.query_arrow(
+            f"SELECT DISTINCT job_id FROM {self._warehouse.database}.{CANCELS_TABLE} "
+            "WHERE has({ids:Array(String)}, job_id)",
+            {"ids": job_ids},
+        )
+        return set(found.column("job_id").to_pylist())
 
     async def _any(self, table: str, where: str, params: dict[str, Any]) -> bool:
         """Whether `table` has a row matching `where`."""

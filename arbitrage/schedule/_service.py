@@ -8,6 +8,7 @@ Guarantees:
 - A due time runs at most once, also with several processes: before running, a process
   claims `(schedule id, due time)` in `schedule_claims` with an insert de-duplication
   token, so only the first claim is stored, and runs only if its owner id reads back.
+  Claims are dropped 30 days after they were made (a TTL), long after anything reads them.
 - Incremental runs export rows with `previous watermark < ingested_at <= now - lag`; the
   watermark advances only when a run succeeds, so a failed run's rows go out with the next
   one and no row goes out twice.
@@ -15,7 +16,8 @@ Guarantees:
   `health()` and in Prometheus metrics.
 - A run whose process died (its job marked failed as interrupted, at start-up or by the
   export sweep) is a failed run like any other: counted once, by one process (it claims the
-  job), and retried while retries are left; its due time is not silently used up.
+  job), and retried while retries are left; its due time is not silently used up. A run
+  whose cancel was asked before its process died ends cancelled instead, and is not retried.
 - So is a due time whose process died after claiming it but before writing its job row: a
   run stores the due time as `last_due` only once its job row exists (a due time it decides
   to skip, at once), so a claim newer than `last_due` without a job is a run a crash lost.

@@ -455,3 +455,51 @@ async def test_a_job_queued_in_another_process_is_cancelled_from_this_one(filled
     finally:
         _SlowWriter.gate.set()
         await owner.close()
+
+
+async def test_a_job_whose_process_dies_before_reading_a_cancel_asked_elsewhere_ends_cancelled_not_failed(filled, out):
+    """The user asked to cancel it: the clean-up after the crash must not call it an interrupted run (retried)."""
+    owner = await _slow_service(filled, out, heartbeat_seconds=3600)  # it dies before its next beat
+    requester = ExportService(filled, export_dir=str(out), heartbeat_seconds=0.05)
+    sweeper = ExportService(filled, export_dir=str(out), stale_after_seconds=0.5)
+    job = await owner.submit("slow-parquet", ExportRequest(chunk_rows=100))
+    await asyncio.to_thread(_SlowWriter.entered.wait, 30)
+    dead = owner._active[job.id]
+    try:
+        assert (await requester.cancel(job.id)).state == "running"  # asked, not done yet
+        # The owner "dies": its job never beats or saves again, nothing of its clean-up runs.
+        owner._active.clear()
+        owner._sweeper.cancel()  # type: ignore[union-attr]
+        for _ in range(100):  # until the job's row is older than the sweeper's stale time
+            if ended := await sweeper.fail_interrupted():
+                break
+            await asyncio.sleep(0.05)
+        assert ended == [job.id]
+        stored = await requester.get(job.id)
+        assert stored.state == "cancelled" and stored.error is None and stored.files == []
+        assert published(out) == [] and not list(out.rglob(".staging-*"))
+    finally:
+        dead.cancel.set()
+        _SlowWriter.gate.set()
+        await asyncio.gather(dead.task, return_exceptions=True)  # type: ignore[arg-type]
+
+
+async def test_a_job_asked_elsewhere_to_cancel_ends_cancelled_when_its_process_shuts_down_before_reading_it(
+    filled, out
+):
+    """A shutdown between the request and the owner's next heartbeat must not turn the cancel into a retried run."""
+    owner = await _slow_service(filled, out, heartbeat_seconds=3600)
+    requester = ExportService(filled, export_dir=str(out), heartbeat_seconds=0.05)
+    try:
+        job = await owner.submit("slow-parquet", ExportRequest(chunk_rows=100))
+        await asyncio.to_thread(_SlowWriter.entered.wait, 30)
+        assert (await requester.cancel(job.id)).state == "running"
+        closing = asyncio.create_task(owner.close())
+        await asyncio.sleep(0.05)
+        _SlowWriter.gate.set()
+        await closing
+    finally:
+        _SlowWriter.gate.set()
+    stored = await requester.get(job.id)
+    assert stored.state == "cancelled" and stored.error is None and stored.files == []
+    assert published(out) == [] and not list(out.rglob(".staging-*"))

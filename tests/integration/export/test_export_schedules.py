@@ -386,13 +386,14 @@ class Stuck:
     def write(self, batch): time.sleep(3600)
     def close(self): pass
 
-async def main(data_dir, out):
+async def main(data_dir, out, cancel_elsewhere):
     register_exporter("crash-test", Stuck)
     now = [datetime(2026, 1, 1, 0, 30, tzinfo=UTC)]
     warehouse = EmbeddedWarehouse(data_dir)
     await warehouse.start()
     await warehouse.insert_arrow("transactions", transactions(30, ingested_at=now[0] - timedelta(minutes=1)))
-    exports = ExportService(warehouse, export_dir=out)
+    # Asked to cancel elsewhere, the owner is killed before its next heartbeat could read it.
+    exports = ExportService(warehouse, export_dir=out, heartbeat_seconds=3600 if cancel_elsewhere else 5)
     await exports.start()
     schedules = ScheduleService(warehouse, exports, clock=lambda: now[0], watermark_lag_seconds=0)
     await schedules.start(run_loop=False)
@@ -401,19 +402,26 @@ async def main(data_dir, out):
     await schedules.tick()
     while not (jobs := await exports.list(state="running", schedule_id=created.id)):
         await asyncio.sleep(0.05)
+    if cancel_elsewhere:  # a DELETE that reached another process on the same ClickHouse
+        asked = await ExportService(warehouse, export_dir=out, heartbeat_seconds=0.05).cancel(jobs[0].id)
+        assert asked.state == "running", asked
     print("RUNNING", jobs[0].id, flush=True)
     await asyncio.Event().wait()
 
-asyncio.run(main(sys.argv[1], sys.argv[2]))
+asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3] == "cancel-elsewhere"))
 """
 
 
-def crash_mid_run(data_dir: Path, out: Path, log: Path) -> str:
-    """Run an hourly schedule in a real process, SIGKILL it mid-export; the job id it was running."""
+def crash_mid_run(data_dir: Path, out: Path, log: Path, *, cancel_elsewhere: bool = False) -> str:
+    """Run an hourly schedule in a real process, SIGKILL it mid-export; the job id it was running.
+
+    `cancel_elsewhere`: a cancel of the job was asked of another process first, and stored.
+    """
     root = Path(__file__).resolve().parents[3]
+    mode = "cancel-elsewhere" if cancel_elsewhere else "run"
     with log.open("wb") as errors:
         child = subprocess.Popen(
-            [sys.executable, "-c", _CRASHING_PROCESS, str(data_dir), str(out)],
+            [sys.executable, "-c", _CRASHING_PROCESS, str(data_dir), str(out), mode],
             cwd=root,
             stdout=subprocess.PIPE,
             stderr=errors,
@@ -512,6 +520,34 @@ async def test_a_run_killed_mid_export_is_retried_after_restart(migrated_templat
         assert detail.schedule.consecutive_failures == 0 and detail.schedule.watermark == clock.now
         assert len(exported_signatures(out)) == 30 and not list(out.rglob(".staging-*"))
         assert await run_due(schedules, schedule.id) == []  # that due time is done: it does not run again
+    finally:
+        await stop(exports, schedules)
+        await warehouse.close()
+
+
+async def test_a_run_cancelled_through_another_process_ends_cancelled_and_is_not_retried_when_its_process_dies(
+    migrated_template, tmp_path
+):
+    """Someone cancelled tonight's export; its process died before it read the request: it must not run again."""
+    data, out = fresh_data_dir(migrated_template, tmp_path / "warehouse"), tmp_path / "exports"
+    job_id = await asyncio.to_thread(crash_mid_run, data, out, tmp_path / "child.log", cancel_elsewhere=True)
+    register_exporter("crash-test", _PlainParquet)
+    warehouse = EmbeddedWarehouse(data)
+    await warehouse.start()
+    clock = Clock(datetime(2026, 1, 1, 1, 40, tzinfo=UTC))
+    exports, schedules = await services(warehouse, out, clock, max_retries=1)
+    try:
+        (schedule,) = await schedules.list()
+        await schedules.wait_idle(schedule.id)
+        detail = await schedules.get(schedule.id)
+        assert [(job.id, job.state, job.error) for job in detail.last_runs] == [(job_id, "cancelled", None)]
+        assert detail.schedule.consecutive_failures == 0 and schedules.health()["status"] == "healthy"
+        assert not list(out.rglob(".staging-*"))
+        assert await run_due(schedules, schedule.id) == []  # its due time is not run again either
+        clock.now = datetime(2026, 1, 1, 2, 0, tzinfo=UTC)
+        assert await run_due(schedules, schedule.id) == [schedule.id]  # the next one exports its rows
+        runs = (await schedules.get(schedule.id)).last_runs
+        assert [(job.state, job.rows) for job in runs] == [("done", 30), ("cancelled", 0)]
     finally:
         await stop(exports, schedules)
         await warehouse.close()
@@ -635,3 +671,23 @@ async def test_a_due_time_another_process_claimed_then_died_with_is_retried_once
         await _assert_the_lost_due_time_was_counted_and_retried(survivor, schedule_id, due, out)
     finally:
         await stop(survivor_exports, survivor)
+
+
+async def test_claims_are_dropped_thirty_days_after_they_were_made_so_the_table_stops_growing(warehouse, tmp_path):
+    """A row per schedule and due time, which every process reads whole each minute to find lost claims."""
+    exports, schedules = await services(warehouse, tmp_path / "exports", Clock(datetime(2026, 1, 1, tzinfo=UTC)))
+    table = f"{warehouse.database}.schedule_claims"
+    try:
+        assert await schedules._claim("sch-fresh", datetime(2026, 1, 1, 1, tzinfo=UTC))
+        for schedule_id, days_ago in (("sch-expired", 31), ("sch-recounted", 29)):
+            # The claim that counts an interrupted run is keyed by the job's old creation time.
+            await warehouse.execute(
+                f"INSERT INTO {table} SELECT {{sid:String}}, toDateTime64('2025-01-01 00:00:00', 3, 'UTC'), "
+                "'another process', now64(3) - toIntervalDay({days:UInt32})",
+                {"sid": schedule_id, "days": days_ago},
+            )
+        await warehouse.execute(f"OPTIMIZE TABLE {table} FINAL")  # what a background merge does in time
+        kept = await warehouse.query_arrow(f"SELECT schedule_id FROM {table} ORDER BY schedule_id")
+        assert kept.column("schedule_id").to_pylist() == ["sch-fresh", "sch-recounted"]
+    finally:
+        await stop(exports, schedules)
