@@ -173,6 +173,9 @@ STORED_SCHEMA: dict[str, PolarsDataType] = {c.name: c.dtype for c in STORED_COLU
 KAFKA_ORIGIN = ("kafka_partition", "kafka_offset")
 """Where Kafka ingest read a record; the decoded batch carries them, other sources leave them null."""
 
+IDENTIFIER_COLUMNS = frozenset({"slot", "stream_position", *KAFKA_ORIGIN})
+"""Numeric columns that identify a row rather than measure it: never scaled by default."""
+
 COST_FIELDS = ("fee_lamports", "priority_fee_lamports", "jito_tip_lamports", "other_cost_lamports")
 """What `total_cost_lamports` adds up."""
 

@@ -35,6 +35,7 @@ from arbitrage.export._manifest import (
 from arbitrage.export._request import ExportRequest, TimeRange, check_filters, check_split, time_range
 from arbitrage.export._sink import Destination, StagedFile, redact_url
 from arbitrage.export._writers import WHOLE_BATCH_ROWS, Exporter, ExporterFactory, WriterOptions, exporter_factory
+from arbitrage.model import IDENTIFIER_COLUMNS
 from arbitrage.storage import Warehouse, ch_time
 
 SOURCE_TABLE = "transactions"
@@ -54,8 +55,6 @@ PARTITION_EXPRESSIONS: dict[str, str] = {
 TIME_ORDERED_PARTITIONS = frozenset({"date", "hour", "month"})
 """Partition keys whose order is the order of block time."""
 
-# Numeric columns that are identifiers, not measurements: never scaled by default.
-NOT_SCALED = frozenset({"slot"})
 SPLITS = ("train", "val", "test")
 
 
@@ -148,7 +147,7 @@ def plan_export(format_name: str, request: ExportRequest, columns: Mapping[str, 
             numeric = _is_numeric_clickhouse(columns[name])
             if request.normalize_columns is not None and not numeric:
                 raise ValidationError("normalize_columns", f"column {name!r} is not numeric")
-            wanted = request.normalize_columns is not None or name not in NOT_SCALED
+            wanted = request.normalize_columns is not None or name not in IDENTIFIER_COLUMNS
             if numeric and name in selected and wanted and name not in scaled:
                 scaled.append(name)
     options = WriterOptions(compression=compression, json_array=request.json_array, arrow_stream=request.arrow_stream)

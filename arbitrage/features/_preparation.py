@@ -20,6 +20,7 @@ import msgspec
 import polars as pl
 
 from arbitrage.errors import ArbitrageError
+from arbitrage.model import IDENTIFIER_COLUMNS
 
 NormalizeMethod = Literal["standard", "minmax", "robust", "none"]
 OutlierPolicy = Literal["clip", "none"]
@@ -93,7 +94,8 @@ class DataPreparation:
         encoding: categorical columns become one-hot `name=value` columns or ordinal codes
             (0 = unseen); the `max_categories` most frequent train values are kept, the rest
             share one `__other__` category.
-        columns: numeric columns to scale (default: every numeric column but `slot`).
+        columns: numeric columns to scale (default: every numeric column but the identifiers,
+            `IDENTIFIER_COLUMNS`).
         categorical: string columns to encode (default: `risk_level`, `source` when present).
         time_column: what `split_temporal` orders by.
     """
@@ -161,7 +163,9 @@ class DataPreparation:
     def fit(self, train: pl.DataFrame) -> PreparationParams:
         """Fit fill values, clipping bounds, scalers and categories on the train split only."""
         numeric = self.columns or [
-            name for name, dtype in train.schema.items() if isinstance(dtype, _NUMERIC) and name != "slot"
+            name
+            for name, dtype in train.schema.items()
+            if isinstance(dtype, _NUMERIC) and name not in IDENTIFIER_COLUMNS
         ]
         categorical = self.categorical
         if categorical is None:

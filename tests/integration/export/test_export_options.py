@@ -17,6 +17,7 @@ import pytest
 from arbitrage.errors import ValidationError
 from arbitrage.export import Destination, ExportRequest, ExportResult, Split, plan_export, run_export, table_columns
 from arbitrage.export._request import MAX_FILTER_VALUES
+from arbitrage.model import KAFKA_ORIGIN
 from arbitrage.storage import EmbeddedWarehouse
 
 pytestmark = pytest.mark.anyio
@@ -151,7 +152,7 @@ async def test_temporal_split_puts_older_rows_in_train_and_fits_the_scaler_on_tr
     result = await export(
         warehouse,
         tmp_path,
-        columns=["signature", "block_time", "total_cost_sol", "slot"],
+        columns=["signature", "block_time", "total_cost_sol", "slot", "stream_position", *KAFKA_ORIGIN],
         split=Split(train=0.6, val=0.2, test=0.2),
         normalize="zscore",
     )
@@ -175,7 +176,8 @@ async def test_temporal_split_puts_older_rows_in_train_and_fits_the_scaler_on_tr
     np.testing.assert_allclose(
         [r["total_cost_sol"] for r in by_split["test"]], (test_raw - params["mean"]) / params["std"]
     )
-    assert "slot" not in manifest["scaler"]["columns"]  # an identifier, not a measurement
+    for identifier in ("slot", "stream_position", *KAFKA_ORIGIN):  # not measurements
+        assert identifier not in manifest["scaler"]["columns"]
     assert [r["slot"] for r in by_split["train"]] == [r["slot"] for r in filled[:1200]]
     assert manifest["split"]["train"]["rows"] == 1200
 

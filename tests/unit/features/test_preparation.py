@@ -94,3 +94,18 @@ def test_a_split_left_empty_by_the_embargo_gap_is_an_error_naming_it() -> None:
         DataPreparation().split_temporal(frame(), train=0.7, val=0.15, test=0.15, gap=timedelta(days=3650))
     empty_test = DataPreparation().split_temporal(frame(), train=0.8, val=0.2, test=0.0, gap=timedelta(0))
     assert empty_test.test.height == 0 and empty_test.val.height > 0
+
+
+def test_identifiers_are_not_scaled_by_default() -> None:
+    """A scaled slot, stream position or Kafka offset is noise to a model and no longer joins back to its row."""
+    data = frame().with_columns(
+        slot=pl.int_range(300_000_000, 300_000_100, dtype=pl.UInt64),
+        stream_position=pl.int_range(1, 101, dtype=pl.UInt64),
+        kafka_partition=pl.lit(3, pl.Int32),
+        kafka_offset=pl.int_range(0, 100, dtype=pl.Int64),
+    )
+    params = DataPreparation().fit(data)
+    assert set(params.numeric) == {"x"}
+    applied = params.apply(data)
+    for identifier in ("slot", "stream_position", "kafka_partition", "kafka_offset"):
+        assert applied.get_column(identifier).to_list() == data.get_column(identifier).to_list()
