@@ -173,6 +173,9 @@ STORED_SCHEMA: dict[str, PolarsDataType] = {c.name: c.dtype for c in STORED_COLU
 KAFKA_ORIGIN = ("kafka_partition", "kafka_offset")
 """Where Kafka ingest read a record; the decoded batch carries them, other sources leave them null."""
 
+TIME_TEXT_FORMAT = "%Y-%m-%dT%H:%M:%S%.3fZ"
+"""How every text output (API, streams, Kafka, CSV and JSON exports) writes a stored time: RFC 3339, UTC, ms."""
+
 IDENTIFIER_COLUMNS = frozenset({"slot", "stream_position", *KAFKA_ORIGIN})
 """Numeric columns that identify a row rather than measure it: never scaled by default."""
 

@@ -26,6 +26,8 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
+from arbitrage.model import TIME_TEXT_FORMAT
+
 ENTRY_POINT_GROUP = "arbitrage.exporters"
 
 
@@ -176,7 +178,7 @@ class CsvWriter:
         # of a few MB from its own I/O thread while its other threads format the next ones.
         # (Formatting into a BytesIO per slice first cost a copy and the overlap.)
         target = cast(BinaryIO, self._out)
-        _frame(batch).write_csv(target, include_header=self._header, datetime_format="%Y-%m-%dT%H:%M:%S%.3fZ")
+        _frame(batch).write_csv(target, include_header=self._header, datetime_format=TIME_TEXT_FORMAT)
         self._header = False
 
     def close(self) -> None:
@@ -212,7 +214,7 @@ class JsonWriter:
         if not batch.num_rows:
             return
         buffer = io.BytesIO()
-        _frame(batch).write_ndjson(buffer)
+        _frame(batch).with_columns(pl.col(pl.Datetime).dt.strftime(TIME_TEXT_FORMAT)).write_ndjson(buffer)
         lines = buffer.getvalue()
         if self._array:
             # JSON strings escape newlines, so every b"\n" ends an object.

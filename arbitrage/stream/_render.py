@@ -15,10 +15,9 @@ import io
 
 import polars as pl
 
-from arbitrage.model import STORED_SCHEMA
+from arbitrage.model import STORED_SCHEMA, TIME_TEXT_FORMAT
 
 _TOP_LEVEL_EXTRAS = ("late", "stream_position")
-_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%.3fZ"
 
 
 def render_transactions(frame: pl.DataFrame) -> list[bytes]:
@@ -69,7 +68,7 @@ def _shaped(frame: pl.DataFrame) -> pl.DataFrame:
     exprs: list[pl.Expr] = []
     for name in base:
         if isinstance(frame.schema[name], pl.Datetime):
-            exprs.append(pl.col(name).dt.strftime(_TIME_FORMAT))
+            exprs.append(pl.col(name).dt.strftime(TIME_TEXT_FORMAT))
         else:
             exprs.append(pl.col(name))
     if features:

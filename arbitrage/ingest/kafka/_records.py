@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import polars as pl
 from confluent_kafka import Message
 
+from arbitrage.model import TIME_TEXT_FORMAT
 from arbitrage.stream import json_rows, render_transactions
 
 Headers = list[tuple[str, str | bytes | None]]
@@ -67,7 +68,7 @@ def risk_metrics(stored: pl.DataFrame) -> Keyed:
         return Keyed()
     risk = [c for c in stored.columns if c.startswith("risk_")]
     columns = ["signature", "block_time", *(risk or [c for c in _RISK_FALLBACK if c in stored.columns])]
-    frame = stored.select(columns).with_columns(pl.col("block_time").dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ"))
+    frame = stored.select(columns).with_columns(pl.col("block_time").dt.strftime(TIME_TEXT_FORMAT))
     return Keyed(_keys(frame), json_rows(frame), _partitions(stored))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -83,6 +84,7 @@ async def test_json_lines_and_array_hold_the_warehouse_rows(warehouse, filled, t
     rows = json.loads(text) if array else [json.loads(line) for line in text.splitlines()]
     for row in rows:
         for key in ("block_time", "ingested_at"):
+            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", row[key]), row[key]  # as the API and CSV
             row[key] = datetime.fromisoformat(row[key]).isoformat(timespec="milliseconds")
     assert rows == [_json_row(r) for r in filled]
     assert pl.read_ndjson(only_file(result, tmp_path)).height == ROWS if not array else True
