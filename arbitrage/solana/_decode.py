@@ -107,7 +107,7 @@ def _classify(entry: Any, slot: int | None, block_time: int | None, index: int |
         raise ValidationError("transaction.signatures", "expected a non-empty list of strings")
     signature = signatures[0]
     meta = require(entry, "meta", "meta")
-    view = MessageView(transaction, meta)
+    view = MessageView(transaction, meta, sanitized=binary)
     keys = view.keys
     if VOTE_PROGRAM in keys and any(view.program(ix) == VOTE_PROGRAM for ix in view.outer):
         return SolanaDecoded(kind="skipped_vote", signature=signature, slot=slot, index=index)

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from arbitrage.errors import ValidationError
 from arbitrage.model import LAMPORTS_PER_SOL, WSOL_MINT
 from arbitrage.solana._base58 import b58decode
-from arbitrage.solana._message import MessageView, TokenAccount
+from arbitrage.solana._message import MessageView, TokenAccount, require
 from arbitrage.solana._programs import (
     COMPUTE_BUDGET_PROGRAM,
     DEFAULT_INSTRUCTION_COMPUTE_UNIT_LIMIT,
@@ -75,12 +76,12 @@ def costs(view: MessageView, meta: dict[str, Any], signature_count: int) -> Cost
     else:
         priority = fee
     priority = max(0, min(priority, fee - LAMPORTS_PER_SIGNATURE * signature_count))
-    pre = meta.get("preBalances") or ()
-    post = meta.get("postBalances") or ()
     keys = view.keys
+    pre = _lamports(meta, "preBalances", len(keys))
+    post = _lamports(meta, "postBalances", len(keys))
     tip = 0
     rent = 0
-    for i, (before, after) in enumerate(zip(pre, post, strict=False)):
+    for i, (before, after) in enumerate(zip(pre, post, strict=True)):
         if after <= before:
             continue
         if keys[i] in JITO_TIP_ACCOUNTS:
@@ -88,6 +89,23 @@ def costs(view: MessageView, meta: dict[str, Any], signature_count: int) -> Cost
         elif before == 0:
             rent += after
     return Costs(fee, fee - priority, priority, tip, rent, limit)
+
+
+def _lamports(meta: dict[str, Any], side: str, keys: int) -> list[int]:
+    """`meta[side]`, one integer balance per account key.
+
+    Balances pair with keys by position: one short or over would move a tip onto the wrong account
+    or drop it, silently.
+    """
+    balances = require(meta, side, f"meta.{side}")
+    if type(balances) is not list:
+        raise ValidationError(f"meta.{side}", f"expected a list, got {type(balances).__name__}")
+    if len(balances) != keys:
+        raise ValidationError(f"meta.{side}", f"{len(balances)} balances for the {keys} account keys")
+    if set(map(type, balances)) != {int}:
+        number, balance = next((n, b) for n, b in enumerate(balances) if type(b) is not int)
+        raise ValidationError(f"meta.{side}[{number}]", f"expected an integer, got {type(balance).__name__}")
+    return balances
 
 
 def signer_gain(

@@ -11,8 +11,9 @@ Header (3 bytes), keys (count + 32 bytes each), recent blockhash (32 bytes), ins
 each a table key, writable indexes, readonly indexes).
 
 Nothing is signature-checked here, so a corrupt body is refused only where it breaks the layout
-or a rule Solana's sanitize applies to every landed transaction; errors name the field as its
-`json` path (`transaction.message.instructions[2].data`) and the byte where the read failed.
+or a rule Solana's sanitize applies to every landed transaction (the header and index checks of
+`_message`, which a `json` message goes through too); errors name the field as its `json` path
+(`transaction.message.instructions[2].data`) and the byte where the read failed.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from typing import Any
 
 from arbitrage.errors import ValidationError
 from arbitrage.solana._base58 import b58decode, b58encode
+from arbitrage.solana._message import check_header, check_instructions
 
 _FIELD = "transaction"
 _MESSAGE = "transaction.message"
-_HEADER = "transaction.message.header"
 _INSTRUCTIONS = "transaction.message.instructions"
 _LOOKUPS = "transaction.message.addressTableLookups"
 
@@ -119,11 +120,10 @@ def parse_transaction(data: bytes, *, raw_data: bool = False) -> dict[str, Any]:
         version = reader.byte(_MESSAGE) & 0x7F
         if version != 0:
             raise ValidationError(_MESSAGE, f"unsupported message version {version}")
-    required, readonly_signed, readonly_unsigned = reader.take(3, _HEADER)
+    required, readonly_signed, readonly_unsigned = reader.take(3, f"{_MESSAGE}.header")
     keys = reader.keys(f"{_MESSAGE}.accountKeys")
     static = len(keys)
-    if required != count or readonly_signed >= required or required + readonly_unsigned > static:
-        raise _header_fault(count, required, readonly_signed, readonly_unsigned, static)
+    check_header(count, (required, readonly_signed, readonly_unsigned), static)
     message: dict[str, Any] = {
         "header": {
             "numRequiredSignatures": required,
@@ -134,7 +134,7 @@ def parse_transaction(data: bytes, *, raw_data: bool = False) -> dict[str, Any]:
         "recentBlockhash": _key(reader.take(32, f"{_MESSAGE}.recentBlockhash")),  # shared by most of a block
     }
     instructions = []
-    highest = 0
+    lowest, highest = 1, 0  # the lowest program index, the highest of any index
     for number in range(reader.length(_INSTRUCTIONS)):
         try:
             program = reader.byte("programIdIndex")
@@ -142,8 +142,7 @@ def parse_transaction(data: bytes, *, raw_data: bool = False) -> dict[str, Any]:
             ix_data = reader.counted("data")
         except ValidationError as exc:
             raise ValidationError(f"{_INSTRUCTIONS}[{number}].{exc.field}", exc.reason) from None
-        if not program:
-            raise ValidationError(f"{_INSTRUCTIONS}[{number}].programIdIndex", "index 0 is the fee payer")
+        lowest = min(lowest, program)
         highest = max(highest, program, max(accounts, default=0))
         instructions.append({"programIdIndex": program, "accounts": list(accounts), "data": ix_data})
     message["instructions"] = instructions
@@ -164,42 +163,9 @@ def parse_transaction(data: bytes, *, raw_data: bool = False) -> dict[str, Any]:
         message["addressTableLookups"] = tables
     if reader.pos != len(data):
         raise ValidationError(_FIELD, f"{len(data) - reader.pos} bytes left after the message")
-    if highest >= static + loaded:
-        raise _index_fault(instructions, static, loaded)
+    if not lowest or highest >= static + loaded:
+        check_instructions(instructions, _INSTRUCTIONS, static, static + loaded, outer=True)
     return {"signatures": signatures, "message": message}
-
-
-def _header_fault(
-    count: int, required: int, readonly_signed: int, readonly_unsigned: int, static: int
-) -> ValidationError:
-    """Which of the header's rules a message breaks, as an error; signers are its first `required` keys."""
-    if not count:
-        return ValidationError("transaction.signatures", "none; a transaction is signed by at least its fee payer")
-    if required != count:
-        reason = f"{count} signatures for {required} required signers"
-    elif readonly_signed >= required:
-        reason = f"{readonly_signed} of {required} signers read-only: the fee payer would be read-only"
-    else:
-        reason = (
-            f"{required} signers and {readonly_unsigned} read-only unsigned accounts: "
-            f"more signed and read-only accounts than the {static} keys"
-        )
-    return ValidationError(_HEADER, reason)
-
-
-def _index_fault(instructions: list[dict[str, Any]], static: int, loaded: int) -> ValidationError:
-    """The first program or account index past the message's keys, as an error naming its instruction."""
-    total = static + loaded
-    number, part, index = next(
-        (number, part, index)
-        for number, ix in enumerate(instructions)
-        for part, index in (("programIdIndex", ix["programIdIndex"]), ("accounts", max(ix["accounts"], default=0)))
-        if index >= total
-    )
-    return ValidationError(
-        f"{_INSTRUCTIONS}[{number}].{part}",
-        f"index {index} is past the {total} keys ({static} own, {loaded} from lookup tables)",
-    )
 
 
 def encode_instruction_data(instructions: list[dict[str, Any]]) -> None:

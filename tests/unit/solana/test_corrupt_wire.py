@@ -102,19 +102,22 @@ def test_a_transaction_without_signatures_is_refused_as_such() -> None:
         ("programIdIndex", 0, "index 0 is the fee payer"),
         ("programIdIndex", ALL_KEYS, "index 46 is past the 46 keys (19 own, 27 from lookup tables)"),
         ("programIdIndex", 255, "index 255 is past the 46 keys (19 own, 27 from lookup tables)"),
-        ("accounts", ALL_KEYS, "index 46 is past the 46 keys (19 own, 27 from lookup tables)"),
-        ("accounts", 255, "index 255 is past the 46 keys (19 own, 27 from lookup tables)"),
+        ("accounts[4]", ALL_KEYS, "index 46 is past the 46 keys (19 own, 27 from lookup tables)"),
+        ("accounts[4]", 255, "index 255 is past the 46 keys (19 own, 27 from lookup tables)"),
     ],
 )
-def test_an_index_past_the_keys_or_a_program_at_the_fee_payer_is_refused(part: str, index: int, error: str) -> None:
+@pytest.mark.parametrize("encoding", ["json", "base64"])
+def test_an_index_past_the_keys_or_a_program_at_the_fee_payer_is_refused(
+    encoding: str, part: str, index: int, error: str
+) -> None:
     """The decoder never reads instruction 3's fifth account, so a bad index there went unnoticed before."""
     entry = _tx182()
     ix = entry["transaction"]["message"]["instructions"][3]
-    if part == "accounts":
+    if part == "accounts[4]":
         ix["accounts"][4] = index
     else:
         ix["programIdIndex"] = index
-    result = decode_transaction(_base64(entry))
+    result = decode_transaction(entry if encoding == "json" else _base64(entry))
     assert result.kind == "invalid"
     assert result.error == f"transaction.message.instructions[3].{part}: {error}"
 
