@@ -190,6 +190,7 @@ async def start_services(settings: Settings, *, jobs: bool = True) -> Services:
         opened.push_async_callback(services.close)  # the feed, the warehouse, and the jobs started below
         services.extras["historical"] = HistoricalPages(reader, pages)
         services.extras[ShortCache.EXTRAS_KEY] = answers
+        services.health_checks["ingest"] = ingest.health
         services.health_checks["redis"] = feed.redis.health if feed.redis is not None else _redis_disabled
         if cache is not None:
             services.extras[ResponseCache.EXTRAS_KEY] = cache

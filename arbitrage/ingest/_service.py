@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 import polars as pl
@@ -117,10 +118,20 @@ class IngestService:
         self._arrived = asyncio.Event()
         self._turns = _Turns()
         self._listeners: list[StoredListener] = []
+        self.insert_error: str | None = None
+        """Why the last insert failed; None once one succeeds."""
 
     @property
     def pending(self) -> int:
         return self._pending
+
+    async def health(self) -> dict[str, Any]:
+        """`degraded` while inserts fail (a full disk, too many parts): reads still answer, so the
+        warehouse's own check stays healthy, but every batch gets 503 until an insert passes."""
+        report: dict[str, Any] = {"status": "degraded" if self.insert_error else "healthy", "pending": self._pending}
+        if self.insert_error:
+            report["error"] = self.insert_error
+        return report
 
     def on_stored(self, listener: StoredListener) -> None:
         """Call `listener(stored_batch)` after each successful insert (Kafka producers, ...)."""
@@ -339,7 +350,9 @@ class IngestService:
             _fail(futures, exc)
             if not isinstance(exc, Exception):
                 raise
+            self.insert_error = f"{type(exc).__name__}: {exc}"[:300]
         else:
+            self.insert_error = None
             for (_, group_futures), stored_per_batch in zip(groups, per_batch, strict=True):
                 for future, stored in zip(group_futures, stored_per_batch, strict=True):
                     if not future.done():

@@ -21,7 +21,6 @@ import pyarrow.compute as pc
 from chdb import session as chdb_session
 
 from arbitrage.errors import WarehouseLocked, WarehouseUnavailable
-from arbitrage.storage._arrow_ipc import arrow_stream_bytes
 from arbitrage.storage._migrations import Migration, apply_migrations
 from arbitrage.storage._protocol import SignatureWindow
 from arbitrage.storage._sql import INSERT_SETTINGS, inline_params
@@ -69,14 +68,6 @@ def check_data_dir_free(data_dir: Path) -> None:
 
 CLOSE_WAIT_SECONDS = 30.0
 """How long `close` waits for queries still running before it lets go of the data dir anyway."""
-STREAMED_INSERT_MAX_ROWS = 4096
-"""Inserts up to this many rows go to chdb as Arrow IPC bytes; larger ones as a `Python()` table.
-
-Handing over a `Python()` table costs ≈ 8 ms more per insert of the 116-column table (100 rows:
-24 ms against 16; 1,000 rows: 33 against 23), and parsing the bytes more per row (40,000 rows:
-404 ms against 498): they cost the same near 5,000 rows. A streamed insert also takes no
-`Python()` lock, so it never waits for a dedup probe.
-"""
 
 
 class EmbeddedWarehouse:
@@ -281,14 +272,11 @@ class EmbeddedWarehouse:
         return set(found.column("signature").to_pylist())
 
     def _insert(self, table: str, arrow_data: pa.Table) -> None:
+        """Always as a `Python()` table: chdb's streamed insert (`send_insert`, ≈ 8 ms cheaper for a
+        small insert) reports success when ClickHouse refuses the rows (too many parts, a full
+        disk), and the rows are lost (chdb 4.4.0; `tests/integration/storage/test_warehouse.py`)."""
         columns = ", ".join(f"`{name}`" for name in arrow_data.column_names)
         insert = f"INSERT INTO {self.database}.{table} ({columns}) SETTINGS {INSERT_SETTINGS}"
-        if arrow_data.num_rows <= STREAMED_INSERT_MAX_ROWS:
-            payload = arrow_stream_bytes(arrow_data)
-            with self._connection("insert") as connection, connection.send_insert(insert, "ArrowStream") as inserter:
-                inserter.append(payload)
-                inserter.finish()
-            return
         with self._python_tables, self._connection("insert") as connection:
             # chdb resolves Python(arrow_data) to this frame's local variable.
             connection.query(f"{insert} SELECT {columns} FROM Python(arrow_data)")

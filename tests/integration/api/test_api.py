@@ -282,6 +282,37 @@ async def test_health_is_200_and_turns_503_when_the_warehouse_fails(client: Clie
     assert (await client.get("/health")).status_code == 200
 
 
+async def test_health_says_ingest_is_degraded_while_inserts_fail_and_reads_still_answer(
+    client: Client, records: list[dict[str, Any]]
+) -> None:
+    """A full disk or too many parts refuse inserts only: /health must not call that healthy."""
+    await _ingest(client, records[:10])
+    warehouse = client.app.state.services.warehouse
+    # ClickHouse's own refusal: an insert into a partition that has this many parts throws TOO_MANY_PARTS.
+    await warehouse.execute(f"ALTER TABLE {warehouse.database}.transactions MODIFY SETTING parts_to_throw_insert = 1")
+    try:
+        refused = await client.post(
+            "/ingest", content=msgspec.json.encode(records[10:20]), headers={"content-type": "application/json"}
+        )
+        assert refused.status_code == 503, refused.text
+        health = await client.get("/health")
+        assert health.status_code == 200  # reads still answer
+        body = health.json()
+        assert body["status"] == "degraded"
+        assert body["components"]["warehouse"]["status"] == "healthy"
+        assert body["components"]["ingest"]["status"] == "degraded"
+        assert "TOO_MANY_PARTS" in body["components"]["ingest"]["error"]
+    finally:
+        await warehouse.execute(f"ALTER TABLE {warehouse.database}.transactions RESET SETTING parts_to_throw_insert")
+    assert (await _ingest(client, records[10:20]))["accepted"] == 10
+    recovered = (await client.get("/health")).json()
+    assert recovered["status"] == "healthy" and recovered["components"]["ingest"] == {
+        "status": "healthy",
+        "pending": 0,
+        "latency_ms": recovered["components"]["ingest"]["latency_ms"],
+    }
+
+
 async def test_metrics_count_ingest_outcomes_and_request_latency(client: Client, records: list[dict[str, Any]]) -> None:
     records[0]["slot"] = 0
     await _ingest(client, records)

@@ -16,7 +16,6 @@ from arbitrage.errors import MigrationError, WarehouseLocked, WarehouseUnavailab
 from arbitrage.features import HISTORY_COLUMNS
 from arbitrage.model import STORED_COLUMNS
 from arbitrage.storage import EmbeddedWarehouse, TransactionReader, discover, migrations_dir
-from arbitrage.storage._embedded import STREAMED_INSERT_MAX_ROWS
 from tests.integration.export.conftest import transactions
 
 pytestmark = pytest.mark.anyio
@@ -192,18 +191,26 @@ async def test_inserts_write_compact_parts_and_large_merges_write_wide_ones(ware
     assert (await warehouse.query_arrow(parts_sql)).to_pylist() == [{"part_type": "Wide", "rows": 2 * rows}]
 
 
-async def test_small_and_large_inserts_store_the_same_values(warehouse: EmbeddedWarehouse) -> None:
-    """Inserts up to STREAMED_INSERT_MAX_ROWS go as Arrow IPC bytes, larger ones as a Python() table."""
-    rows = transactions(STREAMED_INSERT_MAX_ROWS + 904)
-    await warehouse.execute("CREATE TABLE arbitrage.streamed AS arbitrage.transactions")
-    await warehouse.insert_arrow("transactions", rows)
-    for start in range(0, rows.num_rows, 1000):
-        await warehouse.insert_arrow("streamed", rows.slice(start, 1000))
-    read = "SELECT * EXCEPT (ingested_at) FROM arbitrage.{} ORDER BY signature"
-    whole = await warehouse.query_arrow(read.format("transactions"))
-    sliced = await warehouse.query_arrow(read.format("streamed"))
-    assert whole.num_rows == rows.num_rows
-    assert whole.equals(sliced)
+@pytest.mark.parametrize("size", [10, 5000])
+async def test_an_insert_clickhouse_refuses_raises_and_stores_nothing_whatever_its_size(
+    warehouse: EmbeddedWarehouse, size: int
+) -> None:
+    """An insert refused for too many parts (or a full disk) must fail, or ingest reports rows it lost.
+
+    chdb's streamed insert (`send_insert`), used for small inserts until 2026-11-27, reported
+    success for them and dropped the rows.
+    """
+    rows = transactions(size + 1)
+    await warehouse.insert_arrow("transactions", rows.slice(0, 1))
+    await warehouse.execute("ALTER TABLE arbitrage.transactions MODIFY SETTING parts_to_throw_insert = 1")
+    with pytest.raises(WarehouseUnavailable, match="TOO_MANY_PARTS"):
+        await warehouse.insert_arrow("transactions", rows.slice(1))
+    await warehouse.execute("ALTER TABLE arbitrage.transactions RESET SETTING parts_to_throw_insert")
+    counted = await warehouse.query_arrow("SELECT count() AS n FROM arbitrage.transactions")
+    assert counted.column("n")[0].as_py() == 1
+    await warehouse.insert_arrow("transactions", rows.slice(1))
+    counted = await warehouse.query_arrow("SELECT count() AS n FROM arbitrage.transactions")
+    assert counted.column("n")[0].as_py() == size + 1
 
 
 async def test_feature_history_holds_the_engines_columns_with_the_first_and_last_leg(
