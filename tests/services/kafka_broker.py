@@ -131,27 +131,64 @@ def _wait_until_ready(broker: Broker, timeout: float) -> None:
                 raise
 
 
+class MockCluster:
+    """librdkafka's mock cluster in this process, created through its C API.
+
+    In the test's own process a test can make the broker refuse requests (`fail_requests`);
+    the `mock` broker subprocess serves one of these.
+    """
+
+    kind = "mock"
+    transactional = False
+
+    def __init__(self, topics: dict[str, int]) -> None:
+        libs = Path(confluent_kafka.__file__).parent.parent / "confluent_kafka.libs"
+        lib = ctypes.CDLL(str(next(libs.glob("librdkafka*.so*"))))
+        lib.rd_kafka_conf_new.restype = ctypes.c_void_p
+        lib.rd_kafka_new.restype = ctypes.c_void_p
+        lib.rd_kafka_new.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
+        lib.rd_kafka_destroy.argtypes = [ctypes.c_void_p]
+        lib.rd_kafka_mock_cluster_new.restype = ctypes.c_void_p
+        lib.rd_kafka_mock_cluster_new.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        lib.rd_kafka_mock_cluster_destroy.argtypes = [ctypes.c_void_p]
+        lib.rd_kafka_mock_cluster_bootstraps.restype = ctypes.c_char_p
+        lib.rd_kafka_mock_cluster_bootstraps.argtypes = [ctypes.c_void_p]
+        lib.rd_kafka_mock_topic_create.restype = ctypes.c_int
+        lib.rd_kafka_mock_topic_create.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_int]
+        lib.rd_kafka_mock_push_request_errors_array.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_int16,
+            ctypes.c_size_t,
+            ctypes.POINTER(ctypes.c_int),
+        ]
+        errstr = ctypes.create_string_buffer(512)
+        self._lib = lib
+        self._handle = lib.rd_kafka_new(0, lib.rd_kafka_conf_new(), errstr, len(errstr))
+        if not self._handle:
+            raise RuntimeError(errstr.value.decode())
+        self._cluster = lib.rd_kafka_mock_cluster_new(self._handle, 1)
+        for topic, partitions in topics.items():
+            self.create_topic(topic, partitions)
+        self.bootstrap: str = lib.rd_kafka_mock_cluster_bootstraps(self._cluster).decode()
+
+    def create_topic(self, topic: str, partitions: int) -> None:
+        """The mock has no CreateTopics; other topics appear with 4 partitions when first used."""
+        self._lib.rd_kafka_mock_topic_create(self._cluster, topic.encode(), partitions, 1)
+
+    def fail_requests(self, api_key: int, errors: list[int]) -> None:
+        """Answer the next `len(errors)` requests of `api_key` (0 = Produce) with these error codes."""
+        codes = (ctypes.c_int * len(errors))(*errors)
+        self._lib.rd_kafka_mock_push_request_errors_array(self._cluster, api_key, len(errors), codes)
+
+    def stop(self) -> None:
+        self._lib.rd_kafka_mock_cluster_destroy(self._cluster)
+        self._lib.rd_kafka_destroy(self._handle)
+
+
 def _serve_mock() -> None:
-    """Create a mock cluster through librdkafka's C API, make the topics, print its address."""
-    libs = Path(confluent_kafka.__file__).parent.parent / "confluent_kafka.libs"
-    lib = ctypes.CDLL(str(next(libs.glob("librdkafka*.so*"))))
-    lib.rd_kafka_conf_new.restype = ctypes.c_void_p
-    lib.rd_kafka_new.restype = ctypes.c_void_p
-    lib.rd_kafka_new.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
-    lib.rd_kafka_mock_cluster_new.restype = ctypes.c_void_p
-    lib.rd_kafka_mock_cluster_new.argtypes = [ctypes.c_void_p, ctypes.c_int]
-    lib.rd_kafka_mock_cluster_bootstraps.restype = ctypes.c_char_p
-    lib.rd_kafka_mock_cluster_bootstraps.argtypes = [ctypes.c_void_p]
-    lib.rd_kafka_mock_topic_create.restype = ctypes.c_int
-    lib.rd_kafka_mock_topic_create.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_int]
-    errstr = ctypes.create_string_buffer(512)
-    handle = lib.rd_kafka_new(0, lib.rd_kafka_conf_new(), errstr, len(errstr))
-    if not handle:
-        raise RuntimeError(errstr.value.decode())
-    cluster = lib.rd_kafka_mock_cluster_new(handle, 1)
-    for topic, partitions in TOPIC_PARTITIONS.items():
-        lib.rd_kafka_mock_topic_create(cluster, topic.encode(), partitions, 1)
-    print("BOOTSTRAP", lib.rd_kafka_mock_cluster_bootstraps(cluster).decode(), flush=True)
+    """Serve a mock cluster with the topics of DESIGN.md, print its address."""
+    cluster = MockCluster(TOPIC_PARTITIONS)
+    print("BOOTSTRAP", cluster.bootstrap, flush=True)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     sys.stdin.read()
 

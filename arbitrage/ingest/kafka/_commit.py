@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
@@ -137,19 +137,33 @@ class TransactionalCommitter(_Producing):
 
 
 class PlainCommitter(_Producing):
-    """Produce and flush, then commit offsets with the consumer (brokers without transactions)."""
+    """Produce and flush, then commit offsets with the consumer (brokers without transactions).
+
+    A flush returns once the broker answered every record, also those it refused for good (too
+    large, not authorised): the producer reports only those (`delivery.report.only.error`, so
+    delivered records cost no callback), and a batch with any is produced again, not committed.
+    """
 
     def __init__(self, options: KafkaOptions, fetcher: Fetcher) -> None:
-        super().__init__(options, fetcher, Producer(options.producer_config()))
+        self._refused: list[str] = []
+        config = {**options.producer_config(), "delivery.report.only.error": True, "on_delivery": self._on_refused}
+        super().__init__(options, fetcher, Producer(config))
+
+    def _on_refused(self, error: KafkaError, message: Any) -> None:
+        self._refused.append(f"{message.topic()}: {error.str()}")
 
     def start(self) -> None:
         return None
 
     def commit(self, batch: StoredBatch) -> None:
+        self._refused.clear()
         self._produce(batch)
         if self.producer.flush(_TIMEOUT_S):
             m.COMMITS.labels("failed").inc()
             raise CommitFailed("derived records were not delivered in time")
+        if self._refused:
+            m.COMMITS.labels("failed").inc()
+            raise CommitFailed(f"the broker refused {len(self._refused)} derived records ({self._refused[0]})")
         try:
             offsets = self._offsets(batch)
             self.fetcher.run_in_thread(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import polars as pl
 import pytest
 
@@ -22,7 +25,7 @@ from tests.integration.kafka.conftest import (
     stored_counts,
     wait_for,
 )
-from tests.services.kafka_broker import Broker
+from tests.services.kafka_broker import Broker, MockCluster
 
 pytestmark = pytest.mark.anyio
 
@@ -303,3 +306,46 @@ async def test_derived_records_wait_for_room_in_a_full_producer_queue_and_none_i
     await wait_for(lambda: stored_at_least(warehouse, 1200), what="1200 stored")
     risk = await read_topic(mock_broker.bootstrap, options.topic_risk, expect=1200, within=30)
     assert sorted(m.key() for m in risk) == sorted(r["signature"].encode() for r in records)
+
+
+@pytest.fixture
+def own_mock() -> Iterator[MockCluster]:
+    """A mock cluster in this process, so that the test can make it refuse requests."""
+    cluster = MockCluster({})
+    yield cluster
+    cluster.stop()
+
+
+async def test_without_transactions_derived_records_the_broker_refused_are_sent_again_before_offsets_commit(
+    warehouse: EmbeddedWarehouse, own_mock: MockCluster, start_ingest: Start
+) -> None:
+    """Plain mode (brokers without transactions): a flush returns once every record is answered,
+    refused ones too. Committing the offsets then lost those records for good."""
+    options = options_for(own_mock, transactional=False, create_topics=False)  # type: ignore[arg-type]
+    own_mock.create_topic(options.topic_transactions, 4)
+    records = Simulator(seed=37).records(200)
+    await produce(own_mock.bootstrap, options.topic_transactions, records)
+    own_mock.fail_requests(_PRODUCE, [_MSG_SIZE_TOO_LARGE] * 3)  # the derived records' first requests
+    kafka = await start_ingest(options)
+    await wait_for(lambda: stored_at_least(warehouse, 200), what="200 stored")
+    await wait_for(lambda: _lag(kafka, 0), what="the offsets committed")
+    stored = await warehouse.query_arrow(
+        f"SELECT signature, net_profit_sol > 0 AS profitable FROM {warehouse.database}.transactions"
+    )
+    profitable = {s.encode() for s, p in zip(*stored.to_pydict().values(), strict=True) if p}
+    for topic, expected in ((options.topic_opportunities, profitable), (options.topic_risk, _keys(records))):
+        published = await read_topic(own_mock.bootstrap, topic, expect=len(expected), settle=2.0)
+        missing = expected - {m.key() for m in published}
+        assert not missing, f"{len(missing)} records of {topic} refused by the broker were never sent again"
+    status = await kafka.health()
+    assert status["status"] == "healthy", status
+
+
+def _keys(records: list[dict[str, Any]]) -> set[bytes]:
+    return {r["signature"].encode() for r in records}
+
+
+_PRODUCE = 0
+"""Kafka's API key of Produce requests."""
+_MSG_SIZE_TOO_LARGE = 10
+"""A Produce error the producer does not retry: the records it answers are refused for good."""
