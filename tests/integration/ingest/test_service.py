@@ -16,6 +16,7 @@ from arbitrage.errors import Saturated, ValidationError
 from arbitrage.features import FeatureEngine
 from arbitrage.ingest import IngestService
 from arbitrage.ingest.kafka import replay_dead_letters
+from arbitrage.model import WSOL_MINT
 from arbitrage.simulator import Simulator
 from arbitrage.storage import EmbeddedWarehouse, SignatureWindow
 from arbitrage.stream import RecentTransactions
@@ -376,3 +377,19 @@ async def test_a_lone_batch_is_inserted_without_waiting_for_the_linger(
     assert report.rejected == 1
     follow_up = await asyncio.wait_for(service.ingest_body(msgspec.json.encode(records[:1]), None, source="test"), 60)
     assert follow_up.duplicates == 1
+
+
+async def test_a_batch_of_break_even_transactions_alone_is_stored_and_counted_by_the_daily_views(
+    warehouse: EmbeddedWarehouse,
+) -> None:
+    """Gross revenue 0 made a row's SOL volume 0/0 = NULL in `daily_stats_mv`: a day whose rows in one
+    insert were all like that summed to NULL, which `daily_stats` refuses, so the whole insert failed."""
+    records = [r for r in Simulator(seed=12).records(200) if r["legs"][0]["token_in"] == WSOL_MINT][:3]
+    for record in records:
+        record["legs"][-1]["amount_out"] = record["legs"][0]["amount_in"]
+    report = await _service(warehouse).ingest_body(msgspec.json.encode(records), None, source="test")
+    assert (report.accepted, report.rejected) == (3, 0)
+    daily = await warehouse.query_arrow(
+        "SELECT sum(transactions) AS n, sum(volume_sol) AS v, sum(gross_revenue_sol) AS g FROM arbitrage.daily_stats"
+    )
+    assert daily.to_pylist() == [{"n": 3, "v": 0.0, "g": 0.0}]
