@@ -20,7 +20,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.static_files import create_static_files_router
 
 from arbitrage import __version__
-from arbitrage.api import CONTROLLERS, DEPENDENCIES, EXCEPTION_HANDLERS
+from arbitrage.api import CONTROLLERS, DEPENDENCIES, EXCEPTION_HANDLERS, before_request
 from arbitrage.api.graphql import register_graphql
 from arbitrage.api.status import STATUS_ROUTES
 from arbitrage.cache import (
@@ -29,7 +29,6 @@ from arbitrage.cache import (
     ResponseCache,
     ShortCache,
     response_cache,
-    serve_cached,
     warehouse_identity,
 )
 from arbitrage.config import Settings
@@ -121,7 +120,8 @@ def create_app(settings: Settings) -> Litestar:
         lifespan=[lifespan],
         openapi_config=openapi,
         middleware=[security_headers, request_telemetry, response_cache],
-        before_request=serve_cached,  # after the route's guards: a cached answer is only served to whom they admit
+        # After the route's guards: a repeated parameter is refused, a cached answer only served to whom they admit.
+        before_request=before_request,
         cors_config=CORSConfig(
             allow_origins=settings.auth.cors_origins,
             allow_methods=["GET", "POST", "PATCH", "DELETE"],

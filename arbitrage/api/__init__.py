@@ -2,6 +2,7 @@
 
 from arbitrage.api._deps import DEPENDENCIES
 from arbitrage.api._errors import EXCEPTION_HANDLERS
+from arbitrage.api._parameters import before_request
 from arbitrage.api.admin import AdminController
 from arbitrage.api.admin_kafka import DeadLetterController, KafkaAdminController
 from arbitrage.api.exports import ExportController
@@ -27,4 +28,4 @@ CONTROLLERS = [
 ]
 CONTROLLERS.append(StreamController)
 
-__all__ = ["CONTROLLERS", "DEPENDENCIES", "EXCEPTION_HANDLERS"]
+__all__ = ["CONTROLLERS", "DEPENDENCIES", "EXCEPTION_HANDLERS", "before_request"]

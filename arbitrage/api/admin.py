@@ -17,6 +17,7 @@ from litestar.exceptions import NotFoundException
 from litestar.params import JSONBody, PathParameter, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED
 
+from arbitrage.api._errors import error_responses
 from arbitrage.cache import HistoricalPages
 from arbitrage.config import redacted
 from arbitrage.security import ApiKey, CreatedKey, KeyCreate, KeyNotFound, KeyStore, requires, security_of
@@ -83,6 +84,7 @@ class AdminController(Controller):
         "/warehouse/optimize",
         status_code=200,
         description="Merge the parts of a table (`OPTIMIZE TABLE … FINAL` by default); may take a while.",
+        responses=error_responses(400),
     )
     async def optimize(
         self,
@@ -120,11 +122,17 @@ class AdminController(Controller):
         "/keys",
         status_code=HTTP_201_CREATED,
         description="Create an API key. The token is in this answer only; it is stored as a hash.",
+        responses=error_responses(400),
     )
     async def create_key(self, request: Request[Any, Any, Any], data: JSONBody[KeyCreate]) -> CreatedKey:
         return await _keys(request).create(data.name, data.roles, data.expires_in_days)
 
-    @delete("/keys/{key_id:str}", status_code=200, description="Revoke an API key; it stops working at once.")
+    @delete(
+        "/keys/{key_id:str}",
+        status_code=200,
+        description="Revoke an API key; it stops working at once.",
+        responses=error_responses(400, 404),
+    )
     async def revoke_key(self, request: Request[Any, Any, Any], key_id: KeyId) -> ApiKey:
         try:
             return await _keys(request).revoke(key_id)

@@ -16,6 +16,7 @@ from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException, ServiceUnavailableException
 from litestar.params import JSONBody, Parameter
 
+from arbitrage.api._errors import error_responses
 from arbitrage.api.admin import ADMIN_MAX_BODY_BYTES
 from arbitrage.errors import ValidationError
 from arbitrage.ingest.kafka import (
@@ -89,14 +90,24 @@ class KafkaAdminController(Controller):
     async def status(self, services: NamedDependency[Services]) -> KafkaStatus:
         return await _kafka(services).status()
 
-    @post("/pause", status_code=200, description="Stop fetching the given partitions (all when none given).")
+    @post(
+        "/pause",
+        status_code=200,
+        description="Stop fetching the given partitions (all when none given).",
+        responses=error_responses(400),
+    )
     async def pause(
         self, services: NamedDependency[Services], data: JSONBody[PartitionsRequest | None] = None
     ) -> PausedPartitions:
         with _connected():
             return PausedPartitions(await _kafka(services).pause(data.partitions if data else None))
 
-    @post("/resume", status_code=200, description="Resume the given partitions (all when none given).")
+    @post(
+        "/resume",
+        status_code=200,
+        description="Resume the given partitions (all when none given).",
+        responses=error_responses(400),
+    )
     async def resume(
         self, services: NamedDependency[Services], data: JSONBody[PartitionsRequest | None] = None
     ) -> PausedPartitions:
@@ -107,6 +118,7 @@ class KafkaAdminController(Controller):
         "/replay",
         status_code=202,
         description="Seek an assigned partition to an offset or a time; replayed records are still stored once.",
+        responses=error_responses(400),
     )
     async def replay(self, services: NamedDependency[Services], data: JSONBody[ReplayRequest]) -> ReplayStarted:
         timestamp_ms = None
@@ -127,7 +139,10 @@ class DeadLetterController(Controller):
     guards = [requires("admin")]
     request_max_body_size = ADMIN_MAX_BODY_BYTES
 
-    @get(description="Rejected records, newest first, with the field and reason and the original bytes.")
+    @get(
+        description="Rejected records, newest first, with the field and reason and the original bytes.",
+        responses=error_responses(400),
+    )
     async def list_dead_letters(
         self,
         services: NamedDependency[Services],
@@ -141,7 +156,10 @@ class DeadLetterController(Controller):
         return DeadLetterPage(items)
 
     @post(
-        "/replay", status_code=200, description="Re-ingest dead letters not replayed yet (after a fix) and mark them."
+        "/replay",
+        status_code=200,
+        description="Re-ingest dead letters not replayed yet (after a fix) and mark them.",
+        responses=error_responses(400),
     )
     async def replay(
         self, services: NamedDependency[Services], data: JSONBody[DeadLetterReplayRequest | None] = None

@@ -58,7 +58,7 @@ class ExportController(Controller):
         "/export/{format_name:str}",
         status_code=HTTP_202_ACCEPTED,
         description="Start an export job; answers at once with its id. Unknown format: 404 with the list.",
-        responses=error_responses(404),
+        responses=error_responses(400, 404),
     )
     async def create(
         self,
@@ -72,7 +72,7 @@ class ExportController(Controller):
             raise NotFoundException(detail=str(exc), extra={"formats": exc.known}) from exc
         return ExportAccepted(id=job.id, state=job.state, destination=job.destination)
 
-    @get("/exports", description="Export jobs, newest first.")
+    @get("/exports", description="Export jobs, newest first.", responses=error_responses(400))
     async def list_jobs(
         self,
         exports: NamedDependency[ExportService],
@@ -84,7 +84,7 @@ class ExportController(Controller):
     @get(
         "/exports/{job_id:str}",
         description="State, rows written, bytes, progress, files and error of a job.",
-        responses=error_responses(404),
+        responses=error_responses(400, 404),
     )
     async def get_job(self, exports: NamedDependency[ExportService], job_id: FromPath[str]) -> ExportJob:
         try:
@@ -99,7 +99,7 @@ class ExportController(Controller):
         "unchanged), 202 with the job as it is while the process running it has yet to stop it.",
         responses={
             HTTP_202_ACCEPTED: ResponseSpec(ExportJob, description="Cancel requested; the job has not stopped yet."),
-            **error_responses(404),
+            **error_responses(400, 404),
         },
     )
     async def cancel_job(self, exports: NamedDependency[ExportService], job_id: FromPath[str]) -> Response[ExportJob]:
@@ -113,7 +113,7 @@ class ExportController(Controller):
         "/exports/{job_id:str}/download",
         description="The file of a single-file export, or a zip of a multi-file one (with its manifest). "
         "409 while the job is not done.",
-        responses={200: FILE, **error_responses(404, 409)},
+        responses={200: FILE, **error_responses(400, 404, 409)},
     )
     async def download(self, exports: NamedDependency[ExportService], job_id: FromPath[str]) -> Stream:
         try:

@@ -76,7 +76,7 @@ class FeatureController(Controller):
     @get(
         "/risk/summary",
         description="Risk levels, score quantiles and mean components over the last `hours`.",
-        responses=error_responses(503),
+        responses=error_responses(400, 503),
         operation_class=WarehouseRead,
     )
     async def risk_summary(
@@ -94,7 +94,7 @@ class FeatureController(Controller):
     @get(
         "/risk/{signature:str}",
         description="The risk score, level and components of one transaction.",
-        responses=error_responses(404, 503),
+        responses=error_responses(400, 404, 503),
         operation_class=WarehouseRead,
     )
     async def risk(self, reader: NamedDependency[TransactionReader], signature: TransactionSignature) -> RiskScore:

@@ -31,6 +31,7 @@ class ScheduleController(Controller):
         "/schedule/export",
         status_code=HTTP_201_CREATED,
         description="Export on a timetable (hourly, daily, weekly or cron, UTC).",
+        responses=error_responses(400),
     )
     async def create(self, schedules: NamedDependency[ScheduleService], data: JSONBody[ScheduleCreate]) -> Schedule:
         try:
@@ -45,7 +46,7 @@ class ScheduleController(Controller):
     @get(
         "/schedules/{schedule_id:str}",
         description="A schedule, its next run time and its latest runs.",
-        responses=error_responses(404),
+        responses=error_responses(400, 404),
     )
     async def get_schedule(
         self, schedules: NamedDependency[ScheduleService], schedule_id: FromPath[str]
@@ -58,7 +59,7 @@ class ScheduleController(Controller):
     @patch(
         "/schedules/{schedule_id:str}",
         description="Change any field of a schedule (null clears an option).",
-        responses=error_responses(404),
+        responses=error_responses(400, 404),
     )
     async def update(
         self, schedules: NamedDependency[ScheduleService], schedule_id: FromPath[str], data: JSONBody[dict[str, Any]]
@@ -74,7 +75,7 @@ class ScheduleController(Controller):
         "/schedules/{schedule_id:str}",
         status_code=HTTP_204_NO_CONTENT,
         description="Remove a schedule.",
-        responses=error_responses(404),
+        responses=error_responses(400, 404),
     )
     async def remove(self, schedules: NamedDependency[ScheduleService], schedule_id: FromPath[str]) -> None:
         try:
@@ -86,7 +87,7 @@ class ScheduleController(Controller):
         "/schedules/{schedule_id:str}/run",
         status_code=HTTP_202_ACCEPTED,
         description="Run a schedule now; 409 while it is running, or when its format is no longer installed.",
-        responses=error_responses(404, 409),
+        responses=error_responses(400, 404, 409),
     )
     async def run_now(self, schedules: NamedDependency[ScheduleService], schedule_id: FromPath[str]) -> ExportJob:
         try:

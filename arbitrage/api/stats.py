@@ -101,7 +101,7 @@ class StatsController(Controller):
     @get(
         "/daily",
         description="One row per UTC day for the last `days` days (days without data are omitted).",
-        responses={200: _answer(DailyStats), **error_responses(503)},
+        responses={200: _answer(DailyStats), **error_responses(400, 503)},
         operation_class=WarehouseRead,
     )
     async def daily(

@@ -23,6 +23,7 @@ from litestar.exceptions import WebSocketDisconnect
 from litestar.params import Parameter
 from litestar.response import Stream
 
+from arbitrage.api._errors import error_responses
 from arbitrage.api.transactions import FILTER_TYPES, Dex, MinProfit, Signer, Token
 from arbitrage.errors import ValidationError, WarehouseUnavailable
 from arbitrage.security import requires
@@ -118,6 +119,7 @@ class StreamController(Controller):
         "transactions. Reconnect with `Last-Event-ID` (or `last_event_id=`) to receive what you missed. "
         "Comment lines: `: keep-alive` when idle, `: published <unix seconds>` before each batch.",
         media_type="text/event-stream",
+        responses=error_responses(400),
     )
     async def sse(
         self,

@@ -173,7 +173,7 @@ class TransactionController(Controller):
             200: ResponseSpec(
                 TransactionPage, description="Request fulfilled, document follows", generate_examples=False
             ),
-            **error_responses(503),
+            **error_responses(400, 503),
         },
         operation_class=WarehouseRead,
     )
@@ -203,7 +203,7 @@ class TransactionController(Controller):
         description="One transaction; 404 when it is not stored.",
         responses={
             200: ResponseSpec(Transaction, description="The transaction", generate_examples=False),
-            **error_responses(404, 503),
+            **error_responses(400, 404, 503),
         },
         operation_class=WarehouseRead,
     )
@@ -226,7 +226,7 @@ class TransactionController(Controller):
                 description="The transactions (NDJSON: one per line)",
                 generate_examples=False,
             ),
-            **error_responses(503),
+            **error_responses(400, 503),
         },
         operation_class=NdjsonRead,
     )

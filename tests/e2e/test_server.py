@@ -203,3 +203,18 @@ def test_cli_ingest_posts_files_to_a_running_server(tmp_path: Path) -> None:
         )
         assert gone.returncode == 1
         assert "http://127.0.0.1:9/ingest: cannot connect" in gone.stderr
+
+
+def test_bad_requests_answer_one_shape_through_the_real_server(tmp_path: Path) -> None:
+    """Granian hands the raw query string on: a repeated parameter and one Litestar refuses both name the field."""
+    with ServerProcess(tmp_path / "data") as server:
+        repeated = httpx.get(f"{server.url}/transactions?dex=orca&dex=raydium_amm")
+        out_of_range = httpx.get(f"{server.url}/transactions", params={"limit": 0})
+        missing = httpx.get(f"{server.url}/historical", params={"start": "2025-01-01"})
+    assert (repeated.status_code, repeated.json()["extra"]) == (400, {"field": "dex", "reason": "given more than once"})
+    assert (out_of_range.status_code, out_of_range.json()["extra"]["field"]) == (400, "limit")
+    assert missing.json() == {
+        "status_code": 400,
+        "detail": "end: required",
+        "extra": {"field": "end", "reason": "required"},
+    }
