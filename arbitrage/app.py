@@ -37,7 +37,7 @@ from arbitrage.features import HISTORY_COLUMNS, HISTORY_WINDOW, FeatureEngine
 from arbitrage.ingest import IngestService
 from arbitrage.risk import score_risk
 from arbitrage.schedule import ScheduleService
-from arbitrage.security import check_bind, public, security_headers, start_security
+from arbitrage.security import add_security_headers, check_bind, public, start_security
 from arbitrage.services import Services
 from arbitrage.storage import TransactionReader, Warehouse, open_warehouse, rebuild_daily_aggregates
 from arbitrage.stream import LiveFeed, RecentTransactions, RedisLink, StreamHub
@@ -119,7 +119,8 @@ def create_app(settings: Settings) -> Litestar:
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=[lifespan],
         openapi_config=openapi,
-        middleware=[security_headers, request_telemetry, response_cache],
+        middleware=[request_telemetry, response_cache],
+        before_send=[add_security_headers],  # every answer, the router's own 404 and 405 included
         # After the route's guards: a repeated parameter is refused, a cached answer only served to whom they admit.
         before_request=before_request,
         cors_config=CORSConfig(

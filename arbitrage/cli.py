@@ -162,12 +162,15 @@ def _serve(_: argparse.Namespace, settings: Settings) -> int:
     """
     if settings.storage.backend == "embedded" and settings.server.workers != 1:
         raise ConfigError("server.workers: the embedded warehouse allows one process; use 1 or the clickhouse backend")
-    from arbitrage.security import check_bind
+    from arbitrage.security import admin_token, check_bind, check_jwt_audience
     from arbitrage.storage import check_data_dir_free
 
     check_bind(settings.server.host, settings.auth.enabled)
     if settings.storage.backend == "embedded":  # before Granian: its worker would fail only after "Listening at"
         check_data_dir_free(Path(settings.storage.data_dir))
+    # Configuration errors stop here with exit 2; in Granian's worker they would be a traceback.
+    check_jwt_audience(settings)
+    admin_token(settings)
     os.environ[SETTINGS_ENV] = msgspec.json.encode(settings).decode()
     sys.stdout.flush()
     sys.stderr.flush()

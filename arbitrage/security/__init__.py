@@ -11,6 +11,7 @@ from arbitrage.security._access import (
     Security,
     admin_token,
     admin_token_path,
+    check_jwt_audience,
     fallback_security,
     start_security,
 )
@@ -26,7 +27,7 @@ from arbitrage.security._guard import (
     security_of,
 )
 from arbitrage.security._hardening import check_bind, check_destination, check_destination_form, is_loopback
-from arbitrage.security._headers import security_headers
+from arbitrage.security._headers import add_security_headers
 from arbitrage.security._jwt import InvalidToken, JwtVerifier, sign_hs256
 from arbitrage.security._keys import ROLES, ApiKey, CreatedKey, KeyCreate, KeyNotFound, KeyStore
 
@@ -44,11 +45,13 @@ __all__ = [
     "PublicOperation",
     "Security",
     "add_keys_command",
+    "add_security_headers",
     "admin_token",
     "admin_token_path",
     "check_bind",
     "check_destination",
     "check_destination_form",
+    "check_jwt_audience",
     "credential_of",
     "destination_allowed",
     "fallback_security",
@@ -57,7 +60,6 @@ __all__ = [
     "public",
     "requires",
     "role_of",
-    "security_headers",
     "security_of",
     "sign_hs256",
     "start_security",

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 PUBLIC = "public"
 """The role of routes anyone may call (health, metrics, the status page, the API docs): no credential, no rate limit."""
 _MAX_CREDENTIAL = 8192
+MIN_ADMIN_TOKEN_CHARS = 32
+"""A configured admin credential shorter than this stops the start-up (the generated one has 52)."""
 
 
 class Unauthenticated(ArbitrageError):
@@ -75,12 +77,16 @@ class Security:
         admin_token: the admin credential (configured or generated).
         keys: API key store, or None where the warehouse is not at hand.
         limiter: rate limiter, or None when rate limiting is off.
+
+    Raises:
+        ConfigError: an RS256 key without `auth.jwt_audience`.
     """
 
     def __init__(
         self, settings: Settings, *, admin_token: str, keys: KeyStore | None, limiter: RateLimiter | None
     ) -> None:
         auth = settings.auth
+        check_jwt_audience(settings)
         self.settings = settings
         self.enabled = auth.enabled
         self.keys = keys
@@ -94,8 +100,13 @@ class Security:
         self.started_at = time.time()
         self.errors = RecentErrors(self.secrets)
 
-    async def admit(self, role: str, credential: str | None, client_host: str | None) -> Identity:
+    async def admit(
+        self, role: str, credential: str | None, client_host: str | None, *, other_site: bool = False
+    ) -> Identity:
         """The caller's identity when it may use a route that needs `role`.
+
+        `other_site`: the request may come from another site's web page in a browser on this
+        machine (`from_other_site`), which gets no auth-off trust.
 
         Raises:
             Unauthenticated: no or an invalid credential where one is needed.
@@ -105,10 +116,12 @@ class Security:
         if role == PUBLIC:
             return ANONYMOUS
         if credential is None:
-            if not self.enabled and role != "admin" and is_local_client(client_host):
+            local = not self.enabled and role != "admin" and is_local_client(client_host)
+            if local and not other_site:
                 return LOCAL
             await self._throttle(f"ip:{client_network(client_host)}")
-            raise Unauthenticated("credentials required: send `Authorization: Bearer <token>` or `X-API-Key`")
+            reason = " (a request from another site's web page is not trusted as local)" if local else ""
+            raise Unauthenticated(f"credentials required: send `Authorization: Bearer <token>` or `X-API-Key`{reason}")
         identity = self.authenticate(credential)
         if identity is None:
             await self._throttle(f"ip:{client_network(client_host)}")
@@ -191,29 +204,65 @@ def admin_token_path(settings: Settings) -> Path:
     return Path(settings.auth.admin_token_file or Path(settings.storage.data_dir) / "admin_token")
 
 
+def check_jwt_audience(settings: Settings) -> None:
+    """An RS256 key is an identity provider's, which signs tokens for every application it serves:
+    without an audience, a token it issued to any of them (with roles that mean something else
+    there) would open this API.
+
+    Raises:
+        ConfigError: naming `auth.jwt_audience`.
+    """
+    if settings.auth.jwt_public_key and not settings.auth.jwt_audience:
+        raise ConfigError(
+            "auth.jwt_audience: required with auth.jwt_public_key, or tokens the identity provider "
+            "issued to other applications are accepted here; set it to this API's audience"
+        )
+
+
 def admin_token(settings: Settings) -> str:
     """`auth.admin_token`, else the token file's content, else a new token written to it (mode 0600).
 
     Raises:
-        ConfigError: the file exists but cannot be read, is empty, or others may read it.
+        ConfigError: the token is shorter than `MIN_ADMIN_TOKEN_CHARS`, or the file exists but
+            cannot be read, is empty, others may read it, or it belongs to another user.
     """
     if settings.auth.admin_token:
-        return settings.auth.admin_token
+        return _long_enough(settings.auth.admin_token, "auth.admin_token")
     path = admin_token_path(settings)
     if path.exists():
-        mode = stat.S_IMODE(path.stat().st_mode)
+        info = path.stat()
+        mode = stat.S_IMODE(info.st_mode)
         if mode & 0o077:
             raise ConfigError(f"auth.admin_token_file: {path} is readable by others (mode {mode:o}); chmod 600 it")
+        if info.st_uid != os.geteuid():
+            # Its owner can read and rewrite it: a file another user planted (or swapped in) hands them admin.
+            raise ConfigError(
+                f"auth.admin_token_file: {path} belongs to another user (uid {info.st_uid}), who could read or "
+                "replace the admin credential; chown it to the user running the server"
+            )
         token = _read_token_file(path)
         if not token:
             raise ConfigError(f"auth.admin_token_file: {path} is empty")
-        return token
+        return _long_enough(token, f"auth.admin_token_file: {path}")
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     token = f"arbadmin_{secrets.token_urlsafe(32)}"
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w") as handle:
         handle.write(token + "\n")
     log.warning("generated the admin credential in %s (mode 600); send it as `Authorization: Bearer …`", path)
+    return token
+
+
+def _long_enough(token: str, source: str) -> str:
+    """The token, unless it is short enough to guess: it opens every route, `/admin/*` included,
+    and a rate limit per address slows down, but does not stop, an attacker trying a few likely
+    words (`changeme`, `admin`) from several addresses."""
+    if len(token) < MIN_ADMIN_TOKEN_CHARS:
+        raise ConfigError(
+            f"{source}: the admin credential has {len(token)} characters, at least {MIN_ADMIN_TOKEN_CHARS} are "
+            "needed (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`), or leave it unset to "
+            "have one generated"
+        )
     return token
 
 

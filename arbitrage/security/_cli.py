@@ -8,12 +8,14 @@ import asyncio
 import json
 import sys
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 
 from arbitrage.config import Settings
 from arbitrage.errors import ArbitrageError, WarehouseLocked
 from arbitrage.security._access import admin_token_path
+from arbitrage.security._hardening import is_loopback
 from arbitrage.security._keys import ROLES, KeyStore, check_new_key
 
 
@@ -76,9 +78,30 @@ async def _in_warehouse(args: argparse.Namespace, settings: Settings) -> Any:
         await warehouse.close()
 
 
+def _check_admin_url(url: str) -> None:
+    """Refuse to send the admin credential where others may read it: plain HTTP goes only to a
+    loopback address (a host name may resolve anywhere); anything else needs `https://`.
+
+    Raises:
+        ArbitrageError: naming the URL's problem, before any connection is made.
+    """
+    try:
+        scheme, host = urlsplit(url).scheme, urlsplit(url).hostname
+    except ValueError:
+        scheme, host = "", None
+    if (scheme == "https" and host) or (scheme == "http" and is_loopback(host)):
+        return
+    raise ArbitrageError(
+        f"--url {url!r}: the admin credential goes only over https://, or http:// to a loopback address "
+        "(127.0.0.1, [::1]); plain HTTP to another host would show it to anyone on the way"
+    )
+
+
 def _over_http(args: argparse.Namespace, settings: Settings) -> Any:
     import httpx
 
+    base = args.url.rstrip("/")
+    _check_admin_url(base)
     token = settings.auth.admin_token
     if not token:
         path = admin_token_path(settings)
@@ -86,7 +109,6 @@ def _over_http(args: argparse.Namespace, settings: Settings) -> Any:
             token = path.read_text().strip()
         except OSError as exc:
             raise ArbitrageError(f"cannot read the admin credential from {path}: {exc.strerror}") from exc
-    base = args.url.rstrip("/")
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(timeout=30, headers=headers) as client:
         if args.keys_command == "create":

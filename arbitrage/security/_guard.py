@@ -2,7 +2,8 @@
 
 401 when a credential is missing or invalid (with `WWW-Authenticate`), 403 when it lacks
 the role, 429 with `Retry-After` when its budget is spent. With auth off, callers on this
-machine may use every route but `/admin/*`, which always needs the admin role.
+machine may use every route but `/admin/*`, which always needs the admin role; web pages
+of other sites in a browser on this machine are not such callers (`from_other_site`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from arbitrage.security._access import (
     Unauthenticated,
     fallback_security,
 )
+from arbitrage.security._hardening import from_other_site
 from arbitrage.security._keys import ROLES
 
 Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
@@ -65,8 +67,20 @@ def requires(role: str) -> Guard:
     async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         security = security_of(connection)
         client = connection.client.host if connection.client else None
+        credential = credential_of(connection)
+        # Only auth-off trust depends on it: skipped on the hot path of requests that carry a credential.
+        other_site = (
+            credential is None
+            and not security.enabled
+            and from_other_site(
+                origin=connection.headers.get("origin"),
+                host=connection.headers.get("host"),
+                client_host=client,
+                trusted_origins=security.settings.auth.cors_origins,
+            )
+        )
         try:
-            identity = await security.admit(role, credential_of(connection), client)
+            identity = await security.admit(role, credential, client, other_site=other_site)
         except Unauthenticated as exc:
             raise NotAuthorizedException(detail=str(exc), headers=_CHALLENGE) from None
         except Forbidden as exc:

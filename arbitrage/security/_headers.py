@@ -1,9 +1,15 @@
-"""Security headers on every HTTP response (a plain ASGI wrapper: no per-request objects)."""
+"""Security headers on every HTTP response (no per-request objects beyond the header list).
+
+`add_security_headers` is an app-level `before_send` hook: it sees every response, the
+router's own 404 and 405 included, which middleware given to `Litestar(middleware=...)` never
+sees (Litestar wraps each route handler in it, so a path or method no route matches got
+none of the headers).
+"""
 
 from __future__ import annotations
 
 from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import Message, Scope
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
@@ -21,27 +27,16 @@ _HSTS = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
 _NO_STORE = (b"cache-control", b"no-store")
 
 
-def security_headers(app: ASGIApp) -> ASGIApp:
-    """Add the headers a handler did not set itself; `/admin` answers are never cached."""
-
-    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP:
-            await app(scope, receive, send)
-            return
-        extra = list(_HEADERS)
-        if scope.get("scheme") == "https":
-            extra.append(_HSTS)
-        if scope["path"].startswith("/admin"):
-            extra.append(_NO_STORE)
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers") or [])
-                present = {name.lower() for name, _ in headers}
-                headers.extend(h for h in extra if h[0] not in present)
-                message["headers"] = headers  # type: ignore[typeddict-unknown-key]
-            await send(message)
-
-        await app(scope, receive, send_with_headers)
-
-    return middleware
+async def add_security_headers(message: Message, scope: Scope) -> None:
+    """Add the headers a handler did not set itself to a response's start; `/admin` answers are never cached."""
+    if message["type"] != "http.response.start" or scope["type"] != ScopeType.HTTP:
+        return
+    extra = list(_HEADERS)
+    if scope.get("scheme") == "https":
+        extra.append(_HSTS)
+    if scope["path"].startswith("/admin"):
+        extra.append(_NO_STORE)
+    headers = list(message.get("headers") or [])
+    present = {name.lower() for name, _ in headers}
+    headers.extend(h for h in extra if h[0] not in present)
+    message["headers"] = headers  # type: ignore[typeddict-unknown-key]

@@ -68,7 +68,9 @@ class JwtVerifier:
         try:
             header = msgspec.json.decode(b64url_decode(header_b64))
             claims = msgspec.json.decode(b64url_decode(payload_b64))
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, RecursionError) as exc:
+            # A forged token nested deeper than the decoder goes is as invalid as any other (401, and
+            # counted against the sender's budget), not a malformed request body (400).
             raise InvalidToken("malformed token") from exc
         if not isinstance(header, dict) or not isinstance(claims, dict):
             raise InvalidToken("malformed token")

@@ -1,16 +1,23 @@
-"""The real server with auth on: the admin credential file, `arbitrage keys`, 401/403, the refusal to
-listen beyond loopback without auth, and no secret in the server's log."""
+"""The real server with auth on: the admin credential file, `arbitrage keys` (which sends that credential
+in clear only to loopback), 401/403, the refusal to listen beyond loopback without auth, no secret in the
+server's log; and with auth off, no local trust for web pages of other sites."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
+import os
+import socket
 import stat
 import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
+from arbitrage.security import is_loopback
 from tests.e2e.server import ARBITRAGE, ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -71,3 +78,70 @@ def test_serving_beyond_loopback_without_auth_exits_2_with_the_reason(tmp_path: 
     assert result.returncode == 2
     assert "auth.enabled" in result.stderr
     assert not (tmp_path / "data").exists()
+
+
+def _upgrade_status(url: str, headers: dict[str, str]) -> bytes:
+    """The status line a WebSocket handshake to `/ws/transactions` gets."""
+    parts = urlsplit(url)
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    request = (
+        f"GET /ws/transactions HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    )
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(request.encode())
+        return sock.recv(4096).split(b"\r\n", 1)[0]
+
+
+def test_with_auth_off_web_pages_of_other_sites_get_no_local_trust(tmp_path: Path) -> None:
+    """A browser on this machine also runs other sites' pages: with auth off they could post
+    transactions, start exports and schedules (a form or `no-cors` fetch, `Origin` theirs or `null`),
+    open the live WebSocket, and through DNS rebinding (`Host` theirs) read every answer."""
+    dashboard = "https://dashboard.example"
+    with ServerProcess(tmp_path / "data", env={"ARB_AUTH__CORS_ORIGINS": json.dumps([dashboard])}) as server:
+        url, port = server.url, server.port
+        plain = {"Content-Type": "text/plain"}
+        for origin in ("https://evil.example", "null", f"http://evil.example:{port}"):
+            posted = httpx.post(f"{url}/ingest", content=b"[]", headers={**plain, "Origin": origin})
+            assert posted.status_code == 401, (origin, posted.text)
+            exported = httpx.post(f"{url}/export/csv", content=b"{}", headers={**plain, "Origin": origin})
+            assert exported.status_code == 401, (origin, exported.text)
+            assert _upgrade_status(url, {"Origin": origin}).split(b" ")[1] != b"101", origin
+        for host in (f"evil.example:{port}", "localhost.evil.example", "127.0.0.1.nip.io"):
+            rebound = httpx.get(f"{url}/transactions", headers={"Host": host})
+            assert rebound.status_code == 401, (host, rebound.text)
+            assert "another site" in rebound.json()["detail"]
+
+        for origin in (dashboard, f"http://127.0.0.1:{port}", "http://localhost:3000", None):
+            headers = {"Origin": origin} if origin else {}
+            assert httpx.post(f"{url}/ingest", content=b"[]", headers=headers).status_code == 200, origin
+            assert _upgrade_status(url, headers).split(b" ")[1] == b"101", origin
+        for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", f"testserver:{port}"):
+            assert httpx.get(f"{url}/transactions", headers={"Host": host}).status_code == 200, host
+        assert httpx.get(f"{url}/health", headers={"Host": "evil.example"}).status_code == 200
+
+
+def test_keys_over_http_never_sends_the_admin_credential_in_clear_beyond_loopback(tmp_path: Path) -> None:
+    """A host name may resolve to any machine (here it is this one, so nothing leaves it)."""
+    name = socket.gethostname()
+    if not is_loopback(socket.gethostbyname(name)):
+        pytest.skip(f"{name} does not resolve to a loopback address here")
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        # The kernel accepts a connection and keeps what it sends until we look, after the CLI is done.
+        result = subprocess.run(
+            [str(ARBITRAGE), "keys", "--data-dir", str(tmp_path / "data"), "--url", f"http://{name}:{port}", "list"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+            env={"PATH": "/usr/bin:/bin", "ARB_AUTH__ADMIN_TOKEN": "admin-token-never-in-clear-0123456789abcdef"},
+        )
+        listener.settimeout(0.5)
+        received = b""
+        with contextlib.suppress(TimeoutError), listener.accept()[0] as connection:
+            connection.settimeout(0.5)
+            received = connection.recv(65536)
+    assert not received, received
+    assert result.returncode != 0
+    assert "https://" in result.stderr and "admin-token-never" not in result.stderr

@@ -57,6 +57,23 @@ async def test_serve_on_a_data_dir_in_use_stops_before_listening(warehouse: Embe
     )
 
 
+@pytest.mark.parametrize(
+    ("env", "key"),
+    [
+        ({"ARB_AUTH__ADMIN_TOKEN": "changeme"}, "auth.admin_token"),
+        ({"ARB_AUTH__JWT_PUBLIC_KEY": "-----BEGIN PUBLIC KEY-----"}, "auth.jwt_audience"),
+    ],
+)
+def test_serve_with_auth_settings_start_up_refuses_stops_with_exit_2_naming_the_key(
+    tmp_path: Path, env: dict[str, str], key: str
+) -> None:
+    """Checked before Granian starts: in its worker the same error was a traceback and exit 1."""
+    result = _run("serve", "--port", "9", "--data-dir", str(tmp_path / "data"), cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and "Listening" not in result.stdout + result.stderr
+    assert result.stderr.startswith(f"arbitrage: configuration error: {key}: "), result.stderr
+
+
 def test_ingest_of_a_file_that_does_not_decode_names_it(tmp_path: Path, migrated_template: Path) -> None:
     data = fresh_data_dir(migrated_template, tmp_path / "data")
     pq.write_table(pa.table({"signature": [str(n) for n in range(1000)]}), tmp_path / "whole.parquet")

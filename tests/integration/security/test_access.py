@@ -5,6 +5,7 @@ One app with auth on (real embedded warehouse) serves the whole module.
 
 from __future__ import annotations
 
+import base64
 import stat
 import time
 from typing import Any
@@ -106,6 +107,15 @@ async def test_expired_forged_and_foreign_jwts_are_rejected(client: Client) -> N
         assert response.status_code == 401, reason
         assert token not in response.text
     assert (await client.get("/admin/config", headers=bearer(good))).status_code == 200
+
+
+async def test_a_forged_jwt_nested_past_the_json_decoder_is_a_401_like_any_forged_token(client: Client) -> None:
+    """Not a 400 'nested too deeply': that answer skipped the challenge and the failed-attempt budget."""
+    header = base64.urlsafe_b64encode(b"[" * 3000 + b"]" * 3000).rstrip(b"=").decode()
+    for token in (f"{header}.e30.AA", f"eyJhbGciOiJIUzI1NiJ9.{header}.AA"):
+        response = await client.get("/transactions", headers=bearer(token))
+        assert response.status_code == 401, response.text
+        assert response.headers["www-authenticate"].startswith("Bearer")
 
 
 async def test_api_keys_are_shown_once_stored_hashed_and_stop_working_when_revoked(client: Client) -> None:

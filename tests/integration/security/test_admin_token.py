@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,26 @@ def test_an_unreadable_token_file_stops_start_up_naming_the_key(tmp_path: Path, 
     settings = load_settings(env={}, overrides={"auth.admin_token_file": str(path)})
     with pytest.raises(ConfigError, match=r"auth\.admin_token_file"):
         admin_token(settings)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_a_token_file_of_another_user_stops_start_up(tmp_path: Path) -> None:
+    """Its owner could read or rewrite it: a private file that someone else planted hands them admin."""
+    path = tmp_path / "admin_token"
+    path.write_text("planted-by-someone-else\n")
+    path.chmod(0o600)
+    os.chown(path, 65534, 65534)
+    settings = load_settings(env={}, overrides={"auth.admin_token_file": str(path)})
+    with pytest.raises(ConfigError, match=r"auth\.admin_token_file: .* another user"):
+        admin_token(settings)
+
+
+@pytest.mark.parametrize("source", ["setting", "file"])
+def test_a_guessable_admin_token_stops_start_up(tmp_path: Path, source: str) -> None:
+    """It opens /admin/*: `changeme` would fall to a few tries, whatever the rate limit."""
+    path = tmp_path / "admin_token"
+    path.write_text("changeme\n")
+    path.chmod(0o600)
+    overrides = {"auth.admin_token": "changeme"} if source == "setting" else {"auth.admin_token_file": str(path)}
+    with pytest.raises(ConfigError, match=r"auth\.admin_token.*at least 32"):
+        admin_token(load_settings(env={}, overrides=overrides))
