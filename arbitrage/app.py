@@ -118,6 +118,9 @@ def create_app(settings: Settings) -> Litestar:
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=[lifespan],
+        # Logging is `arbitrage.telemetry.configure_logging`'s (format, request ids, masking);
+        # Litestar's default set-up would replace its handler with a plain, unmasked one.
+        logging_config=None,
         openapi_config=openapi,
         middleware=[request_telemetry, response_cache],
         before_send=[add_security_headers],  # every answer, the router's own 404 and 405 included

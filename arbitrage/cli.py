@@ -164,6 +164,9 @@ def _serve(_: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError("server.workers: the embedded warehouse allows one process; use 1 or the clickhouse backend")
     from arbitrage.security import admin_token, check_bind, check_jwt_audience
     from arbitrage.storage import check_data_dir_free
+    from arbitrage.telemetry import configure_logging
+
+    configure_logging(settings.telemetry.log_level, settings.telemetry.log_format)  # what is logged before the exec
 
     check_bind(settings.server.host, settings.auth.enabled)
     if settings.storage.backend == "embedded":  # before Granian: its worker would fail only after "Listening at"

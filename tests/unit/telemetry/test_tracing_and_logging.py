@@ -116,6 +116,15 @@ def test_log_lines_carry_trace_ids_inside_a_span_and_mask_credentials(
     assert "clickhouse://app:***@db:9000/x" in entry["message"]
 
 
+def test_the_app_keeps_the_configured_log_format_and_masking(settings: Settings, log_lines: io.StringIO) -> None:
+    """`serve` configures logging, then builds the app: Litestar's own logging set-up replaced the
+    handler, so a server logged plain lines with credentials in clear."""
+    create_app(settings)
+    logging.getLogger("arbitrage.test").warning("retrying with password=hunter2")
+    entry = json.loads(log_lines.getvalue().splitlines()[-1])
+    assert entry["message"] == "retrying with password=***"
+
+
 def test_console_log_lines_name_the_trace(spans: InMemorySpanExporter) -> None:
     root = logging.getLogger()
     saved = root.handlers[:], root.level
