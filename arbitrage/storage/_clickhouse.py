@@ -31,7 +31,7 @@ from opentelemetry import trace
 from arbitrage.config import StorageSettings
 from arbitrage.errors import ConfigError, WarehouseUnavailable
 from arbitrage.storage._arrow_ipc import arrow_stream_bytes, read_arrow_stream
-from arbitrage.storage._migrations import REPLICA_NAME, Migration, apply_migrations
+from arbitrage.storage._migrations import LOCAL_SUFFIX, REPLICA_NAME, Migration, apply_migrations
 from arbitrage.storage._protocol import SignatureWindow
 from arbitrage.storage._sql import INSERT_SETTINGS, TSV_ESCAPES, inline_params, param_text
 from arbitrage.storage._threaded import ThreadedReader
@@ -156,6 +156,12 @@ class ClickHouseWarehouse:
                     yield batch
             finally:
                 await reader.close()
+
+    def mutation_target(self, table: str) -> str:
+        """On a cluster, the shards' local tables: ClickHouse refuses mutations of a Distributed table."""
+        if self.cluster:
+            return f"{self.database}.{table}{LOCAL_SUFFIX} ON CLUSTER {self.cluster}"
+        return f"{self.database}.{table}"
 
     async def insert_arrow(self, table: str, data: pa.Table) -> None:
         columns = ", ".join(f"`{name}`" for name in data.column_names)

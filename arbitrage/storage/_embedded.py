@@ -182,6 +182,9 @@ class EmbeddedWarehouse:
         finally:
             await reader.close()
 
+    def mutation_target(self, table: str) -> str:
+        return f"{self.database}.{table}"
+
     async def insert_arrow(self, table: str, data: pa.Table) -> None:
         await asyncio.to_thread(self._insert, table, data)
 

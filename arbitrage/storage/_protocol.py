@@ -72,5 +72,9 @@ class Warehouse(Protocol):
     async def insert_arrow(self, table: str, data: pa.Table) -> None:
         """Insert an Arrow table whose column names are a subset of the table's."""
 
+    def mutation_target(self, table: str) -> str:
+        """What `ALTER TABLE … UPDATE/DELETE` names to change `table`'s rows (a cluster's are in its local tables)."""
+        ...
+
     async def known_signatures(self, signatures: pa.Array, window: SignatureWindow) -> set[str]:
         """Which of `signatures` are stored within `window` (ingest dedup)."""

@@ -80,7 +80,7 @@ async def replay_dead_letters(
     cutoff = table.column("received_at").to_pylist()[-1]
     report = await ingest.ingest_records(raws, source=REPLAY_SOURCE)
     await warehouse.execute(
-        f"ALTER TABLE {db}.dead_letters UPDATE replayed = true "
+        f"ALTER TABLE {warehouse.mutation_target('dead_letters')} UPDATE replayed = true "
         "WHERE NOT replayed AND ({source:String} = '' OR source = {source:String}) "
         "AND received_at <= {cutoff:DateTime64(3, 'UTC')} "
         "SETTINGS mutations_sync = 1",

@@ -149,3 +149,12 @@ def test_a_streamed_arrow_response_is_read_batch_by_batch_from_small_chunks() ->
     batches = list(reader)
     assert len(batches) == 10
     assert pa.Table.from_batches(batches).equals(table)
+
+
+def test_mutations_on_a_cluster_change_the_shards_local_tables() -> None:
+    """ClickHouse refuses `ALTER TABLE … UPDATE` on a Distributed table (dead-letter replay marks rows so)."""
+    url = "clickhouse://db.example:9000/arbitrage"
+    clustered = ClickHouseWarehouse(StorageSettings(backend="clickhouse", url=url, database="arb", cluster="main"))
+    assert clustered.mutation_target("dead_letters") == "arb.dead_letters_local ON CLUSTER main"
+    single = ClickHouseWarehouse(StorageSettings(backend="clickhouse", url=url, database="arb"))
+    assert single.mutation_target("dead_letters") == "arb.dead_letters"
