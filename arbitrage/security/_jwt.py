@@ -85,6 +85,10 @@ class JwtVerifier:
             self._verify_rs256(signing_input, signature)
         else:
             raise InvalidToken("unsupported algorithm")
+        if "crit" in header:
+            # RFC 7515 §4.1.11: extensions the issuer marks critical must be understood, and this
+            # verifier understands none (a token may, say, be bound to a key or a request it cannot check).
+            raise InvalidToken("critical header extensions are not supported")
         self._check_claims(claims, time.time() if now is None else now)
         return claims
 

@@ -121,3 +121,13 @@ def test_roles_come_from_roles_or_scope() -> None:
     assert roles_of({"scope": "admin"}) == {"admin"}
     assert roles_of({"roles": [1, "read"]}) == {"read"}
     assert roles_of({}) == frozenset()
+
+
+def test_a_token_with_critical_extensions_is_rejected_even_when_well_signed() -> None:
+    """RFC 7515: a recipient that does not understand a `crit` extension must refuse the token."""
+    header = b64url_encode(b'{"alg":"HS256","typ":"JWT","crit":["exp-bound-to-key"],"exp-bound-to-key":"k1"}')
+    payload = b64url_encode(msgspec.json.encode(_claims()))
+    signature = hmac.new(SECRET.encode(), f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    token = f"{header}.{payload}.{b64url_encode(signature)}"
+    with pytest.raises(InvalidToken, match="critical"):
+        JwtVerifier(secret=SECRET).verify(token)
