@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from arbitrage.security import PublicOperation, public
 from arbitrage.services import Services
-from arbitrage.telemetry import METRICS
+from arbitrage.telemetry import METRICS, redact
 
 _CHECK_TIMEOUT_S = 2.0
 
@@ -67,6 +67,8 @@ class HealthController(Controller):
                 components[name] = await asyncio.wait_for(check(), _CHECK_TIMEOUT_S)
             except Exception as exc:
                 components[name] = {"status": "unhealthy", "error": str(exc)[:200]}
+            if isinstance(components[name].get("error"), str):  # public: an error may quote a URL with its password
+                components[name]["error"] = redact(components[name]["error"])
             components[name].setdefault("latency_ms", round((loop.time() - started) * 1000, 2))
         statuses = {c["status"] for c in components.values()}
         if components["warehouse"]["status"] == "unhealthy":

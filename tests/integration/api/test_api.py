@@ -274,10 +274,12 @@ async def test_health_is_200_and_turns_503_when_the_warehouse_fails(client: Clie
     healthy = await client.get("/health")
     assert healthy.status_code == 200
     assert healthy.json()["components"]["warehouse"]["status"] == "healthy"
-    client.app.state.services.warehouse.fail("disk on fire")
+    client.app.state.services.warehouse.fail("cannot reach clickhouse://app:hunter2@db.internal:9000/arbitrage")
     failing = await client.get("/health")
     assert failing.status_code == 503
     assert failing.json()["status"] == "unhealthy"
+    assert "hunter2" not in failing.text  # public: no credential an error quotes
+    assert "clickhouse://app:***@db.internal" in failing.json()["components"]["warehouse"]["error"]
     client.app.state.services.warehouse.fail(None)
     assert (await client.get("/health")).status_code == 200
 
