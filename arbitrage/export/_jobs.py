@@ -535,10 +535,17 @@ class ExportService:
             JOBS_FINISHED.labels(job.format if job.format in _BUILTIN else "custom", job.state).inc()
             if job.state == "done":
                 ROWS_EXPORTED.inc(job.rows)
-            try:
-                await asyncio.shield(self._save(job))
-            finally:
-                self._active.pop(job.id, None)
+            await self._save_ended(active)
+
+    async def _save_ended(self, active: _Active) -> None:
+        """Store an ended job's row, then forget it; while the row cannot be stored (a full disk), the
+        job stays in memory, so `get` shows how it ended, and the sweep tries again."""
+        try:
+            await asyncio.shield(self._save(active.job))
+        except Exception as exc:
+            log.warning("export %s ended %s; its row could not be stored yet: %s", active.job.id, active.job.state, exc)
+        else:
+            self._active.pop(active.job.id, None)
 
     @contextlib.asynccontextmanager
     async def _slot(self, active: _Active) -> AsyncIterator[None]:
@@ -613,13 +620,17 @@ class ExportService:
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(max(self._heartbeat_seconds, self._stale_ns / 2e9))
+            for active in [a for a in self._active.values() if a.job.finished_at is not None]:
+                await self._save_ended(active)
             try:
                 await self.fail_interrupted()
             except Exception:
                 log.exception("sweeping interrupted export jobs failed")
 
     def _snapshot(self, active: _Active, *, with_files: bool = True) -> ExportJob:
-        """The job with its live counters; `with_files` adds the files written so far."""
+        """The job with its live counters; `with_files` adds the files written so far. A finished job as it ended."""
+        if active.job.finished_at is not None:
+            return active.job
         progress = active.progress
         return msgspec.structs.replace(
             active.job,

@@ -191,6 +191,7 @@ async def run_export(
     cancel = cancel if cancel is not None else threading.Event()
     source = f"{warehouse.database}.{table} FINAL"
     where, params = _where(plan, ingested_after, ingested_upto)
+    files: _Files | None = None
     try:
         counted = await warehouse.query_arrow(f"SELECT count() AS n FROM {source} WHERE {where}", params)
         progress.rows_total = int(counted.column("n")[0].as_py())
@@ -253,6 +254,8 @@ async def run_export(
         body = msgspec.json.format(msgspec.json.encode(manifest), indent=2) + b"\n"
         await asyncio.to_thread(destination.commit, [f.path for f in files.infos], body)
     except BaseException:
+        if files is not None:
+            await asyncio.shield(asyncio.to_thread(files.discard))
         await asyncio.shield(asyncio.to_thread(destination.abort))
         raise
     return ExportResult(
@@ -408,6 +411,17 @@ class _Files:
             self._transform(pa.RecordBatch.from_pylist([], schema=empty))
             self._open(())
         self._close_file()
+
+    def discard(self) -> None:
+        """Let go of the file being written, unfinished (the export failed): until its descriptor
+        is closed, a deleted staged file keeps its disk space, and a full disk stays full."""
+        # The writer first: one left open would write its footer into the closed sink when collected.
+        for closable in (self._writer, self._sink):
+            if closable is not None:
+                with contextlib.suppress(Exception):
+                    closable.close()
+        self._writer = None
+        self._sink = None
 
     def schema_description(self) -> list[dict[str, Any]]:
         assert self._schema is not None

@@ -87,9 +87,11 @@ class StagedFile(io.RawIOBase):
     def close(self) -> None:
         if not self.closed:
             super().close()
-            self._raw.close()
-            if self._hasher is not None:
-                self._hasher.shutdown()
+            try:
+                self._raw.close()
+            finally:
+                if self._hasher is not None:
+                    self._hasher.shutdown()
 
     @property
     def sha256(self) -> str:

@@ -119,7 +119,7 @@ class IngestService:
         self._turns = _Turns()
         self._listeners: list[StoredListener] = []
         self.insert_error: str | None = None
-        """Why the last insert failed; None once one succeeds."""
+        """Why the last insert (of rows or dead letters) failed; None once an insert of rows succeeds."""
 
     @property
     def pending(self) -> int:
@@ -407,8 +407,10 @@ class IngestService:
         try:
             await self.warehouse.insert_arrow("dead_letters", table)
             METRICS.dead_letters.labels(source).inc(len(rejects))
-        except Exception:
+        except Exception as exc:
             log.exception("could not store %d dead letters from %s", len(rejects), source)
+            # The batch gets 503 for it: `health` must say why, as for a failed insert of rows.
+            self.insert_error = f"{type(exc).__name__}: {exc}"[:300]
             raise
 
 

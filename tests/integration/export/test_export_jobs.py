@@ -503,3 +503,36 @@ async def test_a_job_asked_elsewhere_to_cancel_ends_cancelled_when_its_process_s
     stored = await requester.get(job.id)
     assert stored.state == "cancelled" and stored.error is None and stored.files == []
     assert published(out) == [] and not list(out.rglob(".staging-*"))
+
+
+class _DiskFillingWriter(_GatedWriter):
+    """Fails as a full disk would: the warehouse refuses inserts too, so the job's last row cannot be stored."""
+
+    warehouse: ClassVar[EmbeddedWarehouse]
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        type(self).warehouse.fail("Cannot reserve 1.00 MiB, not enough space. (NOT_ENOUGH_SPACE)")
+        raise OSError("No space left on device")
+
+
+async def test_a_job_whose_end_cannot_be_stored_shows_how_it_ended_and_is_stored_once_inserts_pass(filled, out):
+    """Before, it showed `running` (its last stored row) until a restart marked it interrupted."""
+    register_exporter("disk-filling", _DiskFillingWriter)
+    _DiskFillingWriter.warehouse = filled
+    service = ExportService(filled, export_dir=str(out), heartbeat_seconds=0.05, stale_after_seconds=0.1)
+    await service.start()
+    try:
+        job = await service.submit("disk-filling", ExportRequest(columns=["signature"]))
+        failed = await service.wait(job.id, timeout=60)
+        assert failed.state == "failed" and "No space left" in (failed.error or "")
+        filled.fail(None)
+        observer = ExportService(filled, export_dir=str(out))  # reads the stored row, as another process would
+        for _ in range(100):
+            stored = await observer.get(job.id)
+            if stored.state != "running":
+                break
+            await asyncio.sleep(0.05)
+        assert (stored.state, stored.error) == ("failed", failed.error)
+    finally:
+        filled.fail(None)
+        await service.close()
