@@ -25,6 +25,7 @@ from arbitrage.ingest.kafka._strategies import StoredBatch
 log = logging.getLogger(__name__)
 
 _TIMEOUT_S = 30.0
+_INIT_TIMEOUT_S = 3.0
 _ATTEMPTS = 5
 _FENCED = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH})
 """A newer instance with our transactional id took over. librdkafka can report it first as a
@@ -108,8 +109,12 @@ class TransactionalCommitter(_Producing):
         super().__init__(options, fetcher, Producer(config))
 
     def start(self) -> None:
-        """Fence a crashed predecessor with the same transactional id and abort its open transaction."""
-        self.producer.init_transactions(_TIMEOUT_S)
+        """Fence a crashed predecessor with the same transactional id and abort its open transaction.
+
+        Each attempt is short (`_INIT_TIMEOUT_S`; the caller retries): it blocks a worker thread
+        that a stop cannot interrupt, and the process's exit waits for that thread.
+        """
+        self.producer.init_transactions(_INIT_TIMEOUT_S)
 
     def commit(self, batch: StoredBatch) -> None:
         delay = 0.2

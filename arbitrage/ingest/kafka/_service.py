@@ -14,6 +14,7 @@ import contextlib
 import logging
 import weakref
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -95,6 +96,19 @@ class KafkaIngest:
         """Start the pipeline task; it connects in the background, so a slow or absent broker never blocks start-up."""
         self._task = asyncio.create_task(self._connect_and_run(), name="kafka-ingest")
 
+    async def _until_connected(self, what: str, call: Callable[[], Any]) -> None:
+        """`call()` in a worker thread until the broker answers it, with backoff; `/health` says why meanwhile."""
+        delay = 0.5
+        while True:
+            try:
+                await asyncio.to_thread(call)
+                return
+            except KafkaException as exc:
+                self._connect_error = str(exc.args[0])
+                log.warning("Kafka: could not %s (%s); retrying", what, exc.args[0])
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.options.retry_backoff_max_s)
+
     async def _connect_and_run(self) -> None:
         try:
             await self._connect()
@@ -108,7 +122,7 @@ class KafkaIngest:
         """Create missing topics, fence a predecessor's transaction (retrying until the broker answers), start fetching."""
         loop = asyncio.get_running_loop()
         if self.options.create_topics:
-            await asyncio.to_thread(ensure_topics, self.options)
+            await self._until_connected("list or create topics", lambda: ensure_topics(self.options))
         self._channel = Channel(loop, self.options.fetch_queue_chunks)
         self._fetcher = Fetcher(
             self.options,
@@ -119,16 +133,7 @@ class KafkaIngest:
         )
         committer_type = TransactionalCommitter if self.options.transactional else PlainCommitter
         self._committer = committer_type(self.options, self._fetcher)
-        delay = 0.5
-        while True:
-            try:
-                await asyncio.to_thread(self._committer.start)
-                break
-            except KafkaException as exc:
-                self._connect_error = str(exc.args[0])
-                log.warning("Kafka producer could not initialise transactions (%s); retrying", exc.args[0])
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.options.retry_backoff_max_s)
+        await self._until_connected("initialise transactions", self._committer.start)
         self._connect_error = None
         if self.ingest not in _listening:
             self.ingest.on_stored(collect_stored)
@@ -154,6 +159,10 @@ class KafkaIngest:
             with contextlib.suppress(BaseException):
                 await self._task
             self._task = None
+            if self._fetcher is not None:  # never subscribed: closing is quick, and stops its reconnecting
+                with contextlib.suppress(KafkaException):
+                    await asyncio.to_thread(self._fetcher.close)
+            self._fetcher = self._committer = None  # the producer's client goes with its last reference
             return
         await asyncio.to_thread(self._fetcher.stop, 5.0)
         self._channel.send_control(Stop())

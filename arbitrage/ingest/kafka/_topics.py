@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
@@ -13,11 +12,15 @@ from arbitrage.ingest.kafka._options import KafkaOptions
 log = logging.getLogger(__name__)
 
 
-def ensure_topics(options: KafkaOptions, timeout_s: float = 10.0) -> list[str]:
+def ensure_topics(options: KafkaOptions, timeout_s: float = 3.0) -> list[str]:
     """Create missing topics with the configured partition counts; return the names created.
 
     A broker that refuses (no CreateTopics, no permission) is logged and left to
     auto-create topics: consuming and producing still work, with its default counts.
+
+    Raises:
+        KafkaException: the broker did not answer in `timeout_s` (the caller retries; a short
+            wait, since a stop cannot interrupt the worker thread this blocks).
     """
     wanted = {
         options.topic_transactions: options.partitions.get("transactions", 10),
@@ -26,11 +29,7 @@ def ensure_topics(options: KafkaOptions, timeout_s: float = 10.0) -> list[str]:
         options.topic_dlq: options.partitions.get("dlq", 1),
     }
     admin = AdminClient(options.client_config())
-    try:
-        existing = set(admin.list_topics(timeout=timeout_s).topics)
-    except KafkaException as exc:
-        log.warning("could not list Kafka topics: %s", exc)
-        return []
+    existing = set(admin.list_topics(timeout=timeout_s).topics)
     missing = [NewTopic(name, count) for name, count in wanted.items() if name not in existing]
     if not missing:
         return []
