@@ -259,23 +259,21 @@ class KafkaIngest:
         Meanwhile the pipeline stops at its in-flight limit, fetching pauses, and /health says
         why. What belongs to partitions that left or are being handed over is dropped, not
         retried (their next owner reads from the last commit); the rest is still this consumer's
-        to publish and commit (cooperative rebalancing keeps some partitions). A producer that can never commit again (fenced by a newer
-        instance) stops the pipeline; its batches are consumed again by the next owner.
+        to publish and commit (cooperative rebalancing keeps some partitions). A producer that can
+        never commit again (fenced by a newer instance) stops the pipeline; its batches are
+        consumed again by the next owner.
         """
         assert self._committer is not None and self._fetcher is not None
         delay = 1.0
         while True:
-            stale = self._fetcher.stale(batch.offsets, batch.generation)
-            if stale:
-                log.warning(
-                    "offsets %s were not committed nor their derived records published: their partitions "
-                    "were revoked while the batch was stored; whoever owns them now reads them again",
-                    {p: o for p, o in batch.offsets.items() if p in stale},
-                )
-                batch = batch.without(stale)  # the partitions kept (cooperative rebalancing) are still ours
-                if not batch.offsets:
-                    self.commit_error = None
-                    return
+            batch = _without(
+                batch,
+                self._fetcher.stale(batch.offsets, batch.generation),
+                "were revoked while the batch was stored; whoever owns them now reads them again",
+            )
+            if not batch.offsets:
+                self.commit_error = None
+                return
             try:
                 with m.COMMIT_SECONDS.time():
                     await asyncio.to_thread(self._committer.commit, batch)
@@ -293,16 +291,10 @@ class KafkaIngest:
                 self.commit_error = None
                 self._committed.update(batch.offsets)
                 return
-            moving = self._moving(batch)
-            if moving:
-                log.warning(
-                    "offsets %s were not committed; their partitions moved, the next owner reads them",
-                    {p: o for p, o in batch.offsets.items() if p in moving},
-                )
-                batch = batch.without(moving)
-                if not batch.offsets:
-                    self.commit_error = None
-                    return
+            batch = _without(batch, self._moving(batch), "moved; the next owner reads them")
+            if not batch.offsets:
+                self.commit_error = None
+                return
             await asyncio.sleep(delay)
             delay = min(delay * 2, _COMMIT_RETRY_MAX_S)
 
@@ -478,3 +470,16 @@ class KafkaIngest:
 
 def _offset(value: int | None) -> int | None:
     return value if value is not None and value >= 0 else None
+
+
+def _without(batch: StoredBatch, gone: set[int], why: str) -> StoredBatch:
+    """The batch less the partitions that left this consumer (the kept ones, under cooperative
+    rebalancing, are still its to publish and commit)."""
+    if not gone:
+        return batch
+    log.warning(
+        "offsets %s were not committed nor their derived records published: their partitions %s",
+        {p: o for p, o in batch.offsets.items() if p in gone},
+        why,
+    )
+    return batch.without(gone)
