@@ -396,15 +396,8 @@ async def test_a_job_queued_behind_a_long_one_is_not_taken_for_dead_by_another_p
 async def test_a_job_running_at_shutdown_ends_failed_as_interrupted_not_cancelled(filled, out):
     """Nobody cancelled it: it reads as a crash would, and its staged files are gone."""
     service = await _slow_service(filled, out)
-    try:
-        job = await service.submit("slow-parquet", ExportRequest(chunk_rows=100))
-        await asyncio.to_thread(_SlowWriter.entered.wait, 30)
-        closing = asyncio.create_task(service.close())
-        await asyncio.sleep(0.05)
-        _SlowWriter.gate.set()
-        await closing
-    finally:
-        _SlowWriter.gate.set()
+    job = await service.submit("slow-parquet", ExportRequest(chunk_rows=100))
+    await _close_while_writing(service)
     stored = await ExportService(filled, export_dir=str(out)).get(job.id)
     assert stored.state == "failed" and "interrupted" in (stored.error or "") and stored.files == []
     assert published(out) == [] and not list(out.rglob(".staging-*"))
@@ -490,16 +483,10 @@ async def test_a_job_asked_elsewhere_to_cancel_ends_cancelled_when_its_process_s
     """A shutdown between the request and the owner's next heartbeat must not turn the cancel into a retried run."""
     owner = await _slow_service(filled, out, heartbeat_seconds=3600)
     requester = ExportService(filled, export_dir=str(out), heartbeat_seconds=0.05)
-    try:
-        job = await owner.submit("slow-parquet", ExportRequest(chunk_rows=100))
-        await asyncio.to_thread(_SlowWriter.entered.wait, 30)
-        assert (await requester.cancel(job.id)).state == "running"
-        closing = asyncio.create_task(owner.close())
-        await asyncio.sleep(0.05)
-        _SlowWriter.gate.set()
-        await closing
-    finally:
-        _SlowWriter.gate.set()
+    job = await owner.submit("slow-parquet", ExportRequest(chunk_rows=100))
+    await asyncio.to_thread(_SlowWriter.entered.wait, 30)
+    assert (await requester.cancel(job.id)).state == "running"
+    await _close_while_writing(owner)
     stored = await requester.get(job.id)
     assert stored.state == "cancelled" and stored.error is None and stored.files == []
     assert published(out) == [] and not list(out.rglob(".staging-*"))
@@ -536,3 +523,15 @@ async def test_a_job_whose_end_cannot_be_stored_shows_how_it_ended_and_is_stored
     finally:
         filled.fail(None)
         await service.close()
+
+
+async def _close_while_writing(service: ExportService) -> None:
+    """Shut `service` down while its slow export is writing (waits until it is), then let the writer go."""
+    try:
+        await asyncio.to_thread(_SlowWriter.entered.wait, 30)
+        closing = asyncio.create_task(service.close())
+        await asyncio.sleep(0.05)
+        _SlowWriter.gate.set()
+        await closing
+    finally:
+        _SlowWriter.gate.set()

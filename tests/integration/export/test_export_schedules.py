@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ import pytest
 
 import arbitrage.schedule._service as schedule_service
 from arbitrage.export import ExportService, register_exporter
-from arbitrage.schedule import ScheduleBusy, ScheduleCreate, ScheduleService
+from arbitrage.schedule import Schedule, ScheduleBusy, ScheduleCreate, ScheduleService
 from arbitrage.storage import EmbeddedWarehouse
 from tests.conftest import fresh_data_dir
 
@@ -505,6 +507,19 @@ async def test_a_run_killed_mid_export_is_counted_failed_after_restart_and_not_t
 async def test_a_run_killed_mid_export_is_retried_after_restart(migrated_template, tmp_path):
     data, out = fresh_data_dir(migrated_template, tmp_path / "warehouse"), tmp_path / "exports"
     job_id = await asyncio.to_thread(crash_mid_run, data, out, tmp_path / "child.log")
+    async with _restarted_after_crash(data, out) as (schedules, clock, schedule):
+        detail = await schedules.get(schedule.id)
+        runs = [(job.state, job.attempt, job.rows, job.due_at) for job in detail.last_runs]
+        due = datetime(2026, 1, 1, 1, 0, tzinfo=UTC)
+        assert runs == [("done", 2, 30, due), ("failed", 1, 0, due)] and detail.last_runs[1].id == job_id
+        assert detail.schedule.consecutive_failures == 0 and detail.schedule.watermark == clock.now
+        assert len(exported_signatures(out)) == 30 and not list(out.rglob(".staging-*"))
+        assert await run_due(schedules, schedule.id) == []  # that due time is done: it does not run again
+
+
+@contextlib.asynccontextmanager
+async def _restarted_after_crash(data: Path, out: Path) -> AsyncIterator[tuple[ScheduleService, Clock, Schedule]]:
+    """The services of a restart on `crash_mid_run`'s data dir, 40 minutes later, once its one schedule is idle."""
     register_exporter("crash-test", _PlainParquet)
     warehouse = EmbeddedWarehouse(data)
     await warehouse.start()
@@ -513,13 +528,7 @@ async def test_a_run_killed_mid_export_is_retried_after_restart(migrated_templat
     try:
         (schedule,) = await schedules.list()
         await schedules.wait_idle(schedule.id)
-        detail = await schedules.get(schedule.id)
-        runs = [(job.state, job.attempt, job.rows, job.due_at) for job in detail.last_runs]
-        due = datetime(2026, 1, 1, 1, 0, tzinfo=UTC)
-        assert runs == [("done", 2, 30, due), ("failed", 1, 0, due)] and detail.last_runs[1].id == job_id
-        assert detail.schedule.consecutive_failures == 0 and detail.schedule.watermark == clock.now
-        assert len(exported_signatures(out)) == 30 and not list(out.rglob(".staging-*"))
-        assert await run_due(schedules, schedule.id) == []  # that due time is done: it does not run again
+        yield schedules, clock, schedule
     finally:
         await stop(exports, schedules)
         await warehouse.close()
@@ -531,14 +540,7 @@ async def test_a_run_cancelled_through_another_process_ends_cancelled_and_is_not
     """Someone cancelled tonight's export; its process died before it read the request: it must not run again."""
     data, out = fresh_data_dir(migrated_template, tmp_path / "warehouse"), tmp_path / "exports"
     job_id = await asyncio.to_thread(crash_mid_run, data, out, tmp_path / "child.log", cancel_elsewhere=True)
-    register_exporter("crash-test", _PlainParquet)
-    warehouse = EmbeddedWarehouse(data)
-    await warehouse.start()
-    clock = Clock(datetime(2026, 1, 1, 1, 40, tzinfo=UTC))
-    exports, schedules = await services(warehouse, out, clock, max_retries=1)
-    try:
-        (schedule,) = await schedules.list()
-        await schedules.wait_idle(schedule.id)
+    async with _restarted_after_crash(data, out) as (schedules, clock, schedule):
         detail = await schedules.get(schedule.id)
         assert [(job.id, job.state, job.error) for job in detail.last_runs] == [(job_id, "cancelled", None)]
         assert detail.schedule.consecutive_failures == 0 and schedules.health()["status"] == "healthy"
@@ -548,9 +550,6 @@ async def test_a_run_cancelled_through_another_process_ends_cancelled_and_is_not
         assert await run_due(schedules, schedule.id) == [schedule.id]  # the next one exports its rows
         runs = (await schedules.get(schedule.id)).last_runs
         assert [(job.state, job.rows) for job in runs] == [("done", 30), ("cancelled", 0)]
-    finally:
-        await stop(exports, schedules)
-        await warehouse.close()
 
 
 async def test_a_run_stopped_by_a_shutdown_is_retried_after_restart(warehouse, make_transactions, tmp_path):

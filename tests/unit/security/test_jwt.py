@@ -8,11 +8,11 @@ import time
 
 import msgspec
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from arbitrage.security import InvalidToken, JwtVerifier, sign_hs256
 from arbitrage.security._jwt import b64url_encode, roles_of
+from tests.unit.security.rs256 import public_pem, rs256_token
 
 SECRET = "unit-test-hs256-secret"
 
@@ -21,24 +21,9 @@ def _claims(**extra: object) -> dict[str, object]:
     return {"sub": "alice", "exp": int(time.time()) + 300, "roles": ["read"], **extra}
 
 
-def _rs256(claims: dict[str, object], key: rsa.RSAPrivateKey) -> str:
-    header = b64url_encode(b'{"alg":"RS256","typ":"JWT"}')
-    payload = b64url_encode(msgspec.json.encode(claims))
-    signature = key.sign(f"{header}.{payload}".encode(), padding.PKCS1v15(), hashes.SHA256())
-    return f"{header}.{payload}.{b64url_encode(signature)}"
-
-
 @pytest.fixture(scope="module")
 def rsa_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def _public_pem(key: rsa.RSAPrivateKey) -> str:
-    return (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
 
 
 def test_a_valid_hs256_token_yields_its_claims() -> None:
@@ -98,17 +83,17 @@ def test_malformed_tokens_are_rejected_without_echoing_them() -> None:
 
 
 def test_rs256_tokens_verify_against_the_public_key(rsa_key: rsa.RSAPrivateKey) -> None:
-    verifier = JwtVerifier(public_key=_public_pem(rsa_key))
-    assert verifier.verify(_rs256(_claims(), rsa_key))["sub"] == "alice"
+    verifier = JwtVerifier(public_key=public_pem(rsa_key))
+    assert verifier.verify(rs256_token(_claims(), rsa_key))["sub"] == "alice"
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     with pytest.raises(InvalidToken, match="signature"):
-        verifier.verify(_rs256(_claims(), other))
+        verifier.verify(rs256_token(_claims(), other))
 
 
 def test_an_hs256_token_signed_with_the_public_key_is_not_accepted_by_an_rs256_server(
     rsa_key: rsa.RSAPrivateKey,
 ) -> None:
-    pem = _public_pem(rsa_key)
+    pem = public_pem(rsa_key)
     header = b64url_encode(b'{"alg":"HS256","typ":"JWT"}')
     payload = b64url_encode(msgspec.json.encode(_claims(roles=["admin"])))
     signature = hmac.new(pem.encode(), f"{header}.{payload}".encode(), hashlib.sha256).digest()
