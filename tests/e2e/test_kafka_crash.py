@@ -88,7 +88,9 @@ def test_kill_9_mid_stream_then_restart_stores_every_record_once_and_publishes_e
     assert first.process is not None
     assert first.process.returncode == -signal.SIGKILL
 
-    with ServerProcess(data_dir, env=env) as second:
+    # The same port, as a real restart: the transactional id includes it, and only the same id
+    # fences the killed instance's open transaction, which would hold back read_committed readers.
+    with ServerProcess(data_dir, env=env, port=first.port) as second:
         _wait(lambda: _committed(second) == RECORDS, 120, f"offsets of all {RECORDS} records committed", second)
         health = httpx.get(f"{second.url}/health", timeout=10).json()["components"]["kafka"]
         assert health["connected"] is True
