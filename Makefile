@@ -7,6 +7,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+PYTEST_WORKERS ?= 2
 
 .PHONY: help install system-deps bench-deps run test lint fmt bench dist clean
 
@@ -34,7 +35,7 @@ run: install ## serve on 127.0.0.1:8080 with the embedded warehouse and the demo
 	$(BIN)/arbitrage serve --demo
 
 test: install system-deps ## run the whole test suite (starts and stops Redis, a Kafka-protocol broker, an S3 endpoint)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: install ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check arbitrage tests benchmarks

@@ -446,19 +446,20 @@ class ExportService:
         jobs = await self._query("state IN ('queued', 'running')", {}, limit=10_000, with_version=True)
         dead = [job for job, version in jobs if job.id not in self._active and (all_active or version <= stale_before)]
         asked = await self._cancels_requested([job.id for job in dead]) if dead else set()
-        failed, cancelled = [], []
+        failed: builtins.list[str] = []
+        cancelled: builtins.list[str] = []
         for job in dead:
-            if job.id in asked:
-                job.state = "cancelled"
-                cancelled.append(job.id)
-            else:
-                job.state = "failed"
-                job.error = INTERRUPTED_ERROR
-                failed.append(job.id)
+            cancel_asked = job.id in asked
+            job.state, job.error = ("cancelled", None) if cancel_asked else ("failed", INTERRUPTED_ERROR)
             job.finished_at = datetime.now(UTC)
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(Destination(self._real_destination(job), job.id, self._storage_options).abort)
-            await self._save(job)
+            try:
+                await self._save(job)
+            except Exception as exc:  # a full disk must not stop the process from starting; the sweep retries
+                log.warning("export %s was interrupted; it cannot be marked so yet: %s", job.id, exc)
+                continue
+            (cancelled if cancel_asked else failed).append(job.id)
         self.interrupted_marked += len(failed)
         if failed:
             log.warning("marked %d interrupted export job(s) failed: %s", len(failed), ", ".join(failed))

@@ -215,9 +215,19 @@ async def export_api(
     try:
         async with AsyncTestClient(app) as client:
             yield client
+            await _let_ended_jobs_be_stored(exports)
     finally:
         await schedules.close()
         await exports.close()
+
+
+async def _let_ended_jobs_be_stored(exports: ExportService) -> None:
+    """The client runs the app, and so the jobs it starts, on its own event loop, closed when the
+    client exits; a job that ended but is still storing its row must finish there first."""
+    for _ in range(200):
+        if not any(active.job.finished_at is not None for active in exports._active.values()):
+            return
+        await asyncio.sleep(0.05)
 
 
 async def wait_done(client: AsyncTestClient[Any], job_id: str) -> dict[str, Any]:

@@ -156,6 +156,36 @@ async def test_an_interrupted_job_is_marked_failed_on_restart_and_its_partial_fi
         await restarted.close()
 
 
+async def test_a_restart_that_cannot_mark_an_interrupted_job_still_starts_and_the_sweep_marks_it_later(filled, out):
+    """On a full disk the job's row cannot be written: the process must start anyway (it serves reads)."""
+    service = await _slow_service(filled, out)
+    job = await service.submit("slow-parquet", ExportRequest(chunk_rows=100))
+    await asyncio.to_thread(_SlowWriter.entered.wait, 30)
+    task = service._active[job.id].task
+    assert task is not None
+    service._active.clear()
+    service._sweeper.cancel()  # type: ignore[union-attr]
+    jobs_table = f"{filled.database}.export_jobs"
+    await filled.execute(f"ALTER TABLE {jobs_table} ADD CONSTRAINT refuse_all CHECK 0")
+    restarted = ExportService(filled, export_dir=str(out), stale_after_seconds=0.2, heartbeat_seconds=0.05)
+    try:
+        await restarted.start()
+        assert (await restarted.get(job.id)).state == "running"
+        assert restarted.interrupted_marked == 0
+        await filled.execute(f"ALTER TABLE {jobs_table} DROP CONSTRAINT refuse_all")
+        for _ in range(100):
+            if (await restarted.get(job.id)).state != "running":
+                break
+            await asyncio.sleep(0.05)
+        failed = await restarted.get(job.id)
+        assert failed.state == "failed" and "interrupted" in (failed.error or "")
+        assert restarted.interrupted_marked == 1
+    finally:
+        _SlowWriter.gate.set()
+        await asyncio.gather(task, return_exceptions=True)
+        await restarted.close()
+
+
 async def test_download_streams_one_file_or_a_zip_of_many_with_the_manifest(filled, out):
     service = ExportService(filled, export_dir=str(out))
     await service.start()
