@@ -6,6 +6,7 @@ bad values raise `ConfigError` naming the key, which the CLI turns into exit cod
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tomllib
@@ -254,7 +255,9 @@ def load_settings(
     for name, value in (env if env is not None else os.environ).items():
         if name.startswith(ENV_PREFIX) and "__" in name:
             section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
-            _table(raw, section)[key] = _parse_env_value(value, _field_types().get((section, key)))
+            table = _table(raw, section)
+            parsed = _parse_env_value(value, _field_types().get((section, key)), name)
+            table[key] = _merged(table[key], parsed) if isinstance(table.get(key), dict) else parsed
     for dotted, value in (overrides or {}).items():
         section, _, key = dotted.partition(".")
         _table(raw, section)[key] = value
@@ -363,21 +366,50 @@ def _field_types() -> dict[tuple[str, str], msgspec.inspect.Type]:
     }
 
 
-def _parse_env_value(value: str, kind: msgspec.inspect.Type | None) -> Any:
+def _parse_env_value(value: str, kind: msgspec.inspect.Type | None, name: str) -> Any:
     """An `ARB_*` value as its key's type asks for it.
 
     A string key takes the text as is (an all-digit token stays a token); a list of strings
-    takes comma-separated items, or a TOML array; anything else is a TOML literal when it
-    parses as one, else the text, which the key's type then refuses by name.
+    takes comma-separated items, or a TOML array; a table a TOML inline table or a JSON
+    object; anything else is a TOML literal when it parses as one, else the text, which the
+    key's type then refuses by name.
     """
     if _is_text(kind):
         return value
     if isinstance(kind, msgspec.inspect.ListType) and _is_text(kind.item_type) and not value.lstrip().startswith("["):
         return [item.strip() for item in value.split(",") if item.strip()]
+    if isinstance(kind, msgspec.inspect.DictType | msgspec.inspect.StructType):
+        return _parse_env_table(value, name)
     try:
         return tomllib.loads(f"v = {value}")["v"]
     except tomllib.TOMLDecodeError:
         return value
+
+
+def _parse_env_table(value: str, name: str) -> dict[str, Any]:
+    table: Any = None
+    with contextlib.suppress(tomllib.TOMLDecodeError):
+        table = tomllib.loads(f"v = {value}")["v"]
+    if not isinstance(table, dict):
+        with contextlib.suppress(msgspec.DecodeError):
+            table = msgspec.json.decode(value)
+    if not isinstance(table, dict):
+        raise ConfigError(
+            f"invalid configuration: `{name}` must be a table, as a TOML inline table "
+            '({key = "value"}) or a JSON object ({"key": "value"})'
+        )
+    return table
+
+
+def _merged(base: dict[str, Any], override: Any) -> Any:
+    """A table from the environment merged into the file's, key by key (nested tables too), so a
+    variable can add one secret (`ARB_KAFKA__EXTRA='{"sasl.password" = "…"}'`) to the rest."""
+    if not isinstance(override, dict):
+        return override
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = _merged(merged[key], value) if isinstance(merged.get(key), dict) else value
+    return merged
 
 
 def _is_text(kind: msgspec.inspect.Type | None) -> bool:

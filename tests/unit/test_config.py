@@ -161,3 +161,38 @@ def test_a_section_that_is_not_a_table_is_named_even_when_overridden(
     config.write_text('server = "0.0.0.0"\n')
     with pytest.raises(ConfigError, match="`server`"):
         load_settings(config, **{"env": {}, **overrides})
+
+
+def test_a_table_from_the_environment_adds_to_the_files_table_so_one_secret_can_come_from_there(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        '[kafka.extra]\n"security.protocol" = "SASL_SSL"\n"sasl.username" = "app"\n[kafka.partitions]\nrisk = 5\n'
+        '[export.storage_options."s3://bucket"]\nendpoint_url = "http://127.0.0.1:9000"\nkey = "id"\n'
+    )
+    settings = load_settings(
+        config,
+        env={
+            "ARB_KAFKA__EXTRA": '{"sasl.password": "hunter2-hunter2"}',
+            "ARB_KAFKA__PARTITIONS": "{dlq = 2}",
+            "ARB_EXPORT__STORAGE_OPTIONS": '{"s3://bucket" = {secret = "s3cret"}}',
+        },
+    )
+    assert settings.kafka.extra == {
+        "security.protocol": "SASL_SSL",
+        "sasl.username": "app",
+        "sasl.password": "hunter2-hunter2",
+    }
+    assert (settings.kafka.partitions.risk, settings.kafka.partitions.dlq) == (5, 2)
+    assert settings.export.storage_options["s3://bucket"] == {
+        "endpoint_url": "http://127.0.0.1:9000",
+        "key": "id",
+        "secret": "s3cret",
+    }
+
+
+@pytest.mark.parametrize("value", ['{"sasl.password": "hunter2"', "sasl.password=hunter2", "[1, 2]"])
+def test_a_table_variable_that_is_not_a_table_names_the_variable_and_not_its_value(value: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(env={"ARB_KAFKA__EXTRA": value})
+    assert "ARB_KAFKA__EXTRA" in str(raised.value) and "table" in str(raised.value)
+    assert "hunter2" not in str(raised.value)
