@@ -146,7 +146,10 @@ class Security:
             except InvalidToken:
                 return None
             subject = claims.get("sub")
-            return Identity("jwt", subject if isinstance(subject, str) else "", expand_roles(roles_of(claims)))
+            if not isinstance(subject, str) or not subject:
+                # Each token its own rate-limit bucket: one shared by every token without `sub` let one client starve the rest.
+                subject = f"token-{hash_token(credential)[:8].hex()}"
+            return Identity("jwt", subject, expand_roles(roles_of(claims)))
         return None
 
     def check_destination(self, url: str, field: str) -> None:

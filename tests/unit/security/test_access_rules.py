@@ -80,3 +80,17 @@ async def test_roles_a_token_lacks_are_forbidden_not_unauthenticated() -> None:
     assert (await security.admit("ingest", token, "10.0.0.1")).subject == "bob"
     with pytest.raises(Forbidden):
         await security.admit("read", token, "10.0.0.1")
+
+
+async def test_tokens_without_a_subject_do_not_share_one_rate_limit_budget() -> None:
+    from arbitrage.security import sign_hs256
+
+    secret = "unit-test-hs256-secret-of-32-bytes"
+    settings = load_settings(env={}, overrides={"auth.enabled": True, "auth.jwt_secret": secret})
+    security = Security(settings, admin_token="", keys=None, limiter=MemoryRateLimiter(per_minute=60, burst=2))
+    busy, other = (sign_hs256({"roles": ["read"], "exp": 2**40, "jti": n}, secret) for n in ("1", "2"))
+    for _ in range(2):
+        await security.admit("read", busy, "10.0.0.1")
+    with pytest.raises(RateLimited):
+        await security.admit("read", busy, "10.0.0.1")
+    assert (await security.admit("read", other, "10.0.0.1")).subject.startswith("token-")
