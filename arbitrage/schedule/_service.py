@@ -12,8 +12,12 @@ Guarantees:
 - Incremental runs export rows with `previous watermark < ingested_at <= now - lag`; the
   watermark advances only when a run succeeds, so a failed run's rows go out with the next
   one and no row goes out twice.
+- The stored schedules are the truth: every process reads them on each tick, and changes and
+  run outcomes are applied to the stored schedule, so a schedule created through another
+  process runs here too and a stale copy never undoes a change or moves the watermark back.
 - A failed run is retried with exponential backoff; failures show in the schedule, in
-  `health()` and in Prometheus metrics.
+  `health()` and in Prometheus metrics. A run whose export ended done (its files published)
+  while its process stopped or died still advances the watermark, so its rows go out once.
 - A run whose process died (its job marked failed as interrupted, at start-up or by the
   export sweep) is a failed run like any other: counted once, by one process (it claims the
   job), and retried while retries are left; its due time is not silently used up. A run
@@ -193,7 +197,7 @@ class ScheduleService:
     async def update(self, schedule_id: str, changes: Mapping[str, Any]) -> Schedule:
         """Apply a partial update (any `ScheduleCreate` field; null clears an option)."""
         async with self._lock:
-            current = self._get(schedule_id)
+            current = await self._stored(schedule_id)
             body = current.create_body()
             body.update(changes)
             try:
@@ -220,21 +224,22 @@ class ScheduleService:
     async def delete(self, schedule_id: str) -> None:
         """Remove a schedule; a run in progress is cancelled."""
         async with self._lock:
-            schedule = self._get(schedule_id)
+            schedule = await self._stored(schedule_id)
             task = self._running.get(schedule_id)
             if task is not None:
                 task.cancel()
-            del self._schedules[schedule_id]
+            self._schedules.pop(schedule_id, None)
             await self._save(schedule, deleted=True)
 
     async def get(self, schedule_id: str, *, runs: int = 10) -> ScheduleDetail:
         """A schedule with its next run time and its latest runs."""
-        schedule = self._view(self._get(schedule_id))
+        schedule = self._view(await self._stored(schedule_id))
         last_runs = await self._exports.list(limit=runs, schedule_id=schedule_id)
         return ScheduleDetail(schedule=schedule, last_runs=last_runs)
 
     async def list(self) -> list[Schedule]:
         """Every schedule, oldest first."""
+        await self._refresh()
         return [self._view(s) for s in sorted(self._schedules.values(), key=lambda s: s.created_at)]
 
     async def run_now(self, schedule_id: str) -> ExportJob:
@@ -243,7 +248,6 @@ class ScheduleService:
         Raises:
             ScheduleBusy: a run of this schedule is in progress.
         """
-        self._get(schedule_id)
         started: asyncio.Future[ExportJob] = asyncio.get_running_loop().create_future()
         async with self._lock:
             if schedule_id in self._running or await self._runs_elsewhere(schedule_id):
@@ -267,6 +271,7 @@ class ScheduleService:
         this process's export sweep marked jobs interrupted (with a shared ClickHouse it marks
         them only after start-up), else once a minute (another process may have marked them).
         """
+        await self._refresh()
         if (
             self._exports.interrupted_marked != self._interrupted_seen
             or time.monotonic() >= self._next_interrupted_look
@@ -354,11 +359,12 @@ class ScheduleService:
             if schedule is None:
                 return job
             upto = self._clock() - self._lag
-            after = schedule.watermark if schedule.incremental else None
-            if after is not None and upto <= after:
-                upto = after
-            request = msgspec.structs.replace(schedule.request, destination=schedule.upload_to)
             try:
+                schedule = await self._caught_up(schedule)
+                after = schedule.watermark if schedule.incremental else None
+                if after is not None and upto <= after:
+                    upto = after
+                request = msgspec.structs.replace(schedule.request, destination=schedule.upload_to)
                 job = await self._exports.submit(
                     schedule.format,
                     request,
@@ -371,11 +377,13 @@ class ScheduleService:
                 if started is not None and not started.done():
                     started.set_result(job)
                 if due is not None and attempt == 1:
-                    await self._save_due(schedule_id)
+                    await self._save_due(schedule_id, due)
                 job = await self._exports.wait(job.id)
             except asyncio.CancelledError:
                 if job is not None:
-                    await (self._exports.interrupt if self._closing else self._exports.cancel)(job.id)
+                    stopped = await (self._exports.interrupt if self._closing else self._exports.cancel)(job.id)
+                    if stopped.state == "done":  # it was publishing its files, which no stop undoes
+                        await self._record_done(schedule_id, stopped, upto)
                 raise
             except Exception as exc:
                 if started is not None and not started.done():
@@ -385,19 +393,14 @@ class ScheduleService:
                 error = f"{type(exc).__name__}: {exc}"
             else:
                 error = job.error or job.state
+            if job is not None and job.state == "done":
+                await self._record_done(schedule_id, job, upto)
+                return job
             async with self._lock:
-                schedule = self._schedules.get(schedule_id)
+                # As stored, not the copy the run started from: a PATCH or DELETE that reached
+                # another process meanwhile must not be undone by saving that copy back.
+                schedule = await self._reload(schedule_id)
                 if schedule is None:
-                    return job
-                if job is not None and job.state == "done":
-                    if schedule.incremental:
-                        schedule.watermark = upto
-                    schedule.last_success_at = self._clock()
-                    schedule.last_job_id = job.id
-                    schedule.last_error = None
-                    schedule.consecutive_failures = 0
-                    await self._save(schedule)
-                    RUNS.labels("done").inc()
                     return job
                 if job is not None and job.state == "cancelled":
                     RUNS.labels("cancelled").inc()
@@ -414,14 +417,64 @@ class ScheduleService:
             delay = self._retry_delay(attempt)
             attempt += 1
 
+    async def _record_done(self, schedule_id: str, job: ExportJob, upto: datetime) -> None:
+        """Store a successful run on the schedule as stored: the watermark moves to what it exported."""
+        async with self._lock:
+            schedule = await self._reload(schedule_id)  # a change made through another process is kept
+            if schedule is None:
+                return
+            if schedule.incremental:
+                schedule.watermark = upto
+            schedule.last_success_at = self._clock()
+            schedule.last_job_id = job.id
+            schedule.last_error = None
+            schedule.consecutive_failures = 0
+            await self._save(schedule)
+        RUNS.labels("done").inc()
+
+    async def _caught_up(self, schedule: Schedule) -> Schedule:
+        """The schedule to run from: with its latest run stored if that one's process died before storing it."""
+        latest = await self._exports.list(limit=1, schedule_id=schedule.id)
+        if not latest or latest[0].state != "done" or latest[0].id == schedule.last_job_id:
+            return schedule
+        async with self._lock:
+            return await self._adopt_done(schedule.id, latest[0]) or schedule
+
+    async def _adopt_done(self, schedule_id: str, job: ExportJob) -> Schedule | None:
+        """Store a run whose export ended done but whose process died before it stored that on the schedule.
+
+        Its files and manifest are published: left out, the watermark would stay behind and the
+        next run would export its rows again. It is taken only when it started from the stored
+        watermark, so the watermark never skips rows; another process storing it too stores the
+        same. The caller holds the lock; returns the schedule as stored then (None once deleted).
+        """
+        schedule = await self._reload(schedule_id)
+        if schedule is None or schedule.last_job_id == job.id:
+            return schedule
+        if schedule.incremental:
+            if job.watermark is None or job.ingested_after != schedule.watermark:
+                return schedule
+            schedule.watermark = job.watermark
+        schedule.last_success_at = job.finished_at or self._clock()
+        schedule.last_job_id = job.id
+        schedule.last_error = None
+        schedule.consecutive_failures = 0
+        if job.due_at is not None and job.due_at > (schedule.last_due or schedule.created_at):
+            schedule.last_due = job.due_at
+        await self._save(schedule)
+        log.warning("scheduled export %s: stored run %s, which ended done as its process stopped", schedule_id, job.id)
+        return schedule
+
     def _retry_delay(self, failed_attempt: int) -> float:
         return self._backoff * 2.0 ** (failed_attempt - 1)
 
-    async def _save_due(self, schedule_id: str) -> None:
-        """Store the claimed due time that `tick` set in memory, now that its job row exists."""
+    async def _save_due(self, schedule_id: str, due: datetime) -> None:
+        """Store the claimed due time as `last_due`, now that its job row exists (on the stored schedule:
+        another process may have changed it since `tick` read it)."""
         async with self._lock:
-            schedule = self._schedules.get(schedule_id)
-            if schedule is not None:
+            schedule = await self._reload(schedule_id)
+            if schedule is not None and due > (schedule.last_due or schedule.created_at):
+                schedule.last_due = due
                 await self._save(schedule)
 
     async def _recover_interrupted(self, *, at_start: bool = False) -> None:
@@ -439,6 +492,11 @@ class ScheduleService:
         latest = await self._exports.latest_of_schedules()
         for schedule_id, job in latest.items():
             known = self._schedules.get(schedule_id)
+            if job.state == "done" and known is not None and known.last_job_id != job.id:
+                async with self._lock:
+                    if schedule_id not in self._running:
+                        await self._adopt_done(schedule_id, job)
+                continue
             if (
                 job.state != "failed"
                 or job.error not in (INTERRUPTED_ERROR, UNSTARTED_ERROR)
@@ -562,11 +620,27 @@ class ScheduleService:
     async def _check_export(self, schedule: Schedule) -> None:
         plan_export(schedule.format, schedule.request, await table_columns(self._warehouse))
 
-    def _get(self, schedule_id: str) -> Schedule:
-        schedule = self._schedules.get(schedule_id)
+    async def _stored(self, schedule_id: str) -> Schedule:
+        """The schedule as stored now (another process may have created or changed it). Raises `ScheduleNotFound`."""
+        schedule = await self._reload(schedule_id)
         if schedule is None:
             raise ScheduleNotFound(f"no schedule {schedule_id!r}")
         return schedule
+
+    async def _refresh(self) -> None:
+        """Replace the schedules in memory by the stored ones.
+
+        Other processes on the same ClickHouse create, change, delete and run schedules: without
+        this, one created elsewhere would never run here (nor at all once its process is gone),
+        and a stale copy saved back would undo their changes or move the watermark back. A due
+        time another process claimed is kept from memory until that process stores it.
+        """
+        stored = {s.id: s for s in await self._load()}
+        for schedule_id, schedule in stored.items():
+            known = self._schedules.get(schedule_id)
+            if known is not None and known.last_due and known.last_due > (schedule.last_due or schedule.created_at):
+                schedule.last_due = known.last_due
+        self._schedules = stored
 
     def _view(self, schedule: Schedule) -> Schedule:
         base = max(schedule.last_due or schedule.created_at, schedule.created_at)
