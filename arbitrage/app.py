@@ -222,6 +222,7 @@ async def _start_exports(settings: Settings, services: Services) -> None:
         retry_backoff_seconds=settings.schedule.retry_backoff_seconds,
         poll_seconds=settings.schedule.poll_seconds,
         watermark_lag_seconds=settings.schedule.watermark_lag_seconds,
+        unsettled_since=services.ingest.unsettled_since,
     )
     await schedules.start(run_loop=settings.schedule.enabled)
     services.extras["schedules"] = schedules

@@ -120,10 +120,19 @@ class IngestService:
         self._listeners: list[StoredListener] = []
         self.insert_error: str | None = None
         """Why the last insert (of rows or dead letters) failed; None once an insert of rows succeeds."""
+        self._stamp_in_flight: datetime | None = None
 
     @property
     def pending(self) -> int:
         return self._pending
+
+    def unsettled_since(self) -> datetime | None:
+        """The `ingested_at` (whole ms) of the insert that has not returned yet, or None.
+
+        Its rows are not visible until it returns, however long it waits for a thread or for
+        the warehouse: an incremental export must not move its watermark up to it.
+        """
+        return self._stamp_in_flight
 
     async def health(self) -> dict[str, Any]:
         """`degraded` while inserts fail (a full disk, too many parts): reads still answer, so the
@@ -339,10 +348,15 @@ class IngestService:
         prepared_groups = [prepared for prepared, _ in groups]
         try:
             if any(len(prepared.rows) for prepared in prepared_groups):
-                rows = await asyncio.to_thread(_stamped_rows, prepared_groups, datetime.now(UTC))
-                started = time.perf_counter()
-                with span("ingest.insert"):
-                    await self.warehouse.insert_arrow("transactions", rows)
+                now = datetime.now(UTC)
+                self._stamp_in_flight = now.replace(microsecond=now.microsecond // 1000 * 1000)
+                try:
+                    rows = await asyncio.to_thread(_stamped_rows, prepared_groups, self._stamp_in_flight)
+                    started = time.perf_counter()
+                    with span("ingest.insert"):
+                        await self.warehouse.insert_arrow("transactions", rows)
+                finally:
+                    self._stamp_in_flight = None
                 METRICS.ingest_batch_seconds.labels("insert").observe(time.perf_counter() - started)
                 METRICS.ingest_insert_rows.observe(rows.num_rows)
             per_batch = await asyncio.to_thread(lambda: [prepared.per_batch() for prepared, _ in groups])

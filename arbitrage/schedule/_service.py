@@ -127,8 +127,11 @@ class ScheduleService:
         poll_seconds: float = 15.0,
         watermark_lag_seconds: float = 5.0,
         clock: Callable[[], datetime] | None = None,
+        unsettled_since: Callable[[], datetime | None] | None = None,
     ) -> None:
         self._warehouse = warehouse
+        self._unsettled_since = unsettled_since
+        """This process's insert in flight (`IngestService.unsettled_since`): no watermark passes it."""
         self._exports = exports
         self._run_missed = run_missed_on_startup
         self._max_retries = max_retries
@@ -358,7 +361,7 @@ class ScheduleService:
             schedule = self._schedules.get(schedule_id) if attempt == 1 else await self._retrying(schedule_id)
             if schedule is None:
                 return job
-            upto = self._clock() - self._lag
+            upto = self._upto()
             try:
                 schedule = await self._caught_up(schedule)
                 after = schedule.watermark if schedule.incremental else None
@@ -464,6 +467,15 @@ class ScheduleService:
         await self._save(schedule)
         log.warning("scheduled export %s: stored run %s, which ended done as its process stopped", schedule_id, job.id)
         return schedule
+
+    def _upto(self) -> datetime:
+        """Where a run's rows end: the lag before now, and before any insert of this process still
+        in flight, whose rows are not visible yet and would be left behind the watermark for good."""
+        upto = self._clock() - self._lag
+        unsettled = self._unsettled_since() if self._unsettled_since is not None else None
+        if unsettled is not None and unsettled <= upto:
+            upto = unsettled - timedelta(milliseconds=1)
+        return upto
 
     def _retry_delay(self, failed_attempt: int) -> float:
         return self._backoff * 2.0 ** (failed_attempt - 1)

@@ -14,14 +14,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pyarrow.parquet as pq
 import pytest
 
 import arbitrage.schedule._service as schedule_service
 from arbitrage.export import ExportService, register_exporter
+from arbitrage.ingest import IngestService
 from arbitrage.schedule import Schedule, ScheduleBusy, ScheduleCreate, ScheduleService
 from arbitrage.storage import EmbeddedWarehouse
+from arbitrage.stream import RecentTransactions
 from tests.conftest import fresh_data_dir
+from tests.integration.ingest.test_service import _HeldFirstInsert, _until
 
 pytestmark = pytest.mark.anyio
 
@@ -102,6 +106,35 @@ async def test_incremental_runs_with_late_data_between_them_export_every_row_onc
         assert all(job.state == "done" for job in detail.last_runs)
         assert detail.schedule.next_run_at == clock.now.replace(minute=0, second=0) + timedelta(hours=1)
     finally:
+        await stop(exports, schedules)
+
+
+async def test_rows_of_an_insert_still_in_flight_when_a_run_starts_go_out_with_the_next_run(
+    warehouse, records, tmp_path
+):
+    """Rows are stamped when their insert starts, which may then wait (for a thread, for the
+    warehouse) longer than the lag: no run's watermark may pass them before they are visible."""
+    out = tmp_path / "exports"
+    held = _HeldFirstInsert(warehouse)
+    ingest = IngestService(held, RecentTransactions(1000))  # type: ignore[arg-type]
+    clock = Clock(datetime.now(UTC))
+    exports, schedules = await services(warehouse, out, clock, unsettled_since=ingest.unsettled_since)
+    try:
+        schedule = await schedules.create(ScheduleCreate(format="parquet", frequency="hourly", columns=["signature"]))
+        storing = asyncio.create_task(ingest.ingest_body(msgspec.json.encode(records[:50]), None, source="test"))
+        await _until(lambda: held.inserted_rows)
+        clock.now = datetime.now(UTC)
+        first = await schedules.run_now(schedule.id)
+        await schedules.wait_idle(schedule.id)
+        held.release.set()
+        assert (await storing).accepted == 50
+        clock.now = datetime.now(UTC) + timedelta(seconds=1)
+        second = await schedules.run_now(schedule.id)
+        await schedules.wait_idle(schedule.id)
+        assert [(await exports.get(job.id)).rows for job in (first, second)] == [0, 50]
+        assert len(set(exported_signatures(out))) == 50
+    finally:
+        held.release.set()
         await stop(exports, schedules)
 
 
