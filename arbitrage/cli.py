@@ -14,7 +14,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -224,52 +224,47 @@ def _migrate(_: argparse.Namespace, settings: Settings) -> int:
 
 
 def _simulate(args: argparse.Namespace, _: Settings) -> int:
-    from arbitrage.simulator import Simulator
-
-    if args.rate:
-        simulator = Simulator(seed=args.seed, realtime=True)
-    else:
-        simulator = Simulator(seed=args.seed, start=Simulator.start_for(args.count or 1_000_000))
-    stream = simulator.stream()
-    encoder = msgspec.json.Encoder()
-    remaining = args.count if args.count > 0 else None
-    chunk_size = args.batch_size if args.url else 1000
-    if args.rate:
-        chunk_size = max(1, min(chunk_size, int(args.rate / 10) or 1))
-    started = time.monotonic()
-    sent = 0
-    out = args.out.open("wb") if args.out else sys.stdout.buffer
-    client = None
     if args.url:
-        import httpx
+        from arbitrage.ingest._cli import post_ndjson
 
-        client = httpx.Client(timeout=60)
+        # As `ingest --url`: a busy server is waited out, rejects are named, the totals printed.
+        return post_ndjson(args.url, _simulated_bodies(args, args.batch_size), "simulated")
+    out = args.out.open("wb") if args.out else sys.stdout.buffer
     try:
-        while remaining is None or remaining > 0:
-            n = chunk_size if remaining is None else min(chunk_size, remaining)
-            lines = [encoder.encode(next(stream)) for _ in range(n)]
-            body = b"\n".join(lines) + b"\n"
-            if client is not None:
-                response = client.post(args.url, content=body, headers={"content-type": "application/x-ndjson"})
-                if response.status_code >= 400 and response.status_code != 422:
-                    raise ArbitrageError(f"{args.url} answered {response.status_code}: {response.text[:200]}")
-            else:
-                out.write(body)
-            sent += n
-            if remaining is not None:
-                remaining -= n
-            if args.rate:
-                delay = started + sent / args.rate - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
+        for body, _count in _simulated_bodies(args, 1000):
+            out.write(body)
     except BrokenPipeError:
         return 0
     finally:
         if args.out:
             out.close()
-        if client is not None:
-            client.close()
     return 0
+
+
+def _simulated_bodies(args: argparse.Namespace, chunk_size: int) -> Iterator[tuple[bytes, int]]:
+    """NDJSON bodies of simulated records with their counts, paced to `--rate` (slept between bodies)."""
+    from arbitrage.simulator import Simulator
+
+    if args.rate:
+        simulator = Simulator(seed=args.seed, realtime=True)
+        chunk_size = max(1, min(chunk_size, int(args.rate / 10) or 1))
+    else:
+        simulator = Simulator(seed=args.seed, start=Simulator.start_for(args.count or 1_000_000))
+    stream = simulator.stream()
+    encoder = msgspec.json.Encoder()
+    remaining = args.count if args.count > 0 else None
+    started = time.monotonic()
+    sent = 0
+    while remaining is None or remaining > 0:
+        n = chunk_size if remaining is None else min(chunk_size, remaining)
+        yield b"\n".join(encoder.encode(next(stream)) for _ in range(n)) + b"\n", n
+        sent += n
+        if remaining is not None:
+            remaining -= n
+        if args.rate:
+            delay = started + sent / args.rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
 
 
 def _config_show(_: argparse.Namespace, settings: Settings) -> int:

@@ -3,7 +3,8 @@
 The embedded warehouse has one owner at a time, so while `arbitrage serve` runs, files go
 through its `POST /ingest` instead (`--url`, with the API key of `ARBITRAGE_TOKEN` when auth
 is on). Either way two chunks are in flight (one decodes while the other is stored), errors
-name a record by its index in the file, and the totals end the output as one JSON line.
+name a record by its index in the file, and the totals end the output as one JSON line, also
+when a chunk stops the command (its error names the file and the record to resume from).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import os
 import sys
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ import pyarrow as pa
 from arbitrage.config import Settings
 from arbitrage.errors import ArbitrageError, WarehouseLocked
 from arbitrage.ingest._files import Chunk, file_chunks
-from arbitrage.ingest._service import IngestReport
+from arbitrage.ingest._service import IngestReport, RecordError
 
 CHUNKS_IN_FLIGHT = 2
 TOKEN_ENV = "ARBITRAGE_TOKEN"
@@ -62,17 +63,51 @@ def add_ingest_command(sub: Any) -> None:
 
 def ingest_files(args: argparse.Namespace, settings: Settings) -> int:
     totals = _Totals()
-    if args.url:
-        asyncio.run(_post_files(args.files, args.url, args.batch_size or _HTTP_BATCH, totals))
-    else:
-        asyncio.run(_store_files(args.files, settings, args.batch_size or _LOCAL_BATCH, totals))
-    print(json.dumps({"accepted": totals.accepted, "duplicates": totals.duplicates, "rejected": totals.rejected}))
-    return 0 if totals.accepted or totals.duplicates or not totals.rejected else 1
+    try:
+        if args.url:
+            asyncio.run(_post_files(args.files, args.url, args.batch_size or _HTTP_BATCH, totals))
+        else:
+            asyncio.run(_store_files(args.files, settings, args.batch_size or _LOCAL_BATCH, totals))
+    except _Stopped:
+        totals.report()  # what is stored for sure, before the error line and exit 1
+        raise
+    return totals.report()
+
+
+class _Stopped(ArbitrageError):
+    """A chunk failed or a file broke off: the message names the file and the record to resume from."""
+
+
+def post_ndjson(url: str, bodies: Iterable[tuple[bytes, int]], name: str) -> int:
+    """POST NDJSON bodies (each with its record count) one after the other, as `ingest --url`
+    does: busy answers waited out, errors named by record, then the totals. Returns the exit code."""
+    totals = _Totals()
+
+    async def send() -> None:
+        async with _client() as client:
+            uploader = _Uploader(client, url)
+            first = 0
+            for body, count in bodies:
+                report = await uploader.post(body, "application/x-ndjson", count)
+                totals.count(report, name, first, print)
+                first += count
+
+    try:
+        asyncio.run(send())
+    except ArbitrageError:
+        totals.report()  # what was stored before the error line and exit 1
+        raise
+    return totals.report()
 
 
 class _Totals:
     def __init__(self) -> None:
         self.accepted = self.duplicates = self.rejected = 0
+
+    def report(self) -> int:
+        """Print the totals as the last line of stdout; the exit code: 1 when every record was rejected."""
+        print(json.dumps({"accepted": self.accepted, "duplicates": self.duplicates, "rejected": self.rejected}))
+        return 0 if self.accepted or self.duplicates or not self.rejected else 1
 
     def count(self, report: IngestReport, name: str, first: int, write: Callable[..., None]) -> None:
         """Add one chunk's report; `write` its first errors by their index in the file."""
@@ -93,14 +128,27 @@ async def _in_turn(
 
     async def settle_oldest(name: str, progress: tqdm[Any]) -> None:
         task, first, count = in_flight.popleft()
-        totals.count(await task, name, first, progress.write)
+        try:
+            report = await task
+        except ArbitrageError as exc:  # where to resume: the records before are counted
+            raise _Stopped(f"{name}: stopped at record {first}: {exc}") from exc
+        totals.count(report, name, first, progress.write)
         progress.update(count)
 
     try:
         for path in files:
             with tqdm(desc=path.name, unit="tx", unit_scale=True, file=sys.stderr) as progress:
                 read = 0
-                for chunk in file_chunks(path, size):
+                chunks = file_chunks(path, size)
+                while True:
+                    try:
+                        chunk = next(chunks, None)
+                    except ArbitrageError as exc:  # cut short: what was read before it is stored and counted
+                        while in_flight:
+                            await settle_oldest(path.name, progress)
+                        raise _Stopped(f"{path}: stopped at record {read}: {exc.__cause__ or exc}") from exc
+                    if chunk is None:
+                        break
                     in_flight.append((asyncio.ensure_future(store(chunk)), read, len(chunk)))
                     read += len(chunk)
                     if len(in_flight) >= CHUNKS_IN_FLIGHT:
@@ -133,52 +181,105 @@ async def _store_files(files: list[Path], settings: Settings, size: int, totals:
         await services.close()
 
 
-async def _post_files(files: list[Path], url: str, size: int, totals: _Totals) -> None:
+def _client() -> httpx.AsyncClient:
     token = os.environ.get(TOKEN_ENV)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with httpx.AsyncClient(timeout=httpx.Timeout(300, connect=10), headers=headers) as client:
+    return httpx.AsyncClient(timeout=httpx.Timeout(300, connect=10), headers=headers)
+
+
+async def _post_files(files: list[Path], url: str, size: int, totals: _Totals) -> None:
+    async with _client() as client:
+        uploader = _Uploader(client, url)
 
         async def store(chunk: Chunk) -> IngestReport:
             body, content_type = _body(chunk)
-            return await _post(client, url, body, content_type)
+            return await uploader.post(body, content_type, len(chunk))
 
         await _in_turn(files, size, store, totals)
 
 
 def _body(chunk: Chunk) -> tuple[bytes, str]:
+    """NDJSON for JSON records, Arrow IPC for columns.
+
+    A JSON array's element may span lines (a pretty-printed file): its line breaks become
+    spaces, which JSON reads the same (inside a string a line break is always escaped).
+    """
     if isinstance(chunk, list):
-        return b"\n".join(chunk), "application/x-ndjson"
+        return b"\n".join(_one_line(record) for record in chunk), "application/x-ndjson"
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, chunk.schema) as writer:
         writer.write_table(chunk)
     return sink.getvalue().to_pybytes(), "application/vnd.apache.arrow.stream"
 
 
-async def _post(client: httpx.AsyncClient, url: str, body: bytes, content_type: str) -> IngestReport:
-    """POST one chunk; wait out 503 (saturated) and resend after a dropped connection (a record
-    the server already stored comes back as a duplicate, so nothing is stored twice).
+class _Uploader:
+    """POSTs chunks to one ingest URL; remembers whether the server ever answered."""
 
-    A server that cannot be reached at all stops the command at once: nothing was sent.
-    """
-    busy = dropped = 0
-    while True:
-        try:
-            response = await client.post(url, content=body, headers={"Content-Type": content_type})
-        except httpx.ConnectError as exc:
-            raise ArbitrageError(f"{url}: cannot connect ({exc})") from exc
-        except httpx.TransportError as exc:
-            dropped += 1
-            if dropped > _TRANSPORT_RETRIES:
-                raise ArbitrageError(f"{url}: {type(exc).__name__} {_TRANSPORT_RETRIES + 1} times") from exc
-            await asyncio.sleep(2.0**dropped)
-            continue
-        if response.status_code == 503 and busy < _BUSY_RETRIES:
-            busy += 1
-            await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
-            continue
-        if response.status_code in (200, 422):
-            return msgspec.json.decode(response.content, type=IngestReport)
-        raise ArbitrageError(_refusal(url, response))
+    def __init__(self, client: httpx.AsyncClient, url: str) -> None:
+        self.client = client
+        self.url = url
+        self.answered = False
+
+    async def post(self, body: bytes, content_type: str, records: int) -> IngestReport:
+        """POST one chunk of `records` records; wait out 503 (saturated) and resend after a
+        dropped connection (a record the server already stored comes back as a duplicate, so
+        nothing is stored twice).
+
+        A server that never answered stops the command at once (a wrong URL, nothing was sent);
+        once it has, a refused connection is waited out too (a restart).
+        """
+        busy = dropped = 0
+        while True:
+            try:
+                response = await self.client.post(self.url, content=body, headers={"Content-Type": content_type})
+            except httpx.TransportError as exc:
+                if isinstance(exc, httpx.ConnectError) and not self.answered:
+                    raise ArbitrageError(f"{self.url}: cannot connect ({exc})") from exc
+                dropped += 1
+                if dropped > _TRANSPORT_RETRIES:
+                    raise ArbitrageError(f"{self.url}: {type(exc).__name__} {_TRANSPORT_RETRIES + 1} times") from exc
+                await asyncio.sleep(2.0**dropped)
+                continue
+            self.answered = True
+            if response.status_code == 503 and busy < _BUSY_RETRIES:
+                busy += 1
+                await asyncio.sleep(_retry_after(response))
+                continue
+            if response.status_code in (200, 422):
+                return msgspec.json.decode(response.content, type=IngestReport)
+            unreadable = _unreadable_json(response, content_type, records)
+            if unreadable is not None:
+                return unreadable
+            raise ArbitrageError(_refusal(self.url, response))
+
+
+def _one_line(record: bytes) -> bytes:
+    if b"\n" in record or b"\r" in record:
+        return record.replace(b"\r", b" ").replace(b"\n", b" ")
+    return record
+
+
+def _retry_after(response: httpx.Response) -> float:
+    """Seconds to wait before asking again: `Retry-After` in seconds, else 1 (a proxy may send a date)."""
+    try:
+        return max(float(response.headers.get("Retry-After", "1")), 0.0)
+    except ValueError:
+        return 1.0
+
+
+def _unreadable_json(response: httpx.Response, content_type: str, records: int) -> IngestReport | None:
+    """A JSON chunk the server refused whole because none of its lines is JSON: every record of
+    it rejected (the server keeps it as a dead letter), as without `--url`. None for other refusals."""
+    if response.status_code != 400 or content_type != "application/x-ndjson":
+        return None
+    try:
+        answer = msgspec.json.decode(response.content)
+    except msgspec.DecodeError:
+        return None
+    extra = answer.get("extra") if isinstance(answer, dict) else None
+    if not isinstance(extra, dict) or extra.get("field") != "$":
+        return None
+    return IngestReport(0, 0, records, [RecordError(index, "$", "not JSON") for index in range(records)])
 
 
 def _refusal(url: str, response: httpx.Response) -> str:

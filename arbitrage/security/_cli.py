@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from arbitrage.config import Settings
-from arbitrage.errors import ArbitrageError, WarehouseLocked
+from arbitrage.errors import ArbitrageError, ValidationError, WarehouseLocked
 from arbitrage.security._access import admin_token_path
 from arbitrage.security._hardening import is_loopback
 from arbitrage.security._keys import ROLES, KeyStore, check_new_key
@@ -29,23 +29,56 @@ def add_keys_command(sub: Any) -> None:
         parser.add_argument(
             "--url",
             default=default,
+            type=_admin_url,
             help="manage keys through a running server's admin API, e.g. http://127.0.0.1:8080",
         )
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser(
         "create", parents=[where], help="create a key and print its token (shown only this once)"
     )
-    create.add_argument("--name", default="", help="a label for people")
+    create.add_argument("--name", default="", type=_key_name, help="a label for people")
     create.add_argument(
         "--role", dest="roles", action="append", choices=ROLES, help="role to grant (repeatable; default read)"
     )
-    create.add_argument("--expires-in-days", type=float, help="the key stops working after this many days")
+    create.add_argument(
+        "--expires-in-days", type=_expiry, help="the key stops working after this many days (at most 3650)"
+    )
     create.set_defaults(handler=run_keys_command)
     listing = keys_sub.add_parser("list", parents=[where], help="list keys (never their tokens)")
     listing.set_defaults(handler=run_keys_command)
     revoke = keys_sub.add_parser("revoke", parents=[where], help="revoke a key by id")
     revoke.add_argument("key_id")
     revoke.set_defaults(handler=run_keys_command)
+
+
+def _admin_url(text: str) -> str:
+    """An argparse `type=`: a bad `--url` is a bad argument (exit 2), refused before anything runs."""
+    try:
+        _check_admin_url(text.rstrip("/"))
+    except ArbitrageError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix(f"--url {text.rstrip('/')!r}: ")) from None
+    return text
+
+
+def _key_name(text: str) -> str:
+    """An argparse `type=` with the rules of `check_new_key`: exit 2 before the warehouse is opened."""
+    try:
+        check_new_key(text, ["read"], None)
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(exc.reason) from None
+    return text
+
+
+def _expiry(text: str) -> float:
+    """An argparse `type=` for `--expires-in-days`, with the rules of `check_new_key`."""
+    try:
+        days = float(text)
+        check_new_key("", ["read"], days)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(f"{exc.reason}, got {text}") from None
+    return days
 
 
 def run_keys_command(args: argparse.Namespace, settings: Settings) -> int:

@@ -6,6 +6,7 @@ one data path per process.
 
 from __future__ import annotations
 
+import gzip
 import os
 import socket
 import subprocess
@@ -23,15 +24,18 @@ from arbitrage.storage import EmbeddedWarehouse
 from tests.conftest import fresh_data_dir
 
 
-def _run(*argv: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    clean = {name: value for name, value in os.environ.items() if not name.startswith(("ARB_", "AWS_"))}
+def _run(
+    *argv: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`arbitrage` in a subprocess, with none of this environment's settings, token or credentials."""
+    clean = {name: value for name, value in os.environ.items() if not name.startswith(("ARB_", "ARBITRAGE_", "AWS_"))}
     return subprocess.run(
         [sys.executable, "-m", "arbitrage", *argv],
         cwd=cwd,
         env=clean | (env or {}),
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
     )
 
 
@@ -112,3 +116,31 @@ def test_ingest_of_parquet_keeps_a_file_whose_one_value_its_column_cannot_hold(
         "rejected": 1,
     }
     assert "records.parquet: record 137: fee_lamports: Expected `int` >= 0" in result.stderr
+
+
+@pytest.mark.anyio
+async def test_ingest_of_a_file_cut_short_keeps_what_was_read_and_says_where_it_stopped(
+    tmp_path: Path, migrated_template: Path
+) -> None:
+    """A gzip file cut short (an interrupted download) stops the command, exit 1, at its end.
+    The chunks read before were cancelled while in flight: stored or not, nothing said, and no
+    totals. They are stored now, the line names the record to resume from, the totals follow."""
+    data = fresh_data_dir(migrated_template, tmp_path / "data")
+    records = Simulator(seed=12).records(3000)
+    whole = gzip.compress(b"\n".join(msgspec.json.encode(r) for r in records) + b"\n")
+    (tmp_path / "cut.ndjson.gz").write_bytes(whole[: len(whole) * 9 // 10])
+    result = _run("ingest", "cut.ndjson.gz", "--batch-size", "500", "--data-dir", str(data), cwd=tmp_path)
+    error = _one_error_line(result)
+    assert error.startswith("arbitrage: cut.ndjson.gz: stopped at record 2500: "), error
+    assert "Compressed file ended" in error
+    assert msgspec.json.decode(result.stdout.strip().splitlines()[-1]) == {
+        "accepted": 2500,
+        "duplicates": 0,
+        "rejected": 0,
+    }
+    warehouse = EmbeddedWarehouse(data)
+    await warehouse.start()
+    try:
+        assert (await warehouse.query_arrow("SELECT count() AS n FROM arbitrage.transactions"))["n"][0].as_py() == 2500
+    finally:
+        await warehouse.close()

@@ -30,6 +30,12 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
         (["export", "csv", "--out", "{dir}", "--split", "2,-0.5,-0.5"], "--split"),
         (["export", "csv", "--out", "{dir}", "--split", "0.7,0.2,0.2"], "must be 1"),
         (["export", "csv", "--out", "{dir}", "--chunk-rows", "0"], "--chunk-rows"),
+        (["keys", "--data-dir", "{dir}", "create", "--expires-in-days", "0"], "--expires-in-days"),
+        (["keys", "--data-dir", "{dir}", "create", "--expires-in-days", "4000"], "--expires-in-days"),
+        (["keys", "--data-dir", "{dir}", "create", "--name", "x" * 201], "--name"),
+        (["keys", "--data-dir", "{dir}", "create", "--name", "tab\there"], "--name"),
+        (["keys", "--url", "http://192.0.2.1:8080", "list"], "--url"),
+        (["keys", "list", "--url", "ftp://127.0.0.1"], "--url"),
     ],
 )
 def test_a_bad_argument_exits_2_naming_it(
