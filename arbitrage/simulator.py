@@ -105,7 +105,10 @@ class Simulator:
 
     def _slot_records(self) -> list[dict[str, Any]]:
         rng = self._rng
-        self._time_ms = int(time.time() * 1000) if self._realtime else self._time_ms + SLOT_MS + rng.randrange(-40, 60)
+        now_ms = int(time.time() * 1000)
+        # Never ahead of the clock: an endless stream from the past catches up with now and then
+        # follows it (the contract refuses block times over an hour ahead).
+        self._time_ms = now_ms if self._realtime else min(self._time_ms + SLOT_MS + rng.randrange(-40, 60), now_ms)
         self._slot = max(self._slot + 1, _slot_at(self._time_ms))
         self._walk()
         burst = rng.random() < 0.03
