@@ -8,7 +8,7 @@ import asyncio
 import json
 import sys
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import msgspec
 
@@ -150,7 +150,7 @@ def _over_http(args: argparse.Namespace, settings: Settings) -> Any:
         elif args.keys_command == "list":
             response = client.get(f"{base}/admin/keys")
         else:
-            response = client.delete(f"{base}/admin/keys/{args.key_id}")
+            response = client.delete(f"{base}/admin/keys/{quote(args.key_id, safe='')}")
     if response.status_code >= 400:
         raise ArbitrageError(f"{base} answered {response.status_code}: {response.text[:300]}")
     return response.json()

@@ -57,6 +57,15 @@ def test_keys_made_by_the_cli_open_exactly_their_routes_on_a_server_with_auth(tm
         assert httpx.get(f"{server.url}/admin/status", headers=reader).status_code == 403
         listed = _keys("list", data_dir=data, url=server.url)
         assert {k["name"] for k in listed["items"]} >= {"offline"}  # type: ignore[index]
+        odd = subprocess.run(
+            [str(ARBITRAGE), "keys", "--data-dir", str(data), "--url", server.url, "revoke", "../keys"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+            env={"PATH": "/usr/bin:/bin"},
+        )
+        assert odd.returncode == 1 and "answered 404" in odd.stderr, odd.stderr  # an id, not a path to follow
         _keys("revoke", str(created["key"]["id"]), data_dir=data, url=server.url)  # type: ignore[index]
         assert httpx.get(f"{server.url}/transactions", headers=reader).status_code == 401
         assert httpx.get(f"{server.url}/admin/config", headers={"Authorization": f"Bearer {admin}"}).status_code == 200
