@@ -217,7 +217,8 @@ class ScheduleService:
                 "consecutive_failures",
             ):
                 setattr(updated, name, getattr(current, name))
-            if updated.cron != current.cron:
+            if updated.cron != current.cron or (updated.enabled and not current.enabled):
+                # From now on: due times of another cron, or of the time it was off, are not caught up.
                 updated.last_due = max(current.last_due or current.created_at, self._clock())
             await self._check_export(updated)
             await self._save(updated)

@@ -138,6 +138,25 @@ async def test_rows_of_an_insert_still_in_flight_when_a_run_starts_go_out_with_t
         await stop(exports, schedules)
 
 
+async def test_a_schedule_enabled_again_runs_at_its_next_due_time_not_for_the_time_it_was_off(
+    warehouse, make_transactions, tmp_path
+):
+    clock = Clock(datetime(2026, 1, 1, 0, 30, tzinfo=UTC))
+    exports, schedules = await services(warehouse, tmp_path / "exports", clock)
+    try:
+        created = await schedules.create(ScheduleCreate(format="parquet", frequency="hourly", columns=["signature"]))
+        await schedules.update(created.id, {"enabled": False})
+        clock.now = datetime(2026, 1, 1, 3, 20, tzinfo=UTC)
+        assert await run_due(schedules, created.id) == []
+        enabled = await schedules.update(created.id, {"enabled": True})
+        assert enabled.next_run_at == datetime(2026, 1, 1, 4, tzinfo=UTC)
+        assert await run_due(schedules, created.id) == []
+        clock.now = datetime(2026, 1, 1, 4, 0, 5, tzinfo=UTC)
+        assert await run_due(schedules, created.id) == [created.id]
+    finally:
+        await stop(exports, schedules)
+
+
 async def test_a_schedule_survives_a_restart_and_a_missed_due_time_runs_once(warehouse, make_transactions, tmp_path):
     out = tmp_path / "exports"
     now = datetime(2026, 1, 1, 0, 30, tzinfo=UTC)
