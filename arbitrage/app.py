@@ -211,6 +211,7 @@ async def _start_exports(settings: Settings, services: Services) -> None:
         export_dir=settings.export.dir,
         storage_options=storage_options_from(settings.export),
         max_concurrent_jobs=settings.export.max_concurrent_jobs,
+        destination_roots=settings.auth.export_roots,
     )
     await exports.start()
     services.extras["exports"] = exports

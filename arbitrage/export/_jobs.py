@@ -31,7 +31,7 @@ import socket
 import threading
 import time
 import zipfile
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -52,7 +52,7 @@ from arbitrage.export._run import (
     table_columns,
 )
 from arbitrage.export._sink import MANIFEST_NAME, Destination, redact_url
-from arbitrage.security import check_destination_form
+from arbitrage.security import check_destination, check_destination_form
 from arbitrage.storage import Warehouse, ch_time
 from arbitrage.telemetry import METRICS, traced
 
@@ -182,6 +182,9 @@ class ExportService:
         heartbeat_seconds: how often a queued or running job refreshes its row (and looks
             for a cancel asked of another process); well below `stale_after_seconds`.
         descriptions: column descriptions for manifests (default `column_descriptions()`).
+        destination_roots: where jobs may write besides `export_dir` (`auth.export_roots`),
+            checked at every submission, so a schedule's destination that a later config no
+            longer allows fails its runs; None: any canonical destination (a library user).
     """
 
     def __init__(
@@ -194,9 +197,11 @@ class ExportService:
         stale_after_seconds: float = 60.0,
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
         descriptions: Mapping[str, ColumnDescription] | None = None,
+        destination_roots: Sequence[str] | None = None,
     ) -> None:
         self._warehouse = warehouse
         self._export_dir = export_dir
+        self._destination_roots = destination_roots
         self._storage_options = storage_options
         self._slots = asyncio.Semaphore(max_concurrent_jobs)
         self._stale_ns = int(stale_after_seconds * 1e9)
@@ -251,7 +256,9 @@ class ExportService:
             ValidationError: the request names an unknown column, codec, bad range, a
                 non-canonical destination, ….
         """
-        if request.destination:
+        if request.destination and self._destination_roots is not None:
+            check_destination(request.destination, export_dir=self._export_dir, roots=self._destination_roots)
+        elif request.destination:
             check_destination_form(request.destination)
         plan = plan_export(format_name, request, await table_columns(self._warehouse))
         now = datetime.now(UTC)

@@ -157,6 +157,32 @@ async def test_a_schedule_enabled_again_runs_at_its_next_due_time_not_for_the_ti
         await stop(exports, schedules)
 
 
+async def test_a_run_to_a_destination_the_config_no_longer_allows_fails_naming_it(
+    warehouse, make_transactions, tmp_path
+):
+    """Created when `auth.export_roots` allowed it; a later, narrower config must hold for its runs too."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    clock = Clock(datetime(2026, 1, 1, 0, 30, tzinfo=UTC))
+    exports = ExportService(warehouse, export_dir=str(tmp_path / "exports"), destination_roots=[])
+    await exports.start()
+    schedules = ScheduleService(warehouse, exports, clock=clock, watermark_lag_seconds=0, max_retries=0)
+    await schedules.start(run_loop=False)
+    try:
+        created = await schedules.create(
+            ScheduleCreate(format="parquet", frequency="hourly", columns=["signature"], upload_to=str(elsewhere))
+        )
+        await warehouse.insert_arrow("transactions", make_transactions(10, ingested_at=clock.now))
+        clock.now += timedelta(hours=1)
+        assert await run_due(schedules, created.id) == [created.id]
+        detail = await schedules.get(created.id)
+        assert "destination" in (detail.schedule.last_error or "")
+        assert "export_roots" in (detail.schedule.last_error or "")
+        assert not list(elsewhere.iterdir())
+    finally:
+        await stop(exports, schedules)
+
+
 async def test_a_schedule_survives_a_restart_and_a_missed_due_time_runs_once(warehouse, make_transactions, tmp_path):
     out = tmp_path / "exports"
     now = datetime(2026, 1, 1, 0, 30, tzinfo=UTC)
