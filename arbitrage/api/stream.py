@@ -257,10 +257,16 @@ class _SocketSession:
     async def _read(self) -> None:
         while True:
             try:
-                text = await self.socket.receive_data("text")
+                event = await self.socket.receive()
             except WebSocketDisconnect:
                 return
+            if event["type"] == "websocket.disconnect":
+                return
+            text = event.get("text")
             try:
+                if not isinstance(text, str):
+                    # A binary frame: read as text it is "", and the answer was "Input data was truncated".
+                    raise ValidationError("message", "control messages are JSON in text frames, not binary ones")
                 if len(text) > MAX_CONTROL_MESSAGE:
                     raise ValidationError("message", f"a control message is at most {MAX_CONTROL_MESSAGE} characters")
                 message = _SUBSCRIBE.decode(text)

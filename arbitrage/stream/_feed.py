@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from arbitrage.storage import TransactionFilter, Warehouse
 from arbitrage.stream._events import POSITION_COLUMN, LiveBatch, StreamFilter, events_from_frame
+from arbitrage.stream._handoff import HandOff
 from arbitrage.stream._hub import Missing, StreamHub, Subscription
 from arbitrage.stream._redis import RedisLink
 
@@ -43,6 +44,7 @@ class LiveFeed:
         self.hub = hub
         self.redis = redis
         self._last_reserved = 0
+        self._handoff = HandOff(hub.reorder_timeout / 2, self._gave_up)
         if redis is not None:
             redis.floor = lambda: max(self._last_reserved, self.hub.position)
 
@@ -68,16 +70,38 @@ class LiveFeed:
         if last is None:
             last = floor + count
         self._last_reserved = last
+        self._handoff.reserved(last - count + 1, last)
         return last - count + 1
 
     async def publish(self, stored: pl.DataFrame) -> None:
-        """Fan out stored rows: through Redis to every process when it is up, else in-process."""
+        """Fan out stored rows: through Redis to every process when it is up, else in-process.
+
+        Batches render in parallel but are handed on in position order (`HandOff`): the hub
+        moves past a missing position after `reorder_timeout`, and a stored batch that took
+        longer to render than a later one reached no live client.
+        """
         if POSITION_COLUMN not in stored.columns or stored.is_empty():
             return
         batch = LiveBatch.of_rows(stored)
-        if self.redis is not None and await self.redis.publish(await batch.ready()):
-            return
-        await self.hub.accept_rendered(batch)
+        self._handoff.enter(batch.first, batch.last)
+        try:
+            in_process = self.redis is None or not self.redis.available
+            await (self.hub.prepare(batch) if in_process else batch.ready())
+            waited = await self._handoff.wait_before(batch.first)
+            if self.redis is not None and await self.redis.publish(await batch.ready()):
+                return
+            if in_process and not waited:
+                self.hub.accept(batch)
+            else:  # rendered for Redis, or subscribers may have come meanwhile
+                await self.hub.accept_rendered(batch)
+        finally:
+            self._handoff.handed_on(batch.first, batch.last)
+
+    def _gave_up(self, first: int, last: int) -> None:
+        """Reserved positions never published (a failed insert): this process's hub need not wait for them.
+        (Through Redis, the hubs wait their reorder timeout as for any gap.)"""
+        if self.redis is None or not self.redis.available:
+            self.hub.skip(first, last)
 
     async def resume(
         self,

@@ -150,9 +150,13 @@ class StreamHub:
 
     async def accept_rendered(self, batch: LiveBatch) -> None:
         """`accept`, once what the current subscribers read of the batch is rendered off the loop."""
+        await self.prepare(batch)
+        self.accept(batch)
+
+    async def prepare(self, batch: LiveBatch) -> None:
+        """Render off the loop what the current subscribers read of the batch (nothing without any)."""
         if self._subscribers:
             await batch.prepare(self.renders())
-        self.accept(batch)
 
     def _take(self, batch: LiveBatch) -> None:
         if not len(batch) or batch.last <= self._last_delivered:
@@ -169,6 +173,12 @@ class StreamHub:
                 self._release = asyncio.get_running_loop().call_later(self.reorder_timeout, self._release_held)
             return
         self._deliver(batch)
+
+    def skip(self, first: int, last: int) -> None:
+        """Positions `first`..`last` will never come (this process's failed insert): stop waiting for them."""
+        if self._next is not None and first <= self._next <= last:
+            self._next = last + 1
+            self._drain_held()
 
     def replay(self, after: int) -> list[LiveBatch | Missing]:
         """What was delivered after `after`, in position order: buffered batches (trimmed to > `after`),

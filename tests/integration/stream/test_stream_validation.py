@@ -219,3 +219,13 @@ async def test_a_huge_control_message_is_refused_without_decoding_or_echoing_it(
         assert answer["type"] == "error" and answer["detail"].startswith("message: "), answer["detail"][:200]
         assert len(answer["detail"]) < 200
         assert _subscribe(ws, {"fields": ["signature"]})["type"] == "subscribed"
+
+
+async def test_a_control_message_in_a_binary_frame_is_refused_saying_so(client: Client) -> None:
+    """It was read as empty text and answered "Input data was truncated", which names nothing the client did."""
+    with await client.websocket_connect("/ws/transactions") as ws:
+        ws.send_bytes(msgspec.json.encode({"op": "subscribe"}))
+        answer = ws.receive_json(timeout=10)
+        assert answer["type"] == "error" and answer["detail"].startswith("message: "), answer
+        assert "text frames" in answer["detail"]
+        assert _subscribe(ws, {})["type"] == "subscribed"

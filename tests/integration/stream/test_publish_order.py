@@ -1,0 +1,107 @@
+"""One process's stored batches reach its live clients whole and in position order, however long each takes to render."""
+
+from __future__ import annotations
+
+import asyncio
+
+import anyio
+import msgspec
+import polars as pl
+import pytest
+
+from arbitrage.ingest._decode import decode_body
+from arbitrage.ingest._derive import derive
+from arbitrage.simulator import Simulator
+from arbitrage.storage import EmbeddedWarehouse
+from arbitrage.stream import POSITION_COLUMN, LiveFeed, RedisLink, StreamFilter, StreamHub, Subscription
+from tests.services.redis_server import RedisServer
+
+pytestmark = pytest.mark.anyio
+
+
+def _rows(first: int, count: int) -> pl.DataFrame:
+    records = Simulator(seed=first).records(count)
+    frame = derive(decode_body(msgspec.json.encode(records), "json").frame, source="test")
+    return frame.with_columns(pl.Series(POSITION_COLUMN, range(first, first + count), pl.UInt64))
+
+
+async def _queued(subscription: Subscription) -> list[int]:
+    """The positions queued for a subscriber so far (without waiting for more)."""
+    positions: list[int] = []
+    while subscription.queued_events:
+        items = await subscription.next()
+        assert items is not None
+        for batch, selected in items:
+            events = batch.events if selected is None else [batch.events[i] for i in selected]
+            positions += [e.position for e in events]
+    return positions
+
+
+async def test_a_batch_that_renders_longer_than_the_reorder_timeout_is_not_skipped(
+    warehouse: EmbeddedWarehouse,
+) -> None:
+    """Two stored batches published at once: the large one renders in a worker thread longer than the
+    reorder timeout while the small one after it is ready at once. Both are stored (nothing failed),
+    so a live client must get both, in order; the hub used to move past the large one and drop it."""
+    await _publish_large_then_small(LiveFeed(warehouse, StreamHub(reorder_timeout=0.05)))
+
+
+@pytest.mark.skipif(RedisServer.binary() is None, reason="redis-server not installed")
+async def test_through_redis_a_process_sends_its_batches_in_position_order(
+    warehouse: EmbeddedWarehouse, redis: RedisServer
+) -> None:
+    """Through Redis every process's hub, the publisher's included, got the small batch first and moved past the large one."""
+    hub = StreamHub(reorder_timeout=0.05)
+    await _publish_large_then_small(LiveFeed(warehouse, hub, RedisLink(redis.url, hub)))
+
+
+async def test_a_batch_published_after_a_later_one_is_still_handed_on_first(warehouse: EmbeddedWarehouse) -> None:
+    """The ingest callers of one insert reach `publish` one after the other, and other listeners before it
+    (the Redis response cache) may swap them: the later batch must wait for the earlier one's positions."""
+    feed = LiveFeed(warehouse, StreamHub(reorder_timeout=0.1))
+    await feed.start()
+    resume = await feed.resume(StreamFilter(), 100_000, None)
+    large, small = _rows(await feed.reserve(20_000), 20_000), _rows(await feed.reserve(1), 1)
+
+    async def large_a_little_later() -> None:
+        await asyncio.sleep(0.01)
+        await feed.publish(large)
+
+    with anyio.fail_after(30):
+        await asyncio.gather(feed.publish(small), large_a_little_later())
+    assert await _queued(resume.subscription) == list(range(1, 20_002))
+    await feed.close()
+
+
+async def test_positions_of_a_failed_insert_hold_the_feed_no_longer_than_the_reorder_timeout(
+    warehouse: EmbeddedWarehouse,
+) -> None:
+    """Positions reserved for an insert that failed are never published: the next batch goes on within the timeout."""
+    feed = LiveFeed(warehouse, StreamHub(reorder_timeout=0.5))
+    await feed.start()
+    resume = await feed.resume(StreamFilter(), 100_000, None)
+    await feed.reserve(10)  # its insert failed
+    stored = _rows(await feed.reserve(5), 5)
+    started = asyncio.get_running_loop().time()
+    with anyio.fail_after(30):
+        await feed.publish(stored)
+        while feed.hub.position < 15:  # noqa: ASYNC110 (the hub offers no event to wait on)
+            await asyncio.sleep(0.01)
+    assert asyncio.get_running_loop().time() - started < 0.5 + 0.3
+    assert await _queued(resume.subscription) == list(range(11, 16))
+    await feed.close()
+
+
+async def _publish_large_then_small(feed: LiveFeed) -> None:
+    await feed.start()
+    try:
+        assert feed.redis is None or feed.redis.available
+        resume = await feed.resume(StreamFilter(), 100_000, None)  # reads whole events: each batch is rendered
+        large, small = _rows(await feed.reserve(20_000), 20_000), _rows(await feed.reserve(1), 1)
+        with anyio.fail_after(30):
+            await asyncio.gather(feed.publish(large), feed.publish(small))
+            while feed.hub.position < 20_001:  # noqa: ASYNC110 (through Redis they come back a little later)
+                await asyncio.sleep(0.01)
+        assert await _queued(resume.subscription) == list(range(1, 20_002))
+    finally:
+        await feed.close()
