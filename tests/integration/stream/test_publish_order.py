@@ -14,6 +14,7 @@ from arbitrage.ingest._derive import derive
 from arbitrage.simulator import Simulator
 from arbitrage.storage import EmbeddedWarehouse
 from arbitrage.stream import POSITION_COLUMN, LiveFeed, RedisLink, StreamFilter, StreamHub, Subscription
+from tests.integration.stream.test_redis_resume import positions_in
 from tests.services.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
@@ -29,11 +30,7 @@ async def _queued(subscription: Subscription) -> list[int]:
     """The positions queued for a subscriber so far (without waiting for more)."""
     positions: list[int] = []
     while subscription.queued_events:
-        items = await subscription.next()
-        assert items is not None
-        for batch, selected in items:
-            events = batch.events if selected is None else [batch.events[i] for i in selected]
-            positions += [e.position for e in events]
+        positions += positions_in(await subscription.next())
     return positions
 
 

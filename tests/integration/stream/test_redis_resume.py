@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import anyio
 import msgspec
@@ -46,15 +47,21 @@ async def _until(condition: Callable[[], bool]) -> None:
             await anyio.sleep(0.01)
 
 
+def positions_in(items: Any) -> list[int]:
+    """The positions of what one `Subscription.next()` returned."""
+    assert items is not None
+    positions: list[int] = []
+    for batch, selected in items:
+        events = batch.events if selected is None else [batch.events[i] for i in selected]
+        positions += [e.position for e in events]
+    return positions
+
+
 async def _positions(subscription: Subscription, count: int) -> list[int]:
     positions: list[int] = []
     with anyio.fail_after(20):
         while len(positions) < count:
-            items = await subscription.next()
-            assert items is not None
-            for batch, selected in items:
-                events = batch.events if selected is None else [batch.events[i] for i in selected]
-                positions += [e.position for e in events]
+            positions += positions_in(await subscription.next())
     return positions
 
 
