@@ -110,6 +110,8 @@ class IngestService:
         self._prepared: list[tuple[_Prepared, list[asyncio.Future[pl.DataFrame]]]] = []
         """Groups ready to insert, in order; whatever waits when an insert starts goes into it."""
         self._inserting: asyncio.Task[None] | None = None
+        self._finishing: set[asyncio.Task[pl.DataFrame]] = set()
+        """Queued batches being stored and published (`_store_grouped`)."""
         self._in_flight: dict[int, pl.Series] = {}
         """Signatures of prepared groups whose insert has not returned yet, by group."""
         self._pending = 0
@@ -233,10 +235,34 @@ class IngestService:
                 frame = await asyncio.to_thread(_derive_unique, decoded.frame, source)
         in_batch_duplicates = len(decoded.frame) - len(frame)
         METRICS.ingest_batch_seconds.labels("derive").observe(time.perf_counter() - started)
-        stored = await self._store_grouped(frame, arrival)
+        stored = await self._store_grouped(frame, arrival, source, in_batch_duplicates)
         duplicates = in_batch_duplicates + len(frame) - len(stored)
+        return IngestReport(len(stored), duplicates, len(errors), errors)
+
+    async def _store_grouped(
+        self, frame: pl.DataFrame, arrival: _Arrival, source: str, in_batch_duplicates: int
+    ) -> pl.DataFrame:
+        """Queue a batch for an insert; once queued it is stored, counted and published by a task of
+        its own, whatever becomes of the caller: cancelled (a client that hung up, a stopping Kafka
+        consumer), it left rows stored that no live client, cache or newest-rows buffer heard of."""
+        done: asyncio.Future[pl.DataFrame] = asyncio.get_running_loop().create_future()
+        await self._turns.wait(arrival.ticket)
+        self._queued.append((frame, done, arrival))
+        self._turns.leave(arrival.ticket)
+        finishing = asyncio.create_task(self._finish_queued(done, source, len(frame) + in_batch_duplicates))
+        self._finishing.add(finishing)
+        finishing.add_done_callback(self._finished)
+        return await asyncio.shield(finishing)
+
+    def _finished(self, task: asyncio.Task[pl.DataFrame]) -> None:
+        self._finishing.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a caller that went away no longer awaits it
+
+    async def _finish_queued(self, done: asyncio.Future[pl.DataFrame], source: str, records: int) -> pl.DataFrame:
+        stored = await self._grouped_insert(done)
         METRICS.transactions.labels(source, "stored").inc(len(stored))
-        METRICS.transactions.labels(source, "duplicate").inc(duplicates)
+        METRICS.transactions.labels(source, "duplicate").inc(records - len(stored))
         if len(stored):
             profit = stored["net_profit_sol"].sum()
             if profit and profit > 0:
@@ -244,9 +270,9 @@ class IngestService:
             if "late" in stored.columns:
                 METRICS.late_transactions.labels(source).inc(int(stored["late"].sum()))
             await self._publish(stored)
-        return IngestReport(len(stored), duplicates, len(errors), errors)
+        return stored
 
-    async def _store_grouped(self, frame: pl.DataFrame, arrival: _Arrival) -> pl.DataFrame:
+    async def _grouped_insert(self, done: asyncio.Future[pl.DataFrame]) -> pl.DataFrame:
         """Store a batch, sharing one insert with every batch that queued meanwhile.
 
         Callers queue their batch, then take the writer lock; whoever gets it prepares all
@@ -257,10 +283,6 @@ class IngestService:
         mostly per insert at these sizes). Each caller gets its own stored rows once the
         insert holding its group returned.
         """
-        done: asyncio.Future[pl.DataFrame] = asyncio.get_running_loop().create_future()
-        await self._turns.wait(arrival.ticket)
-        self._queued.append((frame, done, arrival))
-        self._turns.leave(arrival.ticket)
         async with self._writer:
             if not done.done():
                 group, self._queued = self._take_group()
@@ -376,7 +398,10 @@ class IngestService:
                 self._in_flight.pop(id(prepared), None)
 
     async def drain(self) -> None:
-        """Wait for the inserts in flight (at shutdown, so no accepted batch is left half-done)."""
+        """Wait for the inserts in flight and their batches' publishing (at shutdown, so no accepted
+        batch is left half-done)."""
+        if self._finishing:
+            await asyncio.wait(list(self._finishing))
         if self._inserting is not None:
             await asyncio.wait([self._inserting])
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import polars as pl
 import pyarrow as pa
 import pytest
 
@@ -393,3 +394,28 @@ async def test_a_batch_of_break_even_transactions_alone_is_stored_and_counted_by
         "SELECT sum(transactions) AS n, sum(volume_sol) AS v, sum(gross_revenue_sol) AS g FROM arbitrage.daily_stats"
     )
     assert daily.to_pylist() == [{"n": 3, "v": 0.0, "g": 0.0}]
+
+
+async def test_a_caller_cancelled_while_its_rows_are_inserted_still_has_them_published(
+    warehouse: EmbeddedWarehouse, records: list[dict[str, Any]]
+) -> None:
+    """A client that hangs up (or a stopping consumer) must not leave stored rows that the live
+    feed, the caches and the newest-rows buffer never heard of."""
+    held = _HeldFirstInsert(warehouse)
+    service = IngestService(held, RecentTransactions(1000))  # type: ignore[arg-type]
+    published: list[int] = []
+
+    async def listener(stored: pl.DataFrame) -> None:
+        published.append(len(stored))
+
+    service.on_stored(listener)
+    caller = asyncio.create_task(service.ingest_body(msgspec.json.encode(records[:50]), None, source="test"))
+    await _until(lambda: held.inserted_rows)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    held.release.set()
+    await service.drain()
+    assert published == [50]
+    assert len(service.recent) == 50
+    assert await _count(warehouse) == 50
