@@ -89,7 +89,11 @@ class RedisLink:
             return False
         try:
             for message in await asyncio.to_thread(encode_wire, batch):
-                await self.client.publish(self.channel, message)
+                if not await self.client.publish(self.channel, message):
+                    # Not even this process's subscription got it: Redis dropped it (a full output
+                    # buffer) and the listener has not noticed yet. Delivered in-process instead.
+                    log.warning("redis live feed: a batch reached no subscriber; delivering it in-process")
+                    return False
         except (RedisError, OSError) as exc:
             self._lost(exc)
             return False

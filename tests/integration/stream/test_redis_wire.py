@@ -69,3 +69,10 @@ def test_wire_messages_hold_consecutive_events_within_the_size() -> None:
     assert [e.position for b in decoded for e in b.events] == list(range(1, 1_001))
     assert all(b.published_at == batch.published_at for b in decoded)
     assert len(encode_wire(_batch(1, 500_000), max_bytes=1_000)) == 1  # one event bigger than the size still goes
+
+
+async def test_a_publish_no_subscriber_received_is_reported_untaken(link: RedisLink) -> None:
+    """With this process's subscription gone unnoticed (here: listening on another channel), the
+    caller must deliver in-process; counted as sent, the batch reached no client at all."""
+    link.channel = f"{link.channel}:elsewhere"
+    assert not await link.publish(_batch(3, 10))
