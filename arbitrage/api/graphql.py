@@ -11,6 +11,7 @@ GraphiQL is served from `api/static/graphiql` (vendored from npm: graphiql 3.8.3
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable, Iterator
 from datetime import datetime
@@ -27,6 +28,7 @@ from graphql import (
     InlineFragmentNode,
     OperationType,
     SelectionSetNode,
+    Undefined,
     ValidationContext,
     ValidationRule,
     get_operation_ast,
@@ -35,16 +37,16 @@ from graphql import (
 from litestar import Litestar, WebSocket
 from litestar.datastructures import State
 from litestar.exceptions import LitestarDeprecationWarning, WebSocketDisconnect
-from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter, SchemaExtension
+from strawberry.extensions import MaskErrors, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter, SchemaExtension
 from strawberry.litestar import make_graphql_controller
 from strawberry.scalars import JSON
 from strawberry.types import ExecutionContext, Info
 from strawberry.utils.str_converters import to_camel_case
 
-from arbitrage.api.transactions import FILTER_TYPES, TransactionSignature, json_type
+from arbitrage.api.transactions import FILTER_TYPES, Cursor, TransactionSignature, json_type
 from arbitrage.cache import ResponseCache, ShortCache
-from arbitrage.errors import ValidationError
-from arbitrage.security import requires
+from arbitrage.errors import ValidationError, WarehouseUnavailable
+from arbitrage.security import identity_of, requires
 from arbitrage.services import Services
 from arbitrage.storage import TransactionFilter, decode_cursor, encode_cursor
 from arbitrage.stream import StreamFilter, render_transactions
@@ -66,6 +68,8 @@ MESSAGE_TOO_BIG = 1009
 """WebSocket close code for a message over `MAX_REQUEST_BYTES` (RFC 6455)."""
 _SUBSCRIPTIONS_KEY = "active_subscriptions"
 """Where a connection's context (one dict per WebSocket) counts its active subscriptions."""
+
+log = logging.getLogger(__name__)
 
 
 @strawberry.type
@@ -146,6 +150,7 @@ class TransactionFilterInput:
 
 
 _SIGNATURE = json_type(TransactionSignature)
+_CURSOR = json_type(Cursor)
 
 
 def _checked(value: object, kind: Any, argument: str) -> None:
@@ -207,6 +212,21 @@ def transaction_from_json(payload: bytes) -> Transaction:
     )
 
 
+class FieldForbidden(Exception):
+    """The caller's credential lacks the role a field's REST route needs (that route's 403)."""
+
+    def __init__(self, field: str, role: str) -> None:
+        super().__init__(f"{field}: this field requires the {role!r} role")
+
+
+def _require(info: Info[Any, Any], role: str) -> None:
+    """Refuse the field unless the caller holds `role`: `/graphql` admits `read`, some fields need more."""
+    connection = info.context.get("request") or info.context.get("socket")
+    identity = identity_of(connection) if connection is not None else None
+    if identity is None or role not in identity.roles:
+        raise FieldForbidden(info.field_name, role)
+
+
 def _services(info: Info[Any, Any]) -> Services:
     services = info.context["services"]
     assert isinstance(services, Services)
@@ -237,6 +257,7 @@ class Query:
             raise ValidationError("first", f"must be 1-{MAX_PAGE}")
         services = _services(info)
         filters = TransactionFilter(**_filter_values(filter))
+        _checked(after, _CURSOR, "after")
         before = decode_cursor(after, "after") if after else None
         items = services.recent.page(first + 1, before) if filters.is_empty else None
         if items is None:
@@ -295,6 +316,7 @@ class Query:
         description="Export jobs, newest first (the `GET /exports` items; `limit` is 1-1000); empty when exports are off."
     )
     async def exports(self, info: Info[Any, Any], limit: int = 20) -> JSON:
+        _require(info, "export")
         if not 1 <= limit <= MAX_PAGE:
             raise ValidationError("limit", f"must be 1-{MAX_PAGE}")
         service = _services(info).extras.get("exports")
@@ -303,6 +325,7 @@ class Query:
 
     @strawberry.field(description="Export schedules (the `GET /schedules` items); empty when schedules are off.")
     async def schedules(self, info: Info[Any, Any]) -> JSON:
+        _require(info, "export")
         service = _services(info).extras.get("schedules")
         schedules = [] if service is None else await service.list()
         return cast(JSON, msgspec.to_builtins(schedules))
@@ -339,11 +362,16 @@ class Subscription:
 
 
 def _first(field: FieldNode, variables: dict[str, Any]) -> int:
-    """The `first` a `transactions` field asks for (its default when absent; 0 when not an int, which fails anyway)."""
+    """The `first` a `transactions` field asks for (its default when absent; 0 when not an int, which fails anyway).
+
+    A variable the request leaves out, with no default of its own, leaves `first` to its default too.
+    """
     argument = next((a for a in field.arguments or () if a.name.value == "first"), None)
     if argument is None:
         return DEFAULT_PAGE
     value = value_from_ast_untyped(argument.value, variables)
+    if value is Undefined:
+        return DEFAULT_PAGE
     return max(0, value) if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
@@ -403,12 +431,49 @@ class _RowBudget(SchemaExtension):
         yield
 
 
+_CLIENT_ERRORS = (ValidationError, FieldForbidden)
+"""Errors that are the client's answer, told as they are; anything else is ours."""
+
+
+class _PlainErrors(MaskErrors):
+    """Tells our failures as REST does ("warehouse unavailable", "internal error"), not in their own words.
+
+    Their messages quote what the client must not see: a warehouse URL with its password, SQL, paths.
+    The original error stays attached for our log (`_Schema.process_errors`).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(should_mask_error=_ours)
+
+    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
+        unavailable = isinstance(error.original_error, WarehouseUnavailable)
+        return GraphQLError(
+            "warehouse unavailable" if unavailable else "internal error",
+            nodes=error.nodes,
+            source=error.source,
+            positions=error.positions,
+            path=error.path,
+            original_error=error.original_error,
+        )
+
+
+def _ours(error: GraphQLError) -> bool:
+    """Raised on our side; a bad variable's error wraps graphql-core's own (a `GraphQLError`), the client's."""
+    original = error.original_error
+    return original is not None and not isinstance(original, (*_CLIENT_ERRORS, GraphQLError))
+
+
 class _Schema(strawberry.Schema):
     """Logs what went wrong on our side only: a client's bad argument is its answer, not an ERROR in our log."""
 
     def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
-        ours = [e for e in errors if e.original_error is not None and not isinstance(e.original_error, ValidationError)]
-        super().process_errors(ours, execution_context)
+        ours = [e for e in errors if _ours(e)]
+        for error in ours:
+            if isinstance(error.original_error, WarehouseUnavailable):
+                log.warning("warehouse unavailable: %s", error.original_error)
+        super().process_errors(
+            [e for e in ours if not isinstance(e.original_error, WarehouseUnavailable)], execution_context
+        )
 
 
 SCHEMA = _Schema(
@@ -419,6 +484,7 @@ SCHEMA = _Schema(
         lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
         lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
         _RowBudget,
+        _PlainErrors,
     ],
 )
 
