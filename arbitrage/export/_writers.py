@@ -251,8 +251,9 @@ class Hdf5Writer:
 
     Strings are variable-length UTF-8 (null → ""); timestamps are int64 in the column's
     unit (attributes `unit`, `timezone`); booleans are HDF5 booleans; nullable integer
-    columns are float64 with NaN for null, as are floats. HDF5 needs a seekable file, so the
-    file is built in a local temporary file and copied to the sink on close.
+    columns are float64 with NaN for null (exact up to 2^53, rounded beyond), as are floats.
+    Datasets keep the column order (the group tracks creation order). HDF5 needs a seekable
+    file, so the file is built in a local temporary file and copied to the sink on close.
 
     Memory stays flat: rows are written in whole chunks (`HDF5_CHUNK_ROWS`, the tail at
     close) with HDF5's chunk cache turned off. With the cache on, the HDF5 library h5py
@@ -275,7 +276,8 @@ class Hdf5Writer:
         handle, self._path = tempfile.mkstemp(suffix=".h5")
         os.close(handle)
         self._file = h5py.File(self._path, "w", rdcc_nbytes=0)
-        group = self._file.create_group("data")
+        # Creation order, so readers list the datasets in the requested column order (not by name).
+        group = self._file.create_group("data", track_order=True)
         compression: dict[str, Any] = {}
         if options.compression == "gzip":
             compression = {"compression": "gzip", "compression_opts": 1}
@@ -365,7 +367,9 @@ def _hdf5_values(field: pa.Field, column: pa.Array) -> np.ndarray:
     if pa.types.is_boolean(t):
         return cast(np.ndarray, column.fill_null(False).to_numpy(zero_copy_only=False))
     if (pa.types.is_integer(t) and field.nullable) or pa.types.is_floating(t):
-        return cast(np.ndarray, column.cast(pa.float64()).fill_null(float("nan")).to_numpy(zero_copy_only=False))
+        # Unsafe: an integer beyond 2^53 rounds to the nearest float64 (as documented) instead of failing the export.
+        as_float = column.cast(pa.float64(), safe=False)
+        return cast(np.ndarray, as_float.fill_null(float("nan")).to_numpy(zero_copy_only=False))
     return cast(np.ndarray, column.fill_null(0).to_numpy(zero_copy_only=False))
 
 
