@@ -460,7 +460,8 @@ class ExportService:
             job.state, job.error = ("cancelled", None) if cancel_asked else ("failed", INTERRUPTED_ERROR)
             job.finished_at = datetime.now(UTC)
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(Destination(self._real_destination(job), job.id, self._storage_options).abort)
+                # Its own directory (`<destination>/<job id>`): whatever it holds is this job's, unfinished.
+                await asyncio.to_thread(Destination(self._real_destination(job), job.id, self._storage_options).discard)
             try:
                 await self._save(job)
             except Exception as exc:  # a full disk must not stop the process from starting; the sweep retries

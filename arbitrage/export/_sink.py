@@ -181,6 +181,7 @@ class Destination:
         self.url = url.rstrip("/")
         self.fs, root = fsspec.core.url_to_fs(self.url, **storage_options_for(url, storage_options))
         self.root = root.rstrip("/")
+        self.job_id = job_id
         self.staging = f"{self.root}/{STAGING_PREFIX}{job_id}"
         self._local = isinstance(self.fs, LocalFileSystem)
 
@@ -239,6 +240,21 @@ class Destination:
         try:
             if self.fs.exists(self.staging):
                 self.fs.rm(self.staging, recursive=True)
+        except FileNotFoundError:
+            pass
+        self.fs.invalidate_cache()
+
+    def discard(self) -> None:
+        """Delete the job's directory, published files too: a process that died while publishing
+        left final-named files without a manifest, which would pass for a dataset. Only a
+        directory named after the job: anything else may hold other exports, and only its
+        staging prefix goes."""
+        if self.root.rsplit("/", 1)[-1] != self.job_id:
+            self.abort()
+            return
+        try:
+            if self.fs.exists(self.root):
+                self.fs.rm(self.root, recursive=True)
         except FileNotFoundError:
             pass
         self.fs.invalidate_cache()

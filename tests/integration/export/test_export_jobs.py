@@ -143,6 +143,9 @@ async def test_an_interrupted_job_is_marked_failed_on_restart_and_its_partial_fi
     assert task is not None
     service._active.clear()
     service._sweeper.cancel()  # type: ignore[union-attr]
+    # It died while publishing: one file had its final name already, without a manifest.
+    (out / job.id / "part-00000.parquet").write_bytes(b"PAR1")
+    (out / "other-export").mkdir()
     restarted = ExportService(filled, export_dir=str(out))
     await restarted.start()
     try:
@@ -150,6 +153,8 @@ async def test_an_interrupted_job_is_marked_failed_on_restart_and_its_partial_fi
         assert failed.state == "failed" and "interrupted" in (failed.error or "")
         assert published(out) == []
         assert not list(out.rglob(".staging-*"))
+        assert not (out / job.id).exists()
+        assert (out / "other-export").is_dir()
     finally:
         _SlowWriter.gate.set()
         await asyncio.gather(task, return_exceptions=True)
