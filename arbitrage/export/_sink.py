@@ -237,24 +237,19 @@ class Destination:
 
     def abort(self) -> None:
         """Delete everything staged; nothing final was written. Safe to call twice."""
-        try:
-            if self.fs.exists(self.staging):
-                self.fs.rm(self.staging, recursive=True)
-        except FileNotFoundError:
-            pass
-        self.fs.invalidate_cache()
+        self._remove_tree(self.staging)
 
     def discard(self) -> None:
         """Delete the job's directory, published files too: a process that died while publishing
         left final-named files without a manifest, which would pass for a dataset. Only a
         directory named after the job: anything else may hold other exports, and only its
         staging prefix goes."""
-        if self.root.rsplit("/", 1)[-1] != self.job_id:
-            self.abort()
-            return
+        self._remove_tree(self.root if self.root.rsplit("/", 1)[-1] == self.job_id else self.staging)
+
+    def _remove_tree(self, path: str) -> None:
         try:
-            if self.fs.exists(self.root):
-                self.fs.rm(self.root, recursive=True)
+            if self.fs.exists(path):
+                self.fs.rm(path, recursive=True)
         except FileNotFoundError:
             pass
         self.fs.invalidate_cache()
