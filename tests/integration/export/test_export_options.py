@@ -140,6 +140,15 @@ async def test_partition_by_date_and_dex_writes_one_directory_per_value(warehous
     assert sorted(dataset.to_table().column("signature").to_pylist()) == sorted(r["signature"] for r in filled)
 
 
+async def test_an_export_partitioned_by_its_own_columns_reads_back_as_the_docs_say(warehouse, filled, tmp_path):
+    """`success` and `hops` are columns of the files too: docs/exports.md's pyarrow read must not trip on them."""
+    await export(warehouse, tmp_path, partition_by=["success", "hops"])
+    table = ds.dataset(tmp_path, format="parquet", exclude_invalid_files=True).to_table()
+    assert table.num_rows == ROWS
+    assert (table.schema.field("success").type, table.schema.field("hops").type) == (pa.bool_(), pa.uint8())
+    assert sorted(table.column("signature").to_pylist()) == sorted(r["signature"] for r in filled)
+
+
 async def test_chunk_rows_splits_output_into_files_of_at_most_that_many_rows(warehouse, filled, tmp_path):
     result = await export(warehouse, tmp_path, fmt="csv", chunk_rows=700)
     assert [f.rows for f in result.files] == [700, 700, 600]
