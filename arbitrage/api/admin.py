@@ -20,7 +20,16 @@ from litestar.status_codes import HTTP_201_CREATED
 from arbitrage.api._errors import error_responses
 from arbitrage.cache import HistoricalPages
 from arbitrage.config import redacted
-from arbitrage.security import ApiKey, CreatedKey, KeyCreate, KeyNotFound, KeyStore, requires, security_of
+from arbitrage.security import (
+    ApiKey,
+    CreatedKey,
+    KeyCreate,
+    KeyNotFound,
+    KeyStore,
+    admin_token_path,
+    requires,
+    security_of,
+)
 from arbitrage.security._operations import IngestRate, ingest_totals, optimize_table, versions, warehouse_status
 from arbitrage.services import Services
 
@@ -44,7 +53,11 @@ class AdminController(Controller):
 
     @get("/config", description="The effective configuration, every secret replaced by `***`.")
     async def config(self, services: NamedDependency[Services]) -> dict[str, Any]:
-        return redacted(services.settings)
+        shown = redacted(services.settings)
+        if not services.settings.auth.admin_token:
+            # Empty means "<data_dir>/admin_token": show the file the credential is read from (or was generated into).
+            shown["auth"]["admin_token_file"] = str(admin_token_path(services.settings))
+        return shown
 
     @get(
         "/status",

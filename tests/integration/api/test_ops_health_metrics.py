@@ -1,0 +1,88 @@
+"""What /health and /metrics say about components that are away or failing, checked against reality."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from litestar.testing import AsyncTestClient
+
+from arbitrage.app import create_app
+from arbitrage.config import Settings
+from arbitrage.storage import open_warehouse
+from tests.services.redis_server import RedisServer
+
+pytestmark = pytest.mark.anyio
+Client = AsyncTestClient[Any]
+
+
+def _gauge(text: str, name: str) -> float:
+    match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    assert match, f"{name} not in the scrape"
+    return float(match.group(1))
+
+
+async def _store_failing_schedule(settings: Settings, schedule_id: str) -> None:
+    """A schedule whose latest runs failed, as the warehouse holds it after a restart."""
+    warehouse = open_warehouse(settings.storage)
+    await warehouse.start()
+    try:
+        await warehouse.execute(
+            f"INSERT INTO {warehouse.database}.schedules (id, version, deleted, name, format, frequency, cron, "
+            "request, upload_to, incremental, enabled, created_at, updated_at, last_job_id, last_error, "
+            "consecutive_failures) SELECT {id:String}, 1, false, {id:String}, 'csv', 'daily', '0 0 * * *', "
+            "'{}', '', true, true, {at:DateTime64(3, 'UTC')}, {at:DateTime64(3, 'UTC')}, '', 'disk full', 2",
+            {"id": schedule_id, "at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.000")},
+        )
+    finally:
+        await warehouse.close()
+
+
+async def test_the_failing_schedules_gauge_is_current_in_a_scrape_without_health_checks(settings: Settings) -> None:
+    """Prometheus scrapes /metrics alone: the gauge must not wait for someone to ask /health."""
+    await _store_failing_schedule(settings, "sch-failing")
+    quiet = msgspec.structs.replace(settings, schedule=msgspec.structs.replace(settings.schedule, enabled=False))
+    async with AsyncTestClient(create_app(quiet)) as client:
+        assert _gauge((await client.get("/metrics")).text, "arbitrage_schedules_failing") == 1
+        assert (await client.delete("/schedules/sch-failing")).status_code == 204
+        assert _gauge((await client.get("/metrics")).text, "arbitrage_schedules_failing") == 0
+
+
+async def test_redis_away_is_degraded_not_unhealthy_and_healthy_again_once_back(
+    settings: Settings, redis: RedisServer
+) -> None:
+    """The app keeps serving from memory without Redis: the documented `degraded`, with why."""
+    with_redis = msgspec.structs.replace(settings, redis=msgspec.structs.replace(settings.redis, url=redis.url))
+    async with AsyncTestClient(create_app(with_redis)) as client:
+        body = (await client.get("/health")).json()
+        assert body["status"] == "healthy" and body["components"]["redis"]["status"] == "healthy"
+        redis.stop()
+        away = await client.get("/health")
+        assert away.status_code == 200
+        component = away.json()["components"]["redis"]
+        assert away.json()["status"] == "degraded"
+        assert component["status"] == "degraded", component
+        assert component["error"]
+        redis.start()
+        for _ in range(100):
+            back = (await client.get("/health")).json()
+            if back["components"]["redis"]["status"] == "healthy":
+                break
+            await asyncio.sleep(0.05)
+        assert back["status"] == "healthy", back
+
+
+async def test_admin_config_shows_the_admin_token_file_in_effect(client: Client, settings: Settings) -> None:
+    """Left empty, the credential lives in `<data_dir>/admin_token`: an operator must see where."""
+    token_file = Path(settings.storage.data_dir) / "admin_token"
+    token = token_file.read_text().strip()
+    shown = await client.get("/admin/config", headers={"Authorization": f"Bearer {token}"})
+    assert shown.status_code == 200, shown.text
+    auth = shown.json()["auth"]
+    assert auth["admin_token_file"] == str(token_file)
+    assert token not in shown.text and auth["admin_token"] == ""
