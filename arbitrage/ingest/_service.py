@@ -368,8 +368,9 @@ class IngestService:
     async def _insert_groups(self, groups: list[tuple[_Prepared, list[asyncio.Future[pl.DataFrame]]]]) -> None:
         futures = [future for _, group_futures in groups for future in group_futures]
         prepared_groups = [prepared for prepared, _ in groups]
+        inserting = any(len(prepared.rows) for prepared in prepared_groups)
         try:
-            if any(len(prepared.rows) for prepared in prepared_groups):
+            if inserting:
                 now = datetime.now(UTC)
                 self._stamp_in_flight = now.replace(microsecond=now.microsecond // 1000 * 1000)
                 try:
@@ -388,7 +389,8 @@ class IngestService:
                 raise
             self.insert_error = f"{type(exc).__name__}: {exc}"[:300]
         else:
-            self.insert_error = None
+            if inserting:  # a group of duplicates only inserted nothing: it proves nothing about inserts
+                self.insert_error = None
             for (_, group_futures), stored_per_batch in zip(groups, per_batch, strict=True):
                 for future, stored in zip(group_futures, stored_per_batch, strict=True):
                     if not future.done():
