@@ -857,7 +857,10 @@ class FeatureEngine:
     Rows are processed in point-in-time order: by `slot`, then input position. Feed
     batches in that order; a row whose slot is below one already processed is still
     computed (against the current state) but flagged `late`, and a rebuild (a fresh
-    engine over the ordered history) gives it its proper values.
+    engine over the ordered history) gives it its proper values. Until then it also sits
+    in the state as processed: the (unflagged) rows after it count it at its arrival,
+    after the rows already processed, not at its slot; `from_history` puts it back in
+    slot order, so a restart changes what later rows see.
     """
 
     def __init__(self, state: RollingState | None = None) -> None:

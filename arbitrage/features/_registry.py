@@ -7,6 +7,9 @@ against it, so a feature cannot exist without being documented here.
 Conventions every definition relies on:
 - "earlier" means strictly before in point-in-time order: by `slot`, then position in
   the input. Same-slot windows use only the transactions earlier in the same slot.
+  A `late` row is the exception: it is processed when it arrives, so until the engine
+  restarts (its state reloaded in slot order) the rows after it count it as coming after
+  the rows already processed, at the event time of its arrival.
 - "event time" is the running maximum of `block_time` in that order, so windows are
   well defined even when block times step backwards.
 - A "pair" is the first leg's two mints, oriented base/quote with quote = wrapped SOL,
@@ -489,7 +492,9 @@ LATE_COLUMN: Final = Feature(
     "Bool",
     "flag",
     "-",
-    "Arrived after a higher slot had been processed; its features saw later data until a rebuild recomputes them.",
+    "Arrived after a higher slot had been processed: its features saw later data, and the rows after it (not flagged) "
+    "count it at its arrival, not its slot, until the next start reloads the history in slot order. Stored values "
+    "are never recomputed; a fresh `FeatureEngine` over the rows in slot order gives the in-order ones.",
 )
 
 FEATURE_NAMES: Final[tuple[str, ...]] = tuple(f.name for f in FEATURES)

@@ -13,7 +13,7 @@ import polars as pl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from arbitrage.features import FEATURE_NAMES, FeatureEngine
+from arbitrage.features import FEATURE_NAMES, LATE_COLUMN, FeatureEngine
 from arbitrage.features._synthetic import stored_rows
 
 _ONE_RUN = """
@@ -138,3 +138,26 @@ def test_features_are_the_same_to_the_bit_from_one_process_to_the_next(tmp_path:
     for path in runs:
         subprocess.run([sys.executable, "-c", _ONE_RUN, str(path)], check=True, cwd=Path(__file__).parents[3])
     assert pl.read_parquet(runs[0]).equals(pl.read_parquet(runs[1]))
+
+
+def test_rows_after_late_rows_count_them_at_arrival_until_a_restart_as_documented() -> None:
+    """On-time rows streamed after late ones see them out of slot order; a restart or rebuild puts them in order."""
+    data = minutes_of_data().head(200)
+    slots = data.get_column("slot").to_list()
+    a = next(i for i in range(100, 200) if slots[i] != slots[i - 1])
+    b = next(i for i in range(a + 3, 200) if slots[i] != slots[i - 1])
+    shuffled = pl.concat([data.slice(0, a), data.slice(b, 20), data.slice(a, b - a), data.slice(b + 20)])
+    arrived = a + 20 + (b - a)  # the on-time rows from here on follow the late ones
+    engine = FeatureEngine()
+    streamed = pl.concat([engine.process(shuffled.slice(0, a + 20)), engine.process(shuffled.slice(a + 20, b - a))])
+    following = engine.process(shuffled.slice(arrived))
+    assert streamed.slice(a + 20).get_column("late").all()
+    assert not following.get_column("late").any()
+    in_order = shuffled.slice(0, arrived).sort("slot", maintain_order=True)
+    restarted = FeatureEngine.from_history(in_order).process(shuffled.slice(arrived))
+    rebuilt = FeatureEngine().process(shuffled.sort("slot", maintain_order=True))
+    rebuilt = shuffled.slice(arrived).select("signature").join(rebuilt, on="signature", maintain_order="left")
+    assert_same_features(restarted, rebuilt)
+    assert not following.select(FEATURE_NAMES).equals(restarted.select(FEATURE_NAMES))
+    assert "rows after it" in LATE_COLUMN.definition
+    assert "never recomputed" in LATE_COLUMN.definition  # no command rebuilds stored features
