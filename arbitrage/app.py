@@ -38,6 +38,7 @@ from arbitrage.ingest import IngestService
 from arbitrage.risk import score_risk
 from arbitrage.schedule import ScheduleService
 from arbitrage.security import add_security_headers, check_bind, public, start_security
+from arbitrage.security._operations import IngestRate
 from arbitrage.services import Services
 from arbitrage.storage import TransactionReader, Warehouse, open_warehouse, rebuild_daily_aggregates
 from arbitrage.stream import LiveFeed, RecentTransactions, RedisLink, StreamHub
@@ -73,6 +74,9 @@ def create_app(settings: Settings) -> Litestar:
             started.push_async_callback(services.close)
             app.state.security = security = await start_security(settings, services.warehouse)
             started.push_async_callback(security.close)
+            app.state.ingest_rate = rate = IngestRate()
+            sampler = asyncio.create_task(rate.keep_sampling(), name="ingest-rate")
+            started.push_async_callback(_cancel, sampler)
             if settings.demo.enabled:
                 from arbitrage.demo import feed_demo
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import platform
 import time
@@ -51,6 +52,13 @@ class IngestRate:
         self._samples.append((now, stored))
         while len(self._samples) > 2 and now - self._samples[1][0] >= self.window:
             self._samples.popleft()
+
+    async def keep_sampling(self, every_seconds: float = 10.0) -> None:
+        """Sample in the background from start-up: sampled only when `/admin/status` asked, the
+        first answer was always 0.0 and a rare poll averaged over the whole gap since the last."""
+        while True:
+            await asyncio.sleep(every_seconds)
+            self.sample()
 
     def per_second(self) -> float:
         self.sample()

@@ -335,3 +335,13 @@ async def test_a_deeply_nested_body_is_a_400_not_a_500(client: Client, path: str
         response = await client.post(path, content=body, headers=headers)
     assert response.status_code == 400, response.text
     assert "Traceback" not in logs.text
+
+
+async def test_the_first_admin_status_already_shows_the_ingest_rate(
+    client: Client, records: list[dict[str, Any]]
+) -> None:
+    """Sampled only when asked, the rate read 0.0 on the first call whatever had been stored."""
+    headers = {**bearer(ADMIN_TOKEN), "content-type": "application/json"}
+    assert (await client.post("/ingest", content=msgspec.json.encode(records[:50]), headers=headers)).status_code == 200
+    status = (await client.get("/admin/status", headers=bearer(ADMIN_TOKEN))).json()
+    assert status["ingest"]["stored_per_second"] > 0
