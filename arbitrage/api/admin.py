@@ -66,9 +66,7 @@ class AdminController(Controller):
     )
     async def status(self, request: Request[Any, Any, Any], services: NamedDependency[Services]) -> dict[str, Any]:
         security = security_of(request)
-        rate = request.app.state.get("ingest_rate")
-        if not isinstance(rate, IngestRate):
-            rate = request.app.state["ingest_rate"] = IngestRate()
+        rate: IngestRate = request.app.state.ingest_rate
         queues: dict[str, Any] = {
             "ingest_pending_batches": services.ingest.pending if services.ingest is not None else None,
             "ingest_max_pending_batches": services.settings.ingest.max_pending_batches,

@@ -83,12 +83,7 @@ class HealthController(Controller):
     @get(
         "/metrics", description="Prometheus text exposition.", media_type=_METRICS_TYPE, operation_class=PublicOperation
     )
-    async def metrics(self, services: NamedDependency[Services]) -> bytes:
-        # Gauges some component only sets when asked (`arbitrage_schedules_failing`): a scrape must
-        # not report what the last /health saw, when nobody may have asked since.
-        refresh = services.health_checks.get("schedules")
-        if refresh is not None:
-            await refresh()
+    async def metrics(self) -> bytes:
         return generate_latest(METRICS.registry)
 
 

@@ -150,6 +150,8 @@ class ScheduleService:
         """`exports.interrupted_marked` when runs a crash ended were last looked for."""
         self._next_interrupted_look = 0.0
         self.owner = exports.owner + ":" + secrets.token_hex(2)
+        # Counted at each scrape, so it is current without anyone asking /health first.
+        FAILING.set_function(lambda: sum(1 for s in self._schedules.values() if s.consecutive_failures > 0))
 
     async def start(self, *, run_loop: bool = True) -> None:
         """Load schedules, count runs a crash ended, skip missed due times unless told to run them, start the loop."""
@@ -321,7 +323,6 @@ class ScheduleService:
             for s in self._schedules.values()
             if s.frequency_error
         ]
-        FAILING.set(len(failing))
         return {
             "status": "degraded" if failing or unrunnable else "healthy",
             "schedules": len(self._schedules),

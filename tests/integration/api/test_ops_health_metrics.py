@@ -14,7 +14,7 @@ from litestar.testing import AsyncTestClient
 
 from arbitrage.app import create_app
 from arbitrage.config import Settings
-from arbitrage.storage import open_warehouse
+from tests.integration.export.test_schedule_bad_cron import store_schedule
 from tests.services.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
@@ -27,25 +27,9 @@ def _gauge(text: str, name: str) -> float:
     return float(match.group(1))
 
 
-async def _store_failing_schedule(settings: Settings, schedule_id: str) -> None:
-    """A schedule whose latest runs failed, as the warehouse holds it after a restart."""
-    warehouse = open_warehouse(settings.storage)
-    await warehouse.start()
-    try:
-        await warehouse.execute(
-            f"INSERT INTO {warehouse.database}.schedules (id, version, deleted, name, format, frequency, cron, "
-            "request, upload_to, incremental, enabled, created_at, updated_at, last_job_id, last_error, "
-            "consecutive_failures) SELECT {id:String}, 1, false, {id:String}, 'csv', 'daily', '0 0 * * *', "
-            "'{}', '', true, true, {at:DateTime64(3, 'UTC')}, {at:DateTime64(3, 'UTC')}, '', 'disk full', 2",
-            {"id": schedule_id, "at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.000")},
-        )
-    finally:
-        await warehouse.close()
-
-
 async def test_the_failing_schedules_gauge_is_current_in_a_scrape_without_health_checks(settings: Settings) -> None:
     """Prometheus scrapes /metrics alone: the gauge must not wait for someone to ask /health."""
-    await _store_failing_schedule(settings, "sch-failing")
+    await store_schedule(settings, "sch-failing", "0 0 * * *", datetime.now(UTC), last_error="disk full", failures=2)
     quiet = msgspec.structs.replace(settings, schedule=msgspec.structs.replace(settings.schedule, enabled=False))
     async with AsyncTestClient(create_app(quiet)) as client:
         assert _gauge((await client.get("/metrics")).text, "arbitrage_schedules_failing") == 1

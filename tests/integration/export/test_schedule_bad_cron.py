@@ -44,8 +44,10 @@ async def test_a_cron_that_never_fires_is_refused_on_create_and_patch_and_nothin
     assert shown.status_code == 200 and shown.json()["schedule"]["cron"] == "0 0 * * *"
 
 
-async def store_schedule(settings: Settings, schedule_id: str, cron: str, created_at: datetime) -> None:
-    """Write a schedule row the way an older version did, past today's validation."""
+async def store_schedule(
+    settings: Settings, schedule_id: str, cron: str, created_at: datetime, *, last_error: str = "", failures: int = 0
+) -> None:
+    """Write a schedule row the way an older version did, past today's validation (or a failing one, as a restart finds it)."""
     warehouse = open_warehouse(settings.storage)
     await warehouse.start()
     try:
@@ -53,8 +55,15 @@ async def store_schedule(settings: Settings, schedule_id: str, cron: str, create
             f"INSERT INTO {warehouse.database}.schedules (id, version, deleted, name, format, frequency, cron, "
             "request, upload_to, incremental, enabled, created_at, updated_at, last_job_id, last_error, "
             "consecutive_failures) SELECT {id:String}, 1, false, {id:String}, 'csv', {cron:String}, {cron:String}, "
-            "'{}', '', true, true, {at:DateTime64(3, 'UTC')}, {at:DateTime64(3, 'UTC')}, '', '', 0",
-            {"id": schedule_id, "cron": cron, "at": created_at.strftime("%Y-%m-%d %H:%M:%S.000")},
+            "'{}', '', true, true, {at:DateTime64(3, 'UTC')}, {at:DateTime64(3, 'UTC')}, '', {error:String}, "
+            "{failures:UInt32}",
+            {
+                "id": schedule_id,
+                "cron": cron,
+                "at": created_at.strftime("%Y-%m-%d %H:%M:%S.000"),
+                "error": last_error,
+                "failures": failures,
+            },
         )
     finally:
         await warehouse.close()
