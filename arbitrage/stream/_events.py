@@ -14,6 +14,7 @@ import itertools
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 import msgspec
 import polars as pl
@@ -276,10 +277,20 @@ WIRE_MESSAGE_BYTES = 1 << 20
 """About the most event payload one pub/sub message carries. Redis drops a subscriber whose
 pending output passes 32 MiB at once (or 8 MiB for a minute, `client-output-buffer-limit
 pubsub`); a 10k-row batch renders to about 50 MiB, so it goes out in pieces the subscribers
-read as they come."""
+read as they come, the publisher no more than `WIRE_IN_FLIGHT_BYTES` ahead of its own subscription."""
+
+WIRE_IN_FLIGHT_BYTES = 4 << 20
+"""How far a publisher may run ahead of what its own subscription has read: half of Redis's
+default soft limit, so a subscriber as fast as this process's is never cut, however large the batch."""
 
 
-def encode_wire(batch: LiveBatch, max_bytes: int = WIRE_MESSAGE_BYTES) -> list[bytes]:
+class WireMessage(NamedTuple):
+    first: int
+    """The position of its first event: how the publisher recognises its own message coming back."""
+    data: bytes
+
+
+def encode_wire(batch: LiveBatch, max_bytes: int = WIRE_MESSAGE_BYTES) -> list[WireMessage]:
     """The batch as pub/sub messages of consecutive events, each of about `max_bytes` of payload at most."""
     events = batch.events
     ends = list(itertools.accumulate(len(e.payload) + _EVENT_OVERHEAD for e in events))
@@ -287,7 +298,8 @@ def encode_wire(batch: LiveBatch, max_bytes: int = WIRE_MESSAGE_BYTES) -> list[b
     while first < len(events):
         spent = ends[first - 1] if first else 0
         last = max(bisect.bisect_right(ends, spent + max_bytes), first + 1)
-        messages.append(_WIRE_ENCODER.encode(WireBatch(batch.published_at, events[first:last])))
+        data = _WIRE_ENCODER.encode(WireBatch(batch.published_at, events[first:last]))
+        messages.append(WireMessage(events[first].position, data))
         first = last
     return messages
 

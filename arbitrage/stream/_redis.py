@@ -13,19 +13,22 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from arbitrage.stream._events import LiveBatch, decode_wire, encode_wire
+from arbitrage.stream._events import WIRE_IN_FLIGHT_BYTES, LiveBatch, WireMessage, decode_wire, encode_wire
 from arbitrage.stream._hub import StreamHub
 
 log = logging.getLogger(__name__)
 
 _COMMAND_TIMEOUT_S = 1.0
 _RETRY_S = 0.25
+_READ_BACK_TIMEOUT_S = 30.0
+"""How long a publisher waits for its own subscription to read its earlier messages."""
 
 # Positions only grow: a process passes the highest position it knows, so a Redis that
 # restarted empty continues above everything already handed out instead of from zero.
@@ -59,6 +62,10 @@ class RedisLink:
         """The highest position this process knows; pushed into the sequence on every (re)connect."""
         self._subscribed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._unread: deque[WireMessage] = deque()
+        """Messages this process published that its own subscription has not read back yet, oldest first."""
+        self._unread_bytes = 0
+        self._read_back = asyncio.Event()
 
     @property
     def available(self) -> bool:
@@ -82,6 +89,9 @@ class RedisLink:
     async def publish(self, batch: LiveBatch) -> bool:
         """Send a batch to every process's hub, in bounded pieces; False when Redis did not take it.
 
+        Each piece waits until this process's own subscription has read all but
+        `WIRE_IN_FLIGHT_BYTES` of the earlier ones: Redis cuts a subscriber whose unread output
+        passes its buffer limit, and one 10k-row batch renders to several times that limit.
         Pieces Redis took before it failed reach the hubs anyway; the caller then delivers the
         whole batch in-process, and the hub skips the positions it already has.
         """
@@ -89,15 +99,59 @@ class RedisLink:
             return False
         try:
             for message in await asyncio.to_thread(encode_wire, batch):
-                if not await self.client.publish(self.channel, message):
+                if not await self._room_for(len(message.data)):
+                    return False
+                self._unread.append(message)
+                self._unread_bytes += len(message.data)
+                if not await self.client.publish(self.channel, message.data):
                     # Not even this process's subscription got it: Redis dropped it (a full output
                     # buffer) and the listener has not noticed yet. Delivered in-process instead.
                     log.warning("redis live feed: a batch reached no subscriber; delivering it in-process")
+                    self._forget_unread()
                     return False
         except (RedisError, OSError) as exc:
             self._lost(exc)
             return False
         return True
+
+    async def _room_for(self, size: int) -> bool:
+        """Wait until `size` more bytes fit ahead of the subscription; False when it went away or stalled."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _READ_BACK_TIMEOUT_S
+        while self._unread and self._unread_bytes + size > WIRE_IN_FLIGHT_BYTES:
+            if not self.available:
+                return False
+            read_back = self._read_back
+            try:
+                await asyncio.wait_for(read_back.wait(), max(deadline - loop.time(), 0))
+            except TimeoutError:
+                log.warning(
+                    "redis live feed: this process's subscription read nothing back for %g s; "
+                    "delivering the rest of the batch in-process",
+                    _READ_BACK_TIMEOUT_S,
+                )
+                return False
+        return self.available
+
+    def _heard(self, first: int) -> None:
+        """The subscription read a message starting at `first`; if it is ours, it is the oldest unread one.
+
+        Redis delivers one publisher's messages to a subscriber in the order sent, and positions
+        are unique across processes, so another process's message never matches.
+        """
+        if self._unread and self._unread[0].first == first:
+            self._unread_bytes -= len(self._unread.popleft().data)
+            self._wake_publishers()
+
+    def _forget_unread(self) -> None:
+        """Nothing published so far will be read back (the subscription was cut or missed it)."""
+        self._unread.clear()
+        self._unread_bytes = 0
+        self._wake_publishers()
+
+    def _wake_publishers(self) -> None:
+        self._read_back.set()
+        self._read_back = asyncio.Event()
 
     async def reserve(self, count: int, floor: int) -> int | None:
         """The last of `count` new positions above `floor` and every position handed out; None when down."""
@@ -136,6 +190,7 @@ class RedisLink:
         if self._subscribed.is_set():
             log.warning("redis unreachable (%s); live feed continues in-process", exc)
         self._subscribed.clear()
+        self._forget_unread()
 
     async def _listen(self) -> None:
         while True:
@@ -150,7 +205,9 @@ class RedisLink:
                 self._subscribed.set()
                 async for message in pubsub.listen():
                     if message["type"] == "message":
-                        await self.hub.accept_rendered(decode_wire(message["data"]))
+                        batch = decode_wire(message["data"])
+                        await self.hub.accept_rendered(batch)
+                        self._heard(batch.first)
             except (RedisError, OSError) as exc:
                 self._lost(exc)
             finally:

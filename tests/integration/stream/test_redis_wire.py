@@ -20,6 +20,14 @@ pytestmark = [pytest.mark.anyio, pytest.mark.skipif(RedisServer.binary() is None
 HARD_LIMIT = 8 << 20
 
 
+class SlowHub(StreamHub):
+    """A subscriber that takes its time over each message, as one on a loaded box does."""
+
+    async def accept_rendered(self, batch: LiveBatch) -> None:
+        await asyncio.sleep(0.2)
+        await super().accept_rendered(batch)
+
+
 @pytest.fixture
 async def link(tmp_path: Path) -> AsyncIterator[RedisLink]:
     server = RedisServer(tmp_path / "redis").start()
@@ -28,7 +36,7 @@ async def link(tmp_path: Path) -> AsyncIterator[RedisLink]:
         # Redis's default is 32 MiB; a smaller one keeps the test's batch small.
         await admin.config_set("client-output-buffer-limit", f"pubsub {HARD_LIMIT} {HARD_LIMIT // 2} 60")
         await admin.aclose()
-        link = RedisLink(server.url, StreamHub())
+        link = RedisLink(server.url, SlowHub())
         await link.start(wait=10)
         assert link.available
         try:
@@ -52,7 +60,7 @@ async def _until_position(link: RedisLink, position: int, within: float) -> None
 
 
 async def test_a_batch_larger_than_the_subscribers_buffer_limit_reaches_the_hub_whole(link: RedisLink) -> None:
-    batch = _batch(5_000, 4_096)  # 20 MiB rendered, 2.5 times the limit
+    batch = _batch(5_000, 4_096)  # 20 MiB rendered, 2.5 times the limit, read at 5 MiB/s
     assert await link.publish(batch)
     await _until_position(link, 5_000, 30)
     assert link.available  # the subscription was never cut
@@ -64,9 +72,10 @@ async def test_a_batch_larger_than_the_subscribers_buffer_limit_reaches_the_hub_
 def test_wire_messages_hold_consecutive_events_within_the_size() -> None:
     batch = _batch(1_000, 3_000)
     messages = encode_wire(batch, max_bytes=100_000)
-    assert len(messages) > 1 and all(len(m) < 100_000 + 4_000 for m in messages)
-    decoded = [decode_wire(m) for m in messages]
+    assert len(messages) > 1 and all(len(m.data) < 100_000 + 4_000 for m in messages)
+    decoded = [decode_wire(m.data) for m in messages]
     assert [e.position for b in decoded for e in b.events] == list(range(1, 1_001))
+    assert [m.first for m in messages] == [b.first for b in decoded]
     assert all(b.published_at == batch.published_at for b in decoded)
     assert len(encode_wire(_batch(1, 500_000), max_bytes=1_000)) == 1  # one event bigger than the size still goes
 
