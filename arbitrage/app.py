@@ -126,7 +126,7 @@ def create_app(settings: Settings) -> Litestar:
         # Litestar's default set-up would replace its handler with a plain, unmasked one.
         logging_config=None,
         openapi_config=openapi,
-        middleware=[request_telemetry, response_cache],
+        middleware=[response_cache],
         before_send=[add_security_headers],  # every answer, the router's own 404 and 405 included
         # After the route's guards: a repeated parameter is refused, a cached answer only served to whom they admit.
         before_request=before_request,
@@ -142,6 +142,9 @@ def create_app(settings: Settings) -> Litestar:
         debug=False,
     )
     register_graphql(app)
+    # Around the router, not in `middleware` (per route): 404s, 405s and errors raised before a
+    # handler get a request id and are counted too.
+    app.asgi_handler = request_telemetry(app.asgi_handler)
     return app
 
 
