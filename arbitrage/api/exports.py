@@ -1,11 +1,15 @@
-"""`POST /export/{format}`, `GET /exports`, `GET|DELETE /exports/{id}`, `GET /exports/{id}/download`."""
+"""`POST /export/{format}`, `GET /exports`, `GET|DELETE /exports/{id}`, `GET /exports/{id}/download`.
+
+A job belongs to the caller that submitted it: other callers but admins (and, with auth off,
+the local caller) get 404 for it, as for an id that does not exist, and do not see it listed.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, delete, get, post
+from litestar import Controller, Request, delete, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import ClientException, NotFoundException
 from litestar.openapi.datastructures import ResponseSpec
@@ -26,7 +30,7 @@ from arbitrage.export import (
     UnknownFormat,
     formats,
 )
-from arbitrage.security import destination_allowed, requires
+from arbitrage.security import caller, destination_allowed, requires
 
 
 class ExportAccepted(msgspec.Struct):
@@ -62,12 +66,13 @@ class ExportController(Controller):
     )
     async def create(
         self,
+        request: Request[Any, Any, Any],
         exports: NamedDependency[ExportService],
         format_name: FromPath[str],
         data: JSONBody[ExportRequest | None] = None,
     ) -> ExportAccepted:
         try:
-            job = await exports.submit(format_name, data or ExportRequest())
+            job = await exports.submit(format_name, data or ExportRequest(), principal=caller(request).principal)
         except UnknownFormat as exc:
             raise NotFoundException(detail=str(exc), extra={"formats": exc.known}) from exc
         return ExportAccepted(id=job.id, state=job.state, destination=job.destination)
@@ -75,20 +80,24 @@ class ExportController(Controller):
     @get("/exports", description="Export jobs, newest first.", responses=error_responses(400))
     async def list_jobs(
         self,
+        request: Request[Any, Any, Any],
         exports: NamedDependency[ExportService],
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
         job_state: Annotated[JobState | None, QueryParameter(name="state")] = None,
     ) -> ExportList:
-        return ExportList(items=await exports.list(limit=limit, state=job_state))
+        jobs = await exports.list(limit=limit, state=job_state, principal=caller(request).owner_scope)
+        return ExportList(items=jobs)
 
     @get(
         "/exports/{job_id:str}",
         description="State, rows written, bytes, progress, files and error of a job.",
         responses=error_responses(400, 404),
     )
-    async def get_job(self, exports: NamedDependency[ExportService], job_id: FromPath[str]) -> ExportJob:
+    async def get_job(
+        self, request: Request[Any, Any, Any], exports: NamedDependency[ExportService], job_id: FromPath[str]
+    ) -> ExportJob:
         try:
-            return await exports.get(job_id)
+            return await exports.get(job_id, principal=caller(request).owner_scope)
         except JobNotFound as exc:
             raise NotFoundException(detail=str(exc)) from exc
 
@@ -102,9 +111,11 @@ class ExportController(Controller):
             **error_responses(400, 404),
         },
     )
-    async def cancel_job(self, exports: NamedDependency[ExportService], job_id: FromPath[str]) -> Response[ExportJob]:
+    async def cancel_job(
+        self, request: Request[Any, Any, Any], exports: NamedDependency[ExportService], job_id: FromPath[str]
+    ) -> Response[ExportJob]:
         try:
-            job = await exports.cancel(job_id)
+            job = await exports.cancel(job_id, principal=caller(request).owner_scope)
         except JobNotFound as exc:
             raise NotFoundException(detail=str(exc)) from exc
         return Response(job, status_code=HTTP_202_ACCEPTED if job.state in ACTIVE_STATES else HTTP_200_OK)
@@ -115,9 +126,11 @@ class ExportController(Controller):
         "409 while the job is not done.",
         responses={200: FILE, **error_responses(400, 404, 409)},
     )
-    async def download(self, exports: NamedDependency[ExportService], job_id: FromPath[str]) -> Stream:
+    async def download(
+        self, request: Request[Any, Any, Any], exports: NamedDependency[ExportService], job_id: FromPath[str]
+    ) -> Stream:
         try:
-            result = await exports.download(job_id)
+            result = await exports.download(job_id, principal=caller(request).owner_scope)
         except JobNotFound as exc:
             raise NotFoundException(detail=str(exc)) from exc
         except JobNotDownloadable as exc:

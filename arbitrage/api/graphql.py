@@ -46,7 +46,7 @@ from strawberry.utils.str_converters import to_camel_case
 from arbitrage.api.transactions import FILTER_TYPES, Cursor, TransactionSignature, json_type
 from arbitrage.cache import ResponseCache, ShortCache
 from arbitrage.errors import ValidationError, WarehouseUnavailable
-from arbitrage.security import identity_of, requires
+from arbitrage.security import Identity, identity_of, requires
 from arbitrage.services import Services
 from arbitrage.storage import TransactionFilter, decode_cursor, encode_cursor
 from arbitrage.stream import StreamFilter, render_transactions
@@ -219,12 +219,13 @@ class FieldForbidden(Exception):
         super().__init__(f"{field}: this field requires the {role!r} role")
 
 
-def _require(info: Info[Any, Any], role: str) -> None:
-    """Refuse the field unless the caller holds `role`: `/graphql` admits `read`, some fields need more."""
+def _require(info: Info[Any, Any], role: str) -> Identity:
+    """The caller, unless it lacks `role`: `/graphql` admits `read`, some fields need more."""
     connection = info.context.get("request") or info.context.get("socket")
     identity = identity_of(connection) if connection is not None else None
     if identity is None or role not in identity.roles:
         raise FieldForbidden(info.field_name, role)
+    return identity
 
 
 def _services(info: Info[Any, Any]) -> Services:
@@ -316,18 +317,18 @@ class Query:
         description="Export jobs, newest first (the `GET /exports` items; `limit` is 1-1000); empty when exports are off."
     )
     async def exports(self, info: Info[Any, Any], limit: int = 20) -> JSON:
-        _require(info, "export")
+        scope = _require(info, "export").owner_scope
         if not 1 <= limit <= MAX_PAGE:
             raise ValidationError("limit", f"must be 1-{MAX_PAGE}")
         service = _services(info).extras.get("exports")
-        jobs = [] if service is None else await service.list(limit=limit)
+        jobs = [] if service is None else await service.list(limit=limit, principal=scope)
         return cast(JSON, msgspec.to_builtins(jobs))
 
     @strawberry.field(description="Export schedules (the `GET /schedules` items); empty when schedules are off.")
     async def schedules(self, info: Info[Any, Any]) -> JSON:
-        _require(info, "export")
+        scope = _require(info, "export").owner_scope
         service = _services(info).extras.get("schedules")
-        schedules = [] if service is None else await service.list()
+        schedules = [] if service is None else await service.list(principal=scope)
         return cast(JSON, msgspec.to_builtins(schedules))
 
 

@@ -1,11 +1,15 @@
-"""`POST /schedule/export`, `GET /schedules`, `GET|PATCH|DELETE /schedules/{id}`, `POST /schedules/{id}/run`."""
+"""`POST /schedule/export`, `GET /schedules`, `GET|PATCH|DELETE /schedules/{id}`, `POST /schedules/{id}/run`.
+
+A schedule belongs to the caller that created it, and so do its runs: other callers but admins
+(and, with auth off, the local caller) get 404 for it and do not see it listed.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import msgspec
-from litestar import Controller, delete, get, patch, post
+from litestar import Controller, Request, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.exceptions import ClientException, NotFoundException
 from litestar.params import FromPath, JSONBody
@@ -15,7 +19,7 @@ from arbitrage.api._errors import error_responses
 from arbitrage.errors import ValidationError
 from arbitrage.export import ExportJob, UnknownFormat
 from arbitrage.schedule import Schedule, ScheduleBusy, ScheduleCreate, ScheduleDetail, ScheduleNotFound, ScheduleService
-from arbitrage.security import destination_allowed, requires
+from arbitrage.security import caller, destination_allowed, requires
 
 
 class ScheduleList(msgspec.Struct):
@@ -33,15 +37,22 @@ class ScheduleController(Controller):
         description="Export on a timetable (hourly, daily, weekly or cron, UTC).",
         responses=error_responses(400),
     )
-    async def create(self, schedules: NamedDependency[ScheduleService], data: JSONBody[ScheduleCreate]) -> Schedule:
+    async def create(
+        self,
+        request: Request[Any, Any, Any],
+        schedules: NamedDependency[ScheduleService],
+        data: JSONBody[ScheduleCreate],
+    ) -> Schedule:
         try:
-            return await schedules.create(data)
+            return await schedules.create(data, principal=caller(request).principal)
         except UnknownFormat as exc:
             raise ValidationError("format", str(exc)) from exc
 
-    @get("/schedules", description="Every schedule with its next run time.")
-    async def list_schedules(self, schedules: NamedDependency[ScheduleService]) -> ScheduleList:
-        return ScheduleList(items=await schedules.list())
+    @get("/schedules", description="Every schedule of the caller (an admin: every schedule) with its next run time.")
+    async def list_schedules(
+        self, request: Request[Any, Any, Any], schedules: NamedDependency[ScheduleService]
+    ) -> ScheduleList:
+        return ScheduleList(items=await schedules.list(principal=caller(request).owner_scope))
 
     @get(
         "/schedules/{schedule_id:str}",
@@ -49,10 +60,10 @@ class ScheduleController(Controller):
         responses=error_responses(400, 404),
     )
     async def get_schedule(
-        self, schedules: NamedDependency[ScheduleService], schedule_id: FromPath[str]
+        self, request: Request[Any, Any, Any], schedules: NamedDependency[ScheduleService], schedule_id: FromPath[str]
     ) -> ScheduleDetail:
         try:
-            return await schedules.get(schedule_id)
+            return await schedules.get(schedule_id, principal=caller(request).owner_scope)
         except ScheduleNotFound as exc:
             raise NotFoundException(detail=str(exc)) from exc
 
@@ -62,10 +73,14 @@ class ScheduleController(Controller):
         responses=error_responses(400, 404),
     )
     async def update(
-        self, schedules: NamedDependency[ScheduleService], schedule_id: FromPath[str], data: JSONBody[dict[str, Any]]
+        self,
+        request: Request[Any, Any, Any],
+        schedules: NamedDependency[ScheduleService],
+        schedule_id: FromPath[str],
+        data: JSONBody[dict[str, Any]],
     ) -> Schedule:
         try:
-            return await schedules.update(schedule_id, data)
+            return await schedules.update(schedule_id, data, principal=caller(request).owner_scope)
         except ScheduleNotFound as exc:
             raise NotFoundException(detail=str(exc)) from exc
         except UnknownFormat as exc:
@@ -77,9 +92,11 @@ class ScheduleController(Controller):
         description="Remove a schedule.",
         responses=error_responses(400, 404),
     )
-    async def remove(self, schedules: NamedDependency[ScheduleService], schedule_id: FromPath[str]) -> None:
+    async def remove(
+        self, request: Request[Any, Any, Any], schedules: NamedDependency[ScheduleService], schedule_id: FromPath[str]
+    ) -> None:
         try:
-            await schedules.delete(schedule_id)
+            await schedules.delete(schedule_id, principal=caller(request).owner_scope)
         except ScheduleNotFound as exc:
             raise NotFoundException(detail=str(exc)) from exc
 
@@ -89,9 +106,11 @@ class ScheduleController(Controller):
         description="Run a schedule now; 409 while it is running, or when its format is no longer installed.",
         responses=error_responses(400, 404, 409),
     )
-    async def run_now(self, schedules: NamedDependency[ScheduleService], schedule_id: FromPath[str]) -> ExportJob:
+    async def run_now(
+        self, request: Request[Any, Any, Any], schedules: NamedDependency[ScheduleService], schedule_id: FromPath[str]
+    ) -> ExportJob:
         try:
-            return await schedules.run_now(schedule_id)
+            return await schedules.run_now(schedule_id, principal=caller(request).owner_scope)
         except ScheduleNotFound as exc:
             raise NotFoundException(detail=str(exc)) from exc
         except ScheduleBusy as exc:

@@ -15,6 +15,10 @@ next heartbeat and stops the job, queued or running, as if it had been asked its
 whose process stops or dies before that heartbeat still ends `cancelled`, not failed as
 interrupted: the shutdown and the clean-up after a crash look for a request first, so a
 schedule does not retry a run someone cancelled.
+
+A job records who submitted it (`principal`, never a credential). Given an owner, `get`,
+`list`, `cancel` and `download` treat another owner's job as one that does not exist, so
+an id someone else holds tells nothing.
 """
 
 from __future__ import annotations
@@ -126,6 +130,9 @@ class ExportJob(msgspec.Struct, kw_only=True):
     watermark: datetime | None = None
     """Upper bound of `ingested_at` the export covered (its source watermark)."""
     attempt: int = 1
+    principal: str | None = None
+    """Who submitted it (`Identity.principal`; a scheduled run: who created the schedule). With auth on,
+    only they and admins see it; None: no one recorded, admins only."""
 
 
 class Download(msgspec.Struct, frozen=True):
@@ -245,6 +252,7 @@ class ExportService:
         ingested_after: datetime | None = None,
         ingested_upto: datetime | None = None,
         attempt: int = 1,
+        principal: str = "",
     ) -> ExportJob:
         """Check the request, record a queued job and start it; return at once.
 
@@ -272,6 +280,7 @@ class ExportService:
             ingested_after=ingested_after,
             watermark=ingested_upto,
             attempt=attempt,
+            principal=principal or None,
         )
         active = _Active(job=job, plan=plan, progress=ExportProgress(), cancel=threading.Event())
         self._active[job.id] = active
@@ -288,6 +297,7 @@ class ExportService:
         due_at: datetime,
         claimed_at: datetime,
         error: str,
+        principal: str = "",
     ) -> ExportJob:
         """Store, as failed with `error`, a scheduled run whose process stopped before it submitted a job.
 
@@ -302,6 +312,7 @@ class ExportService:
             created_at=claimed_at,
             schedule_id=schedule_id,
             due_at=due_at,
+            principal=principal or None,
         )
         job.state = "failed"
         job.error = error
@@ -332,23 +343,40 @@ class ExportService:
         )
         return job, url
 
-    async def get(self, job_id: str) -> ExportJob:
-        """The job as it is now. Raises `JobNotFound`."""
+    async def get(self, job_id: str, *, principal: str | None = None) -> ExportJob:
+        """The job as it is now.
+
+        `principal`: only a job of this owner (`Identity.owner_scope`; "" the unowned ones), None any.
+
+        Raises:
+            JobNotFound: no such job, or another owner's: the same answer, so a job id
+                someone else holds does not tell that it exists.
+        """
         active = self._active.get(job_id)
+        job: ExportJob | None
         if active is not None:
-            return self._snapshot(active)
-        rows = await self._query("id = {id:String}", {"id": job_id}, limit=1)
-        if not rows:
+            job = self._snapshot(active)
+        else:
+            rows = await self._query("id = {id:String}", {"id": job_id}, limit=1)
+            job = rows[0] if rows else None
+        if job is None or not _owned_by(job, principal):
             raise JobNotFound(f"no export job {job_id!r}")
-        job: ExportJob = rows[0]
         return job
 
     async def list(
-        self, *, limit: int = 100, state: JobState | None = None, schedule_id: str | None = None
+        self,
+        *,
+        limit: int = 100,
+        state: JobState | None = None,
+        schedule_id: str | None = None,
+        principal: str | None = None,
     ) -> list[ExportJob]:
-        """Jobs, newest first."""
+        """Jobs, newest first; `principal` as in `get`."""
         conditions = ["1"]
         params: dict[str, str] = {}
+        if principal is not None:
+            conditions.append("principal = {principal:String}")
+            params["principal"] = principal
         if state is not None:
             conditions.append("state = {state:String}")
             params["state"] = state
@@ -358,16 +386,18 @@ class ExportService:
         jobs = await self._query(" AND ".join(conditions), params, limit=limit)
         return [self._snapshot(self._active[j.id]) if j.id in self._active else j for j in jobs]
 
-    async def cancel(self, job_id: str) -> ExportJob:
+    async def cancel(self, job_id: str, *, principal: str | None = None) -> ExportJob:
         """Ask a queued or running job to stop; a finished job is returned unchanged.
 
         A job another process runs is asked through `export_cancels` and stops on its next
         heartbeat there; this waits up to two heartbeats for it to end. A returned job still
-        queued or running has its cancel requested, not done.
+        queued or running has its cancel requested, not done. `principal` as in `get`.
         """
         active = self._active.get(job_id)
+        if active is not None and not _owned_by(active.job, principal):
+            raise JobNotFound(f"no export job {job_id!r}")
         if active is None:
-            job = await self.get(job_id)
+            job = await self.get(job_id, principal=principal)
             if job.state not in ACTIVE_STATES:
                 return job
             await self._warehouse.execute(
@@ -413,8 +443,8 @@ class ExportService:
                 return job
             await asyncio.sleep(self._heartbeat_seconds / 10)
 
-    async def download(self, job_id: str) -> Download:
-        """A finished job's single file, or a zip of its files and manifest.
+    async def download(self, job_id: str, *, principal: str | None = None) -> Download:
+        """A finished job's single file, or a zip of its files and manifest; `principal` as in `get`.
 
         Every file is looked up before this returns, so a file that is gone or unreadable is
         an error answer, not a response that breaks off after its headers were sent.
@@ -422,7 +452,7 @@ class ExportService:
         Raises:
             JobNotFound, JobNotDownloadable.
         """
-        job = await self.get(job_id)
+        job = await self.get(job_id, principal=principal)
         if job.state != "done":
             raise JobNotDownloadable(f"export {job_id} is {job.state}; only done exports can be downloaded")
         single = len(job.files) == 1
@@ -677,6 +707,7 @@ class ExportService:
             "watermark": job.watermark,
             "attempt": job.attempt,
             "owner": self.owner,
+            "principal": job.principal or "",
         }
         await self._warehouse.insert_arrow(JOBS_TABLE, pa.Table.from_pylist([row], schema=_JOB_SCHEMA))
 
@@ -719,6 +750,7 @@ _JOB_SCHEMA = pa.schema(
         ("watermark", _TIME),
         ("attempt", pa.uint32()),
         ("owner", pa.string()),
+        ("principal", pa.string()),
     ]
 )
 
@@ -744,7 +776,12 @@ def _job_from_row(row: dict[str, Any]) -> ExportJob:
         ingested_after=row["ingested_after"],
         watermark=row["watermark"],
         attempt=row["attempt"],
+        principal=row["principal"] or None,
     )
+
+
+def _owned_by(job: ExportJob, principal: str | None) -> bool:
+    return principal is None or (job.principal or "") == principal
 
 
 class _ChunkBuffer(io.RawIOBase):

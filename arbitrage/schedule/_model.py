@@ -61,6 +61,8 @@ class Schedule(msgspec.Struct, kw_only=True):
     frequency_error: str | None = None
     """Why the schedule never runs (its stored cron, accepted by an older version, matches no date)."""
     running: bool = False
+    principal: str | None = None
+    """Who created it (`Identity.principal`), and so owns its runs' jobs; None: no one recorded, admins only."""
 
     def create_body(self) -> dict[str, Any]:
         """The schedule as a `ScheduleCreate` document (the base a PATCH is applied to)."""

@@ -31,6 +31,9 @@ Guarantees:
 - A cron that matches no date (31 February) is refused on input; one found in stored
   schedules (older versions accepted it) leaves that schedule idle, shown with its
   `frequency_error` and in `health()`, without holding up the others.
+- A schedule records who created it (`principal`); its runs' jobs are theirs. Given an owner,
+  `get`, `list`, `update`, `delete` and `run_now` treat another owner's schedule as one that
+  does not exist.
 """
 
 from __future__ import annotations
@@ -189,20 +192,21 @@ class ScheduleService:
         if self._running:
             await asyncio.gather(*self._running.values(), return_exceptions=True)
 
-    async def create(self, body: ScheduleCreate) -> Schedule:
-        """Validate and store a new schedule. Raises `ValidationError`/`UnknownFormat`."""
+    async def create(self, body: ScheduleCreate, *, principal: str = "") -> Schedule:
+        """Validate and store a new schedule owned by `principal`. Raises `ValidationError`/`UnknownFormat`."""
         now = self._clock()
         schedule = self._build(f"sch-{secrets.token_hex(6)}", body, created_at=now)
+        schedule.principal = principal or None
         await self._check_export(schedule)
         async with self._lock:
             await self._save(schedule)
             self._schedules[schedule.id] = schedule
         return self._view(schedule)
 
-    async def update(self, schedule_id: str, changes: Mapping[str, Any]) -> Schedule:
-        """Apply a partial update (any `ScheduleCreate` field; null clears an option)."""
+    async def update(self, schedule_id: str, changes: Mapping[str, Any], *, principal: str | None = None) -> Schedule:
+        """Apply a partial update (any `ScheduleCreate` field; null clears an option); `principal` as in `get`."""
         async with self._lock:
-            current = await self._stored(schedule_id)
+            current = await self._stored(schedule_id, principal)
             body = current.create_body()
             body.update(changes)
             try:
@@ -217,6 +221,7 @@ class ScheduleService:
                 "last_job_id",
                 "last_error",
                 "consecutive_failures",
+                "principal",
             ):
                 setattr(updated, name, getattr(current, name))
             if updated.cron != current.cron or (updated.enabled and not current.enabled):
@@ -227,40 +232,47 @@ class ScheduleService:
             self._schedules[schedule_id] = updated
         return self._view(updated)
 
-    async def delete(self, schedule_id: str) -> None:
-        """Remove a schedule; a run in progress is cancelled."""
+    async def delete(self, schedule_id: str, *, principal: str | None = None) -> None:
+        """Remove a schedule; a run in progress is cancelled. `principal` as in `get`."""
         async with self._lock:
-            schedule = await self._stored(schedule_id)
+            schedule = await self._stored(schedule_id, principal)
             task = self._running.get(schedule_id)
             if task is not None:
                 task.cancel()
             self._schedules.pop(schedule_id, None)
             await self._save(schedule, deleted=True)
 
-    async def get(self, schedule_id: str, *, runs: int = 10) -> ScheduleDetail:
-        """A schedule with its next run time and its latest runs."""
-        schedule = self._view(await self._stored(schedule_id))
-        last_runs = await self._exports.list(limit=runs, schedule_id=schedule_id)
+    async def get(self, schedule_id: str, *, runs: int = 10, principal: str | None = None) -> ScheduleDetail:
+        """A schedule with its next run time and its latest runs.
+
+        `principal`: only a schedule of this owner (`Identity.owner_scope`), None any; its runs are
+        the owner's jobs.
+
+        Raises:
+            ScheduleNotFound: no such schedule, or another owner's (the same answer: an id someone
+                else holds does not tell that it exists).
+        """
+        schedule = self._view(await self._stored(schedule_id, principal))
+        last_runs = await self._exports.list(limit=runs, schedule_id=schedule_id, principal=principal)
         return ScheduleDetail(schedule=schedule, last_runs=last_runs)
 
-    async def list(self) -> list[Schedule]:
-        """Every schedule, oldest first."""
+    async def list(self, *, principal: str | None = None) -> list[Schedule]:
+        """Every schedule (of `principal`, as in `get`), oldest first."""
         await self._refresh()
-        return [self._view(s) for s in sorted(self._schedules.values(), key=lambda s: s.created_at)]
+        schedules = [s for s in self._schedules.values() if _owned_by(s, principal)]
+        return [self._view(s) for s in sorted(schedules, key=lambda s: s.created_at)]
 
-    async def run_now(self, schedule_id: str) -> ExportJob:
-        """Run a schedule outside its timetable; returns the started job.
+    async def run_now(self, schedule_id: str, *, principal: str | None = None) -> ExportJob:
+        """Run a schedule outside its timetable; returns the started job. `principal` as in `get`.
 
         Raises:
             ScheduleBusy: a run of this schedule is in progress.
         """
         started: asyncio.Future[ExportJob] = asyncio.get_running_loop().create_future()
         async with self._lock:
+            schedule = await self._stored(schedule_id, principal)
             if schedule_id in self._running or await self._runs_elsewhere(schedule_id):
                 raise ScheduleBusy(f"schedule {schedule_id} is running")
-            schedule = await self._reload(schedule_id)
-            if schedule is None:
-                raise ScheduleNotFound(f"no schedule {schedule_id!r}")
             self._spawn(schedule, due=None, started=started)
         return await started
 
@@ -378,6 +390,7 @@ class ScheduleService:
                     ingested_after=after,
                     ingested_upto=upto,
                     attempt=attempt,
+                    principal=schedule.principal or "",
                 )
                 if started is not None and not started.done():
                     started.set_result(job)
@@ -582,6 +595,7 @@ class ScheduleService:
                 due_at=due,
                 claimed_at=claim["claimed_at"],
                 error=UNSTARTED_ERROR,
+                principal=schedule.principal or "",
             )
             log.warning(
                 "schedule %s: due time %s was claimed but never run; recorded as job %s", schedule.id, due, job.id
@@ -634,10 +648,14 @@ class ScheduleService:
     async def _check_export(self, schedule: Schedule) -> None:
         plan_export(schedule.format, schedule.request, await table_columns(self._warehouse))
 
-    async def _stored(self, schedule_id: str) -> Schedule:
-        """The schedule as stored now (another process may have created or changed it). Raises `ScheduleNotFound`."""
+    async def _stored(self, schedule_id: str, principal: str | None = None) -> Schedule:
+        """The schedule as stored now (another process may have created or changed it), if `principal`'s.
+
+        Raises:
+            ScheduleNotFound: no such schedule, or another owner's.
+        """
         schedule = await self._reload(schedule_id)
-        if schedule is None:
+        if schedule is None or not _owned_by(schedule, principal):
             raise ScheduleNotFound(f"no schedule {schedule_id!r}")
         return schedule
 
@@ -689,6 +707,7 @@ class ScheduleService:
             "last_job_id": schedule.last_job_id or "",
             "last_error": schedule.last_error or "",
             "consecutive_failures": schedule.consecutive_failures,
+            "principal": schedule.principal or "",
         }
         await self._warehouse.insert_arrow(SCHEDULES_TABLE, pa.Table.from_pylist([row], schema=_SCHEDULE_SCHEMA))
 
@@ -756,6 +775,7 @@ class ScheduleService:
                 last_error=row["last_error"] or None,
                 consecutive_failures=row["consecutive_failures"],
                 frequency_error=cron_error(row["cron"]),
+                principal=row["principal"] or None,
             )
             for row in table.to_pylist()
         ]
@@ -767,6 +787,10 @@ class ScheduleService:
             except Exception:
                 log.exception("checking export schedules failed")
             await asyncio.sleep(self._poll)
+
+
+def _owned_by(schedule: Schedule, principal: str | None) -> bool:
+    return principal is None or (schedule.principal or "") == principal
 
 
 def _field_of(message: str) -> str:
@@ -796,5 +820,6 @@ _SCHEDULE_SCHEMA = pa.schema(
         ("last_job_id", pa.string()),
         ("last_error", pa.string()),
         ("consecutive_failures", pa.uint32()),
+        ("principal", pa.string()),
     ]
 )

@@ -18,6 +18,7 @@ from arbitrage.security._access import (
 from arbitrage.security._cli import add_keys_command
 from arbitrage.security._guard import (
     PublicOperation,
+    caller,
     credential_of,
     destination_allowed,
     identity_of,
@@ -48,6 +49,7 @@ __all__ = [
     "add_security_headers",
     "admin_token",
     "admin_token_path",
+    "caller",
     "check_bind",
     "check_destination",
     "check_destination_form",

@@ -64,6 +64,22 @@ class Identity(msgspec.Struct, frozen=True):
     """Key id, token subject, `admin`, or the client address."""
     roles: frozenset[str]
 
+    @property
+    def principal(self) -> str:
+        """Who owns the export jobs and schedules this caller creates: `<kind>:<subject>` (the kind keeps a
+        JWT `sub` from posing as a key id), never a credential; "" for the local caller with auth off."""
+        return "" if self.kind in ("local", "anonymous") else f"{self.kind}:{self.subject}"
+
+    @property
+    def owner_scope(self) -> str | None:
+        """The principal whose export jobs and schedules this caller may see and manage; None for all of them.
+
+        Admins manage everyone's; so does the local caller with auth off, who could before owners were
+        recorded. Anyone else only their own: jobs and schedules without an owner (created before owners
+        were recorded, or locally with auth off) are then the admins' alone.
+        """
+        return None if "admin" in self.roles or self.kind == "local" else self.principal
+
 
 ANONYMOUS = Identity("anonymous", "", frozenset())
 LOCAL = Identity("local", "loopback", expand_roles(["export", "ingest", "read"]))

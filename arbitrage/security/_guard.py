@@ -114,6 +114,18 @@ def identity_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Identity | No
     return identity if isinstance(identity, Identity) else None
 
 
+def caller(connection: ASGIConnection[Any, Any, Any, Any]) -> Identity:
+    """Who the guard admitted for this request, where a route acts on the caller's behalf.
+
+    Raises:
+        RuntimeError: no guard ran, so the caller is unknown (a route without `requires`).
+    """
+    identity = identity_of(connection)
+    if identity is None:
+        raise RuntimeError("no identity for this request: the route declares no role")
+    return identity
+
+
 def role_of(handler: BaseRouteHandler) -> str | None:
     """The role a route declares through its guards (any layer), or None when it declares none."""
     for guard in handler.resolve_guards():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,7 +29,8 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 async def client(data_dir: Path) -> AsyncIterator[Client]:
-    settings = load_settings(env={}, overrides={"storage.data_dir": str(data_dir), "auth.cors_origins": [ORIGIN]})
+    overrides = {"storage.data_dir": str(data_dir), "export.dir": str(data_dir.parent / "exports")}
+    settings = load_settings(env={}, overrides={**overrides, "auth.cors_origins": [ORIGIN]})
     async with AsyncTestClient(create_app(settings)) as test_client:
         yield test_client
 
@@ -83,3 +85,30 @@ async def test_dead_letters_of_binary_bodies_list_and_replay(client: Client, dat
     replayed = await client.post("/admin/dead-letters/replay", json={"source": "http"}, headers=admin)
     assert replayed.status_code == 200
     assert replayed.json()["replayed"] >= 1
+    # Still unreadable: the same letter stays listed, unreplayed, with the time it was tried.
+    again = (await client.get("/admin/dead-letters", params={"limit": 1000}, headers=admin)).json()["items"]
+    assert len(again) == len(listed.json()["items"])
+    assert all(item["replayed_at"] is not None and not item["replayed"] for item in again)
+
+
+async def test_local_callers_manage_every_export_job_and_schedule_and_a_key_only_its_own(
+    client: Client, data_dir: Path
+) -> None:
+    """With auth off the local caller keeps what it had before jobs had owners: all of them."""
+    admin = bearer((data_dir / "admin_token").read_text().strip())
+    key = bearer((await client.post("/admin/keys", json={"roles": ["export"]}, headers=admin)).json()["token"])
+    keyed = (await client.post("/export/csv", json={"columns": ["signature"]}, headers=key)).json()["id"]
+    local = (await client.post("/export/csv", json={"columns": ["signature"]})).json()["id"]
+    for job_id in (keyed, local):
+        for _ in range(600):
+            if (await client.get(f"/exports/{job_id}")).json()["state"] not in ("queued", "running"):
+                break
+            await asyncio.sleep(0.05)
+    assert {keyed, local} <= {job["id"] for job in (await client.get("/exports")).json()["items"]}
+    assert (await client.delete(f"/exports/{keyed}")).status_code == 200
+    assert [job["id"] for job in (await client.get("/exports", headers=key)).json()["items"]] == [keyed]
+    assert (await client.get(f"/exports/{local}", headers=key)).status_code == 404
+
+    schedule = (await client.post("/schedule/export", json={"format": "csv", "frequency": "daily"}, headers=key)).json()
+    assert (await client.get(f"/schedules/{schedule['id']}")).status_code == 200
+    assert (await client.delete(f"/schedules/{schedule['id']}")).status_code == 204

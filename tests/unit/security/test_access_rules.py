@@ -94,3 +94,29 @@ async def test_tokens_without_a_subject_do_not_share_one_rate_limit_budget() -> 
     with pytest.raises(RateLimited):
         await security.admit("read", busy, "10.0.0.1")
     assert (await security.admit("read", other, "10.0.0.1")).subject.startswith("token-")
+
+
+async def test_the_owner_of_what_a_caller_creates_is_its_stable_id_never_its_credential() -> None:
+    """Export jobs and schedules record it: the same caller must find them again, a secret must not be stored."""
+    from arbitrage.security import sign_hs256
+
+    secret = "unit-test-hs256-secret-of-32-bytes"
+    settings = load_settings(env={}, overrides={"auth.enabled": True, "auth.jwt_secret": secret})
+    security = Security(settings, admin_token=ADMIN + "-long-enough-0123456789", keys=None, limiter=None)
+    alice = [sign_hs256({"sub": "alice", "roles": ["export"], "exp": 2**40, "jti": n}, secret) for n in ("1", "2")]
+    first, second = [await security.admit("export", token, "10.0.0.1") for token in alice]
+    assert first.principal == second.principal == "jwt:alice"
+    assert first.owner_scope == "jwt:alice"
+    anonymous = sign_hs256({"roles": ["export"], "exp": 2**40}, secret)
+    unnamed = await security.admit("export", anonymous, "10.0.0.1")
+    assert unnamed.principal == f"jwt:{unnamed.subject}" and unnamed.subject.startswith("token-")
+    assert anonymous not in unnamed.principal and secret not in unnamed.principal
+    admin = await security.admit("export", ADMIN + "-long-enough-0123456789", "10.0.0.1")
+    assert admin.principal == "admin_token:admin" and admin.owner_scope is None
+    boss = await security.admit("export", sign_hs256({"sub": "boss", "roles": ["admin"], "exp": 2**40}, secret), None)
+    assert boss.owner_scope is None
+
+
+async def test_with_auth_off_the_local_caller_owns_nothing_and_manages_everything() -> None:
+    local = await _security(enabled=False).admit("export", None, "127.0.0.1")
+    assert local.principal == "" and local.owner_scope is None
