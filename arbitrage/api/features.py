@@ -15,7 +15,7 @@ from litestar.params import Parameter
 from arbitrage.api._errors import error_responses
 from arbitrage.api._openapi import WarehouseRead
 from arbitrage.api.transactions import TransactionSignature
-from arbitrage.features import FEATURES, Feature
+from arbitrage.features import FEATURES, LATE_COLUMN, Feature
 from arbitrage.risk import RISK_COLUMNS, summarize_risk
 from arbitrage.security import requires
 from arbitrage.storage import TransactionFilter, TransactionReader
@@ -31,6 +31,8 @@ class FeatureList(msgspec.Struct):
 
     features: list[Feature]
     risk: list[Feature]
+    quality: list[Feature]
+    """Flags stored beside the features (`late`): columns of the table and of every export too."""
 
 
 class RiskScore(msgspec.Struct):
@@ -51,10 +53,17 @@ class RiskLevels(msgspec.Struct):
 
 
 class RiskSummary(msgspec.Struct):
-    """`GET /risk/summary`: over the transactions of the last `hours`."""
+    """`GET /risk/summary`: over the transactions of the last `hours`.
+
+    `transactions` = the `levels` + `unscored`; the scores and components are of the scored ones.
+    """
 
     hours: int
     transactions: int
+    unscored: Annotated[
+        int,
+        msgspec.Meta(description="Transactions without a risk level (stored before risk scoring existed)."),
+    ]
     mean_score: float
     p50_score: float
     p90_score: float
@@ -68,10 +77,11 @@ class FeatureController(Controller):
 
     @get(
         "/features",
-        description="Every feature column: name, group, dtype, unit, window, definition; then the risk columns.",
+        description="Every feature column: name, group, dtype, unit, window, definition; then the risk columns "
+        "and the quality flags (`late`), which stored rows and exports carry too.",
     )
     async def features(self) -> FeatureList:
-        return FeatureList(list(FEATURES), list(RISK_COLUMNS))
+        return FeatureList(list(FEATURES), list(RISK_COLUMNS), [LATE_COLUMN])
 
     @get(
         "/risk/summary",

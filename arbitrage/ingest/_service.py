@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -46,8 +47,11 @@ _DEAD_LETTER_SCHEMA = pa.schema(
         ("field", pa.string()),
         ("reason", pa.string()),
         ("raw", pa.binary()),
+        ("digest", pa.binary(16)),
     ]
 )
+_DIGESTS_PER_QUERY = 1_000
+"""Digests inlined per look-up of stored dead letters (≈ 35 KB, below ClickHouse's `max_query_size`)."""
 
 
 Enricher = Callable[[pl.DataFrame], pl.DataFrame]
@@ -123,6 +127,10 @@ class IngestService:
         self.insert_error: str | None = None
         """Why the last insert (of rows or dead letters) failed; None once an insert of rows succeeds."""
         self._stamp_in_flight: datetime | None = None
+        self._dead_letter_lock = asyncio.Lock()
+        """Held from the look-up of a batch's rejects among the stored letters to their insert."""
+        self.replay_lock = asyncio.Lock()
+        """One dead-letter replay at a time: each tells its still-rejected letters by its own time."""
 
     @property
     def pending(self) -> int:
@@ -179,15 +187,21 @@ class IngestService:
 
     @traced("ingest.batch")
     async def ingest_records(
-        self, records: Sequence[bytes], *, source: str, origins: KafkaOrigins | None = None
+        self,
+        records: Sequence[bytes],
+        *,
+        source: str,
+        origins: KafkaOrigins | None = None,
+        keep_rejects: bool = True,
     ) -> IngestReport:
         """Store one JSON record per element (Kafka messages, file lines); waits instead of refusing.
 
-        `origins` (Kafka) are stored with the rows: where each record was read.
+        `origins` (Kafka) are stored with the rows: where each record was read. Without
+        `keep_rejects` no dead letter is written: a dead-letter replay updates the letters it read.
         """
         with self._admitted() as arrival:
             decoded = await self._decoded(functools.partial(decode_records, records, origins=origins))
-            return await self._store(decoded, source, arrival)
+            return await self._store(decoded, source, arrival, keep_rejects=keep_rejects)
 
     @traced("ingest.batch")
     async def ingest_table(self, table: pa.Table, *, source: str) -> IngestReport:
@@ -226,8 +240,10 @@ class IngestService:
                 self._pending -= 1
                 METRICS.ingest_pending.set(self._pending)
 
-    async def _store(self, decoded: DecodedBatch, source: str, arrival: _Arrival) -> IngestReport:
-        if decoded.rejects:
+    async def _store(
+        self, decoded: DecodedBatch, source: str, arrival: _Arrival, *, keep_rejects: bool = True
+    ) -> IngestReport:
+        if decoded.rejects and keep_rejects:
             await self._dead_letters(decoded.rejects, source)
         errors = [RecordError(r.index, r.field, r.reason) for r in decoded.rejects]
         METRICS.transactions.labels(source, "rejected").inc(len(errors))
@@ -437,26 +453,52 @@ class IngestService:
         await self._dead_letters(rejects, source)
 
     async def _dead_letters(self, rejects: Sequence[Reject], source: str) -> None:
-        now = datetime.now(UTC)
-        table = pa.Table.from_pydict(
-            {
-                "received_at": [now] * len(rejects),
-                "source": [source] * len(rejects),
-                "record_index": [r.index for r in rejects],
-                "field": [r.field for r in rejects],
-                "reason": [r.reason for r in rejects],
-                "raw": [r.raw for r in rejects],
-            },
-            schema=_DEAD_LETTER_SCHEMA,
-        )
+        """Insert the rejects that are not an unreplayed letter of `source` already.
+
+        A batch sent again (a client's retry, Kafka re-reading uncommitted offsets, a store
+        retried after its rows failed to insert) must not multiply its letters.
+        """
         try:
-            await self.warehouse.insert_arrow("dead_letters", table)
-            METRICS.dead_letters.labels(source).inc(len(rejects))
+            async with self._dead_letter_lock:
+                fresh = await self._unknown_rejects(rejects, source)
+                if not fresh:
+                    return
+                now = datetime.now(UTC)
+                table = pa.Table.from_pydict(
+                    {
+                        "received_at": [now] * len(fresh),
+                        "source": [source] * len(fresh),
+                        "record_index": [r.index for r, _ in fresh],
+                        "field": [r.field for r, _ in fresh],
+                        "reason": [r.reason for r, _ in fresh],
+                        "raw": [r.raw for r, _ in fresh],
+                        "digest": [digest for _, digest in fresh],
+                    },
+                    schema=_DEAD_LETTER_SCHEMA,
+                )
+                await self.warehouse.insert_arrow("dead_letters", table)
+            METRICS.dead_letters.labels(source).inc(len(fresh))
         except Exception as exc:
             log.exception("could not store %d dead letters from %s", len(rejects), source)
             # The batch gets 503 for it: `health` must say why, as for a failed insert of rows.
             self.insert_error = f"{type(exc).__name__}: {exc}"[:300]
             raise
+
+    async def _unknown_rejects(self, rejects: Sequence[Reject], source: str) -> list[tuple[Reject, bytes]]:
+        """The first reject of each distinct raw record that `source` has no unreplayed letter of."""
+        by_digest: dict[bytes, Reject] = {}
+        for reject in rejects:
+            by_digest.setdefault(hashlib.md5(reject.raw, usedforsecurity=False).digest(), reject)
+        digests = list(by_digest)
+        known: set[str] = set()
+        for start in range(0, len(digests), _DIGESTS_PER_QUERY):
+            found = await self.warehouse.query_arrow(
+                f"SELECT DISTINCT lower(hex(digest)) AS known FROM {self.warehouse.database}.dead_letters "
+                "WHERE NOT replayed AND source = {source:String} AND has({digests:Array(String)}, lower(hex(digest)))",
+                {"source": source, "digests": [d.hex() for d in digests[start : start + _DIGESTS_PER_QUERY]]},
+            )
+            known.update(found.column("known").cast(pa.string()).to_pylist())
+        return [(reject, digest) for digest, reject in by_digest.items() if digest.hex() not in known]
 
 
 class _Arrival:

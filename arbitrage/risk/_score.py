@@ -111,36 +111,45 @@ def score_risk(batch_with_features: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+_LEVELS: Final = ("low", "medium", "high")
+
+
 def summarize_risk(frame: pl.DataFrame) -> dict[str, Any]:
     """Counts per level, score distribution and mean components, for `GET /risk/summary`.
 
-    Components are named as in every other response (`sandwich`, not the column `risk_sandwich`).
+    Rows without a level (stored before the risk columns existed, which left them '' and
+    every score 0) are counted as `unscored` and kept out of the levels and the statistics:
+    their zeros are not scores. Components are named as in every other response (`sandwich`,
+    not the column `risk_sandwich`).
     """
-    levels = {"low": 0, "medium": 0, "high": 0}
-    if frame.height == 0:
+    scored = frame.filter(pl.col("risk_level").is_in(_LEVELS)) if frame.height else frame
+    levels = dict.fromkeys(_LEVELS, 0)
+    summary: dict[str, Any] = {
+        "transactions": frame.height,
+        "unscored": frame.height - scored.height,
+        "levels": levels,
+    }
+    if scored.height == 0:
         return {
-            "transactions": 0,
+            **summary,
             "mean_score": 0.0,
             "p50_score": 0.0,
             "p90_score": 0.0,
-            "levels": levels,
             "components": {_component(name): 0.0 for name in RISK_WEIGHTS},
         }
-    counts = frame.group_by("risk_level").len()
-    for level, count in counts.iter_rows():
+    for level, count in scored.group_by("risk_level").len().iter_rows():
         levels[str(level)] = int(count)
-    stats = frame.select(
+    stats = scored.select(
         pl.col("risk_score").mean().alias("mean"),
         pl.col("risk_score").quantile(0.5, "linear").alias("p50"),
         pl.col("risk_score").quantile(0.9, "linear").alias("p90"),
         *(pl.col(name).mean().alias(name) for name in RISK_WEIGHTS),
     ).row(0, named=True)
     return {
-        "transactions": frame.height,
+        **summary,
         "mean_score": float(stats["mean"]),
         "p50_score": float(stats["p50"]),
         "p90_score": float(stats["p90"]),
-        "levels": levels,
         "components": {_component(name): float(stats[name]) for name in RISK_WEIGHTS},
     }
 
@@ -171,5 +180,13 @@ def risk_markdown() -> str:
     lines += ["", "| component | weight |", "| --- | --- |"]
     lines += [f"| `{name}` | {weight:.2f} |" for name, weight in RISK_WEIGHTS.items()]
     low, high = LEVEL_BOUNDS
-    lines += ["", f"Levels: low < {low:.3f} <= medium < {high:.3f} <= high.", ""]
+    lines += [
+        "",
+        f"Levels: low < {low:.3f} <= medium < {high:.3f} <= high.",
+        "",
+        "`GET /risk/summary` counts rows without a level (stored before the risk columns existed:",
+        "`risk_level` '' and every score 0) as `unscored`; they are in `transactions` but not in",
+        "`levels`, the score quantiles or the mean components.",
+        "",
+    ]
     return "\n".join(lines)

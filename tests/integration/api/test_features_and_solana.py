@@ -37,6 +37,8 @@ async def test_features_endpoint_serves_the_registry(client: Client) -> None:
     assert len(body["features"]) == len(FEATURES) >= 70
     assert {"name", "group", "dtype", "unit", "window", "definition"} <= set(body["features"][0])
     assert {r["name"] for r in body["risk"]} == {c.name for c in RISK_COLUMNS}
+    # The flag stored rows and exports carry beside the features is listed too, as documented.
+    assert [(q["name"], q["group"], q["dtype"]) for q in body["quality"]] == [("late", "quality", "Bool")]
 
 
 async def test_risk_of_one_transaction_and_the_summary(client: Client, records: list[dict[str, Any]]) -> None:
@@ -49,6 +51,33 @@ async def test_risk_of_one_transaction_and_the_summary(client: Client, records: 
     assert summary["transactions"] == len(records)
     assert set(summary["components"]) == set(one["components"])
     assert sum(summary["levels"].values()) == len(records)
+    assert summary["unscored"] == 0
+
+
+async def test_the_risk_summary_counts_rows_without_a_level_as_unscored(
+    client: Client, records: list[dict[str, Any]]
+) -> None:
+    """Rows stored before the risk columns existed read level '' and score 0: no level, no score."""
+    await client.post("/ingest", content=msgspec.json.encode(records))
+    warehouse = client.app.state.services.warehouse
+    old = [r["signature"] for r in records[:5]]
+    await warehouse.execute(
+        "ALTER TABLE arbitrage.transactions UPDATE risk_level = '', risk_score = 0 "
+        "WHERE has({old:Array(String)}, signature) SETTINGS mutations_sync = 1",
+        {"old": old},
+    )
+    summary = (await client.get("/risk/summary", params={"hours": 24 * 365})).json()
+    assert (summary["transactions"], summary["unscored"]) == (len(records), 5)
+    assert set(summary["levels"]) == {"low", "medium", "high"}
+    assert sum(summary["levels"].values()) == len(records) - 5
+    rest = await warehouse.query_arrow(
+        "SELECT avg(risk_score) AS mean FROM arbitrage.transactions FINAL WHERE NOT has({old:Array(String)}, signature)",
+        {"old": old},
+    )
+    assert summary["mean_score"] == pytest.approx(rest.column("mean")[0].as_py())
+    schema = (await client.get("/schema/openapi.json")).json()["components"]["schemas"]
+    summary_schema = next(v for k, v in schema.items() if k.endswith("RiskSummary"))
+    assert "unscored" in summary_schema["required"]
 
 
 @pytest.mark.skipif(not FIXTURES.is_dir(), reason="shared/fixtures/solana is not beside the repository")

@@ -100,6 +100,60 @@ async def test_a_replay_limit_that_cuts_through_a_batch_of_dead_letters_loses_no
     assert await _count(warehouse) == len(records)
 
 
+async def _letters(warehouse: EmbeddedWarehouse) -> list[dict[str, Any]]:
+    table = await warehouse.query_arrow(
+        "SELECT source, field, reason, replayed, replayed_at FROM arbitrage.dead_letters ORDER BY received_at, record_index"
+    )
+    return table.to_pylist()
+
+
+async def test_a_batch_sent_again_keeps_one_dead_letter_per_bad_record(
+    warehouse: EmbeddedWarehouse, records: list[dict[str, Any]]
+) -> None:
+    """A client resending after a 503 or a dropped connection, Kafka re-reading uncommitted offsets."""
+    records[3]["slot"] = 0
+    body = msgspec.json.encode([*records[:10], records[3]])  # the bad record twice in one batch, too
+    service = _service(warehouse)
+    for _ in range(3):
+        report = await service.ingest_body(body, None, source="test")
+        assert [e.index for e in report.errors] == [3, 10]
+    with pytest.raises(ValidationError):
+        await service.ingest_body(b"not json", None, source="test")
+    with pytest.raises(ValidationError):
+        await service.ingest_body(b"not json", None, source="test")
+    assert [(r["source"], r["field"]) for r in await _letters(warehouse)] == [("test", "slot"), ("test", "$")]
+    await service.ingest_body(body, None, source="other")  # another source keeps its own letter
+    assert len(await _letters(warehouse)) == 3
+
+
+async def test_a_replay_after_a_partial_fix_marks_the_stored_and_keeps_one_letter_of_the_still_bad(
+    warehouse: EmbeddedWarehouse, records: list[dict[str, Any]]
+) -> None:
+    records[0]["slot"] = 0
+    records[1]["fee_lamports"] = -1
+    service = _service(warehouse)
+    await service.ingest_body(msgspec.json.encode(records[:5]), None, source="test")
+    # The fix covers the slot only; the other record breaks another rule than before.
+    await warehouse.execute(
+        "ALTER TABLE arbitrage.dead_letters UPDATE raw = replaceOne(raw, '\"slot\":0', '\"slot\":7') "
+        "WHERE field = 'slot' SETTINGS mutations_sync = 1"
+    )
+    await warehouse.execute(
+        "ALTER TABLE arbitrage.dead_letters UPDATE raw = '{broken' WHERE field = 'fee_lamports' "
+        "SETTINGS mutations_sync = 1"
+    )
+    first = await replay_dead_letters(service, source="test")
+    assert (first.replayed, first.report.accepted, first.report.rejected) == (2, 1, 1)
+    letters = await _letters(warehouse)
+    assert [(r["source"], r["field"], r["replayed"]) for r in letters] == [("test", "slot", True), ("test", "$", False)]
+    assert all(r["replayed_at"] is not None for r in letters)
+    second = await replay_dead_letters(service, source="test")
+    assert (second.replayed, second.report.accepted, second.report.rejected) == (1, 0, 1)
+    assert len(await _letters(warehouse)) == 2
+    # The stored record's letter is not re-ingested: only the still-bad one is left to replay.
+    assert await _count(warehouse) == 4
+
+
 async def test_an_unreadable_body_is_refused_and_kept_as_a_dead_letter(warehouse: EmbeddedWarehouse) -> None:
     with pytest.raises(ValidationError):
         await _service(warehouse).ingest_body(b"definitely not json", "application/json", source="test")

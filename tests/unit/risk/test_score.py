@@ -100,8 +100,25 @@ def test_engine_output_can_be_scored_and_summarised() -> None:
     summary = summarize_risk(scored)
     assert summary["transactions"] == 500
     assert sum(summary["levels"].values()) == 500
+    assert summary["unscored"] == 0
     assert summary["mean_score"] == pytest.approx(scored.get_column("risk_score").mean())
     assert set(summary["components"]) == {name.removeprefix("risk_") for name in RISK_WEIGHTS}
+
+
+def test_rows_without_a_level_are_counted_unscored_and_left_out_of_levels_and_scores() -> None:
+    """Rows stored before the risk columns existed read level '' and every score 0."""
+    scored = score_risk(FeatureEngine().process(stored_rows(200, seed=5)))
+    unscored = scored.head(30).with_columns(
+        pl.lit("").alias("risk_level"), *(pl.lit(0.0).alias(c) for c in (*RISK_WEIGHTS, "risk_score"))
+    )
+    summary = summarize_risk(pl.concat([scored, unscored]))
+    assert (summary["transactions"], summary["unscored"]) == (230, 30)
+    assert set(summary["levels"]) == {"low", "medium", "high"}
+    assert sum(summary["levels"].values()) == 200
+    assert summary["mean_score"] == pytest.approx(scored.get_column("risk_score").mean())
+    assert summary["components"]["sandwich"] == pytest.approx(scored.get_column("risk_sandwich").mean())
+    only_unscored = summarize_risk(unscored)
+    assert (only_unscored["unscored"], only_unscored["mean_score"], sum(only_unscored["levels"].values())) == (30, 0, 0)
 
 
 def test_summary_of_nothing_is_zeroes() -> None:

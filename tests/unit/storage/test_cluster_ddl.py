@@ -8,6 +8,7 @@ runs on the real engine, with a one-shard cluster defined in a config file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterator
@@ -206,3 +207,26 @@ def test_cluster_tables_have_the_same_columns_as_the_single_node_tables(
         db.query(statement)
     for table, expected in cluster_columns.items():
         assert columns(db, table) == expected, table
+
+
+def test_dead_letters_are_told_by_their_digest_through_the_distributed_front(
+    one_shard_cluster: chdb_session.Session,
+) -> None:
+    """Migration 015: a letter without a digest (stored before it) gets MD5(raw), as the ingest service computes it."""
+    db = one_shard_cluster
+    db.query(f"CREATE DATABASE {DB}")
+    for statement in rendered(CLUSTER):
+        db.query(single_node(statement))
+    db.query(
+        f"INSERT INTO {DB}.dead_letters (received_at, source, record_index, field, reason, raw) "
+        "SETTINGS distributed_foreground_insert = 1 VALUES (now64(3), 'http', 0, '$', 'not json', '{broken')"
+    )
+    digest = hashlib.md5(b"{broken", usedforsecurity=False).hexdigest()
+    found = db.query(f"SELECT lower(hex(digest)) FROM {DB}.dead_letters WHERE NOT replayed", "CSV").bytes()
+    assert found == f'"{digest}"\n'.encode()
+    db.query(
+        f"ALTER TABLE {DB}.dead_letters{LOCAL_SUFFIX} UPDATE replayed = true, replayed_at = now64(3) "
+        f"WHERE has(['{digest}'], lower(hex(digest))) SETTINGS mutations_sync = 1"
+    )
+    marked = db.query(f"SELECT replayed, replayed_at IS NOT NULL FROM {DB}.dead_letters", "CSV").bytes()
+    assert marked == b"true,1\n"
