@@ -33,7 +33,7 @@ from arbitrage.cache import (
 )
 from arbitrage.config import Settings
 from arbitrage.export import ExportService, storage_options_from
-from arbitrage.features import HISTORY_COLUMNS, HISTORY_WINDOW, FeatureEngine
+from arbitrage.features import HISTORY_COLUMNS, HISTORY_WINDOW, FeatureEngine, HistoryFold
 from arbitrage.ingest import IngestService
 from arbitrage.risk import score_risk
 from arbitrage.schedule import ScheduleService
@@ -148,6 +148,17 @@ def create_app(settings: Settings) -> Litestar:
     return app
 
 
+async def _warmed_engine(reader: TransactionReader) -> FeatureEngine:
+    """The feature engine as if it had seen the stored history, read a piece at a time (bounded memory)."""
+    extent = await reader.history_extent(HISTORY_WINDOW)
+    if extent is None:
+        return FeatureEngine()
+    fold = HistoryFold(extent.newest_ms, extent.newest_slot)
+    async for piece in reader.feature_history(extent, HISTORY_COLUMNS):
+        await asyncio.to_thread(fold.add, piece)
+    return await asyncio.to_thread(fold.engine)
+
+
 async def start_services(settings: Settings, *, jobs: bool = True) -> Services:
     """Open the warehouse (applying migrations) and build what handlers need.
 
@@ -166,7 +177,7 @@ async def start_services(settings: Settings, *, jobs: bool = True) -> Services:
         recent = RecentTransactions(settings.ingest.recent_buffer if warehouse.backend == "embedded" else 0)
         if recent.capacity:
             recent.add(await reader.newest(recent.capacity))
-        engine = FeatureEngine.from_history(await reader.feature_history(HISTORY_WINDOW, HISTORY_COLUMNS))
+        engine = await _warmed_engine(reader)
         feed = await _start_live_feed(settings, warehouse)
         opened.push_async_callback(feed.close)
         ingest = IngestService(

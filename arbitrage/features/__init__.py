@@ -1,10 +1,10 @@
 """Point-in-time ML features of stored transactions, their registry, and ML preparation.
 
 Pure functions of batches and state: the caller loads history from the warehouse
-(`HISTORY_WINDOW` of it, for `FeatureEngine.from_history`) and stores the output.
+(`HISTORY_WINDOW` of it, for `HistoryFold` a piece at a time) and stores the output.
 """
 
-from arbitrage.features._engine import HISTORY_COLUMNS, HISTORY_WINDOW, FeatureEngine, RollingState
+from arbitrage.features._engine import HISTORY_COLUMNS, HISTORY_WINDOW, FeatureEngine, HistoryFold, RollingState
 from arbitrage.features._preparation import ColumnScaler, DataPreparation, PreparationParams, TemporalSplit
 from arbitrage.features._registry import (
     FEATURE_NAMES,
@@ -25,6 +25,7 @@ __all__ = [
     "DataPreparation",
     "Feature",
     "FeatureEngine",
+    "HistoryFold",
     "PreparationParams",
     "RollingState",
     "TemporalSplit",

@@ -814,6 +814,83 @@ def _remember_last(seen: dict[str, int], codes: Ints, keys: pl.Series, t: Ints) 
     seen.update(zip(keys.gather(last).to_list(), t[last].tolist(), strict=True))
 
 
+class HistoryFold:
+    """Warms an engine on stored history given in slot-ordered pieces, one piece in memory at a time.
+
+    A restart used to load the whole `HISTORY_WINDOW` at once: about 3 GB per million rows,
+    so two days of a busy feed did not fit in memory. Only the last minutes go through
+    `process`; older rows are folded straight into the per-minute bars and the last-seen
+    times, which a piece at a time gives exactly: event times are running maxima in slot
+    order (carried from piece to piece), and a bar split between two pieces is summed, its
+    close the later piece's.
+    """
+
+    def __init__(self, newest_block_ms: int, newest_slot: int) -> None:
+        """`newest_*`: the newest block time (ms) and slot of the history to come."""
+        self._split = newest_block_ms // _M1 - _WARMUP_MINUTES
+        self._warm_slot = newest_slot - 2 * RECENT_SLOTS
+        self._engine = FeatureEngine()
+        self._bars: list[pl.DataFrame] = []
+        self._recent: list[pl.DataFrame] = []
+        self._max_t: int | None = None
+
+    def add(self, piece: pl.DataFrame) -> None:
+        """The next rows of the history: later slots than every earlier piece, ordered as `from_history` says."""
+        if piece.height == 0:
+            return
+        new, strings = _window_inputs(_row_frame(piece), None, self._max_t, 0)
+        own = pl.DataFrame(
+            {
+                "slot": new["slot"],
+                "t": new["t"],
+                "minute": new["minute"],
+                "qvol": new["qvol"],
+                "window_price": new["price"],
+            }
+        ).with_columns(*strings.get_columns(), pl.col("window_price").fill_nan(None), pl.col("qvol").fill_nan(None))
+        self._max_t = int(new["t"][-1])
+        self._bars.append(_history_bars(own.filter(pl.col("minute") < self._split)))
+        if self._recent:  # the warm-up began in an earlier piece: all of this one goes through `process`
+            self._recent.append(piece)
+            return
+        # Event times never fall in slot order, so the rows to warm up on are the pieces' last ones.
+        warm = (new["minute"] >= self._split) | (new["slot"] >= self._warm_slot)
+        early = int(np.argmax(warm)) if bool(warm.any()) else piece.height
+        if early:
+            self._fold(own.head(early))
+        if early < piece.height:
+            self._recent.append(piece.slice(early))
+
+    def engine(self) -> FeatureEngine:
+        """The warmed engine (call once, after the last piece)."""
+        state = self._engine.state
+        if self._bars:
+            parts = pl.concat(self._bars)
+            merged = parts.group_by("pair", "minute").agg(
+                pl.col("volume").sum(),
+                pl.col("trades").sum(),
+                pl.col("close").drop_nulls().last(),
+            )
+            state.bars = (
+                merged.sort("minute", "pair")
+                .select(_BAR_SCHEMA.keys())
+                .with_columns(pl.col("pair").cast(state.key_types["pair"]))
+            )
+            state.bar_cutoff = self._split
+        if self._recent:
+            self._engine.process(pl.concat(self._recent))
+        return self._engine
+
+    def _fold(self, early: pl.DataFrame) -> None:
+        state = self._engine.state
+        for column, seen in (("pair", state.last_pair), ("signer", state.last_signer)):
+            latest = early.group_by(column).agg(pl.col("t").max())
+            seen.update(zip(latest.get_column(column).to_list(), latest.get_column("t").to_list(), strict=True))
+        state.max_t = int(early.get_column("t").max())  # type: ignore[arg-type]
+        state.max_slot = int(early.get_column("slot").max())  # type: ignore[arg-type]
+        state.next_seq += early.height
+
+
 def _history_bars(frame: pl.DataFrame) -> pl.DataFrame:
     """Per (pair, minute) bars of rows with `pair`, `minute`, `qvol` and `window_price`."""
     bars = frame.group_by("pair", "minute").agg(
@@ -870,44 +947,18 @@ class FeatureEngine:
     def from_history(cls, history: pl.DataFrame) -> FeatureEngine:
         """An engine warmed up on stored rows, as if it had processed all of them.
 
-        The caller loads every stored transaction with `block_time` within
-        `HISTORY_WINDOW` (48 h 15 min) of the newest one, ordered by slot and then
-        arrival (ingestion time, then stream position; ties keep the given order). Only the last minutes go through
-        `process`; older rows are folded straight into the bars and last-seen times.
+        The caller gives every stored transaction with `block_time` within `HISTORY_WINDOW`
+        (48 h 15 min) of the newest one, ordered by slot and then arrival (ingestion time,
+        then stream position; ties keep the given order). `HistoryFold` does the same from
+        that history read a piece at a time.
         """
-        engine = cls()
         if history.height == 0:
-            return engine
+            return cls()
         ordered = history.sort("slot", maintain_order=True)
-        new, strings = _window_inputs(_row_frame(ordered), None, None, 0)
-        own = pl.DataFrame(
-            {
-                "slot": new["slot"],
-                "t": new["t"],
-                "minute": new["minute"],
-                "qvol": new["qvol"],
-                "window_price": new["price"],
-            }
-        ).with_columns(*strings.get_columns(), pl.col("window_price").fill_nan(None), pl.col("qvol").fill_nan(None))
-        newest_minute = int(new["minute"].max())
-        newest_slot = int(new["slot"].max())
-        split = newest_minute - _WARMUP_MINUTES
-        warm = (pl.col("minute") >= split) | (pl.col("slot") >= newest_slot - 2 * RECENT_SLOTS)
-        early = own.filter(~warm)
-        state = engine.state
-        state.bars = _history_bars(own.filter(pl.col("minute") < split)).with_columns(
-            pl.col("pair").cast(state.key_types["pair"])
-        )
-        state.bar_cutoff = split
-        if early.height:
-            for column, seen in (("pair", state.last_pair), ("signer", state.last_signer)):
-                latest = early.group_by(column).agg(pl.col("t").max())
-                seen.update(zip(latest.get_column(column).to_list(), latest.get_column("t").to_list(), strict=True))
-            state.max_t = int(early.get_column("t").max())  # type: ignore[arg-type]
-            state.max_slot = int(early.get_column("slot").max())  # type: ignore[arg-type]
-            state.next_seq = early.height
-        engine.process(ordered.slice(early.height))
-        return engine
+        newest_ms = ordered.select(pl.col("block_time").dt.epoch("ms").max()).item()
+        fold = HistoryFold(int(newest_ms), int(ordered.get_column("slot").max()))  # type: ignore[arg-type]
+        fold.add(ordered)
+        return fold.engine()
 
     def process(self, batch: pl.DataFrame) -> pl.DataFrame:
         """The batch, rows in their input order, with every feature column and `late` added."""

@@ -7,6 +7,7 @@ from arbitrage.storage._migrations import Migration, discover, migrations_dir, r
 from arbitrage.storage._protocol import SignatureWindow, Warehouse
 from arbitrage.storage._reads import (
     LATEST,
+    HistoryExtent,
     TransactionFilter,
     TransactionReader,
     as_utc,
@@ -18,6 +19,7 @@ from arbitrage.storage._reads import (
 __all__ = [
     "LATEST",
     "EmbeddedWarehouse",
+    "HistoryExtent",
     "Migration",
     "SignatureWindow",
     "TransactionFilter",

@@ -29,6 +29,27 @@ _LEG_ENDS = (("first", 1), ("last", -1))
 """`feature_history`'s legs: ClickHouse arrays count from 1, and -1 is the last element."""
 
 
+HISTORY_PIECE_ROWS = 100_000
+"""Rows per read of a restart's feature history: its memory is a piece's, not the window's."""
+_SLOTS_PER_BUCKET = 256
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class HistoryExtent(msgspec.Struct, frozen=True, kw_only=True):
+    """The stored rows a restart warms the feature engine on (`TransactionReader.history_extent`)."""
+
+    start: datetime
+    end: datetime
+    """The newest block time stored."""
+    newest_slot: int
+    slot_ranges: list[tuple[int, int]]
+    """Inclusive slot ranges, in order, of about `HISTORY_PIECE_ROWS` rows each."""
+
+    @property
+    def newest_ms(self) -> int:
+        return (self.end - _EPOCH) // timedelta(milliseconds=1)
+
+
 class TransactionFilter(msgspec.Struct, frozen=True, kw_only=True):
     """Filters shared by /transactions, /historical and exports; None means "any"."""
 
@@ -137,8 +158,42 @@ class TransactionReader:
         sql = f"SELECT * FROM {self.table} ORDER BY block_time DESC, signature DESC LIMIT {int(limit)}"
         return _frame(await self.warehouse.query_arrow(sql))
 
-    async def feature_history(self, window: timedelta, columns: Sequence[str]) -> pl.DataFrame:
-        """Stored `columns` within `window` of the newest row, in slot then arrival order.
+    async def history_extent(self, window: timedelta, piece_rows: int = HISTORY_PIECE_ROWS) -> HistoryExtent | None:
+        """What `feature_history` reads: the rows within `window` of the newest one, in slot ranges
+        of about `piece_rows` rows each (None when nothing is stored).
+
+        The ranges come from row counts per 256 slots (≈ 100 s of feed), so a piece holds more
+        than `piece_rows` only when 256 slots do.
+        """
+        newest = await self.warehouse.query_arrow(f"SELECT max(block_time) AS newest, count() AS n FROM {self.table}")
+        if not newest.column("n")[0].as_py():
+            return None
+        end: datetime = newest.column("newest")[0].as_py()
+        start = end - window
+        counts = await self.warehouse.query_arrow(
+            f"SELECT intDiv(slot, {_SLOTS_PER_BUCKET}) AS bucket, count() AS n, min(slot) AS first, max(slot) AS last "
+            f"FROM {self.table} WHERE block_time BETWEEN {{start:DateTime64(3, 'UTC')}} AND {{end:DateTime64(3, 'UTC')}} "
+            "GROUP BY bucket ORDER BY bucket",
+            {"start": start, "end": end},
+        )
+        ranges: list[tuple[int, int]] = []
+        held = 0
+        for rows, first, last in zip(
+            counts.column("n").to_pylist(),
+            counts.column("first").to_pylist(),
+            counts.column("last").to_pylist(),
+            strict=True,
+        ):
+            if ranges and held + rows <= piece_rows:
+                ranges[-1] = (ranges[-1][0], last)
+                held += rows
+            else:
+                ranges.append((first, last))
+                held = rows
+        return HistoryExtent(start=start, end=end, newest_slot=ranges[-1][1], slot_ranges=ranges)
+
+    async def feature_history(self, extent: HistoryExtent, columns: Sequence[str]) -> AsyncIterator[pl.DataFrame]:
+        """Stored `columns` of the extent's rows, a slot range at a time, in slot then arrival order.
 
         A batch's rows share one `ingested_at`; their stream positions keep the order the
         feature engine saw them in, which its per-pair lookbacks depend on. `legs` holds each
@@ -151,13 +206,14 @@ class TransactionReader:
             flat += [f"legs[{index}].{field} AS `{end}.{field}`" for end, index in _LEG_ENDS for field in _LEG_FIELDS]
         sql = (
             f"SELECT {', '.join(flat)} FROM {self.table}{self._final} "
-            f"WHERE block_time >= (SELECT max(block_time) FROM {self.table}) - toIntervalMillisecond({{window_ms:Int64}}) "
+            "WHERE block_time BETWEEN {start:DateTime64(3, 'UTC')} AND {end:DateTime64(3, 'UTC')} "
+            "AND slot BETWEEN {first:UInt64} AND {last:UInt64} "
             "ORDER BY slot, ingested_at, stream_position"
         )
-        frame = _frame(await self.warehouse.query_arrow(sql, {"window_ms": int(window.total_seconds() * 1000)}))
-        if "legs" not in columns:
-            return frame
-        return frame.with_columns(_first_and_last_legs(frame)).select(columns)
+        for first, last in extent.slot_ranges:
+            params = {"start": extent.start, "end": extent.end, "first": first, "last": last}
+            frame = _frame(await self.warehouse.query_arrow(sql, params))
+            yield frame.with_columns(_first_and_last_legs(frame)).select(columns) if "legs" in columns else frame
 
     async def columns(self, names: list[str], filters: TransactionFilter) -> pl.DataFrame:
         """Named columns of matching rows. Names must be identifiers (they come from registries)."""

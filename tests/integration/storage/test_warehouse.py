@@ -217,14 +217,29 @@ async def test_feature_history_holds_the_engines_columns_with_the_first_and_last
     warehouse: EmbeddedWarehouse,
 ) -> None:
     rows = transactions(300)
+    spread = pl.from_arrow(rows).with_columns(  # one a slot: spread them over many 256-slot buckets
+        (pl.col("slot") - pl.col("slot").min()) * 37 + pl.col("slot").min()
+    )
+    assert isinstance(spread, pl.DataFrame)
+    rows = spread.to_arrow().cast(rows.schema)
     await warehouse.insert_arrow("transactions", rows)
-    history = await TransactionReader(warehouse).feature_history(timedelta(days=1), HISTORY_COLUMNS)
+    reader = TransactionReader(warehouse)
+    extent = await reader.history_extent(timedelta(days=1), piece_rows=40)
+    assert extent is not None
+    pieces = [piece async for piece in reader.feature_history(extent, HISTORY_COLUMNS)]
+    assert len(pieces) == len(extent.slot_ranges) > 3, "the history is read a slot range at a time"
+    for piece, (first, last) in zip(pieces, extent.slot_ranges, strict=True):
+        assert first <= piece.get_column("slot").min() and piece.get_column("slot").max() <= last  # type: ignore[operator]
+        assert piece.height <= 40 or first // 256 == last // 256, "more than piece_rows only within 256 slots"
+    history = pl.concat(pieces)
     stored = pl.from_arrow(rows)
     assert isinstance(stored, pl.DataFrame)
     newest = stored.get_column("block_time").max()
     assert isinstance(newest, datetime)
     expected = stored.filter(pl.col("block_time") >= newest - timedelta(days=1)).sort("slot")
-    assert stored.get_column("hops").max() > 2, "some routes must have legs between the first and the last"
+    assert stored.get_column("hops").max() > 2, "some routes must have legs between the first and the last"  # type: ignore[operator]
+    assert extent.newest_slot == expected.get_column("slot").max()
+    assert extent.newest_ms == expected.select(pl.col("block_time").dt.epoch("ms").max()).item()
     assert history.columns == list(HISTORY_COLUMNS)
     assert history.drop("legs").equals(expected.select(HISTORY_COLUMNS).drop("legs"))
     ends = expected.select(pl.concat_list(pl.col("legs").list.first(), pl.col("legs").list.last()).alias("legs"))

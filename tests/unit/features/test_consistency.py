@@ -13,7 +13,7 @@ import polars as pl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from arbitrage.features import FEATURE_NAMES, LATE_COLUMN, FeatureEngine
+from arbitrage.features import FEATURE_NAMES, LATE_COLUMN, FeatureEngine, HistoryFold
 from arbitrage.features._synthetic import stored_rows
 
 _ONE_RUN = """
@@ -106,6 +106,29 @@ def test_engine_warmed_from_history_continues_exactly_like_one_that_saw_everythi
         split = 380
         engine = FeatureEngine.from_history(data.head(split))
         assert_same_features(engine.process(data.slice(split)), backfill(data).slice(split))
+
+
+@given(sizes=st.lists(st.integers(1, 120), min_size=1, max_size=12))
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_history_folded_a_piece_at_a_time_warms_the_engine_as_all_of_it_at_once(sizes: list[int]) -> None:
+    """A restart reads its history in slot ranges: any cut must leave the same state as one read."""
+    # Block times that step back in slot order (sources disagree on them): event times are running maxima.
+    jittered = minutes_of_data().with_columns(
+        pl.col("block_time") - pl.duration(seconds=pl.int_range(pl.len()) * 7_919 % 97)
+    )
+    for data in (minutes_of_data(), days_of_data(), jittered):
+        history, rest = data.head(380), data.slice(380)
+        newest_ms = history.select(pl.col("block_time").dt.epoch("ms").max()).item()
+        fold = HistoryFold(newest_ms, history.get_column("slot").max())  # type: ignore[arg-type]
+        start = 0
+        for size in itertools.cycle(sizes):
+            if start >= history.height:
+                break
+            fold.add(history.slice(start, size))
+            start += size
+        engine, whole = fold.engine(), FeatureEngine.from_history(history)
+        assert engine.state.bars.height == whole.state.bars.height
+        assert_same_features(engine.process(rest), whole.process(rest))
 
 
 def test_warm_state_is_bounded_by_time_not_by_history_length() -> None:
