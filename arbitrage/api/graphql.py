@@ -1,7 +1,7 @@
-"""`/graphql`: queries over transactions, stats, exports and schedules; a live subscription.
+"""`/graphql`: the REST reads as queries (transactions, stats, features, risk, exports, schedules); a live subscription.
 
-The schema is a thin skin over the same services as the REST controllers. Transactions
-are built from the same rendered JSON as `/transactions`, so both APIs agree. Query cost
+The schema is a thin skin over the same services as the REST controllers, and its types
+(`_graphql_types`) are built from the same JSON the REST reads answer, so both APIs agree. Query cost
 is bounded: a request body or WebSocket message of at most 100 KiB, depth, token and alias
 limits, `first` at most 1000 over the whole query, and 16 subscriptions per connection.
 GraphiQL is served from `api/static/graphiql` (vendored from npm: graphiql 3.8.3, react
@@ -14,10 +14,11 @@ import json
 import logging
 import warnings
 from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, cast, overload
 
 import msgspec
+import polars as pl
 import strawberry
 from graphql import (
     DocumentNode,
@@ -43,9 +44,33 @@ from strawberry.scalars import JSON
 from strawberry.types import ExecutionContext, Info
 from strawberry.utils.str_converters import to_camel_case
 
+from arbitrage.api._graphql_types import (
+    DailyStat,
+    ExportJob,
+    Feature,
+    FeatureList,
+    RiskScore,
+    RiskSummary,
+    Schedule,
+    ScheduleDetail,
+    Stats,
+    Transaction,
+    TransactionPage,
+    from_json,
+    job_from,
+    risk_summary_from_json,
+    schedule_from,
+    stats_from_json,
+    transaction_from_json,
+)
+from arbitrage.api.features import RiskSummary as RestRiskSummary
 from arbitrage.api.transactions import FILTER_TYPES, Cursor, TransactionSignature, json_type
 from arbitrage.cache import ResponseCache, ShortCache
 from arbitrage.errors import ValidationError, WarehouseUnavailable
+from arbitrage.export import JobNotFound, JobState
+from arbitrage.features import FEATURES, LATE_COLUMN
+from arbitrage.risk import RISK_COLUMNS, summarize_risk
+from arbitrage.schedule import ScheduleNotFound
 from arbitrage.security import Identity, identity_of, requires
 from arbitrage.services import Services
 from arbitrage.storage import TransactionFilter, decode_cursor, encode_cursor
@@ -56,6 +81,7 @@ DEFAULT_PAGE = 50
 MAX_DEPTH = 8
 MAX_TOKENS = 2000
 MAX_ALIASES = 15
+MAX_RISK_HOURS = 24 * 365
 MAX_SUBSCRIPTIONS = 16
 """Active subscriptions of one connection at most: each costs a decode and a serialization per
 event (100 on one socket took 8 s of the event loop per 1000 stored rows), and one socket must
@@ -70,75 +96,6 @@ _SUBSCRIPTIONS_KEY = "active_subscriptions"
 """Where a connection's context (one dict per WebSocket) counts its active subscriptions."""
 
 log = logging.getLogger(__name__)
-
-
-@strawberry.type
-class Leg:
-    dex: str
-    pool: str
-    token_in: str
-    token_out: str
-    amount_in: str
-    """Raw integer units as a string (they exceed GraphQL's 32-bit Int)."""
-    amount_out: str
-    price: float | None
-
-
-@strawberry.type
-class Risk:
-    score: float | None
-    level: str | None
-    components: JSON
-
-
-@strawberry.type
-class Transaction:
-    signature: str
-    slot: str
-    block_time: str
-    signer: str
-    success: bool
-    route: list[str]
-    dexes: list[str]
-    hops: int
-    circular: bool
-    total_cost_sol: float
-    net_profit_sol: float | None
-    stream_position: str | None
-    source: str
-    kafka_partition: int | None
-    kafka_offset: str | None
-    legs: list[Leg]
-    features: JSON
-    risk: Risk | None
-
-
-@strawberry.type
-class TransactionPage:
-    items: list[Transaction]
-    next_cursor: str | None
-
-
-@strawberry.type
-class Stats:
-    transactions: int
-    successful: int
-    profitable: int
-    net_profit_sol: float | None
-    total_cost_sol: float | None
-    jito_tips_sol: float | None
-    top_tokens: JSON
-    top_dexes: JSON
-    top_signers: JSON
-
-
-@strawberry.type
-class DailyStat:
-    date: str
-    transactions: int
-    profitable: int
-    net_profit_sol: float | None
-    total_cost_sol: float | None
 
 
 @strawberry.input(description="The filters of `GET /transactions`, with the same bounds.")
@@ -167,49 +124,6 @@ def _filter_values(value: TransactionFilterInput | None) -> dict[str, Any]:
     for name, kind in FILTER_TYPES.items():
         _checked(values[name], kind, f"filter.{to_camel_case(name)}")
     return values
-
-
-def transaction_from_json(payload: bytes) -> Transaction:
-    """A Transaction from the API's rendered JSON (the `/transactions` item shape)."""
-    row: dict[str, Any] = msgspec.json.decode(payload)
-    risk = row.get("risk")
-    return Transaction(
-        signature=row["signature"],
-        slot=str(row["slot"]),
-        block_time=row["block_time"],
-        signer=row["signer"],
-        success=row["success"],
-        route=row["route"],
-        dexes=row["dexes"],
-        hops=row["hops"],
-        circular=row["circular"],
-        total_cost_sol=row["total_cost_sol"],
-        net_profit_sol=row.get("net_profit_sol"),
-        stream_position=str(row["stream_position"]) if row.get("stream_position") is not None else None,
-        source=row["source"],
-        kafka_partition=row.get("kafka_partition"),
-        kafka_offset=str(row["kafka_offset"]) if row.get("kafka_offset") is not None else None,
-        legs=[
-            Leg(
-                dex=leg["dex"],
-                pool=leg["pool"],
-                token_in=leg["token_in"],
-                token_out=leg["token_out"],
-                amount_in=str(leg["amount_in"]),
-                amount_out=str(leg["amount_out"]),
-                price=leg.get("price"),
-            )
-            for leg in row["legs"]
-        ],
-        features=cast(JSON, row.get("features") or {}),
-        risk=Risk(
-            score=risk.get("score"),
-            level=risk.get("level"),
-            components=cast(JSON, {k: v for k, v in risk.items() if k not in ("score", "level")}),
-        )
-        if risk
-        else None,
-    )
 
 
 class FieldForbidden(Exception):
@@ -276,23 +190,12 @@ class Query:
         frame = await _services(info).reader.get(signature)
         return None if frame.is_empty() else transaction_from_json(render_transactions(frame)[0])
 
-    @strawberry.field(description="Totals over everything stored.")
+    @strawberry.field(description="`GET /stats`: totals over everything stored, and the top tokens, DEXes and signers.")
     async def stats(self, info: Info[Any, Any]) -> Stats:
         services = _services(info)
-        raw = await _aggregate(services, ("stats",), services.reader.stats)
-        return Stats(
-            transactions=raw["transactions"],
-            successful=raw["successful"],
-            profitable=raw["profitable"],
-            net_profit_sol=raw.get("net_profit_sol"),
-            total_cost_sol=raw.get("total_cost_sol"),
-            jito_tips_sol=raw.get("jito_tips_sol"),
-            top_tokens=raw["top_tokens"],
-            top_dexes=raw["top_dexes"],
-            top_signers=raw["top_signers"],
-        )
+        return stats_from_json(await _aggregate(services, ("stats",), services.reader.stats))
 
-    @strawberry.field(description="One row per UTC day for the last `days` days (1-3650).")
+    @strawberry.field(description="`GET /stats/daily`: one row per UTC day for the last `days` days (1-3650).")
     async def daily_stats(self, info: Info[Any, Any], days: int = 30) -> list[DailyStat]:
         if not 1 <= days <= 3650:
             raise ValidationError("days", "must be 1-3650")
@@ -302,34 +205,98 @@ class Query:
             return {"days": await services.reader.daily(days)}
 
         rows = (await _aggregate(services, ("daily", days), compute))["days"]
-        return [
-            DailyStat(
-                date=r["date"],
-                transactions=r["transactions"],
-                profitable=r["profitable"],
-                net_profit_sol=r["net_profit_sol"],
-                total_cost_sol=r["total_cost_sol"],
-            )
-            for r in rows
-        ]
+        return [from_json(DailyStat, row) for row in rows]
+
+    @strawberry.field(description="`GET /features`: the feature columns, then the risk columns and quality flags.")
+    def features(self) -> FeatureList:
+        return FeatureList(
+            features=[from_json(Feature, msgspec.to_builtins(f)) for f in FEATURES],
+            risk=[from_json(Feature, msgspec.to_builtins(c)) for c in RISK_COLUMNS],
+            quality=[from_json(Feature, msgspec.to_builtins(LATE_COLUMN))],
+        )
+
+    @strawberry.field(description="`GET /risk/{signature}`: score, level and components; null when not stored.")
+    async def risk(self, info: Info[Any, Any], signature: str) -> RiskScore | None:
+        _checked(signature, _SIGNATURE, "signature")
+        frame = await _services(info).reader.get(signature)
+        if frame.is_empty():
+            return None
+        row = frame.select(pl.col("^risk_.*$")).row(0, named=True)
+        return RiskScore(
+            signature=signature,
+            score=row.pop("risk_score"),
+            level=row.pop("risk_level"),
+            components=cast(JSON, {k.removeprefix("risk_"): v for k, v in row.items()}),
+        )
 
     @strawberry.field(
-        description="Export jobs, newest first (the `GET /exports` items; `limit` is 1-1000); empty when exports are off."
+        description="`GET /risk/summary`: levels, score quantiles and mean components over the last `hours` (1-8760)."
     )
-    async def exports(self, info: Info[Any, Any], limit: int = 20) -> JSON:
+    async def risk_summary(self, info: Info[Any, Any], hours: int = 24) -> RiskSummary:
+        if not 1 <= hours <= MAX_RISK_HOURS:
+            raise ValidationError("hours", f"must be 1-{MAX_RISK_HOURS}")
+        since = datetime.now(UTC) - timedelta(hours=hours)
+        columns = [
+            "risk_score",
+            "risk_level",
+            *(c.name for c in RISK_COLUMNS if c.name not in ("risk_score", "risk_level")),
+        ]
+        frame = await _services(info).reader.columns(columns, TransactionFilter(start=since))
+        summary = msgspec.convert({"hours": hours, **summarize_risk(frame)}, RestRiskSummary)
+        return risk_summary_from_json(msgspec.to_builtins(summary))
+
+    @strawberry.field(
+        description="`GET /exports`: export jobs, newest first (`limit` 1-1000, `state` one of queued, running, "
+        "done, failed, cancelled); empty when exports are off. Needs the `export` role."
+    )
+    async def exports(self, info: Info[Any, Any], limit: int = 100, state: str | None = None) -> list[ExportJob]:
         scope = _require(info, "export").owner_scope
         if not 1 <= limit <= MAX_PAGE:
             raise ValidationError("limit", f"must be 1-{MAX_PAGE}")
+        _checked(state, JobState | None, "state")
         service = _services(info).extras.get("exports")
-        jobs = [] if service is None else await service.list(limit=limit, principal=scope)
-        return cast(JSON, msgspec.to_builtins(jobs))
+        jobs = [] if service is None else await service.list(limit=limit, state=state, principal=scope)
+        return [job_from(job) for job in jobs]
 
-    @strawberry.field(description="Export schedules (the `GET /schedules` items); empty when schedules are off.")
-    async def schedules(self, info: Info[Any, Any]) -> JSON:
+    @strawberry.field(
+        description="`GET /exports/{id}`; null when there is no such job, or it is another caller's (REST's 404). "
+        "Needs the `export` role."
+    )
+    async def export(self, info: Info[Any, Any], id: str) -> ExportJob | None:
+        scope = _require(info, "export").owner_scope
+        service = _services(info).extras.get("exports")
+        if service is None:
+            return None
+        try:
+            return job_from(await service.get(id, principal=scope))
+        except JobNotFound:
+            return None
+
+    @strawberry.field(
+        description="`GET /schedules`: export schedules with their next run; empty when schedules are off. "
+        "Needs the `export` role."
+    )
+    async def schedules(self, info: Info[Any, Any]) -> list[Schedule]:
         scope = _require(info, "export").owner_scope
         service = _services(info).extras.get("schedules")
-        schedules = [] if service is None else await service.list(principal=scope)
-        return cast(JSON, msgspec.to_builtins(schedules))
+        return [] if service is None else [schedule_from(s) for s in await service.list(principal=scope)]
+
+    @strawberry.field(
+        description="`GET /schedules/{id}`: a schedule with its latest runs; null when there is no such schedule, "
+        "or it is another caller's (REST's 404). Needs the `export` role."
+    )
+    async def schedule(self, info: Info[Any, Any], id: str) -> ScheduleDetail | None:
+        scope = _require(info, "export").owner_scope
+        service = _services(info).extras.get("schedules")
+        if service is None:
+            return None
+        try:
+            detail = await service.get(id, principal=scope)
+        except ScheduleNotFound:
+            return None
+        return ScheduleDetail(
+            schedule=schedule_from(detail.schedule), last_runs=[job_from(j) for j in detail.last_runs]
+        )
 
 
 @strawberry.type
