@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import msgspec
 import polars as pl
@@ -36,11 +36,11 @@ class FeatureList(msgspec.Struct):
 
 
 class RiskScore(msgspec.Struct):
-    """`GET /risk/{signature}`."""
+    """`GET /risk/{signature}`; score and level null, components empty, for a row stored before risk scoring."""
 
     signature: str
-    score: float
-    level: RiskLevel
+    score: float | None
+    level: RiskLevel | None
     components: Components
 
 
@@ -112,9 +112,12 @@ class FeatureController(Controller):
         if frame.is_empty():
             raise NotFoundException(f"transaction {signature} not found")
         row = frame.select(pl.col("^risk_.*$")).row(0, named=True)
+        score, level = row.pop("risk_score"), row.pop("risk_level")
+        if level not in get_args(RiskLevel):  # stored before risk scoring: its zeros are not scores
+            return RiskScore(signature=signature, score=None, level=None, components={})
         return RiskScore(
             signature=signature,
-            score=row.pop("risk_score"),
-            level=row.pop("risk_level"),
+            score=score,
+            level=level,
             components={k.removeprefix("risk_"): v for k, v in row.items()},
         )

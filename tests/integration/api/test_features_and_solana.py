@@ -78,6 +78,10 @@ async def test_the_risk_summary_counts_rows_without_a_level_as_unscored(
     schema = (await client.get("/schema/openapi.json")).json()["components"]["schemas"]
     summary_schema = next(v for k, v in schema.items() if k.endswith("RiskSummary"))
     assert "unscored" in summary_schema["required"]
+    unscored = (await client.get(f"/risk/{old[0]}")).json()
+    assert (unscored["score"], unscored["level"], unscored["components"]) == (None, None, {})
+    scored = (await client.get(f"/risk/{records[-1]['signature']}")).json()
+    assert scored["level"] in ("low", "medium", "high") and scored["components"]
 
 
 @pytest.mark.skipif(not FIXTURES.is_dir(), reason="shared/fixtures/solana is not beside the repository")
