@@ -261,10 +261,18 @@ class LiveBatch:
 
 
 class WireBatch(msgspec.Struct, array_like=True):
-    """A batch as it crosses Redis pub/sub (msgpack)."""
+    """A batch as it crosses Redis pub/sub (msgpack); without events, a notice of `skipped` positions."""
 
     published_at: float
     events: list[LiveEvent]
+    skipped: tuple[int, int] | None = None
+
+
+class Skipped(NamedTuple):
+    """Positions `first`..`last` will never be published (the insert they were reserved for failed)."""
+
+    first: int
+    last: int
 
 
 _WIRE_ENCODER = msgspec.msgpack.Encoder()
@@ -304,6 +312,12 @@ def encode_wire(batch: LiveBatch, max_bytes: int = WIRE_MESSAGE_BYTES) -> list[W
     return messages
 
 
-def decode_wire(data: bytes) -> LiveBatch:
+def encode_skipped(skipped: Skipped) -> bytes:
+    return _WIRE_ENCODER.encode(WireBatch(time.time(), [], (skipped.first, skipped.last)))
+
+
+def decode_wire(data: bytes) -> LiveBatch | Skipped:
     wire = _WIRE_DECODER.decode(data)
+    if wire.skipped is not None:
+        return Skipped(*wire.skipped)
     return LiveBatch(wire.events, wire.published_at)

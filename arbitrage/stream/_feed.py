@@ -17,7 +17,7 @@ import polars as pl
 import pyarrow as pa
 
 from arbitrage.storage import TransactionFilter, Warehouse
-from arbitrage.stream._events import POSITION_COLUMN, LiveBatch, StreamFilter, events_from_frame
+from arbitrage.stream._events import POSITION_COLUMN, LiveBatch, Skipped, StreamFilter, events_from_frame
 from arbitrage.stream._handoff import HandOff
 from arbitrage.stream._hub import Missing, StreamHub, Subscription
 from arbitrage.stream._redis import RedisLink
@@ -45,6 +45,8 @@ class LiveFeed:
         self.redis = redis
         self._last_reserved = 0
         self._handoff = HandOff(hub.reorder_timeout / 2, self._gave_up)
+        self._telling: set[asyncio.Task[bool]] = set()
+        """Notices of given-up positions on their way to Redis."""
         if redis is not None:
             redis.floor = lambda: max(self._last_reserved, self.hub.position)
 
@@ -98,10 +100,16 @@ class LiveFeed:
             self._handoff.handed_on(batch.first, batch.last)
 
     def _gave_up(self, first: int, last: int) -> None:
-        """Reserved positions never published (a failed insert): this process's hub need not wait for them.
-        (Through Redis, the hubs wait their reorder timeout as for any gap.)"""
-        if self.redis is None or not self.redis.available:
-            self.hub.skip(first, last)
+        """Reserved positions never published (a failed insert): no hub need wait for them.
+
+        Through Redis every process's hub is told, or each would wait its reorder timeout as for
+        a gap it cannot explain.
+        """
+        self.hub.skip(first, last)
+        if self.redis is not None and self.redis.available:
+            telling = asyncio.create_task(self.redis.publish_skipped(Skipped(first, last)))
+            self._telling.add(telling)
+            telling.add_done_callback(self._telling.discard)
 
     async def resume(
         self,

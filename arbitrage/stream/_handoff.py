@@ -8,9 +8,8 @@ lost to every live client. Here a batch waits for the earlier batches of this pr
 are being published, however long they take, and for earlier positions whose batch has not
 reached `publish` yet, up to the timeout: those belong to a failed insert (never published)
 or to a caller still on its way (milliseconds: the stored-batch listeners before the feed's).
-The timeout is half the hub's, and without Redis the hub skips the positions given up at
-once, so a failed insert holds the feed for half as long as the hub alone did; through Redis
-the hubs still wait their own timeout after it (one and a half times as long).
+The timeout is half the hub's, and every hub (through Redis, every process's) is told the
+positions given up, so a failed insert holds the feed for half as long as a hub alone would.
 """
 
 from __future__ import annotations

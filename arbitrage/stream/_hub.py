@@ -102,6 +102,8 @@ class StreamHub:
         self._next: int | None = None
         self._last_delivered = 0
         self._held: list[tuple[int, int, LiveBatch]] = []
+        self._skipped: list[tuple[int, int]] = []
+        """Position ranges that will never come, ahead of the next expected one (a few at most)."""
         self._order = itertools.count()
         self._release: asyncio.TimerHandle | None = None
 
@@ -175,10 +177,12 @@ class StreamHub:
         self._deliver(batch)
 
     def skip(self, first: int, last: int) -> None:
-        """Positions `first`..`last` will never come (this process's failed insert): stop waiting for them."""
-        if self._next is not None and first <= self._next <= last:
-            self._next = last + 1
-            self._drain_held()
+        """Positions `first`..`last` will never come (a failed insert, of this process or another): stop
+        waiting for them, now or once the positions before them have come."""
+        if self._next is None or last < self._next:
+            return
+        self._skipped.append((first, last))
+        self._drain_held()
 
     def replay(self, after: int) -> list[LiveBatch | Missing]:
         """What was delivered after `after`, in position order: buffered batches (trimmed to > `after`),
@@ -216,9 +220,16 @@ class StreamHub:
                 self._subscribers.discard(subscription)
 
     def _drain_held(self) -> None:
-        while self._held and self._next is not None and self._held[0][0] <= self._next:
-            _, _, batch = heapq.heappop(self._held)
-            self._take(batch)
+        while self._next is not None:
+            if self._held and self._held[0][0] <= self._next:
+                _, _, batch = heapq.heappop(self._held)
+                self._take(batch)
+            elif skipped := next(((f, last) for f, last in self._skipped if f <= self._next <= last), None):
+                self._next = skipped[1] + 1
+            else:
+                break
+        if self._next is not None:
+            self._skipped = [(f, last) for f, last in self._skipped if last >= self._next]
         if not self._held and self._release is not None:
             self._release.cancel()
             self._release = None

@@ -20,7 +20,15 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from arbitrage.stream._events import WIRE_IN_FLIGHT_BYTES, LiveBatch, WireMessage, decode_wire, encode_wire
+from arbitrage.stream._events import (
+    WIRE_IN_FLIGHT_BYTES,
+    LiveBatch,
+    Skipped,
+    WireMessage,
+    decode_wire,
+    encode_skipped,
+    encode_wire,
+)
 from arbitrage.stream._hub import StreamHub
 
 log = logging.getLogger(__name__)
@@ -114,6 +122,16 @@ class RedisLink:
             return False
         return True
 
+    async def publish_skipped(self, skipped: Skipped) -> bool:
+        """Tell every process's hub that these positions will never come, so none waits for them."""
+        if not self.available:
+            return False
+        try:
+            return bool(await self.client.publish(self.channel, encode_skipped(skipped)))
+        except (RedisError, OSError) as exc:
+            self._lost(exc)
+            return False
+
     async def _room_for(self, size: int) -> bool:
         """Wait until `size` more bytes fit ahead of the subscription; False when it went away or stalled."""
         loop = asyncio.get_running_loop()
@@ -204,10 +222,14 @@ class RedisLink:
                     log.info("redis live feed subscribed on %s", self.channel)
                 self._subscribed.set()
                 async for message in pubsub.listen():
-                    if message["type"] == "message":
-                        batch = decode_wire(message["data"])
-                        await self.hub.accept_rendered(batch)
-                        self._heard(batch.first)
+                    if message["type"] != "message":
+                        continue
+                    received = decode_wire(message["data"])
+                    if isinstance(received, Skipped):
+                        self.hub.skip(received.first, received.last)
+                    else:
+                        await self.hub.accept_rendered(received)
+                        self._heard(received.first)
             except (RedisError, OSError) as exc:
                 self._lost(exc)
             finally:

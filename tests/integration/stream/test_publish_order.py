@@ -89,6 +89,39 @@ async def test_positions_of_a_failed_insert_hold_the_feed_no_longer_than_the_reo
     await feed.close()
 
 
+@pytest.mark.skipif(RedisServer.binary() is None, reason="redis-server not installed")
+async def test_positions_of_a_failed_insert_hold_no_other_process_longer_than_the_publisher(
+    warehouse: EmbeddedWarehouse, redis: RedisServer
+) -> None:
+    """Through Redis, the other processes' hubs are told the positions given up: they go on when the
+    publisher does, not a reorder timeout after it."""
+    feeds = []
+    for _ in range(2):  # two processes behind one Redis
+        hub = StreamHub(reorder_timeout=4.0)
+        feeds.append(LiveFeed(warehouse, hub, RedisLink(redis.url, hub)))
+        await feeds[-1].start()
+    publisher, other = feeds
+    try:
+        assert publisher.redis is not None and publisher.redis.available
+        resume = await other.resume(StreamFilter(), 100_000, None)
+        with anyio.fail_after(30):
+            await publisher.publish(_rows(await publisher.reserve(3), 3))
+            while other.hub.position < 3:  # noqa: ASYNC110 (the hub offers no event to wait on)
+                await asyncio.sleep(0.01)
+        await publisher.reserve(10)  # its insert failed
+        stored = _rows(await publisher.reserve(5), 5)
+        started = asyncio.get_running_loop().time()
+        with anyio.fail_after(30):
+            await publisher.publish(stored)
+            while other.hub.position < 18:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        assert asyncio.get_running_loop().time() - started < 2.0 + 1.0  # the publisher's wait, not 2 + 4 s
+        assert await _queued(resume.subscription) == [1, 2, 3, *range(14, 19)]
+    finally:
+        for feed in feeds:
+            await feed.close()
+
+
 async def _publish_large_then_small(feed: LiveFeed) -> None:
     await feed.start()
     try:
