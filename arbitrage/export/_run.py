@@ -426,14 +426,19 @@ class _Files:
     def schema_description(self) -> list[dict[str, Any]]:
         assert self._schema is not None
         schema = self._schema
+        # The type as the file holds it, which only the writer knows (HDF5 turns a nullable
+        # integer into float64, TFRecord everything into three list kinds, text formats times into text).
+        column_type = getattr(self._plan.factory(), "column_type", None)
         described = []
         for out_field in schema:
-            source_type = self._plan.column_types[out_field.name]
+            written = (
+                column_type(out_field, self._plan.options) if column_type is not None else {"type": str(out_field.type)}
+            )
             entry: dict[str, Any] = {
                 "name": out_field.name,
-                "type": str(out_field.type),
+                **written,
                 "nullable": out_field.nullable,
-                "source_type": source_type,
+                "source_type": self._plan.column_types[out_field.name],
             }
             if self._source_schema is not None and not self._nested:
                 flattening = flattening_of(self._source_schema.field(out_field.name).type)

@@ -11,7 +11,7 @@ straight into protobuf wire format with numpy and pyarrow kernels:
 and the entries of a row are concatenated with `binary_join_element_wise`. Each record is
 framed as TFRecord does: uint64 length, masked CRC-32C of the length, the bytes, masked
 CRC-32C of the bytes. Columns map as: floats → FloatList (float32, as TensorFlow stores
-them), integers, booleans (0/1) and timestamps (epoch units of the column) → Int64List
+them; NaN and ±inf kept, beyond ±3.4e38 ±inf), integers, booleans (0/1) and timestamps (epoch units of the column) → Int64List
 (UInt64 values above 2^63 wrap to negative int64), strings → BytesList (UTF-8). A null
 leaves the feature out of that row's Example, as TensorFlow expects for missing values.
 """
@@ -25,9 +25,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from arbitrage.export._writers import CONVERTED_BATCH_ROWS, WriterOptions, open_compressed
+from arbitrage.export._writers import CONVERTED_BATCH_ROWS, ColumnType, WriterOptions, epoch_format, open_compressed
 
 _MASK_DELTA = 0xA282EAD8
+_KIND_NAMES = {1: "bytes_list", 2: "float_list", 3: "int64_list"}
 SLICE_ROWS = 8_192
 
 
@@ -41,6 +42,10 @@ class TFRecordWriter:
 
     def extension(self, options: WriterOptions) -> str:
         return "tfrecord.gz" if options.compression == "gzip" else "tfrecord"
+
+    def column_type(self, field: pa.Field, options: WriterOptions) -> ColumnType:
+        """The `tf.train.Feature` list the column is written as."""
+        return {"type": _KIND_NAMES[_kind(field)], **epoch_format(field.type)}
 
     def open(self, sink: BinaryIO, schema: pa.Schema, options: WriterOptions) -> None:
         self._out = open_compressed(sink, options.compression)

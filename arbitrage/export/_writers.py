@@ -52,7 +52,9 @@ class Exporter(Protocol):
     """Codec used when the request names none."""
     nested_types: ClassVar[bool]
     """False when lists and structs must be flattened to strings before `write`."""
-    # Optional: `batch_rows: ClassVar[int]`, rows per batch read for this format (`ExportPlan.batch_rows`).
+    # Optional: `batch_rows: ClassVar[int]`, rows per batch read for this format (`ExportPlan.batch_rows`),
+    # and `column_type(field, options) -> ColumnType`, how the file holds a column, for the manifest
+    # (without it the manifest gives the Arrow type the writer receives).
 
     def extension(self, options: WriterOptions) -> str:
         """File name extension, without the dot (e.g. `csv.gz`)."""
@@ -72,6 +74,29 @@ class Exporter(Protocol):
 
 
 ExporterFactory = Callable[[], Exporter]
+
+ColumnType = dict[str, str]
+"""How a file holds a column, for the manifest: `type` in the format's own terms, and
+`format` where the type alone does not say how to read the value (times)."""
+
+
+def epoch_format(t: pa.DataType) -> ColumnType:
+    """`format` of a time written as an integer count since the Unix epoch (hdf5, tfrecord)."""
+    if pa.types.is_timestamp(t):
+        return {"format": f"epoch_{t.unit}"}
+    if pa.types.is_date32(t):
+        return {"format": "epoch_days"}
+    return {}
+
+
+def text_column_type(field: pa.Field, options: WriterOptions) -> ColumnType:
+    """csv and json: the Arrow type a reader gets by parsing the text, times as RFC 3339 text."""
+    t = field.type
+    if pa.types.is_timestamp(t):
+        return {"type": "string", "format": "rfc3339"}
+    if pa.types.is_large_string(t):
+        return {"type": "string"}
+    return {"type": str(t)}
 
 
 class _Unclosable(io.RawIOBase):
@@ -120,6 +145,10 @@ class ParquetWriter:
     nested_types: ClassVar[bool] = True
     batch_rows: ClassVar[int] = WHOLE_BATCH_ROWS
 
+    def column_type(self, field: pa.Field, options: WriterOptions) -> ColumnType:
+        """The Arrow type pyarrow reads back: Parquet names a list's item `element`."""
+        return {"type": str(_parquet_list_items(field.type))}
+
     def extension(self, options: WriterOptions) -> str:
         return "parquet"
 
@@ -133,6 +162,14 @@ class ParquetWriter:
         self._writer.close()
 
 
+def _parquet_list_items(t: pa.DataType) -> pa.DataType:
+    if pa.types.is_list(t):
+        return pa.list_(pa.field("element", _parquet_list_items(t.value_type), t.value_field.nullable))
+    if pa.types.is_struct(t):
+        return pa.struct([t.field(i).with_type(_parquet_list_items(t.field(i).type)) for i in range(t.num_fields)])
+    return t
+
+
 class ArrowWriter:
     """Arrow IPC file (random access, `.arrow`) or stream (`.arrows`)."""
 
@@ -140,6 +177,9 @@ class ArrowWriter:
     default_compression: ClassVar[str] = "none"
     nested_types: ClassVar[bool] = True
     batch_rows: ClassVar[int] = WHOLE_BATCH_ROWS
+
+    def column_type(self, field: pa.Field, options: WriterOptions) -> ColumnType:
+        return {"type": str(field.type)}
 
     def extension(self, options: WriterOptions) -> str:
         return "arrows" if options.arrow_stream else "arrow"
@@ -164,6 +204,8 @@ class CsvWriter:
     default_compression: ClassVar[str] = "none"
     nested_types: ClassVar[bool] = False
     batch_rows: ClassVar[int] = CONVERTED_BATCH_ROWS
+
+    column_type = staticmethod(text_column_type)
 
     def extension(self, options: WriterOptions) -> str:
         return {"none": "csv", "gzip": "csv.gz", "zstd": "csv.zst", "lz4": "csv.lz4"}[options.compression]
@@ -195,6 +237,8 @@ class JsonWriter:
     nested_types: ClassVar[bool] = True
     batch_rows: ClassVar[int] = CONVERTED_BATCH_ROWS
 
+    column_type = staticmethod(text_column_type)
+
     def extension(self, options: WriterOptions) -> str:
         base = "json" if options.json_array else "ndjson"
         return {"none": base, "gzip": f"{base}.gz", "zstd": f"{base}.zst", "lz4": f"{base}.lz4"}[options.compression]
@@ -213,20 +257,89 @@ class JsonWriter:
     def _write_piece(self, batch: pa.RecordBatch) -> None:
         if not batch.num_rows:
             return
-        buffer = io.BytesIO()
-        _frame(batch).with_columns(pl.col(pl.Datetime).dt.strftime(TIME_TEXT_FORMAT)).write_ndjson(buffer)
-        lines = buffer.getvalue()
+        pieces = _ndjson(_frame(batch).with_columns(pl.col(pl.Datetime).dt.strftime(TIME_TEXT_FORMAT)))
         if self._array:
             # JSON strings escape newlines, so every b"\n" ends an object.
-            body = lines[:-1].replace(b"\n", b",\n")
-            lines = (b"\n" if self._first else b",\n") + body
-        self._out.write(lines)
+            body = b"".join(pieces)[:-1].replace(b"\n", b",\n")
+            pieces = [(b"\n" if self._first else b",\n") + body]
+        for piece in pieces:
+            self._out.write(piece)
         self._first = False
 
     def close(self) -> None:
         if self._array:
             self._out.write(b"\n]\n" if not self._first else b"]\n")
         self._out.close()
+
+
+def _ndjson(frame: pl.DataFrame) -> list[bytes | memoryview]:
+    """NDJSON of `frame` in pieces, with NaN and ±inf as the strings "NaN", "Infinity", "-Infinity".
+
+    JSON numbers cannot hold them and polars writes null, which reads as a missing value;
+    pandas.read_json parses the strings back to floats. Polars writes every line; the lines
+    of the rows that hold one (rare) are encoded again and go out in their place.
+    """
+    buffer = io.BytesIO()
+    frame.write_ndjson(buffer)
+    lines = buffer.getbuffer()
+    floats = [name for name, dtype in frame.schema.items() if dtype.is_float()]
+    finite = frame.select(pl.col(floats).is_finite().all()).row(0) if floats else ()
+    non_finite = [name for name, ok in zip(floats, finite, strict=True) if ok is False]
+    if not non_finite:
+        return [lines]
+    flagged = frame.select(pl.any_horizontal(~pl.col(non_finite).is_finite()).fill_null(False)).to_series()
+    rows = np.flatnonzero(flagged.to_numpy())
+    ends = _line_ends(np.frombuffer(lines, np.uint8))
+    pieces: list[bytes | memoryview] = []
+    at = 0
+    fixed = _lines_keeping_non_finite(frame.select(pl.all().gather(rows)), set(non_finite))
+    for row, line in zip(rows.tolist(), fixed, strict=True):
+        pieces += [lines[at : 0 if row == 0 else int(ends[row - 1]) + 1], line.encode()]
+        at = int(ends[row])
+    pieces.append(lines[at:])
+    return pieces
+
+
+def _line_ends(text: np.ndarray, step: int = 1 << 20) -> np.ndarray:
+    """Offsets of the newlines, found a MiB at a time (a mask of the whole text costs its size again)."""
+    return np.concatenate([np.flatnonzero(text[o : o + step] == ord("\n")) + o for o in range(0, len(text), step)])
+
+
+def _lines_keeping_non_finite(frame: pl.DataFrame, non_finite: set[str]) -> list[str]:
+    """The JSON object of each row, NaN and ±inf as strings in the `non_finite` columns.
+
+    Runs of other columns are encoded as one JSON object each with its braces cut off, the
+    `non_finite` columns member by member, and the members joined: the same text as
+    `write_ndjson` but for those values.
+    """
+    members: list[pl.Expr] = []
+    run: list[str] = []
+    for name in frame.columns:
+        if name not in non_finite:
+            run.append(name)
+            continue
+        if run:
+            members.append(_members_text(pl.struct(run)))
+            run = []
+        value, key = pl.col(name), msgspec.json.encode(name).decode()
+        members.append(
+            pl.when(value.is_nan())
+            .then(pl.lit(f'{key}:"NaN"'))
+            .when(value == float("inf"))
+            .then(pl.lit(f'{key}:"Infinity"'))
+            .when(value == float("-inf"))
+            .then(pl.lit(f'{key}:"-Infinity"'))
+            .otherwise(_members_text(pl.struct(name)))
+        )
+    if run:
+        members.append(_members_text(pl.struct(run)))
+    objects = frame.select(pl.concat_str([pl.lit("{"), pl.concat_str(members, separator=","), pl.lit("}")]))
+    return objects.to_series().to_list()
+
+
+def _members_text(struct: pl.Expr) -> pl.Expr:
+    """The `"name":value` members of a struct's JSON object, without the braces."""
+    return struct.struct.json_encode().str.strip_prefix("{").str.strip_suffix("}")
 
 
 TEXT_SLICE_ROWS = 16_384
@@ -268,6 +381,15 @@ class Hdf5Writer:
 
     def extension(self, options: WriterOptions) -> str:
         return "h5"
+
+    def column_type(self, field: pa.Field, options: WriterOptions) -> ColumnType:
+        """The dataset's numpy dtype as h5py reads it (`string`: variable-length UTF-8)."""
+        import h5py
+
+        dtype, _ = _hdf5_dtype(field)
+        if h5py.check_string_dtype(np.dtype(dtype)) is not None:
+            return {"type": "string"}
+        return {"type": np.dtype(dtype).name, **epoch_format(field.type)}
 
     def open(self, sink: BinaryIO, schema: pa.Schema, options: WriterOptions) -> None:
         import h5py
