@@ -75,6 +75,7 @@ def synthetic(n: int, seed: int, start: datetime) -> pa.Table:
             "fee_lamports": np.full(n, 5000, np.uint64),
             "priority_fee_lamports": rng.integers(0, 10**6, n, dtype=np.uint64),
             "jito_tip_lamports": rng.integers(0, 10**6, n, dtype=np.uint64),
+            "other_cost_lamports": np.zeros(n, np.uint64),
             "compute_units_consumed": rng.integers(10**4, 10**6, n, dtype=np.uint64),
             "compute_unit_limit": np.full(n, 1_400_000, np.uint64),
             "bundle_id": pl.Series(np.arange(n)).cast(pl.String),
@@ -87,6 +88,8 @@ def synthetic(n: int, seed: int, start: datetime) -> pa.Table:
             "total_cost_sol": rng.random(n) / 1000,
             "net_profit_sol": rng.normal(0.001, 0.01, n),
             "source": np.full(n, "benchmark"),
+            "kafka_partition": pl.Series([None] * n, dtype=pl.Int32),
+            "kafka_offset": pl.Series([None] * n, dtype=pl.Int64),
             "ingested_at": pl.Series(np.full(n, base_ms)).cast(pl.Datetime("ms", "UTC")),
         }
     ).with_columns(
