@@ -252,15 +252,17 @@ class ScheduleService:
             ScheduleNotFound: no such schedule, or another owner's (the same answer: an id someone
                 else holds does not tell that it exists).
         """
-        schedule = self._view(await self._stored(schedule_id, principal))
+        running = set(self._running)  # before the read: a run that ends during it may have saved after it
+        schedule = self._view(await self._stored(schedule_id, principal), running)
         last_runs = await self._exports.list(limit=runs, schedule_id=schedule_id, principal=principal)
         return ScheduleDetail(schedule=schedule, last_runs=last_runs)
 
     async def list(self, *, principal: str | None = None) -> list[Schedule]:
         """Every schedule (of `principal`, as in `get`), oldest first."""
+        running = set(self._running)
         await self._refresh()
         schedules = [s for s in self._schedules.values() if _owned_by(s, principal)]
-        return [self._view(s) for s in sorted(schedules, key=lambda s: s.created_at)]
+        return [self._view(s, running) for s in sorted(schedules, key=lambda s: s.created_at)]
 
     async def run_now(self, schedule_id: str, *, principal: str | None = None) -> ExportJob:
         """Run a schedule outside its timetable; returns the started job. `principal` as in `get`.
@@ -674,12 +676,17 @@ class ScheduleService:
                 schedule.last_due = known.last_due
         self._schedules = stored
 
-    def _view(self, schedule: Schedule) -> Schedule:
+    def _view(self, schedule: Schedule, running: set[str] | None = None) -> Schedule:
+        """The schedule as answered. `running`: the schedules running when it was read (default: now).
+
+        Taken before the read, a run said ended has stored everything the answer shows of it;
+        taken after, a run that ended during the read showed ended with its watermark unmoved.
+        """
         base = max(schedule.last_due or schedule.created_at, schedule.created_at)
         return msgspec.structs.replace(
             schedule,
             next_run_at=next_due(schedule.cron, base) if schedule.enabled and not schedule.frequency_error else None,
-            running=schedule.id in self._running,
+            running=schedule.id in (self._running if running is None else running),
         )
 
     def _next_version(self) -> int:

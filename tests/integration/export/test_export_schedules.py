@@ -768,3 +768,45 @@ async def test_claims_are_dropped_thirty_days_after_they_were_made_so_the_table_
         assert kept.column("schedule_id").to_pylist() == ["sch-fresh", "sch-recounted"]
     finally:
         await stop(exports, schedules)
+
+
+class _PausedReads(ScheduleService):
+    """Reads of one schedule wait at a gate once read: a run can then end while an answer is being made."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def _stored(self, schedule_id: str, principal: str | None = None) -> Schedule:
+        schedule = await super()._stored(schedule_id, principal)
+        await self.gate.wait()
+        return schedule
+
+
+async def test_a_schedule_answered_not_running_shows_its_last_run_stored(warehouse, make_transactions, tmp_path):
+    """A run that ended while the answer was read must not show as ended with its watermark unmoved."""
+    await warehouse.insert_arrow(
+        "transactions", make_transactions(20, ingested_at=datetime.now(UTC) - timedelta(hours=1))
+    )
+    exports = ExportService(warehouse, export_dir=str(tmp_path / "exports"))
+    await exports.start()
+    schedules = _PausedReads(warehouse, exports, watermark_lag_seconds=0)
+    await schedules.start(run_loop=False)
+    try:
+        schedule = await schedules.create(ScheduleCreate(format="csv", frequency="daily", columns=["signature"]))
+        job = await schedules.run_now(schedule.id)
+        async with schedules._lock:  # the run's bookkeeping waits for it, once its export is done
+            assert (await exports.wait(job.id)).state == "done"
+            schedules.gate.clear()
+            answer = asyncio.create_task(schedules.get(schedule.id))
+            await asyncio.sleep(0.2)  # the answer has read the schedule
+        await schedules.wait_idle(schedule.id)  # the run stores its watermark and ends
+        schedules.gate.set()
+        detail = await answer
+        assert detail.schedule.watermark is None  # read before the run stored it ...
+        assert detail.schedule.running  # ... so the answer must not say the run ended
+        assert (await schedules.get(schedule.id)).schedule.watermark is not None
+    finally:
+        await schedules.close()
+        await exports.close()
