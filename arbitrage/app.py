@@ -40,7 +40,7 @@ from arbitrage.schedule import ScheduleService
 from arbitrage.security import add_security_headers, check_bind, public, start_security
 from arbitrage.security._operations import IngestRate
 from arbitrage.services import Services
-from arbitrage.storage import TransactionReader, Warehouse, open_warehouse, rebuild_daily_aggregates
+from arbitrage.storage import TransactionReader, Warehouse, apply_retention, open_warehouse, rebuild_daily_aggregates
 from arbitrage.stream import LiveFeed, RecentTransactions, RedisLink, StreamHub
 from arbitrage.telemetry import configure_tracing, flush_tracing, request_telemetry
 
@@ -170,8 +170,9 @@ async def start_services(settings: Settings, *, jobs: bool = True) -> Services:
     async with contextlib.AsyncExitStack() as opened:
         # A step that fails closes what was opened: the embedded warehouse holds the data dir's lock.
         opened.push_async_callback(warehouse.close)
+        await apply_retention(warehouse, settings.storage.retention_days)
         if warehouse.backend == "embedded":
-            await rebuild_daily_aggregates(warehouse)
+            await rebuild_daily_aggregates(warehouse, settings.storage.retention_days)
         reader = TransactionReader(warehouse)
         # Only the embedded warehouse has one writer, so only there does this process see every row.
         recent = RecentTransactions(settings.ingest.recent_buffer if warehouse.backend == "embedded" else 0)

@@ -62,6 +62,9 @@ class StorageSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Connections in the clickhouse backend's pool."""
     max_concurrent_queries: Count = 4
     """Warehouse queries allowed at once; further requests wait their turn."""
+    retention_days: NonNegative = 0
+    """Days of transactions and dead letters kept, by block time and receipt (0 = everything; else at least 3).
+    ClickHouse drops older rows in whole parts, so up to a month more stays on disk; daily stats keep all days."""
 
 
 class IngestSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -266,6 +269,7 @@ def load_settings(
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid configuration: {_name_key(str(exc))}") from exc
     _check_kafka(settings.kafka)
+    _check_retention(settings.storage.retention_days)
     _check_jwt_secret(settings.auth.jwt_secret)
     return settings
 
@@ -472,6 +476,20 @@ def _check_kafka(kafka: KafkaSettings) -> None:
         for value in kafka.extra.values():
             reason = reason.replace(f'"{value}"', '"***"')  # a refused value may be a secret: not shown, nor chained
         raise ConfigError(f"invalid configuration: `kafka.extra`: {reason}") from None
+
+
+MIN_RETENTION_DAYS = 3
+"""A restart warms the feature engine on the 48 h 15 min before the newest stored row
+(`arbitrage.features.HISTORY_WINDOW`): the fewest whole days that keep that window stored."""
+
+
+def _check_retention(days: int) -> None:
+    if 0 < days < MIN_RETENTION_DAYS:
+        raise ConfigError(
+            f"invalid configuration: `storage.retention_days`: 0 (keep everything) or at least "
+            f"{MIN_RETENTION_DAYS}, got {days}: the feature engine warms up on the last 48 h 15 min of "
+            "transactions at start-up"
+        )
 
 
 MIN_JWT_SECRET_BYTES = 32

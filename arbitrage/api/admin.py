@@ -32,6 +32,7 @@ from arbitrage.security import (
 )
 from arbitrage.security._operations import IngestRate, ingest_totals, optimize_table, versions, warehouse_status
 from arbitrage.services import Services
+from arbitrage.storage import retention_status
 
 TableName = Annotated[str, QueryParameter(min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 ADMIN_MAX_BODY_BYTES = 64 * 1024
@@ -62,7 +63,7 @@ class AdminController(Controller):
     @get(
         "/status",
         description="Uptime, versions, ingest totals and rate, queue depths, warehouse parts/size/compression, "
-        "recent warnings and errors.",
+        "retention and oldest stored block time, recent warnings and errors.",
     )
     async def status(self, request: Request[Any, Any, Any], services: NamedDependency[Services]) -> dict[str, Any]:
         security = security_of(request)
@@ -88,6 +89,7 @@ class AdminController(Controller):
             "ingest": {"totals": ingest_totals(), "stored_per_second": rate.per_second()},
             "queues": queues,
             "warehouse": await warehouse_status(services.warehouse),
+            "retention": await retention_status(services.warehouse, services.settings.storage.retention_days),
             "last_errors": msgspec.to_builtins(security.errors.latest()),
         }
 

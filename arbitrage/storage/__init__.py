@@ -15,6 +15,7 @@ from arbitrage.storage._reads import (
     decode_cursor,
     encode_cursor,
 )
+from arbitrage.storage._retention import apply_retention, retention_status
 
 __all__ = [
     "LATEST",
@@ -25,6 +26,7 @@ __all__ = [
     "TransactionFilter",
     "TransactionReader",
     "Warehouse",
+    "apply_retention",
     "as_utc",
     "ch_time",
     "check_data_dir_free",
@@ -35,4 +37,5 @@ __all__ = [
     "open_warehouse",
     "rebuild_daily_aggregates",
     "render",
+    "retention_status",
 ]

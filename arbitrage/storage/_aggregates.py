@@ -6,6 +6,10 @@ share missing. The retry then finds every signature already stored and inserts n
 so the aggregates would stay short for good. At start-up the per-day counts are
 compared and every day that disagrees is rebuilt from `transactions`, using each view's
 own SELECT (read from the warehouse, so the views' SQL has one source: the migrations).
+
+With a retention (`storage.retention_days`) only the days wholly inside it are compared: the
+aggregates keep the days whose rows have expired, which a comparison would "rebuild" to
+nothing, and the day the retention ends on may have lost part of its rows already.
 """
 
 from __future__ import annotations
@@ -15,26 +19,32 @@ import re
 from datetime import date
 
 from arbitrage.storage._protocol import Warehouse
+from arbitrage.storage._retention import first_whole_day
 
 log = logging.getLogger(__name__)
 
 _VIEW = re.compile(r"\bTO\s+(\S+)\s.*?\)\s+AS\s+(SELECT\b.*)$", re.DOTALL | re.IGNORECASE)
 
 
-async def days_out_of_step(warehouse: Warehouse) -> list[date]:
-    """Days whose transaction count in `daily_stats` differs from `transactions`."""
+async def days_out_of_step(warehouse: Warehouse, since: date | None = None) -> list[date]:
+    """Days (from `since` on, when given) whose transaction count in `daily_stats` differs from `transactions`."""
     db = warehouse.database
+    stored_since = "" if since is None else "WHERE toDate(block_time) >= {since:Date}"
+    counted_since = "" if since is None else "WHERE date >= {since:Date}"
     table = await warehouse.query_arrow(
-        f"SELECT day FROM (SELECT toDate(block_time) AS day, count() AS stored FROM {db}.transactions GROUP BY day) AS s "
-        f"FULL OUTER JOIN (SELECT date AS day, sum(transactions) AS counted FROM {db}.daily_stats GROUP BY day) AS c "
-        "USING (day) WHERE stored != counted ORDER BY day"
+        f"SELECT day FROM (SELECT toDate(block_time) AS day, count() AS stored FROM {db}.transactions "
+        f"{stored_since} GROUP BY day) AS s "
+        f"FULL OUTER JOIN (SELECT date AS day, sum(transactions) AS counted FROM {db}.daily_stats "
+        f"{counted_since} GROUP BY day) AS c "
+        "USING (day) WHERE stored != counted ORDER BY day",
+        None if since is None else {"since": since},
     )
     return [d for d in table.column("day").to_pylist() if d is not None]
 
 
-async def rebuild_daily_aggregates(warehouse: Warehouse) -> list[date]:
-    """Rebuild every view-fed aggregate for the days out of step; return those days."""
-    days = await days_out_of_step(warehouse)
+async def rebuild_daily_aggregates(warehouse: Warehouse, retention_days: int = 0) -> list[date]:
+    """Rebuild every view-fed aggregate for the days out of step (inside the retention); return those days."""
+    days = await days_out_of_step(warehouse, first_whole_day(retention_days))
     if not days:
         return []
     db = warehouse.database

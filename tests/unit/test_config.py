@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -196,3 +197,42 @@ def test_a_table_variable_that_is_not_a_table_names_the_variable_and_not_its_val
         load_settings(env={"ARB_KAFKA__EXTRA": value})
     assert "ARB_KAFKA__EXTRA" in str(raised.value) and "table" in str(raised.value)
     assert "hunter2" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("-1", "Expected `int` >= 0"),
+        ("1", "0 (keep everything) or at least 3, got 1"),
+        ("2", "0 (keep everything) or at least 3, got 2"),
+        ("2.5", "Expected `int`, got `float`"),
+        ("three", "Expected `int`, got `str`"),
+    ],
+)
+def test_a_retention_under_3_days_or_not_a_whole_number_exits_2_naming_the_key(
+    value: str, reason: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ARB_STORAGE__RETENTION_DAYS", value)
+    assert main(["config", "show"]) == 2
+    assert f"`storage.retention_days`: {reason}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("days", [1, 2])
+def test_a_retention_too_short_for_the_feature_warm_up_says_so(days: int) -> None:
+    with pytest.raises(ConfigError, match=r"`storage\.retention_days`: 0 \(keep everything\) or at least 3.*48 h"):
+        load_settings(env={}, overrides={"storage.retention_days": days})
+
+
+def test_a_retention_of_0_or_3_days_and_more_is_taken_and_shown() -> None:
+    assert load_settings(env={}).storage.retention_days == 0
+    assert load_settings(env={"ARB_STORAGE__RETENTION_DAYS": "3"}).storage.retention_days == 3
+    settings = load_settings(env={"ARB_STORAGE__RETENTION_DAYS": "365"})
+    assert redacted(settings)["storage"]["retention_days"] == 365
+
+
+def test_the_shortest_retention_keeps_a_whole_feature_warm_up_window() -> None:
+    """Rows expire from `now - retention` back; the minimum is the fewest whole days that hold the window."""
+    from arbitrage.config import MIN_RETENTION_DAYS
+    from arbitrage.features import HISTORY_WINDOW
+
+    assert timedelta(days=MIN_RETENTION_DAYS - 1) < HISTORY_WINDOW < timedelta(days=MIN_RETENTION_DAYS)

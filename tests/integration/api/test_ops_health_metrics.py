@@ -70,3 +70,21 @@ async def test_admin_config_shows_the_admin_token_file_in_effect(client: Client,
     auth = shown.json()["auth"]
     assert auth["admin_token_file"] == str(token_file)
     assert token not in shown.text and auth["admin_token"] == ""
+
+
+async def test_admin_status_and_config_show_the_retention_and_the_oldest_stored_block_time(
+    settings: Settings, records: list[dict[str, Any]]
+) -> None:
+    kept = msgspec.structs.replace(settings, storage=msgspec.structs.replace(settings.storage, retention_days=30))
+    async with AsyncTestClient(create_app(kept)) as client:
+        token = (Path(settings.storage.data_dir) / "admin_token").read_text().strip()
+        admin = {"Authorization": f"Bearer {token}"}
+        assert (await client.get("/admin/status", headers=admin)).json()["retention"] == {
+            "retention_days": 30,
+            "oldest_block_time": None,
+        }
+        assert (await client.post("/ingest", content=msgspec.json.encode(records[:20]))).status_code == 200
+        oldest = datetime.fromtimestamp(min(r["block_time"] for r in records[:20]) / 1000, UTC)
+        status = (await client.get("/admin/status", headers=admin)).json()["retention"]
+        assert datetime.fromisoformat(status["oldest_block_time"]) == oldest
+        assert (await client.get("/admin/config", headers=admin)).json()["storage"]["retention_days"] == 30

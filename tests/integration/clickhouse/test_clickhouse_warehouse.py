@@ -19,7 +19,14 @@ import pytest
 from arbitrage.config import StorageSettings
 from arbitrage.model import STORED_COLUMNS
 from arbitrage.simulator import Simulator
-from arbitrage.storage import SignatureWindow, discover, migrations_dir, open_warehouse
+from arbitrage.storage import (
+    SignatureWindow,
+    apply_retention,
+    discover,
+    migrations_dir,
+    open_warehouse,
+    retention_status,
+)
 from arbitrage.storage._clickhouse import ClickHouseWarehouse
 
 URL = os.environ.get("ARB_TEST_CLICKHOUSE_URL", "")
@@ -131,3 +138,14 @@ async def test_execute_binds_typed_parameters_safely(server: ClickHouseWarehouse
     assert table.to_pylist() == [
         {"source": "x'); DROP TABLE t; --", "record_index": 7, "reason": "a\\b", "ms": 1735689600123}
     ]
+
+
+async def test_retention_is_set_on_the_tables_holding_the_rows_and_an_unchanged_one_alters_nothing(
+    server: ClickHouseWarehouse,
+) -> None:
+    assert await apply_retention(server, 3) == ["transactions", "dead_letters"]
+    assert await apply_retention(server, 3) == []
+    status = await retention_status(server, 3)
+    assert status == {"retention_days": 3, "oldest_block_time": None}
+    assert await apply_retention(server, 0) == ["transactions", "dead_letters"]
+    assert await apply_retention(server, 0) == []

@@ -17,8 +17,11 @@ from pathlib import Path
 import pytest
 from chdb import session as chdb_session
 
+from arbitrage.config import StorageSettings
 from arbitrage.storage import discover, migrations_dir, render
+from arbitrage.storage._clickhouse import ClickHouseWarehouse
 from arbitrage.storage._migrations import LOCAL_SUFFIX, REPLICA_PATH, sharding_key
+from arbitrage.storage._retention import EXPIRING, TTL_TABLE_SETTINGS, retention_statements, ttl_days
 
 CLUSTER = "arb"
 DB = "arbitrage"
@@ -230,3 +233,69 @@ def test_dead_letters_are_told_by_their_digest_through_the_distributed_front(
     )
     marked = db.query(f"SELECT replayed, replayed_at IS NOT NULL FROM {DB}.dead_letters", "CSV").bytes()
     assert marked == b"true,1\n"
+
+
+def cluster_target(table: str) -> str:
+    """What the server warehouse of a cluster names to alter `table`'s rows (no connection is made)."""
+    settings = StorageSettings(backend="clickhouse", url=f"clickhouse://127.0.0.1:9000/{DB}", cluster=CLUSTER)
+    return ClickHouseWarehouse(settings).mutation_target(table)
+
+
+def test_retention_alters_the_shards_local_tables_on_the_cluster() -> None:
+    """A Distributed table holds no rows and takes no TTL: the local tables do, on every node."""
+    target = cluster_target("transactions")
+    assert retention_statements(target, "block_time", 30) == [
+        f"ALTER TABLE {DB}.transactions{LOCAL_SUFFIX} ON CLUSTER {CLUSTER} MODIFY SETTING {TTL_TABLE_SETTINGS}",
+        f"ALTER TABLE {DB}.transactions{LOCAL_SUFFIX} ON CLUSTER {CLUSTER} "
+        "MODIFY TTL toDateTime(block_time) + INTERVAL 30 DAY",
+    ]
+    assert retention_statements(target, "block_time", 0) == [
+        f"ALTER TABLE {DB}.transactions{LOCAL_SUFFIX} ON CLUSTER {CLUSTER} REMOVE TTL"
+    ]
+
+
+def test_retention_on_the_cluster_layout_expires_rows_read_through_the_distributed_front(
+    one_shard_cluster: chdb_session.Session,
+) -> None:
+    db = one_shard_cluster
+    db.query(f"CREATE DATABASE {DB}")
+    for statement in rendered(CLUSTER):
+        db.query(single_node(statement))
+    for table, column in EXPIRING.items():
+        for statement in retention_statements(cluster_target(table), column, 3):
+            db.query(single_node(statement))
+    for age in ("40 DAY", "5 MINUTE"):
+        db.query(
+            f"INSERT INTO {DB}.transactions (signature, slot, block_time, signer, route, dexes, source, ingested_at) "
+            f"SETTINGS distributed_foreground_insert = 1 "
+            f"VALUES ('sig {age}', 1, now64(3) - INTERVAL {age}, 'me', ['a'], ['orca'], 'test', now64(3))"
+        )
+        db.query(
+            f"INSERT INTO {DB}.dead_letters (received_at, source, record_index, field, reason, raw) "
+            f"SETTINGS distributed_foreground_insert = 1 VALUES (now64(3) - INTERVAL {age}, 'http', 0, '$', 'x', '{age}')"
+        )
+    for table in EXPIRING:
+        db.query(f"OPTIMIZE TABLE {DB}.{table}{LOCAL_SUFFIX} FINAL")
+    assert db.query(f"SELECT signature FROM {DB}.transactions", "CSV").bytes() == b'"sig 5 MINUTE"\n'
+    assert db.query(f"SELECT raw FROM {DB}.dead_letters", "CSV").bytes() == b'"5 MINUTE"\n'
+    assert db.query(f"SELECT sum(transactions) FROM {DB}.daily_stats", "CSV").bytes() == b"2\n"  # history kept
+
+    def local_ttl_days(table: str) -> int | None:
+        query = db.query(
+            f"SELECT create_table_query FROM system.tables WHERE database = '{DB}' AND name = '{table}{LOCAL_SUFFIX}'",
+            "JSONCompact",
+        )
+        return ttl_days(json.loads(query.bytes())["data"][0][0], EXPIRING[table])
+
+    assert local_ttl_days("transactions") == 3 and local_ttl_days("dead_letters") == 3
+    for statement in retention_statements(cluster_target("transactions"), "block_time", 0):
+        db.query(single_node(statement))
+    assert local_ttl_days("transactions") == 0
+
+
+def test_a_ttl_of_another_form_is_not_taken_for_a_retention() -> None:
+    query = "CREATE TABLE t (`d` DateTime) ENGINE = MergeTree ORDER BY d TTL {} SETTINGS ttl_only_drop_parts = 1"
+    assert ttl_days(query.format("toDateTime(d) + toIntervalDay(14)"), "d") == 14
+    assert ttl_days(query.format("toDateTime(d) + toIntervalHour(14)"), "d") is None
+    assert ttl_days(query.format("toDateTime(d) + toIntervalDay(14) TO VOLUME 'cold'"), "d") is None
+    assert ttl_days(query.replace(" TTL {}", ""), "d") == 0
