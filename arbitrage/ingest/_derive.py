@@ -3,7 +3,8 @@
 Revenue is in the route's start token (decimal-adjusted) and valued in SOL through the
 route itself: the cumulative price along the legs up to the first leg that outputs
 wrapped SOL. A route that never touches SOL has no SOL valuation (null), which the
-API and exports show as such rather than guessing a price.
+API and exports show as such rather than guessing a price; nor has one whose valuation
+overflows a float64 (amounts and decimals no real pool holds), rather than an infinity.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ def derive(raw: pl.DataFrame, *, source: str, ingested_at: datetime | None = Non
     circular = pl.col("start_token") == pl.col("_end_token")
     sol_rate = pl.when(pl.col("start_token") == WSOL_MINT).then(pl.lit(1.0)).otherwise(pl.col("_sol_per_start"))
     gross = pl.when(~pl.col("success")).then(pl.lit(0.0)).when(circular).then(pl.col("_last_out") - pl.col("_first_in"))
+    valued = pl.col("gross_revenue") * sol_rate
     frame = (
         raw.drop("legs")
         .with_columns(pl.from_epoch("block_time", time_unit="ms").dt.replace_time_zone("UTC"))
@@ -68,7 +70,8 @@ def derive(raw: pl.DataFrame, *, source: str, ingested_at: datetime | None = Non
         .with_columns(
             pl.when(~pl.col("success"))
             .then(pl.lit(0.0))
-            .otherwise(pl.col("gross_revenue") * sol_rate)
+            .when(valued.is_finite())
+            .then(valued)
             .alias("gross_revenue_sol"),
             (pl.col("total_cost_lamports").cast(pl.Float64) / LAMPORTS_PER_SOL).alias("total_cost_sol"),
         )

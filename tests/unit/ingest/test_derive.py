@@ -206,3 +206,24 @@ def test_a_one_way_swap_is_not_circular_and_has_no_revenue() -> None:
     assert (row["circular"], row["hops"]) == (False, 1)
     assert row["gross_revenue"] is None
     assert row["net_profit_sol"] is None
+
+
+def test_a_sol_valuation_that_overflows_is_null_not_infinite() -> None:
+    """Nine legs each pricing 1.8e37 (amounts and decimals no pool holds, but within the contract)."""
+    tokens = [USDC, *("A" * 43 + c for c in "BCDEFGH"), WSOL_MINT, USDC]
+    legs = [
+        {
+            "dex": "raydium_amm",
+            "pool": POOL_A,
+            "token_in": tokens[i],
+            "token_out": tokens[i + 1],
+            "amount_in": 1,
+            "amount_out": 2**64 - 1,
+            "decimals_in": 18,
+            "decimals_out": 0,
+        }
+        for i in range(len(tokens) - 1)
+    ]
+    row = _derived(_tx(legs))
+    assert row["circular"] and row["gross_revenue"] > 0
+    assert (row["gross_revenue_sol"], row["net_profit_sol"]) == (None, None)
