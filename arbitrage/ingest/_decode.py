@@ -119,6 +119,24 @@ class DecodedBatch(msgspec.Struct):
     """Position in the body of each row of `frame`."""
 
 
+def reject_older(decoded: DecodedBatch, oldest: datetime, reason: str) -> DecodedBatch:
+    """`decoded` with the rows whose block time is before `oldest` moved to its rejects (field `block_time`).
+
+    Their dead letters hold the record as decoded, re-encoded as JSON (such rows are rare).
+    """
+    old = decoded.frame.get_column("block_time") < int(oldest.timestamp() * 1000)
+    if not old.any():
+        return decoded
+    gone = old.arg_true().to_list()
+    raws = [_ROW_JSON.encode(row) for row in decoded.frame.filter(old).to_dicts()]
+    rejects = [Reject(decoded.indexes[row], "block_time", reason, raw) for row, raw in zip(gone, raws, strict=True)]
+    return DecodedBatch(
+        decoded.frame.filter(~old),
+        sorted([*decoded.rejects, *rejects], key=operator.attrgetter("index")),
+        [index for index, is_old in zip(decoded.indexes, old.to_list(), strict=True) if not is_old],
+    )
+
+
 def encoding_for(content_type: str | None, body: bytes) -> str:
     """Pick the decoder from the Content-Type, sniffing JSON vs NDJSON when unsure."""
     media = (content_type or "").split(";")[0].strip().lower()

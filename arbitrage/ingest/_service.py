@@ -15,7 +15,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -31,6 +31,7 @@ from arbitrage.ingest._decode import (
     decode_records,
     decode_table,
     encoding_for,
+    reject_older,
 )
 from arbitrage.ingest._derive import derive, ingested_at_column
 from arbitrage.storage import SignatureWindow, Warehouse
@@ -96,8 +97,11 @@ class IngestService:
         insert_min_rows: int = 1,
         insert_linger_seconds: float = 0.0,
         position_source: PositionSource | None = None,
+        retention_days: int = 0,
     ) -> None:
         self.warehouse = warehouse
+        self.retention_days = retention_days
+        """`storage.retention_days`: older transactions are refused (0: none)."""
         self.recent = recent
         self.enrichers = list(enrichers)
         self.max_pending_batches = max_pending_batches
@@ -243,6 +247,14 @@ class IngestService:
     async def _store(
         self, decoded: DecodedBatch, source: str, arrival: _Arrival, *, keep_rejects: bool = True
     ) -> IngestReport:
+        if self.retention_days:
+            # Stored, such a row would be dropped by the next TTL merge, and counted in its day's
+            # aggregates a second time if its first copy was counted before it expired.
+            decoded = reject_older(
+                decoded,
+                datetime.now(UTC) - timedelta(days=self.retention_days),
+                f"older than the retention ({self.retention_days} days, storage.retention_days)",
+            )
         if decoded.rejects and keep_rejects:
             await self._dead_letters(decoded.rejects, source)
         errors = [RecordError(r.index, r.field, r.reason) for r in decoded.rejects]

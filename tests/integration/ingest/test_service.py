@@ -77,6 +77,31 @@ async def test_rejected_records_become_dead_letters_with_their_raw_bytes(
     assert msgspec.json.decode(letters[0]["raw"])["signature"] == records[4]["signature"]
 
 
+async def test_with_a_retention_older_transactions_are_refused_naming_it(
+    warehouse: EmbeddedWarehouse, records: list[dict[str, Any]]
+) -> None:
+    """Stored, they would be dropped by the next TTL merge, and counted twice in their day's aggregates."""
+    ten_days = 10 * 86_400
+    for old in (records[2], records[7]):
+        old["block_time"] -= ten_days * 1000
+        old["slot"] -= 4 * ten_days  # stays within the slot rule for its block time
+    records[5]["slot"] = 0
+    report = await _service(warehouse, retention_days=7).ingest_body(msgspec.json.encode(records), None, source="t")
+    assert (report.accepted, report.rejected) == (len(records) - 3, 3)
+    assert [(e.index, e.field) for e in report.errors] == [(2, "block_time"), (5, "slot"), (7, "block_time")]
+    assert "storage.retention_days" in report.errors[0].reason
+    letters = (
+        await warehouse.query_arrow("SELECT record_index, raw FROM arbitrage.dead_letters ORDER BY record_index")
+    ).to_pylist()
+    assert [r["record_index"] for r in letters] == [2, 5, 7]
+    assert msgspec.json.decode(letters[0]["raw"])["signature"] == records[2]["signature"]
+    stored = await warehouse.query_arrow("SELECT signature FROM arbitrage.transactions")
+    assert records[2]["signature"] not in stored.column("signature").to_pylist()
+    # Without a retention the same transactions are stored.
+    again = await _service(warehouse).ingest_body(msgspec.json.encode([records[2]]), None, source="t")
+    assert again.accepted == 1
+
+
 async def test_a_replay_limit_that_cuts_through_a_batch_of_dead_letters_loses_none(
     warehouse: EmbeddedWarehouse, records: list[dict[str, Any]]
 ) -> None:
