@@ -148,6 +148,12 @@ def _services(info: Info[Any, Any]) -> Services:
     return services
 
 
+def _owned(info: Info[Any, Any], extra: str) -> tuple[Any, str | None]:
+    """The exports or schedules service (None when off) and whose the caller may see; needs `export`."""
+    scope = _require(info, "export").owner_scope
+    return _services(info).extras.get(extra), scope
+
+
 async def _aggregate(services: Services, key: tuple[Hashable, ...], compute: Callable[[], Awaitable[Any]]) -> Any:
     """An aggregate through the answers `/stats` shares (same keys): aliases and concurrent queries compute it once."""
     answers = services.extras.get(ShortCache.EXTRAS_KEY)
@@ -250,11 +256,10 @@ class Query:
         "done, failed, cancelled); empty when exports are off. Needs the `export` role."
     )
     async def exports(self, info: Info[Any, Any], limit: int = 100, state: str | None = None) -> list[ExportJob]:
-        scope = _require(info, "export").owner_scope
+        service, scope = _owned(info, "exports")
         if not 1 <= limit <= MAX_PAGE:
             raise ValidationError("limit", f"must be 1-{MAX_PAGE}")
         _checked(state, JobState | None, "state")
-        service = _services(info).extras.get("exports")
         jobs = [] if service is None else await service.list(limit=limit, state=state, principal=scope)
         return [job_from(job) for job in jobs]
 
@@ -263,8 +268,7 @@ class Query:
         "Needs the `export` role."
     )
     async def export(self, info: Info[Any, Any], id: str) -> ExportJob | None:
-        scope = _require(info, "export").owner_scope
-        service = _services(info).extras.get("exports")
+        service, scope = _owned(info, "exports")
         if service is None:
             return None
         try:
@@ -277,8 +281,7 @@ class Query:
         "Needs the `export` role."
     )
     async def schedules(self, info: Info[Any, Any]) -> list[Schedule]:
-        scope = _require(info, "export").owner_scope
-        service = _services(info).extras.get("schedules")
+        service, scope = _owned(info, "schedules")
         return [] if service is None else [schedule_from(s) for s in await service.list(principal=scope)]
 
     @strawberry.field(
@@ -286,8 +289,7 @@ class Query:
         "or it is another caller's (REST's 404). Needs the `export` role."
     )
     async def schedule(self, info: Info[Any, Any], id: str) -> ScheduleDetail | None:
-        scope = _require(info, "export").owner_scope
-        service = _services(info).extras.get("schedules")
+        service, scope = _owned(info, "schedules")
         if service is None:
             return None
         try:

@@ -56,7 +56,7 @@ from arbitrage.export._run import (
     table_columns,
 )
 from arbitrage.export._sink import MANIFEST_NAME, Destination, redact_url
-from arbitrage.security import check_destination, check_destination_form
+from arbitrage.security import check_destination, check_destination_form, visible_to
 from arbitrage.storage import Warehouse, ch_time
 from arbitrage.telemetry import METRICS, traced
 
@@ -359,7 +359,7 @@ class ExportService:
         else:
             rows = await self._query("id = {id:String}", {"id": job_id}, limit=1)
             job = rows[0] if rows else None
-        if job is None or not _owned_by(job, principal):
+        if job is None or not visible_to(job.principal, principal):
             raise JobNotFound(f"no export job {job_id!r}")
         return job
 
@@ -394,7 +394,7 @@ class ExportService:
         queued or running has its cancel requested, not done. `principal` as in `get`.
         """
         active = self._active.get(job_id)
-        if active is not None and not _owned_by(active.job, principal):
+        if active is not None and not visible_to(active.job.principal, principal):
             raise JobNotFound(f"no export job {job_id!r}")
         if active is None:
             job = await self.get(job_id, principal=principal)
@@ -778,10 +778,6 @@ def _job_from_row(row: dict[str, Any]) -> ExportJob:
         attempt=row["attempt"],
         principal=row["principal"] or None,
     )
-
-
-def _owned_by(job: ExportJob, principal: str | None) -> bool:
-    return principal is None or (job.principal or "") == principal
 
 
 class _ChunkBuffer(io.RawIOBase):

@@ -73,6 +73,7 @@ from arbitrage.schedule._model import (
     latest_due,
     next_due,
 )
+from arbitrage.security import visible_to
 from arbitrage.storage import Warehouse, ch_time
 from arbitrage.telemetry import METRICS, traced
 
@@ -261,7 +262,7 @@ class ScheduleService:
         """Every schedule (of `principal`, as in `get`), oldest first."""
         running = set(self._running)
         await self._refresh()
-        schedules = [s for s in self._schedules.values() if _owned_by(s, principal)]
+        schedules = [s for s in self._schedules.values() if visible_to(s.principal, principal)]
         return [self._view(s, running) for s in sorted(schedules, key=lambda s: s.created_at)]
 
     async def run_now(self, schedule_id: str, *, principal: str | None = None) -> ExportJob:
@@ -657,7 +658,7 @@ class ScheduleService:
             ScheduleNotFound: no such schedule, or another owner's.
         """
         schedule = await self._reload(schedule_id)
-        if schedule is None or not _owned_by(schedule, principal):
+        if schedule is None or not visible_to(schedule.principal, principal):
             raise ScheduleNotFound(f"no schedule {schedule_id!r}")
         return schedule
 
@@ -794,10 +795,6 @@ class ScheduleService:
             except Exception:
                 log.exception("checking export schedules failed")
             await asyncio.sleep(self._poll)
-
-
-def _owned_by(schedule: Schedule, principal: str | None) -> bool:
-    return principal is None or (schedule.principal or "") == principal
 
 
 def _field_of(message: str) -> str:

@@ -14,6 +14,7 @@ from arbitrage.security._access import (
     check_jwt_audience,
     fallback_security,
     start_security,
+    visible_to,
 )
 from arbitrage.security._cli import add_keys_command
 from arbitrage.security._guard import (
@@ -65,4 +66,5 @@ __all__ = [
     "security_of",
     "sign_hs256",
     "start_security",
+    "visible_to",
 ]

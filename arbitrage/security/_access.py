@@ -81,6 +81,12 @@ class Identity(msgspec.Struct, frozen=True):
         return None if "admin" in self.roles or self.kind == "local" else self.principal
 
 
+def visible_to(owner: str | None, scope: str | None) -> bool:
+    """Whether something `owner` created (an export job, a schedule; None: no one recorded) is seen
+    by a caller of `scope` (`Identity.owner_scope`: None sees everything, "" the unowned)."""
+    return scope is None or (owner or "") == scope
+
+
 ANONYMOUS = Identity("anonymous", "", frozenset())
 LOCAL = Identity("local", "loopback", expand_roles(["export", "ingest", "read"]))
 

@@ -24,7 +24,6 @@ from arbitrage.stream._events import (
     WIRE_IN_FLIGHT_BYTES,
     LiveBatch,
     Skipped,
-    WireMessage,
     decode_wire,
     encode_skipped,
     encode_wire,
@@ -70,8 +69,9 @@ class RedisLink:
         """The highest position this process knows; pushed into the sequence on every (re)connect."""
         self._subscribed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._unread: deque[WireMessage] = deque()
-        """Messages this process published that its own subscription has not read back yet, oldest first."""
+        self._unread: deque[tuple[int, int]] = deque()
+        """First position and size of each message this process published that its own subscription has
+        not read back yet, oldest first."""
         self._unread_bytes = 0
         self._read_back = asyncio.Event()
 
@@ -109,7 +109,7 @@ class RedisLink:
             for message in await asyncio.to_thread(encode_wire, batch):
                 if not await self._room_for(len(message.data)):
                     return False
-                self._unread.append(message)
+                self._unread.append((message.first, len(message.data)))
                 self._unread_bytes += len(message.data)
                 if not await self.client.publish(self.channel, message.data):
                     # Not even this process's subscription got it: Redis dropped it (a full output
@@ -157,8 +157,8 @@ class RedisLink:
         Redis delivers one publisher's messages to a subscriber in the order sent, and positions
         are unique across processes, so another process's message never matches.
         """
-        if self._unread and self._unread[0].first == first:
-            self._unread_bytes -= len(self._unread.popleft().data)
+        if self._unread and self._unread[0][0] == first:
+            self._unread_bytes -= self._unread.popleft()[1]
             self._wake_publishers()
 
     def _forget_unread(self) -> None:

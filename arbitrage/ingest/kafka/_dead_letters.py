@@ -9,7 +9,7 @@ import msgspec
 import pyarrow as pa
 
 from arbitrage.ingest import IngestReport, IngestService
-from arbitrage.storage import Warehouse
+from arbitrage.storage import Warehouse, ch_time
 
 REPLAY_SOURCE = "replay"
 """`source` of the rows a dead-letter replay stores."""
@@ -96,8 +96,8 @@ async def replay_dead_letters(
         digests: list[str] = table.column("hex_digest").cast(pa.string()).to_pylist()
         selected = {
             "source": source or "",
-            "cutoff": _sql_time(table.column("received_at").to_pylist()[-1]),
-            "at": _sql_time(datetime.now(UTC)),
+            "cutoff": ch_time(table.column("received_at").to_pylist()[-1]),
+            "at": ch_time(datetime.now(UTC)),  # whole ms: the marking compares `at` exactly
         }
         report = await ingest.ingest_records(raws, source=REPLAY_SOURCE, keep_rejects=False)
         # Still rejected first: a crash before the marking leaves stored ones to be found
@@ -136,11 +136,6 @@ async def replay_dead_letters(
 
 def _rfc3339(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def _sql_time(moment: datetime) -> str:
-    """Whole milliseconds, as `DateTime64(3)` takes them: the marking compares `at` exactly."""
-    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
 def _with_raw_bytes(table: pa.Table) -> pa.Table:

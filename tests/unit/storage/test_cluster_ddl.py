@@ -142,6 +142,13 @@ def single_node(statement: str) -> str:
     return statement.replace("MergeTree()", "MergeTree")
 
 
+def create_cluster_layout(db: chdb_session.Session) -> None:
+    """Every migration rendered for the cluster, run against the one-shard cluster."""
+    db.query(f"CREATE DATABASE {DB}")
+    for statement in rendered(CLUSTER):
+        db.query(single_node(statement))
+
+
 @pytest.fixture
 def one_shard_cluster(tmp_path: Path) -> Iterator[chdb_session.Session]:
     config = tmp_path / "config.xml"
@@ -169,9 +176,7 @@ def test_cluster_migrations_run_on_the_engine_and_dedup_holds_through_the_distri
 ) -> None:
     db = one_shard_cluster
     assert db.query(f"SELECT is_local FROM system.clusters WHERE cluster = '{CLUSTER}'", "CSV").bytes() == b"1\n"
-    db.query(f"CREATE DATABASE {DB}")
-    for statement in rendered(CLUSTER):
-        db.query(single_node(statement))
+    create_cluster_layout(db)
 
     assert columns(db, "transactions") == columns(db, f"transactions{LOCAL_SUFFIX}")
     engine = db.query(f"SELECT engine FROM system.tables WHERE database = '{DB}' AND name = 'transactions'", "CSV")
@@ -200,9 +205,7 @@ def test_cluster_tables_have_the_same_columns_as_the_single_node_tables(
     one_shard_cluster: chdb_session.Session,
 ) -> None:
     db = one_shard_cluster
-    db.query(f"CREATE DATABASE {DB}")
-    for statement in rendered(CLUSTER):
-        db.query(single_node(statement))
+    create_cluster_layout(db)
     cluster_columns = {t: columns(db, t) for t in created_tables(rendered(""))}
     db.query(f"DROP DATABASE {DB} SYNC")
     db.query(f"CREATE DATABASE {DB}")
@@ -217,9 +220,7 @@ def test_dead_letters_are_told_by_their_digest_through_the_distributed_front(
 ) -> None:
     """Migration 015: a letter without a digest (stored before it) gets MD5(raw), as the ingest service computes it."""
     db = one_shard_cluster
-    db.query(f"CREATE DATABASE {DB}")
-    for statement in rendered(CLUSTER):
-        db.query(single_node(statement))
+    create_cluster_layout(db)
     db.query(
         f"INSERT INTO {DB}.dead_letters (received_at, source, record_index, field, reason, raw) "
         "SETTINGS distributed_foreground_insert = 1 VALUES (now64(3), 'http', 0, '$', 'not json', '{broken')"
@@ -258,9 +259,7 @@ def test_retention_on_the_cluster_layout_expires_rows_read_through_the_distribut
     one_shard_cluster: chdb_session.Session,
 ) -> None:
     db = one_shard_cluster
-    db.query(f"CREATE DATABASE {DB}")
-    for statement in rendered(CLUSTER):
-        db.query(single_node(statement))
+    create_cluster_layout(db)
     for table, column in EXPIRING.items():
         for statement in retention_statements(cluster_target(table), column, 3):
             db.query(single_node(statement))
