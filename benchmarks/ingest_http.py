@@ -2,12 +2,13 @@
 
 Starts `arbitrage serve` on a fresh data dir, posts 10k-record batches (JSON, or Arrow
 IPC with `--format arrow`) from this process over several connections, and prints a table. Usage:
-    .venv/bin/python benchmarks/ingest_http.py [--records 1000000] [--batch 10000] [--connections 8] [--format json] [--squeeze 1]
+    .venv/bin/python benchmarks/ingest_http.py [--records 1000000] [--batch 10000] [--connections 8] [--format json] [--squeeze 1] [--redis]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 import time
@@ -29,6 +30,7 @@ from benchmarks._common import (
     process_group_cpu_seconds,
 )
 from tests.e2e.server import ServerProcess
+from tests.services.redis_server import RedisServer
 
 CONTENT_TYPES = {"json": "application/json", "arrow": "application/vnd.apache.arrow.stream"}
 
@@ -44,12 +46,24 @@ def main() -> None:
     parser.add_argument(
         "--squeeze", type=float, default=1.0, help="pack the simulated feed into N times less block time (denser)"
     )
+    parser.add_argument(
+        "--redis",
+        action="store_true",
+        help="with a redis-server of its own as [redis] (cache, live feed through pub/sub)",
+    )
     args = parser.parse_args()
     print(f"preparing {args.records:,} records ...", file=sys.stderr)
     bodies = (arrow_bodies if args.format == "arrow" else json_bodies)(args.records, args.batch, squeeze=args.squeeze)
     content_type = CONTENT_TYPES[args.format]
     megabytes = sum(len(b) for b in bodies) / 1e6
-    with tempfile.TemporaryDirectory() as tmp, ServerProcess(Path(tmp) / "data") as server:
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        env = {}
+        if args.redis:
+            redis = RedisServer(tmp / "redis").start()
+            stack.callback(redis.stop)
+            env["ARB_REDIS__URL"] = redis.url
+        server = stack.enter_context(ServerProcess(tmp / "data", env=env))
         client = httpx.Client(timeout=120, limits=httpx.Limits(max_connections=args.connections))
         client.post(
             f"{server.url}/ingest", content=bodies[0], headers={"content-type": content_type}
@@ -90,6 +104,7 @@ def main() -> None:
             ("feed density", f"{args.squeeze:g} x the simulator's"),
             ("body size", f"{megabytes:,.0f} MB {args.format}"),
             ("client connections", args.connections),
+            ("redis", "on (live feed through pub/sub, no client)" if args.redis else "off"),
             ("elapsed", f"{elapsed:.1f} s"),
             ("stored (timed)", f"{accepted:,}"),
             ("stored total (/stats)", f"{stored:,}"),

@@ -9,12 +9,9 @@ ask for the same thing share one encoding: per-client cost is a queue put.
 from __future__ import annotations
 
 import asyncio
-import bisect
-import itertools
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import NamedTuple
 
 import msgspec
 import polars as pl
@@ -166,6 +163,11 @@ class LiveBatch:
         return len(self._rows)
 
     @property
+    def rows(self) -> pl.DataFrame | None:
+        """The stored rows in position order; None for a batch made of events (a warehouse replay)."""
+        return self._rows
+
+    @property
     def events(self) -> list[LiveEvent]:
         if self._events is None:
             self._render()
@@ -258,66 +260,3 @@ class LiveBatch:
         if filters.is_empty:
             return None
         return [i for i, event in enumerate(self.events) if filters.matches(event)]
-
-
-class WireBatch(msgspec.Struct, array_like=True):
-    """A batch as it crosses Redis pub/sub (msgpack); without events, a notice of `skipped` positions."""
-
-    published_at: float
-    events: list[LiveEvent]
-    skipped: tuple[int, int] | None = None
-
-
-class Skipped(NamedTuple):
-    """Positions `first`..`last` will never be published (the insert they were reserved for failed)."""
-
-    first: int
-    last: int
-
-
-_WIRE_ENCODER = msgspec.msgpack.Encoder()
-_EVENT_OVERHEAD = 200
-"""Bytes of an event besides its payload on the wire (position, signature, time, signer, route)."""
-_WIRE_DECODER = msgspec.msgpack.Decoder(WireBatch)
-
-
-WIRE_MESSAGE_BYTES = 1 << 20
-"""About the most event payload one pub/sub message carries. Redis drops a subscriber whose
-pending output passes 32 MiB at once (or 8 MiB for a minute, `client-output-buffer-limit
-pubsub`); a 10k-row batch renders to about 50 MiB, so it goes out in pieces the subscribers
-read as they come, the publisher no more than `WIRE_IN_FLIGHT_BYTES` ahead of its own subscription."""
-
-WIRE_IN_FLIGHT_BYTES = 4 << 20
-"""How far a publisher may run ahead of what its own subscription has read: half of Redis's
-default soft limit, so a subscriber as fast as this process's is never cut, however large the batch."""
-
-
-class WireMessage(NamedTuple):
-    first: int
-    """The position of its first event: how the publisher recognises its own message coming back."""
-    data: bytes
-
-
-def encode_wire(batch: LiveBatch, max_bytes: int = WIRE_MESSAGE_BYTES) -> list[WireMessage]:
-    """The batch as pub/sub messages of consecutive events, each of about `max_bytes` of payload at most."""
-    events = batch.events
-    ends = list(itertools.accumulate(len(e.payload) + _EVENT_OVERHEAD for e in events))
-    messages, first = [], 0
-    while first < len(events):
-        spent = ends[first - 1] if first else 0
-        last = max(bisect.bisect_right(ends, spent + max_bytes), first + 1)
-        data = _WIRE_ENCODER.encode(WireBatch(batch.published_at, events[first:last]))
-        messages.append(WireMessage(events[first].position, data))
-        first = last
-    return messages
-
-
-def encode_skipped(skipped: Skipped) -> bytes:
-    return _WIRE_ENCODER.encode(WireBatch(time.time(), [], (skipped.first, skipped.last)))
-
-
-def decode_wire(data: bytes) -> LiveBatch | Skipped:
-    wire = _WIRE_DECODER.decode(data)
-    if wire.skipped is not None:
-        return Skipped(*wire.skipped)
-    return LiveBatch(wire.events, wire.published_at)

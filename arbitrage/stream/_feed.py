@@ -17,10 +17,11 @@ import polars as pl
 import pyarrow as pa
 
 from arbitrage.storage import TransactionFilter, Warehouse
-from arbitrage.stream._events import POSITION_COLUMN, LiveBatch, Skipped, StreamFilter, events_from_frame
+from arbitrage.stream._events import POSITION_COLUMN, LiveBatch, StreamFilter, events_from_frame
 from arbitrage.stream._handoff import HandOff
 from arbitrage.stream._hub import Missing, StreamHub, Subscription
 from arbitrage.stream._redis import RedisLink
+from arbitrage.stream._wire import Skipped
 
 _REPLAY_PAGE_ROWS = 5_000
 
@@ -88,13 +89,14 @@ class LiveFeed:
         self._handoff.enter(batch.first, batch.last)
         try:
             in_process = self.redis is None or not self.redis.available
-            await (self.hub.prepare(batch) if in_process else batch.ready())
+            if in_process:
+                await self.hub.prepare(batch)
             waited = await self._handoff.wait_before(batch.first)
-            if self.redis is not None and await self.redis.publish(await batch.ready()):
-                return
+            if self.redis is not None and await self.redis.publish(batch):
+                return  # every process's hub, this one's included, takes it from Redis
             if in_process and not waited:
                 self.hub.accept(batch)
-            else:  # rendered for Redis, or subscribers may have come meanwhile
+            else:  # Redis did not take it, or subscribers may have come meanwhile
                 await self.hub.accept_rendered(batch)
         finally:
             self._handoff.handed_on(batch.first, batch.last)

@@ -2,7 +2,8 @@
 
 One client per process for commands and one subscription per process: a published batch
 comes back to every process's hub (this one included) and is fanned out in memory, so
-there is no Redis traffic per client. While Redis is unreachable the link reports itself
+there is no Redis traffic per client. Batches travel as stored rows (`_wire`); each process
+renders what its own subscribers read, and its own batches come back as the rows it holds. While Redis is unreachable the link reports itself
 down, the feed falls back to in-process positions and delivery, and a background loop
 re-subscribes when Redis returns.
 """
@@ -20,15 +21,17 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from arbitrage.stream._events import (
+from arbitrage.stream._events import LiveBatch
+from arbitrage.stream._hub import StreamHub
+from arbitrage.stream._wire import (
     WIRE_IN_FLIGHT_BYTES,
-    LiveBatch,
     Skipped,
+    WireBatch,
+    WireError,
     decode_wire,
     encode_skipped,
     encode_wire,
 )
-from arbitrage.stream._hub import StreamHub
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +72,8 @@ class RedisLink:
         """The highest position this process knows; pushed into the sequence on every (re)connect."""
         self._subscribed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._unread: deque[tuple[int, int]] = deque()
-        """First position and size of each message this process published that its own subscription has
+        self._unread: deque[tuple[LiveBatch, int]] = deque()
+        """The rows and size of each message this process published that its own subscription has
         not read back yet, oldest first."""
         self._unread_bytes = 0
         self._read_back = asyncio.Event()
@@ -109,7 +112,7 @@ class RedisLink:
             for message in await asyncio.to_thread(encode_wire, batch):
                 if not await self._room_for(len(message.data)):
                     return False
-                self._unread.append((message.first, len(message.data)))
+                self._unread.append((message.piece, len(message.data)))
                 self._unread_bytes += len(message.data)
                 if not await self.client.publish(self.channel, message.data):
                     # Not even this process's subscription got it: Redis dropped it (a full output
@@ -151,13 +154,19 @@ class RedisLink:
                 return False
         return self.available
 
-    def _heard(self, first: int) -> None:
-        """The subscription read a message starting at `first`; if it is ours, it is the oldest unread one.
+    def _own(self, wire: WireBatch) -> LiveBatch | None:
+        """This process's rows if the message is its oldest unread one, else None.
 
         Redis delivers one publisher's messages to a subscriber in the order sent, and positions
         are unique across processes, so another process's message never matches.
         """
-        if self._unread and self._unread[0][0] == first:
+        if self._unread and self._unread[0][0].first == wire.first:
+            return self._unread[0][0]
+        return None
+
+    def _heard(self, piece: LiveBatch) -> None:
+        """The subscription read back this process's message of `piece` (unless forgotten meanwhile)."""
+        if self._unread and self._unread[0][0] is piece:
             self._unread_bytes -= self._unread.popleft()[1]
             self._wake_publishers()
 
@@ -224,15 +233,24 @@ class RedisLink:
                 async for message in pubsub.listen():
                     if message["type"] != "message":
                         continue
-                    received = decode_wire(message["data"])
-                    if isinstance(received, Skipped):
-                        self.hub.skip(received.first, received.last)
-                    else:
-                        await self.hub.accept_rendered(received)
-                        self._heard(received.first)
+                    try:
+                        await self._receive(decode_wire(message["data"]))
+                    except WireError as exc:
+                        log.warning("redis live feed: skipped a message on %s: %s", self.channel, exc)
             except (RedisError, OSError) as exc:
                 self._lost(exc)
             finally:
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
             await asyncio.sleep(_RETRY_S)
+
+    async def _receive(self, wire: WireBatch) -> None:
+        if wire.skipped is not None:
+            self.hub.skip(*wire.skipped)
+            return
+        own = self._own(wire)
+        if own is None:
+            await self.hub.accept_rendered(await asyncio.to_thread(wire.batch))
+        else:
+            await self.hub.accept_rendered(own)
+            self._heard(own)

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 
+import polars as pl
 import pytest
 import redis.asyncio as aioredis
 
-from arbitrage.stream import LiveBatch, StreamHub
-from arbitrage.stream._events import LiveEvent, decode_wire, encode_wire
+from arbitrage.stream import POSITION_COLUMN, LiveBatch, StreamHub
 from arbitrage.stream._redis import RedisLink
+from arbitrage.stream._wire import decode_wire, encode_wire
 from tests.services.redis_server import RedisServer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.skipif(RedisServer.binary() is None, reason="redis-server not installed")]
@@ -48,9 +48,17 @@ async def link(tmp_path: Path) -> AsyncIterator[RedisLink]:
 
 
 def _batch(count: int, payload_bytes: int, first: int = 1) -> LiveBatch:
-    now = datetime.now(UTC)
-    payload = b"x" * payload_bytes
-    return LiveBatch([LiveEvent(first + i, f"sig{first + i}", now, payload) for i in range(count)])
+    """Stored rows of about `payload_bytes` each (the wire carries rows, whatever their columns)."""
+    positions = range(first, first + count)
+    return LiveBatch.of_rows(
+        pl.DataFrame(
+            {
+                POSITION_COLUMN: pl.Series(positions, dtype=pl.UInt64),
+                "signature": [f"sig{p}" for p in positions],
+                "blob": [f"{p:0{payload_bytes}d}" for p in positions],
+            }
+        )
+    )
 
 
 async def _until_position(link: RedisLink, position: int, within: float) -> None:
@@ -69,15 +77,16 @@ async def test_a_batch_larger_than_the_subscribers_buffer_limit_reaches_the_hub_
     await _until_position(link, 5_010, 10)
 
 
-def test_wire_messages_hold_consecutive_events_within_the_size() -> None:
+def test_wire_messages_hold_consecutive_rows_within_the_size() -> None:
     batch = _batch(1_000, 3_000)
     messages = encode_wire(batch, max_bytes=100_000)
     assert len(messages) > 1 and all(len(m.data) < 100_000 + 4_000 for m in messages)
     decoded = [decode_wire(m.data) for m in messages]
-    assert [e.position for b in decoded for e in b.events] == list(range(1, 1_001))
-    assert [m.first for m in messages] == [b.first for b in decoded]
-    assert all(b.published_at == batch.published_at for b in decoded)
-    assert len(encode_wire(_batch(1, 500_000), max_bytes=1_000)) == 1  # one event bigger than the size still goes
+    assert [m.piece.first for m in messages] == [w.first for w in decoded]
+    assert all(w.published_at == batch.published_at for w in decoded)
+    rows = pl.concat([w.batch().rows for w in decoded])  # type: ignore[misc]
+    assert rows.equals(batch.rows)
+    assert len(encode_wire(_batch(1, 500_000), max_bytes=1_000)) == 1  # one row bigger than the size still goes
 
 
 async def test_a_publish_no_subscriber_received_is_reported_untaken(link: RedisLink) -> None:

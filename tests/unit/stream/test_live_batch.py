@@ -80,7 +80,7 @@ async def test_field_selections_rendered_from_rows_match_projected_payloads(
 ) -> None:
     enriched = score_risk(FeatureEngine().process(stored.drop(POSITION_COLUMN))).with_columns(stored[POSITION_COLUMN])
     from_rows = await LiveBatch.of_rows(enriched).ready()
-    from_events = LiveBatch(from_rows.events)  # as a batch from Redis arrives: events only
+    from_events = LiveBatch(from_rows.events)  # as a warehouse replay arrives: events only
     rows_frames = from_rows.sse_frames(fields)
     event_frames = from_events.sse_frames(fields)
     assert len(rows_frames) == len(event_frames) == 50
