@@ -211,15 +211,22 @@ def app_from_environment() -> Any:
 
 
 def _migrate(_: argparse.Namespace, settings: Settings) -> int:
-    from arbitrage.storage import open_warehouse
+    """Migrations, then `storage.retention_days` as the tables' TTL: a deploy step leaves the schema as serving would."""
+    from arbitrage.storage import apply_retention, open_warehouse
 
-    async def run() -> None:
+    async def run() -> list[str]:
         warehouse = open_warehouse(settings.storage)
         await warehouse.start()
-        await warehouse.close()
+        try:
+            return await apply_retention(warehouse, settings.storage.retention_days)
+        finally:
+            await warehouse.close()
 
-    asyncio.run(run())
+    changed = asyncio.run(run())
     print(f"migrations applied ({settings.storage.backend} warehouse, database {settings.storage.database})")
+    days = settings.storage.retention_days
+    kept = f"rows kept {days} days" if days else "rows kept for good"
+    print(f"retention: {kept}" + (f" (set on {', '.join(changed)})" if changed else " (unchanged)"))
     return 0
 
 

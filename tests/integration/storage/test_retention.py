@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 
 from arbitrage.app import start_services
+from arbitrage.cli import main
 from arbitrage.config import Settings, load_settings
 from arbitrage.storage import EmbeddedWarehouse, apply_retention, rebuild_daily_aggregates, retention_status
 from tests.conftest import fresh_data_dir
@@ -189,3 +190,25 @@ async def test_a_retention_at_start_up_does_not_rebuild_expired_days_to_nothing(
     assert await signatures(reopened) == set()
     assert await daily_counts(reopened) == {(now - 40 * DAY).date(): 1}
     await services.close()
+
+
+async def test_arbitrage_migrate_sets_the_retention_as_a_start_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A deploy that runs `arbitrage migrate` before serving leaves the tables as serving would."""
+    monkeypatch.chdir(tmp_path)  # no config.toml here: the defaults, then the environment
+    monkeypatch.setenv("ARB_STORAGE__RETENTION_DAYS", "5")
+    data_dir = str(tmp_path / "data")
+
+    assert await asyncio.to_thread(main, ["migrate", "--data-dir", data_dir]) == 0
+    assert "retention: rows kept 5 days (set on transactions, dead_letters)" in capsys.readouterr().out
+    assert await asyncio.to_thread(main, ["migrate", "--data-dir", data_dir]) == 0
+    assert "retention: rows kept 5 days (unchanged)" in capsys.readouterr().out
+
+    warehouse = EmbeddedWarehouse(tmp_path / "data")
+    await warehouse.start()
+    try:
+        assert await table_ttl(warehouse, "transactions") == "toDateTime(block_time) + toIntervalDay(5)"
+        assert "toIntervalDay(5)" in await table_ttl(warehouse, "dead_letters")
+    finally:
+        await warehouse.close()
