@@ -64,8 +64,15 @@ class RedisLink:
         self.client: aioredis.Redis = aioredis.Redis.from_url(
             url, socket_timeout=_COMMAND_TIMEOUT_S, socket_connect_timeout=_COMMAND_TIMEOUT_S
         )
+        # RESP2 for the subscription: redis-py 8.1's RESP3 parser renders every pub/sub message
+        # with `str()` for a debug line whatever the log level (redis/redis-py#4230), ≈ 5 ms per
+        # 1 MiB piece, more than everything else the live feed costs ingest.
         self._listener_client: aioredis.Redis = aioredis.Redis.from_url(
-            url, socket_connect_timeout=_COMMAND_TIMEOUT_S, socket_keepalive=True, health_check_interval=5
+            url,
+            protocol=2,
+            socket_connect_timeout=_COMMAND_TIMEOUT_S,
+            socket_keepalive=True,
+            health_check_interval=5,
         )
         self._reserve = self.client.register_script(_RESERVE)
         self.floor: Callable[[], int] = lambda: hub.position
