@@ -7,13 +7,14 @@ comment the server puts before each batch (the moment the insert returned and th
 handed to the hub) to the moment the client read it. A client is starved when it received
 fewer events than were stored.
 
-    python benchmarks/fanout.py --clients 200 --rates 2000,5000,10000 --seconds 10
+    python benchmarks/fanout.py --clients 200 --rates 2000,5000,10000 --seconds 10 [--redis]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing as mp
 import sys
 import tempfile
@@ -29,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import json_bodies, machine, print_table
 from tests.e2e.server import ServerProcess
+from tests.services.redis_server import RedisServer
 
 FIELDS = "signature,net_profit_sol"
 
@@ -152,18 +154,28 @@ def main() -> None:
     parser.add_argument("--rates", default="2000,5000,10000", help="target ingest rates, tx/s")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--batch", type=int, default=1000, help="records per POST /ingest")
+    parser.add_argument(
+        "--redis", action="store_true", help="fan out through a redis-server of its own (the multi-process path)"
+    )
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        env = {"ARB_STREAM__CLIENT_QUEUE_EVENTS": "200000"}
         for rate in (int(r) for r in args.rates.split(",")):
-            # A fresh server per level, so one level's backlog does not leak into the next.
-            with ServerProcess(Path(tmp) / f"data-{rate}", env={"ARB_STREAM__CLIENT_QUEUE_EVENTS": "200000"}) as server:
+            # A fresh server (and Redis) per level, so one level's backlog does not leak into the next.
+            with contextlib.ExitStack() as stack:
+                if args.redis:
+                    redis = RedisServer(Path(tmp) / f"redis-{rate}").start()
+                    stack.callback(redis.stop)
+                    env["ARB_REDIS__URL"] = redis.url
+                server = stack.enter_context(ServerProcess(Path(tmp) / f"data-{rate}", env=env))
                 rows.append(run_level(server, args.clients, rate, args.seconds, args.batch))
     print_table(
         "SSE fan-out",
         [
             ("machine", machine()),
             ("clients", f"{args.clients} SSE (fields={FIELDS}), 2 client processes"),
+            ("fan-out", "through Redis pub/sub (rows back from Redis)" if args.redis else "in-process"),
             (
                 "ingest",
                 f"POST /ingest from 4 threads, {args.batch} records per request, {args.seconds:.0f} s per level",
