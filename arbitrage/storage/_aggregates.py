@@ -1,7 +1,7 @@
 """Keep the daily aggregate tables equal to what `transactions` holds.
 
-Materialized views fill the aggregates as part of each insert, but not atomically with
-it: a process killed in the middle of an insert can leave the rows stored and a view's
+A materialized view fills the aggregates as part of each insert, but not atomically with
+it: a process killed in the middle of an insert can leave the rows stored and the view's
 share missing. The retry then finds every signature already stored and inserts nothing,
 so the aggregates would stay short for good. At start-up the per-day counts are
 compared and every day that disagrees is rebuilt from `transactions`, using each view's
@@ -27,15 +27,15 @@ _VIEW = re.compile(r"\bTO\s+(\S+)\s.*?\)\s+AS\s+(SELECT\b.*)$", re.DOTALL | re.I
 
 
 async def days_out_of_step(warehouse: Warehouse, since: date | None = None) -> list[date]:
-    """Days (from `since` on, when given) whose transaction count in `daily_stats` differs from `transactions`."""
+    """Days (from `since` on, when given) whose transaction count in `daily_aggregates` differs from `transactions`."""
     db = warehouse.database
     stored_since = "" if since is None else "WHERE toDate(block_time) >= {since:Date}"
-    counted_since = "" if since is None else "WHERE date >= {since:Date}"
+    counted_since = "" if since is None else "AND date >= {since:Date}"
     table = await warehouse.query_arrow(
         f"SELECT day FROM (SELECT toDate(block_time) AS day, count() AS stored FROM {db}.transactions "
         f"{stored_since} GROUP BY day) AS s "
-        f"FULL OUTER JOIN (SELECT date AS day, sum(transactions) AS counted FROM {db}.daily_stats "
-        f"{counted_since} GROUP BY day) AS c "
+        f"FULL OUTER JOIN (SELECT date AS day, sum(transactions) AS counted FROM {db}.daily_aggregates "
+        f"WHERE kind = 'all' {counted_since} GROUP BY day) AS c "
         "USING (day) WHERE stored != counted ORDER BY day",
         None if since is None else {"since": since},
     )

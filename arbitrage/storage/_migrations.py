@@ -72,6 +72,7 @@ _REPLICATED_ENGINE = re.compile(r"\b(Replicated\w*MergeTree)(?:\(([^)]*)\))?")
 _CREATE_TABLE = re.compile(r"^CREATE TABLE (IF NOT EXISTS )?(\w+)\.(\w+)\b", re.IGNORECASE)
 _CREATE_VIEW = re.compile(r"^CREATE MATERIALIZED VIEW (?:IF NOT EXISTS )?(\w+)\.(\w+)\b", re.IGNORECASE)
 _ALTER_TABLE = re.compile(r"^ALTER TABLE (\w+)\.(\w+)\b", re.IGNORECASE)
+_DROP_TABLE = re.compile(r"^DROP TABLE (IF EXISTS )?(\w+)\.(\w+)\b", re.IGNORECASE)
 _COLUMN_CHANGE = re.compile(r"\b(ADD|DROP|MODIFY|RENAME|COMMENT|CLEAR) COLUMN\b", re.IGNORECASE)
 _ORDER_BY = re.compile(r"\bORDER BY\s+(\([^()]*\)|[\w.]+)", re.IGNORECASE)
 
@@ -131,6 +132,9 @@ def _cluster_layout(statement: str, database: str, cluster: str) -> list[str]:
         db, name = alter.group(1), alter.group(2)
         local = _ALTER_TABLE.sub(f"ALTER TABLE {db}.{name}{LOCAL_SUFFIX}", statement, count=1)
         return [local, statement] if _COLUMN_CHANGE.search(statement) else [local]
+    if drop := _DROP_TABLE.match(statement):
+        if_exists, db, name = drop.group(1) or "", drop.group(2), drop.group(3)
+        return [statement, _DROP_TABLE.sub(f"DROP TABLE {if_exists}{db}.{name}{LOCAL_SUFFIX}", statement, count=1)]
     return [statement]
 
 

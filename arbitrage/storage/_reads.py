@@ -251,19 +251,15 @@ class TransactionReader:
             f"SELECT sum(transactions) AS transactions, sum(successful) AS successful, sum(circular) AS circular, "
             f"sum(profitable) AS profitable, sum(volume_sol) AS volume_sol, sum(gross_revenue_sol) AS gross_revenue_sol, "
             f"sum(total_cost_sol) AS total_cost_sol, sum(jito_tips_sol) AS jito_tips_sol, sum(net_profit_sol) AS net_profit_sol "
-            f"FROM {db}.daily_stats"
+            f"FROM {db}.daily_aggregates WHERE kind = 'all'"
         )
         result: dict[str, Any] = {k: v[0] for k, v in totals.to_pydict().items()}
         for key in ("transactions", "successful", "circular", "profitable"):
             result[key] = int(result[key] or 0)
-        for table, column, name in (
-            ("daily_token_stats", "token", "top_tokens"),
-            ("daily_dex_stats", "dex", "top_dexes"),
-            ("daily_signer_stats", "signer", "top_signers"),
-        ):
+        for kind, name in (("token", "top_tokens"), ("dex", "top_dexes"), ("signer", "top_signers")):
             top = await self.warehouse.query_arrow(
-                f"SELECT {column}, sum(transactions) AS transactions, sum(net_profit_sol) AS net_profit_sol "
-                f"FROM {db}.{table} GROUP BY {column} ORDER BY transactions DESC, {column} LIMIT 10"
+                f"SELECT key AS {kind}, sum(transactions) AS transactions, sum(net_profit_sol) AS net_profit_sol "
+                f"FROM {db}.daily_aggregates WHERE kind = '{kind}' GROUP BY key ORDER BY transactions DESC, key LIMIT 10"
             )
             result[name] = top.to_pylist()
         return result
@@ -273,8 +269,8 @@ class TransactionReader:
         table = await self.warehouse.query_arrow(
             "SELECT date, sum(transactions) AS transactions, sum(successful) AS successful, sum(profitable) AS profitable, "
             "sum(volume_sol) AS volume_sol, sum(total_cost_sol) AS total_cost_sol, sum(jito_tips_sol) AS jito_tips_sol, "
-            f"sum(net_profit_sol) AS net_profit_sol FROM {self.warehouse.database}.daily_stats "
-            "WHERE date >= {first:Date} GROUP BY date ORDER BY date",
+            f"sum(net_profit_sol) AS net_profit_sol FROM {self.warehouse.database}.daily_aggregates "
+            "WHERE kind = 'all' AND date >= {first:Date} GROUP BY date ORDER BY date",
             {"first": first.isoformat()},
         )
         rows: list[dict[str, Any]] = table.to_pylist()

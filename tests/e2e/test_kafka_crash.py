@@ -33,7 +33,7 @@ def tansu() -> Iterator[Broker]:
 
 
 def _stored(server: ServerProcess) -> int:
-    """Transactions counted by `/stats` (the daily_stats materialized view)."""
+    """Transactions counted by `/stats` (the daily aggregates' materialized view)."""
     response = httpx.get(f"{server.url}/stats", timeout=10)
     response.raise_for_status()
     return int(response.json()["transactions"])
@@ -44,7 +44,7 @@ def _committed(server: ServerProcess) -> int:
 
     The input topic is fresh and written without transactions, so its offsets run 0..n-1 per
     partition and the sum reaches RECORDS exactly when every record's batch was stored and its
-    offsets committed. (`/stats` is not used for this: it reads the daily_stats view, which a
+    offsets committed. (`/stats` is not used for this: it reads the daily aggregates, which a
     kill -9 in the middle of an INSERT can leave short; see the end of the test.)
     """
     token = (server.data_dir / "admin_token").read_text().strip()
@@ -104,7 +104,9 @@ def test_kill_9_mid_stream_then_restart_stores_every_record_once_and_publishes_e
                 "SELECT count() AS n, uniqExact(signature) AS u, countIf(net_profit_sol > 0) AS p "
                 f"FROM {warehouse.database}.transactions FINAL"
             )
-            daily = await warehouse.query_arrow(f"SELECT sum(transactions) AS n FROM {warehouse.database}.daily_stats")
+            daily = await warehouse.query_arrow(
+                f"SELECT sum(transactions) AS n FROM {warehouse.database}.daily_aggregates WHERE kind = 'all'"
+            )
         finally:
             await warehouse.close()
         row = table.to_pylist()[0]

@@ -193,7 +193,7 @@ async def test_daily_stats_view_matches_a_scan_of_the_table(warehouse: EmbeddedW
         await service.ingest_body(simulator.ndjson(400), "application/x-ndjson", source="test")
     view = (
         await warehouse.query_arrow(
-            "SELECT sum(transactions) AS n, sum(net_profit_sol) AS p, sum(profitable) AS w FROM arbitrage.daily_stats"
+            "SELECT sum(transactions) AS n, sum(net_profit_sol) AS p, sum(profitable) AS w FROM arbitrage.daily_aggregates WHERE kind = 'all'"
         )
     ).to_pylist()[0]
     scan = (
@@ -406,23 +406,20 @@ async def test_aggregates_left_short_by_an_interrupted_insert_are_rebuilt_at_sta
     from arbitrage.storage import rebuild_daily_aggregates
 
     await _service(warehouse).ingest_body(msgspec.json.encode(records), None, source="test")
-    tables = ("daily_stats", "daily_dex_stats", "daily_token_stats", "daily_signer_stats")
 
-    async def snapshot() -> list[list[dict[str, Any]]]:
-        return [
-            (await warehouse.query_arrow(f"SELECT * FROM arbitrage.{t} FINAL ORDER BY ALL")).to_pylist() for t in tables
-        ]
+    async def snapshot() -> list[dict[str, Any]]:
+        found = await warehouse.query_arrow("SELECT * FROM arbitrage.daily_aggregates FINAL ORDER BY ALL")
+        return found.to_pylist()
 
     before = await snapshot()
-    # What a kill -9 between the table write and the views' writes leaves behind:
-    for table in tables:
-        await warehouse.execute(f"TRUNCATE TABLE arbitrage.{table}")
+    assert {row["kind"] for row in before} == {"all", "dex", "token", "signer"}
+    # What a kill -9 between the table write and the view's write leaves behind:
+    await warehouse.execute("TRUNCATE TABLE arbitrage.daily_aggregates")
     assert await rebuild_daily_aggregates(warehouse)
     after = await snapshot()
-    for was, now in zip(before, after, strict=True):
-        assert len(was) == len(now)
-        for row_was, row_now in zip(was, now, strict=True):
-            assert row_now == pytest.approx(row_was)
+    assert len(after) == len(before)
+    for row_was, row_now in zip(before, after, strict=True):
+        assert row_now == pytest.approx(row_was)
     assert await rebuild_daily_aggregates(warehouse) == []
 
 
@@ -470,7 +467,7 @@ async def test_a_batch_of_break_even_transactions_alone_is_stored_and_counted_by
     report = await _service(warehouse).ingest_body(msgspec.json.encode(records), None, source="test")
     assert (report.accepted, report.rejected) == (3, 0)
     daily = await warehouse.query_arrow(
-        "SELECT sum(transactions) AS n, sum(volume_sol) AS v, sum(gross_revenue_sol) AS g FROM arbitrage.daily_stats"
+        "SELECT sum(transactions) AS n, sum(volume_sol) AS v, sum(gross_revenue_sol) AS g FROM arbitrage.daily_aggregates WHERE kind = 'all'"
     )
     assert daily.to_pylist() == [{"n": 3, "v": 0.0, "g": 0.0}]
 

@@ -136,7 +136,7 @@ async def test_the_setting_is_applied_at_each_start_and_0_keeps_everything(setti
 
 async def daily_counts(warehouse: EmbeddedWarehouse) -> dict[object, int]:
     table = await warehouse.query_arrow(
-        "SELECT date, sum(transactions) AS n FROM arbitrage.daily_stats GROUP BY date ORDER BY date"
+        "SELECT date, sum(transactions) AS n FROM arbitrage.daily_aggregates WHERE kind = 'all' GROUP BY date ORDER BY date"
     )
     return dict(zip(table.column("date").to_pylist(), table.column("n").to_pylist(), strict=True))
 
@@ -157,9 +157,9 @@ async def test_a_restart_with_retention_keeps_the_aggregates_of_expired_days_and
     await apply_retention(warehouse, 3)
     await expire(warehouse)
     assert await signatures(warehouse) == {"0002", "0003"}
-    # Today's aggregates left short, as an insert killed between the table and its views leaves them:
+    # Today's aggregates left short, as an insert killed between the table and its view leaves them:
     await warehouse.execute(
-        "ALTER TABLE arbitrage.daily_stats DELETE WHERE date = {d:Date} SETTINGS mutations_sync = 2",
+        "ALTER TABLE arbitrage.daily_aggregates DELETE WHERE date = {d:Date} SETTINGS mutations_sync = 2",
         {"d": now.date()},
     )
 

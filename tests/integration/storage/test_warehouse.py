@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 import sys
 from datetime import datetime, timedelta
@@ -244,3 +245,60 @@ async def test_feature_history_holds_the_engines_columns_with_the_first_and_last
     assert history.drop("legs").equals(expected.select(HISTORY_COLUMNS).drop("legs"))
     ends = expected.select(pl.concat_list(pl.col("legs").list.first(), pl.col("legs").list.last()).alias("legs"))
     assert history.get_column("legs").equals(ends.get_column("legs"))
+
+
+async def _stats_of_the_four_tables(warehouse: EmbeddedWarehouse) -> dict[str, object]:
+    """`/stats` as it was read before migration 016."""
+    totals = await warehouse.query_arrow(
+        "SELECT sum(transactions) AS transactions, sum(successful) AS successful, sum(circular) AS circular, "
+        "sum(profitable) AS profitable, sum(volume_sol) AS volume_sol, sum(gross_revenue_sol) AS gross_revenue_sol, "
+        "sum(total_cost_sol) AS total_cost_sol, sum(jito_tips_sol) AS jito_tips_sol, "
+        "sum(net_profit_sol) AS net_profit_sol FROM arbitrage.daily_stats"
+    )
+    stats: dict[str, object] = {k: v[0] for k, v in totals.to_pydict().items()}
+    for column, name in (("token", "top_tokens"), ("dex", "top_dexes"), ("signer", "top_signers")):
+        top = await warehouse.query_arrow(
+            f"SELECT {column}, sum(transactions) AS transactions, sum(net_profit_sol) AS net_profit_sol "
+            f"FROM arbitrage.daily_{column}_stats GROUP BY {column} ORDER BY transactions DESC, {column} LIMIT 10"
+        )
+        stats[name] = top.to_pylist()
+    return stats
+
+
+async def test_stats_kept_by_the_four_daily_views_move_to_the_one_view_and_grow_from_there(tmp_path: Path) -> None:
+    """Migration 016 replaces four views and tables by one; what the old ones counted must stay counted."""
+    before = tmp_path / "migrations"
+    before.mkdir()
+    for migration in discover(migrations_dir()):
+        if migration.version < 16:
+            shutil.copy(migration.path, before)
+    old = EmbeddedWarehouse(tmp_path / "wh", migrations=before)
+    await old.start()
+    await old.insert_arrow("transactions", transactions(40, seed=1))
+    old_stats = await _stats_of_the_four_tables(old)
+    await old.close()
+
+    warehouse = EmbeddedWarehouse(tmp_path / "wh")
+    await warehouse.start()
+    try:
+        reader = TransactionReader(warehouse)
+        moved = await reader.stats()
+        for name, value in old_stats.items():
+            if isinstance(value, list):
+                assert [(*t.values(),)[:2] for t in moved[name]] == [(*t.values(),)[:2] for t in value]
+                assert [t["net_profit_sol"] for t in moved[name]] == pytest.approx([t["net_profit_sol"] for t in value])
+            else:
+                assert moved[name] == pytest.approx(value), name
+        assert moved["transactions"] == 40 and moved["top_tokens"] and moved["top_dexes"] and moved["top_signers"]
+        await warehouse.insert_arrow("transactions", transactions(40, seed=2))
+        grown = await reader.stats()
+        assert grown["transactions"] == 80
+        assert sum(t["transactions"] for t in grown["top_signers"]) > sum(
+            t["transactions"] for t in moved["top_signers"]
+        )
+        tables = await warehouse.query_arrow("SELECT name FROM system.tables WHERE database = 'arbitrage'")
+        assert not {"daily_stats", "daily_dex_stats", "daily_token_stats", "daily_signer_stats"} & set(
+            tables.column("name").to_pylist()
+        )
+    finally:
+        await warehouse.close()
