@@ -393,11 +393,9 @@ class ExportService:
         heartbeat there; this waits up to two heartbeats for it to end. A returned job still
         queued or running has its cancel requested, not done. `principal` as in `get`.
         """
+        job = await self.get(job_id, principal=principal)
         active = self._active.get(job_id)
-        if active is not None and not visible_to(active.job.principal, principal):
-            raise JobNotFound(f"no export job {job_id!r}")
         if active is None:
-            job = await self.get(job_id, principal=principal)
             if job.state not in ACTIVE_STATES:
                 return job
             await self._warehouse.execute(

@@ -178,9 +178,6 @@ class ArrowWriter:
     nested_types: ClassVar[bool] = True
     batch_rows: ClassVar[int] = WHOLE_BATCH_ROWS
 
-    def column_type(self, field: pa.Field, options: WriterOptions) -> ColumnType:
-        return {"type": str(field.type)}
-
     def extension(self, options: WriterOptions) -> str:
         return "arrows" if options.arrow_stream else "arrow"
 

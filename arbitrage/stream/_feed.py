@@ -21,7 +21,6 @@ from arbitrage.stream._events import POSITION_COLUMN, LiveBatch, StreamFilter, e
 from arbitrage.stream._handoff import HandOff
 from arbitrage.stream._hub import Missing, StreamHub, Subscription
 from arbitrage.stream._redis import RedisLink
-from arbitrage.stream._wire import Skipped
 
 _REPLAY_PAGE_ROWS = 5_000
 
@@ -109,7 +108,7 @@ class LiveFeed:
         """
         self.hub.skip(first, last)
         if self.redis is not None and self.redis.available:
-            telling = asyncio.create_task(self.redis.publish_skipped(Skipped(first, last)))
+            telling = asyncio.create_task(self.redis.publish_skipped(first, last))
             self._telling.add(telling)
             telling.add_done_callback(self._telling.discard)
 

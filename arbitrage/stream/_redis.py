@@ -3,9 +3,9 @@
 One client per process for commands and one subscription per process: a published batch
 comes back to every process's hub (this one included) and is fanned out in memory, so
 there is no Redis traffic per client. Batches travel as stored rows (`_wire`); each process
-renders what its own subscribers read, and its own batches come back as the rows it holds. While Redis is unreachable the link reports itself
-down, the feed falls back to in-process positions and delivery, and a background loop
-re-subscribes when Redis returns.
+renders what its own subscribers read, and its own batches come back as the rows it holds.
+While Redis is unreachable the link reports itself down, the feed falls back to in-process
+positions and delivery, and a background loop re-subscribes when Redis returns.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from arbitrage.stream._events import LiveBatch
 from arbitrage.stream._hub import StreamHub
 from arbitrage.stream._wire import (
     WIRE_IN_FLIGHT_BYTES,
-    Skipped,
     WireBatch,
     WireError,
     decode_wire,
@@ -132,12 +131,12 @@ class RedisLink:
             return False
         return True
 
-    async def publish_skipped(self, skipped: Skipped) -> bool:
-        """Tell every process's hub that these positions will never come, so none waits for them."""
+    async def publish_skipped(self, first: int, last: int) -> bool:
+        """Tell every process's hub that positions `first`..`last` will never come, so none waits for them."""
         if not self.available:
             return False
         try:
-            return bool(await self.client.publish(self.channel, encode_skipped(skipped)))
+            return bool(await self.client.publish(self.channel, encode_skipped(first, last)))
         except (RedisError, OSError) as exc:
             self._lost(exc)
             return False

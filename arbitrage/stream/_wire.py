@@ -18,13 +18,6 @@ import pyarrow as pa
 from arbitrage.stream._events import LiveBatch
 
 
-class Skipped(NamedTuple):
-    """Positions `first`..`last` will never be published (the insert they were reserved for failed)."""
-
-    first: int
-    last: int
-
-
 class WireBatch(msgspec.Struct, array_like=True):
     """One pub/sub message (msgpack): consecutive stored rows, or a notice of `skipped` positions."""
 
@@ -91,8 +84,9 @@ def encode_wire(batch: LiveBatch, max_bytes: int = WIRE_MESSAGE_BYTES) -> list[W
     return messages
 
 
-def encode_skipped(skipped: Skipped) -> bytes:
-    return _ENCODER.encode(WireBatch(time.time(), skipped.first, skipped=(skipped.first, skipped.last)))
+def encode_skipped(first: int, last: int) -> bytes:
+    """A notice that positions `first`..`last` will never be published (their insert failed)."""
+    return _ENCODER.encode(WireBatch(time.time(), first, skipped=(first, last)))
 
 
 def decode_wire(data: bytes) -> WireBatch:
