@@ -71,6 +71,21 @@ class RiskSummary(msgspec.Struct):
     components: Components
 
 
+MAX_RISK_HOURS = 24 * 365
+
+
+async def risk_summary_of(reader: TransactionReader, hours: int) -> RiskSummary:
+    """`GET /risk/summary` (and GraphQL's `riskSummary`): over the transactions of the last `hours`."""
+    since = datetime.now(UTC) - timedelta(hours=hours)
+    columns = [
+        "risk_score",
+        "risk_level",
+        *(c.name for c in RISK_COLUMNS if c.name not in ("risk_score", "risk_level")),
+    ]
+    frame = await reader.columns(columns, TransactionFilter(start=since))
+    return msgspec.convert({"hours": hours, **summarize_risk(frame)}, RiskSummary)
+
+
 class FeatureController(Controller):
     tags = ["features"]
     guards = [requires("read")]
@@ -90,16 +105,9 @@ class FeatureController(Controller):
         operation_class=WarehouseRead,
     )
     async def risk_summary(
-        self, reader: NamedDependency[TransactionReader], hours: Annotated[int, Parameter(ge=1, le=24 * 365)] = 24
+        self, reader: NamedDependency[TransactionReader], hours: Annotated[int, Parameter(ge=1, le=MAX_RISK_HOURS)] = 24
     ) -> RiskSummary:
-        since = datetime.now(UTC) - timedelta(hours=hours)
-        columns = [
-            "risk_score",
-            "risk_level",
-            *(c.name for c in RISK_COLUMNS if c.name not in ("risk_score", "risk_level")),
-        ]
-        frame = await reader.columns(columns, TransactionFilter(start=since))
-        return msgspec.convert({"hours": hours, **summarize_risk(frame)}, RiskSummary)
+        return await risk_summary_of(reader, hours)
 
     @get(
         "/risk/{signature:str}",

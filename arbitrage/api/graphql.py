@@ -14,7 +14,7 @@ import json
 import logging
 import warnings
 from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal, cast, overload
 
 import msgspec
@@ -63,13 +63,13 @@ from arbitrage.api._graphql_types import (
     stats_from_json,
     transaction_from_json,
 )
-from arbitrage.api.features import RiskSummary as RestRiskSummary
+from arbitrage.api.features import MAX_RISK_HOURS, risk_summary_of
 from arbitrage.api.transactions import FILTER_TYPES, Cursor, TransactionSignature, json_type
 from arbitrage.cache import ResponseCache, ShortCache
 from arbitrage.errors import ValidationError, WarehouseUnavailable
 from arbitrage.export import JobNotFound, JobState
 from arbitrage.features import FEATURES, LATE_COLUMN
-from arbitrage.risk import RISK_COLUMNS, summarize_risk
+from arbitrage.risk import RISK_COLUMNS
 from arbitrage.schedule import ScheduleNotFound
 from arbitrage.security import Identity, identity_of, requires
 from arbitrage.services import Services
@@ -81,7 +81,6 @@ DEFAULT_PAGE = 50
 MAX_DEPTH = 8
 MAX_TOKENS = 2000
 MAX_ALIASES = 15
-MAX_RISK_HOURS = 24 * 365
 MAX_SUBSCRIPTIONS = 16
 """Active subscriptions of one connection at most: each costs a decode and a serialization per
 event (100 on one socket took 8 s of the event loop per 1000 stored rows), and one socket must
@@ -241,14 +240,7 @@ class Query:
     async def risk_summary(self, info: Info[Any, Any], hours: int = 24) -> RiskSummary:
         if not 1 <= hours <= MAX_RISK_HOURS:
             raise ValidationError("hours", f"must be 1-{MAX_RISK_HOURS}")
-        since = datetime.now(UTC) - timedelta(hours=hours)
-        columns = [
-            "risk_score",
-            "risk_level",
-            *(c.name for c in RISK_COLUMNS if c.name not in ("risk_score", "risk_level")),
-        ]
-        frame = await _services(info).reader.columns(columns, TransactionFilter(start=since))
-        summary = msgspec.convert({"hours": hours, **summarize_risk(frame)}, RestRiskSummary)
+        summary = await risk_summary_of(_services(info).reader, hours)
         return risk_summary_from_json(msgspec.to_builtins(summary))
 
     @strawberry.field(
