@@ -86,6 +86,20 @@ async def risk_summary_of(reader: TransactionReader, hours: int) -> RiskSummary:
     return msgspec.convert({"hours": hours, **summarize_risk(frame)}, RiskSummary)
 
 
+async def risk_score_of(reader: TransactionReader, signature: str) -> RiskScore | None:
+    """`GET /risk/{signature}` (and GraphQL's `risk`); None when the transaction is not stored."""
+    frame = await reader.get(signature)
+    if frame.is_empty():
+        return None
+    row = frame.select(pl.col("^risk_.*$")).row(0, named=True)
+    score, level = row.pop("risk_score"), row.pop("risk_level")
+    if level not in get_args(RiskLevel):  # stored before risk scoring: its zeros are not scores
+        return RiskScore(signature=signature, score=None, level=None, components={})
+    return RiskScore(
+        signature=signature, score=score, level=level, components={k.removeprefix("risk_"): v for k, v in row.items()}
+    )
+
+
 class FeatureController(Controller):
     tags = ["features"]
     guards = [requires("read")]
@@ -116,16 +130,7 @@ class FeatureController(Controller):
         operation_class=WarehouseRead,
     )
     async def risk(self, reader: NamedDependency[TransactionReader], signature: TransactionSignature) -> RiskScore:
-        frame = await reader.get(signature)
-        if frame.is_empty():
+        score = await risk_score_of(reader, signature)
+        if score is None:
             raise NotFoundException(f"transaction {signature} not found")
-        row = frame.select(pl.col("^risk_.*$")).row(0, named=True)
-        score, level = row.pop("risk_score"), row.pop("risk_level")
-        if level not in get_args(RiskLevel):  # stored before risk scoring: its zeros are not scores
-            return RiskScore(signature=signature, score=None, level=None, components={})
-        return RiskScore(
-            signature=signature,
-            score=score,
-            level=level,
-            components={k.removeprefix("risk_"): v for k, v in row.items()},
-        )
+        return score

@@ -15,10 +15,9 @@ import logging
 import warnings
 from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable, Iterator
 from datetime import datetime
-from typing import Any, Literal, cast, overload
+from typing import Any, Literal, overload
 
 import msgspec
-import polars as pl
 import strawberry
 from graphql import (
     DocumentNode,
@@ -40,7 +39,6 @@ from litestar.datastructures import State
 from litestar.exceptions import LitestarDeprecationWarning, WebSocketDisconnect
 from strawberry.extensions import MaskErrors, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter, SchemaExtension
 from strawberry.litestar import make_graphql_controller
-from strawberry.scalars import JSON
 from strawberry.types import ExecutionContext, Info
 from strawberry.utils.str_converters import to_camel_case
 
@@ -63,7 +61,7 @@ from arbitrage.api._graphql_types import (
     stats_from_json,
     transaction_from_json,
 )
-from arbitrage.api.features import MAX_RISK_HOURS, risk_summary_of
+from arbitrage.api.features import MAX_RISK_HOURS, risk_score_of, risk_summary_of
 from arbitrage.api.transactions import FILTER_TYPES, Cursor, TransactionSignature, json_type
 from arbitrage.cache import ResponseCache, ShortCache
 from arbitrage.errors import ValidationError, WarehouseUnavailable
@@ -223,16 +221,8 @@ class Query:
     @strawberry.field(description="`GET /risk/{signature}`: score, level and components; null when not stored.")
     async def risk(self, info: Info[Any, Any], signature: str) -> RiskScore | None:
         _checked(signature, _SIGNATURE, "signature")
-        frame = await _services(info).reader.get(signature)
-        if frame.is_empty():
-            return None
-        row = frame.select(pl.col("^risk_.*$")).row(0, named=True)
-        return RiskScore(
-            signature=signature,
-            score=row.pop("risk_score"),
-            level=row.pop("risk_level"),
-            components=cast(JSON, {k.removeprefix("risk_"): v for k, v in row.items()}),
-        )
+        score = await risk_score_of(_services(info).reader, signature)
+        return None if score is None else from_json(RiskScore, msgspec.to_builtins(score))
 
     @strawberry.field(
         description="`GET /risk/summary`: levels, score quantiles and mean components over the last `hours` (1-8760)."

@@ -84,6 +84,23 @@ async def test_the_risk_summary_counts_rows_without_a_level_as_unscored(
     assert scored["level"] in ("low", "medium", "high") and scored["components"]
 
 
+async def test_graphql_answers_a_row_stored_before_risk_scoring_as_rest_does(
+    client: Client, records: list[dict[str, Any]]
+) -> None:
+    """Its '' level and zero scores are not scores: null score and level, no components, in both APIs."""
+    await client.post("/ingest", content=msgspec.json.encode(records))
+    signature = records[0]["signature"]
+    await client.app.state.services.warehouse.execute(
+        "ALTER TABLE arbitrage.transactions UPDATE risk_level = '', risk_score = 0 "
+        "WHERE signature = {signature:String} SETTINGS mutations_sync = 1",
+        {"signature": signature},
+    )
+    query = f'{{ risk(signature: "{signature}") {{ score level components }} }}'
+    answer = (await client.post("/graphql", json={"query": query})).json()
+    assert answer["data"]["risk"] == {"score": None, "level": None, "components": {}}
+    assert (await client.get(f"/risk/{signature}")).json()["level"] is None
+
+
 @pytest.mark.skipif(not FIXTURES.is_dir(), reason="shared/fixtures/solana is not beside the repository")
 async def test_raw_solana_transactions_are_decoded_and_stored(client: Client) -> None:
     body = (FIXTURES / "jup_arb_5hop_usdc_jitotip_GCeRpjvf.getTransaction.jsonParsed.json").read_bytes()
