@@ -14,7 +14,7 @@ from litestar.testing import AsyncTestClient
 from arbitrage.app import create_app
 from arbitrage.config import Settings, load_settings
 from arbitrage.simulator import Simulator
-from arbitrage.storage import EmbeddedWarehouse
+from arbitrage.storage import EmbeddedWarehouse, discover, migrations_dir
 from tests.services.redis_server import RedisServer
 
 
@@ -44,6 +44,15 @@ def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def fresh_data_dir(template: Path, target: Path) -> Path:
     shutil.copytree(template, target, symlinks=True, ignore=shutil.ignore_patterns(".owner.lock"))
     return target
+
+
+def migrations_before(version: int, directory: Path) -> Path:
+    """A copy of the migrations older than `version` in `directory`: a warehouse as an older release left it."""
+    directory.mkdir()
+    for migration in discover(migrations_dir()):
+        if migration.version < version:
+            shutil.copy(migration.path, directory)
+    return directory
 
 
 @pytest.fixture

@@ -3,14 +3,14 @@ they get no owner, which leaves them to admins; owners stored from now on read b
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from arbitrage.export import ExportRequest, ExportService, JobNotFound
 from arbitrage.schedule import ScheduleCreate, ScheduleNotFound, ScheduleService
-from arbitrage.storage import EmbeddedWarehouse, discover, migrations_dir
+from arbitrage.storage import EmbeddedWarehouse
+from tests.conftest import migrations_before
 
 pytestmark = pytest.mark.anyio
 
@@ -27,11 +27,7 @@ LEGACY_SCHEDULE = (
 
 
 async def test_rows_from_before_owners_are_for_admins_only_and_new_owners_persist(tmp_path: Path) -> None:
-    before = tmp_path / "migrations"
-    before.mkdir()
-    for migration in discover(migrations_dir()):
-        if migration.version < 14:
-            shutil.copy(migration.path, before)
+    before = migrations_before(14, tmp_path / "migrations")
     old = EmbeddedWarehouse(tmp_path / "wh", migrations=before)
     await old.start()
     await old.execute(LEGACY_JOB)

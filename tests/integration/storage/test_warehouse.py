@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 import sys
 from datetime import datetime, timedelta
@@ -17,6 +16,7 @@ from arbitrage.errors import MigrationError, WarehouseLocked, WarehouseUnavailab
 from arbitrage.features import HISTORY_COLUMNS
 from arbitrage.model import STORED_COLUMNS
 from arbitrage.storage import EmbeddedWarehouse, TransactionReader, discover, migrations_dir
+from tests.conftest import migrations_before
 from tests.integration.export.conftest import transactions
 
 pytestmark = pytest.mark.anyio
@@ -267,11 +267,7 @@ async def _stats_of_the_four_tables(warehouse: EmbeddedWarehouse) -> dict[str, o
 
 async def test_stats_kept_by_the_four_daily_views_move_to_the_one_view_and_grow_from_there(tmp_path: Path) -> None:
     """Migration 016 replaces four views and tables by one; what the old ones counted must stay counted."""
-    before = tmp_path / "migrations"
-    before.mkdir()
-    for migration in discover(migrations_dir()):
-        if migration.version < 16:
-            shutil.copy(migration.path, before)
+    before = migrations_before(16, tmp_path / "migrations")
     old = EmbeddedWarehouse(tmp_path / "wh", migrations=before)
     await old.start()
     await old.insert_arrow("transactions", transactions(40, seed=1))
