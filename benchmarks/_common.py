@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import re
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import pyarrow as pa
 
 from arbitrage.simulator import Simulator
+from tests.e2e.server import ServerProcess
+from tests.services.redis_server import RedisServer
 
 _ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
@@ -179,3 +183,15 @@ def ingest_stage_rows(totals: dict[str, float]) -> list[tuple[str, str]]:
                 (f"  {stage} per batch (mean)", f"{totals[f'{stage}_sum'] / count * 1000:.1f} ms x {count:,.0f}")
             )
     return rows
+
+
+def start_server(
+    stack: contextlib.ExitStack, data_dir: Path, *, redis: bool = False, env: dict[str, str] | None = None
+) -> ServerProcess:
+    """`arbitrage serve` on `data_dir`, with `[redis]` on a redis-server of its own when `redis`; both stop with `stack`."""
+    env = dict(env or {})
+    if redis:
+        server = RedisServer(data_dir.with_name(f"{data_dir.name}-redis")).start()
+        stack.callback(server.stop)
+        env["ARB_REDIS__URL"] = server.url
+    return stack.enter_context(ServerProcess(data_dir, env=env))

@@ -28,9 +28,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import json_bodies, machine, print_table
+from benchmarks._common import json_bodies, machine, print_table, start_server
 from tests.e2e.server import ServerProcess
-from tests.services.redis_server import RedisServer
 
 FIELDS = "signature,net_profit_sol"
 
@@ -164,11 +163,7 @@ def main() -> None:
         for rate in (int(r) for r in args.rates.split(",")):
             # A fresh server (and Redis) per level, so one level's backlog does not leak into the next.
             with contextlib.ExitStack() as stack:
-                if args.redis:
-                    redis = RedisServer(Path(tmp) / f"redis-{rate}").start()
-                    stack.callback(redis.stop)
-                    env["ARB_REDIS__URL"] = redis.url
-                server = stack.enter_context(ServerProcess(Path(tmp) / f"data-{rate}", env=env))
+                server = start_server(stack, Path(tmp) / f"data-{rate}", redis=args.redis, env=env)
                 rows.append(run_level(server, args.clients, rate, args.seconds, args.batch))
     print_table(
         "SSE fan-out",

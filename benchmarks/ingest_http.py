@@ -28,9 +28,8 @@ from benchmarks._common import (
     machine,
     print_table,
     process_group_cpu_seconds,
+    start_server,
 )
-from tests.e2e.server import ServerProcess
-from tests.services.redis_server import RedisServer
 
 CONTENT_TYPES = {"json": "application/json", "arrow": "application/vnd.apache.arrow.stream"}
 
@@ -58,12 +57,7 @@ def main() -> None:
     megabytes = sum(len(b) for b in bodies) / 1e6
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        env = {}
-        if args.redis:
-            redis = RedisServer(tmp / "redis").start()
-            stack.callback(redis.stop)
-            env["ARB_REDIS__URL"] = redis.url
-        server = stack.enter_context(ServerProcess(tmp / "data", env=env))
+        server = start_server(stack, tmp / "data", redis=args.redis)
         client = httpx.Client(timeout=120, limits=httpx.Limits(max_connections=args.connections))
         client.post(
             f"{server.url}/ingest", content=bodies[0], headers={"content-type": content_type}
