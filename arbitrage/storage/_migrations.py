@@ -77,15 +77,15 @@ _COLUMN_CHANGE = re.compile(r"\b(ADD|DROP|MODIFY|RENAME|COMMENT|CLEAR) COLUMN\b"
 _ORDER_BY = re.compile(r"\bORDER BY\s+(\([^()]*\)|[\w.]+)", re.IGNORECASE)
 
 
-BUNDLED_ENGINE_SETTINGS = ", min_level_for_wide_part = 1, merge_selector_base = 10"
+BUNDLED_ENGINE_SETTINGS = ", min_level_for_wide_part = 1, merge_selector_base = 40"
 """Table settings of `transactions` on the embedded engine only.
 
 - `min_level_for_wide_part = 1`: inserts stay compact whatever their size (a 45k-row insert
   written wide cost 560 ms instead of 420). Servers before ClickHouse 25.10 do not know it.
-- `merge_selector_base = 10`: merges wait for about ten parts of a size instead of five, so
-  each row is rewritten fewer times (an LSM's tiering trade) for a few more parts per
-  partition. Older servers do not know it, and there merges cost the server's CPU, not the
-  ingest box's.
+- `merge_selector_base = 40` (10 from migration 008, 40 from 017; ClickHouse's default is 5):
+  merges wait for more parts of a size, so each row is rewritten fewer times (an LSM's tiering
+  trade) for more parts per partition. Older servers do not know it, and there merges cost
+  the server's CPU, not the ingest box's.
 """
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 from datetime import datetime, timedelta
@@ -156,12 +157,33 @@ async def test_several_results_stream_at_once_beside_other_queries(warehouse: Em
     assert await asyncio.gather(*(total(100_000 + i) for i in range(4))) == [100_000 + i for i in range(4)]
 
 
-async def test_the_embedded_transactions_table_merges_about_ten_parts_at_a_time(warehouse: EmbeddedWarehouse) -> None:
-    """Migration 008: fewer rewrites per row on the ingest box's own cores."""
+async def _merge_selector_base(warehouse: EmbeddedWarehouse) -> str:
     settings = await warehouse.query_arrow(
         "SELECT engine_full FROM system.tables WHERE database = 'arbitrage' AND name = 'transactions'"
     )
-    assert "merge_selector_base = 10" in settings.column(0)[0].as_py()
+    found = re.search(r"merge_selector_base = (\d+)", settings.column(0)[0].as_py())
+    return found.group(1) if found else "ClickHouse's default"
+
+
+async def test_the_embedded_transactions_table_merges_about_forty_parts_at_a_time(warehouse: EmbeddedWarehouse) -> None:
+    """Migrations 008 and 017: fewer rewrites per row on the ingest box's own cores."""
+    assert await _merge_selector_base(warehouse) == "40"
+
+
+async def test_a_data_dir_that_merged_ten_parts_at_a_time_merges_forty_after_migrating(tmp_path: Path) -> None:
+    """Migration 017 reaches data dirs that 008 set to ten parts."""
+    old = EmbeddedWarehouse(tmp_path / "wh", migrations=migrations_before(17, tmp_path / "migrations"))
+    await old.start()
+    await old.execute("ALTER TABLE arbitrage.transactions MODIFY SETTING merge_selector_base = 10")
+    assert await _merge_selector_base(old) == "10"
+    await old.close()
+
+    warehouse = EmbeddedWarehouse(tmp_path / "wh")
+    await warehouse.start()
+    try:
+        assert await _merge_selector_base(warehouse) == "40"
+    finally:
+        await warehouse.close()
 
 
 async def test_inserts_write_compact_parts_and_large_merges_write_wide_ones(warehouse: EmbeddedWarehouse) -> None:
