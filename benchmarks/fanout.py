@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import json_bodies, machine, print_table, start_server
+from benchmarks._common import json_bodies, machine, print_table, process_group_cpu_seconds, start_server
 from tests.e2e.server import ServerProcess
 
 FIELDS = "signature,net_profit_sol"
@@ -111,13 +111,13 @@ def _client_process(host: str, port: int, n: int, stored: Any, out: Any) -> None
     async def run() -> None:
         await asyncio.gather(*(_client(host, port, stop, counts, latencies, i) for i in range(n)))
 
+    cpu = time.process_time()  # after the imports: what reading the streams costs
     asyncio.run(run())
-    out.put((counts, latencies))
+    out.put((counts, latencies, time.process_time() - cpu))
 
 
-def _ingest(url: str, rate: int, seconds: float, batch: int, posters: int = 4) -> tuple[int, float]:
-    """Post batches at `rate` tx/s from `posters` threads (or as fast as the server takes them)."""
-    bodies = json_bodies(int(rate * seconds), batch, seed=rate)
+def _ingest(url: str, bodies: list[bytes], rate: int, batch: int, posters: int = 4) -> tuple[int, float]:
+    """Post `batch`-record bodies at `rate` tx/s from `posters` threads (or as fast as the server takes them)."""
     # One client, one kept-alive connection per poster thread, as a real producer would hold.
     client = httpx.Client(timeout=120, limits=httpx.Limits(max_connections=posters))
     started = time.perf_counter()
@@ -138,6 +138,7 @@ def _ingest(url: str, rate: int, seconds: float, batch: int, posters: int = 4) -
 
 
 def run_level(server: ServerProcess, clients: int, rate: int, seconds: float, batch: int) -> dict[str, Any]:
+    bodies = json_bodies(int(rate * seconds), batch, seed=rate)  # before the clients, so they wait less
     context = mp.get_context("spawn")
     out: Any = context.Queue()
     stored_total: Any = context.Value("q", -1)
@@ -148,9 +149,13 @@ def run_level(server: ServerProcess, clients: int, rate: int, seconds: float, ba
     for proc in procs:
         proc.start()
     time.sleep(3)  # let every client connect before the first event
-    stored, elapsed = _ingest(server.url, rate, seconds, batch)
+    server_cpu = process_group_cpu_seconds(server.process.pid)
+    started = time.perf_counter()
+    stored, elapsed = _ingest(server.url, bodies, rate, batch)
     stored_total.value = stored
     results = [out.get(timeout=120) for _ in procs]
+    busy = time.perf_counter() - started
+    server_cpu = process_group_cpu_seconds(server.process.pid) - server_cpu
     for proc in procs:
         proc.join(30)
     counts = [c for result in results for c in result[0]]
@@ -164,6 +169,9 @@ def run_level(server: ServerProcess, clients: int, rate: int, seconds: float, ba
         "min_received": min(counts),
         "starved": sum(1 for c in counts if c < stored),
         "over": sum(1 for c in counts if c > stored),
+        # Cores busy from the first post until every client held every event (clients: their whole run).
+        "server_cores": server_cpu / busy,
+        "client_cores": sum(result[2] for result in results) / busy,
     }
 
 
@@ -208,12 +216,12 @@ def main() -> None:
         ],
     )
     print(
-        f"\n{'target tx/s':>11} {'achieved':>9} {'stored':>8} {'p50 ms':>8} {'p99 ms':>8} {'min recv':>9} {'starved':>8} {'over':>5}"
+        f"\n{'target tx/s':>11} {'achieved':>9} {'stored':>8} {'p50 ms':>8} {'p99 ms':>8} {'min recv':>9} {'starved':>8} {'over':>5} {'server cores':>12} {'client cores':>12}"
     )
     for r in rows:
         print(
             f"{r['rate']:>11} {r['achieved']:>9.0f} {r['stored']:>8} {r['p50']:>8.1f} {r['p99']:>8.1f} "
-            f"{r['min_received']:>9} {r['starved']:>8} {r['over']:>5}"
+            f"{r['min_received']:>9} {r['starved']:>8} {r['over']:>5} {r['server_cores']:>12.2f} {r['client_cores']:>12.2f}"
         )
 
 
