@@ -116,7 +116,7 @@ def _client_process(host: str, port: int, n: int, stored: Any, out: Any) -> None
     out.put((counts, latencies, time.process_time() - cpu))
 
 
-def _ingest(url: str, bodies: list[bytes], rate: int, batch: int, posters: int = 4) -> tuple[int, float]:
+def _ingest(url: str, bodies: list[bytes], rate: int, batch: int, posters: int) -> tuple[int, float]:
     """Post `batch`-record bodies at `rate` tx/s from `posters` threads (or as fast as the server takes them)."""
     # One client, one kept-alive connection per poster thread, as a real producer would hold.
     client = httpx.Client(timeout=120, limits=httpx.Limits(max_connections=posters))
@@ -137,7 +137,9 @@ def _ingest(url: str, bodies: list[bytes], rate: int, batch: int, posters: int =
     return stored, time.perf_counter() - started
 
 
-def run_level(server: ServerProcess, clients: int, rate: int, seconds: float, batch: int) -> dict[str, Any]:
+def run_level(
+    server: ServerProcess, clients: int, rate: int, seconds: float, batch: int, posters: int
+) -> dict[str, Any]:
     bodies = json_bodies(int(rate * seconds), batch, seed=rate)  # before the clients, so they wait less
     context = mp.get_context("spawn")
     out: Any = context.Queue()
@@ -151,7 +153,7 @@ def run_level(server: ServerProcess, clients: int, rate: int, seconds: float, ba
     time.sleep(3)  # let every client connect before the first event
     server_cpu = process_group_cpu_seconds(server.process.pid)
     started = time.perf_counter()
-    stored, elapsed = _ingest(server.url, bodies, rate, batch)
+    stored, elapsed = _ingest(server.url, bodies, rate, batch, posters)
     stored_total.value = stored
     results = [out.get(timeout=120) for _ in procs]
     busy = time.perf_counter() - started
@@ -192,6 +194,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--batch", type=int, default=1000, help="records per POST /ingest")
     parser.add_argument(
+        "--posters", type=int, default=4, help="connections posting at once, each waiting for its answer"
+    )
+    parser.add_argument(
         "--redis", action="store_true", help="fan out through a redis-server of its own (the multi-process path)"
     )
     args = parser.parse_args()
@@ -202,7 +207,7 @@ def main() -> None:
             # A fresh server (and Redis) per level, so one level's backlog does not leak into the next.
             with contextlib.ExitStack() as stack:
                 server = start_server(stack, Path(tmp) / f"data-{rate}", redis=args.redis, env=env)
-                rows.append(run_level(server, args.clients, rate, args.seconds, args.batch))
+                rows.append(run_level(server, args.clients, rate, args.seconds, args.batch, args.posters))
     print_table(
         "SSE fan-out",
         [
@@ -211,7 +216,7 @@ def main() -> None:
             ("fan-out", "through Redis pub/sub (rows back from Redis)" if args.redis else "in-process"),
             (
                 "ingest",
-                f"POST /ingest from 4 threads, {args.batch} records per request, {args.seconds:.0f} s per level",
+                f"POST /ingest from {args.posters} threads, {args.batch} records per request, {args.seconds:.0f} s per level",
             ),
         ],
     )

@@ -184,7 +184,10 @@ async def _sse_body(
             if items is None:
                 yield b": dropped: this client fell behind; reconnect with Last-Event-ID to resume\n\n"
                 return
-            yield b"".join([batch.sse_chunk(fields, selected) for batch, selected in items])
+            for batch, selected in items:
+                # One send per batch: a batch's chunk is shared by every client that reads all of
+                # it, and joining a lagging client's batches copied them all once more.
+                yield batch.sse_chunk(fields, selected)
     finally:
         feed.hub.unsubscribe(resume.subscription)
 
