@@ -31,6 +31,7 @@ from arbitrage.services import Services
 from arbitrage.stream import (
     FIELD_NAMES,
     Fields,
+    Idle,
     LiveBatch,
     LiveFeed,
     Missing,
@@ -175,10 +176,8 @@ async def _sse_body(
             yield b": error: the missed events cannot be read now; reconnect with Last-Event-ID to resume\n\n"
             return
         while True:
-            try:
-                async with asyncio.timeout(keepalive):
-                    items = await resume.subscription.next()
-            except TimeoutError:
+            items = await resume.subscription.next_or_idle(keepalive)
+            if isinstance(items, Idle):
                 yield b": keep-alive\n\n"
                 continue
             if items is None:

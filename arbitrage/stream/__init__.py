@@ -13,7 +13,7 @@ Public face:
 
 from arbitrage.stream._events import FIELD_NAMES, POSITION_COLUMN, Fields, LiveBatch, LiveEvent, StreamFilter, project
 from arbitrage.stream._feed import LiveFeed, Resume
-from arbitrage.stream._hub import Missing, StreamHub, Subscription
+from arbitrage.stream._hub import Idle, Missing, StreamHub, Subscription
 from arbitrage.stream._recent import RecentTransactions
 from arbitrage.stream._redis import RedisLink
 from arbitrage.stream._render import json_array, json_rows, render_json_array, render_ndjson, render_transactions
@@ -22,6 +22,7 @@ __all__ = [
     "FIELD_NAMES",
     "POSITION_COLUMN",
     "Fields",
+    "Idle",
     "LiveBatch",
     "LiveEvent",
     "LiveFeed",

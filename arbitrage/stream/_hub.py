@@ -30,8 +30,23 @@ class Missing:
     before: int
 
 
+Queued = tuple[LiveBatch, list[int] | None]
+
+
+class Idle:
+    """What `Subscription.next_or_idle` returns when a wait lasted its `idle` seconds (an SSE keep-alive is due)."""
+
+
+IDLE = Idle()
+
+
 class Subscription:
-    """One client's view of the feed: its filter and a bounded queue of matching batches."""
+    """One client's view of the feed: its filter and a bounded queue of matching batches.
+
+    The queue is a deque and one waiter: with hundreds of clients woken several times a
+    second, `asyncio.Queue` and a timeout armed around every wait cost the event loop more
+    than the sends. The idle timer is armed once per `idle` seconds, not once per wait.
+    """
 
     def __init__(self, filters: StreamFilter, max_events: int, sse_fields: tuple[str, ...] | None = None) -> None:
         self.filters = filters
@@ -43,7 +58,11 @@ class Subscription:
         self.seen_through = 0
         """Positions up to this the client already has: a Last-Event-ID ahead of this process's hub
         (another process behind the same Redis delivered them first) must not come again."""
-        self._queue: asyncio.Queue[tuple[LiveBatch, list[int] | None] | None] = asyncio.Queue()
+        self._queued: deque[Queued] = deque()
+        self._waiter: asyncio.Future[bool] | None = None
+        """Resolved True when batches arrive or the client is dropped, False when the wait went idle."""
+        self._waiting_since = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
 
     def offer(self, batch: LiveBatch) -> bool:
         """Queue the batch's matching events; False (and dropped) when the bound would be exceeded.
@@ -62,32 +81,66 @@ class Subscription:
             self.drop()
             return False
         self.queued_events += count
-        self._queue.put_nowait((batch, selected))
+        self._queued.append((batch, selected))
+        self._wake(True)
         return True
 
     def drop(self) -> None:
-        """Discard what is queued and wake the reader with the end marker."""
+        """Discard what is queued and wake the reader, which then gets None."""
         if self.dropped:
             return
         self.dropped = True
-        while not self._queue.empty():
-            self._queue.get_nowait()
+        self._queued.clear()
         self.queued_events = 0
-        self._queue.put_nowait(None)
+        self._wake(True)
 
-    async def next(self) -> list[tuple[LiveBatch, list[int] | None]] | None:
+    async def next(self) -> list[Queued] | None:
         """Everything queued (waiting for at least one batch); None once dropped."""
-        first = await self._queue.get()
-        if first is None:
-            return None
-        items = [first]
-        while not self._queue.empty():
-            item = self._queue.get_nowait()
-            if item is None:
-                return None
-            items.append(item)
-        self.queued_events -= sum(len(b) if s is None else len(s) for b, s in items)
+        items = await self.next_or_idle(None)
+        assert not isinstance(items, Idle)
         return items
+
+    async def next_or_idle(self, idle: float | None) -> list[Queued] | Idle | None:
+        """As `next`, or `IDLE` once a wait has lasted `idle` seconds."""
+        while not self._queued and not self.dropped:
+            loop = asyncio.get_running_loop()
+            self._waiter = loop.create_future()
+            self._waiting_since = loop.time()
+            if idle is not None and self._idle_timer is None:
+                self._idle_timer = loop.call_at(self._waiting_since + idle, self._check_idle, idle)
+            try:
+                if not await self._waiter:
+                    return IDLE
+            finally:
+                self._waiter = None
+        if self.dropped:
+            return None
+        items = list(self._queued)
+        self._queued.clear()
+        self.queued_events = 0
+        return items
+
+    def close(self) -> None:
+        """Stop the idle timer (the client is gone)."""
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def _wake(self, arrived: bool) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(arrived)
+
+    def _check_idle(self, idle: float) -> None:
+        """The timer of the oldest wait: end the current wait if it has lasted `idle`, else re-arm for it."""
+        self._idle_timer = None
+        if self._waiter is None or self._waiter.done():
+            return  # not waiting now: the next wait arms a timer of its own
+        loop = asyncio.get_running_loop()
+        due = self._waiting_since + idle
+        if loop.time() >= due:
+            self._wake(False)
+        else:
+            self._idle_timer = loop.call_at(due, self._check_idle, idle)
 
 
 class StreamHub:
@@ -144,6 +197,7 @@ class StreamHub:
 
     def unsubscribe(self, subscription: Subscription) -> None:
         self._subscribers.discard(subscription)
+        subscription.close()
 
     def accept(self, batch: LiveBatch) -> None:
         """Take a batch from ingest or Redis (call on the event loop); deliver what is in order."""
