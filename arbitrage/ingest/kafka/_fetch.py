@@ -28,6 +28,34 @@ log = logging.getLogger(__name__)
 
 _POLL_S = 0.1
 _LAG_EVERY_S = 1.0
+CLOSE_TIMEOUT_S = 10.0
+
+
+def close_within(close: Callable[[], None], timeout: float) -> bool:
+    """Run `close` for at most `timeout` seconds; False when it was still running then.
+
+    librdkafka's consumer close can wait forever (a coordinator that stopped answering, an
+    assignment arriving while it closes: confluentinc/librdkafka#3740, #4527). It then runs on
+    in a daemon thread, which the process does not wait for at exit, where a worker thread of
+    the event loop's executor is joined at shutdown and would hang it. An error it raises in
+    time is raised here.
+    """
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            close()
+        except BaseException as exc:  # handed to the caller below
+            raised.append(exc)
+
+    closer = threading.Thread(target=run, name="kafka-consumer-close", daemon=True)
+    closer.start()
+    closer.join(timeout)
+    if closer.is_alive():
+        return False
+    if raised:
+        raise raised[0]
+    return True
 
 
 @dataclass
@@ -137,10 +165,14 @@ class Fetcher:
         self._stopping.set()
         self._thread.join(timeout)
 
-    def close(self) -> None:
-        """Leave the group (after the pipeline committed); blocking."""
+    def close(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
+        """Leave the group (after the pipeline committed); blocking, for at most `timeout` seconds."""
         self._closing = True
-        self.consumer.close()
+        if not close_within(self.consumer.close, timeout):
+            log.warning(
+                "the Kafka consumer did not leave its group within %.0f s; the group drops it when its session expires",
+                timeout,
+            )
 
     def run_in_thread(self, action: Callable[[], Any], timeout: float) -> Any:
         """Blocking form of `call`, for worker threads; runs directly once the fetch thread is gone."""

@@ -182,8 +182,7 @@ class KafkaIngest:
         self._committing = None
         if self._committer is not None:
             await asyncio.to_thread(self._committer.close)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.to_thread(self._fetcher.close), 10.0)
+        await asyncio.to_thread(self._fetcher.close)
         self._task = None
 
     @property
