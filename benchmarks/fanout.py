@@ -79,10 +79,8 @@ class _SseCounter(asyncio.Protocol):
             self.closed.set_result(None)
 
 
-async def _client(
-    host: str, port: int, stop: Any, counts: list[int], latencies: list[tuple[float, int]], i: int
-) -> None:
-    """Read the stream until `stop(events received)` says so or the server closes it."""
+async def _client(host: str, port: int, stop: Any, latencies: list[tuple[float, int]]) -> int:
+    """Read the stream until `stop(events received)` says so or the server closes it; the events received."""
     loop = asyncio.get_running_loop()
     transport, protocol = await loop.create_connection(lambda: _SseCounter(latencies), host, port)
     transport.write(f"GET /sse/stream?fields={FIELDS} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
@@ -90,13 +88,12 @@ async def _client(
         while not stop(protocol.count) and not protocol.closed.done():
             await asyncio.wait([protocol.closed], timeout=0.5)
     finally:
-        counts[i] = protocol.count
         transport.close()
+    return protocol.count
 
 
 def _client_process(host: str, port: int, n: int, stored: Any, out: Any) -> None:
     """Clients stop once they hold every stored event, or 15 s after ingest ended (`stored` set)."""
-    counts = [0] * n
     latencies: list[tuple[float, int]] = []
     grace: list[float] = []
 
@@ -108,11 +105,11 @@ def _client_process(host: str, port: int, n: int, stored: Any, out: Any) -> None
             grace.append(time.monotonic() + 15)
         return count >= total or time.monotonic() > grace[0]
 
-    async def run() -> None:
-        await asyncio.gather(*(_client(host, port, stop, counts, latencies, i) for i in range(n)))
+    async def run() -> list[int]:
+        return await asyncio.gather(*(_client(host, port, stop, latencies) for _ in range(n)))
 
     cpu = time.process_time()  # after the imports: what reading the streams costs
-    asyncio.run(run())
+    counts = asyncio.run(run())
     out.put((counts, latencies, time.process_time() - cpu))
 
 

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 _POLL_S = 0.1
 _LAG_EVERY_S = 1.0
-CLOSE_TIMEOUT_S = 10.0
+_CLOSE_TIMEOUT_S = 10.0
 
 
 def close_within(close: Callable[[], None], timeout: float) -> bool:
@@ -165,13 +165,13 @@ class Fetcher:
         self._stopping.set()
         self._thread.join(timeout)
 
-    def close(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
-        """Leave the group (after the pipeline committed); blocking, for at most `timeout` seconds."""
+    def close(self) -> None:
+        """Leave the group (after the pipeline committed); blocking, for at most `_CLOSE_TIMEOUT_S`."""
         self._closing = True
-        if not close_within(self.consumer.close, timeout):
+        if not close_within(self.consumer.close, _CLOSE_TIMEOUT_S):
             log.warning(
                 "the Kafka consumer did not leave its group within %.0f s; the group drops it when its session expires",
-                timeout,
+                _CLOSE_TIMEOUT_S,
             )
 
     def run_in_thread(self, action: Callable[[], Any], timeout: float) -> Any:
