@@ -73,8 +73,9 @@ class IngestSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_records_per_body: Count = 200_000
     """Most records one POST /ingest body may hold (413 beyond): each rejected record costs
     hundreds of bytes of memory and of response, so a body of tiny bad records is refused whole."""
-    max_pending_batches: Count = 8
-    """Batches allowed to wait for the warehouse; beyond it ingest answers 503 + Retry-After."""
+    max_pending_batches: Count = 16
+    """Batches allowed to wait for the warehouse; beyond it ingest answers 503 + Retry-After.
+    Each holds its body and rows in memory; 16 keeps both cores busy with 10k-record batches."""
     insert_min_rows: Count = 50_000
     """Under load, an insert waits for batches already admitted until it holds this many rows..."""
     insert_linger_seconds: Delay = 0.25

@@ -2,7 +2,7 @@
 
 Starts `arbitrage serve` on a fresh data dir, posts 10k-record batches (JSON, or Arrow
 IPC with `--format arrow`) from this process over several connections, and prints a table. Usage:
-    .venv/bin/python benchmarks/ingest_http.py [--records 1000000] [--batch 10000] [--connections 8] [--format json] [--squeeze 1] [--redis]
+    .venv/bin/python benchmarks/ingest_http.py [--records 1000000] [--batch 10000] [--connections 16] [--format json] [--squeeze 1] [--redis]
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=10_000)
-    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=16)
     parser.add_argument(
         "--format", choices=["json", "arrow"], default="json", help="body format (arrow: the IPC bulk fast path)"
     )

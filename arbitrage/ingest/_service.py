@@ -91,7 +91,7 @@ class IngestService:
         recent: RecentTransactions,
         *,
         enrichers: Sequence[Enricher] = (),
-        max_pending_batches: int = 8,
+        max_pending_batches: int = 16,
         max_records_per_body: int | None = None,
         max_group_rows: int = 200_000,
         insert_min_rows: int = 1,
