@@ -98,6 +98,7 @@ _ARROW_JSON_OPTIONS = pa_json.ParseOptions(explicit_schema=RAW_SCHEMA, unexpecte
 _SCALAR_FIELDS = [f.name for f in RAW_SCHEMA if f.name not in ("legs", "block_time")]
 _LEG_FIELDS = [f.name for f in RAW_LEG_SCHEMA]
 _BASE58 = BASE58_PATTERN
+_PUBKEY = r"^[1-9A-HJ-NP-Za-km-z]{32,44}$"
 _LEG_DTYPES = {f.name: pl.Series(pa.array([], f.type)).dtype for f in RAW_LEG_SCHEMA}
 
 
@@ -511,7 +512,7 @@ def _check_rules(
     now = now or datetime.now(UTC)
     latest_ms = int((now + MAX_CLOCK_SKEW).timestamp() * 1000)
     earliest_ms = int(EARLIEST_BLOCK_TIME.timestamp() * 1000)
-    checks = _rule_checks(earliest_ms, latest_ms)
+    checks = _rule_checks(frame, earliest_ms, latest_ms)
     legs = frame.select(pl.int_range(pl.len()).alias("_row"), pl.col("legs")).explode("legs").unnest("legs")
     legs = legs.with_columns(pl.int_range(pl.len()).over("_row").alias("_leg"))
     leg_errors = legs.select(
@@ -519,7 +520,7 @@ def _check_rules(
         pl.coalesce(
             *[
                 pl.when(cond).then(pl.format("legs[{}].{}", pl.col("_leg"), pl.lit(name)) + pl.lit("\x00" + reason))
-                for name, cond, reason in _LEG_CHECKS
+                for name, cond, reason in _leg_checks(legs)
             ]
         ).alias("_error"),
     ).drop_nulls("_error")
@@ -542,10 +543,9 @@ def _check_rules(
     return DecodedBatch(frame.filter(keep), sorted(rejects, key=lambda r: r.index), kept_indexes)
 
 
-def _rule_checks(earliest_ms: int, latest_ms: int) -> list[tuple[str, pl.Expr, str]]:
+def _rule_checks(frame: pl.DataFrame, earliest_ms: int, latest_ms: int) -> list[tuple[str, pl.Expr, str]]:
     """(field, failing condition, reason) in field order; the first failing one is reported."""
     sig_len = pl.col("signature").str.len_chars()
-    signer_len = pl.col("signer").str.len_chars()
     n_legs = pl.col("legs").list.len()
     return [
         ("signature", pl.col("signature").is_null(), "required"),
@@ -568,21 +568,13 @@ def _rule_checks(earliest_ms: int, latest_ms: int) -> list[tuple[str, pl.Expr, s
             f"is ahead of its block time (more than {1000 // _MIN_SLOT_MS} slots per second since 2020-03-16)",
         ),
         ("signer", pl.col("signer").is_null(), "required"),
-        (
-            "signer",
-            (signer_len < 32) | (signer_len > 44) | ~pl.col("signer").str.contains(_BASE58),
-            "must be a base58 public key, 32-44 characters",
-        ),
+        ("signer", _pubkey_bad(frame, "signer"), "must be a base58 public key, 32-44 characters"),
         ("legs", pl.col("legs").is_null(), "required"),
         ("legs", (n_legs < 1) | (n_legs > MAX_LEGS), f"must hold 1-{MAX_LEGS} legs"),
         ("fee_lamports", pl.col("fee_lamports").is_null(), "required"),
         ("fee_lamports", _cost_overflows(), "fee + priority fee + tip + other costs must be < 2^64 lamports"),
         ("bundle_id", pl.col("bundle_id").str.len_chars() > 128, "must be at most 128 characters"),
-        (
-            "leader",
-            pl.col("leader").is_not_null() & ~pl.col("leader").str.contains(r"^[1-9A-HJ-NP-Za-km-z]{32,44}$"),
-            "must be a base58 public key",
-        ),
+        ("leader", pl.col("leader").is_not_null() & _pubkey_bad(frame, "leader"), "must be a base58 public key"),
     ]
 
 
@@ -597,23 +589,39 @@ def _cost_overflows() -> pl.Expr:
     return overflows
 
 
-def _pubkey_bad(name: str) -> pl.Expr:
-    length = pl.col(name).str.len_chars()
-    return pl.col(name).is_null() | (length < 32) | (length > 44) | ~pl.col(name).str.contains(_BASE58)
+def _pubkey_bad(frame: pl.DataFrame, name: str) -> pl.Expr:
+    """Null, or not a base58 key of 32-44 characters."""
+    return pl.col(name).is_null() | _off_pattern(frame.get_column(name), _PUBKEY)
 
 
-_LEG_CHECKS: list[tuple[str, pl.Expr, str]] = [
-    ("dex", pl.col("dex").is_null() | (pl.col("dex").str.len_chars() == 0), "required"),
-    ("dex", pl.col("dex").str.len_chars() > 64, "must be at most 64 characters"),
-    ("dex", ~pl.col("dex").str.contains(DEX_PATTERN), "must be letters, digits, '_', '.' or '-'"),
-    ("pool", _pubkey_bad("pool"), "must be a base58 public key, 32-44 characters"),
-    ("token_in", _pubkey_bad("token_in"), "must be a base58 mint, 32-44 characters"),
-    ("token_out", _pubkey_bad("token_out"), "must be a base58 mint, 32-44 characters"),
-    ("amount_in", pl.col("amount_in").is_null(), "required"),
-    ("amount_out", pl.col("amount_out").is_null(), "required"),
-    ("decimals_in", pl.col("decimals_in") > 18, "must be 0-18"),
-    ("decimals_out", pl.col("decimals_out") > 18, "must be 0-18"),
-]
+def _off_pattern(column: pl.Series, pattern: str) -> pl.Expr:
+    """True where a value of `column` does not match `pattern`; null where it is null.
+
+    The pattern is tried once per distinct value: mints, pools, DEXes and signers repeat through
+    a batch, and a regex per row cost five times as much (0.7 µs per record for the legs alone).
+    """
+    distinct = column.unique()
+    bad = distinct.filter(~distinct.str.contains(pattern))
+    if bad.is_empty():
+        return pl.when(pl.col(column.name).is_not_null()).then(pl.lit(False))
+    return pl.col(column.name).is_in(bad)
+
+
+def _leg_checks(legs: pl.DataFrame) -> list[tuple[str, pl.Expr, str]]:
+    """The checks of each leg, `legs` holding one row per leg."""
+    return [
+        ("dex", pl.col("dex").is_null() | (pl.col("dex").str.len_chars() == 0), "required"),
+        ("dex", pl.col("dex").str.len_chars() > 64, "must be at most 64 characters"),
+        ("dex", _off_pattern(legs.get_column("dex"), DEX_PATTERN), "must be letters, digits, '_', '.' or '-'"),
+        ("pool", _pubkey_bad(legs, "pool"), "must be a base58 public key, 32-44 characters"),
+        ("token_in", _pubkey_bad(legs, "token_in"), "must be a base58 mint, 32-44 characters"),
+        ("token_out", _pubkey_bad(legs, "token_out"), "must be a base58 mint, 32-44 characters"),
+        ("amount_in", pl.col("amount_in").is_null(), "required"),
+        ("amount_out", pl.col("amount_out").is_null(), "required"),
+        ("decimals_in", pl.col("decimals_in") > 18, "must be 0-18"),
+        ("decimals_out", pl.col("decimals_out") > 18, "must be 0-18"),
+    ]
+
 
 _PATH = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 _MISSING = re.compile(r"missing required field `([^`]+)`")

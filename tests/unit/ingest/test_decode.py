@@ -100,6 +100,25 @@ def test_a_broken_leg_names_its_position_and_field(batch: list[dict[str, Any]], 
     assert len(decoded.frame) == 19
 
 
+@pytest.mark.parametrize("encode", [_json, _arrow])
+def test_a_bad_value_in_several_records_rejects_each_of_them(batch: list[dict[str, Any]], encode: Any) -> None:
+    """Patterns are tried once per distinct value; every record holding a bad one is still named."""
+    bad_mint, bad_key = "0" * 44, "I" * 44
+    batch[3]["legs"][0]["token_in"] = bad_mint
+    batch[9]["legs"][-1]["token_in"] = bad_mint
+    batch[11]["signer"] = batch[14]["signer"] = bad_key
+    batch[16]["leader"] = bad_key
+    decoded = decode_body(encode(batch), "arrow" if encode is _arrow else "json", now=NOW)
+    assert [(r.index, r.field) for r in decoded.rejects] == [
+        (3, "legs[0].token_in"),
+        (9, f"legs[{len(batch[9]['legs']) - 1}].token_in"),
+        (11, "signer"),
+        (14, "signer"),
+        (16, "leader"),
+    ]
+    assert len(decoded.frame) == 15
+
+
 def test_more_than_64_legs_are_rejected(batch: list[dict[str, Any]]) -> None:
     batch[0]["legs"] = batch[0]["legs"] * 40
     decoded = decode_body(_json(batch), "json", now=NOW)
