@@ -227,3 +227,43 @@ def test_a_sol_valuation_that_overflows_is_null_not_infinite() -> None:
     row = _derived(_tx(legs))
     assert row["circular"] and row["gross_revenue"] > 0
     assert (row["gross_revenue_sol"], row["net_profit_sol"]) == (None, None)
+
+
+def _leg(token_in: str, token_out: str, amount_in: int, amount_out: int) -> dict[str, Any]:
+    return {
+        "dex": "raydium_amm",
+        "pool": POOL_A,
+        "token_in": token_in,
+        "token_out": token_out,
+        "amount_in": amount_in,
+        "amount_out": amount_out,
+    }
+
+
+def test_each_transaction_of_a_batch_gets_its_own_route_and_sol_rate() -> None:
+    """Routes and SOL rates are built across the batch's legs at once; each stays with its transaction."""
+    records = [
+        _tx([_leg(USDC, BONK, 100_000_000, 50_000)], signature="2" * 88),
+        _tx(
+            [
+                _leg(USDC, BONK, 100_000_000, 40_000),  # 0.0004 BONK (5 decimals) per USDC ... then
+                _leg(BONK, WSOL_MINT, 40_000, 1_000_000_000),  # 1 SOL per 0.4 BONK
+                _leg(WSOL_MINT, USDC, 1_000_000_000, 103_000_000),
+            ],
+            signature="3" * 88,
+        ),
+        _tx(
+            [_leg(USDC, WSOL_MINT, 200_000_000, 2_000_000_000), _leg(WSOL_MINT, USDC, 2_000_000_000, 202_000_000)],
+            signature="4" * 88,
+        ),
+    ]
+    decoded = decode_body(msgspec.json.encode(records), "json")
+    assert not decoded.rejects, decoded.rejects
+    rows = derive(decoded.frame, source="test").to_dicts()
+    assert [row["route"] for row in rows] == [[USDC, BONK], [USDC, BONK, WSOL_MINT, USDC], [USDC, WSOL_MINT, USDC]]
+    assert [row["hops"] for row in rows] == [1, 3, 2]
+    assert rows[0]["gross_revenue_sol"] is None  # one-way, never touches SOL
+    # 100 USDC -> 0.4 BONK -> 1 SOL: 0.01 SOL per USDC; gain 3 USDC
+    assert rows[1]["gross_revenue_sol"] == pytest.approx(0.03)
+    # 200 USDC -> 2 SOL: 0.01 SOL per USDC; gain 2 USDC
+    assert rows[2]["gross_revenue_sol"] == pytest.approx(0.02)
