@@ -48,6 +48,17 @@ def test_batches_added_without_reads_in_between_keep_exactly_the_newest_rows() -
     assert _signatures(recent.page(100)) == newest[:100]
 
 
+def test_rows_of_one_block_time_are_cut_down_to_capacity_by_signature() -> None:
+    """Solana block times are whole seconds: a batch can hold thousands of rows of one time."""
+    stored = _stored(600)
+    stored = stored.with_columns(pl.lit(stored["block_time"][0]).alias("block_time"))
+    recent = RecentTransactions(capacity=100)
+    for start in range(0, 600, 150):
+        recent.add(stored.slice(start, 150))
+        assert sum(len(frame) for frame in recent._added) < 2 * recent.capacity
+    assert _signatures(recent.page(100)) == sorted(stored["signature"].to_list(), reverse=True)[:100]
+
+
 def test_a_page_past_what_is_kept_is_not_answered_from_memory() -> None:
     stored = _stored(60)
     recent = RecentTransactions(capacity=50)
