@@ -57,9 +57,9 @@ async def prepare(data_dir: Path, rows: int) -> tuple[float, int, str]:
     return ratio, int(total), (newest - timedelta(days=1)).date().isoformat()
 
 
-def wrk(url: str, duration: int, connections: int) -> dict[str, str]:
+def wrk(url: str, duration: int, connections: int, *headers: str) -> dict[str, str]:
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", url],
+        ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", *(f"-H{h}" for h in headers), url],
         capture_output=True,
         text=True,
         check=True,
@@ -99,6 +99,12 @@ def main() -> None:
                 "/transactions?limit=100": wrk(f"{server.url}/transactions?limit=100", args.duration, args.connections),
                 "/historical one day (default page)": wrk(
                     f"{server.url}/historical?start={day}&end={day}", args.duration, args.connections
+                ),
+                "/historical one day, gzip": wrk(
+                    f"{server.url}/historical?start={day}&end={day}",
+                    args.duration,
+                    args.connections,
+                    "Accept-Encoding: gzip",
                 ),
                 "/stats/daily?days=30": wrk(f"{server.url}/stats/daily?days=30", args.duration, args.connections),
             }

@@ -141,6 +141,20 @@ def _media_type(request: Request[Any, Any, Any]) -> str:
     return NDJSON if preferred != "application/json" else "application/json"
 
 
+def _accepts_gzip(request: Request[Any, Any, Any]) -> bool:
+    """`Accept-Encoding` names gzip with a q-value above 0 (as browsers, curl --compressed and httpx send)."""
+    for item in request.headers.get("accept-encoding", "").split(","):
+        coding, *params = (part.strip().lower() for part in item.split(";"))
+        if coding not in ("gzip", "x-gzip"):
+            continue
+        weights = [value for name, _, value in (p.partition("=") for p in params) if name.strip() == "q"]
+        try:
+            return not weights or float(weights[0]) > 0
+        except ValueError:
+            return False
+    return False
+
+
 async def _after_first_read(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """`chunks`, read up to the warehouse's first answer before the status is sent.
 
@@ -219,6 +233,7 @@ class TransactionController(Controller):
         "/historical",
         description="Transactions with start <= block_time <= end, oldest first: a JSON array, "
         "or NDJSON when `Accept` prefers `application/x-ndjson`; a limit above 10,000 rows is streamed as it is read. "
+        "Up to 10,000 rows are gzipped when `Accept-Encoding` allows gzip. "
         "Dates (YYYY-MM-DD) or RFC 3339 datetimes (without an offset, UTC).",
         responses={
             200: ResponseSpec(
@@ -254,5 +269,8 @@ class TransactionController(Controller):
         media_type = _media_type(request)
         ndjson = media_type == NDJSON
         if historical.is_page(limit):
-            return Response(await historical.page(filters, limit, ndjson=ndjson), media_type=media_type)
+            gzipped = _accepts_gzip(request)
+            body = await historical.page(filters, limit, ndjson=ndjson, gzipped=gzipped)
+            headers = {"vary": "Accept-Encoding"} | ({"content-encoding": "gzip"} if gzipped else {})
+            return Response(body, media_type=media_type, headers=headers)
         return Stream(await _after_first_read(historical.stream(filters, limit, ndjson=ndjson)), media_type=media_type)

@@ -2,20 +2,24 @@
 
 A page of up to `max_page_rows` rows (the default page is 1000) is one warehouse result
 rendered by one polars call in a worker thread, so it answers with a Content-Length and
-its cost is paid once per stored change of its range, not once per request. Larger reads
-stream in batches as they are read.
+its cost is paid once per stored change of its range, not once per request. A client that
+accepts gzip gets the page compressed, once per kept page too (a default page of 4.5 MB
+becomes ≈ 1.2 MB). Larger reads stream in batches as they are read, uncompressed.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import gzip
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from arbitrage.cache._ranges import RangeCache
 from arbitrage.storage import TransactionFilter, TransactionReader
 from arbitrage.stream import render_json_array, render_ndjson
 
-_PageKey = tuple[TransactionFilter, int, bool]
+_PageKey = tuple[TransactionFilter, int, bool, bool]
+_GZIP_LEVEL = 1
+"""A 4.5 MB page: level 1 makes it 3.8x smaller in 28 ms of CPU, level 6 4.9x in 74 ms."""
 
 
 class HistoricalPages:
@@ -38,16 +42,22 @@ class HistoricalPages:
     def is_page(self, limit: int) -> bool:
         return limit <= self.max_page_rows
 
-    async def page(self, filters: TransactionFilter, limit: int, *, ndjson: bool) -> bytes:
-        """The whole body of a read of at most `max_page_rows` rows (filters carry start and end).
+    async def page(self, filters: TransactionFilter, limit: int, *, ndjson: bool, gzipped: bool = False) -> bytes:
+        """The whole body of a read of at most `max_page_rows` rows (filters carry start and end), gzipped if asked.
 
         Raises:
             WarehouseUnavailable: the warehouse could not answer.
         """
         assert self.is_page(limit) and filters.start is not None and filters.end is not None
+        if gzipped:
+            return await self._kept((filters, limit, ndjson, True), lambda: self._gzipped(filters, limit, ndjson))
+        return await self._kept((filters, limit, ndjson, False), lambda: self._render(filters, limit, ndjson))
+
+    async def _kept(self, key: _PageKey, make: Callable[[], Awaitable[bytes]]) -> bytes:
+        filters = key[0]
+        assert filters.start is not None and filters.end is not None
         if self.cache is None:
-            return await self._render(filters, limit, ndjson)
-        key = (filters, limit, ndjson)
+            return await make()
         body = self.cache.get(key)
         if body is not None:
             return body
@@ -55,10 +65,14 @@ class HistoricalPages:
         running = self._rendering.get(key)
         if running is None or running[0] != ticket:
             # A request arriving after a store must not share a read that began before it.
-            task = asyncio.create_task(self._render_and_keep(key, filters, limit, ndjson, ticket))
+            task = asyncio.create_task(self._make_and_keep(key, make, ticket))
             running = self._rendering[key] = (ticket, task)
             task.add_done_callback(lambda _: self._forget(key, task))
         return await asyncio.shield(running[1])
+
+    async def _gzipped(self, filters: TransactionFilter, limit: int, ndjson: bool) -> bytes:
+        body = await self.page(filters, limit, ndjson=ndjson)
+        return await asyncio.to_thread(gzip.compress, body, _GZIP_LEVEL, mtime=0)
 
     async def stream(self, filters: TransactionFilter, limit: int, *, ndjson: bool) -> AsyncIterator[bytes]:
         """The body of any read, in chunks as the warehouse's batches arrive."""
@@ -82,11 +96,10 @@ class HistoricalPages:
         if self.cache is not None:
             self.cache.flush_cache()
 
-    async def _render_and_keep(
-        self, key: _PageKey, filters: TransactionFilter, limit: int, ndjson: bool, ticket: int
-    ) -> bytes:
+    async def _make_and_keep(self, key: _PageKey, make: Callable[[], Awaitable[bytes]], ticket: int) -> bytes:
+        filters = key[0]
         assert self.cache is not None and filters.start is not None and filters.end is not None
-        body = await self._render(filters, limit, ndjson)
+        body = await make()
         self.cache.put(key, filters.start, filters.end, body, ticket)
         return body
 

@@ -108,16 +108,35 @@ async def test_a_kept_page_is_replaced_only_when_ingest_stores_a_row_in_its_rang
     first = await client.get("/historical", params=params)
     stored = ordered[:80] + ordered[120:160]
     assert _signatures(first.content) == [r["signature"] for r in _oldest_first(stored) if r["block_time"] <= end]
-    assert len(_pages(client).cache or ()) == 1
+    assert len(_pages(client).cache or ()) == 2, "the page and its gzip (the test client accepts gzip)"
 
     later = [r for r in ordered[160:] if r["block_time"] > end]
     await _ingest(client, later)
-    assert len(_pages(client).cache or ()) == 1, "a store outside the range keeps the page"
+    assert len(_pages(client).cache or ()) == 2, "a store outside the range keeps the page"
     assert (await client.get("/historical", params=params)).content == first.content
 
     await _ingest(client, ordered[80:120])
     refreshed = await client.get("/historical", params=params)
     assert _signatures(refreshed.content) == [r["signature"] for r in ordered if r["block_time"] <= end]
+
+
+async def test_a_gzipped_page_is_the_page_compressed_and_follows_ingest(
+    client: Client, records: list[dict[str, Any]]
+) -> None:
+    ordered = _oldest_first(records)
+    await _ingest(client, ordered[:100])
+    params = {"start": _iso(ordered[0]["block_time"]), "end": _iso(ordered[-1]["block_time"])}
+    for accept in ({}, NDJSON):
+        plain = await client.get("/historical", params=params, headers={"accept-encoding": "identity"} | accept)
+        refused = await client.get("/historical", params=params, headers={"accept-encoding": "gzip;q=0"} | accept)
+        zipped = await client.get("/historical", params=params, headers={"accept-encoding": "br, gzip"} | accept)
+        assert "content-encoding" not in plain.headers and "content-encoding" not in refused.headers
+        assert zipped.headers["content-encoding"] == "gzip" and zipped.headers["vary"] == "Accept-Encoding"
+        assert int(zipped.headers["content-length"]) * 3 < len(plain.content)
+        assert zipped.content == plain.content == refused.content  # httpx inflates what it receives
+    await _ingest(client, ordered[100:])
+    zipped = await client.get("/historical", params=params, headers={"accept-encoding": "gzip"})
+    assert _signatures(zipped.content) == [r["signature"] for r in ordered]
 
 
 async def test_a_page_asked_for_after_an_ingest_includes_it_even_while_an_older_read_runs(
