@@ -45,6 +45,7 @@ def derive(raw: pl.DataFrame, *, source: str, ingested_at: datetime | None = Non
         .with_columns(pl.when(pl.col("_in") > 0).then(pl.col("_out") / pl.col("_in")).alias("price"))
     )
     hops = raw.get_column("legs").list.len().to_numpy().astype(np.int64)
+    assert legs.height == int(hops.sum()), "a transaction without legs passed validation"
     per_tx = legs.group_by("_row", maintain_order=True).agg(
         pl.struct([*RAW_LEG_FIELDS, "price"]).alias("legs"),
         pl.col("dex").alias("dexes"),

@@ -58,6 +58,12 @@ def close_within(close: Callable[[], None], timeout: float) -> bool:
     return True
 
 
+def _is_cooperative(config: dict[str, Any]) -> bool:
+    """Whether the group rebalances incrementally: a cooperative assignor, or KIP-848's protocol."""
+    strategy = str(config.get("partition.assignment.strategy", ""))
+    return "cooperative" in strategy or str(config.get("group.protocol", "classic")) == "consumer"
+
+
 @dataclass
 class Chunk:
     """Messages fetched in one `consume()` call, in partition order."""
@@ -128,7 +134,9 @@ class Fetcher:
     ) -> None:
         self.options = options
         self.topic = options.topic_transactions
-        self.consumer = Consumer({**options.consumer_config(), "error_cb": self._on_error})
+        config = options.consumer_config()
+        self.consumer = Consumer({**config, "error_cb": self._on_error})
+        self._cooperative = _is_cooperative(config)
         self._channel = channel
         self._on_assign = on_assign
         self._committed = committed
@@ -306,6 +314,10 @@ class Fetcher:
         They start fetching (`_forget` resumed any that left paused); eager rebalancing revoked all before.
         """
         m.REBALANCES.labels("assign").inc()
+        if self._cooperative:
+            self.consumer.incremental_assign(partitions)
+        else:
+            self.consumer.assign(partitions)
         added = sorted(p.partition for p in partitions)
         self.assigned = sorted(set(self.assigned) | set(added))
         self._on_assign(added)
@@ -316,21 +328,40 @@ class Fetcher:
         m.REBALANCES.labels("revoke").inc()
         self._held = None
         self.revoking = frozenset(p.partition for p in partitions)
-        if not self._closing and not self._stopping.is_set() and partitions:
-            barrier = Barrier()
-            self._channel.send_control(barrier)
-            deadline = time.monotonic() + self._revoke_timeout_s
-            while not barrier.done.wait(0.02) and time.monotonic() < deadline:
-                self._run_commands()
-            if not barrier.done.is_set():
-                log.warning("revoked partitions before their batches were committed; the next owner re-reads them")
-        self._forget([p.partition for p in partitions])
-        self.revoking = frozenset()
+        try:
+            if not self._closing and not self._stopping.is_set() and partitions:
+                barrier = Barrier()
+                self._channel.send_control(barrier)
+                deadline = time.monotonic() + self._revoke_timeout_s
+                while not barrier.done.wait(0.02) and time.monotonic() < deadline:
+                    self._run_commands()
+                if not barrier.done.is_set():
+                    log.warning("revoked partitions before their batches were committed; the next owner re-reads them")
+            self._forget([p.partition for p in partitions])
+        finally:
+            self._unassign(partitions)
+            self.revoking = frozenset()
 
     def _lost(self, _: Consumer, partitions: list[TopicPartition]) -> None:
         m.REBALANCES.labels("lost").inc()
         self._held = None
-        self._forget([p.partition for p in partitions])
+        try:
+            self._forget([p.partition for p in partitions])
+        finally:
+            self._unassign(partitions)
+
+    def _unassign(self, partitions: list[TopicPartition]) -> None:
+        """Each rebalance callback hands the assignment back itself.
+
+        Otherwise confluent-kafka does it after the callback, first asking librdkafka for the
+        rebalance protocol while it holds the GIL; during a consumer close that question can
+        go unanswered for ever (confluentinc/librdkafka#4041), and the whole process stops (a
+        CI run hung so in a test's teardown, `close_within`'s timeout never getting the GIL).
+        """
+        if self._cooperative:
+            self.consumer.incremental_unassign(partitions)
+        else:
+            self.consumer.unassign()
 
     def _forget(self, partitions: list[int]) -> None:
         """Drop partitions leaving this consumer, paused ones resumed first.
