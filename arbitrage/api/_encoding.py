@@ -1,7 +1,8 @@
-"""Request bodies sent compressed (`Content-Encoding: gzip` or `deflate`), as bulk loaders and log shippers do.
+"""HTTP transport codings: request bodies sent compressed (`Content-Encoding: gzip` or `deflate`),
+as bulk loaders and log shippers do, and whether a client takes a gzipped answer.
 
-Inflated with a bound: a small body may expand a thousandfold, so output past the route's
-byte limit is refused with 413 before it is ever held whole.
+Bodies are inflated with a bound: a small body may expand a thousandfold, so output past the
+route's byte limit is refused with 413 before it is ever held whole.
 """
 
 from __future__ import annotations
@@ -46,3 +47,20 @@ def inflated(body: bytes, content_encoding: str, limit: int) -> bytes:
         parts.append(part)
         rest = inflater.unused_data if coding != "deflate" else b""
     return b"".join(parts)
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """An `Accept-Encoding` value names gzip with a q-value above 0 (as browsers, curl --compressed and httpx send).
+
+    Litestar's `Accept` reads media types and takes `gzip;q=0` as a match, hence this.
+    """
+    for item in accept_encoding.split(","):
+        coding, *params = (part.strip().lower() for part in item.split(";"))
+        if coding not in ("gzip", "x-gzip"):
+            continue
+        weights = [value for name, _, value in (p.partition("=") for p in params) if name.strip() == "q"]
+        try:
+            return not weights or float(weights[0]) > 0
+        except ValueError:
+            return False
+    return False

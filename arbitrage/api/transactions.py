@@ -15,6 +15,7 @@ from litestar.openapi import ResponseSpec
 from litestar.params import Parameter
 from litestar.response import Stream
 
+from arbitrage.api._encoding import accepts_gzip
 from arbitrage.api._errors import error_responses
 from arbitrage.api._openapi import NDJSON, NdjsonRead, Transaction, WarehouseRead
 from arbitrage.cache import HistoricalPages
@@ -141,20 +142,6 @@ def _media_type(request: Request[Any, Any, Any]) -> str:
     return NDJSON if preferred != "application/json" else "application/json"
 
 
-def _accepts_gzip(request: Request[Any, Any, Any]) -> bool:
-    """`Accept-Encoding` names gzip with a q-value above 0 (as browsers, curl --compressed and httpx send)."""
-    for item in request.headers.get("accept-encoding", "").split(","):
-        coding, *params = (part.strip().lower() for part in item.split(";"))
-        if coding not in ("gzip", "x-gzip"):
-            continue
-        weights = [value for name, _, value in (p.partition("=") for p in params) if name.strip() == "q"]
-        try:
-            return not weights or float(weights[0]) > 0
-        except ValueError:
-            return False
-    return False
-
-
 async def _after_first_read(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """`chunks`, read up to the warehouse's first answer before the status is sent.
 
@@ -269,7 +256,7 @@ class TransactionController(Controller):
         media_type = _media_type(request)
         ndjson = media_type == NDJSON
         if historical.is_page(limit):
-            gzipped = _accepts_gzip(request)
+            gzipped = accepts_gzip(request.headers.get("accept-encoding", ""))
             body = await historical.page(filters, limit, ndjson=ndjson, gzipped=gzipped)
             headers = {"vary": "Accept-Encoding"} | ({"content-encoding": "gzip"} if gzipped else {})
             return Response(body, media_type=media_type, headers=headers)

@@ -49,13 +49,10 @@ class HistoricalPages:
             WarehouseUnavailable: the warehouse could not answer.
         """
         assert self.is_page(limit) and filters.start is not None and filters.end is not None
-        if gzipped:
-            return await self._kept((filters, limit, ndjson, True), lambda: self._gzipped(filters, limit, ndjson))
-        return await self._kept((filters, limit, ndjson, False), lambda: self._render(filters, limit, ndjson))
+        make = self._gzipped if gzipped else self._render
+        return await self._kept((filters, limit, ndjson, gzipped), lambda: make(filters, limit, ndjson))
 
     async def _kept(self, key: _PageKey, make: Callable[[], Awaitable[bytes]]) -> bytes:
-        filters = key[0]
-        assert filters.start is not None and filters.end is not None
         if self.cache is None:
             return await make()
         body = self.cache.get(key)

@@ -595,16 +595,14 @@ def _pubkey_bad(frame: pl.DataFrame, name: str) -> pl.Expr:
 
 
 def _off_pattern(column: pl.Series, pattern: str) -> pl.Expr:
-    """True where a value of `column` does not match `pattern`; null where it is null.
+    """True where a value of `column` does not match `pattern` (callers check nulls themselves).
 
     The pattern is tried once per distinct value: mints, pools, DEXes and signers repeat through
     a batch, and a regex per row cost five times as much (0.7 µs per record for the legs alone).
     """
     distinct = column.unique()
     bad = distinct.filter(~distinct.str.contains(pattern))
-    if bad.is_empty():
-        return pl.when(pl.col(column.name).is_not_null()).then(pl.lit(False))
-    return pl.col(column.name).is_in(bad)
+    return pl.col(column.name).is_in(bad) if len(bad) else pl.lit(False)
 
 
 def _leg_checks(legs: pl.DataFrame) -> list[tuple[str, pl.Expr, str]]:

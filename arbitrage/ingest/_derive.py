@@ -46,16 +46,18 @@ def derive(raw: pl.DataFrame, *, source: str, ingested_at: datetime | None = Non
     )
     hops = raw.get_column("legs").list.len().to_numpy().astype(np.int64)
     assert legs.height == int(hops.sum()), "a transaction without legs passed validation"
+    first_legs = np.cumsum(hops) - hops
     per_tx = legs.group_by("_row", maintain_order=True).agg(
         pl.struct([*RAW_LEG_FIELDS, "price"]).alias("legs"),
         pl.col("dex").alias("dexes"),
-        pl.len().cast(pl.UInt8).alias("hops"),
         pl.col("token_in").first().alias("start_token"),
         pl.col("_in").first().alias("_first_in"),
         pl.col("_out").last().alias("_last_out"),
         pl.col("token_out").last().alias("_end_token"),
     )
-    per_tx = per_tx.with_columns(_route(legs, hops), _sol_per_start(legs, hops))
+    per_tx = per_tx.with_columns(
+        pl.Series("hops", hops, dtype=pl.UInt8), _route(legs, hops, first_legs), _sol_per_start(legs, first_legs)
+    )
     lamports = pl.sum_horizontal(COST_FIELDS)
     circular = pl.col("start_token") == pl.col("_end_token")
     sol_rate = pl.when(pl.col("start_token") == WSOL_MINT).then(pl.lit(1.0)).otherwise(pl.col("_sol_per_start"))
@@ -85,13 +87,12 @@ def derive(raw: pl.DataFrame, *, source: str, ingested_at: datetime | None = Non
     return frame.select([pl.col(name).cast(dtype) for name, dtype in STORED_SCHEMA.items()])
 
 
-def _route(legs: pl.DataFrame, hops: npt.NDArray[np.int64]) -> pl.Series:
+def _route(legs: pl.DataFrame, hops: npt.NDArray[np.int64], first_legs: npt.NDArray[np.int64]) -> pl.Series:
     """Per transaction, its first leg's input token, then every leg's output token.
 
     Built from list offsets (every transaction holds at least one leg, by the contract): a
     `first().append()` aggregation took a third of this module's time.
     """
-    first_legs = np.cumsum(hops) - hops
     rows, leg_rows = hops.shape[0], legs.height
     starts = first_legs + np.arange(rows)  # where each route begins among all routes' tokens
     take = np.empty(rows + leg_rows, dtype=np.int64)
@@ -104,7 +105,7 @@ def _route(legs: pl.DataFrame, hops: npt.NDArray[np.int64]) -> pl.Series:
     return pl.Series("route", pa.LargeListArray.from_arrays(offsets, tokens.to_arrow()))
 
 
-def _sol_per_start(legs: pl.DataFrame, hops: npt.NDArray[np.int64]) -> pl.Series:
+def _sol_per_start(legs: pl.DataFrame, first_legs: npt.NDArray[np.int64]) -> pl.Series:
     """SOL per start token: the cumulative price up to the first leg that outputs wrapped SOL.
 
     The product runs leg position by leg position (a few passes), in the same order as a
@@ -115,16 +116,16 @@ def _sol_per_start(legs: pl.DataFrame, hops: npt.NDArray[np.int64]) -> pl.Series
     price = legs.get_column("price")
     priced = price.is_not_null().to_numpy()
     factors = np.where(priced, price.fill_null(1.0).to_numpy(), 1.0)
-    row_of_leg = np.repeat(np.arange(hops.shape[0]), hops)
-    position = np.arange(legs.height) - np.repeat(np.cumsum(hops) - hops, hops)
+    row_of_leg = legs.get_column("_row").to_numpy()
+    position = np.arange(legs.height) - first_legs[row_of_leg]
     cumulative = factors.copy()
     with np.errstate(over="ignore", invalid="ignore"):  # an overflow is judged as a valuation in derive (is_finite)
-        for leg in range(1, int(hops.max(initial=0))):
+        for leg in range(1, int(position.max(initial=0)) + 1):
             at = np.flatnonzero(position == leg)
             cumulative[at] = cumulative[at - 1] * factors[at]
     to_sol = np.flatnonzero((legs.get_column("token_out") == WSOL_MINT).fill_null(False).to_numpy())
     first_to_sol = to_sol[np.diff(row_of_leg[to_sol], prepend=-1) != 0]
-    found = np.full(hops.shape[0], np.nan)
+    found = np.full(first_legs.shape[0], np.nan)
     found[row_of_leg[first_to_sol]] = np.where(priced[first_to_sol], cumulative[first_to_sol], np.nan)
     return pl.Series("_sol_per_start", found, nan_to_null=True)
 
