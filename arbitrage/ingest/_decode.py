@@ -602,7 +602,7 @@ def _off_pattern(column: pl.Series, pattern: str) -> pl.Expr:
     """
     distinct = column.unique()
     bad = distinct.filter(~distinct.str.contains(pattern))
-    return pl.col(column.name).is_in(bad) if len(bad) else pl.lit(False)
+    return pl.col(column.name).is_in(bad.implode()) if len(bad) else pl.lit(False)
 
 
 def _leg_checks(legs: pl.DataFrame) -> list[tuple[str, pl.Expr, str]]:

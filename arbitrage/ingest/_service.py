@@ -342,10 +342,13 @@ class IngestService:
         # event loop that also serves the live streams.
         started = time.perf_counter()
         combined = await asyncio.to_thread(_combined, frames)
+        # Taken before the look-up: an insert that returns while the look-up runs leaves
+        # `_in_flight`, and the look-up may have read the table before those rows were in it.
+        in_flight = list(self._in_flight.values())
         with span("ingest.dedup"):
             known = await self.warehouse.known_signatures(combined["signature"].to_arrow(), _window_of(combined))
         skipped = [pl.Series(list(known), dtype=pl.String)] if known else []
-        skipped += list(self._in_flight.values())
+        skipped += in_flight
         if skipped:
             combined = await asyncio.to_thread(_without, combined, skipped)
         METRICS.ingest_batch_seconds.labels("dedup").observe(time.perf_counter() - started)
@@ -623,7 +626,7 @@ def _window_of(frame: pl.DataFrame) -> SignatureWindow:
 
 
 def _without(frame: pl.DataFrame, signatures: list[pl.Series]) -> pl.DataFrame:
-    return frame.filter(~pl.col("signature").is_in(pl.concat(signatures)))
+    return frame.filter(~pl.col("signature").is_in(pl.concat(signatures).implode()))
 
 
 def _stamped_rows(groups: list[_Prepared], moment: datetime) -> pa.Table:

@@ -21,6 +21,7 @@ from arbitrage.model import WSOL_MINT
 from arbitrage.simulator import Simulator
 from arbitrage.storage import EmbeddedWarehouse, SignatureWindow
 from arbitrage.stream import RecentTransactions
+from tests.conftest import fresh_data_dir
 
 pytestmark = pytest.mark.anyio
 
@@ -262,6 +263,35 @@ async def test_a_group_prepared_while_another_is_inserted_skips_the_signatures_i
     assert sum(r.accepted + r.duplicates for r in reports) == 60 * len(starts)
     assert await _count(warehouse) == unique
     assert not service._in_flight
+
+
+class _LookUpOutlivedByInsert(EmbeddedWarehouse):
+    """Reads the table for a dedup look-up, then answers only once the inserts in flight returned."""
+
+    service: IngestService | None = None
+
+    async def known_signatures(self, signatures: pa.Array, window: SignatureWindow) -> set[str]:
+        known = await super().known_signatures(signatures, window)
+        while self.service is not None and self.service._in_flight:
+            await asyncio.sleep(0.001)
+        return known
+
+
+async def test_an_insert_returning_during_a_dedup_look_up_still_has_its_signatures_skipped(
+    tmp_path: Path, migrated_template: Path, records: list[dict[str, Any]]
+) -> None:
+    warehouse = _LookUpOutlivedByInsert(fresh_data_dir(migrated_template, tmp_path / "warehouse"))
+    await warehouse.start()
+    try:
+        service = warehouse.service = _service(warehouse, max_group_rows=1)
+        first, second = await asyncio.gather(
+            service.ingest_body(msgspec.json.encode(records[:100]), None, source="test"),
+            service.ingest_body(msgspec.json.encode(records[50:150]), None, source="test"),
+        )
+        assert (first.accepted, second.accepted, second.duplicates) == (100, 50, 50)
+        assert await _count(warehouse) == 150
+    finally:
+        await warehouse.close()
 
 
 @pytest.mark.parametrize("scan_rows", [50_000, 1], ids=["window-read-whole", "window-too-dense-probed"])
