@@ -272,8 +272,8 @@ class _LookUpOutlivedByInsert(EmbeddedWarehouse):
 
     async def known_signatures(self, signatures: pa.Array, window: SignatureWindow) -> set[str]:
         known = await super().known_signatures(signatures, window)
-        while self.service is not None and self.service._in_flight:
-            await asyncio.sleep(0.001)
+        if self.service is not None and self.service._inserting is not None:
+            await asyncio.wait([self.service._inserting])
         return known
 
 
