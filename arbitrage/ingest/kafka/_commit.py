@@ -18,8 +18,9 @@ from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from arbitrage.ingest.kafka import _metrics as m
 from arbitrage.ingest.kafka._fetch import Fetcher
+from arbitrage.ingest.kafka._fetched import Headers
 from arbitrage.ingest.kafka._options import KafkaOptions
-from arbitrage.ingest.kafka._records import Headers, Keyed
+from arbitrage.ingest.kafka._records import Keyed
 from arbitrage.ingest.kafka._strategies import StoredBatch
 
 log = logging.getLogger(__name__)

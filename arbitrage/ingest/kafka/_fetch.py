@@ -22,6 +22,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from arbitrage.ingest.kafka import _metrics as m
+from arbitrage.ingest.kafka._fetched import Fetched
 from arbitrage.ingest.kafka._options import KafkaOptions
 
 log = logging.getLogger(__name__)
@@ -66,9 +67,9 @@ def _is_cooperative(config: dict[str, Any]) -> bool:
 
 @dataclass
 class Chunk:
-    """Messages fetched in one `consume()` call, in partition order."""
+    """Messages fetched in one `consume()` call (or several, while the channel was full), in partition order."""
 
-    messages: list[Message]
+    fetched: Fetched
     generation: int
     """The fetcher's `generation` when they were fetched (see `Fetcher.stale`)."""
 
@@ -263,10 +264,11 @@ class Fetcher:
         if not good:
             return
         m.MESSAGES.labels("consumed").inc(len(good))
+        fetched = Fetched.of(self.topic, good)
         if self._held is not None:
-            self._held.messages.extend(good)
-        elif not self._channel.offer(Chunk(good, self.generation)):
-            self._held = Chunk(good, self.generation)
+            self._held.fetched.extend(fetched)
+        elif not self._channel.offer(Chunk(fetched, self.generation)):
+            self._held = Chunk(fetched, self.generation)
 
     def _run_commands(self) -> None:
         while True:

@@ -5,12 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import polars as pl
-from confluent_kafka import Message
 
+from arbitrage.ingest.kafka._fetched import Fetched, Headers
 from arbitrage.model import TIME_TEXT_FORMAT
 from arbitrage.stream import json_rows, render_transactions
-
-Headers = list[tuple[str, str | bytes | None]]
 
 _RISK_FALLBACK = (
     "hops",
@@ -92,31 +90,31 @@ DLQ_HEADER_BYTES = 131_072
 `dlq.headers_dropped`), so the value, which says what was wrong, keeps the most room."""
 
 
-def dead_letter(message: Message, field_name: str, reason: str) -> OutRecord:
-    """The original bytes and headers, plus why and where the message was rejected."""
-    original = message.headers() or []
+def dead_letter(fetched: Fetched, index: int, field_name: str, reason: str) -> OutRecord:
+    """The original bytes and headers of message `index`, plus why and where it was rejected."""
+    original = fetched.headers[index] or []
     headers: Headers = []
     header_bytes = dropped = 0
-    for key, value in original.items() if isinstance(original, dict) else original:
+    for key, value in original:
         size = len(key.encode()) + len(value or b"")
         if dropped or header_bytes + size > DLQ_HEADER_BYTES:
             dropped += 1
             continue
         headers.append((key, value))
         header_bytes += size
+    partition = fetched.partitions[index]
     headers += [
         ("dlq.reason", reason[:1000].encode()),
         ("dlq.field", field_name.encode()),
-        ("dlq.topic", (message.topic() or "").encode()),
-        ("dlq.partition", str(message.partition()).encode()),
-        ("dlq.offset", str(message.offset()).encode()),
+        ("dlq.topic", fetched.topic.encode()),
+        ("dlq.partition", str(partition).encode()),
+        ("dlq.offset", str(fetched.offsets[index]).encode()),
     ]
     if dropped:
         headers.append(("dlq.headers_dropped", str(dropped).encode()))
-    value = message.value() or b""
+    value = fetched.values[index]
     room = DLQ_VALUE_BYTES - header_bytes
     if len(value) > room:
         headers.append(("dlq.truncated_from", str(len(value)).encode()))
         value = value[:room]
-    partition = message.partition()
-    return OutRecord(message.key(), value, headers, -1 if partition is None else partition)
+    return OutRecord(fetched.keys[index], value, headers, partition)

@@ -19,16 +19,23 @@ from typing import Any
 
 import msgspec
 from confluent_kafka import KafkaException, TopicPartition
-from confluent_kafka import Message as KafkaMessage
 
 from arbitrage.errors import ValidationError
 from arbitrage.ingest import IngestService
 from arbitrage.ingest.kafka import _metrics as m
 from arbitrage.ingest.kafka._commit import CommitFailed, Committer, PlainCommitter, TransactionalCommitter
 from arbitrage.ingest.kafka._fetch import Barrier, Channel, Chunk, Fetcher, Stop
+from arbitrage.ingest.kafka._fetched import Fetched
 from arbitrage.ingest.kafka._offsets import BrokerOffsets
 from arbitrage.ingest.kafka._options import KafkaOptions
-from arbitrage.ingest.kafka._strategies import Batcher, RecoveryWindow, StoredBatch, StoreStep, collect_stored
+from arbitrage.ingest.kafka._strategies import (
+    Batcher,
+    RecoveryWindow,
+    StoredBatch,
+    StoreStep,
+    Suspects,
+    collect_stored,
+)
 from arbitrage.ingest.kafka._topics import ensure_topics
 
 log = logging.getLogger(__name__)
@@ -199,7 +206,7 @@ class KafkaIngest:
             if isinstance(item, Chunk):
                 if batcher.holds_older(item.generation):
                     await self._flush(batcher.take(), batcher.generation)
-                batcher.add(item.messages, item.generation)
+                batcher.add(item.fetched, item.generation)
             if batcher.full or batcher.time_left() == 0 or isinstance(item, Barrier | Stop):
                 await self._flush(batcher.take(), batcher.generation)
             if isinstance(item, Barrier | Stop):
@@ -210,24 +217,22 @@ class KafkaIngest:
                     return
                 item.done.set()
 
-    async def _flush(self, messages: list[KafkaMessage], generation: int) -> None:
-        if not messages:
+    async def _flush(self, fetched: Fetched, generation: int) -> None:
+        if not fetched:
             return
         while len(self._inflight) >= self.options.max_inflight_batches:
             await self._commit_oldest()
         assert self._fetcher is not None
-        stale = self._fetcher.stale({p for m in messages if (p := m.partition()) is not None}, generation)
+        stale = self._fetcher.stale(set(fetched.partitions), generation)
         if stale:  # fetched before their partitions were revoked, while earlier batches kept the pipeline full
-            messages = [m for m in messages if m.partition() not in stale]
-            if not messages:
+            fetched = fetched.without(stale)
+            if not fetched:
                 return
-        suspects = self._recovery.suspects(messages)
-        self._inflight.append(asyncio.create_task(self._stored(messages, suspects, generation)))
+        suspects = self._recovery.suspects(fetched)
+        self._inflight.append(asyncio.create_task(self._stored(fetched, suspects, generation)))
 
-    async def _stored(
-        self, messages: list[KafkaMessage], suspects: dict[str, tuple[int, int]], generation: int
-    ) -> StoredBatch:
-        batch = await self._store_step(messages, suspects)
+    async def _stored(self, fetched: Fetched, suspects: Suspects, generation: int) -> StoredBatch:
+        batch = await self._store_step(fetched, suspects)
         batch.generation = generation
         return batch
 

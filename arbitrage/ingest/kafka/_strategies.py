@@ -20,11 +20,11 @@ from typing import TypeVar
 
 import polars as pl
 import pyarrow as pa
-from confluent_kafka import Message
 
 from arbitrage.errors import Saturated, WarehouseUnavailable
 from arbitrage.ingest import IngestReport, IngestService, KafkaOrigins, RecordError, Reject
 from arbitrage.ingest.kafka import _metrics as m
+from arbitrage.ingest.kafka._fetched import Fetched
 from arbitrage.ingest.kafka._records import Keyed, OutRecord, dead_letter, opportunities, risk_metrics
 from arbitrage.model import SIGNATURE_MAX_CHARS
 
@@ -62,32 +62,37 @@ class Batcher:
     def __init__(self, size: int, timeout_s: float) -> None:
         self.size = size
         self.timeout_s = timeout_s
-        self._messages: list[Message] = []
+        self._fetched = Fetched()
         self._deadline = 0.0
         self.generation = 0
         """The fetch generation of the messages held; a batch never spans two."""
 
-    def add(self, messages: list[Message], generation: int) -> None:
-        if not self._messages:
+    def add(self, fetched: Fetched, generation: int) -> None:
+        if not self._fetched:
             self._deadline = time.monotonic() + self.timeout_s
             self.generation = generation
-        self._messages.extend(messages)
+            self._fetched = Fetched(fetched.topic)
+        self._fetched.extend(fetched)
 
     def holds_older(self, generation: int) -> bool:
         """Whether messages of another fetch generation must be flushed before these are added."""
-        return bool(self._messages) and generation != self.generation
+        return bool(self._fetched) and generation != self.generation
 
     @property
     def full(self) -> bool:
-        return len(self._messages) >= self.size
+        return len(self._fetched) >= self.size
 
     def time_left(self) -> float | None:
         """Seconds until the partial batch is due; None when empty."""
-        return max(0.0, self._deadline - time.monotonic()) if self._messages else None
+        return max(0.0, self._deadline - time.monotonic()) if self._fetched else None
 
-    def take(self) -> list[Message]:
-        taken, self._messages = self._messages, []
+    def take(self) -> Fetched:
+        taken, self._fetched = self._fetched, Fetched()
         return taken
+
+
+Suspects = dict[int, tuple[int, int]]
+"""Partition → the range of offsets (first, end) a crashed predecessor may have stored uncommitted."""
 
 
 class RecoveryWindow:
@@ -111,28 +116,38 @@ class RecoveryWindow:
         """Nothing more of this partition is suspect (an admin replay re-reads committed work)."""
         self._horizon.pop(partition, None)
 
-    def suspects(self, messages: list[Message]) -> dict[str, tuple[int, int]]:
-        """Keys (signatures) of `messages` inside the window, with their partition and offset; call in fetch order."""
-        keys: dict[str, tuple[int, int]] = {}
+    def suspects(self, fetched: Fetched) -> Suspects:
+        """The suspect offsets of each partition of `fetched` inside the window; call in fetch order.
+
+        Ranges, not messages: the keys are read only for a batch that turns out to hold duplicates.
+        """
         if not self._horizon:
-            return keys  # every partition is past its window: the steady state costs nothing per message
-        passed: set[int] = set()
-        for message in messages:
-            partition, offset = message.partition(), message.offset()
-            if partition is None or offset is None or partition not in self._horizon:
+            return {}  # every partition is past its window: the steady state costs nothing per message
+        # Offsets grow within a partition: its first message here is the last one seen backwards.
+        first = dict(zip(reversed(fetched.partitions), reversed(fetched.offsets), strict=True))
+        last = dict(zip(fetched.partitions, fetched.offsets, strict=True))
+        ranges: Suspects = {}
+        for partition, start in first.items():
+            if partition not in self._horizon:
                 continue
             horizon = self._horizon[partition]
             if horizon is None:
-                horizon = self._horizon[partition] = offset + self.span
-            if offset >= horizon:
-                passed.add(partition)  # offsets only grow within a partition
-                continue
-            key = message.key()
-            if key:
-                keys.setdefault(key.decode(errors="replace"), (partition, offset))
-        for partition in passed:
-            del self._horizon[partition]
-        return keys
+                horizon = self._horizon[partition] = start + self.span
+            if start < horizon:
+                ranges[partition] = (start, horizon)
+            if last[partition] >= horizon - 1:
+                del self._horizon[partition]
+        return ranges
+
+
+def suspect_keys(fetched: Fetched, ranges: Suspects) -> dict[str, tuple[int, int]]:
+    """Keys (signatures) of the messages inside `ranges`, with their partition and offset (the first of each key)."""
+    keys: dict[str, tuple[int, int]] = {}
+    for key, partition, offset in zip(fetched.keys, fetched.partitions, fetched.offsets, strict=True):
+        window = ranges.get(partition)
+        if key and window is not None and window[0] <= offset < window[1]:
+            keys.setdefault(key.decode(errors="replace"), (partition, offset))
+    return keys
 
 
 @dataclass
@@ -173,17 +188,10 @@ class StoreStep:
         self.failing: str | None = None
         """The last store error while a batch is being retried; None once it landed."""
 
-    async def __call__(self, messages: list[Message], suspects: dict[str, tuple[int, int]]) -> StoredBatch:
-        values: list[bytes] = []
-        origins = KafkaOrigins([], [])
-        offsets: dict[int, int] = {}
-        for message in messages:  # one pass: this runs for every record
-            values.append(message.value() or b"")
-            partition, offset = message.partition(), message.offset()
-            origins.partitions.append(-1 if partition is None else partition)
-            origins.offsets.append(-1 if offset is None else offset)
-            if partition is not None and offset is not None:
-                offsets[partition] = offset + 1  # offsets grow within a partition in fetch order
+    async def __call__(self, fetched: Fetched, suspects: Suspects) -> StoredBatch:
+        # The lists are the store's own: the batch keeps them for its dead letters and suspects.
+        origins = KafkaOrigins(fetched.partitions, fetched.offsets)
+        values = fetched.values
         started = time.perf_counter()
         bucket: list[pl.DataFrame] = []
         token = _stored_frames.set(bucket)
@@ -194,13 +202,19 @@ class StoreStep:
         self.failing = None
         m.BATCH_SECONDS.observe(time.perf_counter() - started)
         stored = pl.concat(bucket, how="diagonal_relaxed") if bucket else pl.DataFrame()
-        batch = StoredBatch(offsets, stored=report.accepted, duplicates=report.duplicates, rejected=report.rejected)
-        batch.dead_letters = [dead_letter(messages[e.index], e.field, e.reason) for e in report.errors]
+        batch = StoredBatch(
+            fetched.next_offsets(), stored=report.accepted, duplicates=report.duplicates, rejected=report.rejected
+        )
+        batch.dead_letters = [dead_letter(fetched, e.index, e.field, e.reason) for e in report.errors]
         if suspects and report.duplicates:
             new = set(stored["signature"].to_list()) if len(stored) else set()
-            rejected_keys = {(messages[e.index].key() or b"").decode(errors="replace") for e in report.errors}
+            rejected_keys = {(fetched.keys[e.index] or b"").decode(errors="replace") for e in report.errors}
             recovered = await self._stored_by_kafka(
-                {key: origin for key, origin in suspects.items() if key not in new and key not in rejected_keys}
+                {
+                    key: origin
+                    for key, origin in suspect_keys(fetched, suspects).items()
+                    if key not in new and key not in rejected_keys
+                }
             )
             if len(recovered):
                 log.info("re-publishing derived records of %d transactions stored before a restart", len(recovered))

@@ -1,0 +1,68 @@
+"""Fetched messages as parallel lists, taken apart in the fetch thread as they arrive."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from confluent_kafka import Message
+
+Headers = list[tuple[str, str | bytes | None]]
+
+
+@dataclass(slots=True)
+class Fetched:
+    """What the pipeline needs of each message, in fetch order; the `Message` objects are let go.
+
+    Each `Message` is an object the cyclic GC tracks, and a pipeline of 50k-message batches
+    held 100k+ of them: every full collection walked them all, with the GIL held (2.3 s of a
+    600k-record run's 38 s of CPU). Lists of bytes and ints cost it one object each.
+    """
+
+    topic: str = ""
+    values: list[bytes] = field(default_factory=list)
+    keys: list[bytes | None] = field(default_factory=list)
+    partitions: list[int] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    headers: list[Headers | None] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, topic: str, messages: Iterable[Message]) -> Fetched:
+        """The fields of `topic`'s messages; call with messages that carry no error."""
+        fetched = cls(topic)
+        for message in messages:  # one pass over every message consumed
+            fetched.values.append(message.value() or b"")
+            fetched.keys.append(message.key())
+            partition, offset = message.partition(), message.offset()
+            fetched.partitions.append(-1 if partition is None else partition)
+            fetched.offsets.append(-1 if offset is None else offset)
+            headers = message.headers()
+            fetched.headers.append(list(headers.items()) if isinstance(headers, dict) else headers)
+        return fetched
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def extend(self, other: Fetched) -> None:
+        self.values.extend(other.values)
+        self.keys.extend(other.keys)
+        self.partitions.extend(other.partitions)
+        self.offsets.extend(other.offsets)
+        self.headers.extend(other.headers)
+
+    def without(self, partitions: set[int]) -> Fetched:
+        """The messages of the other partitions (theirs were revoked; rare, so a plain loop)."""
+        kept = [i for i, partition in enumerate(self.partitions) if partition not in partitions]
+        return Fetched(
+            self.topic,
+            [self.values[i] for i in kept],
+            [self.keys[i] for i in kept],
+            [self.partitions[i] for i in kept],
+            [self.offsets[i] for i in kept],
+            [self.headers[i] for i in kept],
+        )
+
+    def next_offsets(self) -> dict[int, int]:
+        """Partition → the offset after its last message here (offsets grow within a partition)."""
+        last = dict(zip(self.partitions, self.offsets, strict=True))
+        return {partition: offset + 1 for partition, offset in last.items() if partition >= 0}
