@@ -60,5 +60,5 @@ def test_a_partition_not_newly_assigned_has_no_suspects_and_a_new_assignment_reo
 def test_a_batch_ending_just_before_the_horizon_keeps_the_window_open_for_nothing_more() -> None:
     window = RecoveryWindow(span=4)
     window.reset([3])
-    assert set(suspects(window, fetched((3, range(0, 4))))) == {f"sig-3-{o}" for o in range(4)}
+    assert set(suspects(window, fetched((3, range(4))))) == {f"sig-3-{o}" for o in range(4)}
     assert window.suspects(fetched((3, range(4, 8)))) == {}
