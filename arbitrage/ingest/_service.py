@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -22,7 +23,7 @@ import msgspec
 import polars as pl
 import pyarrow as pa
 
-from arbitrage.errors import Saturated, ValidationError
+from arbitrage.errors import Saturated, ValidationError, WarehouseUnavailable
 from arbitrage.ingest._decode import (
     DecodedBatch,
     KafkaOrigins,
@@ -121,7 +122,11 @@ class IngestService:
         self._finishing: set[asyncio.Task[pl.DataFrame]] = set()
         """Queued batches being stored and published (`_store_grouped`)."""
         self._in_flight: dict[int, pl.Series] = {}
-        """Signatures of prepared groups whose insert has not returned yet, by group."""
+        """Signatures of prepared groups whose insert has not returned yet, by group token."""
+        self._group_tokens = itertools.count()
+        self._failed_inserts: set[int] = set()
+        """Tokens of groups whose insert failed since the last prepare began: that prepare may have
+        skipped their signatures as in flight, so its group must not be stored as it is."""
         self._pending = 0
         self._arriving = 0
         """Batches admitted that have not reached `_prepared` (decoding, deriving, waiting to prepare)."""
@@ -324,10 +329,15 @@ class IngestService:
                 except BaseException as exc:
                     _fail(futures, exc)
                 else:
-                    self._prepared.append((prepared, futures))
-                    if self._inserting is None or self._inserting.done():
-                        self._inserting = asyncio.create_task(self._insert_prepared())
+                    if prepared.saw & self._failed_inserts:
+                        self._in_flight.pop(prepared.token, None)
+                        _fail(futures, _deduplicated_against_a_failure())
+                    else:
+                        self._prepared.append((prepared, futures))
+                        if self._inserting is None or self._inserting.done():
+                            self._inserting = asyncio.create_task(self._insert_prepared())
                 finally:
+                    self._failed_inserts.clear()  # no group prepared from now on saw them in flight
                     for _, _, grouped in group:
                         grouped.done()
         return await done
@@ -344,24 +354,25 @@ class IngestService:
         combined = await asyncio.to_thread(_combined, frames)
         # Taken before the look-up: an insert that returns while the look-up runs leaves
         # `_in_flight`, and the look-up may have read the table before those rows were in it.
-        in_flight = list(self._in_flight.values())
+        in_flight = dict(self._in_flight)
         with span("ingest.dedup"):
             known = await self.warehouse.known_signatures(combined["signature"].to_arrow(), _window_of(combined))
         skipped = [pl.Series(list(known), dtype=pl.String)] if known else []
-        skipped += in_flight
+        skipped += in_flight.values()
         if skipped:
             combined = await asyncio.to_thread(_without, combined, skipped)
         METRICS.ingest_batch_seconds.labels("dedup").observe(time.perf_counter() - started)
+        token, saw = next(self._group_tokens), frozenset(in_flight)
         if combined.is_empty():
-            return _Prepared(combined.drop(_BATCH), combined[_BATCH], len(frames))
+            return _Prepared(combined.drop(_BATCH), combined[_BATCH], len(frames), token, saw)
         started = time.perf_counter()
         batch_ids = combined[_BATCH]
         enriched = await asyncio.to_thread(self._enrich, combined.drop(_BATCH))
         METRICS.ingest_batch_seconds.labels("enrich").observe(time.perf_counter() - started)
         if self.position_source is not None:
             enriched = await self._with_positions(enriched)
-        prepared = _Prepared(enriched, batch_ids, len(frames))
-        self._in_flight[id(prepared)] = enriched["signature"]
+        prepared = _Prepared(enriched, batch_ids, len(frames), token, saw)
+        self._in_flight[token] = enriched["signature"]
         return prepared
 
     async def _insert_prepared(self) -> None:
@@ -375,7 +386,7 @@ class IngestService:
         except BaseException as exc:  # cancelled at shutdown: nobody is left waiting forever
             for prepared, futures in self._prepared:
                 _fail(futures, exc)
-                self._in_flight.pop(id(prepared), None)
+                self._in_flight.pop(prepared.token, None)
             self._prepared = []
             raise
 
@@ -423,6 +434,7 @@ class IngestService:
             if not isinstance(exc, Exception):
                 raise
             self.insert_error = f"{type(exc).__name__}: {exc}"[:300]
+            self._fail_dependents({prepared.token for prepared in prepared_groups})
         else:
             if inserting:  # a group of duplicates only inserted nothing: it proves nothing about inserts
                 self.insert_error = None
@@ -432,7 +444,24 @@ class IngestService:
                         future.set_result(stored)
         finally:
             for prepared, _ in groups:
-                self._in_flight.pop(id(prepared), None)
+                self._in_flight.pop(prepared.token, None)
+
+    def _fail_dependents(self, failed: set[int]) -> None:
+        """Fail the groups that skipped signatures of `failed` groups as in flight, and theirs in turn.
+
+        Their callers are told to send them again (503, or a Kafka retry): stored as they are,
+        they would have reported as duplicates rows that the warehouse never took.
+        """
+        kept: list[tuple[_Prepared, list[asyncio.Future[pl.DataFrame]]]] = []
+        for prepared, futures in self._prepared:  # in prepare order: a dependent's dependents come after it
+            if prepared.saw & failed:
+                failed.add(prepared.token)
+                self._in_flight.pop(prepared.token, None)
+                _fail(futures, _deduplicated_against_a_failure())
+            else:
+                kept.append((prepared, futures))
+        self._prepared = kept
+        self._failed_inserts |= failed
 
     async def drain(self) -> None:
         """Wait for the inserts in flight and their batches' publishing (at shutdown, so no accepted
@@ -576,15 +605,26 @@ _Queued = tuple[pl.DataFrame, asyncio.Future[pl.DataFrame], _Arrival]
 
 
 class _Prepared:
-    """A group ready to insert: its rows, and which caller's batch each row came from."""
+    """A group ready to insert: its rows, and which caller's batch each row came from.
 
-    def __init__(self, rows: pl.DataFrame, batch_ids: pl.Series, batches: int) -> None:
+    `saw`: the tokens of the groups in flight when it was de-duplicated (their signatures were skipped).
+    """
+
+    def __init__(self, rows: pl.DataFrame, batch_ids: pl.Series, batches: int, token: int, saw: frozenset[int]) -> None:
         self.rows = rows
         self.batch_ids = batch_ids
         self.batches = batches
+        self.token = token
+        self.saw = saw
 
     def per_batch(self) -> list[pl.DataFrame]:
         return [self.rows.filter(self.batch_ids == i) for i in range(self.batches)]
+
+
+def _deduplicated_against_a_failure() -> WarehouseUnavailable:
+    return WarehouseUnavailable(
+        "not stored: rows of this batch were left out as already being inserted, and that insert failed; send it again"
+    )
 
 
 def _fail(futures: Sequence[asyncio.Future[pl.DataFrame]], exc: BaseException) -> None:

@@ -13,7 +13,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from arbitrage.errors import Saturated, ValidationError
+from arbitrage.errors import Saturated, ValidationError, WarehouseUnavailable
 from arbitrage.features import FeatureEngine
 from arbitrage.ingest import IngestService
 from arbitrage.ingest.kafka import replay_dead_letters
@@ -290,6 +290,60 @@ async def test_an_insert_returning_during_a_dedup_look_up_still_has_its_signatur
         )
         assert (first.accepted, second.accepted, second.duplicates) == (100, 50, 50)
         assert await _count(warehouse) == 150
+    finally:
+        await warehouse.close()
+
+
+class _FirstInsertFails(EmbeddedWarehouse):
+    """Fails the first insert of transactions while the next group is being prepared, or once it is prepared."""
+
+    service: IngestService
+    fail_when: str
+    look_ups = 0
+    failed = False
+
+    async def known_signatures(self, signatures: pa.Array, window: SignatureWindow) -> set[str]:
+        known = await super().known_signatures(signatures, window)
+        self.look_ups += 1
+        if self.look_ups == 2 and self.fail_when == "preparing":
+            self.released = asyncio.Event()
+            await self.released.wait()  # the next group's look-up returns after the insert failed
+        return known
+
+    async def insert_arrow(self, table: str, data: pa.Table) -> None:
+        if table == "transactions" and not self.failed:
+            self.failed = True
+            for _ in range(2000):  # until the next group got that far
+                if self.look_ups >= 2 and (self.fail_when == "preparing" or self.service._prepared):
+                    break
+                await asyncio.sleep(0.005)
+            if self.fail_when == "preparing":
+                asyncio.get_running_loop().call_soon(self.released.set)
+            raise WarehouseUnavailable("disk full")
+        await super().insert_arrow(table, data)
+
+
+@pytest.mark.parametrize("fail_when", ["preparing", "prepared"])
+async def test_a_batch_deduplicated_against_an_insert_that_failed_is_sent_back_not_counted_as_duplicates(
+    tmp_path: Path, migrated_template: Path, records: list[dict[str, Any]], fail_when: str
+) -> None:
+    warehouse = _FirstInsertFails(fresh_data_dir(migrated_template, tmp_path / "warehouse"))
+    warehouse.fail_when = fail_when
+    await warehouse.start()
+    try:
+        service = warehouse.service = _service(warehouse, max_group_rows=1, insert_linger_seconds=0)
+        first, second = msgspec.json.encode(records[:100]), msgspec.json.encode(records[50:150])
+        outcomes = await asyncio.gather(
+            service.ingest_body(first, None, source="test"),
+            service.ingest_body(second, None, source="test"),
+            return_exceptions=True,
+        )
+        assert [type(outcome) for outcome in outcomes] == [WarehouseUnavailable, WarehouseUnavailable]
+        assert "send it again" in str(outcomes[1])
+        again = await service.ingest_body(second, None, source="test")
+        assert (again.accepted, again.duplicates) == (100, 0)
+        assert not service._in_flight and not service._failed_inserts
+        assert await _count(warehouse) == 100
     finally:
         await warehouse.close()
 
