@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 _POLL_S = 0.1
 _LAG_EVERY_S = 1.0
 _CLOSE_TIMEOUT_S = 10.0
+_HAND_BACK_S = 5.0
+"""How long a closing consumer polls for its partitions' revoke before it closes anyway."""
 
 
 def close_within(close: Callable[[], None], timeout: float) -> bool:
@@ -175,8 +177,9 @@ class Fetcher:
         self._thread.join(timeout)
 
     def close(self) -> None:
-        """Leave the group (after the pipeline committed); blocking, for at most `_CLOSE_TIMEOUT_S`."""
+        """Leave the group (after the pipeline committed); blocking, for at most `_CLOSE_TIMEOUT_S` and `_HAND_BACK_S`."""
         self._closing = True
+        self._hand_back()
         if not close_within(self.consumer.close, _CLOSE_TIMEOUT_S):
             log.warning(
                 "the Kafka consumer did not leave its group within %.0f s; the group drops it when its session expires",
@@ -269,6 +272,23 @@ class Fetcher:
             self._held.fetched.extend(fetched)
         elif not self._channel.offer(Chunk(fetched, self.generation)):
             self._held = Chunk(fetched, self.generation)
+
+    def _hand_back(self) -> None:
+        """Unsubscribe and serve the revoke in a poll of this thread, before `Consumer.close()`.
+
+        Served inside the close, the revoke callback's call back into librdkafka (handing the
+        partitions back, or confluent-kafka's own fallback) can wait for ever while librdkafka
+        tears the group down (confluentinc/librdkafka#4041), holding the GIL: the whole process
+        stopped so in a CI run's Kafka test teardown. What the polls fetch is dropped; the
+        partitions' next owner reads it from the last commit.
+        """
+        try:
+            self.consumer.unsubscribe()
+            deadline = time.monotonic() + _HAND_BACK_S
+            while self.consumer.assignment() and time.monotonic() < deadline:
+                self.consumer.consume(1_000, 0.05)
+        except (KafkaException, RuntimeError) as exc:
+            log.warning("Kafka: could not hand the partitions back before closing (%s)", exc)
 
     def _run_commands(self) -> None:
         while True:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import pytest
 
 from arbitrage.ingest.kafka import KafkaIngest
+from arbitrage.ingest.kafka import _fetch as fetch_module
 from arbitrage.simulator import Simulator
 from arbitrage.storage import EmbeddedWarehouse
 from tests.integration.kafka.conftest import (
@@ -184,3 +186,32 @@ async def test_with_cooperative_rebalancing_a_batch_that_lost_some_partitions_st
     risk = await read_topic(mock_broker.bootstrap, options.topic_risk, expect=600, settle=2.0)
     missing = {r["signature"].encode() for r in records} - {m.key() for m in risk}
     assert not missing, f"{len(missing)} stored transactions never had their risk metrics published"
+
+
+@pytest.mark.parametrize("strategy", ["cooperative-sticky", "range"])
+async def test_a_stopping_consumer_hands_its_partitions_back_before_it_closes(
+    mock_broker: Broker,
+    warehouse: EmbeddedWarehouse,
+    start_ingest: Start,
+    monkeypatch: pytest.MonkeyPatch,
+    strategy: str,
+) -> None:
+    """A revoke served inside `Consumer.close()` can hang the process with the GIL held (librdkafka#4041)."""
+    options = options_for(mock_broker, extra={"partition.assignment.strategy": strategy})
+    records = Simulator(seed=36).records(100)
+    await produce(mock_broker.bootstrap, options.topic_transactions, records)
+    kafka = await start_ingest(options)
+    await wait_for(lambda: stored_at_least(warehouse, 100), what="100 stored")
+    fetcher = kafka._fetcher
+    assert fetcher is not None and await assigned(kafka)
+    assigned_at_close: list[list[int]] = []
+    real_close_within = fetch_module.close_within
+
+    def close_within(close: Callable[[], None], timeout: float) -> bool:
+        assigned_at_close.append([tp.partition for tp in fetcher.consumer.assignment()])
+        return real_close_within(close, timeout)
+
+    monkeypatch.setattr(fetch_module, "close_within", close_within)
+    await kafka.stop()
+    assert assigned_at_close == [[]]
+    assert await stored_counts(warehouse) == (100, 100)
