@@ -125,8 +125,8 @@ class IngestService:
         """Signatures of prepared groups whose insert has not returned yet, by group token."""
         self._group_tokens = itertools.count()
         self._failed_inserts: set[int] = set()
-        """Tokens of groups whose insert failed since the last prepare began: that prepare may have
-        skipped their signatures as in flight, so its group must not be stored as it is."""
+        """Tokens of groups whose insert failed (or that were failed for skipping such a group's
+        signatures) since the last prepare began: that prepare may have skipped them too."""
         self._pending = 0
         self._arriving = 0
         """Batches admitted that have not reached `_prepared` (decoding, deriving, waiting to prepare)."""
@@ -329,13 +329,11 @@ class IngestService:
                 except BaseException as exc:
                     _fail(futures, exc)
                 else:
-                    if prepared.saw & self._failed_inserts:
-                        self._in_flight.pop(prepared.token, None)
-                        _fail(futures, _deduplicated_against_a_failure())
-                    else:
-                        self._prepared.append((prepared, futures))
-                        if self._inserting is None or self._inserting.done():
-                            self._inserting = asyncio.create_task(self._insert_prepared())
+                    self._prepared.append((prepared, futures))
+                    if self._failed_inserts:  # an insert failed while this group was prepared
+                        self._fail_dependents()
+                    if self._prepared and (self._inserting is None or self._inserting.done()):
+                        self._inserting = asyncio.create_task(self._insert_prepared())
                 finally:
                     self._failed_inserts.clear()  # no group prepared from now on saw them in flight
                     for _, _, grouped in group:
@@ -434,7 +432,8 @@ class IngestService:
             if not isinstance(exc, Exception):
                 raise
             self.insert_error = f"{type(exc).__name__}: {exc}"[:300]
-            self._fail_dependents({prepared.token for prepared in prepared_groups})
+            self._failed_inserts.update(prepared.token for prepared in prepared_groups)
+            self._fail_dependents()
         else:
             if inserting:  # a group of duplicates only inserted nothing: it proves nothing about inserts
                 self.insert_error = None
@@ -446,22 +445,21 @@ class IngestService:
             for prepared, _ in groups:
                 self._in_flight.pop(prepared.token, None)
 
-    def _fail_dependents(self, failed: set[int]) -> None:
-        """Fail the groups that skipped signatures of `failed` groups as in flight, and theirs in turn.
+    def _fail_dependents(self) -> None:
+        """Fail the prepared groups that skipped signatures of `_failed_inserts` as in flight, and theirs in turn.
 
         Their callers are told to send them again (503, or a Kafka retry): stored as they are,
         they would have reported as duplicates rows that the warehouse never took.
         """
         kept: list[tuple[_Prepared, list[asyncio.Future[pl.DataFrame]]]] = []
         for prepared, futures in self._prepared:  # in prepare order: a dependent's dependents come after it
-            if prepared.saw & failed:
-                failed.add(prepared.token)
+            if prepared.saw & self._failed_inserts:
+                self._failed_inserts.add(prepared.token)
                 self._in_flight.pop(prepared.token, None)
                 _fail(futures, _deduplicated_against_a_failure())
             else:
                 kept.append((prepared, futures))
         self._prepared = kept
-        self._failed_inserts |= failed
 
     async def drain(self) -> None:
         """Wait for the inserts in flight and their batches' publishing (at shutdown, so no accepted

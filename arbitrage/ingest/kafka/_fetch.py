@@ -379,6 +379,7 @@ class Fetcher:
         rebalance protocol while it holds the GIL; during a consumer close that question can
         go unanswered for ever (confluentinc/librdkafka#4041), and the whole process stops (a
         CI run hung so in a test's teardown, `close_within`'s timeout never getting the GIL).
+        Handing back can hang there too, so a closing consumer is revoked before it closes (`_hand_back`).
         """
         if self._cooperative:
             self.consumer.incremental_unassign(partitions)

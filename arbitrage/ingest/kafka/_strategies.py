@@ -68,11 +68,12 @@ class Batcher:
         """The fetch generation of the messages held; a batch never spans two."""
 
     def add(self, fetched: Fetched, generation: int) -> None:
-        if not self._fetched:
-            self._deadline = time.monotonic() + self.timeout_s
-            self.generation = generation
-            self._fetched = Fetched(fetched.topic)
-        self._fetched.extend(fetched)
+        if self._fetched:
+            self._fetched.extend(fetched)
+            return
+        self._deadline = time.monotonic() + self.timeout_s
+        self.generation = generation
+        self._fetched = fetched  # the chunk's lists become the batch's: nothing else holds them
 
     def holds_older(self, generation: int) -> bool:
         """Whether messages of another fetch generation must be flushed before these are added."""
@@ -189,14 +190,11 @@ class StoreStep:
         """The last store error while a batch is being retried; None once it landed."""
 
     async def __call__(self, fetched: Fetched, suspects: Suspects) -> StoredBatch:
-        # The lists are the store's own: the batch keeps them for its dead letters and suspects.
-        origins = KafkaOrigins(fetched.partitions, fetched.offsets)
-        values = fetched.values
         started = time.perf_counter()
         bucket: list[pl.DataFrame] = []
         token = _stored_frames.set(bucket)
         try:
-            report = await self._store(values, origins)
+            report = await self._store(fetched.values, KafkaOrigins(fetched.partitions, fetched.offsets))
         finally:
             _stored_frames.reset(token)
         self.failing = None
