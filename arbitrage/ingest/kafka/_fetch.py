@@ -3,7 +3,9 @@
 The thread is the only one that calls `consume()`; rebalance callbacks run in it. It hands
 chunks of messages to the event loop through a bounded channel. When the channel is full
 it keeps the chunk, pauses every assigned partition (so memory stays bounded and the
-consumer still polls, keeping its group membership) and resumes once there is room.
+consumer still polls, keeping its group membership) and resumes once there is room. Before
+that, a `PartitionAligner` puts the partitions in step (message-time order), pausing any
+partition that runs too far ahead of the others.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from arbitrage.ingest.kafka import _metrics as m
+from arbitrage.ingest.kafka._align import PartitionAligner
 from arbitrage.ingest.kafka._fetched import Fetched
 from arbitrage.ingest.kafka._options import KafkaOptions
 
@@ -153,6 +156,9 @@ class Fetcher:
         self._accepting = False
         self._accepting_lock = threading.Lock()
         self._held: Chunk | None = None
+        self._aligner = (
+            PartitionAligner(self.topic, idle_s=options.align_wait_ms / 1000) if options.align_wait_ms else None
+        )
         self._paused: set[int] = set()
         self.admin_paused: set[int] = set()
         self.assigned: list[int] = []
@@ -244,6 +250,8 @@ class Fetcher:
                 messages = self.consumer.consume(min(self.options.batch_size, 5_000), _POLL_S)
                 self._group_metadata = self.consumer.consumer_group_metadata()
                 self._accept(messages)
+                if self._aligner is not None:
+                    self._hand_over(self._aligner.release(excluded=self.admin_paused, paused=self._paused))
                 if time.monotonic() >= next_lag:
                     self._update_lag()
                     next_lag = time.monotonic() + _LAG_EVERY_S
@@ -251,6 +259,8 @@ class Fetcher:
                 log.exception("Kafka fetch loop error; continuing")
                 self._stopping.wait(1.0)
         self._held = None
+        if self._aligner is not None:
+            self._aligner.forget(list(self.assigned))
         with self._accepting_lock:
             self._accepting = False
         self._run_commands()
@@ -261,13 +271,26 @@ class Fetcher:
             error = message.error()
             if error is None:
                 good.append(message)
-            elif error.code() != KafkaError._PARTITION_EOF:
+            elif error.code() == KafkaError._PARTITION_EOF:
+                partition = message.partition()
+                if self._aligner is not None and partition is not None:
+                    self._aligner.reached_end(partition)
+            else:
                 self.last_error = error.str()
                 log.warning("Kafka consume error: %s", error.str())
         if not good:
             return
         m.MESSAGES.labels("consumed").inc(len(good))
         fetched = Fetched.of(self.topic, good)
+        if self._aligner is not None:
+            self._aligner.add(fetched)
+        else:
+            self._hand_over(fetched)
+
+    def _hand_over(self, fetched: Fetched) -> None:
+        """To the pipeline, or to the chunk kept while the channel is full."""
+        if not fetched:
+            return
         if self._held is not None:
             self._held.fetched.extend(fetched)
         elif not self._channel.offer(Chunk(fetched, self.generation)):
@@ -301,8 +324,19 @@ class Fetcher:
             except Exception as exc:
                 future.set_exception(exc)
 
+    def seek(self, partition: int, offset: int) -> None:
+        """Read `partition` from `offset` on (in this thread); what is held of it was read from elsewhere."""
+        self.consumer.seek(TopicPartition(self.topic, partition, offset))
+        if self._aligner is not None:
+            self._aligner.forget([partition])
+            self._aligner.expect([partition])
+
     def _reconcile_pause(self) -> None:
         wanted = set(self.assigned) if self.backpressure else set(self.admin_paused) & set(self.assigned)
+        if self._aligner is not None and self.assigned:
+            # Ahead of the others by this much: fetch no more of it until they catch up.
+            ahead = self._aligner.over(max(1_000, 2 * self.options.batch_size // len(self.assigned)))
+            wanted |= ahead & set(self.assigned)
         to_pause, to_resume = wanted - self._paused, (self._paused - wanted) & set(self.assigned)
         if to_pause:
             self.consumer.pause([TopicPartition(self.topic, p) for p in sorted(to_pause)])
@@ -342,13 +376,15 @@ class Fetcher:
             self.consumer.assign(partitions)
         added = sorted(p.partition for p in partitions)
         self.assigned = sorted(set(self.assigned) | set(added))
+        if self._aligner is not None:
+            self._aligner.expect(added)
         self._on_assign(added)
         log.info("Kafka partitions assigned: %s (now %s)", added, self.assigned)
 
     def _revoked(self, _: Consumer, partitions: list[TopicPartition]) -> None:
         """Store and commit what was handed over while the partitions are still ours."""
         m.REBALANCES.labels("revoke").inc()
-        self._held = None
+        self._drop_held({p.partition for p in partitions})
         self.revoking = frozenset(p.partition for p in partitions)
         try:
             if not self._closing and not self._stopping.is_set() and partitions:
@@ -366,11 +402,19 @@ class Fetcher:
 
     def _lost(self, _: Consumer, partitions: list[TopicPartition]) -> None:
         m.REBALANCES.labels("lost").inc()
-        self._held = None
+        self._drop_held({p.partition for p in partitions})
         try:
             self._forget([p.partition for p in partitions])
         finally:
             self._unassign(partitions)
+
+    def _drop_held(self, partitions: set[int]) -> None:
+        """Forget the kept chunk's messages of partitions leaving; under cooperative rebalancing the
+        others stay this consumer's, and their position is already past them."""
+        if self._held is not None:
+            self._held.fetched = self._held.fetched.without(partitions)
+            if not self._held.fetched:
+                self._held = None
 
     def _unassign(self, partitions: list[TopicPartition]) -> None:
         """Each rebalance callback hands the assignment back itself.
@@ -393,6 +437,8 @@ class Fetcher:
         start fetching, as `_paused` (which no longer holds it) says.
         """
         self.assigned = [p for p in self.assigned if p not in partitions]
+        if self._aligner is not None:
+            self._aligner.forget(partitions)
         if partitions:
             self.generation += 1
             self._left_at.update(dict.fromkeys(partitions, self.generation))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from confluent_kafka import Message
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
 Headers = list[tuple[str, str | bytes | None]]
 
@@ -25,6 +25,8 @@ class Fetched:
     partitions: list[int] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
     headers: list[Headers | None] = field(default_factory=list)
+    timestamps: list[int] = field(default_factory=list)
+    """Each message's timestamp in ms (-1 when it has none)."""
 
     @classmethod
     def of(cls, topic: str, messages: Iterable[Message]) -> Fetched:
@@ -38,6 +40,8 @@ class Fetched:
             fetched.offsets.append(-1 if offset is None else offset)
             headers = message.headers()
             fetched.headers.append(list(headers.items()) if isinstance(headers, dict) else headers)
+            kind, stamp = message.timestamp()
+            fetched.timestamps.append(-1 if kind == TIMESTAMP_NOT_AVAILABLE else stamp)
         return fetched
 
     def __len__(self) -> int:
@@ -49,17 +53,47 @@ class Fetched:
         self.partitions.extend(other.partitions)
         self.offsets.extend(other.offsets)
         self.headers.extend(other.headers)
+        self.timestamps.extend(other.timestamps)
+
+    def head(self, count: int) -> Fetched:
+        return self._sliced(slice(None, count))
+
+    def tail(self, start: int) -> Fetched:
+        return self._sliced(slice(start, None))
+
+    def by_partition(self) -> dict[int, Fetched]:
+        """The messages of each partition, in their order here."""
+        positions: dict[int, list[int]] = {}
+        for index, partition in enumerate(self.partitions):
+            positions.setdefault(partition, []).append(index)
+        if len(positions) == 1:
+            return dict.fromkeys(positions, self)
+        return {partition: self._at(indexes) for partition, indexes in positions.items()}
 
     def without(self, partitions: set[int]) -> Fetched:
         """The messages of the other partitions (theirs were revoked; rare, so a plain loop)."""
-        kept = [i for i, partition in enumerate(self.partitions) if partition not in partitions]
+        return self._at([i for i, partition in enumerate(self.partitions) if partition not in partitions])
+
+    def _at(self, indexes: list[int]) -> Fetched:
         return Fetched(
             self.topic,
-            [self.values[i] for i in kept],
-            [self.keys[i] for i in kept],
-            [self.partitions[i] for i in kept],
-            [self.offsets[i] for i in kept],
-            [self.headers[i] for i in kept],
+            [self.values[i] for i in indexes],
+            [self.keys[i] for i in indexes],
+            [self.partitions[i] for i in indexes],
+            [self.offsets[i] for i in indexes],
+            [self.headers[i] for i in indexes],
+            [self.timestamps[i] for i in indexes],
+        )
+
+    def _sliced(self, part: slice) -> Fetched:
+        return Fetched(
+            self.topic,
+            self.values[part],
+            self.keys[part],
+            self.partitions[part],
+            self.offsets[part],
+            self.headers[part],
+            self.timestamps[part],
         )
 
     def next_offsets(self) -> dict[int, int]:

@@ -28,6 +28,8 @@ class KafkaOptions:
     topic_dlq: str = "arbitrage-dlq"
     batch_size: int = 50_000
     batch_timeout_ms: int = 500
+    align_wait_ms: int = 5000
+    """How long a silent partition holds the others back (`PartitionAligner`); 0 hands messages over as fetched."""
     extra: dict[str, str] = field(default_factory=dict)
     transactional: bool = True
     """Produce derived topics and commit offsets in one Kafka transaction (false: consumer commits)."""
@@ -63,6 +65,7 @@ class KafkaOptions:
             "topic_dlq": settings.topic_dlq,
             "batch_size": settings.batch_size,
             "batch_timeout_ms": settings.batch_timeout_ms,
+            "align_wait_ms": settings.align_wait_ms,
             "extra": dict(settings.extra),
             "transactional": settings.transactional,
             "transactional_id": settings.transactional_id,
@@ -89,6 +92,7 @@ class KafkaOptions:
             "heartbeat.interval.ms": max(500, self.session_timeout_ms // 5),
             "max.poll.interval.ms": max(60_000, self.session_timeout_ms * 2),
             "queued.max.messages.kbytes": 65_536,
+            "enable.partition.eof": True,  # a partition at its end holds no other back (`PartitionAligner`)
             **self.client_config(),
             "group.id": self.group_id,
             "enable.auto.commit": False,

@@ -457,7 +457,7 @@ class KafkaIngest:
             assert target is not None
             if not low <= target <= high:
                 raise ValidationError("offset", f"partition {partition} holds offsets {low} to {high}; got {target}")
-            fetcher.consumer.seek(TopicPartition(topic, partition, target))
+            fetcher.seek(partition, target)
             return target
 
         target = int(await asyncio.wrap_future(fetcher.call(seek)))

@@ -16,6 +16,7 @@ def fetched(*runs: tuple[int, range]) -> Fetched:
             batch.partitions.append(partition)
             batch.offsets.append(offset)
             batch.headers.append(None)
+            batch.timestamps.append(-1)
     return batch
 
 
