@@ -282,10 +282,17 @@ class Fetcher:
             return
         m.MESSAGES.labels("consumed").inc(len(good))
         fetched = Fetched.of(self.topic, good)
-        if self._aligner is not None:
-            self._aligner.add(fetched)
-        else:
+        if self._aligner is None:
             self._hand_over(fetched)
+            return
+        self._aligner.add(fetched)
+        for partition, next_offset in fetched.next_offsets().items():
+            # librdkafka reports a partition's end only with the next fetch answer (after up to
+            # fetch.wait.max.ms); its high watermark, from this answer, says so now. (A
+            # transactional producer's commit marker follows its last message: that end waits.)
+            _, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, partition), cached=True)
+            if 0 <= high <= next_offset:
+                self._aligner.reached_end(partition)
 
     def _hand_over(self, fetched: Fetched) -> None:
         """To the pipeline, or to the chunk kept while the channel is full."""
