@@ -1,4 +1,4 @@
-"""A backlog spread over partitions is stored in time order, so features are computed in order."""
+"""A backlog spread over partitions is stored in time order, so features are computed in order; what the fetch thread holds."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import asyncio
 
 import msgspec
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Producer, TopicPartition
 
 from arbitrage.features import FeatureEngine
 from arbitrage.ingest import IngestService
 from arbitrage.ingest.kafka import KafkaIngest
+from arbitrage.ingest.kafka._fetch import Channel, Chunk, Fetcher
+from arbitrage.ingest.kafka._fetched import Fetched
 from arbitrage.simulator import Simulator
 from arbitrage.storage import EmbeddedWarehouse
 from arbitrage.stream import RecentTransactions
@@ -56,3 +58,28 @@ async def test_a_backlog_over_several_partitions_is_stored_in_time_order_so_no_r
     late, stored = await late_rows(warehouse)
     assert stored == len(records)
     assert late == 0
+
+
+async def test_a_revoke_drops_only_the_leaving_partitions_messages_from_the_chunk_kept_for_a_full_pipeline(
+    mock_broker: Broker,
+) -> None:
+    """The kept partitions' positions are already past their messages: dropping those would skip them."""
+    options = options_for(mock_broker)
+    fetcher = Fetcher(options, Channel(asyncio.get_running_loop(), 1), on_assign=lambda _: None, committed=dict)
+    try:
+        kept = Fetched(options.topic_transactions)
+        for partition, offset in [(0, 5), (1, 7), (0, 6), (2, 3)]:
+            kept.extend(Fetched(options.topic_transactions, [b"{}"], [None], [partition], [offset], [None], [offset]))
+        fetcher._held = Chunk(kept, fetcher.generation)
+        fetcher._closing = True  # no pipeline to wait for
+        fetcher._revoked(fetcher.consumer, [TopicPartition(options.topic_transactions, 1)])
+        assert fetcher._held is not None
+        assert list(zip(fetcher._held.fetched.partitions, fetcher._held.fetched.offsets, strict=True)) == [
+            (0, 5),
+            (0, 6),
+            (2, 3),
+        ]
+        fetcher._revoked(fetcher.consumer, [TopicPartition(options.topic_transactions, p) for p in (0, 2)])
+        assert fetcher._held is None
+    finally:
+        fetcher.consumer.close()
