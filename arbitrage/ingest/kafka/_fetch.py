@@ -290,7 +290,10 @@ class Fetcher:
             # librdkafka reports a partition's end only with the next fetch answer (after up to
             # fetch.wait.max.ms); its high watermark, from this answer, says so now. (A
             # transactional producer's commit marker follows its last message: that end waits.)
-            _, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, partition), cached=True)
+            try:
+                _, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, partition), cached=True)
+            except KafkaException:
+                continue  # not known yet: the EOF event or `align_wait_ms` says when it ends
             if 0 <= high <= next_offset:
                 self._aligner.reached_end(partition)
 
