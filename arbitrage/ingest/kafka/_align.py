@@ -57,7 +57,8 @@ class PartitionAligner:
         return 0 if state is None else len(state.held)
 
     def expect(self, partitions: Iterable[int]) -> None:
-        """Newly assigned partitions: each holds the others back until it delivers, ends or idles."""
+        """Partitions (re)starting, newly assigned or sought: what was held of them is dropped, and each
+        holds the others back until it delivers, ends or idles."""
         now = self._clock()
         for partition in partitions:
             self._partitions[partition] = _Partition(Fetched(self.topic), heard_at=now)
@@ -103,8 +104,8 @@ class PartitionAligner:
         for state in self._partitions.values():
             count = len(state.stamps) if watermark is None else bisect.bisect_right(state.stamps, watermark)
             if count:
-                released.extend(state.held.head(count))
-                state.held = state.held.tail(count)
+                head, state.held = state.held.split(count)
+                released.extend(head)
                 del state.stamps[:count]
         return released
 
@@ -120,11 +121,10 @@ class PartitionAligner:
             elif now - state.heard_at >= self.idle_s:
                 continue
             frontiers.append(state.frontier)
-        if not frontiers:
-            return None
-        if any(frontier is None for frontier in frontiers):
+        known = [frontier for frontier in frontiers if frontier is not None]
+        if len(known) < len(frontiers):
             return _BEFORE_ANY
-        return min(frontier for frontier in frontiers if frontier is not None)
+        return min(known, default=None)
 
 
 _BEFORE_ANY = -(2**63)

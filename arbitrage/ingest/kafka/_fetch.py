@@ -338,7 +338,6 @@ class Fetcher:
         """Read `partition` from `offset` on (in this thread); what is held of it was read from elsewhere."""
         self.consumer.seek(TopicPartition(self.topic, partition, offset))
         if self._aligner is not None:
-            self._aligner.forget([partition])
             self._aligner.expect([partition])
 
     def _reconcile_pause(self) -> None:

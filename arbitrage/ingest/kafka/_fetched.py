@@ -55,11 +55,9 @@ class Fetched:
         self.headers.extend(other.headers)
         self.timestamps.extend(other.timestamps)
 
-    def head(self, count: int) -> Fetched:
-        return self._sliced(slice(None, count))
-
-    def tail(self, start: int) -> Fetched:
-        return self._sliced(slice(start, None))
+    def split(self, count: int) -> tuple[Fetched, Fetched]:
+        """The first `count` messages and the rest."""
+        return self._sliced(slice(None, count)), self._sliced(slice(count, None))
 
     def by_partition(self) -> dict[int, Fetched]:
         """The messages of each partition, in their order here."""

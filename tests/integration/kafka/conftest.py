@@ -85,28 +85,46 @@ async def start_ingest(ingest_service: IngestService) -> AsyncIterator[Start]:
 RawMessage = tuple[bytes | None, bytes | None, list[tuple[str, bytes]] | None]
 
 
-async def produce(bootstrap: str, topic: str, records: list[dict[str, Any]], *, raw: Sequence[RawMessage] = ()) -> None:
-    """Contract records keyed by signature, then `raw` (key, value, headers) messages as they are."""
-    await asyncio.to_thread(produce_blocking, bootstrap, topic, records, raw)
+async def produce(
+    bootstrap: str, topic: str, records: list[dict[str, Any]], *, raw: Sequence[RawMessage] = (), stamped: bool = False
+) -> None:
+    """Contract records keyed by signature, then `raw` (key, value, headers) messages as they are.
+
+    `stamped`: each record's block time is its message timestamp, as a collector producing live
+    stamps it (otherwise the producer's clock).
+    """
+    await asyncio.to_thread(produce_blocking, bootstrap, topic, records, raw, stamped)
 
 
-def produce_blocking(bootstrap: str, topic: str, records: list[dict[str, Any]], raw: Sequence[RawMessage] = ()) -> None:
+def produce_blocking(
+    bootstrap: str,
+    topic: str,
+    records: list[dict[str, Any]],
+    raw: Sequence[RawMessage] = (),
+    stamped: bool = False,
+) -> None:
     config = {"bootstrap.servers": bootstrap, "compression.type": "lz4", "linger.ms": 10}
     producer = Producer({**config, "message.max.bytes": 4_000_000})  # room for oversized poison
     encoder = msgspec.json.Encoder()
     for record in records:
-        _send(producer, topic, record["signature"].encode(), encoder.encode(record), None)
+        stamp = int(record["block_time"]) if stamped else 0  # 0: librdkafka stamps it now
+        _send(producer, topic, record["signature"].encode(), encoder.encode(record), None, stamp)
     for key, value, headers in raw:
         _send(producer, topic, key, value, headers)
     assert producer.flush(30) == 0
 
 
 def _send(
-    producer: Producer, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | None
+    producer: Producer,
+    topic: str,
+    key: bytes | None,
+    value: bytes | None,
+    headers: list[tuple[str, bytes]] | None,
+    timestamp: int = 0,
 ) -> None:
     while True:
         try:
-            producer.produce(topic, value, key, headers=headers)
+            producer.produce(topic, value, key, headers=headers, timestamp=timestamp)
             return
         except BufferError:
             producer.poll(0.1)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-import msgspec
 import pytest
-from confluent_kafka import Producer, TopicPartition
+from confluent_kafka import TopicPartition
 
 from arbitrage.features import FeatureEngine
 from arbitrage.ingest import IngestService
@@ -16,21 +15,10 @@ from arbitrage.ingest.kafka._fetched import Fetched
 from arbitrage.simulator import Simulator
 from arbitrage.storage import EmbeddedWarehouse
 from arbitrage.stream import RecentTransactions
-from tests.integration.kafka.conftest import options_for, stored_at_least, wait_for
+from tests.integration.kafka.conftest import options_for, produce, stored_at_least, wait_for
 from tests.services.kafka_broker import Broker
 
 pytestmark = pytest.mark.anyio
-
-
-def produce_stamped(bootstrap: str, topic: str, records: list[dict[str, object]]) -> None:
-    """Each record with its block time as the message timestamp, as a collector producing live stamps it."""
-    producer = Producer({"bootstrap.servers": bootstrap, "compression.type": "lz4", "linger.ms": 10})
-    encoder = msgspec.json.Encoder()
-    for record in records:
-        signature = str(record["signature"])
-        producer.produce(topic, encoder.encode(record), signature.encode(), timestamp=int(record["block_time"]))  # type: ignore[call-overload]
-        producer.poll(0)
-    assert producer.flush(30) == 0
 
 
 async def late_rows(warehouse: EmbeddedWarehouse) -> tuple[int, int]:
@@ -47,7 +35,7 @@ async def test_a_backlog_over_several_partitions_is_stored_in_time_order_so_no_r
         mock_broker, batch_size=1000, partitions={"transactions": 4, "opportunities": 2, "risk": 2, "dlq": 1}
     )
     records = Simulator(seed=21).records(8000)
-    await asyncio.to_thread(produce_stamped, mock_broker.bootstrap, options.topic_transactions, records)
+    await produce(mock_broker.bootstrap, options.topic_transactions, records, stamped=True)
     service = IngestService(warehouse, RecentTransactions(10), enrichers=[FeatureEngine().process])
     kafka = KafkaIngest(service, options)
     await kafka.start()
