@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
@@ -29,6 +29,8 @@ from arbitrage.ingest.kafka._fetched import Fetched
 from arbitrage.ingest.kafka._options import KafkaOptions
 
 log = logging.getLogger(__name__)
+
+PauseReason = Literal["admin", "backpressure", "alignment"]
 
 _POLL_S = 0.1
 _LAG_EVERY_S = 1.0
@@ -160,6 +162,7 @@ class Fetcher:
             PartitionAligner(self.topic, idle_s=options.align_wait_ms / 1000) if options.align_wait_ms else None
         )
         self._paused: set[int] = set()
+        self._pause_reasons: dict[int, list[PauseReason]] = {}
         self.admin_paused: set[int] = set()
         self.assigned: list[int] = []
         self.revoking: frozenset[int] = frozenset()
@@ -227,6 +230,18 @@ class Fetcher:
     @property
     def paused(self) -> set[int]:
         return set(self._paused)
+
+    def pause_reasons(self) -> dict[int, list[PauseReason]]:
+        """In the fetch thread: why each paused partition is. `admin`: an operator paused it;
+        `backpressure`: the pipeline is full; `alignment`: it holds many messages stamped after
+        what the other partitions have reached."""
+        return {p: list(reasons) for p, reasons in self._pause_reasons.items() if p in self._paused}
+
+    def held(self) -> dict[int, int]:
+        """In the fetch thread: messages each partition holds until the others reach their timestamps."""
+        if self._aligner is None:
+            return {}
+        return {partition: self._aligner.held(partition) for partition in self.assigned}
 
     def stale(self, partitions: Iterable[int], generation: int) -> set[int]:
         """Those of `partitions` that left this consumer since `generation`.
@@ -341,12 +356,19 @@ class Fetcher:
             self._aligner.expect([partition])
 
     def _reconcile_pause(self) -> None:
-        wanted = set(self.assigned) if self.backpressure else set(self.admin_paused) & set(self.assigned)
+        assigned = set(self.assigned)
+        reasons: dict[PauseReason, set[int]] = {
+            "admin": self.admin_paused & assigned,
+            "backpressure": assigned if self.backpressure else set(),
+        }
         if self._aligner is not None and self.assigned:
             # Ahead of the others by this much: fetch no more of it until they catch up.
-            ahead = self._aligner.over(max(1_000, 2 * self.options.batch_size // len(self.assigned)))
-            wanted |= ahead & set(self.assigned)
-        to_pause, to_resume = wanted - self._paused, (self._paused - wanted) & set(self.assigned)
+            reasons["alignment"] = (
+                self._aligner.over(max(1_000, 2 * self.options.batch_size // len(assigned))) & assigned
+            )
+        wanted = set().union(*reasons.values())
+        self._pause_reasons = {p: [why for why, ps in reasons.items() if p in ps] for p in sorted(wanted)}
+        to_pause, to_resume = wanted - self._paused, (self._paused - wanted) & assigned
         if to_pause:
             self.consumer.pause([TopicPartition(self.topic, p) for p in sorted(to_pause)])
         if to_resume:

@@ -15,7 +15,7 @@ import logging
 import weakref
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from confluent_kafka import KafkaException, TopicPartition
@@ -24,7 +24,7 @@ from arbitrage.errors import ValidationError
 from arbitrage.ingest import IngestService
 from arbitrage.ingest.kafka import _metrics as m
 from arbitrage.ingest.kafka._commit import CommitFailed, Committer, PlainCommitter, TransactionalCommitter
-from arbitrage.ingest.kafka._fetch import Barrier, Channel, Chunk, Fetcher, Stop
+from arbitrage.ingest.kafka._fetch import Barrier, Channel, Chunk, Fetcher, PauseReason, Stop
 from arbitrage.ingest.kafka._fetched import Fetched
 from arbitrage.ingest.kafka._offsets import BrokerOffsets
 from arbitrage.ingest.kafka._options import KafkaOptions
@@ -60,6 +60,17 @@ class PartitionState(msgspec.Struct):
     lag: int | None
     """Messages not yet stored and committed."""
     paused: bool
+    paused_for: list[PauseReason]
+    """Why it is paused: `admin` (`POST /admin/kafka/pause`), `backpressure` (the pipeline is
+    full), `alignment` (it holds many messages stamped after what the other partitions reached)."""
+    held: int
+    """Messages fetched and held until every partition reaches their timestamps (`align_wait_ms`)."""
+
+
+class _LocalState(NamedTuple):
+    positions: dict[int, int]
+    paused_for: dict[int, list[PauseReason]]
+    held: dict[int, int]
 
 
 class KafkaStatus(msgspec.Struct):
@@ -330,8 +341,8 @@ class KafkaIngest:
                 last_client_error=self._connect_error,
                 partitions=[],
             )
-        positions = await asyncio.wrap_future(fetcher.call(lambda: self._positions(fetcher)))
-        partitions = await asyncio.to_thread(self._partition_states, fetcher, positions)
+        local = await asyncio.wrap_future(fetcher.call(lambda: self._local_state(fetcher)))
+        partitions = await asyncio.to_thread(self._partition_states, local)
         return KafkaStatus(
             topic=self.options.topic_transactions,
             group_id=self.options.group_id,
@@ -343,20 +354,22 @@ class KafkaIngest:
             partitions=partitions,
         )
 
-    def _positions(self, fetcher: Fetcher) -> dict[int, int]:
-        """In the fetch thread (a local answer): the next offset to fetch, per assigned partition."""
+    def _local_state(self, fetcher: Fetcher) -> _LocalState:
+        """In the fetch thread (local answers): per assigned partition, the next offset to fetch,
+        why it is paused, and what the aligner holds of it."""
         topic = self.options.topic_transactions
         assigned = [TopicPartition(topic, p) for p in fetcher.assigned]
-        return {tp.partition: tp.offset for tp in fetcher.consumer.position(assigned)} if assigned else {}
+        positions = {tp.partition: tp.offset for tp in fetcher.consumer.position(assigned)} if assigned else {}
+        return _LocalState(positions, fetcher.pause_reasons(), fetcher.held())
 
-    def _partition_states(self, fetcher: Fetcher, positions: dict[int, int]) -> list[PartitionState]:
+    def _partition_states(self, local: _LocalState) -> list[PartitionState]:
         """In a worker thread: the broker's answers come through `BrokerOffsets`, never the consumer."""
         offsets = self._broker_offsets()
+        positions = local.positions
         assigned = sorted(positions)
         watermarks = offsets.watermarks(assigned)
         # What this consumer committed itself is known here; the broker is asked for the rest.
         committed = offsets.committed([p for p in assigned if p not in self._committed])
-        paused = fetcher.paused
         states = []
         for partition in assigned:
             low, high = watermarks.get(partition, (-1, -1))
@@ -369,7 +382,9 @@ class KafkaIngest:
                     low_watermark=_offset(low),
                     high_watermark=_offset(high),
                     lag=max(0, high - (done if done >= 0 else low)) if high >= 0 else None,
-                    paused=partition in paused,
+                    paused=partition in local.paused_for,
+                    paused_for=local.paused_for.get(partition, []),
+                    held=local.held.get(partition, 0),
                 )
             )
         return states

@@ -71,3 +71,42 @@ async def test_a_revoke_drops_only_the_leaving_partitions_messages_from_the_chun
         assert fetcher._held is None
     finally:
         fetcher.consumer.close()
+
+
+async def test_the_fetcher_says_why_each_partition_is_paused_and_what_it_holds(mock_broker: Broker) -> None:
+    """What `/admin/kafka` shows: a partition held back by the others is told apart from one paused by hand."""
+    options = options_for(mock_broker, batch_size=1000)
+    fetcher = Fetcher(options, Channel(asyncio.get_running_loop(), 1), on_assign=lambda _: None, committed=dict)
+    try:
+        fetcher.assigned = [0, 1]
+        assert fetcher._aligner is not None
+        fetcher._aligner.expect([0, 1])
+        ahead = 1000  # max(1000, 2 x batch_size / partitions): the most a partition holds before it pauses
+        fetcher._aligner.add(
+            Fetched(
+                options.topic_transactions,
+                [b"{}"] * ahead,
+                [None] * ahead,
+                [1] * ahead,
+                list(range(ahead)),
+                [None] * ahead,
+                list(range(10_000, 10_000 + ahead)),
+            )
+        )
+        fetcher._reconcile_pause()  # partition 0 has delivered nothing yet: 1 waits for it
+        assert fetcher.held() == {0: 0, 1: ahead}
+        assert fetcher.pause_reasons() == {1: ["alignment"]}
+
+        fetcher.admin_paused = {0, 1}
+        fetcher.backpressure = True
+        fetcher._reconcile_pause()
+        assert fetcher.pause_reasons() == {0: ["admin", "backpressure"], 1: ["admin", "backpressure", "alignment"]}
+
+        fetcher.admin_paused, fetcher.backpressure = set(), False
+        fetcher._aligner.reached_end(0)  # 0 holds nothing back any more: 1 is released
+        fetcher._hand_over(fetcher._aligner.release(excluded=set(), paused=fetcher.paused))
+        fetcher._reconcile_pause()
+        assert fetcher.held() == {0: 0, 1: 0}
+        assert fetcher.pause_reasons() == {}
+    finally:
+        fetcher.consumer.close()

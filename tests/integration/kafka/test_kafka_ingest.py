@@ -207,6 +207,7 @@ async def test_warehouse_outage_pauses_partitions_then_resumes_without_loss(
         return paused and status.store_error is not None  # the first store attempt has failed by now
 
     await wait_for(paused, what="back-pressure pause")
+    assert all("backpressure" in p.paused_for for p in (await kafka.status()).partitions)
     health = await kafka.health()
     assert health["status"] == "degraded"
     assert "drill" in health["error"]
@@ -287,6 +288,7 @@ async def test_admin_pause_stops_consumption_until_resumed(
     await produce(mock_broker.bootstrap, options.topic_transactions, records[1:])
     status = await kafka.status()
     assert sum(p.lag or 0 for p in status.partitions) == 300
+    assert [(p.paused_for, p.held) for p in status.partitions] == [(["admin"], 0)] * 4
     assert await stored_counts(warehouse) == (1, 1)
     await kafka.resume()
     await wait_for(lambda: stored_at_least(warehouse, 301), what="301 stored after resume")
