@@ -79,10 +79,10 @@ def main() -> None:
         assert server.process is not None
         metrics_before = stage_metrics(server.url)
         cpu_before = process_group_cpu_seconds(server.process.pid)
-        started = time.perf_counter()
+        started, client_started = time.perf_counter(), time.process_time()
         with ThreadPoolExecutor(args.connections) as pool:
             accepted = sum(pool.map(post, bodies[1:]))
-        elapsed = time.perf_counter() - started
+        elapsed, client_cpu = time.perf_counter() - started, time.process_time() - client_started
         server_cpu = process_group_cpu_seconds(server.process.pid) - cpu_before
         metrics = {k: v - metrics_before.get(k, 0.0) for k, v in stage_metrics(server.url).items()}
         stored = httpx.get(f"{server.url}/stats", timeout=60).json()["transactions"]
@@ -106,6 +106,7 @@ def main() -> None:
             ("throughput", f"{accepted / elapsed:,.0f} tx/s"),
             ("server CPU", f"{server_cpu:.1f} s = {server_cpu / max(accepted, 1) * 1e6:.1f} us per stored row"),
             ("server cores busy", f"{server_cpu / elapsed:.2f}"),
+            ("client cores busy (same machine)", f"{client_cpu / elapsed:.2f}"),
             (
                 "server CPU once merges settle",
                 f"{settled_cpu:.1f} s = {settled_cpu / max(accepted, 1) * 1e6:.1f} us per stored row",
