@@ -76,7 +76,13 @@ DASHBOARDS: dict[str, tuple[str, list[dict[str, Any]]]] = {
                 "ops",
             ),
             panel("Kafka consumer lag", {"partition {{partition}}": "sum by (partition) (kafka_consumer_lag)"}),
-            panel("Kafka paused partitions", {"{{instance}}": "kafka_ingest_paused_partitions"}),
+            panel(
+                "Kafka paused partitions, held messages",
+                {
+                    "paused {{instance}}": "kafka_ingest_paused_partitions",
+                    "held {{instance}}": "kafka_ingest_held_messages",
+                },
+            ),
             panel(
                 "Kafka batch store and commit p95",
                 {"store": p95("kafka_ingest_batch_store_seconds"), "commit": p95("kafka_ingest_commit_seconds")},

@@ -375,6 +375,7 @@ class Fetcher:
             self.consumer.resume([TopicPartition(self.topic, p) for p in sorted(to_resume)])
         self._paused = wanted
         m.PAUSED.set(len(wanted))
+        m.HELD.set(0 if self._aligner is None else len(self._aligner))
 
     def _update_lag(self) -> None:
         committed = self._committed()

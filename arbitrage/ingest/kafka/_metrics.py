@@ -43,7 +43,12 @@ REBALANCES = Counter(
 )
 PAUSED = Gauge(
     "kafka_ingest_paused_partitions",
-    "Assigned partitions currently paused (backpressure or admin).",
+    "Assigned partitions currently paused (backpressure, admin or alignment).",
+    registry=METRICS.registry,
+)
+HELD = Gauge(
+    "kafka_ingest_held_messages",
+    "Fetched messages held until every partition reaches their timestamps (partition alignment).",
     registry=METRICS.registry,
 )
 STORE_RETRIES = Counter(

@@ -14,6 +14,7 @@ from arbitrage.ingest.kafka._fetch import Channel, Chunk, Fetcher
 from arbitrage.ingest.kafka._fetched import Fetched
 from arbitrage.simulator import Simulator
 from arbitrage.storage import EmbeddedWarehouse
+from arbitrage.telemetry import METRICS
 from arbitrage.stream import RecentTransactions
 from tests.integration.kafka.conftest import options_for, produce, stored_at_least, wait_for
 from tests.services.kafka_broker import Broker
@@ -96,6 +97,7 @@ async def test_the_fetcher_says_why_each_partition_is_paused_and_what_it_holds(m
         fetcher._reconcile_pause()  # partition 0 has delivered nothing yet: 1 waits for it
         assert fetcher.held() == {0: 0, 1: ahead}
         assert fetcher.pause_reasons() == {1: ["alignment"]}
+        assert METRICS.registry.get_sample_value("kafka_ingest_held_messages") == ahead
 
         fetcher.admin_paused = {0, 1}
         fetcher.backpressure = True
@@ -108,5 +110,6 @@ async def test_the_fetcher_says_why_each_partition_is_paused_and_what_it_holds(m
         fetcher._reconcile_pause()
         assert fetcher.held() == {0: 0, 1: 0}
         assert fetcher.pause_reasons() == {}
+        assert METRICS.registry.get_sample_value("kafka_ingest_held_messages") == 0
     finally:
         fetcher.consumer.close()
