@@ -14,8 +14,8 @@ from arbitrage.ingest.kafka._fetch import Channel, Chunk, Fetcher
 from arbitrage.ingest.kafka._fetched import Fetched
 from arbitrage.simulator import Simulator
 from arbitrage.storage import EmbeddedWarehouse
-from arbitrage.telemetry import METRICS
 from arbitrage.stream import RecentTransactions
+from arbitrage.telemetry import METRICS
 from tests.integration.kafka.conftest import options_for, produce, stored_at_least, wait_for
 from tests.services.kafka_broker import Broker
 
