@@ -232,9 +232,9 @@ class Fetcher:
         return set(self._paused)
 
     def pause_reasons(self) -> dict[int, list[PauseReason]]:
-        """In the fetch thread: why each paused partition is. `admin`: an operator paused it;
-        `backpressure`: the pipeline is full; `alignment`: it holds many messages stamped after
-        what the other partitions have reached."""
+        """In the fetch thread: what each paused partition is paused for. `admin`: an operator
+        paused it; `backpressure`: the pipeline is full; `alignment`: it holds many messages
+        stamped after what the other partitions have reached."""
         return {p: list(reasons) for p, reasons in self._pause_reasons.items() if p in self._paused}
 
     def held(self) -> dict[int, int]:
