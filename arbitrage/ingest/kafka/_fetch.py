@@ -161,8 +161,8 @@ class Fetcher:
         self._aligner = (
             PartitionAligner(self.topic, idle_s=options.align_wait_ms / 1000) if options.align_wait_ms else None
         )
-        self._paused: set[int] = set()
-        self._pause_reasons: dict[int, list[PauseReason]] = {}
+        self._paused: dict[int, list[PauseReason]] = {}
+        """Each paused partition and what for; replaced whole, never changed in place (other threads read it)."""
         self.admin_paused: set[int] = set()
         self.assigned: list[int] = []
         self.revoking: frozenset[int] = frozenset()
@@ -232,10 +232,10 @@ class Fetcher:
         return set(self._paused)
 
     def pause_reasons(self) -> dict[int, list[PauseReason]]:
-        """In the fetch thread: what each paused partition is paused for. `admin`: an operator
-        paused it; `backpressure`: the pipeline is full; `alignment`: it holds many messages
-        stamped after what the other partitions have reached."""
-        return {p: list(reasons) for p, reasons in self._pause_reasons.items() if p in self._paused}
+        """What each paused partition is paused for. `admin`: an operator paused it;
+        `backpressure`: the pipeline is full; `alignment`: it holds many messages stamped after
+        what the other partitions have reached."""
+        return {p: list(reasons) for p, reasons in self._paused.items()}
 
     def held(self) -> dict[int, int]:
         """In the fetch thread: messages each partition holds until the others reach their timestamps."""
@@ -266,7 +266,7 @@ class Fetcher:
                 self._group_metadata = self.consumer.consumer_group_metadata()
                 self._accept(messages)
                 if self._aligner is not None:
-                    self._hand_over(self._aligner.release(excluded=self.admin_paused, paused=self._paused))
+                    self._hand_over(self._aligner.release(excluded=self.admin_paused, paused=self._paused.keys()))
                 if time.monotonic() >= next_lag:
                     self._update_lag()
                     next_lag = time.monotonic() + _LAG_EVERY_S
@@ -367,13 +367,12 @@ class Fetcher:
                 self._aligner.over(max(1_000, 2 * self.options.batch_size // len(assigned))) & assigned
             )
         wanted = set().union(*reasons.values())
-        self._pause_reasons = {p: [why for why, ps in reasons.items() if p in ps] for p in sorted(wanted)}
-        to_pause, to_resume = wanted - self._paused, (self._paused - wanted) & assigned
+        to_pause, to_resume = wanted - self._paused.keys(), (self._paused.keys() - wanted) & assigned
         if to_pause:
             self.consumer.pause([TopicPartition(self.topic, p) for p in sorted(to_pause)])
         if to_resume:
             self.consumer.resume([TopicPartition(self.topic, p) for p in sorted(to_resume)])
-        self._paused = wanted
+        self._paused = {p: [why for why, ps in reasons.items() if p in ps] for p in sorted(wanted)}
         m.PAUSED.set(len(wanted))
         m.HELD.set(0 if self._aligner is None else len(self._aligner))
 
@@ -474,11 +473,11 @@ class Fetcher:
         if partitions:
             self.generation += 1
             self._left_at.update(dict.fromkeys(partitions, self.generation))
-        paused = sorted(self._paused & set(partitions))
+        paused = sorted(self._paused.keys() & set(partitions))
         if paused:
             with contextlib.suppress(KafkaException):
                 self.consumer.resume([TopicPartition(self.topic, p) for p in paused])
-        self._paused -= set(partitions)
+        self._paused = {p: reasons for p, reasons in self._paused.items() if p not in partitions}
         for partition in partitions:
             self.lag.pop(partition, None)
             with contextlib.suppress(KeyError):
