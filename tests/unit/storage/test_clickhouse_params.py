@@ -125,8 +125,16 @@ def test_the_backend_refuses_to_start_without_a_url() -> None:
 
 
 def test_arrow_payloads_widen_polars_view_types_and_round_trip() -> None:
-    frame = pl.DataFrame({"signature": ["a", "b"], "route": [["x", "y"], ["z"]], "n": [1, 2]})
-    table = frame.to_arrow()
+    frame = pl.DataFrame(
+        {
+            "signature": ["a", "b"],
+            "route": [["x", "y"], ["z"]],
+            "legs": [[{"dex": "orca", "amount_in": 1}], [{"dex": "raydium", "amount_in": 2}]],
+            "n": [1, 2],
+        }
+    )
+    table = frame.to_arrow(compat_level=pl.CompatLevel.newest())  # as ingest hands rows to insert_arrow
+    assert "view" in str(table.schema.field("signature").type) and "view" in str(table.schema.field("legs").type)
     payload = arrow_stream_bytes(table)
     back = read_arrow_stream(payload)
     assert back.to_pylist() == table.to_pylist()
