@@ -102,7 +102,10 @@ def _route(legs: pl.DataFrame, hops: npt.NDArray[np.int64], first_legs: npt.NDAr
     take[outputs] = np.arange(leg_rows)
     tokens = pl.concat([legs.get_column("token_out"), legs.get_column("token_in").gather(first_legs)]).gather(take)
     offsets = pa.array(np.concatenate([[0], np.cumsum(hops + 1)]), pa.int64())
-    return pl.Series("route", pa.LargeListArray.from_arrays(offsets, tokens.to_arrow()))
+    # The tokens stay string views: polars takes them back without copying a string.
+    return pl.Series(
+        "route", pa.LargeListArray.from_arrays(offsets, tokens.to_arrow(compat_level=pl.CompatLevel.newest()))
+    )
 
 
 def _sol_per_start(legs: pl.DataFrame, first_legs: npt.NDArray[np.int64]) -> pl.Series:
