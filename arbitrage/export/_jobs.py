@@ -4,10 +4,10 @@ A job row lives in `export_jobs` (ReplacingMergeTree: each update inserts the wh
 with a higher `version`, which is also the row's heartbeat in nanoseconds). A queued or
 running job refreshes its row every few seconds (state and counters; the file list only
 goes into the final row); a job whose row stops moving (its process died) is marked failed
-as interrupted, at start-up for the embedded warehouse (one process owns it) and by the
-periodic sweep otherwise. A job stopped by a shutdown ends the same way. Files are staged
-and committed by `run_export`, so a job that did not finish never published anything under
-a final name.
+as interrupted: with the embedded warehouse (one process owns it) at start-up and by the
+periodic sweep, whatever its row's age; otherwise by the sweep once the row is stale. A job
+stopped by a shutdown ends the same way. Files are staged and committed by `run_export`, so
+a job that did not finish never published anything under a final name.
 
 A job runs in the process that accepted it. A cancel asked of another process (several
 processes on one ClickHouse) is stored in `export_cancels`; the owner reads it on the job's
@@ -205,8 +205,12 @@ class ExportService:
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
         descriptions: Mapping[str, ColumnDescription] | None = None,
         destination_roots: Sequence[str] | None = None,
+        sole_owner: bool | None = None,
     ) -> None:
         self._warehouse = warehouse
+        self._sole_owner = warehouse.backend == "embedded" if sole_owner is None else sole_owner
+        """No other process runs jobs on this warehouse (embedded: one process owns it), so a queued
+        or running job this service does not run is dead, however fresh its row."""
         self._export_dir = export_dir
         self._destination_roots = destination_roots
         self._storage_options = storage_options
@@ -225,8 +229,7 @@ class ExportService:
 
     async def start(self) -> None:
         """Fail jobs that a dead process left running, then keep sweeping for such jobs."""
-        everything = self._warehouse.backend == "embedded"  # no other process can own a job
-        await self.fail_interrupted(all_active=everything)
+        await self.fail_interrupted(all_active=self._sole_owner)
         self._sweeper = asyncio.create_task(self._sweep(), name="export-job-sweeper")
 
     async def close(self) -> None:
@@ -478,8 +481,15 @@ class ExportService:
         schedule retries an interrupted run, not a cancelled one).
         """
         stale_before = time.time_ns() - self._stale_ns
+        # A job is ours if it was active when the query started (it may end and leave `_active`
+        # while the query runs, its last row unread) or is active now (submitted meanwhile).
+        active_before = set(self._active)
         jobs = await self._query("state IN ('queued', 'running')", {}, limit=10_000, with_version=True)
-        dead = [job for job, version in jobs if job.id not in self._active and (all_active or version <= stale_before)]
+        dead = [
+            job
+            for job, version in jobs
+            if job.id not in active_before and job.id not in self._active and (all_active or version <= stale_before)
+        ]
         asked = await self._cancels_requested([job.id for job in dead]) if dead else set()
         failed: builtins.list[str] = []
         cancelled: builtins.list[str] = []
@@ -655,12 +665,16 @@ class ExportService:
         return found
 
     async def _sweep(self) -> None:
+        # A sole owner marks a job no task of its own runs at the next sweep (a start-up on a full
+        # disk could not mark it), not once its row goes stale.
+        sole = self._sole_owner
+        pause = self._heartbeat_seconds if sole else max(self._heartbeat_seconds, self._stale_ns / 2e9)
         while True:
-            await asyncio.sleep(max(self._heartbeat_seconds, self._stale_ns / 2e9))
+            await asyncio.sleep(pause)
             for active in [a for a in self._active.values() if a.job.finished_at is not None]:
                 await self._save_ended(active)
             try:
-                await self.fail_interrupted()
+                await self.fail_interrupted(all_active=sole)
             except Exception:
                 log.exception("sweeping interrupted export jobs failed")
 

@@ -172,7 +172,8 @@ async def test_a_restart_that_cannot_mark_an_interrupted_job_still_starts_and_th
     service._sweeper.cancel()  # type: ignore[union-attr]
     jobs_table = f"{filled.database}.export_jobs"
     await filled.execute(f"ALTER TABLE {jobs_table} ADD CONSTRAINT refuse_all CHECK 0")
-    restarted = ExportService(filled, export_dir=str(out), stale_after_seconds=0.2, heartbeat_seconds=0.05)
+    # Its row never goes stale: the process owns the embedded warehouse, so the job is dead anyway.
+    restarted = ExportService(filled, export_dir=str(out), stale_after_seconds=3600, heartbeat_seconds=0.05)
     try:
         await restarted.start()
         assert (await restarted.get(job.id)).state == "running"
@@ -442,8 +443,8 @@ async def test_a_cancel_sent_to_another_process_stops_the_running_job_in_its_own
     filled, out
 ):
     """With several processes on one ClickHouse, `DELETE /exports/{id}` may reach one that does not run the job."""
-    # This process starts first: the embedded start-up fails every job no process of its own runs.
-    requester = ExportService(filled, export_dir=str(out), heartbeat_seconds=0.05)
+    # Not the warehouse's sole owner, as on a shared ClickHouse: it leaves the owner's job alone.
+    requester = ExportService(filled, export_dir=str(out), heartbeat_seconds=0.05, sole_owner=False)
     async with export_api(filled, load_settings(env={}), requester) as api:
         owner = await _slow_service(filled, out, heartbeat_seconds=0.05)
         try:
@@ -488,7 +489,7 @@ async def test_a_job_queued_in_another_process_is_cancelled_from_this_one(filled
 async def test_a_job_whose_process_dies_before_reading_a_cancel_asked_elsewhere_ends_cancelled_not_failed(filled, out):
     """The user asked to cancel it: the clean-up after the crash must not call it an interrupted run (retried)."""
     owner = await _slow_service(filled, out, heartbeat_seconds=3600)  # it dies before its next beat
-    requester = ExportService(filled, export_dir=str(out), heartbeat_seconds=0.05)
+    requester = ExportService(filled, export_dir=str(out), heartbeat_seconds=0.05, sole_owner=False)
     sweeper = ExportService(filled, export_dir=str(out), stale_after_seconds=0.5)
     job = await owner.submit("slow-parquet", ExportRequest(chunk_rows=100))
     await asyncio.to_thread(_SlowWriter.entered.wait, 30)
@@ -517,7 +518,7 @@ async def test_a_job_asked_elsewhere_to_cancel_ends_cancelled_when_its_process_s
 ):
     """A shutdown between the request and the owner's next heartbeat must not turn the cancel into a retried run."""
     owner = await _slow_service(filled, out, heartbeat_seconds=3600)
-    requester = ExportService(filled, export_dir=str(out), heartbeat_seconds=0.05)
+    requester = ExportService(filled, export_dir=str(out), heartbeat_seconds=0.05, sole_owner=False)
     job = await owner.submit("slow-parquet", ExportRequest(chunk_rows=100))
     await asyncio.to_thread(_SlowWriter.entered.wait, 30)
     assert (await requester.cancel(job.id)).state == "running"
