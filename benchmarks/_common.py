@@ -185,6 +185,18 @@ def ingest_stage_rows(totals: dict[str, float]) -> list[tuple[str, str]]:
     return rows
 
 
+def config_env(overrides: list[str]) -> dict[str, str]:
+    """`section.key=value` overrides as the `ARB_SECTION__KEY` variables the server reads."""
+    env = {}
+    for override in overrides:
+        name, separator, value = override.partition("=")
+        section, dot, key = name.partition(".")
+        if not (separator and dot and section and key):
+            raise SystemExit(f"--set {override!r}: expected section.key=value")
+        env[f"ARB_{section.upper()}__{key.upper()}"] = value
+    return env
+
+
 def start_server(
     stack: contextlib.ExitStack, data_dir: Path, *, redis: bool = False, env: dict[str, str] | None = None
 ) -> ServerProcess:

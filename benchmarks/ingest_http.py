@@ -6,7 +6,7 @@ The first `--warmup` records are posted untimed and reported apart: a fresh proc
 for its first touch of every page it grows into (on a VM that hands freed memory back to
 its host, several seconds of kernel time for the first 2 GB), which is not the sustained
 rate. Usage:
-    .venv/bin/python benchmarks/ingest_http.py [--records 1000000] [--warmup 300000] [--batch 10000] [--connections 16] [--format json] [--squeeze 1] [--redis]
+    .venv/bin/python benchmarks/ingest_http.py [--records 1000000] [--warmup 300000] [--batch 10000] [--connections 16] [--format json] [--squeeze 1] [--set ingest.insert_min_rows=100000] [--redis]
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import (
     arrow_bodies,
+    config_env,
     cpu_after_settling,
     ingest_stage_rows,
     ingest_stage_totals,
@@ -51,6 +52,13 @@ def main() -> None:
         "--squeeze", type=float, default=1.0, help="pack the simulated feed into N times less block time (denser)"
     )
     parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="a config override for the server, e.g. ingest.insert_min_rows=100000 (repeatable)",
+    )
+    parser.add_argument(
         "--redis",
         action="store_true",
         help="with a redis-server of its own as [redis] (cache, live feed through pub/sub)",
@@ -66,7 +74,7 @@ def main() -> None:
     megabytes = sum(len(b) for b in bodies) / 1e6
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        server = start_server(stack, tmp / "data", redis=args.redis)
+        server = start_server(stack, tmp / "data", redis=args.redis, env=config_env(args.set))
         client = httpx.Client(timeout=120, limits=httpx.Limits(max_connections=args.connections))
         retries = 0
 
@@ -108,6 +116,7 @@ def main() -> None:
             ("body size", f"{megabytes:,.0f} MB {args.format}"),
             ("client connections", args.connections),
             ("redis", "on (live feed through pub/sub, no client)" if args.redis else "off"),
+            ("config overrides", ", ".join(args.set) or "none"),
             ("elapsed", f"{elapsed:.1f} s"),
             ("stored (timed)", f"{accepted:,}"),
             ("stored total (/stats)", f"{stored:,}"),
