@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 import pyarrow as pa
 
+from arbitrage.config import ENV_PREFIX
 from arbitrage.simulator import Simulator
 from tests.e2e.server import ServerProcess
 from tests.services.redis_server import RedisServer
@@ -193,7 +194,7 @@ def config_env(overrides: list[str]) -> dict[str, str]:
         section, dot, key = name.partition(".")
         if not (separator and dot and section and key):
             raise SystemExit(f"--set {override!r}: expected section.key=value")
-        env[f"ARB_{section.upper()}__{key.upper()}"] = value
+        env[f"{ENV_PREFIX}{section.upper()}__{key.upper()}"] = value
     return env
 
 

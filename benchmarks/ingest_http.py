@@ -64,11 +64,10 @@ def main() -> None:
         help="with a redis-server of its own as [redis] (cache, live feed through pub/sub)",
     )
     args = parser.parse_args()
-    warmup_batches = max(1, -(-args.warmup // args.batch))
-    print(f"preparing {args.records + warmup_batches * args.batch:,} records ...", file=sys.stderr)
-    all_bodies = (arrow_bodies if args.format == "arrow" else json_bodies)(
-        args.records + warmup_batches * args.batch, args.batch, squeeze=args.squeeze
-    )
+    warmup_batches = max(1, -(-args.warmup // args.batch))  # at least one: its rate is printed
+    total = args.records + warmup_batches * args.batch
+    print(f"preparing {total:,} records ...", file=sys.stderr)
+    all_bodies = (arrow_bodies if args.format == "arrow" else json_bodies)(total, args.batch, squeeze=args.squeeze)
     warmup, bodies = all_bodies[:warmup_batches], all_bodies[warmup_batches:]
     content_type = CONTENT_TYPES[args.format]
     megabytes = sum(len(b) for b in bodies) / 1e6
@@ -90,16 +89,15 @@ def main() -> None:
                 return int(response.json()["accepted"])
 
         assert server.process is not None
-        warmup_started = time.perf_counter()
         with ThreadPoolExecutor(args.connections) as pool:
+            warmup_started = time.perf_counter()
             warmup_accepted = sum(pool.map(post, warmup))
-        warmup_elapsed = time.perf_counter() - warmup_started
-        metrics_before = stage_metrics(server.url)
-        cpu_before = process_group_cpu_seconds(server.process.pid)
-        started, client_started = time.perf_counter(), time.process_time()
-        with ThreadPoolExecutor(args.connections) as pool:
+            warmup_elapsed = time.perf_counter() - warmup_started
+            metrics_before = stage_metrics(server.url)
+            cpu_before = process_group_cpu_seconds(server.process.pid)
+            started, client_started = time.perf_counter(), time.process_time()
             accepted = sum(pool.map(post, bodies))
-        elapsed, client_cpu = time.perf_counter() - started, time.process_time() - client_started
+            elapsed, client_cpu = time.perf_counter() - started, time.process_time() - client_started
         server_cpu = process_group_cpu_seconds(server.process.pid) - cpu_before
         metrics = {k: v - metrics_before.get(k, 0.0) for k, v in stage_metrics(server.url).items()}
         stored = httpx.get(f"{server.url}/stats", timeout=60).json()["transactions"]

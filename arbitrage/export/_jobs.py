@@ -208,7 +208,7 @@ class ExportService:
         sole_owner: bool | None = None,
     ) -> None:
         self._warehouse = warehouse
-        self._sole_owner = warehouse.backend == "embedded" if sole_owner is None else sole_owner
+        self.sole_owner = warehouse.backend == "embedded" if sole_owner is None else sole_owner
         """No other process runs jobs on this warehouse (embedded: one process owns it), so a queued
         or running job this service does not run is dead, however fresh its row."""
         self._export_dir = export_dir
@@ -229,7 +229,7 @@ class ExportService:
 
     async def start(self) -> None:
         """Fail jobs that a dead process left running, then keep sweeping for such jobs."""
-        await self.fail_interrupted(all_active=self._sole_owner)
+        await self.fail_interrupted(all_active=self.sole_owner)
         self._sweeper = asyncio.create_task(self._sweep(), name="export-job-sweeper")
 
     async def close(self) -> None:
@@ -667,7 +667,7 @@ class ExportService:
     async def _sweep(self) -> None:
         # A sole owner marks a job no task of its own runs at the next sweep (a start-up on a full
         # disk could not mark it), not once its row goes stale.
-        sole = self._sole_owner
+        sole = self.sole_owner
         pause = self._heartbeat_seconds if sole else max(self._heartbeat_seconds, self._stale_ns / 2e9)
         while True:
             await asyncio.sleep(pause)

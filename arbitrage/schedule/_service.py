@@ -516,7 +516,7 @@ class ScheduleService:
         Claimed due times that never got a job are recorded as failed jobs first.
         """
         marked = self._exports.interrupted_marked
-        everything = at_start and self._warehouse.backend == "embedded"  # no other process can be claiming
+        everything = at_start and self._exports.sole_owner  # no other process can be claiming
         grace = timedelta(seconds=0 if everything else self._exports.stale_after_seconds)
         await self._record_unstarted(claimed_before=datetime.now(UTC) - grace)
         latest = await self._exports.latest_of_schedules()

@@ -489,7 +489,7 @@ async def test_a_job_queued_in_another_process_is_cancelled_from_this_one(filled
 async def test_a_job_whose_process_dies_before_reading_a_cancel_asked_elsewhere_ends_cancelled_not_failed(filled, out):
     """The user asked to cancel it: the clean-up after the crash must not call it an interrupted run (retried)."""
     owner = await _slow_service(filled, out, heartbeat_seconds=3600)  # it dies before its next beat
-    requester = ExportService(filled, export_dir=str(out), heartbeat_seconds=0.05, sole_owner=False)
+    requester = ExportService(filled, export_dir=str(out), heartbeat_seconds=0.05)
     sweeper = ExportService(filled, export_dir=str(out), stale_after_seconds=0.5)
     job = await owner.submit("slow-parquet", ExportRequest(chunk_rows=100))
     await asyncio.to_thread(_SlowWriter.entered.wait, 30)
@@ -518,7 +518,7 @@ async def test_a_job_asked_elsewhere_to_cancel_ends_cancelled_when_its_process_s
 ):
     """A shutdown between the request and the owner's next heartbeat must not turn the cancel into a retried run."""
     owner = await _slow_service(filled, out, heartbeat_seconds=3600)
-    requester = ExportService(filled, export_dir=str(out), heartbeat_seconds=0.05, sole_owner=False)
+    requester = ExportService(filled, export_dir=str(out), heartbeat_seconds=0.05)
     job = await owner.submit("slow-parquet", ExportRequest(chunk_rows=100))
     await asyncio.to_thread(_SlowWriter.entered.wait, 30)
     assert (await requester.cancel(job.id)).state == "running"
