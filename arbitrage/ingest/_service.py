@@ -650,7 +650,7 @@ def _combined(frames: list[pl.DataFrame]) -> pl.DataFrame:
     tagged = [f.with_columns(pl.lit(i, pl.UInt32).alias(_BATCH)) for i, f in enumerate(frames)]
     if len(tagged) == 1:
         return tagged[0]
-    return pl.concat(tagged, how="vertical").unique(subset="signature", keep="first", maintain_order=True)
+    return _first_of_each_signature(pl.concat(tagged, how="vertical"))
 
 
 def _window_of(frame: pl.DataFrame) -> SignatureWindow:
@@ -686,5 +686,16 @@ def _stamped_rows(groups: list[_Prepared], moment: datetime) -> pa.Table:
 
 def _derive_unique(raw: pl.DataFrame, source: str) -> pl.DataFrame:
     """Derived columns, keeping the first of any signature repeated inside the batch."""
-    unique = raw.unique(subset="signature", keep="first", maintain_order=True)
-    return derive(unique, source=source)
+    return derive(_first_of_each_signature(raw), source=source)
+
+
+def _first_of_each_signature(frame: pl.DataFrame) -> pl.DataFrame:
+    """The frame less later rows of a signature it holds already, in order.
+
+    Repeats are rare: counting distinct signatures first leaves the frame as it is without
+    gathering its 100+ columns (`unique` always gathers them: 24 ms for a 50k-row group).
+    """
+    signatures = frame.get_column("signature")
+    if signatures.n_unique() == len(signatures):
+        return frame
+    return frame.filter(signatures.is_first_distinct())

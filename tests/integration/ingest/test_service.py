@@ -45,12 +45,32 @@ async def test_a_duplicate_signature_is_counted_once_across_batches(
     assert await _count(warehouse) == 200
 
 
-async def test_a_signature_repeated_inside_one_batch_is_stored_once(
+async def test_a_signature_repeated_inside_one_batch_is_stored_once_as_first_sent(
     warehouse: EmbeddedWarehouse, records: list[dict[str, Any]]
 ) -> None:
-    report = await _service(warehouse).ingest_body(msgspec.json.encode(records[:10] + records[:3]), None, source="test")
+    later_copies = [{**r, "jito_tip_lamports": r["jito_tip_lamports"] + 1} for r in records[:3]]
+    report = await _service(warehouse).ingest_body(
+        msgspec.json.encode(records[:10] + later_copies), None, source="test"
+    )
     assert (report.accepted, report.duplicates) == (10, 3)
-    assert await _count(warehouse) == 10
+    assert await _tips(warehouse) == {r["signature"]: r["jito_tip_lamports"] for r in records[:10]}
+
+
+async def test_a_signature_in_two_batches_of_one_insert_is_stored_as_the_first_batch_sent_it(
+    warehouse: EmbeddedWarehouse, records: list[dict[str, Any]]
+) -> None:
+    service = _service(warehouse, insert_min_rows=10_000, insert_linger_seconds=5.0)
+    later_copies = [{**r, "jito_tip_lamports": r["jito_tip_lamports"] + 1} for r in records[5:10]]
+    bodies = [msgspec.json.encode(records[:10]), msgspec.json.encode(later_copies + records[10:20])]
+    first, second = await asyncio.gather(*(service.ingest_body(b, None, source="test") for b in bodies))
+    assert (first.accepted, second.accepted, second.duplicates) == (10, 10, 5)
+    assert await _tips(warehouse) == {r["signature"]: r["jito_tip_lamports"] for r in records[:20]}
+    assert await _count(warehouse, "SELECT count() FROM system.parts WHERE table = 'transactions' AND active") == 1
+
+
+async def _tips(warehouse: EmbeddedWarehouse) -> dict[str, int]:
+    table = await warehouse.query_arrow("SELECT signature, jito_tip_lamports FROM arbitrage.transactions")
+    return dict(zip(table.column("signature").to_pylist(), table.column("jito_tip_lamports").to_pylist(), strict=True))
 
 
 async def test_a_duplicate_is_counted_once_across_restarts(tmp_path: Path, records: list[dict[str, Any]]) -> None:
