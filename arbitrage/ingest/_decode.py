@@ -513,8 +513,17 @@ def _check_rules(
     latest_ms = int((now + MAX_CLOCK_SKEW).timestamp() * 1000)
     earliest_ms = int(EARLIEST_BLOCK_TIME.timestamp() * 1000)
     checks = _rule_checks(frame, earliest_ms, latest_ms)
-    legs = frame.select(pl.int_range(pl.len()).alias("_row"), pl.col("legs")).explode("legs").unnest("legs")
-    legs = legs.with_columns(pl.int_range(pl.len()).over("_row").alias("_leg"))
+    # Each leg's place in its list comes with the explode: `int_range().over("_row")` after it
+    # took a third of the checks' time (5 ms of a 10k-record batch).
+    legs = (
+        frame.select(
+            pl.int_range(pl.len()).alias("_row"),
+            pl.col("legs"),
+            pl.int_ranges(0, pl.col("legs").list.len()).alias("_leg"),
+        )
+        .explode("legs", "_leg")
+        .unnest("legs")
+    )
     leg_errors = legs.select(
         "_row",
         pl.coalesce(
