@@ -323,22 +323,40 @@ class IngestService:
         async with self._writer:
             if not done.done():
                 group, self._queued = self._take_group()
-                futures = [future for _, future, _ in group]
                 try:
-                    prepared = await self._prepare([f for f, _, _ in group])
-                except BaseException as exc:
-                    _fail(futures, exc)
-                else:
-                    self._prepared.append((prepared, futures))
-                    if self._failed_inserts:  # an insert failed while this group was prepared
-                        self._fail_dependents()
-                    if self._prepared and (self._inserting is None or self._inserting.done()):
-                        self._inserting = asyncio.create_task(self._insert_prepared())
+                    await self._prepare_for_insert(group)
                 finally:
-                    self._failed_inserts.clear()  # no group prepared from now on saw them in flight
                     for _, _, grouped in group:
                         grouped.done()
         return await done
+
+    async def _prepare_for_insert(self, group: list[_Queued]) -> None:
+        """Prepare `group` as one and hand it to the insert task.
+
+        When that fails for a reason other than the warehouse (an enricher some record trips),
+        each batch is prepared alone, in order: one caller's bad batch must fail only that
+        caller, not the batches that happened to queue beside it (a Kafka consumer then splits
+        its own batch until the record at fault stands alone).
+        """
+        futures = [future for _, future, _ in group]
+        try:
+            prepared = await self._prepare([f for f, _, _ in group])
+        except Exception as exc:
+            if len(group) > 1 and not isinstance(exc, WarehouseUnavailable):
+                for batch in group:
+                    await self._prepare_for_insert([batch])
+            else:
+                _fail(futures, exc)
+        except BaseException as exc:
+            _fail(futures, exc)
+        else:
+            self._prepared.append((prepared, futures))
+            if self._failed_inserts:  # an insert failed while this group was prepared
+                self._fail_dependents()
+            if self._prepared and (self._inserting is None or self._inserting.done()):
+                self._inserting = asyncio.create_task(self._insert_prepared())
+        finally:
+            self._failed_inserts.clear()  # no group prepared from now on saw them in flight
 
     def _take_group(self) -> tuple[list[_Queued], list[_Queued]]:
         taken = _leading_within([len(frame) for frame, _, _ in self._queued], self.max_group_rows)

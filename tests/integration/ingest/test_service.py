@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -452,6 +453,39 @@ async def test_groups_prepared_during_an_insert_are_stored_together_by_the_next_
     assert held.inserted_rows == [50, 150]
     assert [r.accepted for r in reports] == [50, 50, 50, 50]
     assert await _count(warehouse) == 200
+    assert not service._in_flight
+
+
+async def test_a_batch_that_breaks_an_enricher_fails_alone_not_the_batches_grouped_with_it(
+    warehouse: EmbeddedWarehouse, records: list[dict[str, Any]]
+) -> None:
+    cursed = records[70]["signature"]
+    first_call, enriched_sizes = threading.Event(), []
+
+    def enrich(frame: pl.DataFrame) -> pl.DataFrame:
+        if not enriched_sizes:
+            first_call.wait(10)  # holds the writer while the next two batches queue
+        enriched_sizes.append(len(frame))
+        if cursed in frame["signature"]:
+            raise ZeroDivisionError("a bug this record triggers")
+        return frame
+
+    service = _service(warehouse, enrichers=[enrich])
+
+    def ingest(start: int) -> asyncio.Task[Any]:
+        body = msgspec.json.encode(records[start : start + 50])
+        return asyncio.create_task(service.ingest_body(body, None, source="test"))
+
+    first = ingest(0)
+    await _until(lambda: not service._queued and service._writer.locked())
+    grouped = [ingest(50), ingest(100)]
+    await _until(lambda: len(service._queued) == 2)
+    first_call.set()
+    results = await asyncio.gather(first, *grouped, return_exceptions=True)
+    assert enriched_sizes == [50, 100, 50, 50]  # tried as one group, then batch by batch
+    assert isinstance(results[1], ZeroDivisionError)
+    assert [r.accepted for r in (results[0], results[2])] == [50, 50]  # type: ignore[union-attr]
+    assert await _count(warehouse) == 100
     assert not service._in_flight
 
 
