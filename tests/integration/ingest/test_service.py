@@ -57,16 +57,29 @@ async def test_a_signature_repeated_inside_one_batch_is_stored_once_as_first_sen
     assert await _tips(warehouse) == {r["signature"]: r["jito_tip_lamports"] for r in records[:10]}
 
 
-async def test_a_signature_in_two_batches_of_one_insert_is_stored_as_the_first_batch_sent_it(
+async def test_a_signature_in_two_batches_of_one_group_is_stored_as_the_first_batch_sent_it(
     warehouse: EmbeddedWarehouse, records: list[dict[str, Any]]
 ) -> None:
-    service = _service(warehouse, insert_min_rows=10_000, insert_linger_seconds=5.0)
-    later_copies = [{**r, "jito_tip_lamports": r["jito_tip_lamports"] + 1} for r in records[5:10]]
-    bodies = [msgspec.json.encode(records[:10]), msgspec.json.encode(later_copies + records[10:20])]
-    first, second = await asyncio.gather(*(service.ingest_body(b, None, source="test") for b in bodies))
-    assert (first.accepted, second.accepted, second.duplicates) == (10, 10, 5)
-    assert await _tips(warehouse) == {r["signature"]: r["jito_tip_lamports"] for r in records[:20]}
-    assert await _count(warehouse, "SELECT count() FROM system.parts WHERE table = 'transactions' AND active") == 1
+    first_call, enriched_sizes = threading.Event(), []
+
+    def enrich(frame: pl.DataFrame) -> pl.DataFrame:
+        if not enriched_sizes:
+            first_call.wait(10)  # holds the writer while the next two batches queue
+        enriched_sizes.append(len(frame))
+        return frame
+
+    service = _service(warehouse, enrichers=[enrich])
+    later_copies = [{**r, "jito_tip_lamports": r["jito_tip_lamports"] + 1} for r in records[15:20]]
+    bodies = [records[:10], records[10:20], later_copies + records[20:30]]
+    tasks = [asyncio.create_task(service.ingest_body(msgspec.json.encode(bodies[0]), None, source="test"))]
+    await _until(lambda: not service._queued and service._writer.locked())
+    tasks += [asyncio.create_task(service.ingest_body(msgspec.json.encode(b), None, source="test")) for b in bodies[1:]]
+    await _until(lambda: len(service._queued) == 2)
+    first_call.set()
+    reports = await asyncio.gather(*tasks)
+    assert enriched_sizes == [10, 20]  # the two later batches as one group, the repeats left out
+    assert [(r.accepted, r.duplicates) for r in reports] == [(10, 0), (10, 0), (10, 5)]
+    assert await _tips(warehouse) == {r["signature"]: r["jito_tip_lamports"] for r in records[:30]}
 
 
 async def _tips(warehouse: EmbeddedWarehouse) -> dict[str, int]:
