@@ -321,7 +321,7 @@ class IngestService:
         insert holding its group returned.
         """
         async with self._writer:
-            if not done.done():
+            if not done.done() and self._queued:  # else an earlier holder took this batch into its group
                 group, self._queued = self._take_group()
                 try:
                     await self._prepare_for_insert(group)
