@@ -341,14 +341,12 @@ class IngestService:
         futures = [future for _, future, _ in group]
         try:
             prepared = await self._prepare([f for f, _, _ in group])
-        except Exception as exc:
-            if len(group) > 1 and not isinstance(exc, WarehouseUnavailable):
+        except BaseException as exc:
+            if len(group) > 1 and isinstance(exc, Exception) and not isinstance(exc, WarehouseUnavailable):
                 for batch in group:
                     await self._prepare_for_insert([batch])
             else:
                 _fail(futures, exc)
-        except BaseException as exc:
-            _fail(futures, exc)
         else:
             self._prepared.append((prepared, futures))
             if self._failed_inserts:  # an insert failed while this group was prepared

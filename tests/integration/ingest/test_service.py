@@ -60,24 +60,14 @@ async def test_a_signature_repeated_inside_one_batch_is_stored_once_as_first_sen
 async def test_a_signature_in_two_batches_of_one_group_is_stored_as_the_first_batch_sent_it(
     warehouse: EmbeddedWarehouse, records: list[dict[str, Any]]
 ) -> None:
-    first_call, enriched_sizes = threading.Event(), []
-
-    def enrich(frame: pl.DataFrame) -> pl.DataFrame:
-        if not enriched_sizes:
-            first_call.wait(10)  # holds the writer while the next two batches queue
-        enriched_sizes.append(len(frame))
-        return frame
-
+    enrich = _FirstEnrichHeld()
     service = _service(warehouse, enrichers=[enrich])
     later_copies = [{**r, "jito_tip_lamports": r["jito_tip_lamports"] + 1} for r in records[15:20]]
-    bodies = [records[:10], records[10:20], later_copies + records[20:30]]
-    tasks = [asyncio.create_task(service.ingest_body(msgspec.json.encode(bodies[0]), None, source="test"))]
-    await _until(lambda: not service._queued and service._writer.locked())
-    tasks += [asyncio.create_task(service.ingest_body(msgspec.json.encode(b), None, source="test")) for b in bodies[1:]]
-    await _until(lambda: len(service._queued) == 2)
-    first_call.set()
+    tasks = await _later_batches_as_one_group(
+        service, enrich, [records[:10], records[10:20], later_copies + records[20:30]]
+    )
     reports = await asyncio.gather(*tasks)
-    assert enriched_sizes == [10, 20]  # the two later batches as one group, the repeats left out
+    assert enrich.sizes == [10, 20]  # the two later batches as one group, the repeats left out
     assert [(r.accepted, r.duplicates) for r in reports] == [(10, 0), (10, 0), (10, 5)]
     assert await _tips(warehouse) == {r["signature"]: r["jito_tip_lamports"] for r in records[:30]}
 
@@ -85,6 +75,42 @@ async def test_a_signature_in_two_batches_of_one_group_is_stored_as_the_first_ba
 async def _tips(warehouse: EmbeddedWarehouse) -> dict[str, int]:
     table = await warehouse.query_arrow("SELECT signature, jito_tip_lamports FROM arbitrage.transactions")
     return dict(zip(table.column("signature").to_pylist(), table.column("jito_tip_lamports").to_pylist(), strict=True))
+
+
+class _FirstEnrichHeld:
+    """An enricher whose first call waits for `release`: its batch holds the writer meanwhile.
+
+    It records the size of every frame it is given and fails on `fails_on` (a signature).
+    """
+
+    def __init__(self, fails_on: str | None = None) -> None:
+        self.release = threading.Event()
+        self.sizes: list[int] = []
+        self.fails_on = fails_on
+
+    def __call__(self, frame: pl.DataFrame) -> pl.DataFrame:
+        if not self.sizes:
+            self.release.wait(10)
+        self.sizes.append(len(frame))
+        if self.fails_on is not None and self.fails_on in frame["signature"]:
+            raise ZeroDivisionError("a bug this record triggers")
+        return frame
+
+
+async def _later_batches_as_one_group(
+    service: IngestService, enrich: _FirstEnrichHeld, batches: list[list[dict[str, Any]]]
+) -> list[asyncio.Task[Any]]:
+    """Ingest the first batch, and the others while its prepare holds the writer, so they queue as one group."""
+
+    def ingest(batch: list[dict[str, Any]]) -> asyncio.Task[Any]:
+        return asyncio.create_task(service.ingest_body(msgspec.json.encode(batch), None, source="test"))
+
+    tasks = [ingest(batches[0])]
+    await _until(lambda: not service._queued and service._writer.locked())
+    tasks += [ingest(batch) for batch in batches[1:]]
+    await _until(lambda: len(service._queued) == len(batches) - 1)
+    enrich.release.set()
+    return tasks
 
 
 async def test_a_duplicate_is_counted_once_across_restarts(tmp_path: Path, records: list[dict[str, Any]]) -> None:
@@ -472,30 +498,11 @@ async def test_groups_prepared_during_an_insert_are_stored_together_by_the_next_
 async def test_a_batch_that_breaks_an_enricher_fails_alone_not_the_batches_grouped_with_it(
     warehouse: EmbeddedWarehouse, records: list[dict[str, Any]]
 ) -> None:
-    cursed = records[70]["signature"]
-    first_call, enriched_sizes = threading.Event(), []
-
-    def enrich(frame: pl.DataFrame) -> pl.DataFrame:
-        if not enriched_sizes:
-            first_call.wait(10)  # holds the writer while the next two batches queue
-        enriched_sizes.append(len(frame))
-        if cursed in frame["signature"]:
-            raise ZeroDivisionError("a bug this record triggers")
-        return frame
-
+    enrich = _FirstEnrichHeld(fails_on=records[70]["signature"])
     service = _service(warehouse, enrichers=[enrich])
-
-    def ingest(start: int) -> asyncio.Task[Any]:
-        body = msgspec.json.encode(records[start : start + 50])
-        return asyncio.create_task(service.ingest_body(body, None, source="test"))
-
-    first = ingest(0)
-    await _until(lambda: not service._queued and service._writer.locked())
-    grouped = [ingest(50), ingest(100)]
-    await _until(lambda: len(service._queued) == 2)
-    first_call.set()
-    results = await asyncio.gather(first, *grouped, return_exceptions=True)
-    assert enriched_sizes == [50, 100, 50, 50]  # tried as one group, then batch by batch
+    tasks = await _later_batches_as_one_group(service, enrich, [records[0:50], records[50:100], records[100:150]])
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert enrich.sizes == [50, 100, 50, 50]  # tried as one group, then batch by batch
     assert isinstance(results[1], ZeroDivisionError)
     assert [r.accepted for r in (results[0], results[2])] == [50, 50]  # type: ignore[union-attr]
     assert await _count(warehouse) == 100
