@@ -108,6 +108,9 @@ class KafkaSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Risk metrics of stored transactions are produced here."""
     topic_dlq: Name = "arbitrage-dlq"
     """Messages that fail decoding or validation, with the reason in headers. The four topics must differ."""
+    opportunity_omit: list[str] = msgspec.field(default_factory=lambda: ["features"])
+    """Top-level keys of the API's transaction JSON left out of each opportunity (`signature` stays):
+    the feature vector is over 40% of its bytes and of the consumer's CPU for it. [] = the whole row."""
     batch_size: Count = 50_000
     """Records per warehouse insert: at 10,000 a record took 85 µs of CPU instead of ~52 (docs/kafka.md)."""
     batch_timeout_ms: Count = 500
@@ -444,6 +447,19 @@ KAFKA_MANAGED_PROPERTIES = {
 silently overridden. Tuning ones (`session.timeout.ms`, `linger.ms`, ...) given in `extra` win."""
 
 
+def _check_opportunity_omit(omit: list[str]) -> None:
+    from arbitrage.stream import FIELD_NAMES  # here: the stream package loads polars
+
+    unknown = sorted(set(omit) - FIELD_NAMES)
+    if unknown:
+        raise ConfigError(
+            f"invalid configuration: `kafka.opportunity_omit`: {', '.join(map(repr, unknown))} "
+            f"is not a key of a transaction (one of {', '.join(sorted(FIELD_NAMES))})"
+        )
+    if "signature" in omit:
+        raise ConfigError("invalid configuration: `kafka.opportunity_omit`: an opportunity always keeps its signature")
+
+
 def _check_kafka(kafka: KafkaSettings) -> None:
     """What the key types cannot say: brokers, distinct topics, `extra` as librdkafka reads it.
 
@@ -461,6 +477,7 @@ def _check_kafka(kafka: KafkaSettings) -> None:
             raise ConfigError(
                 f"invalid configuration: `kafka.extra`: {name!r} is set by arbitrage ({KAFKA_MANAGED_PROPERTIES[name]})"
             )
+    _check_opportunity_omit(kafka.opportunity_omit)
     seen: dict[str, str] = {}
     for key in ("topic_transactions", "topic_opportunities", "topic_risk", "topic_dlq"):
         topic = getattr(kafka, key)

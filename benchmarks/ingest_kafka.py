@@ -131,6 +131,11 @@ def main() -> None:
         default=KafkaOptions.align_wait_ms,
         help="[kafka] align_wait_ms (0: partitions handed over as fetched, not in time order)",
     )
+    parser.add_argument(
+        "--opportunity-omit",
+        default=",".join(KafkaOptions.opportunity_omit),
+        help="[kafka] opportunity_omit, comma-separated ('' publishes the API's whole row, features included)",
+    )
     args = parser.parse_args()
 
     broker = None if args.bootstrap else start_broker("tansu")
@@ -148,6 +153,7 @@ def main() -> None:
         max_inflight_batches=args.inflight,
         align_wait_ms=args.align_wait_ms,
         transactional=args.transactional,
+        opportunity_omit=tuple(filter(None, args.opportunity_omit.split(","))),
         partitions={"transactions": args.partitions, "opportunities": 5, "risk": 3, "dlq": 1},
     )
     try:
@@ -169,6 +175,7 @@ def main() -> None:
             ("partitions / batch size / in flight", f"{args.partitions} / {args.batch_size:,} / {args.inflight}"),
             ("transactional commit", args.transactional),
             ("partitions in time order (align_wait_ms)", args.align_wait_ms or "off"),
+            ("left out of opportunities (opportunity_omit)", ", ".join(options.opportunity_omit) or "nothing"),
             ("produce (prefill)", f"{produce_s:.1f} s = {args.records / produce_s:,.0f} msg/s"),
             ("first batch stored (group join, fetch)", f"{run.first_stored_s:.1f} s"),
             ("all stored", f"{run.stored_s:.1f} s = {args.records / run.stored_s:,.0f} tx/s"),

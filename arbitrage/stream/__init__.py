@@ -11,7 +11,16 @@ Public face:
   `json_rows` (any frame's rows as JSON objects, unshaped).
 """
 
-from arbitrage.stream._events import FIELD_NAMES, POSITION_COLUMN, Fields, LiveBatch, LiveEvent, StreamFilter, project
+from arbitrage.stream._events import (
+    FIELD_NAMES,
+    POSITION_COLUMN,
+    Fields,
+    LiveBatch,
+    LiveEvent,
+    StreamFilter,
+    project,
+    top_level_key,
+)
 from arbitrage.stream._feed import LiveFeed, Resume
 from arbitrage.stream._hub import Idle, Missing, StreamHub, Subscription
 from arbitrage.stream._recent import RecentTransactions
@@ -39,4 +48,5 @@ __all__ = [
     "render_json_array",
     "render_ndjson",
     "render_transactions",
+    "top_level_key",
 ]

@@ -66,16 +66,16 @@ FIELD_NAMES = frozenset({*_TOP_LEVEL, "risk", "features"})
 """The top-level keys of a rendered transaction: what a subscriber's `fields` may name."""
 
 
+def top_level_key(column: str) -> str:
+    """The top-level key of a rendered transaction that a stored column goes under."""
+    if column.startswith("risk_"):
+        return "risk"
+    return column if column in _TOP_LEVEL else "features"
+
+
 def _columns_for(columns: list[str], fields: tuple[str, ...]) -> list[str]:
     """The stored columns that render to the top-level keys `fields` (unknown names are left out)."""
-    chosen: list[str] = []
-    for name in fields:
-        if name == "risk":
-            chosen += [c for c in columns if c.startswith("risk_")]
-        elif name == "features":
-            chosen += [c for c in columns if c not in _TOP_LEVEL and not c.startswith("risk_")]
-        elif name in _TOP_LEVEL and name in columns:
-            chosen.append(name)
+    chosen = [c for name in fields for c in columns if top_level_key(c) == name]
     return list(dict.fromkeys(chosen))
 
 

@@ -26,6 +26,8 @@ class KafkaOptions:
     topic_opportunities: str = "arbitrage-opportunities"
     topic_risk: str = "risk-metrics"
     topic_dlq: str = "arbitrage-dlq"
+    opportunity_omit: tuple[str, ...] = ("features",)
+    """Top-level keys of a rendered transaction left out of its opportunity record."""
     batch_size: int = 50_000
     batch_timeout_ms: int = 500
     align_wait_ms: int = 5000
@@ -63,6 +65,7 @@ class KafkaOptions:
             "topic_opportunities": settings.topic_opportunities,
             "topic_risk": settings.topic_risk,
             "topic_dlq": settings.topic_dlq,
+            "opportunity_omit": tuple(settings.opportunity_omit),
             "batch_size": settings.batch_size,
             "batch_timeout_ms": settings.batch_timeout_ms,
             "align_wait_ms": settings.align_wait_ms,

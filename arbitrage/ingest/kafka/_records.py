@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import polars as pl
 
 from arbitrage.ingest.kafka._fetched import Fetched, Headers
 from arbitrage.model import TIME_TEXT_FORMAT
-from arbitrage.stream import json_rows, render_transactions
+from arbitrage.stream import json_rows, render_transactions, top_level_key
 
 _RISK_FALLBACK = (
     "hops",
@@ -54,10 +55,11 @@ class Keyed:
         return Keyed([self.keys[i] for i in kept], [self.values[i] for i in kept], [self.partitions[i] for i in kept])
 
 
-def opportunities(stored: pl.DataFrame) -> Keyed:
-    """Profitable stored transactions, rendered as the API renders them, keyed by signature."""
+def opportunities(stored: pl.DataFrame, omit: Collection[str] = ()) -> Keyed:
+    """Profitable stored transactions, rendered as the API renders them without the keys `omit`, keyed by signature."""
     profitable = stored.filter(pl.col("net_profit_sol") > 0)
-    return Keyed(_keys(profitable), render_transactions(profitable), _partitions(profitable))
+    kept = profitable.select(c for c in profitable.columns if top_level_key(c) not in omit)
+    return Keyed(_keys(profitable), render_transactions(kept), _partitions(profitable))
 
 
 def risk_metrics(stored: pl.DataFrame) -> Keyed:

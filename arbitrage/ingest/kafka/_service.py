@@ -92,7 +92,9 @@ class KafkaIngest:
     def __init__(self, ingest: IngestService, options: KafkaOptions) -> None:
         self.ingest = ingest
         self.options = options
-        self._store_step = StoreStep(ingest, backoff_max_s=options.retry_backoff_max_s)
+        self._store_step = StoreStep(
+            ingest, backoff_max_s=options.retry_backoff_max_s, opportunity_omit=options.opportunity_omit
+        )
         # Stored but uncommitted: the batches in flight and the one committing, twice over for safety.
         self._recovery = RecoveryWindow(span=2 * (options.max_inflight_batches + 1) * options.batch_size)
         self._inflight: deque[asyncio.Task[StoredBatch]] = deque()

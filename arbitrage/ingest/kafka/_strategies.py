@@ -183,9 +183,10 @@ class StoredBatch:
 class StoreStep:
     """Decode, validate and store one batch through the ingest service, retrying until it lands."""
 
-    def __init__(self, ingest: IngestService, *, backoff_max_s: float) -> None:
+    def __init__(self, ingest: IngestService, *, backoff_max_s: float, opportunity_omit: tuple[str, ...]) -> None:
         self.ingest = ingest
         self.backoff_max_s = backoff_max_s
+        self.opportunity_omit = opportunity_omit
         self.failing: str | None = None
         """The last store error while a batch is being retried; None once it landed."""
 
@@ -218,7 +219,7 @@ class StoreStep:
                 log.info("re-publishing derived records of %d transactions stored before a restart", len(recovered))
                 stored = pl.concat([stored, recovered], how="diagonal_relaxed") if len(stored) else recovered
         if len(stored):
-            batch.opportunities, batch.risk = await asyncio.to_thread(_derived, stored)
+            batch.opportunities, batch.risk = await asyncio.to_thread(_derived, stored, self.opportunity_omit)
         m.MESSAGES.labels("stored").inc(report.accepted)
         m.MESSAGES.labels("duplicate").inc(report.duplicates)
         m.MESSAGES.labels("rejected").inc(report.rejected)
@@ -310,6 +311,6 @@ class StoreStep:
         )
 
 
-def _derived(stored: pl.DataFrame) -> tuple[Keyed, Keyed]:
+def _derived(stored: pl.DataFrame, opportunity_omit: tuple[str, ...]) -> tuple[Keyed, Keyed]:
     """Render in a worker thread: it is per-row work the event loop must not do."""
-    return opportunities(stored), risk_metrics(stored)
+    return opportunities(stored, opportunity_omit), risk_metrics(stored)
