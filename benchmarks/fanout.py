@@ -28,12 +28,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import json_bodies, machine, print_table, process_group_cpu_seconds, start_server
+from benchmarks._common import arrow_bodies, json_bodies, machine, print_table, process_group_cpu_seconds, start_server
 from tests.e2e.server import ServerProcess
 
 FIELDS = "signature,net_profit_sol"
 
 
+_CONTENT_TYPES = {"json": "application/json", "arrow": "application/vnd.apache.arrow.stream"}
 _EVENT = b"\nid: "
 _PUBLISHED = b": published "
 
@@ -113,8 +114,9 @@ def _client_process(host: str, port: int, n: int, stored: Any, out: Any) -> None
     out.put((counts, latencies, time.process_time() - cpu))
 
 
-def _ingest(url: str, bodies: list[bytes], rate: int, batch: int, posters: int) -> tuple[int, float]:
+def _ingest(url: str, bodies: list[bytes], rate: int, batch: int, posters: int, fmt: str) -> tuple[int, float]:
     """Post `batch`-record bodies at `rate` tx/s from `posters` threads (or as fast as the server takes them)."""
+    headers = {"content-type": _CONTENT_TYPES[fmt]}
     # One client, one kept-alive connection per poster thread, as a real producer would hold.
     client = httpx.Client(timeout=120, limits=httpx.Limits(max_connections=posters))
     started = time.perf_counter()
@@ -124,7 +126,7 @@ def _ingest(url: str, bodies: list[bytes], rate: int, batch: int, posters: int) 
         if delay > 0:
             time.sleep(delay)
         while True:
-            response = client.post(f"{url}/ingest", content=bodies[i])
+            response = client.post(f"{url}/ingest", content=bodies[i], headers=headers)
             if response.status_code != 503:
                 return int(response.json()["accepted"])
             time.sleep(0.05)
@@ -135,9 +137,10 @@ def _ingest(url: str, bodies: list[bytes], rate: int, batch: int, posters: int) 
 
 
 def run_level(
-    server: ServerProcess, clients: int, rate: int, seconds: float, batch: int, posters: int
+    server: ServerProcess, clients: int, rate: int, seconds: float, batch: int, posters: int, fmt: str
 ) -> dict[str, Any]:
-    bodies = json_bodies(int(rate * seconds), batch, seed=rate)  # before the clients, so they wait less
+    make_bodies = arrow_bodies if fmt == "arrow" else json_bodies
+    bodies = make_bodies(int(rate * seconds), batch, seed=rate)  # before the clients, so they wait less
     context = mp.get_context("spawn")
     out: Any = context.Queue()
     stored_total: Any = context.Value("q", -1)
@@ -150,7 +153,7 @@ def run_level(
     time.sleep(3)  # let every client connect before the first event
     server_cpu = process_group_cpu_seconds(server.process.pid)
     started = time.perf_counter()
-    stored, elapsed = _ingest(server.url, bodies, rate, batch, posters)
+    stored, elapsed = _ingest(server.url, bodies, rate, batch, posters, fmt)
     stored_total.value = stored
     results = [out.get(timeout=120) for _ in procs]
     busy = time.perf_counter() - started
@@ -194,6 +197,12 @@ def main() -> None:
         "--posters", type=int, default=4, help="connections posting at once, each waiting for its answer"
     )
     parser.add_argument(
+        "--format",
+        choices=sorted(_CONTENT_TYPES),
+        default="json",
+        help="body format: JSON, as a live collector posts, or Arrow IPC, the bulk path (ingest then costs less)",
+    )
+    parser.add_argument(
         "--redis", action="store_true", help="fan out through a redis-server of its own (the multi-process path)"
     )
     args = parser.parse_args()
@@ -204,7 +213,7 @@ def main() -> None:
             # A fresh server (and Redis) per level, so one level's backlog does not leak into the next.
             with contextlib.ExitStack() as stack:
                 server = start_server(stack, Path(tmp) / f"data-{rate}", redis=args.redis, env=env)
-                rows.append(run_level(server, args.clients, rate, args.seconds, args.batch, args.posters))
+                rows.append(run_level(server, args.clients, rate, args.seconds, args.batch, args.posters, args.format))
     print_table(
         "SSE fan-out",
         [
@@ -213,7 +222,8 @@ def main() -> None:
             ("fan-out", "through Redis pub/sub (rows back from Redis)" if args.redis else "in-process"),
             (
                 "ingest",
-                f"POST /ingest from {args.posters} threads, {args.batch} records per request, {args.seconds:.0f} s per level",
+                f"POST /ingest from {args.posters} threads, {args.batch} {args.format} records per request, "
+                f"{args.seconds:.0f} s per level",
             ),
         ],
     )
