@@ -184,7 +184,7 @@ async def start_services(settings: Settings, *, jobs: bool = True) -> Services:
         ingest = IngestService(
             warehouse,
             recent,
-            enrichers=[engine.process, score_risk],
+            enrichers=[engine, score_risk],
             max_pending_batches=settings.ingest.max_pending_batches,
             max_records_per_body=settings.ingest.max_records_per_body,
             insert_min_rows=settings.ingest.insert_min_rows,

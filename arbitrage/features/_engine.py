@@ -960,6 +960,22 @@ class FeatureEngine:
         fold.add(ordered)
         return fold.engine()
 
+    def __call__(self, batch: pl.DataFrame) -> pl.DataFrame:
+        return self.process(batch)
+
+    def checkpoint(self) -> RollingState:
+        """The state as it is now, for `restore`: processing replaces the frames it holds and
+        updates only the two last-seen maps in place, so those are the only copies."""
+        state = self.state
+        return msgspec.structs.replace(state, last_pair=dict(state.last_pair), last_signer=dict(state.last_signer))
+
+    def restore(self, checkpoint: object) -> None:
+        """Forget every batch processed since `checkpoint` was taken (their rows were not stored)."""
+        assert isinstance(checkpoint, RollingState)
+        self.state = msgspec.structs.replace(
+            checkpoint, last_pair=dict(checkpoint.last_pair), last_signer=dict(checkpoint.last_signer)
+        )
+
     def process(self, batch: pl.DataFrame) -> pl.DataFrame:
         """The batch, rows in their input order, with every feature column and `late` added."""
         state = self.state

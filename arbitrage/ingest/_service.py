@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, cast, runtime_checkable
 
 import msgspec
 import polars as pl
@@ -58,6 +58,17 @@ _DIGESTS_PER_QUERY = 1_000
 
 Enricher = Callable[[pl.DataFrame], pl.DataFrame]
 """A stage that adds columns to a batch, called in order and one batch at a time (features, then risk)."""
+
+
+@runtime_checkable
+class Stateful(Protocol):
+    """An enricher that remembers the rows it saw (the feature engine): what it learnt from rows
+    that were then not stored (a later enricher failed, or their insert) is taken back, or a
+    batch sent again would count twice in every later row's windows."""
+
+    def checkpoint(self) -> object: ...
+
+    def restore(self, checkpoint: object) -> None: ...
 
 
 class RecordError(msgspec.Struct):
@@ -124,6 +135,10 @@ class IngestService:
         self._in_flight: dict[int, pl.Series] = {}
         """Signatures of prepared groups whose insert has not returned yet, by group token."""
         self._group_tokens = itertools.count()
+        self._rollback: tuple[int, list[object]] | None = None
+        """(group token, checkpoints of the stateful enrichers before it): the state to return to
+        before the next enrichment, because that group's rows and those of every group enriched
+        after it were not stored."""
         self._failed_inserts: set[int] = set()
         """Tokens of groups whose insert failed (or that were failed for skipping such a group's
         signatures) since the last prepare began: that prepare may have skipped them too."""
@@ -381,11 +396,16 @@ class IngestService:
             return _Prepared(combined.drop(_BATCH), combined[_BATCH], len(frames), token, saw)
         started = time.perf_counter()
         batch_ids = combined[_BATCH]
-        enriched = await asyncio.to_thread(self._enrich, combined.drop(_BATCH))
-        METRICS.ingest_batch_seconds.labels("enrich").observe(time.perf_counter() - started)
-        if self.position_source is not None:
-            enriched = await self._with_positions(enriched)
-        prepared = _Prepared(enriched, batch_ids, len(frames), token, saw)
+        checkpoints = self._checkpoints()
+        try:
+            enriched = await asyncio.to_thread(self._enrich, combined.drop(_BATCH))
+            METRICS.ingest_batch_seconds.labels("enrich").observe(time.perf_counter() - started)
+            if self.position_source is not None:
+                enriched = await self._with_positions(enriched)
+        except BaseException:
+            self._roll_back_to(token, checkpoints)
+            raise
+        prepared = _Prepared(enriched, batch_ids, len(frames), token, saw, checkpoints)
         self._in_flight[token] = enriched["signature"]
         return prepared
 
@@ -448,6 +468,9 @@ class IngestService:
             if not isinstance(exc, Exception):
                 raise
             self.insert_error = f"{type(exc).__name__}: {exc}"[:300]
+            enriched = [prepared for prepared in prepared_groups if prepared.checkpoints is not None]
+            if enriched:  # every group enriched after it saw it in flight, and fails too
+                self._roll_back_to(enriched[0].token, enriched[0].checkpoints)
             self._failed_inserts.update(prepared.token for prepared in prepared_groups)
             self._fail_dependents()
         else:
@@ -491,9 +514,23 @@ class IngestService:
         first = await self.position_source(len(frame))
         return frame.with_columns(pl.int_range(first, first + len(frame), dtype=pl.UInt64).alias("stream_position"))
 
+    def _checkpoints(self) -> list[object] | None:
+        """The stateful enrichers' state before a group, once an earlier rollback is applied."""
+        stateful = [cast(Stateful, e) for e in self.enrichers if isinstance(e, Stateful)]
+        if self._rollback is not None:
+            for enricher, checkpoint in zip(stateful, self._rollback[1], strict=True):
+                enricher.restore(checkpoint)
+            self._rollback = None
+        return [e.checkpoint() for e in stateful] if stateful else None
+
+    def _roll_back_to(self, token: int, checkpoints: list[object] | None) -> None:
+        """Applied before the next enrichment: one may be running now (in a thread, for a group that fails too)."""
+        if checkpoints is not None and (self._rollback is None or token < self._rollback[0]):
+            self._rollback = (token, checkpoints)
+
     def _enrich(self, frame: pl.DataFrame) -> pl.DataFrame:
         for enricher in self.enrichers:
-            with span("ingest.enrich", enricher=getattr(enricher, "__qualname__", "enricher")):
+            with span("ingest.enrich", enricher=getattr(enricher, "__qualname__", type(enricher).__qualname__)):
                 frame = enricher(frame)
         return frame
 
@@ -624,12 +661,22 @@ class _Prepared:
     `saw`: the tokens of the groups in flight when it was de-duplicated (their signatures were skipped).
     """
 
-    def __init__(self, rows: pl.DataFrame, batch_ids: pl.Series, batches: int, token: int, saw: frozenset[int]) -> None:
+    def __init__(
+        self,
+        rows: pl.DataFrame,
+        batch_ids: pl.Series,
+        batches: int,
+        token: int,
+        saw: frozenset[int],
+        checkpoints: list[object] | None = None,
+    ) -> None:
         self.rows = rows
         self.batch_ids = batch_ids
         self.batches = batches
         self.token = token
         self.saw = saw
+        self.checkpoints = checkpoints
+        """The stateful enrichers' state before this group was enriched (None: nothing enriched it)."""
 
     def per_batch(self) -> list[pl.DataFrame]:
         return [self.rows.filter(self.batch_ids == i) for i in range(self.batches)]

@@ -13,10 +13,13 @@ import msgspec
 import polars as pl
 import pyarrow as pa
 import pytest
+from polars.testing import assert_frame_equal
 
 from arbitrage.errors import Saturated, ValidationError, WarehouseUnavailable
 from arbitrage.features import FeatureEngine
 from arbitrage.ingest import IngestService
+from arbitrage.ingest._decode import decode_body
+from arbitrage.ingest._derive import derive
 from arbitrage.ingest.kafka import replay_dead_letters
 from arbitrage.model import WSOL_MINT
 from arbitrage.simulator import Simulator
@@ -653,3 +656,78 @@ async def test_a_caller_cancelled_while_its_rows_are_inserted_still_has_them_pub
     assert published == [50]
     assert len(service.recent) == 50
     assert await _count(warehouse) == 50
+
+
+_WINDOWED = [
+    "trades_1m",
+    "volume_1m",
+    "trades_5m",
+    "competitors_same_slot",
+    "time_since_pair_prev_s",
+    "signer_tx_count_5m",
+    "late",
+]
+"""Features that count the rows a window holds: a row seen twice by the engine changes them."""
+
+
+def _features_of_stored_rows_alone(*batches: list[dict[str, Any]]) -> pl.DataFrame:
+    """What a fresh engine gives the last batch after only the stored ones before it."""
+    engine = FeatureEngine()
+    for batch in batches:
+        features = engine.process(derive(decode_body(msgspec.json.encode(batch), "json").frame, source="test"))
+    return features.select("signature", *_WINDOWED).sort("signature")
+
+
+async def _stored_features(warehouse: EmbeddedWarehouse, batch: list[dict[str, Any]]) -> pl.DataFrame:
+    columns = ", ".join(["signature", *_WINDOWED])
+    table = await warehouse.query_arrow(
+        f"SELECT {columns} FROM arbitrage.transactions WHERE signature IN {{s:Array(String)}}",
+        {"s": [r["signature"] for r in batch]},
+    )
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame.sort("signature")
+
+
+class _InsertFailsOnce:
+    """The real warehouse, except that the first transactions insert fails after its group was enriched."""
+
+    def __init__(self, inner: EmbeddedWarehouse) -> None:
+        self.inner = inner
+        self.failed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def insert_arrow(self, table: str, data: Any) -> None:
+        if table == "transactions" and not self.failed:
+            self.failed = True
+            raise WarehouseUnavailable("disk full")
+        await self.inner.insert_arrow(table, data)
+
+
+async def test_a_batch_whose_insert_failed_is_not_counted_twice_by_the_features_when_sent_again(
+    warehouse: EmbeddedWarehouse, records: list[dict[str, Any]]
+) -> None:
+    flaky = _InsertFailsOnce(warehouse)
+    service = IngestService(flaky, RecentTransactions(1000), enrichers=[FeatureEngine()])  # type: ignore[arg-type]
+    first, second = records[:100], records[100:200]
+    with pytest.raises(WarehouseUnavailable):
+        await service.ingest_body(msgspec.json.encode(first), None, source="test")
+    assert (await service.ingest_body(msgspec.json.encode(first), None, source="test")).accepted == 100
+    assert (await service.ingest_body(msgspec.json.encode(second), None, source="test")).accepted == 100
+    for batches in ([first], [first, second]):
+        expected = _features_of_stored_rows_alone(*batches)
+        assert_frame_equal(await _stored_features(warehouse, batches[-1]), expected, check_dtypes=False)
+
+
+async def test_a_group_that_breaks_an_enricher_after_the_features_leaves_them_only_the_stored_batches(
+    warehouse: EmbeddedWarehouse, records: list[dict[str, Any]]
+) -> None:
+    enrich = _FirstEnrichHeld(fails_on=records[70]["signature"])
+    service = _service(warehouse, enrichers=[FeatureEngine(), enrich])
+    tasks = await _later_batches_as_one_group(service, enrich, [records[0:50], records[50:100], records[100:150]])
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(results[1], ZeroDivisionError)
+    expected = _features_of_stored_rows_alone(records[0:50], records[100:150])
+    assert_frame_equal(await _stored_features(warehouse, records[100:150]), expected, check_dtypes=False)
