@@ -190,6 +190,7 @@ async def start_services(settings: Settings, *, jobs: bool = True) -> Services:
             insert_min_rows=settings.ingest.insert_min_rows,
             insert_linger_seconds=settings.ingest.insert_linger_seconds,
             position_source=feed.reserve,
+            positions_abandoned=feed.abandon,
             retention_days=settings.storage.retention_days,
         )
         # Only the embedded warehouse guarantees one writer, whose stores this process sees.

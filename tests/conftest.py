@@ -13,6 +13,7 @@ from litestar.testing import AsyncTestClient
 
 from arbitrage.app import create_app
 from arbitrage.config import Settings, load_settings
+from arbitrage.errors import WarehouseUnavailable
 from arbitrage.simulator import Simulator
 from arbitrage.storage import EmbeddedWarehouse, discover, migrations_dir
 from tests.services.redis_server import RedisServer
@@ -89,3 +90,20 @@ def redis(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+class InsertFailsOnce:
+    """The real warehouse, except that its first insert into `transactions` fails (after the batch was enriched)."""
+
+    def __init__(self, inner: EmbeddedWarehouse) -> None:
+        self.inner = inner
+        self.failed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def insert_arrow(self, table: str, data: Any) -> None:
+        if table == "transactions" and not self.failed:
+            self.failed = True
+            raise WarehouseUnavailable("disk full")
+        await self.inner.insert_arrow(table, data)

@@ -36,7 +36,7 @@ from arbitrage.ingest._decode import (
 )
 from arbitrage.ingest._derive import derive, ingested_at_column
 from arbitrage.storage import SignatureWindow, Warehouse
-from arbitrage.stream import RecentTransactions
+from arbitrage.stream import POSITION_COLUMN, RecentTransactions
 from arbitrage.telemetry import METRICS, span, traced
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,9 @@ StoredListener = Callable[[pl.DataFrame], Awaitable[None]]
 PositionSource = Callable[[int], Awaitable[int]]
 """Given a row count, the first of that many consecutive live-stream positions (`LiveFeed.reserve`)."""
 
+PositionsAbandoned = Callable[[int, int], None]
+"""Told the first and last position of rows that will not be stored (`LiveFeed.abandon`)."""
+
 
 class IngestService:
     """Owns the writer lock and the admission bound shared by every source."""
@@ -109,6 +112,7 @@ class IngestService:
         insert_min_rows: int = 1,
         insert_linger_seconds: float = 0.0,
         position_source: PositionSource | None = None,
+        positions_abandoned: PositionsAbandoned | None = None,
         retention_days: int = 0,
     ) -> None:
         self.warehouse = warehouse
@@ -122,6 +126,7 @@ class IngestService:
         self.insert_min_rows = insert_min_rows
         self.insert_linger_seconds = insert_linger_seconds
         self.position_source = position_source
+        self.positions_abandoned = positions_abandoned
         self._writer = asyncio.Lock()
         # Decoding and deriving run mostly in Arrow and polars, off the GIL: two at a time keep
         # both cores busy; more would only hold more bodies in memory at once.
@@ -421,6 +426,7 @@ class IngestService:
             for prepared, futures in self._prepared:
                 _fail(futures, exc)
                 self._in_flight.pop(prepared.token, None)
+                self._abandon_positions(prepared)
             self._prepared = []
             raise
 
@@ -472,6 +478,8 @@ class IngestService:
             if enriched:  # every group enriched after it saw it in flight, and fails too
                 self._roll_back_to(enriched[0].token, enriched[0].checkpoints)
             self._failed_inserts.update(prepared.token for prepared in prepared_groups)
+            for prepared in prepared_groups:
+                self._abandon_positions(prepared)
             self._fail_dependents()
         else:
             if inserting:  # a group of duplicates only inserted nothing: it proves nothing about inserts
@@ -495,6 +503,7 @@ class IngestService:
             if prepared.saw & self._failed_inserts:
                 self._failed_inserts.add(prepared.token)
                 self._in_flight.pop(prepared.token, None)
+                self._abandon_positions(prepared)
                 _fail(futures, _deduplicated_against_a_failure())
             else:
                 kept.append((prepared, futures))
@@ -513,6 +522,13 @@ class IngestService:
         assert self.position_source is not None
         first = await self.position_source(len(frame))
         return frame.with_columns(pl.int_range(first, first + len(frame), dtype=pl.UInt64).alias("stream_position"))
+
+    def _abandon_positions(self, prepared: _Prepared) -> None:
+        """Its rows will not be stored: the live feed need not wait for their positions before going on."""
+        if self.positions_abandoned is None or POSITION_COLUMN not in prepared.rows.columns or not len(prepared.rows):
+            return
+        positions = prepared.rows.get_column(POSITION_COLUMN)
+        self.positions_abandoned(int(positions.min()), int(positions.max()))  # type: ignore[arg-type]
 
     def _checkpoints(self) -> list[object] | None:
         """The stateful enrichers' state before a group, once an earlier rollback is applied."""

@@ -100,6 +100,11 @@ class LiveFeed:
         finally:
             self._handoff.handed_on(batch.first, batch.last)
 
+    def abandon(self, first: int, last: int) -> None:
+        """Reserved positions whose rows will not be stored (their insert failed): nothing waits for them."""
+        self._handoff.handed_on(first, last)
+        self._gave_up(first, last)
+
     def _gave_up(self, first: int, last: int) -> None:
         """Reserved positions never published (a failed insert): no hub need wait for them.
 

@@ -6,8 +6,9 @@ before a large one stored just before it. The hub waits only `reorder_timeout` f
 position and then moves past it for good, so a stored batch that took longer to render was
 lost to every live client. Here a batch waits for the earlier batches of this process that
 are being published, however long they take, and for earlier positions whose batch has not
-reached `publish` yet, up to the timeout: those belong to a failed insert (never published)
-or to a caller still on its way (milliseconds: the stored-batch listeners before the feed's).
+reached `publish` yet, up to the timeout: those belong to a failed insert (never published;
+ingest gives them up at once, `LiveFeed.abandon`) or to a caller still on its way
+(milliseconds: the stored-batch listeners before the feed's).
 The timeout is half the hub's, and every hub (through Redis, every process's) is told the
 positions given up, so a failed insert holds the feed for half as long as a hub alone would.
 """

@@ -25,7 +25,7 @@ from arbitrage.model import WSOL_MINT
 from arbitrage.simulator import Simulator
 from arbitrage.storage import EmbeddedWarehouse, SignatureWindow
 from arbitrage.stream import RecentTransactions
-from tests.conftest import fresh_data_dir
+from tests.conftest import InsertFailsOnce, fresh_data_dir
 
 pytestmark = pytest.mark.anyio
 
@@ -689,27 +689,10 @@ async def _stored_features(warehouse: EmbeddedWarehouse, batch: list[dict[str, A
     return frame.sort("signature")
 
 
-class _InsertFailsOnce:
-    """The real warehouse, except that the first transactions insert fails after its group was enriched."""
-
-    def __init__(self, inner: EmbeddedWarehouse) -> None:
-        self.inner = inner
-        self.failed = False
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    async def insert_arrow(self, table: str, data: Any) -> None:
-        if table == "transactions" and not self.failed:
-            self.failed = True
-            raise WarehouseUnavailable("disk full")
-        await self.inner.insert_arrow(table, data)
-
-
 async def test_a_batch_whose_insert_failed_is_not_counted_twice_by_the_features_when_sent_again(
     warehouse: EmbeddedWarehouse, records: list[dict[str, Any]]
 ) -> None:
-    flaky = _InsertFailsOnce(warehouse)
+    flaky = InsertFailsOnce(warehouse)
     service = IngestService(flaky, RecentTransactions(1000), enrichers=[FeatureEngine()])  # type: ignore[arg-type]
     first, second = records[:100], records[100:200]
     with pytest.raises(WarehouseUnavailable):

@@ -9,11 +9,22 @@ import msgspec
 import polars as pl
 import pytest
 
+from arbitrage.errors import WarehouseUnavailable
+from arbitrage.ingest import IngestService
 from arbitrage.ingest._decode import decode_body
 from arbitrage.ingest._derive import derive
 from arbitrage.simulator import Simulator
 from arbitrage.storage import EmbeddedWarehouse
-from arbitrage.stream import POSITION_COLUMN, LiveFeed, RedisLink, StreamFilter, StreamHub, Subscription
+from arbitrage.stream import (
+    POSITION_COLUMN,
+    LiveFeed,
+    RecentTransactions,
+    RedisLink,
+    StreamFilter,
+    StreamHub,
+    Subscription,
+)
+from tests.conftest import InsertFailsOnce
 from tests.integration.stream.test_redis_resume import positions_in
 from tests.services.redis_server import RedisServer
 
@@ -133,5 +144,30 @@ async def _publish_large_then_small(feed: LiveFeed) -> None:
             while feed.hub.position < 20_001:  # noqa: ASYNC110 (through Redis they come back a little later)
                 await asyncio.sleep(0.01)
         assert await _queued(resume.subscription) == list(range(1, 20_002))
+    finally:
+        await feed.close()
+
+
+async def test_ingest_tells_the_feed_at_once_of_positions_whose_insert_failed(warehouse: EmbeddedWarehouse) -> None:
+    """The feed would wait half the reorder timeout (here 5 s) for them before publishing the next batch."""
+    feed = LiveFeed(warehouse, StreamHub(reorder_timeout=10.0))
+    await feed.start()
+    service = IngestService(
+        InsertFailsOnce(warehouse),  # type: ignore[arg-type]
+        RecentTransactions(100),
+        position_source=feed.reserve,
+        positions_abandoned=feed.abandon,
+    )
+    service.on_stored(feed.publish)
+    resume = await feed.resume(StreamFilter(), 100_000, None)
+    records = Simulator(seed=3).records(30)
+    try:
+        with pytest.raises(WarehouseUnavailable):
+            await service.ingest_body(msgspec.json.encode(records[:20]), None, source="test")
+        started = asyncio.get_running_loop().time()
+        with anyio.fail_after(30):
+            await service.ingest_body(msgspec.json.encode(records[20:]), None, source="test")
+        assert asyncio.get_running_loop().time() - started < 2.0
+        assert await _queued(resume.subscription) == list(range(21, 31))
     finally:
         await feed.close()
