@@ -504,6 +504,7 @@ class IngestService:
                 self._failed_inserts.add(prepared.token)
                 self._in_flight.pop(prepared.token, None)
                 self._abandon_positions(prepared)
+                self._roll_back_to(prepared.token, prepared.checkpoints)  # enriched after an earlier rollback ran
                 _fail(futures, _deduplicated_against_a_failure())
             else:
                 kept.append((prepared, futures))

@@ -714,3 +714,28 @@ async def test_a_group_that_breaks_an_enricher_after_the_features_leaves_them_on
     assert isinstance(results[1], ZeroDivisionError)
     expected = _features_of_stored_rows_alone(records[0:50], records[100:150])
     assert_frame_equal(await _stored_features(warehouse, records[100:150]), expected, check_dtypes=False)
+
+
+async def test_a_group_enriched_after_the_insert_it_was_deduplicated_against_failed_is_forgotten_too(
+    tmp_path: Path, migrated_template: Path, records: list[dict[str, Any]]
+) -> None:
+    """Its look-up ran while that insert was in flight, its enrichment after the insert failed: it fails as well."""
+    warehouse = _FirstInsertFails(fresh_data_dir(migrated_template, tmp_path / "warehouse"))
+    warehouse.fail_when = "preparing"
+    await warehouse.start()
+    try:
+        service = warehouse.service = _service(
+            warehouse, max_group_rows=1, insert_linger_seconds=0, enrichers=[FeatureEngine()]
+        )
+        first, second = records[:100], records[50:150]
+        outcomes = await asyncio.gather(
+            service.ingest_body(msgspec.json.encode(first), None, source="test"),
+            service.ingest_body(msgspec.json.encode(second), None, source="test"),
+            return_exceptions=True,
+        )
+        assert [type(outcome) for outcome in outcomes] == [WarehouseUnavailable, WarehouseUnavailable]
+        assert (await service.ingest_body(msgspec.json.encode(second), None, source="test")).accepted == 100
+        expected = _features_of_stored_rows_alone(second)
+        assert_frame_equal(await _stored_features(warehouse, second), expected, check_dtypes=False)
+    finally:
+        await warehouse.close()
