@@ -447,8 +447,14 @@ KAFKA_MANAGED_PROPERTIES = {
 silently overridden. Tuning ones (`session.timeout.ms`, `linger.ms`, ...) given in `extra` win."""
 
 
+_NESTED_KEYS = frozenset({"features", "risk"})
+"""Keys of a rendered transaction that are no stored column's name."""
+
+
 def _check_opportunity_omit(omit: list[str]) -> None:
-    from arbitrage.stream import FIELD_NAMES  # here: the stream package loads polars
+    if set(omit) <= _NESTED_KEYS:  # the default: every command loads settings, and the schema loads polars
+        return
+    from arbitrage.stream import FIELD_NAMES
 
     unknown = sorted(set(omit) - FIELD_NAMES)
     if unknown:

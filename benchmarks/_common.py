@@ -115,6 +115,15 @@ def arrow_bodies(total: int, batch: int, **kwargs: Any) -> list[bytes]:
     return bodies
 
 
+CONTENT_TYPES = {"json": "application/json", "arrow": "application/vnd.apache.arrow.stream"}
+"""`POST /ingest` bodies a benchmark can post (`--format`), with their content type."""
+
+
+def bodies_as(body_format: str, total: int, batch: int, **kwargs: Any) -> list[bytes]:
+    """`json_bodies` or `arrow_bodies`, by a benchmark's `--format`."""
+    return (arrow_bodies if body_format == "arrow" else json_bodies)(total, batch, **kwargs)
+
+
 def process_group_cpu_seconds(pgid: int) -> float:
     """User + system CPU seconds of every live process in a process group (Linux /proc).
 

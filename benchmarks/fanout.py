@@ -28,13 +28,19 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import arrow_bodies, json_bodies, machine, print_table, process_group_cpu_seconds, start_server
+from benchmarks._common import (
+    CONTENT_TYPES,
+    bodies_as,
+    machine,
+    print_table,
+    process_group_cpu_seconds,
+    start_server,
+)
 from tests.e2e.server import ServerProcess
 
 FIELDS = "signature,net_profit_sol"
 
 
-_CONTENT_TYPES = {"json": "application/json", "arrow": "application/vnd.apache.arrow.stream"}
 _EVENT = b"\nid: "
 _PUBLISHED = b": published "
 
@@ -116,7 +122,7 @@ def _client_process(host: str, port: int, n: int, stored: Any, out: Any) -> None
 
 def _ingest(url: str, bodies: list[bytes], rate: int, batch: int, posters: int, fmt: str) -> tuple[int, float]:
     """Post `batch`-record bodies at `rate` tx/s from `posters` threads (or as fast as the server takes them)."""
-    headers = {"content-type": _CONTENT_TYPES[fmt]}
+    headers = {"content-type": CONTENT_TYPES[fmt]}
     # One client, one kept-alive connection per poster thread, as a real producer would hold.
     client = httpx.Client(timeout=120, limits=httpx.Limits(max_connections=posters))
     started = time.perf_counter()
@@ -139,8 +145,7 @@ def _ingest(url: str, bodies: list[bytes], rate: int, batch: int, posters: int, 
 def run_level(
     server: ServerProcess, clients: int, rate: int, seconds: float, batch: int, posters: int, fmt: str
 ) -> dict[str, Any]:
-    make_bodies = arrow_bodies if fmt == "arrow" else json_bodies
-    bodies = make_bodies(int(rate * seconds), batch, seed=rate)  # before the clients, so they wait less
+    bodies = bodies_as(fmt, int(rate * seconds), batch, seed=rate)  # before the clients, so they wait less
     context = mp.get_context("spawn")
     out: Any = context.Queue()
     stored_total: Any = context.Value("q", -1)
@@ -198,7 +203,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--format",
-        choices=sorted(_CONTENT_TYPES),
+        choices=sorted(CONTENT_TYPES),
         default="json",
         help="body format: JSON, as a live collector posts, or Arrow IPC, the bulk path (ingest then costs less)",
     )

@@ -24,19 +24,17 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import (
-    arrow_bodies,
+    CONTENT_TYPES,
+    bodies_as,
     config_env,
     cpu_after_settling,
     ingest_stage_rows,
     ingest_stage_totals,
-    json_bodies,
     machine,
     print_table,
     process_group_cpu_seconds,
     start_server,
 )
-
-CONTENT_TYPES = {"json": "application/json", "arrow": "application/vnd.apache.arrow.stream"}
 
 
 def main() -> None:
@@ -46,7 +44,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=10_000)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument(
-        "--format", choices=["json", "arrow"], default="json", help="body format (arrow: the IPC bulk fast path)"
+        "--format", choices=sorted(CONTENT_TYPES), default="json", help="body format (arrow: the IPC bulk fast path)"
     )
     parser.add_argument(
         "--squeeze", type=float, default=1.0, help="pack the simulated feed into N times less block time (denser)"
@@ -67,7 +65,7 @@ def main() -> None:
     warmup_batches = max(1, -(-args.warmup // args.batch))  # at least one: its rate is printed
     total = args.records + warmup_batches * args.batch
     print(f"preparing {total:,} records ...", file=sys.stderr)
-    all_bodies = (arrow_bodies if args.format == "arrow" else json_bodies)(total, args.batch, squeeze=args.squeeze)
+    all_bodies = bodies_as(args.format, total, args.batch, squeeze=args.squeeze)
     warmup, bodies = all_bodies[:warmup_batches], all_bodies[warmup_batches:]
     content_type = CONTENT_TYPES[args.format]
     megabytes = sum(len(b) for b in bodies) / 1e6

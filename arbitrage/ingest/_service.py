@@ -120,6 +120,7 @@ class IngestService:
         """`storage.retention_days`: older transactions are refused (0: none)."""
         self.recent = recent
         self.enrichers = list(enrichers)
+        self._stateful = [cast(Stateful, e) for e in self.enrichers if isinstance(e, Stateful)]
         self.max_pending_batches = max_pending_batches
         self.max_records_per_body = max_records_per_body
         self.max_group_rows = max_group_rows
@@ -426,7 +427,7 @@ class IngestService:
             for prepared, futures in self._prepared:
                 _fail(futures, exc)
                 self._in_flight.pop(prepared.token, None)
-                self._abandon_positions(prepared)
+                self._not_stored(prepared)
             self._prepared = []
             raise
 
@@ -474,12 +475,9 @@ class IngestService:
             if not isinstance(exc, Exception):
                 raise
             self.insert_error = f"{type(exc).__name__}: {exc}"[:300]
-            enriched = [prepared for prepared in prepared_groups if prepared.checkpoints is not None]
-            if enriched:  # every group enriched after it saw it in flight, and fails too
-                self._roll_back_to(enriched[0].token, enriched[0].checkpoints)
             self._failed_inserts.update(prepared.token for prepared in prepared_groups)
             for prepared in prepared_groups:
-                self._abandon_positions(prepared)
+                self._not_stored(prepared)
             self._fail_dependents()
         else:
             if inserting:  # a group of duplicates only inserted nothing: it proves nothing about inserts
@@ -503,8 +501,7 @@ class IngestService:
             if prepared.saw & self._failed_inserts:
                 self._failed_inserts.add(prepared.token)
                 self._in_flight.pop(prepared.token, None)
-                self._abandon_positions(prepared)
-                self._roll_back_to(prepared.token, prepared.checkpoints)  # enriched after an earlier rollback ran
+                self._not_stored(prepared)
                 _fail(futures, _deduplicated_against_a_failure())
             else:
                 kept.append((prepared, futures))
@@ -524,21 +521,23 @@ class IngestService:
         first = await self.position_source(len(frame))
         return frame.with_columns(pl.int_range(first, first + len(frame), dtype=pl.UInt64).alias("stream_position"))
 
-    def _abandon_positions(self, prepared: _Prepared) -> None:
-        """Its rows will not be stored: the live feed need not wait for their positions before going on."""
-        if self.positions_abandoned is None or POSITION_COLUMN not in prepared.rows.columns or not len(prepared.rows):
-            return
-        positions = prepared.rows.get_column(POSITION_COLUMN)
-        self.positions_abandoned(int(positions.min()), int(positions.max()))  # type: ignore[arg-type]
+    def _not_stored(self, prepared: _Prepared) -> None:
+        """A prepared group's rows will not be stored: the enrichers forget them (every group enriched
+        after it fails too, and the earliest group's state is the one returned to), and the live feed
+        need not wait for their positions."""
+        self._roll_back_to(prepared.token, prepared.checkpoints)
+        rows = prepared.rows
+        if self.positions_abandoned is not None and POSITION_COLUMN in rows.columns and len(rows):
+            positions = rows.get_column(POSITION_COLUMN)  # consecutive, in row order (`_with_positions`)
+            self.positions_abandoned(positions[0], positions[-1])
 
     def _checkpoints(self) -> list[object] | None:
         """The stateful enrichers' state before a group, once an earlier rollback is applied."""
-        stateful = [cast(Stateful, e) for e in self.enrichers if isinstance(e, Stateful)]
         if self._rollback is not None:
-            for enricher, checkpoint in zip(stateful, self._rollback[1], strict=True):
+            for enricher, checkpoint in zip(self._stateful, self._rollback[1], strict=True):
                 enricher.restore(checkpoint)
             self._rollback = None
-        return [e.checkpoint() for e in stateful] if stateful else None
+        return [e.checkpoint() for e in self._stateful] if self._stateful else None
 
     def _roll_back_to(self, token: int, checkpoints: list[object] | None) -> None:
         """Applied before the next enrichment: one may be running now (in a thread, for a group that fails too)."""

@@ -11,21 +11,20 @@ Public face:
   `json_rows` (any frame's rows as JSON objects, unshaped).
 """
 
-from arbitrage.stream._events import (
-    FIELD_NAMES,
-    POSITION_COLUMN,
-    Fields,
-    LiveBatch,
-    LiveEvent,
-    StreamFilter,
-    project,
-    top_level_key,
-)
+from arbitrage.stream._events import POSITION_COLUMN, Fields, LiveBatch, LiveEvent, StreamFilter, project
 from arbitrage.stream._feed import LiveFeed, Resume
 from arbitrage.stream._hub import Idle, Missing, StreamHub, Subscription
 from arbitrage.stream._recent import RecentTransactions
 from arbitrage.stream._redis import RedisLink
-from arbitrage.stream._render import json_array, json_rows, render_json_array, render_ndjson, render_transactions
+from arbitrage.stream._render import (
+    FIELD_NAMES,
+    json_array,
+    json_rows,
+    render_json_array,
+    render_ndjson,
+    render_transactions,
+    top_level_key,
+)
 
 __all__ = [
     "FIELD_NAMES",

@@ -16,8 +16,7 @@ from datetime import datetime
 import msgspec
 import polars as pl
 
-from arbitrage.model import STORED_SCHEMA
-from arbitrage.stream._render import render_transactions
+from arbitrage.stream._render import render_transactions, top_level_key
 
 POSITION_COLUMN = "stream_position"
 """The stored column that holds each transaction's stream position."""
@@ -58,19 +57,6 @@ class StreamFilter(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         return self.min_profit_sol is None or (
             event.net_profit_sol is not None and event.net_profit_sol >= self.min_profit_sol
         )
-
-
-_TOP_LEVEL = {*STORED_SCHEMA, "late", POSITION_COLUMN}
-"""Columns `render_transactions` keeps at the top level; `risk_*` go under "risk", the rest under "features"."""
-FIELD_NAMES = frozenset({*_TOP_LEVEL, "risk", "features"})
-"""The top-level keys of a rendered transaction: what a subscriber's `fields` may name."""
-
-
-def top_level_key(column: str) -> str:
-    """The top-level key of a rendered transaction that a stored column goes under."""
-    if column.startswith("risk_"):
-        return "risk"
-    return column if column in _TOP_LEVEL else "features"
 
 
 def _columns_for(columns: list[str], fields: tuple[str, ...]) -> list[str]:

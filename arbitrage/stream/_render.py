@@ -18,6 +18,16 @@ import polars as pl
 from arbitrage.model import STORED_SCHEMA, TIME_TEXT_FORMAT
 
 _TOP_LEVEL_EXTRAS = ("late", "stream_position")
+_TOP_LEVEL = frozenset({*STORED_SCHEMA, *_TOP_LEVEL_EXTRAS})
+FIELD_NAMES = frozenset({*_TOP_LEVEL, "risk", "features"})
+"""The top-level keys of a rendered transaction: what a subscriber's `fields` may name."""
+
+
+def top_level_key(column: str) -> str:
+    """The top-level key of a rendered transaction that a stored column goes under."""
+    if column.startswith("risk_"):
+        return "risk"
+    return column if column in _TOP_LEVEL else "features"
 
 
 def render_transactions(frame: pl.DataFrame) -> list[bytes]:
@@ -63,8 +73,8 @@ def json_array(items: list[bytes]) -> bytes:
 def _shaped(frame: pl.DataFrame) -> pl.DataFrame:
     """The frame with the API's columns: times as text, features and risk as nested objects."""
     base = [c for c in (*STORED_SCHEMA, *_TOP_LEVEL_EXTRAS) if c in frame.columns]
-    risk = [c for c in frame.columns if c.startswith("risk_")]
-    features = [c for c in frame.columns if c not in base and c not in risk]
+    risk = [c for c in frame.columns if top_level_key(c) == "risk"]
+    features = [c for c in frame.columns if top_level_key(c) == "features"]
     exprs: list[pl.Expr] = []
     for name in base:
         if isinstance(frame.schema[name], pl.Datetime):
