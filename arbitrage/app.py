@@ -21,6 +21,7 @@ from litestar.static_files import create_static_files_router
 
 from arbitrage import __version__
 from arbitrage.api import CONTROLLERS, DEPENDENCIES, EXCEPTION_HANDLERS, before_request
+from arbitrage.api._sliced_bodies import sliced_response_bodies
 from arbitrage.api.graphql import register_graphql
 from arbitrage.api.status import STATUS_ROUTES
 from arbitrage.cache import (
@@ -144,7 +145,7 @@ def create_app(settings: Settings) -> Litestar:
     register_graphql(app)
     # Around the router, not in `middleware` (per route): 404s, 405s and errors raised before a
     # handler get a request id and are counted too.
-    app.asgi_handler = request_telemetry(app.asgi_handler)
+    app.asgi_handler = request_telemetry(sliced_response_bodies(app.asgi_handler))
     return app
 
 
