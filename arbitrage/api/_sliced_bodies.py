@@ -32,16 +32,18 @@ def sliced_response_bodies(app: ASGIApp) -> ASGIApp:
         if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
             return
-        streaming = False
+        streamed = False
 
         async def send_sliced(message: Message) -> None:
-            nonlocal streaming
-            if message["type"] != "http.response.body" or streaming or message.get("more_body", False):
-                streaming = streaming or message["type"] == "http.response.body"
+            nonlocal streamed
+            if message["type"] != "http.response.body":
                 await send(message)
                 return
+            more = message.get("more_body", False)
+            whole = not streamed and not more
+            streamed = streamed or more
             body = message.get("body", b"")
-            if len(body) <= 2 * SLICE_BYTES:
+            if not whole or len(body) <= 2 * SLICE_BYTES:
                 await send(message)
                 return
             view = memoryview(body)
