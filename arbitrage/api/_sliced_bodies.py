@@ -32,26 +32,24 @@ def sliced_response_bodies(app: ASGIApp) -> ASGIApp:
         if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
             return
-        streamed = False
+        first_body = True
 
         async def send_sliced(message: Message) -> None:
-            nonlocal streamed
+            nonlocal first_body
             if message["type"] != "http.response.body":
                 await send(message)
                 return
-            more = message.get("more_body", False)
-            whole = not streamed and not more
-            streamed = streamed or more
+            whole = first_body and not message.get("more_body", False)
+            first_body = False
             body = message.get("body", b"")
             if not whole or len(body) <= 2 * SLICE_BYTES:
                 await send(message)
                 return
-            view = memoryview(body)
             for start in range(0, len(body), SLICE_BYTES):
                 end = start + SLICE_BYTES
                 piece: HTTPResponseBodyEvent = {
                     "type": "http.response.body",
-                    "body": bytes(view[start:end]),
+                    "body": body[start:end],
                     "more_body": end < len(body),
                 }
                 await send(piece)

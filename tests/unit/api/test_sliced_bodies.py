@@ -58,6 +58,7 @@ def test_the_chunks_of_a_streamed_body_pass_as_they_are_the_last_one_too() -> No
 
 def test_small_bodies_and_other_connections_pass_as_they_are() -> None:
     small = {"type": "http.response.body", "body": os.urandom(2 * SLICE_BYTES), "more_body": False}
-    assert _sent_by([small]) == [small] and _sent_by([small])[0] is small
+    sent = _sent_by([small])
+    assert sent == [small] and sent[0] is small
     frame = {"type": "websocket.send", "bytes": os.urandom(3 * SLICE_BYTES)}
     assert _sent_by([frame], scope_type="websocket")[0] is frame
