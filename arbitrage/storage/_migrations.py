@@ -72,6 +72,7 @@ _REPLICATED_ENGINE = re.compile(r"\b(Replicated\w*MergeTree)(?:\(([^)]*)\))?")
 _CREATE_TABLE = re.compile(r"^CREATE TABLE (IF NOT EXISTS )?(\w+)\.(\w+)\b", re.IGNORECASE)
 _CREATE_VIEW = re.compile(r"^CREATE MATERIALIZED VIEW (?:IF NOT EXISTS )?(\w+)\.(\w+)\b", re.IGNORECASE)
 _ALTER_TABLE = re.compile(r"^ALTER TABLE (\w+)\.(\w+)\b", re.IGNORECASE)
+_ADD_COLUMN = re.compile(r"^(ALTER TABLE \w+\.\w+(?: ON CLUSTER \w+)?)\s+(ADD COLUMN\b.*)$", re.IGNORECASE | re.DOTALL)
 _DROP_TABLE = re.compile(r"^DROP TABLE (IF EXISTS )?(\w+)\.(\w+)\b", re.IGNORECASE)
 _COLUMN_CHANGE = re.compile(r"\b(ADD|DROP|MODIFY|RENAME|COMMENT|CLEAR) COLUMN\b", re.IGNORECASE)
 _ORDER_BY = re.compile(r"\bORDER BY\s+(\([^()]*\)|[\w.]+)", re.IGNORECASE)
@@ -103,10 +104,30 @@ def render(sql: str, *, database: str, cluster: str, bundled_engine: bool = Fals
     }
     text = re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], sql)
     text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
-    statements = [stmt.strip() for stmt in re.split(r";\s*$", text, flags=re.MULTILINE) if stmt.strip()]
+    statements = _merge_column_additions(
+        [stmt.strip() for stmt in re.split(r";\s*$", text, flags=re.MULTILINE) if stmt.strip()]
+    )
     if not cluster:
         return statements
     return [out for stmt in statements for out in _cluster_layout(stmt, database, cluster)]
+
+
+def _merge_column_additions(statements: list[str]) -> list[str]:
+    """Consecutive `ADD COLUMN`s on one table as one ALTER.
+
+    Each ALTER commits the table's metadata once: 25-35 ms each on the embedded engine, where
+    a fresh data dir's 80-odd column additions were most of a first start; on a cluster each
+    is a round of the DDL queue.
+    """
+    merged: list[str] = []
+    for statement in statements:
+        addition = _ADD_COLUMN.match(statement)
+        previous = _ADD_COLUMN.match(merged[-1]) if merged and addition else None
+        if addition and previous and previous.group(1) == addition.group(1):
+            merged[-1] = f"{merged[-1]},\n    {addition.group(2)}"
+        else:
+            merged.append(statement)
+    return merged
 
 
 def _cluster_layout(statement: str, database: str, cluster: str) -> list[str]:
