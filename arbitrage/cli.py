@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import httpx
 import msgspec
@@ -98,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arbitrage", description="Solana arbitrage data backend.")
     parser.add_argument("--version", action="version", version=f"arbitrage {__version__}")
     parser.add_argument("--config", help="config.toml to read (default: $ARB_CONFIG or ./config.toml)")
-    sub = parser.add_subparsers(dest="command")
+    sub = cast(_Subcommands, parser.add_subparsers(dest="command", action=_Subcommands))
 
     serve = sub.add_parser("serve", help="serve the HTTP API (Granian, ASGI)")
     serve.add_argument("--host", help="server.host")
@@ -131,14 +132,44 @@ def _parser() -> argparse.ArgumentParser:
     show = config_sub.add_parser("show", help="print the effective configuration, secrets redacted")
     show.set_defaults(handler=_config_show)
 
-    from arbitrage.export import add_export_command
-    from arbitrage.ingest import add_ingest_command
-    from arbitrage.security import add_keys_command
-
-    add_ingest_command(sub)
-    add_export_command(sub)
-    add_keys_command(sub)
+    sub.add_deferred_parser(
+        "ingest",
+        ("arbitrage.ingest", "add_ingest_arguments"),
+        help="load NDJSON, JSON (either may be .gz) or Parquet files into the warehouse or a running server",
+    )
+    sub.add_deferred_parser(
+        "export",
+        ("arbitrage.export", "add_export_arguments"),
+        help="export stored transactions to csv, parquet, json, hdf5, arrow, tfrecord",
+    )
+    sub.add_deferred_parser(
+        "keys", ("arbitrage.security", "add_keys_arguments"), help="create, list and revoke API keys"
+    )
     return parser
+
+
+class _Subcommands(argparse._SubParsersAction):  # type: ignore[type-arg]
+    """Subcommands of which some import their package, and add their arguments, only when run.
+
+    Those packages import the warehouse, polars and Litestar: a second and a half here, which
+    `serve` (it execs Granian at once), `--help` and the light commands need not wait for.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deferred: dict[str, tuple[str, str]] = {}
+
+    def add_deferred_parser(self, name: str, add_arguments: tuple[str, str], **kwargs: Any) -> None:
+        """`add_arguments` is (module, function); the function gets this command's parser."""
+        self.add_parser(name, **kwargs)
+        self._deferred[name] = add_arguments
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, *args: Any) -> None:
+        values = args[0]
+        if deferred := self._deferred.pop(values[0], None):
+            module, function = deferred
+            getattr(importlib.import_module(module), function)(self.choices[values[0]])
+        super().__call__(parser, namespace, *args)
 
 
 def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -10,7 +10,7 @@ Public face:
 - `run_export`/`plan_export` run one export directly (the CLI uses them).
 """
 
-from arbitrage.export._cli import add_export_command, export_command
+from arbitrage.export._cli import add_export_arguments, export_command
 from arbitrage.export._jobs import (
     ACTIVE_STATES,
     INTERRUPTED_ERROR,
@@ -65,7 +65,7 @@ __all__ = [
     "Split",
     "UnknownFormat",
     "WriterOptions",
-    "add_export_command",
+    "add_export_arguments",
     "column_descriptions",
     "export_command",
     "formats",

@@ -25,11 +25,8 @@ from arbitrage.export._sink import Destination, redact_url
 from arbitrage.export._writers import UnknownFormat
 
 
-def add_export_command(subcommands: Any) -> None:
-    """Add `export` to the CLI's subcommands (an argparse `_SubParsersAction`)."""
-    parser = subcommands.add_parser(
-        "export", help="export stored transactions to csv, parquet, json, hdf5, arrow, tfrecord"
-    )
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of the CLI's `export` command."""
     parser.add_argument("format", help="csv, parquet, json, hdf5, arrow, tfrecord or a registered custom format")
     parser.add_argument("--out", required=True, help="directory or fsspec URL (s3://bucket/prefix/) to write into")
     parser.add_argument("--start", help="first day (YYYY-MM-DD) or RFC 3339 instant, block time UTC")

@@ -1,6 +1,6 @@
 """Validation, batching, dedup and dead letters for every source."""
 
-from arbitrage.ingest._cli import add_ingest_command
+from arbitrage.ingest._cli import add_ingest_arguments
 from arbitrage.ingest._decode import (
     RAW_SCHEMA,
     DecodedBatch,
@@ -25,7 +25,7 @@ __all__ = [
     "RecordError",
     "Reject",
     "SolanaIngestReport",
-    "add_ingest_command",
+    "add_ingest_arguments",
     "decode_body",
     "decode_records",
     "decode_table",

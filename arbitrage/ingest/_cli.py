@@ -38,13 +38,10 @@ _BUSY_RETRIES = 120
 _TRANSPORT_RETRIES = 5
 
 
-def add_ingest_command(sub: Any) -> None:
-    """Add `ingest` to the CLI's subcommands (an argparse `_SubParsersAction`)."""
+def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of the CLI's `ingest` command."""
     from arbitrage.cli import at_least, http_url, input_file
 
-    parser = sub.add_parser(
-        "ingest", help="load NDJSON, JSON (either may be .gz) or Parquet files into the warehouse or a running server"
-    )
     parser.add_argument("files", nargs="+", type=input_file)
     parser.add_argument("--data-dir", help="storage.data_dir")
     parser.add_argument(

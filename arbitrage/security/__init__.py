@@ -16,7 +16,7 @@ from arbitrage.security._access import (
     start_security,
     visible_to,
 )
-from arbitrage.security._cli import add_keys_command
+from arbitrage.security._cli import add_keys_arguments
 from arbitrage.security._guard import (
     PublicOperation,
     caller,
@@ -46,7 +46,7 @@ __all__ = [
     "KeyStore",
     "PublicOperation",
     "Security",
-    "add_keys_command",
+    "add_keys_arguments",
     "add_security_headers",
     "admin_token",
     "admin_token_path",

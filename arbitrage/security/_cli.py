@@ -19,9 +19,8 @@ from arbitrage.security._hardening import is_loopback
 from arbitrage.security._keys import ROLES, KeyStore, check_new_key
 
 
-def add_keys_command(sub: Any) -> None:
-    """Add `keys` with its subcommands to an argparse subparsers object."""
-    keys = sub.add_parser("keys", help="create, list and revoke API keys")
+def add_keys_arguments(keys: argparse.ArgumentParser) -> None:
+    """The arguments and subcommands of the CLI's `keys` command."""
     # Where the keys live, given before or after the subcommand (the later one wins).
     where = argparse.ArgumentParser(add_help=False)
     for parser, default in ((keys, None), (where, argparse.SUPPRESS)):

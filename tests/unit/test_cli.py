@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -96,3 +98,27 @@ def test_keys_take_url_before_or_after_the_subcommand(argv: list[str]) -> None:
 def test_keys_without_url_work_on_the_data_dir() -> None:
     args = _parser().parse_args(["keys", "list", "--data-dir", "/tmp/x"])
     assert (args.url, args.data_dir) == (None, "/tmp/x")
+
+
+def test_help_and_serve_parse_without_importing_the_commands_that_did_not_run() -> None:
+    """`serve` execs Granian and `--help` prints: neither should wait for export's or ingest's imports."""
+    probe = (
+        "import sys, contextlib, io\n"
+        "from arbitrage.cli import _parser\n"
+        "_parser().parse_args(['serve', '--port', '1'])\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "    _parser().parse_args(['--help'])\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('arbitrage.'))))\n"
+        "_parser().parse_args(['export', 'csv', '--out', 'x'])\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('arbitrage.'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    before, after = (set(line.split()) for line in out.splitlines())
+    assert not before & {"arbitrage.export", "arbitrage.ingest", "arbitrage.security", "arbitrage.storage"}
+    assert "arbitrage.export" in after
+
+
+def test_a_deferred_command_gets_its_arguments_when_it_runs() -> None:
+    args = _parser().parse_args(["export", "csv", "--out", "/tmp/x", "--partition-by", "date"])
+    assert (args.format, args.out, args.partition_by) == ("csv", "/tmp/x", ["date"])
+    assert args.handler.__module__ == "arbitrage.export._cli"
