@@ -155,6 +155,7 @@ class MockCluster:
         lib.rd_kafka_mock_cluster_bootstraps.argtypes = [ctypes.c_void_p]
         lib.rd_kafka_mock_topic_create.restype = ctypes.c_int
         lib.rd_kafka_mock_topic_create.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_int]
+        lib.rd_kafka_mock_group_initial_rebalance_delay_ms.argtypes = [ctypes.c_void_p, ctypes.c_int32]
         lib.rd_kafka_mock_push_request_errors_array.argtypes = [
             ctypes.c_void_p,
             ctypes.c_int16,
@@ -167,6 +168,9 @@ class MockCluster:
         if not self._handle:
             raise RuntimeError(errstr.value.decode())
         self._cluster = lib.rd_kafka_mock_cluster_new(self._handle, 1)
+        # A new group's first join waits 3 s (Kafka's group.initial.rebalance.delay.ms) for more
+        # members; every test has a group of its own, and those with two consumers wait for both.
+        lib.rd_kafka_mock_group_initial_rebalance_delay_ms(self._cluster, 0)
         for topic, partitions in topics.items():
             self.create_topic(topic, partitions)
         self.bootstrap: str = lib.rd_kafka_mock_cluster_bootstraps(self._cluster).decode()
