@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 2
 
-.PHONY: help install system-deps bench-deps run test lint fmt bench dist clean
+.PHONY: help install bytecode system-deps bench-deps run test lint fmt bench dist clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -38,11 +38,12 @@ run: install ## serve on 127.0.0.1:8080 with the embedded warehouse and the demo
 # PYTHONDONTWRITEBYTECODE is set (CI machines often do) no .pyc is ever written, and each of
 # them compiled every module it imported: e2e/test_server.py and integration/test_cli.py took
 # 289 s instead of 136. So uv compiles the dependencies when it installs them (once), and the
-# project's own modules are compiled before the run.
-test bench: export UV_COMPILE_BYTECODE := 1
-
-test: install system-deps ## run the whole test suite (starts and stops Redis, a Kafka-protocol broker, an S3 endpoint)
+# project's own modules are compiled here.
+bytecode: export UV_COMPILE_BYTECODE := 1
+bytecode: install
 	@$(BIN)/python -m compileall -q arbitrage tests benchmarks > /dev/null
+
+test: bytecode system-deps ## run the whole test suite (starts and stops Redis, a Kafka-protocol broker, an S3 endpoint)
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: install ## ruff (lint + format check) and mypy
@@ -54,8 +55,7 @@ fmt: install ## format the code and apply safe lint fixes
 	$(BIN)/ruff format arbitrage tests benchmarks
 	$(BIN)/ruff check --fix arbitrage tests benchmarks
 
-bench: install bench-deps ## run the benchmarks (minutes; prints tables)
-	@$(BIN)/python -m compileall -q arbitrage tests benchmarks > /dev/null
+bench: bytecode bench-deps ## run the benchmarks (minutes; prints tables)
 	@for script in benchmarks/[!_]*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 dist: ## build dist/arbitrage: one file that runs `./arbitrage serve` on a box with only Python 3.11

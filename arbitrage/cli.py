@@ -164,12 +164,18 @@ class _Subcommands(argparse._SubParsersAction):  # type: ignore[type-arg]
         self.add_parser(name, **kwargs)
         self._deferred[name] = add_arguments
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, *args: Any) -> None:
-        values = args[0]
-        if deferred := self._deferred.pop(values[0], None):
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        name = str(values[0]) if values else ""  # argparse passes [command, *its arguments]
+        if deferred := self._deferred.pop(name, None):
             module, function = deferred
-            getattr(importlib.import_module(module), function)(self.choices[values[0]])
-        super().__call__(parser, namespace, *args)
+            getattr(importlib.import_module(module), function)(self.choices[name])
+        super().__call__(parser, namespace, values, option_string)
 
 
 def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -120,13 +120,15 @@ def _merge_column_additions(statements: list[str]) -> list[str]:
     is a round of the DDL queue.
     """
     merged: list[str] = []
+    adding_to = None  # the "ALTER TABLE …" that the last statement added columns with
     for statement in statements:
         addition = _ADD_COLUMN.match(statement)
-        previous = _ADD_COLUMN.match(merged[-1]) if merged and addition else None
-        if addition and previous and previous.group(1) == addition.group(1):
-            merged[-1] = f"{merged[-1]},\n    {addition.group(2)}"
+        table = addition.group(1) if addition else None
+        if addition and table == adding_to:
+            merged[-1] += f",\n    {addition.group(2)}"
         else:
             merged.append(statement)
+        adding_to = table
     return merged
 
 
