@@ -258,6 +258,10 @@ class TransactionController(Controller):
         if historical.is_page(limit):
             gzipped = accepts_gzip(request.headers.get("accept-encoding", ""))
             body = await historical.page(filters, limit, ndjson=ndjson, gzipped=gzipped)
-            headers = {"vary": "Accept-Encoding"} | ({"content-encoding": "gzip"} if gzipped else {})
+            headers = {"vary": "Accept, Accept-Encoding"} | ({"content-encoding": "gzip"} if gzipped else {})
             return Response(body, media_type=media_type, headers=headers)
-        return Stream(await _after_first_read(historical.stream(filters, limit, ndjson=ndjson)), media_type=media_type)
+        return Stream(
+            await _after_first_read(historical.stream(filters, limit, ndjson=ndjson)),
+            media_type=media_type,
+            headers={"vary": "Accept"},  # the body is JSON or NDJSON by `Accept`: caches must key on it
+        )

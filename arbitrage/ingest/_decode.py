@@ -11,8 +11,10 @@ field that broke a rule in each bad one. Both paths end in the same column check
 
 from __future__ import annotations
 
+import bisect
 import gc
 import itertools
+import json
 import operator
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -212,12 +214,32 @@ def _decode_json_array(body: bytes, now: datetime | None, max_records: int | Non
     try:
         elements = _JSON_RAW.decode(body)
     except (*_UNREADABLE, msgspec.ValidationError) as exc:
-        raise ValidationError("$", f"body is not a JSON array of records: {_unreadable(exc)}") from exc
+        split = _split_by_python(body)
+        if split is None:
+            raise ValidationError("$", f"body is not a JSON array of records: {_unreadable(exc)}") from exc
+        _check_count(len(split), max_records)
+        return _decode_elements(split, now)
     _check_count(len(elements), max_records)
     frame = _arrow_columns(elements)
     if frame is None:
         return _decode_items(body, _JSON_LIST, _JSON_RAW, now, max_records)
     return _check_rules(frame, list(range(len(frame))), [], now, lambda i: bytes(elements[i]))
+
+
+def _split_by_python(body: bytes) -> list[bytes] | None:
+    """The records of an array msgspec refuses whole, re-encoded one by one; None if it is no array.
+
+    RFC 8259 lets a string hold an escaped lone surrogate (text cut in the middle of an
+    emoji); msgspec refuses the document for it, Python's parser does not. So only the
+    record holding it is rejected, as on the NDJSON path.
+    """
+    try:
+        items = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(items, list):
+        return None
+    return [json.dumps(item).encode() for item in items]
 
 
 def _arrow_columns(elements: Sequence[bytes | msgspec.Raw]) -> pl.DataFrame | None:
@@ -457,8 +479,9 @@ def _decode_arrow(body: bytes, now: datetime | None, max_records: int | None) ->
 def decode_table(table: pa.Table, *, now: datetime | None = None, max_records: int | None = None) -> DecodedBatch:
     """Records given as columns (Arrow IPC bodies, Parquet files), cast to `RAW_SCHEMA`.
 
-    When a column does not cast (a negative fee in an int64 column, a slot written as text),
-    the table is read record by record, so a bad value rejects its record, not the batch.
+    A value its column cannot hold (a negative fee in an int64 column, a slot written as
+    text, as JSON would refuse it) sends only its record through the record-by-record path,
+    which rejects it naming the field; the other records stay columns.
     """
     _check_count(table.num_rows, max_records)
     for required in ("signature", "slot", "block_time", "signer", "legs", "fee_lamports"):
@@ -470,6 +493,24 @@ def decode_table(table: pa.Table, *, now: datetime | None = None, max_records: i
         except pa.ArrowInvalid as exc:
             raise ValidationError("block_time", f"column cannot be read as milliseconds: {exc}") from exc
         table = table.set_column(table.schema.get_field_index("block_time"), "block_time", milliseconds)
+    whole = None if _texts_for_numbers(table) else _cast(table)
+    if whole is not None:
+        return _decode_columns(whole, list(range(table.num_rows)), now)
+    unfit = _rows_a_column_cannot_hold(table)
+    fit = sorted(set(range(table.num_rows)) - set(unfit))
+    cast = _cast(table.take(pa.array(fit, pa.int64())))
+    assert cast is not None, "every value that does not cast was taken out"
+    as_columns = _decode_columns(cast, fit, now)
+    rows = table.take(pa.array(unfit, pa.int64())).to_pylist()
+    one_by_one = decode_records([_ROW_JSON.encode(_left_out_nulls(row)) for row in rows], now=now)
+    return _in_body_order(as_columns, _positioned(one_by_one, unfit))
+
+
+_CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
+
+
+def _cast(table: pa.Table) -> pa.Table | None:
+    """`table` as `RAW_SCHEMA` (left-out columns and nulls with defaults filled), or None when a value does not cast."""
     columns = []
     for field in RAW_SCHEMA:
         if field.name not in table.column_names:
@@ -477,15 +518,101 @@ def decode_table(table: pa.Table, *, now: datetime | None = None, max_records: i
             continue
         try:
             column = table.column(field.name).cast(field.type)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-            return decode_records([_ROW_JSON.encode(row) for row in table.to_pylist()], now=now)
+        except _CAST_ERRORS:
+            return None
         if field.name in _DEFAULTS and column.null_count:  # a null is a value left out
             column = _defaulted(field.name, column)
         columns.append(column)
-    frame = pl.from_arrow(pa.Table.from_arrays(columns, schema=RAW_SCHEMA))
+    return pa.Table.from_arrays(columns, schema=RAW_SCHEMA)
+
+
+def _decode_columns(table: pa.Table, indexes: list[int], now: datetime | None) -> DecodedBatch:
+    """The contract's rules on records already cast; `indexes` (ascending) are their places in the body."""
+    frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
     return _check_rules(
-        frame, list(range(len(frame))), [], now, lambda i: msgspec.json.encode(frame.row(i, named=True))
+        frame, indexes, [], now, lambda i: msgspec.json.encode(frame.row(bisect.bisect_left(indexes, i), named=True))
+    )
+
+
+def _texts_for_numbers(table: pa.Table) -> bool:
+    return any(
+        _text_where_not_text(table.schema.field(field.name).type, field.type)
+        for field in RAW_SCHEMA
+        if field.name in table.column_names
+    )
+
+
+def _rows_a_column_cannot_hold(table: pa.Table) -> list[int]:
+    """Positions of the records with a value that does not cast to its `RAW_SCHEMA` column.
+
+    Text never becomes a number or a flag (JSON refuses `"slot": "123"` too). Otherwise a
+    failed cast is narrowed down by halves, so a batch with a few bad values costs a few
+    dozen casts, not one per record.
+    """
+    unfit: set[int] = set()
+    for field in RAW_SCHEMA:
+        if field.name not in table.column_names:
+            continue
+        column = table.column(field.name).combine_chunks()
+        if _text_where_not_text(column.type, field.type):
+            unfit.update(pc.indices_nonzero(pc.is_valid(column)).to_pylist())
+        else:
+            unfit.update(_failing_casts(column, field.type, 0))
+    return sorted(unfit)
+
+
+def _text_where_not_text(given: pa.DataType, wanted: pa.DataType) -> bool:
+    if _is_text(given):
+        return not _is_text(wanted)
+    if pa.types.is_list(given) or pa.types.is_large_list(given) or pa.types.is_list_view(given):
+        return pa.types.is_list(wanted) and _text_where_not_text(given.value_type, wanted.value_type)
+    if pa.types.is_struct(given) and pa.types.is_struct(wanted):
+        names = {wanted.field(i).name: wanted.field(i).type for i in range(wanted.num_fields)}
+        return any(
+            _text_where_not_text(given.field(i).type, names[given.field(i).name])
+            for i in range(given.num_fields)
+            if given.field(i).name in names
+        )
+    return False
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind))
+
+
+def _failing_casts(values: pa.Array, wanted: pa.DataType, offset: int) -> list[int]:
+    try:
+        values.cast(wanted)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        if len(values) == 1:
+            return [offset]
+        half = len(values) // 2
+        return _failing_casts(values[:half], wanted, offset) + _failing_casts(values[half:], wanted, offset + half)
+    return []
+
+
+def _left_out_nulls(row: dict[str, object]) -> dict[str, object]:
+    """A record as JSON would give it: an Arrow null where the field has a default means left out."""
+    return {name: value for name, value in row.items() if value is not None or name not in _DEFAULTS}
+
+
+def _positioned(decoded: DecodedBatch, positions: list[int]) -> DecodedBatch:
+    """`decoded`, of the records at `positions` of a body, with its indexes into that body."""
+    return DecodedBatch(
+        decoded.frame,
+        [Reject(positions[r.index], r.field, r.reason, r.raw) for r in decoded.rejects],
+        [positions[i] for i in decoded.indexes],
+    )
+
+
+def _in_body_order(first: DecodedBatch, second: DecodedBatch) -> DecodedBatch:
+    indexes = first.indexes + second.indexes
+    order = sorted(range(len(indexes)), key=indexes.__getitem__)
+    return DecodedBatch(
+        pl.concat([first.frame, second.frame])[order],
+        sorted([*first.rejects, *second.rejects], key=operator.attrgetter("index")),
+        [indexes[i] for i in order],
     )
 
 

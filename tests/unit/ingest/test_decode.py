@@ -191,6 +191,20 @@ def test_arrow_path_applies_the_same_rules(batch: list[dict[str, Any]]) -> None:
     assert via_arrow.frame.equals(via_json.frame)
 
 
+@pytest.mark.parametrize("separator", [b",", b"\n"])
+def test_a_lone_surrogate_escape_rejects_its_record_in_an_array_as_in_ndjson(
+    batch: list[dict[str, Any]], separator: bytes
+) -> None:
+    """Text cut inside an emoji (`"\\ud83d"`), in a field the contract ignores: msgspec refuses the
+    whole document for it, so the array's records are split apart by Python's parser instead."""
+    lines = [msgspec.json.encode(r) for r in batch[:3]]
+    lines[1] = b'{"memo": "caf\\ud83d", ' + lines[1][1:]
+    body = b"[" + separator.join(lines) + b"]" if separator == b"," else separator.join(lines)
+    decoded = decode_body(body, "json" if separator == b"," else "ndjson", now=NOW)
+    assert [(r.index, r.field) for r in decoded.rejects] == [(1, "$")]
+    assert decoded.frame["signature"].to_list() == [batch[0]["signature"], batch[2]["signature"]]
+
+
 def test_a_malformed_ndjson_line_is_rejected_and_the_rest_kept(batch: list[dict[str, Any]]) -> None:
     lines = [msgspec.json.encode(r) for r in batch[:3]]
     body = b"\n".join([lines[0], b'{"signature": "unterminated', lines[1], lines[2]])
@@ -407,6 +421,31 @@ def test_a_value_a_column_cannot_hold_rejects_its_record_not_the_batch(batch: li
     assert {r.field for r in decoded.rejects} == {"slot"}
     assert len(decoded.rejects) == 20
     assert decoded.rejects[0].reason == "Expected `int`, got `str`"
+
+
+def test_a_bad_value_leaves_its_neighbours_nulls_as_defaults(batch: list[dict[str, Any]]) -> None:
+    """Columns as a writer infers them (int64 fees and amounts, optional columns null): a negative
+    value rejects only its record, naming the field; the others keep the defaults their nulls stand for."""
+    for record in batch:
+        record["jito_tip_lamports"] = record["success"] = None
+    batch[2]["fee_lamports"] = -1
+    batch[7]["legs"][1]["amount_in"] = -3
+    decoded = decode_table(pl.DataFrame(batch).to_arrow(), now=NOW)
+    assert [(r.index, r.field) for r in decoded.rejects] == [(2, "fee_lamports"), (7, "legs[1].amount_in")]
+    assert decoded.indexes == [i for i in range(len(batch)) if i not in (2, 7)]
+    assert decoded.frame["signature"].to_list() == [batch[i]["signature"] for i in decoded.indexes]
+    assert decoded.frame["success"].all()
+    assert decoded.frame["jito_tip_lamports"].sum() == 0
+
+
+def test_text_in_a_number_column_is_refused_as_json_refuses_it(batch: list[dict[str, Any]]) -> None:
+    table = pl.DataFrame(batch).to_arrow()
+    slots = pa.array([str(r["slot"]) if i == 5 else None for i, r in enumerate(batch)], pa.string())
+    mixed = table.set_column(table.schema.get_field_index("slot"), "slot", slots)
+    decoded = decode_table(mixed, now=NOW)
+    assert (decoded.rejects[5].field, decoded.rejects[5].reason) == ("slot", "Expected `int`, got `str`")
+    as_numbers = table.set_column(table.schema.get_field_index("slot"), "slot", pa.array([r["slot"] for r in batch]))
+    assert decode_table(as_numbers, now=NOW).rejects == []
 
 
 def test_columns_that_cast_stay_columnar_and_equal_the_json_reading(batch: list[dict[str, Any]]) -> None:
