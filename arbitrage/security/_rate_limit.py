@@ -2,9 +2,10 @@
 
 A bucket holds up to `burst` requests and refills at `per_minute / 60` per second. The
 Redis variant runs the same arithmetic in one Lua script (atomic, one round trip), so
-several processes share a client's budget. When Redis cannot be reached the request is
-let through and the failure logged (at most once a minute): a rate limiter should not
-turn a cache outage into an API outage.
+several processes share a client's budget. When Redis cannot be reached (or does not answer
+within a second) each process keeps its own buckets for a few seconds before asking Redis
+again, and logs the failure at most once a minute: a rate limiter should turn a Redis outage
+neither into an API outage nor into a second of latency on every request.
 """
 
 from __future__ import annotations
@@ -85,7 +86,9 @@ return tostring(wait)
 class RedisRateLimiter:
     """Buckets shared by every process that uses the same Redis."""
 
-    def __init__(self, url: str, per_minute: int, burst: int, *, prefix: str = "arbitrage:ratelimit:") -> None:
+    def __init__(
+        self, url: str, per_minute: int, burst: int, *, prefix: str = "arbitrage:ratelimit:", retry_s: float = 5.0
+    ) -> None:
         import redis.asyncio as redis
 
         self.rate = per_minute / 60.0
@@ -93,18 +96,29 @@ class RedisRateLimiter:
         self._client: Any = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
         self._script = self._client.register_script(_TAKE_SCRIPT)
         self._prefix = prefix
+        self._own = MemoryRateLimiter(per_minute, burst)
+        """This process's buckets while Redis is away."""
+        self._retry_s = retry_s
+        self._redis_again_at = -math.inf
         self._last_warning = -math.inf
 
     async def take(self, client: str) -> float:
+        if time.monotonic() < self._redis_again_at:
+            return await self._own.take(client)
         try:
             wait = await self._script(keys=[self._prefix + client], args=[self.rate, self.burst])
         except Exception as exc:
             now = time.monotonic()
+            self._redis_again_at = now + self._retry_s
             if now - self._last_warning > 60:
                 self._last_warning = now
-                log.warning("rate limiting is off while Redis is unreachable: %s", type(exc).__name__)
-            return 0.0
+                log.warning(
+                    "Redis is unreachable (%s): rate limits are this process's own until it answers",
+                    type(exc).__name__,
+                )
+            return await self._own.take(client)
         return float(wait)
 
     async def close(self) -> None:
+        await self._own.close()
         await self._client.aclose()

@@ -4,8 +4,9 @@ One client per process for commands and one subscription per process: a publishe
 comes back to every process's hub (this one included) and is fanned out in memory, so
 there is no Redis traffic per client. Batches travel as stored rows (`_wire`); each process
 renders what its own subscribers read, and its own batches come back as the rows it holds.
-While Redis is unreachable the link reports itself down, the feed falls back to in-process
-positions and delivery, and a background loop re-subscribes when Redis returns.
+While Redis is unreachable (a command failed or timed out, or the subscription broke) the link
+reports itself down, the feed falls back to in-process positions and delivery, and a background
+loop subscribes again, and takes the positions handed out meanwhile into account, when Redis returns.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 
 _COMMAND_TIMEOUT_S = 1.0
 _RETRY_S = 0.25
+_LISTEN_POLL_S = 1.0
+"""How soon the subscription notices that a command found Redis gone, when no message comes."""
 _READ_BACK_TIMEOUT_S = 30.0
 """How long a publisher waits for its own subscription to read its earlier messages."""
 
@@ -236,8 +239,11 @@ class RedisLink:
                 if not self._subscribed.is_set():
                     log.info("redis live feed subscribed on %s", self.channel)
                 self._subscribed.set()
-                async for message in pubsub.listen():
-                    if message["type"] != "message":
+                # Until a command of this process finds Redis gone (`_lost`), which a stall can do
+                # without breaking this connection: then subscribe again, as after an outage.
+                while self._subscribed.is_set():
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=_LISTEN_POLL_S)
+                    if message is None or message["type"] != "message":
                         continue
                     try:
                         await self._receive(decode_wire(message["data"]))

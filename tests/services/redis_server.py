@@ -76,10 +76,20 @@ class RedisServer:
         self.stop()
         raise RuntimeError(f"redis-server did not answer on port {self.port} within {timeout}s")
 
+    def pause(self) -> None:
+        """Stop the server answering while its connections stay open (SIGSTOP): a stalled Redis."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGCONT)
+
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """End the server by its PID (SIGKILL simulates a crash)."""
         if self.process is None or self.process.poll() is not None:
             return
+        os.kill(self.process.pid, signal.SIGCONT)  # a paused server would not act on the signal
         os.kill(self.process.pid, sig)
         try:
             self.process.wait(10)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import anyio
 import pytest
 import redis.asyncio as redis
 from litestar.testing import AsyncTestClient
@@ -90,3 +91,28 @@ async def test_deployments_sharing_a_redis_with_their_own_key_prefix_keep_their_
         assert await keys.exists("staging:ratelimit:jwt:carol", "production:ratelimit:jwt:carol") == 2
     finally:
         await keys.aclose()
+
+
+async def test_a_stalled_redis_costs_one_timeout_then_the_process_limits_on_its_own(redis_server: RedisServer) -> None:
+    limiter = RedisRateLimiter(redis_server.url, per_minute=60, burst=2, prefix="test-stall:", retry_s=2.0)
+    try:
+        assert await limiter.take("key") == 0.0
+        redis_server.pause()
+        try:
+            started = time.monotonic()
+            waits = [await limiter.take("key") for _ in range(10)]
+            took = time.monotonic() - started
+        finally:
+            redis_server.resume()
+        assert waits[:2] == [0.0, 0.0] and all(wait > 0 for wait in waits[2:]), "its own buckets limit meanwhile"
+        assert took < 5, f"{took:.1f} s for 10 requests: each waited on the stalled Redis"
+        await anyio.sleep(2.1)  # `retry_s` after the failure
+        keys = redis.Redis.from_url(redis_server.url)
+        try:
+            await keys.delete("test-stall:key")
+            assert await limiter.take("key") == 0.0, "Redis asked again once it answers"
+            assert await keys.exists("test-stall:key")
+        finally:
+            await keys.aclose()
+    finally:
+        await limiter.close()
