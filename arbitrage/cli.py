@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import importlib
 import json
+import math
 import os
 import sys
 import time
@@ -60,15 +61,27 @@ Number = TypeVar("Number", int, float)
 
 
 def at_least(kind: type[Number], minimum: Number) -> Callable[[str], Number]:
-    """An argparse `type=` that refuses numbers below `minimum` (exit 2, naming the flag)."""
+    """An argparse `type=` that refuses numbers below `minimum`, and infinity (exit 2, naming the flag)."""
+
+    def parse(text: str) -> Number:
+        value = finite(kind)(text)
+        if not value >= minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
+        return value
+
+    return parse
+
+
+def finite(kind: type[Number]) -> Callable[[str], Number]:
+    """An argparse `type=` that refuses NaN and infinity, which no bound or rate means."""
 
     def parse(text: str) -> Number:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
-        if not value >= minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
         return value
 
     return parse

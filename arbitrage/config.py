@@ -304,12 +304,7 @@ def redacted(settings: Settings) -> dict[str, Any]:
     data: dict[str, Any] = msgspec.to_builtins(settings)
     for section in data.values():
         for key in section:
-            if key in SECRET_KEYS and section[key]:
-                section[key] = "***"
-            elif isinstance(section[key], str) and "://" in section[key]:
-                section[key] = _redact_url(section[key])
-            elif isinstance(section[key], dict):
-                section[key] = _redact_nested(section[key])
+            section[key] = "***" if key in SECRET_KEYS and section[key] else _redact_value(section[key])
     return data
 
 
@@ -348,20 +343,19 @@ def _looks_secret(name: str) -> bool:
     return any(word in name.lower() for word in _SECRET_WORDS)
 
 
-def _redact_nested(table: dict[str, Any]) -> dict[str, Any]:
-    """Pass-through option tables (kafka.extra, storage options): hide values of secret-looking keys."""
-    return {
-        k: (
-            _redact_nested(v)
-            if isinstance(v, dict)
-            else "***"
-            if v and _looks_secret(k)
-            else _redact_url(v)
-            if isinstance(v, str) and "://" in v
-            else v
-        )
-        for k, v in table.items()
-    }
+def _redact_value(value: Any) -> Any:
+    """URLs lose their credentials; pass-through option tables (kafka.extra, storage options) the
+    values of their secret-looking keys; lists (export roots) both, item by item."""
+    if isinstance(value, str) and "://" in value:
+        return _redact_url(value)
+    if isinstance(value, dict):
+        return {
+            k: "***" if v and _looks_secret(k) and not isinstance(v, dict) else _redact_value(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_redact_value(item) for item in value]
+    return value
 
 
 @cache

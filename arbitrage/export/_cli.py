@@ -17,7 +17,7 @@ from typing import Any, get_args
 
 import msgspec
 
-from arbitrage.cli import at_least
+from arbitrage.cli import at_least, finite
 from arbitrage.errors import ArbitrageError, ValidationError
 from arbitrage.export._request import ExportRequest, PartitionKey, Split, check_split
 from arbitrage.export._run import ExportProgress, plan_export, run_export, table_columns
@@ -35,7 +35,7 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokens", help="comma-separated mints; keep routes touching any")
     parser.add_argument("--dexes", help="comma-separated DEXes; keep transactions with a leg on any")
     parser.add_argument("--signers", help="comma-separated signer public keys")
-    parser.add_argument("--min-profit", type=float, help="minimum net profit, SOL")
+    parser.add_argument("--min-profit", type=finite(float), help="minimum net profit, SOL")
     parser.add_argument("--success-only", action="store_true", help="only transactions that executed")
     parser.add_argument("--compression", help="codec (format-specific: snappy, zstd, gzip, lz4, lzf, none)")
     parser.add_argument(

@@ -797,9 +797,16 @@ class ScheduleService:
             await asyncio.sleep(self._poll)
 
 
+_NAMED_FIELD = re.compile(r"(?:missing required|contains unknown) field `([^`]+)`")
+
+
 def _field_of(message: str) -> str:
-    marker = "at `$."
-    return message.split(marker, 1)[1].rstrip("`") if marker in message else "body"
+    """msgspec's message → the JSON path of the field at fault (`$`: the whole body), as the API names fields."""
+    path = message.split("at `$", 1)[1].rstrip("`").lstrip(".") if "at `$" in message else ""
+    named = _NAMED_FIELD.search(message)
+    if named is not None:
+        path = f"{path}.{named.group(1)}" if path else named.group(1)
+    return path or "$"
 
 
 _TIME = pa.timestamp("ms", "UTC")

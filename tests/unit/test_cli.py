@@ -32,6 +32,8 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
         (["export", "csv", "--out", "{dir}", "--split", "2,-0.5,-0.5"], "--split"),
         (["export", "csv", "--out", "{dir}", "--split", "0.7,0.2,0.2"], "must be 1"),
         (["export", "csv", "--out", "{dir}", "--chunk-rows", "0"], "--chunk-rows"),
+        (["export", "csv", "--out", "{dir}", "--min-profit", "nan"], "--min-profit"),
+        (["simulate", "--count", "1", "--rate", "inf"], "--rate"),
         (["keys", "--data-dir", "{dir}", "create", "--expires-in-days", "0"], "--expires-in-days"),
         (["keys", "--data-dir", "{dir}", "create", "--expires-in-days", "4000"], "--expires-in-days"),
         (["keys", "--data-dir", "{dir}", "create", "--name", "x" * 201], "--name"),

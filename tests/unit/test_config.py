@@ -128,6 +128,7 @@ def test_secrets_are_redacted() -> None:
         ("ARB_REDIS__URL", "redis://:p@ss@127.0.0.1:6379/0", "ss@127"),
         ("ARB_STORAGE__HTTP_URL", "http://127.0.0.1:8123/?user=app&password=s3cret", "s3cret"),
         ("ARB_TELEMETRY__OTLP_ENDPOINT", "http://collector:4318/v1/traces?api_key=k3y&x=1", "k3y"),
+        ("ARB_AUTH__EXPORT_ROOTS", "s3://AKIAEXAMPLE:wJalrSECRET@datasets/arb", "wJalrSECRET"),
     ],
 )
 def test_credentials_anywhere_in_a_url_are_redacted(key: str, url: str, secret: str) -> None:

@@ -443,6 +443,10 @@ async def test_patch_changes_frequency_and_filters_and_a_bad_cron_is_refused(war
         assert updated.next_run_at == datetime(2026, 1, 1, 0, 45, tzinfo=UTC)
         with pytest.raises(ValidationError):
             await schedules.update(created.id, {"frequency": "every tuesday"})
+        for change, field in (({"nope": 1}, "nope"), ({"format": None}, "format"), ({"format": 3}, "format")):
+            with pytest.raises(ValidationError) as refused:
+                await schedules.update(created.id, change)
+            assert refused.value.field == field, "named as a JSON path, as the create endpoint names it"
         await schedules.delete(created.id)
         assert await schedules.list() == []
     finally:
