@@ -69,7 +69,7 @@ from arbitrage.export import JobNotFound, JobState
 from arbitrage.features import FEATURES, LATE_COLUMN
 from arbitrage.risk import RISK_COLUMNS
 from arbitrage.schedule import ScheduleNotFound
-from arbitrage.security import Identity, identity_of, requires
+from arbitrage.security import CredentialWatch, Identity, identity_of, requires
 from arbitrage.services import Services
 from arbitrage.storage import TransactionFilter, decode_cursor, encode_cursor
 from arbitrage.stream import StreamFilter, render_transactions
@@ -128,6 +128,10 @@ class FieldForbidden(Exception):
 
     def __init__(self, field: str, role: str) -> None:
         super().__init__(f"{field}: this field requires the {role!r} role")
+
+
+class CredentialRevoked(Exception):
+    """The credential a subscription was started with no longer holds (revoked, expired): it ends."""
 
 
 def _require(info: Info[Any, Any], role: str) -> Identity:
@@ -297,11 +301,14 @@ class Subscription:
         context = info.context
         if context.setdefault(_SUBSCRIPTIONS_KEY, 0) >= MAX_SUBSCRIPTIONS:
             raise ValidationError("subscription", f"at most {MAX_SUBSCRIPTIONS} at once on one connection")
+        watch = CredentialWatch(context.get("request") or context["socket"], "read")
         resume = await services.feed.resume(filters, services.settings.stream.client_queue_events, None)
         context[_SUBSCRIPTIONS_KEY] += 1
         try:
             while True:
                 items = await resume.subscription.next()
+                if not watch.holds():
+                    raise CredentialRevoked("the credential was revoked or has expired")
                 if items is None:
                     raise ValidationError("subscription", "slow consumer: too many undelivered events")
                 for batch, selected in items:
@@ -383,7 +390,7 @@ class _RowBudget(SchemaExtension):
         yield
 
 
-_CLIENT_ERRORS = (ValidationError, FieldForbidden)
+_CLIENT_ERRORS = (ValidationError, FieldForbidden, CredentialRevoked)
 """Errors that are the client's answer, told as they are; anything else is ours."""
 
 

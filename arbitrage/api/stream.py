@@ -26,7 +26,7 @@ from litestar.response import Stream
 from arbitrage.api._errors import error_responses
 from arbitrage.api.transactions import FILTER_TYPES, Dex, MinProfit, Signer, Token
 from arbitrage.errors import ValidationError, WarehouseUnavailable
-from arbitrage.security import requires
+from arbitrage.security import CredentialWatch, requires
 from arbitrage.services import Services
 from arbitrage.stream import (
     FIELD_NAMES,
@@ -57,6 +57,9 @@ SLOW_CONSUMER_CLOSE = 1013
 """WebSocket close code for a client dropped because it fell behind ("try again later")."""
 FEED_FAILED_CLOSE = 1011
 """WebSocket close code for a client whose feed failed (an internal error); it may subscribe again to resume."""
+REVOKED_CLOSE = 1008
+"""WebSocket close code (policy violation) when the credential the socket was opened with was revoked or expired."""
+_REVOKED = "the credential was revoked or has expired"
 MAX_POSITION = 2**64 - 1
 """Stream positions are UInt64."""
 MAX_CONTROL_MESSAGE = 16 * 1024
@@ -141,7 +144,13 @@ class StreamController(Controller):
             resume_after = _position(last_event_id, "last_event_id")
         settings = services.settings.stream
         body = _sse_body(
-            feed, filters, selected, resume_after, settings.client_queue_events, settings.keepalive_seconds
+            feed,
+            filters,
+            selected,
+            resume_after,
+            settings.client_queue_events,
+            settings.keepalive_seconds,
+            CredentialWatch(request, "read"),
         )
         return Stream(
             body,
@@ -153,7 +162,9 @@ class StreamController(Controller):
     async def transactions_socket(self, socket: WebSocket[Any, Any, Any], services: NamedDependency[Services]) -> None:
         """Send `{"op": "subscribe", "filters": {...}, "fields": [...], "last_event_id": n}` to start."""
         await socket.accept()
-        session = _SocketSession(socket, _feed(services), services.settings.stream.client_queue_events)
+        session = _SocketSession(
+            socket, _feed(services), services.settings.stream.client_queue_events, CredentialWatch(socket, "read")
+        )
         try:
             await session.serve()
         finally:
@@ -161,7 +172,13 @@ class StreamController(Controller):
 
 
 async def _sse_body(
-    feed: LiveFeed, filters: StreamFilter, fields: Fields, after: int | None, max_events: int, keepalive: float
+    feed: LiveFeed,
+    filters: StreamFilter,
+    fields: Fields,
+    after: int | None,
+    max_events: int,
+    keepalive: float,
+    watch: CredentialWatch,
 ) -> AsyncIterator[bytes]:
     # The subscription is taken here, when the body starts streaming, and released when it ends.
     resume = await feed.resume(filters, max_events, after, sse_fields=fields)
@@ -177,6 +194,9 @@ async def _sse_body(
             return
         while True:
             items = await resume.subscription.next_or_idle(keepalive)
+            if not watch.holds():
+                yield b": closed: %s\n\n" % _REVOKED.encode()
+                return
             if isinstance(items, Idle):
                 yield b": keep-alive\n\n"
                 continue
@@ -223,10 +243,13 @@ def _ws_message(batch: LiveBatch, fields: Fields, selected: list[int] | None) ->
 class _SocketSession:
     """One WebSocket: reads control messages, and pumps the current subscription out."""
 
-    def __init__(self, socket: WebSocket[Any, Any, Any], feed: LiveFeed, max_events: int) -> None:
+    def __init__(
+        self, socket: WebSocket[Any, Any, Any], feed: LiveFeed, max_events: int, watch: CredentialWatch
+    ) -> None:
         self.socket = socket
         self.feed = feed
         self.max_events = max_events
+        self.watch = watch
         self._pump: asyncio.Task[None] | None = None
         self._subscription: Subscription | None = None
         """The current subscription, released by `stop` even when its pump was cancelled before it ran."""
@@ -278,6 +301,9 @@ class _SocketSession:
             except (msgspec.ValidationError, msgspec.DecodeError, ValidationError) as exc:
                 await self._send({"type": "error", "detail": str(exc)})
                 continue
+            if not self.watch.holds():
+                self._end(REVOKED_CLOSE, _REVOKED)
+                return
             if message.op == "ping":
                 await self._send({"type": "pong", "position": self.feed.hub.position})
             elif message.op == "unsubscribe":
@@ -310,6 +336,9 @@ class _SocketSession:
                 await self.socket.send_data(message.decode())
             while True:
                 items = await resume.subscription.next()
+                if not self.watch.holds():
+                    self._end(REVOKED_CLOSE, _REVOKED)
+                    return
                 if items is None:
                     self._end(SLOW_CONSUMER_CLOSE, "slow consumer: too many undelivered events")
                     return

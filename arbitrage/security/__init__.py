@@ -18,6 +18,7 @@ from arbitrage.security._access import (
 )
 from arbitrage.security._cli import add_keys_arguments
 from arbitrage.security._guard import (
+    CredentialWatch,
     PublicOperation,
     caller,
     credential_of,
@@ -38,6 +39,7 @@ __all__ = [
     "ROLES",
     "ApiKey",
     "CreatedKey",
+    "CredentialWatch",
     "Identity",
     "InvalidToken",
     "JwtVerifier",

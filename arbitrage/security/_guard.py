@@ -8,6 +8,7 @@ of other sites in a browser on this machine are not such callers (`from_other_si
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -106,6 +107,32 @@ class PublicOperation(Operation):
 
     def __post_init__(self) -> None:
         self.security = []
+
+
+class CredentialWatch:
+    """Whether the credential a long-lived response (SSE, WebSocket) was admitted with still holds.
+
+    A guard checks a request once, at its start; a stream outlives that check. Revoking a key
+    (or a JWT expiring) ends its streams too, at most `every` seconds later: checked on each
+    send, not more often, since a check hashes the key or verifies the token.
+    """
+
+    def __init__(self, connection: ASGIConnection[Any, Any, Any, Any], role: str, every: float = 5.0) -> None:
+        self._credential = credential_of(connection)
+        self._security = security_of(connection) if self._credential else None
+        self._role = role
+        self._every = every
+        self._next_check = time.monotonic() + every
+
+    def holds(self) -> bool:
+        if self._security is None or self._credential is None:
+            return True  # admitted without a credential (auth off, on loopback): nothing to revoke
+        now = time.monotonic()
+        if now < self._next_check:
+            return True
+        self._next_check = now + self._every
+        identity = self._security.authenticate(self._credential)
+        return identity is not None and self._role in identity.roles
 
 
 def identity_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Identity | None:

@@ -37,6 +37,7 @@ class SseReader:
     events: list[SseEvent] = field(default_factory=list)
     comments: list[str] = field(default_factory=list)
     ended: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._changed = threading.Condition()
@@ -45,8 +46,9 @@ class SseReader:
         target = parts.path + (f"?{query}" if query else "")
         self._sock = socket.create_connection((parts.hostname, parts.port), timeout=30)
         resume = f"Last-Event-ID: {self.last_event_id}\r\n" if self.last_event_id is not None else ""
+        extra = "".join(f"{name}: {value}\r\n" for name, value in self.headers.items())
         self._sock.sendall(
-            f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nAccept: text/event-stream\r\n{resume}\r\n".encode()
+            f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nAccept: text/event-stream\r\n{resume}{extra}\r\n".encode()
         )
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
@@ -140,7 +142,12 @@ class WsClient:
     """A blocking RFC 6455 client: `send(obj)`, `recv()` → decoded JSON, `WsClosed` on close."""
 
     def __init__(
-        self, url: str, timeout: float = 30.0, receive_buffer: int | None = None, subprotocols: list[str] | None = None
+        self,
+        url: str,
+        timeout: float = 30.0,
+        receive_buffer: int | None = None,
+        subprotocols: list[str] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         parts = urlsplit(url)
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -150,9 +157,10 @@ class WsClient:
         self._sock.connect((parts.hostname, parts.port))
         key = base64.b64encode(os.urandom(16)).decode()
         protocols = f"Sec-WebSocket-Protocol: {', '.join(subprotocols)}\r\n" if subprotocols else ""
+        extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         self._sock.sendall(
             f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{protocols}\r\n".encode()
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{protocols}{extra}\r\n".encode()
         )
         self._buffer = bytearray()
         head = self._take_until(b"\r\n\r\n")

@@ -11,14 +11,18 @@ import os
 import socket
 import stat
 import subprocess
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import msgspec
 import pytest
 
 from arbitrage.security import is_loopback
+from arbitrage.simulator import Simulator
 from tests.e2e.server import ARBITRAGE, ServerProcess
+from tests.e2e.stream_clients import SseReader, WsClient, WsClosed
 
 pytestmark = pytest.mark.e2e
 
@@ -154,3 +158,50 @@ def test_keys_over_http_never_sends_the_admin_credential_in_clear_beyond_loopbac
     assert not received, received
     assert result.returncode != 0
     assert "https://" in result.stderr and "admin-token-never" not in result.stderr
+
+
+def test_open_streams_end_once_their_key_is_revoked(tmp_path: Path) -> None:
+    """A guard admits a stream once; revoking its key must still end it (within the 5 s re-check),
+    before anything stored after the revocation reaches it."""
+    records = Simulator(seed=41).records(40)
+    data = tmp_path / "data"
+    with ServerProcess(data, env={"ARB_AUTH__ENABLED": "true"}) as server:
+        admin = {"Authorization": f"Bearer {(data / 'admin_token').read_text().strip()}"}
+        created = httpx.post(f"{server.url}/admin/keys", json={"roles": ["read"]}, headers=admin).json()
+        reader = {"X-API-Key": created["token"]}
+
+        def ingest(batch: list[dict[str, object]]) -> None:
+            answer = httpx.post(f"{server.url}/ingest", content=msgspec.json.encode(batch), headers=admin, timeout=60)
+            assert answer.json()["accepted"] == len(batch)
+
+        with (
+            SseReader(f"{server.url}/sse/stream", params={"fields": "signature"}, headers=reader) as sse,
+            WsClient(f"{server.url}/ws/transactions", headers=reader) as ws,
+            WsClient(f"{server.url}/graphql", subprotocols=["graphql-transport-ws"], headers=reader) as graphql,
+        ):
+            sse.wait_connected()
+            ws.send({"op": "subscribe", "fields": ["signature"]})
+            assert ws.recv_until(lambda m: m["type"] == "subscribed")
+            graphql.send({"type": "connection_init"})
+            assert graphql.recv()["type"] == "connection_ack"
+            query = "subscription { transactions { signature } }"
+            graphql.send({"id": "1", "type": "subscribe", "payload": {"query": query}})
+            ingest(records[:20])
+            sse.wait_for(lambda r: len(r.events) == 20)
+            assert ws.recv_until(lambda m: m["type"] == "transactions")
+            assert graphql.recv_until(lambda m: m["type"] == "next")
+
+            assert httpx.delete(f"{server.url}/admin/keys/{created['key']['id']}", headers=admin).status_code == 200
+            time.sleep(5.5)
+            ingest(records[20:])
+            sse.wait_for(lambda r: r.ended)
+            with pytest.raises(WsClosed) as closed:
+                ws.recv_until(lambda m: False)
+            answers = []
+            while (message := graphql.recv())["type"] == "next":
+                answers.append(message["payload"])
+    assert "revoked" in str(answers[-1].get("errors")), answers[-1]
+    assert len(answers) == 20, "the first batch's other 19 transactions, then the error: nothing stored later"
+    assert "closed: the credential was revoked or has expired" in sse.comments
+    assert len(sse.events) == 20, "nothing stored after the revocation reached the stream"
+    assert closed.value.code == 1008
