@@ -128,7 +128,7 @@ class Security:
         """The caller's identity when it may use a route that needs `role`.
 
         `other_site`: the request may come from another site's web page in a browser on this
-        machine (`from_other_site`), which gets no auth-off trust.
+        machine (`from_other_site`), or a proxy relayed it (`relayed`): no auth-off trust.
 
         Raises:
             Unauthenticated: no or an invalid credential where one is needed.
@@ -142,7 +142,11 @@ class Security:
             if local and not other_site:
                 return LOCAL
             await self._throttle(f"ip:{client_network(client_host)}")
-            reason = " (a request from another site's web page is not trusted as local)" if local else ""
+            reason = (
+                " (a request from another site's web page, or relayed by a proxy, is not trusted as local)"
+                if local
+                else ""
+            )
             raise Unauthenticated(f"credentials required: send `Authorization: Bearer <token>` or `X-API-Key`{reason}")
         identity = self.authenticate(credential)
         if identity is None:

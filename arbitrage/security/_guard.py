@@ -29,7 +29,7 @@ from arbitrage.security._access import (
     Unauthenticated,
     fallback_security,
 )
-from arbitrage.security._hardening import from_other_site
+from arbitrage.security._hardening import from_other_site, relayed
 from arbitrage.security._keys import ROLES
 
 Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
@@ -73,11 +73,14 @@ def requires(role: str) -> Guard:
         other_site = (
             credential is None
             and not security.enabled
-            and from_other_site(
-                origin=connection.headers.get("origin"),
-                host=connection.headers.get("host"),
-                client_host=client,
-                trusted_origins=security.settings.auth.cors_origins,
+            and (
+                relayed(connection.headers)
+                or from_other_site(
+                    origin=connection.headers.get("origin"),
+                    host=connection.headers.get("host"),
+                    client_host=client,
+                    trusted_origins=security.settings.auth.cors_origins,
+                )
             )
         )
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
 
 import fsspec
@@ -62,6 +62,16 @@ def from_other_site(
         return False
     name = _hostname(f"//{host}")
     return name is None or ("." in name and not _is_ip(name))
+
+
+_RELAY_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
+
+
+def relayed(headers: Mapping[str, str]) -> bool:
+    """Whether a proxy relayed the request for someone else: it says so in `Forwarded`,
+    `X-Forwarded-For` or `X-Real-IP`. Its own address (loopback, for a proxy on this machine)
+    is then not the caller's, and earns no auth-off trust."""
+    return any(name in headers for name in _RELAY_HEADERS)
 
 
 def _hostname(url: str) -> str | None:

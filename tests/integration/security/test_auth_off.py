@@ -41,6 +41,15 @@ async def test_local_callers_read_and_ingest_without_credentials(client: Client)
     assert (await client.post("/ingest", content=b"[]")).status_code != 401
 
 
+@pytest.mark.parametrize(("header", "value"), [("X-Forwarded-For", "203.0.113.9"), ("Forwarded", "for=203.0.113.9")])
+async def test_a_request_a_proxy_relayed_gets_no_local_trust(client: Client, header: str, value: str) -> None:
+    """A reverse proxy on this machine connects from loopback, on behalf of whoever reached it."""
+    for path in ("/stats", "/transactions"):
+        refused = await client.get(path, headers={header: value})
+        assert refused.status_code == 401 and "relayed by a proxy" in refused.json()["detail"]
+    assert (await client.get("/health", headers={header: value})).status_code == 200
+
+
 async def test_admin_routes_need_the_generated_admin_token(client: Client, data_dir: Path) -> None:
     assert (await client.get("/admin/config")).status_code == 401
     token_file = data_dir / "admin_token"
