@@ -236,8 +236,14 @@ class Destination:
                 self.fs.rm(f"{self.root}/{relative}")
 
     def abort(self) -> None:
-        """Delete everything staged; nothing final was written. Safe to call twice."""
+        """Delete everything staged; nothing final was written. Safe to call twice.
+
+        The job's own directory goes too once empty: a directory named after a job, without a
+        manifest, would read as a dataset that lost its files."""
         self._remove_tree(self.staging)
+        if self._local and self.root.rsplit("/", 1)[-1] == self.job_id:
+            with contextlib.suppress(OSError):  # not empty, or not there
+                os.rmdir(self.root)
 
     def discard(self) -> None:
         """Delete the job's directory, published files too: a process that died while publishing

@@ -128,6 +128,7 @@ async def test_a_cancelled_job_publishes_nothing(filled, out):
         assert cancelled.state == "cancelled"
         assert published(out) == []
         assert not list(out.rglob(".staging-*"))
+        assert not (out / job.id).exists(), "no empty directory named after the job"
     finally:
         _SlowWriter.gate.set()
         await service.close()
@@ -437,6 +438,7 @@ async def test_a_job_running_at_shutdown_ends_failed_as_interrupted_not_cancelle
     stored = await ExportService(filled, export_dir=str(out)).get(job.id)
     assert stored.state == "failed" and "interrupted" in (stored.error or "") and stored.files == []
     assert published(out) == [] and not list(out.rglob(".staging-*"))
+    assert not (out / job.id).exists()
 
 
 async def test_a_cancel_sent_to_another_process_stops_the_running_job_in_its_owner_and_answers_202_until_then(
