@@ -318,7 +318,7 @@ def _decode_items(
         raise ValidationError("$", f"body is not a valid {name} array: {exc}") from exc
     else:
         _check_count(len(records), max_records)
-        return _finish(records, list(range(len(records))), [], now, lambda i: msgspec.json.encode(records[i]))
+        return _finish(records, list(range(len(records))), [], now, _element_of(body, raw))
     try:
         elements = [bytes(e) for e in raw.decode(body)]
     except (*_UNREADABLE, msgspec.ValidationError) as exc:
@@ -326,6 +326,20 @@ def _decode_items(
     _check_count(len(elements), max_records)
     one = _MSGPACK_ONE if raw is _MSGPACK_RAW else _JSON_ONE
     return _decode_each(elements, one, now)
+
+
+def _element_of(
+    body: bytes, raw: msgspec.json.Decoder[list[msgspec.Raw]] | msgspec.msgpack.Decoder[list[msgspec.Raw]]
+) -> Callable[[int], bytes]:
+    """A record's original bytes, for its dead letter: the body is split only if one is rejected."""
+    elements: list[msgspec.Raw] = []
+
+    def element(index: int) -> bytes:
+        if not elements:
+            elements.extend(raw.decode(body))
+        return bytes(elements[index])
+
+    return element
 
 
 def _decode_ndjson(body: bytes, now: datetime | None, max_records: int | None) -> DecodedBatch:

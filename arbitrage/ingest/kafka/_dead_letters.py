@@ -99,7 +99,7 @@ async def replay_dead_letters(
             "cutoff": ch_time(table.column("received_at").to_pylist()[-1]),
             "at": ch_time(datetime.now(UTC)),  # whole ms: the marking compares `at` exactly
         }
-        report = await ingest.ingest_records(raws, source=REPLAY_SOURCE, keep_rejects=False)
+        report = await ingest.ingest_records([_as_json(raw) for raw in raws], source=REPLAY_SOURCE, keep_rejects=False)
         # Still rejected first: a crash before the marking leaves stored ones to be found
         # stored by the next replay, never a rejected one hidden as replayed.
         still: defaultdict[tuple[str, str], set[str]] = defaultdict(set)
@@ -132,6 +132,17 @@ async def replay_dead_letters(
             selected,
         )
     return DeadLetterReplay(table.num_rows, report)
+
+
+def _as_json(raw: bytes) -> bytes:
+    """A letter as replay re-ingests it: a msgpack record (its first byte a map's) as JSON; any
+    other letter as it is, to be rejected again if it still cannot be read."""
+    if not raw or not (0x80 <= raw[0] <= 0x8F or raw[0] in (0xDE, 0xDF)):
+        return raw
+    try:
+        return msgspec.json.encode(msgspec.msgpack.decode(raw))
+    except (msgspec.DecodeError, TypeError, ValueError):
+        return raw
 
 
 def _rfc3339(moment: datetime) -> str:

@@ -189,6 +189,27 @@ async def test_a_replay_limit_that_cuts_through_a_batch_of_dead_letters_loses_no
     assert await _count(warehouse) == len(records)
 
 
+async def test_a_msgpack_record_keeps_its_own_bytes_as_its_dead_letter_and_replays(
+    warehouse: EmbeddedWarehouse, records: list[dict[str, Any]]
+) -> None:
+    """The letter is the record as sent (its unknown fields too), not a JSON re-encoding; replay reads it."""
+    signature = records[1]["signature"]
+    records[1]["signature"] = "0" + signature[1:]  # '0' is not base58: a rule breaks, not a type
+    records[1]["note"] = "keep-me"
+    service = _service(warehouse)
+    report = await service.ingest_body(msgspec.msgpack.encode(records[:3]), "application/msgpack", source="mp")
+    assert [(e.index, e.field) for e in report.errors] == [(1, "signature")]
+    letters = await warehouse.query_arrow("SELECT raw FROM arbitrage.dead_letters WHERE source = 'mp'")
+    assert letters.column("raw").cast(pa.binary()).to_pylist() == [msgspec.msgpack.encode(records[1])]
+    await warehouse.execute(  # the operator's fix, in the msgpack bytes
+        "ALTER TABLE arbitrage.dead_letters UPDATE raw = replaceOne(raw, {bad:String}, {good:String}) "
+        "WHERE source = 'mp' SETTINGS mutations_sync = 1",
+        {"bad": records[1]["signature"], "good": signature},
+    )
+    replay = await replay_dead_letters(service, source="mp")
+    assert (replay.replayed, replay.report.accepted, replay.report.rejected) == (1, 1, 0)
+
+
 async def _letters(warehouse: EmbeddedWarehouse) -> list[dict[str, Any]]:
     table = await warehouse.query_arrow(
         "SELECT source, field, reason, replayed, replayed_at FROM arbitrage.dead_letters ORDER BY received_at, record_index"
