@@ -37,13 +37,14 @@ import time
 import zipfile
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 import msgspec
 import pyarrow as pa
 from prometheus_client import Counter
 
+from arbitrage.clock import utc_now
 from arbitrage.errors import ArbitrageError
 from arbitrage.export._manifest import ColumnDescription, FileInfo
 from arbitrage.export._request import ExportRequest
@@ -272,7 +273,7 @@ class ExportService:
         elif request.destination:
             check_destination_form(request.destination)
         plan = plan_export(format_name, request, await table_columns(self._warehouse))
-        now = datetime.now(UTC)
+        now = utc_now()
         job, url = self._new_job(
             f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}",
             format_name,
@@ -319,7 +320,7 @@ class ExportService:
         )
         job.state = "failed"
         job.error = error
-        job.finished_at = datetime.now(UTC)
+        job.finished_at = utc_now()
         await self._save(job)
         return job
 
@@ -496,7 +497,7 @@ class ExportService:
         for job in dead:
             cancel_asked = job.id in asked
             job.state, job.error = ("cancelled", None) if cancel_asked else ("failed", INTERRUPTED_ERROR)
-            job.finished_at = datetime.now(UTC)
+            job.finished_at = utc_now()
             with contextlib.suppress(Exception):
                 # Its own directory (`<destination>/<job id>`): whatever it holds is this job's, unfinished.
                 await asyncio.to_thread(Destination(self._real_destination(job), job.id, self._storage_options).discard)
@@ -540,7 +541,7 @@ class ExportService:
         try:
             async with self._slot(active):
                 job.state = "running"
-                job.started_at = datetime.now(UTC)
+                job.started_at = utc_now()
                 await self._save(job)
                 destination = await asyncio.to_thread(Destination, destination_url, job.id, self._storage_options)
                 result = await run_export(
@@ -575,7 +576,7 @@ class ExportService:
             heartbeat.cancel()
             # A job that did not finish deleted its staged files: listing them would mislead.
             job = self._snapshot(active, with_files=job.state == "done")
-            job.finished_at = datetime.now(UTC)
+            job.finished_at = utc_now()
             if job.state == "done":
                 job.progress = 1.0
             active.job = job

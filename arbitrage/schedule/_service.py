@@ -53,6 +53,7 @@ import msgspec
 import pyarrow as pa
 from prometheus_client import Counter, Gauge
 
+from arbitrage.clock import utc_now
 from arbitrage.errors import ArbitrageError, ValidationError
 from arbitrage.export import (
     ACTIVE_STATES,
@@ -142,7 +143,7 @@ class ScheduleService:
         self._backoff = retry_backoff_seconds
         self._poll = poll_seconds
         self._lag = timedelta(seconds=watermark_lag_seconds)
-        self._clock = clock or (lambda: datetime.now(UTC))
+        self._clock = clock or utc_now
         self._schedules: dict[str, Schedule] = {}
         self._running: dict[str, asyncio.Task[ExportJob | None]] = {}
         self._lock = asyncio.Lock()
@@ -695,6 +696,7 @@ class ScheduleService:
         return self._last_version
 
     async def _save(self, schedule: Schedule, *, deleted: bool = False) -> None:
+        schedule.updated_at = self._clock()  # the caller answers with the time it stored
         row = {
             "id": schedule.id,
             "version": self._next_version(),
@@ -708,7 +710,7 @@ class ScheduleService:
             "incremental": schedule.incremental,
             "enabled": schedule.enabled,
             "created_at": schedule.created_at,
-            "updated_at": self._clock(),
+            "updated_at": schedule.updated_at,
             "watermark": schedule.watermark,
             "last_due": schedule.last_due,
             "last_success_at": schedule.last_success_at,

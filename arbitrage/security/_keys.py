@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, cast
 import msgspec
 import pyarrow as pa
 
+from arbitrage.clock import utc_now
 from arbitrage.errors import ArbitrageError, ValidationError
 
 if TYPE_CHECKING:
@@ -161,7 +162,7 @@ class KeyStore:
         check_new_key(name, roles, expires_in_days)
         key_id = secrets.token_hex(6)
         token = f"{TOKEN_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
-        now = datetime.now(UTC)
+        now = utc_now()
         expires = now + timedelta(days=expires_in_days) if expires_in_days is not None else None
         key = ApiKey(id=key_id, name=name, roles=sorted(set(roles)), created_at=now, expires_at=expires)
         digest = hash_token(token)
@@ -176,7 +177,7 @@ class KeyStore:
             raise KeyNotFound(f"no API key {key_id[:40]!r}")
         key, digest = rows[0]
         if key.revoked_at is None:
-            key.revoked_at = datetime.now(UTC)
+            key.revoked_at = utc_now()
             await self._write(key, digest)
         self._remember_written(key, digest)
         return key

@@ -87,7 +87,10 @@ async def test_schedules_are_created_listed_patched_run_and_deleted(api):
     assert created.status_code == 201, created.text
     schedule = created.json()
     assert schedule["cron"] == "0 0 * * *" and schedule["next_run_at"] and schedule["request"]["success_only"]
-    assert [s["id"] for s in (await api.get("/schedules")).json()["items"]] == [schedule["id"]]
+    listed = (await api.get("/schedules")).json()["items"]
+    assert [s["id"] for s in listed] == [schedule["id"]]
+    times = ("created_at", "updated_at", "next_run_at")
+    assert [listed[0][t] for t in times] == [schedule[t] for t in times], "answered as stored, to the millisecond"
     patched = await api.patch(f"/schedules/{schedule['id']}", json={"frequency": "weekly"})
     assert patched.status_code == 200 and patched.json()["cron"] == "0 0 * * 1"
     run = await api.post(f"/schedules/{schedule['id']}/run")
