@@ -104,6 +104,30 @@ def request_from_args(args: argparse.Namespace) -> ExportRequest:
     )
 
 
+_FLAGS = {
+    "start_date": "--start",
+    "end_date": "--end",
+    "tokens": "--tokens",
+    "dexes": "--dexes",
+    "signers": "--signers",
+    "min_profit_sol": "--min-profit",
+    "columns": "--columns",
+    "compression": "--compression",
+    "destination": "--out",
+}
+"""The request's fields as the command line names them."""
+
+
+def _as_flag(error: ValidationError) -> str:
+    """`start_date: not a date` → `--start: not a date`; `dexes[1]: ...` → `--dexes (item 2): ...`."""
+    root, _, rest = error.field.partition("[")
+    flag = _FLAGS.get(root)
+    if flag is None:
+        return str(error)
+    item = f" (item {int(rest.split(']')[0]) + 1})" if rest[:1].isdigit() else ""
+    return f"{flag}{item}: {error.reason}"
+
+
 def export_command(args: argparse.Namespace, settings: Any) -> int:
     """Run one export in this process; print where it went. Exit 0 on success.
 
@@ -120,8 +144,11 @@ def export_command(args: argparse.Namespace, settings: Any) -> int:
         try:
             try:
                 plan = plan_export(args.format, request_from_args(args), await table_columns(warehouse))
-            except (UnknownFormat, ValidationError) as exc:
+            except UnknownFormat as exc:
                 print(f"arbitrage: {exc}", file=sys.stderr)
+                return 2
+            except ValidationError as exc:
+                print(f"arbitrage: {_as_flag(exc)}", file=sys.stderr)
                 return 2
             job_id = f"cli-{secrets.token_hex(4)}"
             progress = ExportProgress()

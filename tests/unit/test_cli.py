@@ -124,3 +124,19 @@ def test_a_deferred_command_gets_its_arguments_when_it_runs() -> None:
     args = _parser().parse_args(["export", "csv", "--out", "/tmp/x", "--partition-by", "date"])
     assert (args.format, args.out, args.partition_by) == ("csv", "/tmp/x", ["date"])
     assert args.handler.__module__ == "arbitrage.export._cli"
+
+
+@pytest.mark.parametrize(
+    ("field", "shown"),
+    [
+        ("start_date", "--start: not a date"),
+        ("dexes[1]", "--dexes (item 2): not a date"),
+        ("min_profit_sol", "--min-profit: not a date"),
+        ("split", "split: not a date"),  # its flag's own parser words its errors
+    ],
+)
+def test_an_export_request_error_names_the_flag_the_user_typed(field: str, shown: str) -> None:
+    from arbitrage.errors import ValidationError
+    from arbitrage.export._cli import _as_flag
+
+    assert _as_flag(ValidationError(field, "not a date")) == shown
