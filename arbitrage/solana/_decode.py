@@ -167,8 +167,9 @@ def _classify(entry: Any, slot: int | None, block_time: int | None, index: int |
                 "token_out": h.token_out,
                 "amount_in": h.amount_in,
                 "amount_out": h.amount_out,
-                "decimals_in": decimals.get(h.token_in) or decimals_for(h.token_in),
-                "decimals_out": decimals.get(h.token_out) or decimals_for(h.token_out),
+                # The balances' own decimals, 0 included; a mint without a balance entry: the known table's.
+                "decimals_in": decimals[h.token_in] if h.token_in in decimals else decimals_for(h.token_in),
+                "decimals_out": decimals[h.token_out] if h.token_out in decimals else decimals_for(h.token_out),
             }
             for h in hops
         ],

@@ -188,3 +188,16 @@ def test_the_stored_net_profit_is_the_signers_real_gain_less_fee_and_tip(name: s
     assert batch.rejects == []
     stored = derive(batch.frame, source="solana")
     assert stored["net_profit_sol"][0] == pytest.approx(decoded.net_profit_sol, abs=1e-9)
+
+
+@pytest.mark.parametrize("decimals", [0, 1, 8])
+def test_legs_carry_the_decimals_the_token_balances_give_zero_included(decimals: int) -> None:
+    """A mint of 0 decimals was stored as the default 6: its leg's price was off by 10^6."""
+    transaction = load(TX182)
+    mint = "3NZ9JMVBmGAqocybic2c7LQCJScmgsAZ6vQqTDzcqmJh"
+    for side in ("preTokenBalances", "postTokenBalances"):
+        for balance in transaction["meta"][side]:
+            if balance["mint"] == mint:
+                balance["uiTokenAmount"]["decimals"] = decimals
+    decoded = legs(decode_transaction(transaction))
+    assert (decoded[0]["decimals_out"], decoded[1]["decimals_in"]) == (decimals, decimals)
