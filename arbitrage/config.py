@@ -467,9 +467,11 @@ def _check_kafka(kafka: KafkaSettings) -> None:
     produced to the consumed topic comes back forever; a property librdkafka refuses
     fails only in the background task that starts the consumer.
     """
-    if not _BROKERS.fullmatch(kafka.bootstrap_servers):
+    if not _BROKERS.fullmatch(kafka.bootstrap_servers) or not all(
+        1 <= int(server.rpartition(":")[2]) <= 65_535 for server in kafka.bootstrap_servers.split(",")
+    ):
         raise ConfigError(
-            f"invalid configuration: `kafka.bootstrap_servers`: expected host:port[,host:port], "
+            f"invalid configuration: `kafka.bootstrap_servers`: expected host:port[,host:port] (ports 1-65535), "
             f"got {kafka.bootstrap_servers!r}"
         )
     for name in kafka.extra:

@@ -19,6 +19,8 @@ from arbitrage.errors import ConfigError
         ({"ARB_KAFKA__BOOTSTRAP_SERVERS": ""}, "kafka.bootstrap_servers"),
         ({"ARB_KAFKA__BOOTSTRAP_SERVERS": "broker-1"}, "kafka.bootstrap_servers"),
         ({"ARB_KAFKA__BOOTSTRAP_SERVERS": "broker-1:9092,"}, "kafka.bootstrap_servers"),
+        ({"ARB_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:84628"}, "kafka.bootstrap_servers"),  # librdkafka: 19092
+        ({"ARB_KAFKA__BOOTSTRAP_SERVERS": "broker-1:9092,broker-2:0"}, "kafka.bootstrap_servers"),
         ({"ARB_KAFKA__TOPIC_DLQ": ""}, "kafka.topic_dlq"),
     ],
 )
