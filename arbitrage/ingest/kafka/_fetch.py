@@ -34,6 +34,8 @@ PauseReason = Literal["admin", "backpressure", "alignment"]
 
 _POLL_S = 0.1
 _LAG_EVERY_S = 1.0
+_WATERMARK_TIMEOUT_S = 0.5
+"""How long the lag update waits for the broker's end of a partition it does not fetch."""
 _CLOSE_TIMEOUT_S = 10.0
 _HAND_BACK_S = 5.0
 """How long a closing consumer polls for its partitions' revoke before it closes anyway."""
@@ -382,7 +384,7 @@ class Fetcher:
         for partition in self.assigned:
             tp = TopicPartition(self.topic, partition)
             try:
-                _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+                high = self._high_watermark(tp, fetching=partition not in self._paused)
             except KafkaException:
                 continue
             if high < 0:
@@ -394,6 +396,17 @@ class Fetcher:
             lag[partition] = max(0, high - start)
             m.LAG.labels(str(partition)).set(lag[partition])
         self.lag = lag
+
+    def _high_watermark(self, tp: TopicPartition, *, fetching: bool) -> int:
+        """The partition's end: as the last fetch answer gave it while fetching; asked of the broker
+        while paused (nothing is fetched, so the cached end stays put however far the partition
+        grows: its lag read 0 as the backlog built up) or before its first fetch answer."""
+        if fetching:
+            _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            if high >= 0:
+                return int(high)
+        _, high = self.consumer.get_watermark_offsets(tp, timeout=_WATERMARK_TIMEOUT_S, cached=False)
+        return int(high)
 
     def _assigned(self, _: Consumer, partitions: list[TopicPartition]) -> None:
         """Add `partitions`: with cooperative rebalancing they are an increment, the rest stays ours.

@@ -358,3 +358,26 @@ _PRODUCE = 0
 """Kafka's API key of Produce requests."""
 _MSG_SIZE_TOO_LARGE = 10
 """A Produce error the producer does not retry: the records it answers are refused for good."""
+
+
+async def test_a_paused_partitions_lag_grows_with_what_is_produced_meanwhile(
+    mock_broker: Broker, warehouse: EmbeddedWarehouse, start_ingest: Start
+) -> None:
+    """A paused partition is not fetched, so the end its fetches reported stays put: its lag read 0 in
+    /health and the lag gauge while its backlog grew (backpressure pauses every partition, too)."""
+    options = options_for(mock_broker)
+    records = Simulator(seed=17).records(500)
+    await produce(mock_broker.bootstrap, options.topic_transactions, records[:100])  # the mock makes the topic
+    kafka = await start_ingest(options)
+    await wait_for(lambda: stored_at_least(warehouse, 100), what="100 stored")
+
+    async def lag_in_health(expected: int) -> bool:
+        return (await kafka.health())["lag"] == expected
+
+    await wait_for(lambda: lag_in_health(0), what="lag 0 in /health")
+    await kafka.pause()
+    await produce(mock_broker.bootstrap, options.topic_transactions, records[100:])
+    await wait_for(lambda: lag_in_health(400), what="the paused backlog in /health")
+    assert await stored_counts(warehouse) == (100, 100)
+    await kafka.resume()
+    await wait_for(lambda: stored_at_least(warehouse, 500), what="500 stored once resumed")
