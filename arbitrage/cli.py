@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import importlib
 import json
 import math
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -219,6 +221,7 @@ def _serve(_: argparse.Namespace, settings: Settings) -> int:
     configure_logging(settings.telemetry.log_level, settings.telemetry.log_format)  # what is logged before the exec
 
     check_bind(settings.server.host, settings.auth.enabled)
+    _check_port_free(settings.server.host, settings.server.port)
     if settings.storage.backend == "embedded":  # before Granian: its worker would fail only after "Listening at"
         check_data_dir_free(Path(settings.storage.data_dir))
     # Configuration errors stop here with exit 2; in Granian's worker they would be a traceback.
@@ -247,6 +250,29 @@ def _serve(_: argparse.Namespace, settings: Settings) -> int:
             "arbitrage.cli:app_from_environment",
         ],
     )
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Raise ConfigError when another process listens on `host:port`.
+
+    Granian listens with SO_REUSEPORT, so a second server on a port in use starts without a
+    word and the kernel splits connections between the two: answers from two data dirs in
+    turn. A socket without that option cannot bind where one listens, which tells.
+    """
+    try:
+        family, kind, protocol, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except OSError:
+        return  # an unresolvable host: Granian says so
+    with socket.socket(family, kind, protocol) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # connections of a server just stopped may linger
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(
+                    f"server.port: {host}:{port} is in use by another process (another arbitrage serve?); "
+                    "stop it or choose another port"
+                ) from None
 
 
 def app_from_environment() -> Any:

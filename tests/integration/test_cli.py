@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -76,6 +77,33 @@ def test_serve_with_auth_settings_start_up_refuses_stops_with_exit_2_naming_the_
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and "Listening" not in result.stdout + result.stderr
     assert result.stderr.startswith(f"arbitrage: configuration error: {key}: "), result.stderr
+
+
+def test_serve_on_a_port_another_server_listens_on_stops_with_exit_2(tmp_path: Path) -> None:
+    """Granian listens with SO_REUSEPORT: a second server started on the port and the kernel split
+    connections between the two, so a client's answers came from two data dirs in turn."""
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # as Granian listens
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        clean = {name: value for name, value in os.environ.items() if not name.startswith(("ARB_", "ARBITRAGE_"))}
+        argv = [sys.executable, "-m", "arbitrage", "serve", "--port", str(port), "--data-dir", str(tmp_path / "data")]
+        server = subprocess.Popen(
+            argv, cwd=tmp_path, env=clean, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
+        try:
+            _, stderr = server.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)  # the server we started, and its worker
+            server.communicate()
+            pytest.fail("serve started on a port in use")
+    assert server.returncode == 2
+    assert (
+        stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"arbitrage: configuration error: server.port: 127.0.0.1:{port} is in use")
+    )
 
 
 def test_ingest_of_a_file_that_does_not_decode_names_it(tmp_path: Path, migrated_template: Path) -> None:
