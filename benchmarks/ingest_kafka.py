@@ -27,7 +27,7 @@ from prometheus_client import generate_latest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from arbitrage.app import start_services
+from arbitrage.app import settle_garbage_collector, start_services
 from arbitrage.config import load_settings
 from arbitrage.ingest.kafka import KafkaIngest, KafkaOptions
 from arbitrage.telemetry import METRICS
@@ -82,7 +82,7 @@ async def consume(options: KafkaOptions, total: int, data_dir: Path) -> Consumed
     services = await start_services(settings, jobs=False)
     warehouse = services.warehouse
     kafka = KafkaIngest(services.ingest, options)
-    gc.freeze()
+    replaced = settle_garbage_collector()  # as the app's lifespan does
     stages_before = ingest_stage_totals(generate_latest(METRICS.registry).decode())
     cpu_before = _cpu_seconds()
     started = time.perf_counter()
@@ -110,6 +110,8 @@ async def consume(options: KafkaOptions, total: int, data_dir: Path) -> Consumed
     finally:
         await kafka.stop()
         await services.close()
+        gc.unfreeze()
+        gc.set_threshold(*replaced)
 
 
 def _cpu_seconds() -> float:
