@@ -375,7 +375,13 @@ async def test_a_paused_partitions_lag_grows_with_what_is_produced_meanwhile(
         return (await kafka.health())["lag"] == expected
 
     await wait_for(lambda: lag_in_health(0), what="lag 0 in /health")
+    partitions = await assigned(kafka)
     await kafka.pause()
+
+    async def all_paused() -> bool:  # the fetch thread pauses them on its next turn
+        return set((await kafka.health())["paused_partitions"]) == partitions
+
+    await wait_for(all_paused, what="every partition paused")
     await produce(mock_broker.bootstrap, options.topic_transactions, records[100:])
     await wait_for(lambda: lag_in_health(400), what="the paused backlog in /health")
     assert await stored_counts(warehouse) == (100, 100)
