@@ -134,9 +134,14 @@ class CredentialRevoked(Exception):
     """The credential a subscription was started with no longer holds (revoked, expired): it ends."""
 
 
+def _connection(info: Info[Any, Any]) -> Any:
+    """The HTTP request, or the WebSocket of a subscription, an operation came in on."""
+    return info.context.get("request") or info.context.get("socket")
+
+
 def _require(info: Info[Any, Any], role: str) -> Identity:
     """The caller, unless it lacks `role`: `/graphql` admits `read`, some fields need more."""
-    connection = info.context.get("request") or info.context.get("socket")
+    connection = _connection(info)
     identity = identity_of(connection) if connection is not None else None
     if identity is None or role not in identity.roles:
         raise FieldForbidden(info.field_name, role)
@@ -301,7 +306,7 @@ class Subscription:
         context = info.context
         if context.setdefault(_SUBSCRIPTIONS_KEY, 0) >= MAX_SUBSCRIPTIONS:
             raise ValidationError("subscription", f"at most {MAX_SUBSCRIPTIONS} at once on one connection")
-        watch = CredentialWatch(context.get("request") or context["socket"], "read")
+        watch = CredentialWatch(_connection(info), "read")
         resume = await services.feed.resume(filters, services.settings.stream.client_queue_events, None)
         context[_SUBSCRIPTIONS_KEY] += 1
         try:

@@ -23,6 +23,7 @@ import msgspec
 import polars as pl
 import pyarrow as pa
 
+from arbitrage.clock import utc_now
 from arbitrage.errors import Saturated, ValidationError, WarehouseUnavailable
 from arbitrage.ingest._decode import (
     DecodedBatch,
@@ -458,8 +459,7 @@ class IngestService:
         inserting = any(len(prepared.rows) for prepared in prepared_groups)
         try:
             if inserting:
-                now = datetime.now(UTC)
-                self._stamp_in_flight = now.replace(microsecond=now.microsecond // 1000 * 1000)
+                self._stamp_in_flight = utc_now()
                 try:
                     rows = await asyncio.to_thread(_stamped_rows, prepared_groups, self._stamp_in_flight)
                     started = time.perf_counter()
