@@ -7,9 +7,11 @@ so the aggregates would stay short for good. At start-up the per-day counts are
 compared and every day that disagrees is rebuilt from `transactions`, using each view's
 own SELECT (read from the warehouse, so the views' SQL has one source: the migrations).
 
-With a retention (`storage.retention_days`) only the days wholly inside it are compared: the
-aggregates keep the days whose rows have expired, which a comparison would "rebuild" to
-nothing, and the day the retention ends on may have lost part of its rows already.
+Only days the aggregates count short are rebuilt. The aggregates keep the days whose rows
+have expired under a retention (`storage.retention_days`), which count more than
+`transactions` holds, and a rebuild would take them to nothing; that includes days that
+expired under a shorter retention than the one set now. With a retention, only the days wholly
+inside it are compared: the day it ends on may have lost part of its rows already.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ log = logging.getLogger(__name__)
 _VIEW = re.compile(r"\bTO\s+(\S+)\s.*?\)\s+AS\s+(SELECT\b.*)$", re.DOTALL | re.IGNORECASE)
 
 
-async def days_out_of_step(warehouse: Warehouse, since: date | None = None) -> list[date]:
-    """Days (from `since` on, when given) whose transaction count in `daily_aggregates` differs from `transactions`."""
+async def days_counted_short(warehouse: Warehouse, since: date | None = None) -> list[date]:
+    """Days (from `since` on, when given) for which `daily_aggregates` counts fewer transactions than are stored."""
     db = warehouse.database
     stored_since = "" if since is None else "WHERE toDate(block_time) >= {since:Date}"
     counted_since = "" if since is None else "AND date >= {since:Date}"
@@ -36,15 +38,15 @@ async def days_out_of_step(warehouse: Warehouse, since: date | None = None) -> l
         f"{stored_since} GROUP BY day) AS s "
         f"FULL OUTER JOIN (SELECT date AS day, sum(transactions) AS counted FROM {db}.daily_aggregates "
         f"WHERE kind = 'all' {counted_since} GROUP BY day) AS c "
-        "USING (day) WHERE stored != counted ORDER BY day",
+        "USING (day) WHERE stored > counted ORDER BY day",
         None if since is None else {"since": since},
     )
     return [d for d in table.column("day").to_pylist() if d is not None]
 
 
 async def rebuild_daily_aggregates(warehouse: Warehouse, retention_days: int = 0) -> list[date]:
-    """Rebuild every view-fed aggregate for the days out of step (inside the retention); return those days."""
-    days = await days_out_of_step(warehouse, first_whole_day(retention_days))
+    """Rebuild every view-fed aggregate for the days counted short (inside the retention); return those days."""
+    days = await days_counted_short(warehouse, first_whole_day(retention_days))
     if not days:
         return []
     db = warehouse.database

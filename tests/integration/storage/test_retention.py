@@ -168,6 +168,24 @@ async def test_a_restart_with_retention_keeps_the_aggregates_of_expired_days_and
     assert await rebuild_daily_aggregates(warehouse, 3) == []
 
 
+async def test_a_longer_retention_or_none_after_rows_expired_keeps_their_days_aggregates(
+    warehouse: EmbeddedWarehouse,
+) -> None:
+    """Raising `retention_days` (or setting 0) brings the expired days back inside the comparison."""
+    now = datetime.now(UTC)
+    await store(warehouse, 1, now - 40 * DAY, now - 40 * DAY + timedelta(minutes=1))
+    await store(warehouse, 2, now - timedelta(minutes=5))
+    before = await daily_counts(warehouse)
+    await apply_retention(warehouse, 3)
+    await expire(warehouse)
+    assert await signatures(warehouse) == {"0002"}
+
+    for longer in (60, 0):
+        await apply_retention(warehouse, longer)
+        assert await rebuild_daily_aggregates(warehouse, longer) == []
+        assert await daily_counts(warehouse) == before
+
+
 async def test_a_retention_at_start_up_does_not_rebuild_expired_days_to_nothing(
     tmp_path: Path, migrated_template: Path
 ) -> None:
