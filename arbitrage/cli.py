@@ -13,10 +13,13 @@ import asyncio
 import errno
 import importlib
 import json
+import logging
 import math
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -214,18 +217,18 @@ def _serve(_: argparse.Namespace, settings: Settings) -> int:
     """
     if settings.storage.backend == "embedded" and settings.server.workers != 1:
         raise ConfigError("server.workers: the embedded warehouse allows one process; use 1 or the clickhouse backend")
-    from arbitrage.security import admin_token, check_bind, check_jwt_audience
-    from arbitrage.storage import check_data_dir_free
+    from arbitrage.security import admin_token, check_bind, check_jwt_settings
+    from arbitrage.storage import check_storage
     from arbitrage.telemetry import configure_logging
 
     configure_logging(settings.telemetry.log_level, settings.telemetry.log_format)  # what is logged before the exec
 
+    # Configuration errors stop here with exit 2; in Granian's worker they would be a traceback
+    # after "Listening at".
     check_bind(settings.server.host, settings.auth.enabled)
-    _check_port_free(settings.server.host, settings.server.port)
-    if settings.storage.backend == "embedded":  # before Granian: its worker would fail only after "Listening at"
-        check_data_dir_free(Path(settings.storage.data_dir))
-    # Configuration errors stop here with exit 2; in Granian's worker they would be a traceback.
-    check_jwt_audience(settings)
+    address = _listen_address(settings.server.host, settings.server.port)
+    check_storage(settings.storage)
+    check_jwt_settings(settings)
     admin_token(settings)
     os.environ[SETTINGS_ENV] = msgspec.json.encode(settings).decode()
     sys.stdout.flush()
@@ -240,7 +243,7 @@ def _serve(_: argparse.Namespace, settings: Settings) -> int:
             "asgi",
             "--factory",
             "--host",
-            settings.server.host,
+            address,
             "--port",
             str(settings.server.port),
             "--workers",
@@ -252,17 +255,23 @@ def _serve(_: argparse.Namespace, settings: Settings) -> int:
     )
 
 
-def _check_port_free(host: str, port: int) -> None:
-    """Raise ConfigError when another process listens on `host:port`.
+def _listen_address(host: str, port: int) -> str:
+    """The IP address Granian is to listen on for `server.host` (it takes no host names), checked by a bind.
 
     Granian listens with SO_REUSEPORT, so a second server on a port in use starts without a
     word and the kernel splits connections between the two: answers from two data dirs in
-    turn. A socket without that option cannot bind where one listens, which tells.
+    turn. A socket without that option cannot bind where one listens, which tells; nor can
+    it bind an address that is not this machine's, which Granian reports with a backtrace.
+
+    Raises:
+        ConfigError: naming `server.host` or `server.port`.
     """
     try:
-        family, kind, protocol, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    except OSError:
-        return  # an unresolvable host: Granian says so
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ConfigError(f"server.host: cannot resolve {host!r} ({exc.strerror})") from None
+    # A name with both: IPv4, where clients of `localhost` most often connect.
+    family, kind, protocol, _, address = min(found, key=lambda entry: entry[0] != socket.AF_INET)
     with socket.socket(family, kind, protocol) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # connections of a server just stopped may linger
         try:
@@ -273,6 +282,10 @@ def _check_port_free(host: str, port: int) -> None:
                     f"server.port: {host}:{port} is in use by another process (another arbitrage serve?); "
                     "stop it or choose another port"
                 ) from None
+            if exc.errno == errno.EACCES:
+                raise ConfigError(f"server.port: this user may not listen on port {port} (below 1024?)") from None
+            raise ConfigError(f"server.host: cannot listen on {host}:{port} ({exc.strerror})") from None
+    return str(address[0])
 
 
 def app_from_environment() -> Any:
@@ -283,7 +296,24 @@ def app_from_environment() -> Any:
     raw = os.environ.get(SETTINGS_ENV)
     settings = msgspec.json.decode(raw, type=Settings) if raw else load_settings(default_config_path())
     configure_logging(settings.telemetry.log_level, settings.telemetry.log_format)
+    threading.Thread(target=_stop_when_orphaned, args=(os.getppid(),), name="orphan-watch", daemon=True).start()
     return create_app(settings)
+
+
+ORPHAN_CHECK_SECONDS = 1.0
+
+
+def _stop_when_orphaned(parent: int) -> None:
+    """Stop this Granian worker once the main process that spawned it is gone.
+
+    `serve` keeps its PID for supervisors, but one that kills that PID with SIGKILL left the
+    worker running, still listening and holding the data dir's lock: the service could not be
+    started again until someone found and stopped the worker. SIGTERM shuts it down as usual.
+    """
+    while os.getppid() == parent:
+        time.sleep(ORPHAN_CHECK_SECONDS)
+    logging.getLogger(__name__).error("the server's main process (pid %d) is gone; stopping this worker", parent)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _migrate(_: argparse.Namespace, settings: Settings) -> int:

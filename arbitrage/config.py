@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 import msgspec.inspect
@@ -28,17 +29,22 @@ SECRET_KEYS = frozenset(
 Count = Annotated[int, msgspec.Meta(ge=1)]
 """Sizes, limits and counts: 0 or less would refuse everything or wait forever."""
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
-Interval = Annotated[float, msgspec.Meta(gt=0)]
+FINITE_LIMIT = 1e9
+"""Upper bound of the float settings: infinity is no period (and `serve` hands the settings to
+its worker as JSON, which has no infinity)."""
+Interval = Annotated[float, msgspec.Meta(gt=0, le=FINITE_LIMIT)]
 """Periods, lifetimes and rates: 0 would spin, expire at once or divide by zero."""
-Delay = Annotated[float, msgspec.Meta(ge=0)]
+Delay = Annotated[float, msgspec.Meta(ge=0, le=FINITE_LIMIT)]
 """Waits and lags, where 0 means none."""
 Name = Annotated[str, msgspec.Meta(min_length=1)]
 """Names a client cannot do without: librdkafka aborts the process on an empty group id."""
+Identifier = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
+"""A ClickHouse name written into SQL as it is (a database): letters, digits and `_`."""
 
 
 class ServerSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     host: str = "127.0.0.1"
-    """Address to bind. Anything but loopback requires auth (see [auth])."""
+    """Address to bind: an IP address, or a host name (bound at its IPv4 address when it has one). Anything but loopback requires auth (see [auth])."""
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8080
     """TCP port of the HTTP API."""
     workers: Count = 1
@@ -48,7 +54,7 @@ class ServerSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class StorageSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     backend: Literal["embedded", "clickhouse"] = "embedded"
     """`embedded` runs ClickHouse in-process (chdb); `clickhouse` talks to a server."""
-    data_dir: str = "./data"
+    data_dir: Name = "./data"
     """Where the embedded warehouse keeps its data; one process owns it at a time."""
     url: str = ""
     """Server URL for the clickhouse backend, e.g. clickhouse://user:pass@127.0.0.1:9000/arbitrage."""
@@ -56,7 +62,7 @@ class StorageSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """HTTP interface of the server for Arrow bulk inserts; derived from `url` (port 8123) when empty."""
     cluster: str = ""
     """ClickHouse cluster name: migrations create replicated tables ON CLUSTER with Distributed fronts."""
-    database: str = "arbitrage"
+    database: Identifier = "arbitrage"
     """Database that holds the tables."""
     pool_size: Count = 8
     """Connections in the clickhouse backend's pool."""
@@ -259,9 +265,11 @@ def load_settings(
         if not file.is_file():
             raise ConfigError(f"config file not found: {file}")
         try:
-            raw = tomllib.loads(file.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{file}: {exc}") from exc
+            raw = tomllib.loads(file.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{file}: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"{file}: {exc.strerror}") from None
     for name, value in (env if env is not None else os.environ).items():
         if name.startswith(ENV_PREFIX) and "__" in name:
             section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
@@ -276,6 +284,7 @@ def load_settings(
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid configuration: {_name_key(str(exc))}") from exc
     _check_kafka(settings.kafka)
+    _check_redis_url(settings.redis.url)
     _check_retention(settings.storage.retention_days)
     _check_jwt_secret(settings.auth.jwt_secret)
     return settings
@@ -499,6 +508,25 @@ def _check_kafka(kafka: KafkaSettings) -> None:
         for value in kafka.extra.values():
             reason = reason.replace(f'"{value}"', '"***"')  # a refused value may be a secret: not shown, nor chained
         raise ConfigError(f"invalid configuration: `kafka.extra`: {reason}") from None
+
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _check_redis_url(url: str) -> None:
+    """A URL redis-py cannot open fails only in the server's worker, after it listens."""
+    if not url:
+        return
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises on a port out of range or not a number
+    except ValueError as exc:
+        raise ConfigError(f"invalid configuration: `redis.url`: {exc}") from None
+    if parts.scheme not in REDIS_SCHEMES or not (parts.hostname or parts.path):
+        raise ConfigError(
+            "invalid configuration: `redis.url`: expected redis://host:port/db, rediss://… or unix:///path, "
+            f"got {'a URL without a scheme' if not parts.scheme else repr(parts.scheme + '://…')}"
+        )
 
 
 MIN_RETENTION_DAYS = 3

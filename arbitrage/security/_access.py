@@ -101,21 +101,18 @@ class Security:
         limiter: rate limiter, or None when rate limiting is off.
 
     Raises:
-        ConfigError: an RS256 key without `auth.jwt_audience`.
+        ConfigError: JWT settings `check_jwt_settings` refuses.
     """
 
     def __init__(
         self, settings: Settings, *, admin_token: str, keys: KeyStore | None, limiter: RateLimiter | None
     ) -> None:
         auth = settings.auth
-        check_jwt_audience(settings)
         self.settings = settings
         self.enabled = auth.enabled
         self.keys = keys
         self.limiter = limiter
-        self.jwt = JwtVerifier(
-            secret=auth.jwt_secret, public_key=auth.jwt_public_key, issuer=auth.jwt_issuer, audience=auth.jwt_audience
-        )
+        self.jwt = check_jwt_settings(settings)
         self._admin_digest = hash_token(admin_token) if admin_token else b""
         self.secrets = tuple(s for s in (admin_token, auth.jwt_secret) if s)
         """Values that must never appear in logs or answers (used by the error log's scrubber)."""
@@ -233,19 +230,25 @@ def admin_token_path(settings: Settings) -> Path:
     return Path(settings.auth.admin_token_file or Path(settings.storage.data_dir) / "admin_token")
 
 
-def check_jwt_audience(settings: Settings) -> None:
-    """An RS256 key is an identity provider's, which signs tokens for every application it serves:
+def check_jwt_settings(settings: Settings) -> JwtVerifier:
+    """The verifier of the configured JWTs.
+
+    An RS256 key is an identity provider's, which signs tokens for every application it serves:
     without an audience, a token it issued to any of them (with roles that mean something else
     there) would open this API.
 
     Raises:
-        ConfigError: naming `auth.jwt_audience`.
+        ConfigError: naming `auth.jwt_audience`, or `auth.jwt_public_key` when it is no RSA public key.
     """
-    if settings.auth.jwt_public_key and not settings.auth.jwt_audience:
+    auth = settings.auth
+    if auth.jwt_public_key and not auth.jwt_audience:
         raise ConfigError(
             "auth.jwt_audience: required with auth.jwt_public_key, or tokens the identity provider "
             "issued to other applications are accepted here; set it to this API's audience"
         )
+    return JwtVerifier(
+        secret=auth.jwt_secret, public_key=auth.jwt_public_key, issuer=auth.jwt_issuer, audience=auth.jwt_audience
+    )
 
 
 def admin_token(settings: Settings) -> str:

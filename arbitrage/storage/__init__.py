@@ -1,8 +1,8 @@
 """The warehouse: the floor every other module stands on."""
 
 from arbitrage.storage._aggregates import rebuild_daily_aggregates
-from arbitrage.storage._embedded import EmbeddedWarehouse, check_data_dir_free
-from arbitrage.storage._factory import open_warehouse
+from arbitrage.storage._embedded import EmbeddedWarehouse
+from arbitrage.storage._factory import check_storage, open_warehouse
 from arbitrage.storage._migrations import Migration, discover, migrations_dir, render
 from arbitrage.storage._protocol import SignatureWindow, Warehouse
 from arbitrage.storage._reads import (
@@ -29,7 +29,7 @@ __all__ = [
     "apply_retention",
     "as_utc",
     "ch_time",
-    "check_data_dir_free",
+    "check_storage",
     "decode_cursor",
     "discover",
     "encode_cursor",

@@ -59,12 +59,9 @@ class ClickHouseWarehouse:
     backend = "clickhouse"
 
     def __init__(self, settings: StorageSettings, *, migrations: Path | None = None) -> None:
-        if not settings.url:
-            raise ConfigError("storage.url: the clickhouse backend needs a server URL (clickhouse://host:9000/db)")
         self.database = settings.database
         self.cluster = settings.cluster
-        self._native_dsn = native_dsn(settings.url)
-        self._http_url, self._http_headers = http_endpoint(settings.url, settings.http_url)
+        self._native_dsn, self._http_url, self._http_headers = server_endpoints(settings)
         self._pool_size = max(1, settings.pool_size)
         self._slots = asyncio.Semaphore(max(1, settings.max_concurrent_queries))
         self._migrations = migrations
@@ -354,6 +351,14 @@ def _raise_for_clickhouse(response: httpx.Response) -> None:
         return
     message = response.text.strip()[:2000] or f"HTTP {response.status_code}"
     raise WarehouseUnavailable(message)
+
+
+def server_endpoints(settings: StorageSettings) -> tuple[str, str, dict[str, str]]:
+    """The native DSN, the HTTP interface's URL and its auth headers; ConfigError naming the key that cannot give them."""
+    if not settings.url:
+        raise ConfigError("storage.url: the clickhouse backend needs a server URL (clickhouse://host:9000/db)")
+    http_url, headers = http_endpoint(settings.url, settings.http_url)
+    return native_dsn(settings.url), http_url, headers
 
 
 def native_dsn(url: str) -> str:

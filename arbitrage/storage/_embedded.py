@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from chdb import session as chdb_session
 
-from arbitrage.errors import WarehouseLocked, WarehouseUnavailable
+from arbitrage.errors import ConfigError, WarehouseLocked, WarehouseUnavailable
 from arbitrage.storage._migrations import Migration, apply_migrations
 from arbitrage.storage._protocol import SignatureWindow
 from arbitrage.storage._sql import INSERT_SETTINGS, inline_params
@@ -62,8 +62,19 @@ def lock_data_dir(data_dir: Path) -> IO[str]:
 
 def check_data_dir_free(data_dir: Path) -> None:
     """Raise WarehouseLocked when another process owns `data_dir`; take nothing (for checks before a fork)."""
+    make_data_dir(data_dir)
     if (data_dir / _LOCK_NAME).exists():
         lock_data_dir(data_dir).close()
+
+
+def make_data_dir(data_dir: Path) -> None:
+    """Create `data_dir` when missing, or raise ConfigError naming `storage.data_dir` when it cannot be one."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"storage.data_dir: {data_dir} cannot be the data directory ({exc.strerror})") from None
+    if not os.access(data_dir, os.W_OK | os.X_OK):
+        raise ConfigError(f"storage.data_dir: {data_dir} is not writable by this user")
 
 
 CLOSE_WAIT_SECONDS = 30.0
@@ -193,7 +204,7 @@ class EmbeddedWarehouse:
 
     def _open(self) -> None:
         self._closing = False
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        make_data_dir(self.data_dir)
         lock_file = lock_data_dir(self.data_dir)
         lock_file.truncate(0)
         lock_file.write(f"pid {os.getpid()}\n")

@@ -6,6 +6,7 @@ import gzip
 import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -86,6 +87,40 @@ def test_a_stopped_server_exits_cleanly_and_keeps_what_it_acknowledged(tmp_path:
         poster.join()
     with ServerProcess(data) as restarted:
         assert httpx.get(f"{restarted.url}/stats").json()["transactions"] >= acknowledged >= 2000
+
+
+def _running(pid: int) -> bool:
+    """Not exited (a zombie has exited; the parent that would reap it may be an init that does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_worker_whose_main_process_was_killed_stops_and_the_server_starts_again(tmp_path: Path) -> None:
+    """A supervisor kills `serve`'s PID (Granian's main process), not its group: the worker used to
+    keep the port and the data dir's lock for good. Bound by host name, which Granian takes only as an IP."""
+    data = tmp_path / "data"
+    server = ServerProcess(data, args=["--host", "localhost"]).start()
+    try:
+        stored = httpx.post(f"{server.url}/ingest", content=Simulator(seed=24).ndjson(500), timeout=60).json()
+        assert stored["accepted"] == 500
+        assert server.process is not None
+        workers = [
+            int(pid)
+            for pid in Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children").read_text().split()
+        ]
+        assert workers
+        server.process.kill()  # SIGKILL to the main process alone
+        server.process.wait(10)
+        deadline = time.monotonic() + 30
+        while any(map(_running, workers)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(map(_running, workers))
+    finally:
+        server.stop(signal.SIGKILL)
+    with ServerProcess(data, port=server.port) as restarted:
+        assert httpx.get(f"{restarted.url}/stats").json()["transactions"] == 500
 
 
 def test_a_second_server_on_the_same_data_dir_refuses_to_start(tmp_path: Path) -> None:

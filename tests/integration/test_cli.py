@@ -40,6 +40,12 @@ def _run(
     )
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def _one_error_line(result: subprocess.CompletedProcess[str]) -> str:
     """The last stderr line, after checking it is the only output besides progress bars."""
     assert result.returncode == 1, result.stderr
@@ -51,10 +57,7 @@ def _one_error_line(result: subprocess.CompletedProcess[str]) -> str:
 
 @pytest.mark.anyio
 async def test_serve_on_a_data_dir_in_use_stops_before_listening(warehouse: EmbeddedWarehouse, tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    result = _run("serve", "--port", str(port), "--data-dir", str(warehouse.data_dir), cwd=tmp_path)
+    result = _run("serve", "--port", str(_free_port()), "--data-dir", str(warehouse.data_dir), cwd=tmp_path)
     assert "Listening" not in result.stdout + result.stderr
     assert _one_error_line(result) == (
         f"arbitrage: the data directory {warehouse.data_dir} is in use by pid {os.getpid()}; "
@@ -62,21 +65,45 @@ async def test_serve_on_a_data_dir_in_use_stops_before_listening(warehouse: Embe
     )
 
 
+CLICKHOUSE = {"ARB_STORAGE__BACKEND": "clickhouse"}
+AUTH_ON = {"ARB_AUTH__ENABLED": "true"}
+
+
 @pytest.mark.parametrize(
     ("env", "key"),
     [
         ({"ARB_AUTH__ADMIN_TOKEN": "changeme"}, "auth.admin_token"),
         ({"ARB_AUTH__JWT_PUBLIC_KEY": "-----BEGIN PUBLIC KEY-----"}, "auth.jwt_audience"),
+        ({"ARB_AUTH__JWT_PUBLIC_KEY": "garbage", "ARB_AUTH__JWT_AUDIENCE": "api"}, "auth.jwt_public_key"),
+        (CLICKHOUSE, "storage.url"),
+        (CLICKHOUSE | {"ARB_STORAGE__URL": "notaurl"}, "storage.url"),
+        (
+            CLICKHOUSE | {"ARB_STORAGE__URL": "clickhouse://127.0.0.1:9000/a", "ARB_STORAGE__HTTP_URL": "ftp://x"},
+            "storage.http_url",
+        ),
+        (AUTH_ON | {"ARB_SERVER__HOST": "192.0.2.1"}, "server.host"),  # TEST-NET-1: no machine's address
     ],
 )
-def test_serve_with_auth_settings_start_up_refuses_stops_with_exit_2_naming_the_key(
+def test_serve_with_settings_start_up_refuses_stops_with_exit_2_naming_the_key(
     tmp_path: Path, env: dict[str, str], key: str
 ) -> None:
     """Checked before Granian starts: in its worker the same error was a traceback and exit 1."""
-    result = _run("serve", "--port", "9", "--data-dir", str(tmp_path / "data"), cwd=tmp_path, env=env)
+    result = _run("serve", "--port", str(_free_port()), "--data-dir", str(tmp_path / "data"), cwd=tmp_path, env=env)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and "Listening" not in result.stdout + result.stderr
     assert result.stderr.startswith(f"arbitrage: configuration error: {key}: "), result.stderr
+
+
+@pytest.mark.parametrize("command", ["serve", "migrate"])
+def test_a_data_dir_that_is_a_file_stops_with_exit_2_naming_the_key(tmp_path: Path, command: str) -> None:
+    (tmp_path / "data").write_text("not a directory")
+    port = ["--port", str(_free_port())] if command == "serve" else []
+    result = _run(command, *port, "--data-dir", str(tmp_path / "data" / "inside"), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith(
+        f"arbitrage: configuration error: storage.data_dir: {tmp_path / 'data' / 'inside'} cannot be the data directory"
+    ), result.stderr
 
 
 def test_serve_on_a_port_another_server_listens_on_stops_with_exit_2(tmp_path: Path) -> None:

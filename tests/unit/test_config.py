@@ -48,6 +48,15 @@ def test_environment_overrides_the_file_and_flags_override_the_environment(tmp_p
         ({"ARB_SERVER__PROT": "80"}, "server.prot"),
         ({"ARB_STORAGE__BACKEND": "sqlite"}, "storage.backend"),
         ({"ARB_NOPE__X": "1"}, "nope"),
+        ({"ARB_DEMO__RATE": "inf"}, "demo.rate"),
+        ({"ARB_INGEST__INSERT_LINGER_SECONDS": "inf"}, "ingest.insert_linger_seconds"),
+        ({"ARB_STREAM__KEEPALIVE_SECONDS": "nan"}, "stream.keepalive_seconds"),
+        ({"ARB_STORAGE__DATABASE": "my-db"}, "storage.database"),
+        ({"ARB_STORAGE__DATABASE": "x; DROP TABLE t"}, "storage.database"),
+        ({"ARB_STORAGE__DATA_DIR": ""}, "storage.data_dir"),
+        ({"ARB_REDIS__URL": "127.0.0.1:6379"}, "redis.url"),
+        ({"ARB_REDIS__URL": "localhost:6379"}, "redis.url"),
+        ({"ARB_REDIS__URL": "redis://127.0.0.1:70000/0"}, "redis.url"),
     ],
 )
 def test_a_bad_key_or_value_is_named(env: dict[str, str], named: str) -> None:
@@ -87,7 +96,7 @@ def test_an_environment_value_is_read_as_its_key_type() -> None:
         env={
             "ARB_AUTH__ADMIN_TOKEN": "123456789012345678901234",
             "ARB_AUTH__JWT_ISSUER": "true",
-            "ARB_STORAGE__DATABASE": "2024",
+            "ARB_STORAGE__CLUSTER": "2024",
             "ARB_KAFKA__GROUP_ID": "1.5",
             "ARB_AUTH__EXPORT_ROOTS": "/data/a, s3://bucket/prefix",
             "ARB_AUTH__CORS_ORIGINS": '["https://a.example", "https://b.example"]',
@@ -96,7 +105,7 @@ def test_an_environment_value_is_read_as_its_key_type() -> None:
         }
     )
     assert (settings.auth.admin_token, settings.auth.jwt_issuer) == ("123456789012345678901234", "true")
-    assert (settings.storage.database, settings.kafka.group_id) == ("2024", "1.5")
+    assert (settings.storage.cluster, settings.kafka.group_id) == ("2024", "1.5")
     assert settings.auth.export_roots == ["/data/a", "s3://bucket/prefix"]
     assert settings.auth.cors_origins == ["https://a.example", "https://b.example"]
     assert (settings.kafka.partitions.risk, settings.schedule.poll_seconds) == (6, 2.5)
@@ -237,3 +246,13 @@ def test_the_shortest_retention_keeps_a_whole_feature_warm_up_window() -> None:
     from arbitrage.features import HISTORY_WINDOW
 
     assert timedelta(days=MIN_RETENTION_DAYS - 1) < HISTORY_WINDOW < timedelta(days=MIN_RETENTION_DAYS)
+
+
+def test_a_config_file_that_is_not_utf8_exits_2_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "config.toml"
+    path.write_bytes(b"[server]\nport = 9000 # caf\xe9\n")
+    assert main(["--config", str(path), "config", "show"]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "utf-8" in err and "Traceback" not in err
