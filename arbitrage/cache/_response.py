@@ -102,6 +102,8 @@ class ResponseCache:
         self._warehouse = warehouse.encode()
         self._invalidate = link.client.register_script(_INVALIDATE)
         self._put = link.client.register_script(_PUT)
+        # Batches stored while Redis was away dropped no entry: every entry may be stale by then.
+        link.on_subscribe(self._drop_all)
 
     def key(self, scope: HTTPScope) -> str | None:
         if scope["method"] != "GET" or scope["path"] not in CACHED_PATHS:
@@ -151,13 +153,21 @@ class ResponseCache:
         await self.invalidate()
 
     async def invalidate(self, _stored: pl.DataFrame | None = None) -> None:
-        """Drop every entry, and keep none read before (ingest calls this after each stored batch)."""
+        """Drop every entry, and keep none read before (ingest calls this after each stored batch).
+
+        One that fails takes the link down, so that the subscription, made again, drops them
+        (`_drop_all`) before any entry is read: a stall that let this call time out would
+        otherwise leave the entries read before the batch to be served once Redis answers.
+        """
         if not self.link.available:
             return
         try:
-            await self._invalidate(keys=[self.index_key, self.generation_key])
+            await self._drop_all()
         except (RedisError, OSError) as exc:
-            log.debug("response cache invalidation failed: %s", exc)
+            self.link.lost(exc)
+
+    async def _drop_all(self) -> None:
+        await self._invalidate(keys=[self.index_key, self.generation_key])
 
 
 def warehouse_identity(storage: StorageSettings) -> str:

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -80,6 +80,9 @@ class RedisLink:
         self.floor: Callable[[], int] = lambda: hub.position
         """The highest position this process knows; pushed into the sequence on every (re)connect."""
         self._subscribed = asyncio.Event()
+        self._on_subscribe: list[Callable[[], Awaitable[object]]] = []
+        self._last_error = ""
+        """Why Redis was last found gone (for /health and the log), empty while it answers."""
         self._task: asyncio.Task[None] | None = None
         self._unread: deque[tuple[LiveBatch, int]] = deque()
         """The rows and size of each message this process published that its own subscription has
@@ -91,6 +94,20 @@ class RedisLink:
     def available(self) -> bool:
         """Subscribed right now; while False, nothing is sent to Redis."""
         return self._subscribed.is_set()
+
+    def on_subscribe(self, step: Callable[[], Awaitable[object]]) -> None:
+        """Run `step` on each (re)subscription before the link counts as available again; a
+        Redis error in it counts as Redis gone. What this process did while Redis was away
+        (stored batches whose cache invalidation it skipped) is put right there."""
+        self._on_subscribe.append(step)
+
+    def lost(self, exc: BaseException) -> None:
+        """A command found Redis gone: nothing more is sent until the subscription is made again."""
+        if self._subscribed.is_set() or str(exc) != self._last_error:
+            log.warning("redis unreachable (%s); live feed continues in-process", exc)
+        self._last_error = str(exc) or type(exc).__name__
+        self._subscribed.clear()
+        self._forget_unread()
 
     async def start(self, wait: float = 2.0) -> None:
         """Start the subscription loop; wait a little for it so the first batches go through Redis."""
@@ -130,7 +147,7 @@ class RedisLink:
                     self._forget_unread()
                     return False
         except (RedisError, OSError) as exc:
-            self._lost(exc)
+            self.lost(exc)
             return False
         return True
 
@@ -141,7 +158,7 @@ class RedisLink:
         try:
             return bool(await self.client.publish(self.channel, encode_skipped(first, last)))
         except (RedisError, OSError) as exc:
-            self._lost(exc)
+            self.lost(exc)
             return False
 
     async def _room_for(self, size: int) -> bool:
@@ -196,7 +213,7 @@ class RedisLink:
         try:
             return int(await self._reserve(keys=[self.sequence_key], args=[count, floor]))
         except (RedisError, OSError) as exc:
-            self._lost(exc)
+            self.lost(exc)
             return None
 
     async def handed_out(self) -> int | None:
@@ -206,14 +223,16 @@ class RedisLink:
         try:
             value = await self.client.get(self.sequence_key)
         except (RedisError, OSError) as exc:
-            self._lost(exc)
+            self.lost(exc)
             return None
         return int(value or 0)
 
     async def health(self) -> dict[str, Any]:
         """For /health: healthy with the ping latency, or raise (the service then reports degraded)."""
         if not self.available:
-            raise ConnectionError("redis is unreachable; serving from memory")
+            raise ConnectionError(
+                f"redis is unreachable ({self._last_error or 'not connected yet'}); serving from memory"
+            )
         started = time.perf_counter()
         await self.client.ping()
         return {
@@ -221,12 +240,6 @@ class RedisLink:
             "latency_ms": round((time.perf_counter() - started) * 1000, 2),
             "stream_subscribers": self.hub.subscribers,
         }
-
-    def _lost(self, exc: BaseException) -> None:
-        if self._subscribed.is_set():
-            log.warning("redis unreachable (%s); live feed continues in-process", exc)
-        self._subscribed.clear()
-        self._forget_unread()
 
     async def _listen(self) -> None:
         while True:
@@ -236,10 +249,13 @@ class RedisLink:
                 # Positions handed out in-process while Redis was away must not be handed out again.
                 await self._reserve(keys=[self.sequence_key], args=[0, self.floor()])
                 self.hub.resync()
+                for step in self._on_subscribe:
+                    await step()
                 if not self._subscribed.is_set():
                     log.info("redis live feed subscribed on %s", self.channel)
+                self._last_error = ""
                 self._subscribed.set()
-                # Until a command of this process finds Redis gone (`_lost`), which a stall can do
+                # Until a command of this process finds Redis gone (`lost`), which a stall can do
                 # without breaking this connection: then subscribe again, as after an outage.
                 while self._subscribed.is_set():
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=_LISTEN_POLL_S)
@@ -250,7 +266,7 @@ class RedisLink:
                     except WireError as exc:
                         log.warning("redis live feed: skipped a message on %s: %s", self.channel, exc)
             except (RedisError, OSError) as exc:
-                self._lost(exc)
+                self.lost(exc)
             finally:
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -61,6 +61,23 @@ async def test_redis_away_is_degraded_not_unhealthy_and_healthy_again_once_back(
         assert back["status"] == "healthy", back
 
 
+async def test_redis_refusing_the_credentials_is_reported_as_such_and_logged(
+    settings: Settings, redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A wrong password is no outage: /health and the log say what Redis answered, never the password."""
+    url = redis.url.replace("redis://", "redis://:wrong-password-0123@")
+    refused = msgspec.structs.replace(settings, redis=msgspec.structs.replace(settings.redis, url=url))
+    async with AsyncTestClient(create_app(refused)) as client:
+        component = (await client.get("/health")).json()["components"]["redis"]
+    assert component["status"] == "degraded"
+    assert "AUTH" in component["error"] and "wrong-password" not in component["error"], component
+    warnings = [
+        r.getMessage() for r in caplog.records if r.name == "arbitrage.stream._redis" and "AUTH" in r.getMessage()
+    ]
+    assert len(warnings) == 1, warnings  # once, not on every retry
+    assert "wrong-password" not in warnings[0]
+
+
 async def test_admin_config_shows_the_admin_token_file_in_effect(client: Client, settings: Settings) -> None:
     """Left empty, the credential lives in `<data_dir>/admin_token`: an operator must see where."""
     token_file = Path(settings.storage.data_dir) / "admin_token"

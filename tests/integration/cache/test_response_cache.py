@@ -209,3 +209,26 @@ def _answers(answer: dict[str, Any]) -> Any:
         return answer
 
     return stats
+
+
+async def test_entries_read_before_an_ingest_during_a_redis_stall_are_not_served_once_it_answers(
+    tmp_path: Path, migrated_template: Path, redis: RedisServer, records: list[dict[str, Any]]
+) -> None:
+    """The stored batch's invalidation timed out against the stalled Redis; the entries stay there."""
+    settings = cached_settings(fresh_data_dir(migrated_template, tmp_path / "data"), redis)
+    async with serving(settings) as client:
+        await client.post("/ingest", content=msgspec.json.encode(records[:100]))
+        await client.get("/stats")
+        assert (await client.get("/stats")).headers["x-cache"] == "hit"
+        redis.pause()
+        try:
+            assert (await client.post("/ingest", content=msgspec.json.encode(records[100:]))).status_code == 200
+        finally:
+            redis.resume()
+        link = client.app.state.services.feed.redis
+        for _ in range(200):
+            if link.available:
+                break
+            await asyncio.sleep(0.05)
+        assert link.available
+        assert (await client.get("/stats")).json()["transactions"] == 200
