@@ -323,8 +323,8 @@ class IngestService:
         METRICS.transactions.labels(source, "stored").inc(len(stored))
         METRICS.transactions.labels(source, "duplicate").inc(records - len(stored))
         if len(stored):
-            profit = stored["net_profit_sol"].sum()
-            if profit and profit > 0:
+            profit = stored["net_profit_sol"].filter(stored["net_profit_sol"] > 0).sum()  # per row: any batching
+            if profit:
                 METRICS.profit.inc(float(profit))
             if "late" in stored.columns:
                 METRICS.late_transactions.labels(source).inc(int(stored["late"].sum()))

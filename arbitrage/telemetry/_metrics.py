@@ -27,7 +27,9 @@ class Metrics:
         )
         # A gauge that only grows: exposed under the seed's exact name (a Counter would add `_total`).
         self.profit = Gauge(
-            "arbitrage_profit_total_sol", "Net profit of stored transactions since start, SOL (monotonic).", registry=r
+            "arbitrage_profit_total_sol",
+            "Net profit of the profitable transactions stored since start (net_profit_sol > 0), SOL (monotonic).",
+            registry=r,
         )
         self.late_transactions = Counter(
             "arbitrage_late_transactions",

@@ -760,3 +760,24 @@ async def test_a_group_enriched_after_the_insert_it_was_deduplicated_against_fai
         assert_frame_equal(await _stored_features(warehouse, second), expected, check_dtypes=False)
     finally:
         await warehouse.close()
+
+
+async def test_the_profit_metric_adds_each_profitable_row_however_the_records_are_batched(
+    warehouse: EmbeddedWarehouse, records: list[dict[str, Any]]
+) -> None:
+    """A batch whose net was negative added nothing, its profitable rows included."""
+    from arbitrage.telemetry import METRICS
+
+    def metric() -> float:
+        return METRICS.registry.get_sample_value("arbitrage_profit_total_sol") or 0.0
+
+    service = _service(warehouse)
+    before = metric()
+    for start in range(0, len(records), 10):
+        await service.ingest_body(msgspec.json.encode(records[start : start + 10]), None, source="test")
+    stored = await warehouse.query_arrow(
+        "SELECT countIf(net_profit_sol < 0) AS losses, sumIf(net_profit_sol, net_profit_sol > 0) AS profit "
+        "FROM arbitrage.transactions"
+    )
+    assert stored.column("losses")[0].as_py() > 0  # batches with a negative net among them
+    assert metric() - before == pytest.approx(stored.column("profit")[0].as_py())
