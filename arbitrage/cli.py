@@ -248,6 +248,8 @@ def _serve(_: argparse.Namespace, settings: Settings) -> int:
             str(settings.server.port),
             "--workers",
             str(settings.server.workers),
+            "--workers-kill-timeout",
+            str(settings.server.stop_timeout_seconds),
             "--log-level",
             settings.telemetry.log_level.lower(),
             "arbitrage.cli:app_from_environment",
@@ -296,24 +298,33 @@ def app_from_environment() -> Any:
     raw = os.environ.get(SETTINGS_ENV)
     settings = msgspec.json.decode(raw, type=Settings) if raw else load_settings(default_config_path())
     configure_logging(settings.telemetry.log_level, settings.telemetry.log_format)
-    threading.Thread(target=_stop_when_orphaned, args=(os.getppid(),), name="orphan-watch", daemon=True).start()
+    watch = threading.Thread(
+        target=_stop_when_orphaned,
+        args=(os.getppid(), settings.server.stop_timeout_seconds),
+        name="orphan-watch",
+        daemon=True,
+    )
+    watch.start()
     return create_app(settings)
 
 
 ORPHAN_CHECK_SECONDS = 1.0
 
 
-def _stop_when_orphaned(parent: int) -> None:
+def _stop_when_orphaned(parent: int, stop_timeout: float) -> None:
     """Stop this Granian worker once the main process that spawned it is gone.
 
     `serve` keeps its PID for supervisors, but one that kills that PID with SIGKILL left the
     worker running, still listening and holding the data dir's lock: the service could not be
-    started again until someone found and stopped the worker. SIGTERM shuts it down as usual.
+    started again until someone found and stopped the worker. SIGTERM shuts it down as usual;
+    what Granian's main process would do to a worker that does not stop in time, this does too.
     """
     while os.getppid() == parent:
         time.sleep(ORPHAN_CHECK_SECONDS)
     logging.getLogger(__name__).error("the server's main process (pid %d) is gone; stopping this worker", parent)
     os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(stop_timeout)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _migrate(_: argparse.Namespace, settings: Settings) -> int:

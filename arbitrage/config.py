@@ -49,6 +49,9 @@ class ServerSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """TCP port of the HTTP API."""
     workers: Count = 1
     """Granian workers. The embedded warehouse allows only one process, so keep 1 with it."""
+    stop_timeout_seconds: Annotated[int, msgspec.Meta(ge=1, le=1800)] = 30
+    """How long a stop (SIGTERM, Ctrl-C) waits for open requests and streams (an SSE client stays
+    until it leaves) before the worker is killed; what was acknowledged is stored either way."""
 
 
 class StorageSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import signal
 import subprocess
@@ -121,6 +122,30 @@ def test_a_worker_whose_main_process_was_killed_stops_and_the_server_starts_agai
         server.stop(signal.SIGKILL)
     with ServerProcess(data, port=server.port) as restarted:
         assert httpx.get(f"{restarted.url}/stats").json()["transactions"] == 500
+
+
+def test_a_stop_is_not_held_up_by_an_open_sse_stream(tmp_path: Path) -> None:
+    """Granian waited for every connection to close; a live SSE client never closes its own."""
+    server = ServerProcess(tmp_path / "data", env={"ARB_SERVER__STOP_TIMEOUT_SECONDS": "2"}).start()
+    opened = threading.Event()
+
+    def follow() -> None:
+        with contextlib.suppress(httpx.HTTPError), httpx.stream("GET", f"{server.url}/sse/stream", timeout=120) as live:
+            opened.set()
+            for _ in live.iter_bytes():
+                pass
+
+    client = threading.Thread(target=follow, daemon=True)
+    client.start()
+    try:
+        assert opened.wait(30)
+        assert server.process is not None
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(20)
+    finally:
+        server.stop(signal.SIGKILL)
+    client.join(10)
+    assert not client.is_alive()
 
 
 def test_a_second_server_on_the_same_data_dir_refuses_to_start(tmp_path: Path) -> None:
