@@ -41,7 +41,14 @@ from arbitrage.schedule import ScheduleService
 from arbitrage.security import add_security_headers, check_bind, public, start_security
 from arbitrage.security._operations import IngestRate
 from arbitrage.services import Services
-from arbitrage.storage import TransactionReader, Warehouse, apply_retention, open_warehouse, rebuild_daily_aggregates
+from arbitrage.storage import (
+    TransactionReader,
+    Warehouse,
+    apply_retention,
+    damaged_parts,
+    open_warehouse,
+    rebuild_daily_aggregates,
+)
 from arbitrage.stream import LiveFeed, RecentTransactions, RedisLink, StreamHub
 from arbitrage.telemetry import configure_tracing, flush_tracing, request_telemetry
 
@@ -172,8 +179,18 @@ async def start_services(settings: Settings, *, jobs: bool = True) -> Services:
         # A step that fails closes what was opened: the embedded warehouse holds the data dir's lock.
         opened.push_async_callback(warehouse.close)
         await apply_retention(warehouse, settings.storage.retention_days)
+        damaged = await damaged_parts(warehouse)
+        for part in damaged:
+            log.error(
+                "a damaged part of %s was set aside at start-up (%s): its rows are not served; re-send them, "
+                "then remove %s (docs/operations.md)",
+                part.table,
+                part.reason,
+                part.path,
+            )
         if warehouse.backend == "embedded":
-            await rebuild_daily_aggregates(warehouse, settings.storage.retention_days)
+            months = {int(part.partition_id) for part in damaged if part.partition_id.isdigit()}
+            await rebuild_daily_aggregates(warehouse, settings.storage.retention_days, months)
         reader = TransactionReader(warehouse)
         # Only the embedded warehouse has one writer, so only there does this process see every row.
         recent = RecentTransactions(settings.ingest.recent_buffer if warehouse.backend == "embedded" else 0)
@@ -210,7 +227,13 @@ async def start_services(settings: Settings, *, jobs: bool = True) -> Services:
         # After the caches dropped their answers: a client reacting to the live event reads the new data.
         ingest.on_stored(feed.publish)
         services = Services(
-            settings=settings, warehouse=warehouse, ingest=ingest, reader=reader, recent=recent, feed=feed
+            settings=settings,
+            warehouse=warehouse,
+            ingest=ingest,
+            reader=reader,
+            recent=recent,
+            feed=feed,
+            damaged_parts=damaged,
         )
         opened.pop_all()
         opened.push_async_callback(services.close)  # the feed, the warehouse, and the jobs started below

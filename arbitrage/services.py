@@ -8,7 +8,7 @@ from typing import Any
 
 from arbitrage.config import Settings
 from arbitrage.ingest import IngestService
-from arbitrage.storage import TransactionReader, Warehouse
+from arbitrage.storage import DamagedPart, TransactionReader, Warehouse
 from arbitrage.stream import LiveFeed, RecentTransactions
 
 HealthCheck = Callable[[], Awaitable[dict[str, Any]]]
@@ -28,6 +28,8 @@ class Services:
     """Services of optional modules (exports, schedules, kafka), by name."""
     feed: LiveFeed | None = None
     """The live feed (SSE, WebSocket, GraphQL subscriptions); None in tools that only read."""
+    damaged_parts: list[DamagedPart] = field(default_factory=list)
+    """Parts found damaged and set aside at start-up: /health reports the warehouse degraded."""
 
     async def close(self) -> None:
         """Stop schedules and exports, finish the insert in flight, close the live feed, then the warehouse."""

@@ -37,7 +37,15 @@ class Health(msgspec.Struct):
 
 async def _warehouse(services: NamedDependency[Services]) -> dict[str, Any]:
     latency = await services.warehouse.ping()
-    return {"status": "healthy", "latency_ms": round(latency, 2), "backend": services.warehouse.backend}
+    answer = {"status": "healthy", "latency_ms": round(latency, 2), "backend": services.warehouse.backend}
+    if services.damaged_parts:
+        names = ", ".join(f"{part.table}/{part.name}" for part in services.damaged_parts[:5])
+        answer["status"] = "degraded"
+        answer["error"] = (
+            f"{len(services.damaged_parts)} damaged part(s) set aside at start-up, their rows not served "
+            f"({names}): see the log and docs/operations.md"
+        )
+    return answer
 
 
 _METRICS_TYPE = CONTENT_TYPE_LATEST.replace("; charset=utf-8", "")

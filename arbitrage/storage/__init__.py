@@ -1,6 +1,7 @@
 """The warehouse: the floor every other module stands on."""
 
 from arbitrage.storage._aggregates import rebuild_daily_aggregates
+from arbitrage.storage._damage import DamagedPart, damaged_parts
 from arbitrage.storage._embedded import EmbeddedWarehouse
 from arbitrage.storage._factory import check_storage, open_warehouse
 from arbitrage.storage._migrations import Migration, discover, migrations_dir, render
@@ -19,6 +20,7 @@ from arbitrage.storage._retention import apply_retention, retention_status
 
 __all__ = [
     "LATEST",
+    "DamagedPart",
     "EmbeddedWarehouse",
     "HistoryExtent",
     "Migration",
@@ -30,6 +32,7 @@ __all__ = [
     "as_utc",
     "ch_time",
     "check_storage",
+    "damaged_parts",
     "decode_cursor",
     "discover",
     "encode_cursor",
