@@ -48,7 +48,11 @@ GROUP BY date, kind, key
 SETTINGS prefer_column_name_to_alias = 1;
 
 -- What the four tables hold moves over; inserts wait for migrations at start-up, so none passes
--- between these statements.
+-- between these statements. A migration is recorded once all its statements ran: after a crash
+-- in the middle this one runs again from the top, so it starts from an empty table (a second
+-- copy of the moved rows would be summed with the first) and leaves the old tables to 018.
+TRUNCATE TABLE IF EXISTS ${db}.daily_aggregates ${on_cluster};
+
 INSERT INTO ${db}.daily_aggregates
 SELECT date, 'all', '', transactions, successful, circular, profitable, volume_sol, gross_revenue_sol,
     total_cost_sol, jito_tips_sol, net_profit_sol
@@ -62,12 +66,3 @@ SELECT date, 'token', token, transactions, net_profit_sol FROM ${db}.daily_token
 
 INSERT INTO ${db}.daily_aggregates (date, kind, key, transactions, net_profit_sol)
 SELECT date, 'signer', signer, transactions, net_profit_sol FROM ${db}.daily_signer_stats;
-
-DROP VIEW IF EXISTS ${db}.daily_stats_mv ${on_cluster};
-DROP VIEW IF EXISTS ${db}.daily_dex_stats_mv ${on_cluster};
-DROP VIEW IF EXISTS ${db}.daily_token_stats_mv ${on_cluster};
-DROP VIEW IF EXISTS ${db}.daily_signer_stats_mv ${on_cluster};
-DROP TABLE IF EXISTS ${db}.daily_stats ${on_cluster};
-DROP TABLE IF EXISTS ${db}.daily_dex_stats ${on_cluster};
-DROP TABLE IF EXISTS ${db}.daily_token_stats ${on_cluster};
-DROP TABLE IF EXISTS ${db}.daily_signer_stats ${on_cluster};

@@ -74,6 +74,7 @@ _CREATE_VIEW = re.compile(r"^CREATE MATERIALIZED VIEW (?:IF NOT EXISTS )?(\w+)\.
 _ALTER_TABLE = re.compile(r"^ALTER TABLE (\w+)\.(\w+)\b", re.IGNORECASE)
 _ADD_COLUMN = re.compile(r"^(ALTER TABLE \w+\.\w+(?: ON CLUSTER \w+)?)\s+(ADD COLUMN\b.*)$", re.IGNORECASE | re.DOTALL)
 _DROP_TABLE = re.compile(r"^DROP TABLE (IF EXISTS )?(\w+)\.(\w+)\b", re.IGNORECASE)
+_TRUNCATE_TABLE = re.compile(r"^TRUNCATE TABLE (IF EXISTS )?(\w+)\.(\w+)\b", re.IGNORECASE)
 _COLUMN_CHANGE = re.compile(r"\b(ADD|DROP|MODIFY|RENAME|COMMENT|CLEAR) COLUMN\b", re.IGNORECASE)
 _ORDER_BY = re.compile(r"\bORDER BY\s+(\([^()]*\)|[\w.]+)", re.IGNORECASE)
 
@@ -155,6 +156,9 @@ def _cluster_layout(statement: str, database: str, cluster: str) -> list[str]:
         db, name = alter.group(1), alter.group(2)
         local = _ALTER_TABLE.sub(f"ALTER TABLE {db}.{name}{LOCAL_SUFFIX}", statement, count=1)
         return [local, statement] if _COLUMN_CHANGE.search(statement) else [local]
+    if truncate := _TRUNCATE_TABLE.match(statement):  # the rows are in the local tables
+        if_exists, db, name = truncate.group(1) or "", truncate.group(2), truncate.group(3)
+        return [_TRUNCATE_TABLE.sub(f"TRUNCATE TABLE {if_exists}{db}.{name}{LOCAL_SUFFIX}", statement, count=1)]
     if drop := _DROP_TABLE.match(statement):
         if_exists, db, name = drop.group(1) or "", drop.group(2), drop.group(3)
         return [statement, _DROP_TABLE.sub(f"DROP TABLE {if_exists}{db}.{name}{LOCAL_SUFFIX}", statement, count=1)]

@@ -16,7 +16,7 @@ import pytest
 from arbitrage.errors import MigrationError, WarehouseLocked, WarehouseUnavailable
 from arbitrage.features import HISTORY_COLUMNS
 from arbitrage.model import STORED_COLUMNS
-from arbitrage.storage import EmbeddedWarehouse, TransactionReader, discover, migrations_dir
+from arbitrage.storage import EmbeddedWarehouse, TransactionReader, discover, migrations_dir, render
 from tests.conftest import migrations_before
 from tests.integration.export.conftest import transactions
 
@@ -318,5 +318,31 @@ async def test_stats_kept_by_the_four_daily_views_move_to_the_one_view_and_grow_
         assert not {"daily_stats", "daily_dex_stats", "daily_token_stats", "daily_signer_stats"} & set(
             tables.column("name").to_pylist()
         )
+    finally:
+        await warehouse.close()
+
+
+async def test_migration_016_interrupted_after_moving_part_of_the_stats_runs_again_without_counting_twice(
+    tmp_path: Path,
+) -> None:
+    """A migration is recorded only once all its statements ran: after a kill in the middle it runs whole again."""
+    old = EmbeddedWarehouse(tmp_path / "wh", migrations=migrations_before(16, tmp_path / "migrations"))
+    await old.start()
+    await old.insert_arrow("transactions", transactions(40, seed=1))
+    old_stats = await _stats_of_the_four_tables(old)
+    migration = next(m for m in discover(migrations_dir()) if m.version == 16)
+    statements = render(migration.path.read_text(), database="arbitrage", cluster="", bundled_engine=True)
+    for statement in statements[:-1]:  # killed before the last move
+        await old.execute(statement)
+    await old.close()
+
+    warehouse = EmbeddedWarehouse(tmp_path / "wh")
+    await warehouse.start()
+    try:
+        moved = await TransactionReader(warehouse).stats()
+        assert moved["transactions"] == old_stats["transactions"] == 40
+        assert [t["transactions"] for t in moved["top_signers"]] == [
+            t["transactions"] for t in old_stats["top_signers"]
+        ]
     finally:
         await warehouse.close()
