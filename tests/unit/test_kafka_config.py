@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import socket
 
@@ -143,3 +144,24 @@ def test_tuning_given_in_extra_wins_over_the_defaults() -> None:
     assert (consumer["session.timeout.ms"], consumer["max.poll.interval.ms"]) == ("45000", "600000")
     assert (consumer["enable.auto.commit"], consumer["isolation.level"]) == (False, "read_committed")
     assert (producer["linger.ms"], producer["compression.type"], producer["enable.idempotence"]) == ("5", "lz4", True)
+
+
+def test_librdkafka_logs_through_the_apps_logging_not_raw_to_stderr(
+    caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """With `log_format = "json"` its raw lines broke one-object-per-line (a broker away: 7-15 a second)."""
+    from confluent_kafka import KafkaException
+
+    from arbitrage.ingest.kafka import KafkaOptions
+    from arbitrage.ingest.kafka._topics import ensure_topics
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # nothing listens once the socket is closed
+    options = KafkaOptions.from_settings(
+        load_settings(env={}, overrides={"kafka.bootstrap_servers": f"127.0.0.1:{port}"}).kafka
+    )
+    with caplog.at_level(logging.INFO, logger="arbitrage.kafka.librdkafka"), pytest.raises(KafkaException):
+        ensure_topics(options, timeout_s=1.0)
+    assert any("Connection refused" in r.getMessage() for r in caplog.records if r.name == "arbitrage.kafka.librdkafka")
+    assert "Connection refused" not in capfd.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,11 @@ DEFAULT_PARTITIONS = msgspec.structs.asdict(KafkaPartitions())
 """Partition counts of DESIGN.md, used when a topic is created at start-up."""
 _BROKER_KEYS = frozenset({"bootstrap.servers", "metadata.broker.list"})
 """Left out when librdkafka only checks a configuration: a client with brokers connects at once."""
+
+
+LIBRDKAFKA_LOG = logging.getLogger("arbitrage.kafka.librdkafka")
+"""librdkafka's own log lines, through the app's logging (JSON with `log_format = "json"`) instead of
+written raw to stderr; a client hands them over when it is polled."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,8 +89,8 @@ class KafkaOptions:
         return self.transactional_id or "-".join(filter(None, (self.group_id, self.topic_transactions, self.instance)))
 
     def client_config(self) -> dict[str, Any]:
-        """Settings common to every client: brokers plus the pass-through librdkafka keys."""
-        return {"bootstrap.servers": self.bootstrap_servers, **self.extra}
+        """Settings common to every client: brokers, where librdkafka logs, the pass-through librdkafka keys."""
+        return {"bootstrap.servers": self.bootstrap_servers, **self.extra, "logger": LIBRDKAFKA_LOG}
 
     def consumer_config(self) -> dict[str, Any]:
         """The consumer's settings: tuning that `extra` may override, then what exactly-once rests on

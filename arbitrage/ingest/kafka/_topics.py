@@ -29,6 +29,13 @@ def ensure_topics(options: KafkaOptions, timeout_s: float = 3.0) -> list[str]:
         options.topic_dlq: options.partitions.get("dlq", 1),
     }
     admin = AdminClient(options.client_config())
+    try:
+        return _create_missing(admin, wanted, timeout_s)
+    finally:
+        admin.poll(0)  # hands its log lines over (a broker refusing connections, ...)
+
+
+def _create_missing(admin: AdminClient, wanted: dict[str, int], timeout_s: float) -> list[str]:
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     missing = [NewTopic(name, count) for name, count in wanted.items() if name not in existing]
     if not missing:
