@@ -16,11 +16,12 @@ from litestar.config.cors import CORSConfig
 from litestar.config.response_cache import ResponseCacheConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar.openapi.spec import Components, SecurityScheme
+from litestar.openapi.spec import Components, Operation, SecurityScheme
 from litestar.static_files import create_static_files_router
 
 from arbitrage import __version__
 from arbitrage.api import CONTROLLERS, DEPENDENCIES, EXCEPTION_HANDLERS, before_request
+from arbitrage.api._errors import GuardedOperation
 from arbitrage.api._sliced_bodies import sliced_response_bodies
 from arbitrage.api.graphql import register_graphql
 from arbitrage.api.status import STATUS_ROUTES
@@ -150,10 +151,20 @@ def create_app(settings: Settings) -> Litestar:
         debug=False,
     )
     register_graphql(app)
+    _declare_refusals(app)
     # Around the router, not in `middleware` (per route): 404s, 405s and errors raised before a
     # handler get a request id and are counted too.
     app.asgi_handler = request_telemetry(sliced_response_bodies(app.asgi_handler))
     return app
+
+
+def _declare_refusals(app: Litestar) -> None:
+    """Every guarded route's schema lists the guard's 401, 403 and 429 and, with a body, the 413 of the
+    body limit (`GuardedOperation`); public routes have their own operation class."""
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", ()):
+            if handler.operation_class is Operation:
+                handler.operation_class = GuardedOperation
 
 
 async def _warmed_engine(reader: TransactionReader) -> FeatureEngine:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.openapi import ResponseSpec
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, Reference
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_500_INTERNAL_SERVER_ERROR
 
 from arbitrage.api._parameters import route_parameters
@@ -63,6 +65,27 @@ _ERRORS = {
     415: "The body's Content-Encoding is not one this route reads.",
     503: "Unavailable (ingest saturated, or the warehouse down): retry after `Retry-After` seconds.",
 }
+
+
+_REFUSALS = {
+    401: "No valid credential (auth on, or an `/admin` route): none, or one unknown, revoked or expired.",
+    403: "The credential lacks the role this route needs, or the request came from another site's page.",
+    429: "Rate limited: retry after `Retry-After` seconds.",
+}
+
+
+@dataclass
+class GuardedOperation(Operation):
+    """The OpenAPI operation of a route behind a role guard: it also declares what the guard and
+    the body limit answer before the handler runs, which no route lists itself."""
+
+    def __post_init__(self) -> None:
+        refusals = {**_REFUSALS, **({413: _ERRORS[413]} if self.request_body is not None else {})}
+        body = {MediaType.JSON.value: OpenAPIMediaType(schema=Reference(ref="#/components/schemas/ErrorBody"))}
+        responses = self.responses if self.responses is not None else {}
+        for code, description in refusals.items():
+            responses.setdefault(str(code), OpenAPIResponse(description=description, content=body))
+        self.responses = responses
 
 
 def error_responses(*codes: int) -> dict[int, ResponseSpec]:

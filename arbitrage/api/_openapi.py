@@ -20,6 +20,7 @@ from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from litestar.params import KwargDefinition
 from polars._typing import PolarsDataType
 
+from arbitrage.api._errors import GuardedOperation
 from arbitrage.features import FEATURES, LATE_COLUMN
 from arbitrage.model import STORED_COLUMNS
 from arbitrage.risk import RISK_COLUMNS
@@ -138,20 +139,22 @@ def raw_body(body: RequestBody) -> type[Operation]:
     """
 
     @dataclass
-    class RawBodyOperation(Operation):
+    class RawBodyOperation(GuardedOperation):
         def __post_init__(self) -> None:
             self.request_body = body
             _declare_retry_after(self)
+            super().__post_init__()
 
     return RawBodyOperation
 
 
 @dataclass
-class WarehouseRead(Operation):
+class WarehouseRead(GuardedOperation):
     """The operation of a route that answers from the warehouse: its 503 carries `Retry-After`."""
 
     def __post_init__(self) -> None:
         _declare_retry_after(self)
+        super().__post_init__()
 
 
 @dataclass

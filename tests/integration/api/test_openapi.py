@@ -109,6 +109,25 @@ async def test_routes_that_answer_404_declare_it(schema: dict[str, Any], path: s
     assert "detail" in _resolve(schema, not_found["content"]["application/json"]["schema"])["properties"]
 
 
+async def test_guarded_routes_declare_the_guards_refusals_and_routes_with_a_body_the_413(
+    schema: dict[str, Any],
+) -> None:
+    """Answered before any handler runs, so no route listed them: a client generated from the schema knew none."""
+    checked = 0
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            if method not in {"get", "post", "patch", "delete"}:
+                continue
+            codes = set() if operation.get("security") == [] else {"401", "403", "429"}
+            codes |= {"413"} if "requestBody" in operation else set()
+            assert codes <= set(operation["responses"]), (method, path)
+            for code in codes:
+                error = _resolve(schema, operation["responses"][code]["content"]["application/json"]["schema"])
+                assert {"status_code", "detail"} <= set(error["properties"]), (method, path, code)
+            checked += bool(codes)
+    assert checked > 30
+
+
 async def test_an_export_download_is_declared_as_a_file(schema: dict[str, Any]) -> None:
     responses = schema["paths"]["/exports/{job_id}/download"]["get"]["responses"]
     content = responses["200"]["content"]
