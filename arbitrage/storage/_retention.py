@@ -30,6 +30,7 @@ import logging
 import re
 from datetime import UTC, date, datetime, timedelta
 
+from arbitrage.errors import MigrationError
 from arbitrage.storage._protocol import Warehouse
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,11 @@ async def apply_retention(warehouse: Warehouse, days: int) -> list[str]:
             "SELECT create_table_query FROM system.tables WHERE database = {db:String} AND name = {name:String}",
             {"db": database, "name": name},
         )
+        if not found.num_rows:  # its metadata file lost: no later step could make sense of the data dir
+            raise MigrationError(
+                f"table {database}.{name} is missing although its migration was applied (its metadata "
+                "file was deleted?); restore the data directory from a backup"
+            )
         if ttl_days(found.column("create_table_query")[0].as_py(), column) == days:
             continue
         for statement in retention_statements(target, column, days):

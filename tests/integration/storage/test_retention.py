@@ -12,6 +12,7 @@ import pytest
 from arbitrage.app import start_services
 from arbitrage.cli import main
 from arbitrage.config import Settings, load_settings
+from arbitrage.errors import MigrationError
 from arbitrage.storage import EmbeddedWarehouse, apply_retention, rebuild_daily_aggregates, retention_status
 from tests.conftest import fresh_data_dir
 from tests.integration.export.conftest import transactions
@@ -230,3 +231,10 @@ async def test_arbitrage_migrate_sets_the_retention_as_a_start_would(
         assert "toIntervalDay(5)" in await table_ttl(warehouse, "dead_letters")
     finally:
         await warehouse.close()
+
+
+async def test_a_table_whose_metadata_was_lost_stops_start_up_naming_it(warehouse: EmbeddedWarehouse) -> None:
+    """It raised an IndexError out of the TTL check, a traceback that named nothing."""
+    await warehouse.execute("DETACH TABLE arbitrage.dead_letters")  # as ClickHouse sees a deleted metadata file
+    with pytest.raises(MigrationError, match=r"table arbitrage\.dead_letters is missing"):
+        await apply_retention(warehouse, 0)
