@@ -29,6 +29,8 @@ from fsspec.implementations.local import LocalFileSystem
 
 STAGING_PREFIX = ".staging-"
 MANIFEST_NAME = "manifest.json"
+JOURNAL_PREFIX = ".publishing-"
+"""`<destination>/.publishing-<job id>.json`: what a commit in progress publishes and retires."""
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
 """Linux's flag; 0 where the platform has none (macOS), and files go through the cache."""
 PARALLEL_HASH_BYTES = 1 << 20
@@ -197,9 +199,19 @@ class Destination:
         return StagedFile(self.fs.open(path, "wb"))
 
     def commit(self, relatives: list[str], manifest: bytes) -> None:
-        """Move every staged file to its final name, then write the manifest, then clean up."""
+        """Move every staged file to its final name, then write the manifest, then clean up.
+
+        A journal names what the commit publishes and what it retires until the manifest is
+        written: a process killed in between leaves files of two exports and no manifest, which
+        the next commit into the same place (`rollback_interrupted`) deletes.
+        """
         with self.open_staged(MANIFEST_NAME) as staged:
             staged.write(manifest)
+        self.rollback_interrupted()
+        journal = f"{self.root}/{JOURNAL_PREFIX}{self.job_id}.json"
+        self.fs.pipe_file(
+            journal, msgspec.json.encode({"files": [*relatives, MANIFEST_NAME], "previous": self._previous_files()})
+        )
         self._retire_previous(set(relatives))
         published: list[str] = []
         try:
@@ -211,8 +223,51 @@ class Destination:
                 published.append(final)
         except BaseException:
             self._unpublish(published)
+            with contextlib.suppress(Exception):  # what is left of the earlier export, and the journal
+                self.rollback_interrupted()
             raise
+        self.fs.rm(journal)
         self.abort()
+
+    def rollback_interrupted(self) -> None:
+        """Undo the commits into this place that a killed process left half done (their journals).
+
+        One whose manifest made it is complete. Otherwise, while the earlier export's manifest is
+        still there nothing was moved yet; once it is gone, the place holds a mix of the two
+        exports that no manifest describes, and the files of both go.
+        """
+        for journal in self.fs.glob(f"{self.root}/{JOURNAL_PREFIX}*.json"):
+            job_id = journal.rsplit("/", 1)[-1].removeprefix(JOURNAL_PREFIX).removesuffix(".json")
+            try:
+                entry = msgspec.json.decode(self.fs.cat_file(journal))
+            except (FileNotFoundError, msgspec.DecodeError):
+                entry = {}
+            if self._manifest_job() is None:
+                for relative in _safe_relatives([*entry.get("files", ()), *entry.get("previous", ())]):
+                    with contextlib.suppress(
+                        OSError
+                    ):  # gone already, or never there (a file held its directory's name)
+                        self.fs.rm(f"{self.root}/{relative}")
+            self._remove_tree(f"{self.root}/{STAGING_PREFIX}{job_id}")
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm(journal)
+
+    def _manifest_job(self) -> str | None:
+        """The job whose manifest this place holds, None without one."""
+        try:
+            job = msgspec.json.decode(self.fs.cat_file(f"{self.root}/{MANIFEST_NAME}")).get("job_id")
+        except (FileNotFoundError, msgspec.DecodeError, AttributeError):
+            return None
+        return job if isinstance(job, str) else None
+
+    def _previous_files(self) -> list[str]:
+        """The files the earlier export's manifest lists (none without one of ours)."""
+        try:
+            listed = msgspec.json.decode(self.fs.cat_file(f"{self.root}/{MANIFEST_NAME}")).get("files")
+        except (FileNotFoundError, msgspec.DecodeError, AttributeError):
+            return []
+        paths = [entry.get("path") for entry in listed if isinstance(entry, dict)] if isinstance(listed, list) else []
+        return _safe_relatives([*paths, MANIFEST_NAME])
 
     def _unpublish(self, finals: list[str]) -> None:
         """Delete the files a failed commit had already moved: a partial dataset without manifest misleads readers."""
@@ -222,18 +277,14 @@ class Destination:
 
     def _retire_previous(self, keep: set[str]) -> None:
         """Delete an earlier export's manifest, then the files it lists that this one does not overwrite."""
-        previous = f"{self.root}/{MANIFEST_NAME}"
-        try:
-            listed = msgspec.json.decode(self.fs.cat_file(previous)).get("files")
-        except (FileNotFoundError, msgspec.DecodeError, AttributeError):
+        previous = self._previous_files()
+        if not previous:
             return  # none, or not one of ours: leave it alone
-        self.fs.rm(previous)
-        for entry in listed if isinstance(listed, list) else ():
-            relative = entry.get("path") if isinstance(entry, dict) else None
-            if not isinstance(relative, str) or relative in keep or relative.startswith("/") or ".." in relative:
-                continue
-            with contextlib.suppress(FileNotFoundError):
-                self.fs.rm(f"{self.root}/{relative}")
+        self.fs.rm(f"{self.root}/{MANIFEST_NAME}")
+        for relative in previous:
+            if relative not in keep and relative != MANIFEST_NAME:
+                with contextlib.suppress(FileNotFoundError):
+                    self.fs.rm(f"{self.root}/{relative}")
 
     def abort(self) -> None:
         """Delete everything staged; nothing final was written. Safe to call twice.
@@ -268,3 +319,8 @@ class Destination:
         with self.fs.open(self.final_path(relative), "rb") as handle:
             while chunk := handle.read(chunk_bytes):
                 yield chunk
+
+
+def _safe_relatives(paths: list[Any]) -> list[str]:
+    """The paths that name a file inside the destination (a manifest or journal is data read back)."""
+    return [p for p in paths if isinstance(p, str) and p and not p.startswith("/") and ".." not in p.split("/")]
