@@ -200,7 +200,7 @@ async def start_services(settings: Settings, *, jobs: bool = True) -> Services:
                 part.path,
             )
         if warehouse.backend == "embedded":
-            months = {int(part.partition_id) for part in damaged if part.partition_id.isdigit()}
+            months = {int(p.partition_id) for p in damaged if p.table == "transactions" and p.partition_id.isdigit()}
             await rebuild_daily_aggregates(warehouse, settings.storage.retention_days, months)
         reader = TransactionReader(warehouse)
         # Only the embedded warehouse has one writer, so only there does this process see every row.
@@ -208,7 +208,7 @@ async def start_services(settings: Settings, *, jobs: bool = True) -> Services:
         if recent.capacity:
             recent.add(await reader.newest(recent.capacity))
         engine = await _warmed_engine(reader)
-        feed = await _start_live_feed(settings, warehouse)
+        feed, cache = await _start_live_feed(settings, warehouse)
         opened.push_async_callback(feed.close)
         ingest = IngestService(
             warehouse,
@@ -228,11 +228,6 @@ async def start_services(settings: Settings, *, jobs: bool = True) -> Services:
             ingest.on_stored(pages.invalidate)
         answers = ShortCache(1.0)
         ingest.on_stored(answers.invalidate)
-        cache = (
-            ResponseCache(feed.redis, settings.redis.cache_ttl_seconds, warehouse=warehouse_identity(settings.storage))
-            if feed.redis is not None
-            else None
-        )
         if cache is not None:
             ingest.on_stored(cache.invalidate)
         # After the caches dropped their answers: a client reacting to the live event reads the new data.
@@ -290,15 +285,22 @@ async def _start_exports(settings: Settings, services: Services) -> None:
     services.health_checks["schedules"] = schedules_health
 
 
-async def _start_live_feed(settings: Settings, warehouse: Warehouse) -> LiveFeed:
-    """The live feed, through Redis when `redis.url` is set (several processes, one feed)."""
+async def _start_live_feed(settings: Settings, warehouse: Warehouse) -> tuple[LiveFeed, ResponseCache | None]:
+    """The live feed, through Redis when `redis.url` is set (several processes, one feed), and then
+    the Redis response cache, made before the link's first subscription: each drops every entry,
+    which another process that stored batches while Redis was away may have left stale."""
     hub = StreamHub(
         replay_events=settings.stream.replay_buffer, reorder_timeout=settings.stream.reorder_timeout_seconds
     )
     redis = RedisLink(settings.redis.url, hub, key_prefix=settings.redis.key_prefix) if settings.redis.url else None
+    cache = (
+        ResponseCache(redis, settings.redis.cache_ttl_seconds, warehouse=warehouse_identity(settings.storage))
+        if redis is not None
+        else None
+    )
     feed = LiveFeed(warehouse, hub, redis)
     await feed.start()
-    return feed
+    return feed, cache
 
 
 GC_THRESHOLDS = (20_000, 20, 20)

@@ -34,6 +34,8 @@ from arbitrage.errors import ArbitrageError, ConfigError
 
 EXIT_CONFIG = 2
 SETTINGS_ENV = "ARBITRAGE_SETTINGS_JSON"
+SERVE_PID_ENV = "ARBITRAGE_SERVE_PID"
+"""The PID of `serve`, which becomes Granian's main process: its workers stop when it is gone."""
 """How `serve` hands its resolved settings to the Granian worker that builds the app."""
 
 
@@ -231,6 +233,7 @@ def _serve(_: argparse.Namespace, settings: Settings) -> int:
     check_jwt_settings(settings)
     admin_token(settings)
     os.environ[SETTINGS_ENV] = msgspec.json.encode(settings).decode()
+    os.environ[SERVE_PID_ENV] = str(os.getpid())  # the PID outlives the exec
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(
@@ -298,13 +301,14 @@ def app_from_environment() -> Any:
     raw = os.environ.get(SETTINGS_ENV)
     settings = msgspec.json.decode(raw, type=Settings) if raw else load_settings(default_config_path())
     configure_logging(settings.telemetry.log_level, settings.telemetry.log_format)
-    watch = threading.Thread(
-        target=_stop_when_orphaned,
-        args=(os.getppid(), settings.server.stop_timeout_seconds),
-        name="orphan-watch",
-        daemon=True,
-    )
-    watch.start()
+    if SERVE_PID_ENV in os.environ:  # a worker of `serve` (not of a granian command a user typed)
+        watch = threading.Thread(
+            target=_stop_when_orphaned,
+            args=(int(os.environ[SERVE_PID_ENV]), settings.server.stop_timeout_seconds),
+            name="orphan-watch",
+            daemon=True,
+        )
+        watch.start()
     return create_app(settings)
 
 
@@ -312,7 +316,10 @@ ORPHAN_CHECK_SECONDS = 1.0
 
 
 def _stop_when_orphaned(parent: int, stop_timeout: float) -> None:
-    """Stop this Granian worker once the main process that spawned it is gone.
+    """Stop this Granian worker once the main process that spawned it (`parent`) is gone.
+
+    `parent` comes from `serve` itself: the worker's own parent may have died before this runs
+    (imports take seconds), and it would then record its new parent and wait for ever.
 
     `serve` keeps its PID for supervisors, but one that kills that PID with SIGKILL left the
     worker running, still listening and holding the data dir's lock: the service could not be

@@ -38,7 +38,7 @@ Delay = Annotated[float, msgspec.Meta(ge=0, le=FINITE_LIMIT)]
 """Waits and lags, where 0 means none."""
 Name = Annotated[str, msgspec.Meta(min_length=1)]
 """Names a client cannot do without: librdkafka aborts the process on an empty group id."""
-Identifier = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
+Identifier = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}\Z")]
 """A ClickHouse name written into SQL as it is (a database): letters, digits and `_`."""
 
 

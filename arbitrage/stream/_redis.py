@@ -103,9 +103,10 @@ class RedisLink:
 
     def lost(self, exc: BaseException) -> None:
         """A command found Redis gone: nothing more is sent until the subscription is made again."""
-        if self._subscribed.is_set() or str(exc) != self._last_error:
-            log.warning("redis unreachable (%s); live feed continues in-process", exc)
-        self._last_error = str(exc) or type(exc).__name__
+        reason = str(exc) or type(exc).__name__
+        if self._subscribed.is_set() or reason != self._last_error:
+            log.warning("redis unreachable (%s); live feed continues in-process", reason)
+        self._last_error = reason
         self._subscribed.clear()
         self._forget_unread()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import os
 import signal
 import subprocess
 import threading
@@ -16,7 +17,7 @@ import polars as pl
 import pytest
 
 from arbitrage.simulator import Simulator
-from tests.e2e.server import ARBITRAGE, ServerProcess
+from tests.e2e.server import ARBITRAGE, ServerProcess, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -122,6 +123,34 @@ def test_a_worker_whose_main_process_was_killed_stops_and_the_server_starts_agai
         server.stop(signal.SIGKILL)
     with ServerProcess(data, port=server.port) as restarted:
         assert httpx.get(f"{restarted.url}/stats").json()["transactions"] == 500
+
+
+def test_a_worker_orphaned_while_it_starts_stops_too(tmp_path: Path) -> None:
+    """Killed before the worker's app existed: the worker's own parent is then init, not `serve`."""
+    data = tmp_path / "data"
+    data.mkdir()
+    port = free_port()
+    command = [str(ARBITRAGE), "serve", "--port", str(port), "--data-dir", str(data)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARB_")} | {"ARB_SERVER__STOP_TIMEOUT_SECONDS": "2"}
+    main = subprocess.Popen(command, env=env, cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL)
+    try:
+        children = Path(f"/proc/{main.pid}/task/{main.pid}/children")
+        deadline = time.monotonic() + 60
+        while not children.read_text().split() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        workers = [int(pid) for pid in children.read_text().split()]
+        assert workers
+        main.kill()
+        main.wait(10)
+        deadline = time.monotonic() + 60
+        while any(map(_running, workers)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(map(_running, workers))
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(main.pid, signal.SIGKILL)
+    with ServerProcess(data, port=port) as restarted:
+        assert httpx.get(f"{restarted.url}/health").status_code == 200
 
 
 def test_a_stop_is_not_held_up_by_an_open_sse_stream(tmp_path: Path) -> None:

@@ -232,3 +232,19 @@ async def test_entries_read_before_an_ingest_during_a_redis_stall_are_not_served
             await asyncio.sleep(0.05)
         assert link.available
         assert (await client.get("/stats")).json()["transactions"] == 200
+
+
+async def test_a_process_starting_drops_entries_another_may_have_left_stale(
+    tmp_path: Path, migrated_template: Path, redis: RedisServer, records: list[dict[str, Any]]
+) -> None:
+    """Rows stored while Redis was away invalidated nothing there: the next start must not serve those entries."""
+    settings = cached_settings(fresh_data_dir(migrated_template, tmp_path / "data"), redis)
+    async with serving(settings) as client:
+        await client.post("/ingest", content=msgspec.json.encode(records[:100]))
+        await client.get("/stats")
+        assert (await client.get("/stats")).headers["x-cache"] == "hit"
+    without_redis = msgspec.structs.replace(settings, redis=msgspec.structs.replace(settings.redis, url=""))
+    async with serving(without_redis) as client:
+        await client.post("/ingest", content=msgspec.json.encode(records[100:]))
+    async with serving(settings) as client:
+        assert (await client.get("/stats")).json()["transactions"] == 200
