@@ -105,7 +105,7 @@ class RedisLink:
         """A command found Redis gone: nothing more is sent until the subscription is made again."""
         reason = str(exc) or type(exc).__name__
         if self._subscribed.is_set() or reason != self._last_error:
-            log.warning("redis unreachable (%s); live feed continues in-process", reason)
+            log.warning("redis not available (%s); live feed continues in-process", reason)
         self._last_error = reason
         self._subscribed.clear()
         self._forget_unread()
@@ -232,7 +232,7 @@ class RedisLink:
         """For /health: healthy with the ping latency, or raise (the service then reports degraded)."""
         if not self.available:
             raise ConnectionError(
-                f"redis is unreachable ({self._last_error or 'not connected yet'}); serving from memory"
+                f"redis is not available ({self._last_error or 'not connected yet'}); serving from memory"
             )
         started = time.perf_counter()
         await self.client.ping()
