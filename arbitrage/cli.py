@@ -255,9 +255,17 @@ def _serve(_: argparse.Namespace, settings: Settings) -> int:
             str(settings.server.stop_timeout_seconds),
             "--log-level",
             settings.telemetry.log_level.lower(),
+            *_granian_log_config(settings.telemetry.log_format),
             "arbitrage.cli:app_from_environment",
         ],
     )
+
+
+def _granian_log_config(log_format: str) -> list[str]:
+    """With `log_format = "json"`, Granian's own lines (listening, workers) as JSON objects too."""
+    if log_format != "json":
+        return []
+    return ["--log-config", str(Path(__file__).with_name("telemetry") / "granian_logging.json")]
 
 
 def _listen_address(host: str, port: int) -> str:

@@ -45,7 +45,9 @@ class _ContextFilter(logging.Filter):
         return True
 
 
-class _JsonFormatter(logging.Formatter):
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; also named by `granian_logging.json`, for Granian's own lines."""
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
@@ -80,7 +82,7 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     """Install one handler on the root logger (idempotent)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_ContextFilter())
-    handler.setFormatter(_JsonFormatter() if fmt == "json" else _ConsoleFormatter())
+    handler.setFormatter(JsonFormatter() if fmt == "json" else _ConsoleFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

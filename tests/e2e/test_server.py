@@ -153,6 +153,18 @@ def test_a_worker_orphaned_while_it_starts_stops_too(tmp_path: Path) -> None:
         assert httpx.get(f"{restarted.url}/health").status_code == 200
 
 
+def test_with_json_logs_every_line_the_server_writes_is_one_json_object(tmp_path: Path) -> None:
+    """Granian's own lines (listening, workers) were plain `[INFO] …` text among them."""
+    server = ServerProcess(tmp_path / "data", env={"ARB_TELEMETRY__LOG_FORMAT": "json"}).start()
+    try:
+        assert httpx.post(f"{server.url}/ingest", content=Simulator(seed=25).ndjson(100), timeout=60).status_code == 200
+    finally:
+        assert server.stop(signal.SIGTERM) == 0
+    lines = [line for line in server.log.read_text().splitlines() if line.strip()]
+    entries = [msgspec.json.decode(line) for line in lines]
+    assert any(entry["logger"].startswith("_granian") and "Listening" in entry["message"] for entry in entries)
+
+
 def test_a_stop_is_not_held_up_by_an_open_sse_stream(tmp_path: Path) -> None:
     """Granian waited for every connection to close; a live SSE client never closes its own."""
     server = ServerProcess(tmp_path / "data", env={"ARB_SERVER__STOP_TIMEOUT_SECONDS": "2"}).start()
