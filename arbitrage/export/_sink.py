@@ -208,11 +208,10 @@ class Destination:
         with self.open_staged(MANIFEST_NAME) as staged:
             staged.write(manifest)
         self.rollback_interrupted()
+        previous = _listed_files(self._manifest())
         journal = f"{self.root}/{JOURNAL_PREFIX}{self.job_id}.json"
-        self.fs.pipe_file(
-            journal, msgspec.json.encode({"files": [*relatives, MANIFEST_NAME], "previous": self._previous_files()})
-        )
-        self._retire_previous(set(relatives))
+        self.fs.pipe_file(journal, msgspec.json.encode({"files": [*relatives, MANIFEST_NAME], "previous": previous}))
+        self._retire_previous(previous, set(relatives))
         published: list[str] = []
         try:
             for relative in [*relatives, MANIFEST_NAME]:
@@ -236,48 +235,40 @@ class Destination:
         still there nothing was moved yet; once it is gone, the place holds a mix of the two
         exports that no manifest describes, and the files of both go.
         """
-        for journal in self.fs.glob(f"{self.root}/{JOURNAL_PREFIX}*.json"):
+        journals = self.fs.glob(f"{self.root}/{JOURNAL_PREFIX}*.json")
+        if not journals:
+            return
+        described = isinstance((self._manifest() or {}).get("job_id"), str)
+        for journal in journals:
             job_id = journal.rsplit("/", 1)[-1].removeprefix(JOURNAL_PREFIX).removesuffix(".json")
             try:
                 entry = msgspec.json.decode(self.fs.cat_file(journal))
             except (FileNotFoundError, msgspec.DecodeError):
                 entry = {}
-            if self._manifest_job() is None:
-                for relative in _safe_relatives([*entry.get("files", ()), *entry.get("previous", ())]):
-                    with contextlib.suppress(
-                        OSError
-                    ):  # gone already, or never there (a file held its directory's name)
-                        self.fs.rm(f"{self.root}/{relative}")
+            if not described:
+                listed = _safe_relatives([*entry.get("files", ()), *entry.get("previous", ())])
+                self._unpublish([f"{self.root}/{relative}" for relative in listed])
             self._remove_tree(f"{self.root}/{STAGING_PREFIX}{job_id}")
             with contextlib.suppress(FileNotFoundError):
                 self.fs.rm(journal)
 
-    def _manifest_job(self) -> str | None:
-        """The job whose manifest this place holds, None without one."""
+    def _manifest(self) -> dict[str, Any] | None:
+        """The manifest this place holds, None without one (or one that is no JSON object)."""
         try:
-            job = msgspec.json.decode(self.fs.cat_file(f"{self.root}/{MANIFEST_NAME}")).get("job_id")
-        except (FileNotFoundError, msgspec.DecodeError, AttributeError):
+            found = msgspec.json.decode(self.fs.cat_file(f"{self.root}/{MANIFEST_NAME}"))
+        except (FileNotFoundError, msgspec.DecodeError):
             return None
-        return job if isinstance(job, str) else None
-
-    def _previous_files(self) -> list[str]:
-        """The files the earlier export's manifest lists (none without one of ours)."""
-        try:
-            listed = msgspec.json.decode(self.fs.cat_file(f"{self.root}/{MANIFEST_NAME}")).get("files")
-        except (FileNotFoundError, msgspec.DecodeError, AttributeError):
-            return []
-        paths = [entry.get("path") for entry in listed if isinstance(entry, dict)] if isinstance(listed, list) else []
-        return _safe_relatives([*paths, MANIFEST_NAME])
+        return found if isinstance(found, dict) else None
 
     def _unpublish(self, finals: list[str]) -> None:
-        """Delete the files a failed commit had already moved: a partial dataset without manifest misleads readers."""
+        """Delete final-named files without a manifest (gone already, or never there: a file held
+        its directory's name): a partial dataset without manifest misleads readers."""
         for final in finals:
             with contextlib.suppress(OSError):
                 self.fs.rm(final)
 
-    def _retire_previous(self, keep: set[str]) -> None:
-        """Delete an earlier export's manifest, then the files it lists that this one does not overwrite."""
-        previous = self._previous_files()
+    def _retire_previous(self, previous: list[str], keep: set[str]) -> None:
+        """Delete an earlier export's manifest, then the files it lists (`previous`) that this one does not overwrite."""
         if not previous:
             return  # none, or not one of ours: leave it alone
         self.fs.rm(f"{self.root}/{MANIFEST_NAME}")
@@ -319,6 +310,15 @@ class Destination:
         with self.fs.open(self.final_path(relative), "rb") as handle:
             while chunk := handle.read(chunk_bytes):
                 yield chunk
+
+
+def _listed_files(manifest: dict[str, Any] | None) -> list[str]:
+    """The files an export's manifest lists, itself included (none without a manifest)."""
+    if manifest is None:
+        return []
+    listed = manifest.get("files")
+    paths = [entry.get("path") for entry in listed if isinstance(entry, dict)] if isinstance(listed, list) else []
+    return _safe_relatives([*paths, MANIFEST_NAME])
 
 
 def _safe_relatives(paths: list[Any]) -> list[str]:
