@@ -8,9 +8,9 @@ compared and every day that disagrees is rebuilt from `transactions`, using each
 own SELECT (read from the warehouse, so the views' SQL has one source: the migrations).
 
 Days the aggregates count short are rebuilt, and so are days of the months whose damaged parts
-were set aside (`_damage.py`), which count rows no read serves any more. The aggregates keep the days whose rows
-have expired under a retention (`storage.retention_days`), which count more than
-`transactions` holds, and a rebuild would take them to nothing; that includes days that
+were set aside (`_damage.py`), which count rows no read serves any more. The aggregates keep
+the days whose rows have expired under a retention (`storage.retention_days`), which count more
+than `transactions` holds, and a rebuild would take them to nothing; that includes days that
 expired under a shorter retention than the one set now. With a retention, only the days wholly
 inside it are compared: the day it ends on may have lost part of its rows already.
 """

@@ -211,15 +211,20 @@ def _answers(answer: dict[str, Any]) -> Any:
     return stats
 
 
+async def _stats_cached_after_ingesting(client: AsyncTestClient[Any], records: list[dict[str, Any]]) -> None:
+    """Store `records`, then read `/stats` until Redis holds the answer."""
+    await client.post("/ingest", content=msgspec.json.encode(records))
+    await client.get("/stats")
+    assert (await client.get("/stats")).headers["x-cache"] == "hit"
+
+
 async def test_entries_read_before_an_ingest_during_a_redis_stall_are_not_served_once_it_answers(
     tmp_path: Path, migrated_template: Path, redis: RedisServer, records: list[dict[str, Any]]
 ) -> None:
     """The stored batch's invalidation timed out against the stalled Redis; the entries stay there."""
     settings = cached_settings(fresh_data_dir(migrated_template, tmp_path / "data"), redis)
     async with serving(settings) as client:
-        await client.post("/ingest", content=msgspec.json.encode(records[:100]))
-        await client.get("/stats")
-        assert (await client.get("/stats")).headers["x-cache"] == "hit"
+        await _stats_cached_after_ingesting(client, records[:100])
         redis.pause()
         try:
             assert (await client.post("/ingest", content=msgspec.json.encode(records[100:]))).status_code == 200
@@ -240,9 +245,7 @@ async def test_a_process_starting_drops_entries_another_may_have_left_stale(
     """Rows stored while Redis was away invalidated nothing there: the next start must not serve those entries."""
     settings = cached_settings(fresh_data_dir(migrated_template, tmp_path / "data"), redis)
     async with serving(settings) as client:
-        await client.post("/ingest", content=msgspec.json.encode(records[:100]))
-        await client.get("/stats")
-        assert (await client.get("/stats")).headers["x-cache"] == "hit"
+        await _stats_cached_after_ingesting(client, records[:100])
     without_redis = msgspec.structs.replace(settings, redis=msgspec.structs.replace(settings.redis, url=""))
     async with serving(without_redis) as client:
         await client.post("/ingest", content=msgspec.json.encode(records[100:]))
