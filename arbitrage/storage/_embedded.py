@@ -61,7 +61,8 @@ def lock_data_dir(data_dir: Path) -> IO[str]:
 
 
 def check_data_dir_free(data_dir: Path) -> None:
-    """Raise WarehouseLocked when another process owns `data_dir`; take nothing (for checks before a fork)."""
+    """Raise WarehouseLocked when another process owns `data_dir`, which is created when missing; take no lock
+    (for checks before a fork)."""
     make_data_dir(data_dir)
     if (data_dir / _LOCK_NAME).exists():
         lock_data_dir(data_dir).close()
