@@ -86,15 +86,15 @@ def create_app(settings: Settings) -> Litestar:
             app.state.ingest_rate = rate = IngestRate()
             sampler = asyncio.create_task(rate.keep_sampling(), name="ingest-rate")
             started.push_async_callback(_cancel, sampler)
+            if settings.kafka.enabled:  # before the demo: the relay publishes what is stored after it started
+                from arbitrage.ingest.kafka import start_kafka
+
+                started.push_async_callback(await start_kafka(services))
             if settings.demo.enabled:
                 from arbitrage.demo import feed_demo
 
                 demo = asyncio.create_task(feed_demo(services.ingest, settings.demo.rate), name="demo")
                 started.push_async_callback(_cancel, demo)
-            if settings.kafka.enabled:
-                from arbitrage.ingest.kafka import start_kafka
-
-                started.push_async_callback((await start_kafka(services)).stop)
             started.callback(gc.set_threshold, *settle_garbage_collector())
             yield
 

@@ -116,7 +116,11 @@ class KafkaSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     topic_risk: Name = "risk-metrics"
     """Risk metrics of stored transactions are produced here."""
     topic_dlq: Name = "arbitrage-dlq"
-    """Messages that fail decoding or validation, with the reason in headers. The four topics must differ."""
+    """Messages that fail decoding or validation, with the reason in headers."""
+    topic_relay_progress: Name = "arbitrage-relay-progress"
+    """How far each process published the derived records of other sources (one partition). The topics must differ."""
+    publish_other_sources: bool = True
+    """Also produce the derived records of transactions stored through HTTP, files, replays or the demo."""
     opportunity_omit: list[str] = msgspec.field(default_factory=lambda: ["features"])
     """Top-level keys of the API's transaction JSON left out of each opportunity (`signature` stays):
     the feature vector is over 40% of its bytes and of the consumer's CPU for it. [] = the whole row."""
@@ -493,7 +497,7 @@ def _check_kafka(kafka: KafkaSettings) -> None:
             )
     _check_opportunity_omit(kafka.opportunity_omit)
     seen: dict[str, str] = {}
-    for key in ("topic_transactions", "topic_opportunities", "topic_risk", "topic_dlq"):
+    for key in ("topic_transactions", "topic_opportunities", "topic_risk", "topic_dlq", "topic_relay_progress"):
         topic = getattr(kafka, key)
         if topic in seen:
             raise ConfigError(f"invalid configuration: `kafka.{key}`: same topic as kafka.{seen[topic]}")

@@ -36,6 +36,7 @@ from arbitrage.ingest._decode import (
     reject_older,
 )
 from arbitrage.ingest._derive import derive, ingested_at_column
+from arbitrage.ingest._unpublished import UnpublishedPositions
 from arbitrage.storage import SignatureWindow, Warehouse
 from arbitrage.stream import POSITION_COLUMN, RecentTransactions
 from arbitrage.telemetry import METRICS, span, traced
@@ -155,6 +156,8 @@ class IngestService:
         self._arrived = asyncio.Event()
         self._turns = _Turns()
         self._listeners: list[StoredListener] = []
+        self.unpublished = UnpublishedPositions()
+        """Positions reserved whose rows the listeners have not had yet (`lowest_unpublished`)."""
         self.insert_error: str | None = None
         """Why the last insert (of rows or dead letters) failed; None once an insert of rows succeeds."""
         self._stamp_in_flight: datetime | None = None
@@ -519,6 +522,7 @@ class IngestService:
         """Stream positions are stored with the rows, so a resuming client can read them back."""
         assert self.position_source is not None
         first = await self.position_source(len(frame))
+        self.unpublished.reserved(first, first + len(frame) - 1)
         return frame.with_columns(pl.int_range(first, first + len(frame), dtype=pl.UInt64).alias("stream_position"))
 
     def _not_stored(self, prepared: _Prepared) -> None:
@@ -527,9 +531,11 @@ class IngestService:
         need not wait for their positions."""
         self._roll_back_to(prepared.token, prepared.checkpoints)
         rows = prepared.rows
-        if self.positions_abandoned is not None and POSITION_COLUMN in rows.columns and len(rows):
+        if POSITION_COLUMN in rows.columns and len(rows):
             positions = rows.get_column(POSITION_COLUMN)  # consecutive, in row order (`_with_positions`)
-            self.positions_abandoned(positions[0], positions[-1])
+            self.unpublished.abandoned(positions[0], positions[-1])
+            if self.positions_abandoned is not None:
+                self.positions_abandoned(positions[0], positions[-1])
 
     def _checkpoints(self) -> list[object] | None:
         """The stateful enrichers' state before a group, once an earlier rollback is applied."""
@@ -557,6 +563,8 @@ class IngestService:
                 await listener(stored)
             except Exception:
                 log.exception("a stored-batch listener failed; the batch is stored")
+        if POSITION_COLUMN in stored.columns:
+            self.unpublished.published(stored.get_column(POSITION_COLUMN))
 
     async def record_rejects(self, rejects: Sequence[Reject], source: str) -> None:
         """Keep records another decoder refused as dead letters and count them."""

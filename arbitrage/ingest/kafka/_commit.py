@@ -50,6 +50,22 @@ class Committer(Protocol):
     def close(self) -> None: ...
 
 
+def produce_keyed(producer: Producer, topic: str, keyed: Keyed) -> None:
+    """Produce every record with one bare `produce` call each (a batch holds tens of thousands)."""
+    produce, keys, values = producer.produce, keyed.keys, keyed.values
+    start = 0
+    while start < len(values):
+        index = start
+        try:
+            for index in range(start, len(values)):
+                produce(topic, values[index], keys[index])
+        except BufferError:
+            producer.poll(0.05)
+            start = index
+        else:
+            return
+
+
 class _Producing:
     def __init__(self, options: KafkaOptions, fetcher: Fetcher, producer: Producer) -> None:
         self.options = options
@@ -71,19 +87,7 @@ class _Producing:
         m.DERIVED.labels("dead_letter").inc(len(batch.dead_letters))
 
     def _send_all(self, topic: str, keyed: Keyed) -> None:
-        """Produce every record with one bare `produce` call each (a batch holds tens of thousands)."""
-        produce, keys, values = self.producer.produce, keyed.keys, keyed.values
-        start = 0
-        while start < len(values):
-            index = start
-            try:
-                for index in range(start, len(values)):
-                    produce(topic, values[index], keys[index])
-            except BufferError:
-                self.producer.poll(0.05)
-                start = index
-            else:
-                return
+        produce_keyed(self.producer, topic, keyed)
 
     def _send(self, topic: str, key: bytes | None, value: bytes, headers: Headers | None = None) -> None:
         while True:

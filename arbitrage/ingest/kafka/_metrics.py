@@ -57,3 +57,14 @@ STORE_RETRIES = Counter(
 DERIVED = Counter(
     "kafka_ingest_produced", "Records produced to derived topics, by topic kind.", ["kind"], registry=METRICS.registry
 )
+RELAY_PRODUCED = Counter(
+    "kafka_relay_produced",
+    "Derived records of other sources' transactions (HTTP, files, replays, the demo) produced, by topic kind.",
+    ["kind"],
+    registry=METRICS.registry,
+)
+RELAY_WAITING = Gauge(
+    "kafka_relay_waiting_rows",
+    "Stored rows of other sources whose derived records are not produced yet.",
+    registry=METRICS.registry,
+)

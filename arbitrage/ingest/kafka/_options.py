@@ -32,6 +32,9 @@ class KafkaOptions:
     topic_opportunities: str = "arbitrage-opportunities"
     topic_risk: str = "risk-metrics"
     topic_dlq: str = "arbitrage-dlq"
+    topic_relay_progress: str = "arbitrage-relay-progress"
+    publish_other_sources: bool = True
+    """Run the relay of other sources' derived records (`_relay.py`)."""
     opportunity_omit: tuple[str, ...] = ("features",)
     """Top-level keys of a rendered transaction left out of its opportunity record."""
     batch_size: int = 50_000
@@ -71,6 +74,8 @@ class KafkaOptions:
             "topic_opportunities": settings.topic_opportunities,
             "topic_risk": settings.topic_risk,
             "topic_dlq": settings.topic_dlq,
+            "topic_relay_progress": settings.topic_relay_progress,
+            "publish_other_sources": settings.publish_other_sources,
             "opportunity_omit": tuple(settings.opportunity_omit),
             "batch_size": settings.batch_size,
             "batch_timeout_ms": settings.batch_timeout_ms,
@@ -87,6 +92,11 @@ class KafkaOptions:
     @property
     def txn_id(self) -> str:
         return self.transactional_id or "-".join(filter(None, (self.group_id, self.topic_transactions, self.instance)))
+
+    @property
+    def relay_id(self) -> str:
+        """The relay's transactional id, and the key of its progress records."""
+        return f"{self.txn_id}-relay"
 
     def client_config(self) -> dict[str, Any]:
         """Settings common to every client: brokers, where librdkafka logs, the pass-through librdkafka keys."""

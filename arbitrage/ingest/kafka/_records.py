@@ -78,6 +78,9 @@ def _keys(frame: pl.DataFrame) -> list[bytes]:
 
 
 def _partitions(frame: pl.DataFrame) -> list[int]:
+    """-1 for rows of other sources (no such column when a batch has none from Kafka)."""
+    if "kafka_partition" not in frame.columns:
+        return [-1] * len(frame)
     partitions: list[int] = frame["kafka_partition"].fill_null(-1).to_list()
     return partitions
 

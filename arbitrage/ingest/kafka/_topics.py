@@ -27,6 +27,7 @@ def ensure_topics(options: KafkaOptions, timeout_s: float = 3.0) -> list[str]:
         options.topic_opportunities: options.partitions.get("opportunities", 5),
         options.topic_risk: options.partitions.get("risk", 3),
         options.topic_dlq: options.partitions.get("dlq", 1),
+        options.topic_relay_progress: 1,
     }
     admin = AdminClient(options.client_config())
     try:

@@ -50,6 +50,7 @@ def options_for(broker: Broker, **overrides: Any) -> KafkaOptions:
         "topic_opportunities": f"opportunities-{tag}",
         "topic_risk": f"risk-{tag}",
         "topic_dlq": f"dlq-{tag}",
+        "topic_relay_progress": f"progress-{tag}",
         "batch_size": 500,
         "batch_timeout_ms": 100,
         "transactional": broker.transactional,

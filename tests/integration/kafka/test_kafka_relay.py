@@ -1,0 +1,216 @@
+"""The relay: transactions stored through HTTP, files or the demo reach the derived topics too, each once."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import msgspec
+import pytest
+
+from arbitrage.app import start_services
+from arbitrage.config import Settings
+from arbitrage.ingest import IngestReport
+from arbitrage.ingest.kafka import DerivedRelay, KafkaIngest, KafkaOptions, read_progress
+from arbitrage.services import Services
+from arbitrage.simulator import Simulator
+from tests.integration.kafka.conftest import options_for, produce, read_topic, wait_for
+from tests.services.kafka_broker import Broker
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+StartRelay = Callable[[Services, KafkaOptions], Awaitable[DerivedRelay]]
+
+
+@pytest.fixture
+async def start_relay() -> AsyncIterator[StartRelay]:
+    started: list[DerivedRelay] = []
+
+    async def start(services: Services, options: KafkaOptions, **overrides: Any) -> DerivedRelay:
+        relay = DerivedRelay(
+            services.ingest,
+            options,
+            highest_position=lambda: services.feed.highest_position,
+            recover=True,
+            **overrides,
+        )
+        await relay.start()
+        started.append(relay)
+        return relay
+
+    yield start
+    for relay in started:
+        await relay.stop(5.0)
+
+
+async def _store(services: Services, records: list[dict[str, Any]], source: str) -> IngestReport:
+    return await services.ingest.ingest_body(msgspec.json.encode(records), "application/json", source=source)
+
+
+def _signatures(messages: list[Any]) -> Counter[str]:
+    return Counter(message.key().decode() for message in messages)
+
+
+async def _each_risk_record_once(broker: Broker, options: KafkaOptions, records: list[dict[str, Any]]) -> None:
+    """Every record's risk metrics on the topic, once (read_committed, then a few quiet seconds for extras)."""
+    risk = await read_topic(broker.bootstrap, options.topic_risk, expect=len(records), settle=2.0)
+    assert _signatures(risk) == Counter(r["signature"] for r in records)
+
+
+def _profitable(records: list[dict[str, Any]], profits: dict[str, float]) -> set[str]:
+    return {r["signature"] for r in records if profits[r["signature"]] > 0}
+
+
+async def _positions(settings: Settings, services: Services | None = None) -> list[int]:
+    """Stream positions stored (through `services`' warehouse, or a fresh one after they closed)."""
+    if services is None:
+        services = await start_services(settings, jobs=False)
+        try:
+            return await _positions(settings, services)
+        finally:
+            await services.close()
+    table = await services.warehouse.query_arrow(
+        f"SELECT stream_position FROM {services.warehouse.database}.transactions"
+    )
+    return [int(p) for p in table.column(0).to_pylist()]
+
+
+async def _net_profits(services: Services) -> dict[str, float]:
+    table = await services.warehouse.query_arrow(
+        f"SELECT signature, net_profit_sol FROM {services.warehouse.database}.transactions"
+    )
+    return {s: p if p is not None else 0.0 for s, p in zip(*table.to_pydict().values(), strict=True)}
+
+
+async def _published(relay: DerivedRelay) -> None:
+    async def drained() -> bool:
+        return (await relay.health())["waiting_rows"] == 0 and relay.error is None
+
+    await wait_for(drained, within=60, what="the relay to publish what waits")
+
+
+async def test_rows_stored_through_http_reach_both_derived_topics_once(
+    tansu_broker: Broker, settings: Settings, start_relay: StartRelay
+) -> None:
+    options = options_for(tansu_broker)
+    services = await start_services(settings, jobs=False)
+    try:
+        relay = await start_relay(services, options)
+        records = Simulator(seed=5).records(1_200)
+        for start in range(0, len(records), 400):
+            report = await _store(services, records[start : start + 400], "http")
+            assert report.accepted == 400
+        await _published(relay)
+        profits = await _net_profits(services)
+    finally:
+        await services.close()
+    profitable = _profitable(records, profits)
+    assert 0 < len(profitable) < len(records)
+    risk = await read_topic(tansu_broker.bootstrap, options.topic_risk, expect=len(records))
+    assert _signatures(risk) == Counter(r["signature"] for r in records)
+    offers = await read_topic(tansu_broker.bootstrap, options.topic_opportunities, expect=len(profitable))
+    assert _signatures(offers) == Counter(profitable)
+    rendered = msgspec.json.decode(offers[0].value())
+    assert rendered["signature"] == offers[0].key().decode() and "features" not in rendered
+    progress = read_progress(options)
+    assert progress is not None and progress.through >= max(p for p in await _positions(settings)) > 0
+
+
+async def test_rows_the_previous_run_stored_but_did_not_publish_are_published_after_a_restart(
+    tansu_broker: Broker, settings: Settings, start_relay: StartRelay
+) -> None:
+    options = options_for(tansu_broker)
+    first, second, third = (Simulator(seed=seed).records(300) for seed in (11, 12, 13))
+    services = await start_services(settings, jobs=False)
+    try:
+        relay = await start_relay(services, options)
+        await _store(services, first, "http")
+        await _published(relay)
+        await relay.stop(5.0)
+        # Stored and acknowledged with no relay running: as if the process died before publishing.
+        await _store(services, second, "file")
+    finally:
+        await services.close()
+    services = await start_services(settings, jobs=False)
+    try:
+        relay = await start_relay(services, options)
+        await _store(services, third, "http")
+        await _published(relay)
+    finally:
+        await services.close()
+    await _each_risk_record_once(tansu_broker, options, [*first, *second, *third])
+
+
+async def test_batches_beyond_the_memory_bound_are_read_back_from_the_warehouse(
+    tansu_broker: Broker, settings: Settings
+) -> None:
+    options = options_for(tansu_broker)
+    records = Simulator(seed=21).records(900)
+    services = await start_services(settings, jobs=False)
+    try:
+        # Listening but not started: batches wait, as while the broker is away.
+        relay = DerivedRelay(
+            services.ingest,
+            options,
+            highest_position=lambda: services.feed.highest_position,
+            recover=True,
+            max_buffered_rows=250,
+            page_rows=200,
+        )
+        for start in range(0, len(records), 100):
+            await _store(services, records[start : start + 100], "http")
+        assert (await relay.health())["waiting_rows"] == len(records)
+        assert sum(w.frame is not None for w in relay._waiting) == 2  # the other seven only as positions
+        await relay.start()
+        try:
+            await _published(relay)
+        finally:
+            await relay.stop(5.0)
+    finally:
+        await services.close()
+    await _each_risk_record_once(tansu_broker, options, records)
+
+
+async def test_rows_consumed_from_kafka_are_published_by_the_consumer_only(
+    tansu_broker: Broker, settings: Settings, start_relay: StartRelay
+) -> None:
+    options = options_for(tansu_broker)
+    consumed, posted = Simulator(seed=31).records(400), Simulator(seed=32).records(400)
+    services = await start_services(settings, jobs=False)
+    kafka = KafkaIngest(services.ingest, options)
+    try:
+        relay = await start_relay(services, options)
+        await kafka.start()
+        await produce(tansu_broker.bootstrap, options.topic_transactions, consumed)
+        await _store(services, posted, "http")
+        everything = [*consumed, *posted]
+
+        async def stored() -> bool:
+            return len(await _positions(settings, services)) == len(everything)
+
+        await wait_for(stored, what="every record stored")
+        await _published(relay)
+    finally:
+        await kafka.stop()
+        await services.close()
+    await _each_risk_record_once(tansu_broker, options, everything)
+
+
+async def test_an_unreachable_broker_shows_in_health_and_keeps_the_batches(
+    settings: Settings, tansu_broker: Broker, start_relay: StartRelay
+) -> None:
+    options = options_for(tansu_broker, bootstrap_servers="127.0.0.1:1")  # nothing listens there
+    services = await start_services(settings, jobs=False)
+    try:
+        relay = await start_relay(services, options)
+        await _store(services, Simulator(seed=41).records(50), "http")
+
+        async def reported() -> bool:
+            return "could not" in ((await relay.health()).get("error") or "")
+
+        await wait_for(reported, within=30, what="the relay to report the broker")
+        health = await relay.health()
+        assert health["status"] == "degraded" and health["waiting_rows"] == 50
+    finally:
+        await services.close()
