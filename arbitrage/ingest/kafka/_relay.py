@@ -18,6 +18,7 @@ their positions are kept and their rows are read back from the warehouse when it
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import time
@@ -44,6 +45,8 @@ _CALL_TIMEOUT_S = 3.0
 _PROGRESS_WINDOW = 1_000
 """Offsets of the progress topic read back per look for this relay's latest record (then 4× more)."""
 _MAX_ALSO = 10_000
+_RUNS_PER_READ = 200
+"""Runs of positions one read-back query names at most (each is a `BETWEEN` in its WHERE)."""
 
 Runs = list[tuple[int, int]]
 """Positions as runs of consecutive values, first and last."""
@@ -144,20 +147,36 @@ class DerivedRelay:
         return report
 
     async def _stored(self, frame: pl.DataFrame) -> None:
-        if POSITION_COLUMN not in frame.columns:
+        if POSITION_COLUMN not in frame.columns or self.failure:
             return
         if "kafka_partition" in frame.columns:
             frame = frame.filter(pl.col("kafka_partition").is_null())
         if frame.is_empty():
             return
         runs = _runs(frame.get_column(POSITION_COLUMN))
-        keep = self._buffered + len(frame) <= self.max_buffered_rows
-        self._waiting.append(_Waiting(runs, frame if keep else None, len(frame)))
-        self._waiting.sort(key=lambda w: w.first)
-        self._buffered += len(frame) if keep else 0
+        if self._buffered + len(frame) <= self.max_buffered_rows:
+            bisect.insort(self._waiting, _Waiting(runs, frame, len(frame)), key=lambda w: w.first)
+            self._buffered += len(frame)
+        else:
+            self._wait_as_positions(runs, len(frame))
         m.RELAY_WAITING.set(self._rows())
         self._drained.clear()
         self._wake.set()
+
+    def _wait_as_positions(self, runs: Runs, rows: int) -> None:
+        """Past the memory bound: the batch's positions join the last such batch's when they follow it (a
+        long broker outage keeps a few long lists of runs, not one entry per batch)."""
+        last = self._waiting[-1] if self._waiting else None
+        if last is None or last.frame is not None or last.skip or len(last.runs) >= _RUNS_PER_READ:
+            bisect.insort(self._waiting, _Waiting(runs, None, rows), key=lambda w: w.first)
+        elif runs[0][0] > last.runs[-1][1]:
+            if runs[0][0] == last.runs[-1][1] + 1:
+                last.runs[-1] = (last.runs[-1][0], runs[0][1])
+                runs = runs[1:]
+            last.runs.extend(runs)
+            last.rows += rows
+        else:
+            bisect.insort(self._waiting, _Waiting(runs, None, rows), key=lambda w: w.first)
 
     def _rows(self) -> int:
         return sum(w.rows for w in self._waiting)
@@ -185,6 +204,8 @@ class DerivedRelay:
             await self._until_answered("initialise transactions", lambda: self._init_transactions())
         progress = await self._until_answered("read its progress", lambda: read_progress(o))
         self._resume_from(progress)
+        if progress is None:  # so that what `arbitrage ingest` stores before the next start is read back then
+            await self._commit(Keyed(), Keyed(), msgspec.json.encode(RelayProgress(self._through)))
         self.error = None
 
     def _init_transactions(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -142,6 +143,35 @@ async def test_rows_the_previous_run_stored_but_did_not_publish_are_published_af
     await _each_risk_record_once(tansu_broker, options, [*first, *second, *third])
 
 
+async def test_what_another_process_stored_while_the_server_was_down_is_published_at_its_next_start(
+    tansu_broker: Broker, settings: Settings, start_relay: StartRelay
+) -> None:
+    options = options_for(tansu_broker)
+    services = await start_services(settings, jobs=False)
+    try:
+        relay = await start_relay(services, options)  # publishes nothing: only its first progress
+
+        async def progress_written() -> bool:
+            return relay.error is None and await asyncio.to_thread(read_progress, options) is not None
+
+        await wait_for(progress_written, what="the relay's first progress record")
+        await relay.stop(5.0)
+    finally:
+        await services.close()
+    records = Simulator(seed=51).records(200)
+    services = await start_services(settings, jobs=False)  # `arbitrage ingest`: no Kafka at all
+    try:
+        await _store(services, records, "file")
+    finally:
+        await services.close()
+    services = await start_services(settings, jobs=False)
+    try:
+        await _published(await start_relay(services, options))
+    finally:
+        await services.close()
+    await _each_risk_record_once(tansu_broker, options, records)
+
+
 async def test_batches_beyond_the_memory_bound_are_read_back_from_the_warehouse(
     tansu_broker: Broker, settings: Settings
 ) -> None:
@@ -161,7 +191,8 @@ async def test_batches_beyond_the_memory_bound_are_read_back_from_the_warehouse(
         for start in range(0, len(records), 100):
             await _store(services, records[start : start + 100], "http")
         assert (await relay.health())["waiting_rows"] == len(records)
-        assert sum(w.frame is not None for w in relay._waiting) == 2  # the other seven only as positions
+        # Two batches in memory; the other seven follow each other, and wait as one list of positions.
+        assert [w.frame is not None for w in relay._waiting] == [True, True, False]
         await relay.start()
         try:
             await _published(relay)
