@@ -6,7 +6,11 @@ The first `--warmup` records are posted untimed and reported apart: a fresh proc
 for its first touch of every page it grows into (on a VM that hands freed memory back to
 its host, several seconds of kernel time for the first 2 GB), which is not the sustained
 rate. Usage:
-    .venv/bin/python benchmarks/ingest_http.py [--records 1000000] [--warmup 300000] [--batch 10000] [--connections 16] [--format json] [--squeeze 1] [--set ingest.insert_min_rows=100000] [--redis]
+    .venv/bin/python benchmarks/ingest_http.py [--records 1000000] [--warmup 300000] [--batch 10000] [--connections 16] [--format json] [--squeeze 1] [--set ingest.insert_min_rows=100000] [--redis] [--kafka]
+
+`--kafka` turns `[kafka]` on against a Tansu broker of its own (on the same cores), so every
+stored row's derived records are published by the relay too; the table adds how long the
+relay took, after the last answer, to publish everything.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from benchmarks._common import (
     process_group_cpu_seconds,
     start_server,
 )
+from tests.services.kafka_broker import start_broker
 
 
 def main() -> None:
@@ -61,6 +66,9 @@ def main() -> None:
         action="store_true",
         help="with a redis-server of its own as [redis] (cache, live feed through pub/sub)",
     )
+    parser.add_argument(
+        "--kafka", action="store_true", help="[kafka] on, against a Tansu broker of its own: the relay publishes too"
+    )
     args = parser.parse_args()
     warmup_batches = max(1, -(-args.warmup // args.batch))  # at least one: its rate is printed
     total = args.records + warmup_batches * args.batch
@@ -71,7 +79,12 @@ def main() -> None:
     megabytes = sum(len(b) for b in bodies) / 1e6
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        server = start_server(stack, tmp / "data", redis=args.redis, env=config_env(args.set))
+        env = config_env(args.set)
+        if args.kafka:
+            broker = start_broker("tansu")
+            stack.callback(broker.stop)
+            env |= {"ARB_KAFKA__ENABLED": "true", "ARB_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap}
+        server = start_server(stack, tmp / "data", redis=args.redis, env=env)
         client = httpx.Client(timeout=120, limits=httpx.Limits(max_connections=args.connections))
         retries = 0
 
@@ -96,6 +109,7 @@ def main() -> None:
             started, client_started = time.perf_counter(), time.process_time()
             accepted = sum(pool.map(post, bodies))
             elapsed, client_cpu = time.perf_counter() - started, time.process_time() - client_started
+        relay_lag = relay_drained(server.url) if args.kafka else None
         server_cpu = process_group_cpu_seconds(server.process.pid) - cpu_before
         metrics = {k: v - metrics_before.get(k, 0.0) for k, v in stage_metrics(server.url).items()}
         stored = httpx.get(f"{server.url}/stats", timeout=60).json()["transactions"]
@@ -112,6 +126,10 @@ def main() -> None:
             ("body size", f"{megabytes:,.0f} MB {args.format}"),
             ("client connections", args.connections),
             ("redis", "on (live feed through pub/sub, no client)" if args.redis else "off"),
+            (
+                "kafka",
+                "off" if relay_lag is None else f"on (Tansu); relay done {relay_lag:.1f} s after the last answer",
+            ),
             ("config overrides", ", ".join(args.set) or "none"),
             ("elapsed", f"{elapsed:.1f} s"),
             ("stored (timed)", f"{accepted:,}"),
@@ -134,6 +152,16 @@ def main() -> None:
             *ingest_stage_rows(metrics),
         ],
     )
+
+
+def relay_drained(url: str) -> float:
+    """Seconds until the relay has published every stored row (its /health component shows none waiting)."""
+    started = time.perf_counter()
+    while True:
+        relay = httpx.get(f"{url}/health", timeout=30).json()["components"]["kafka_relay"]
+        if relay["status"] == "healthy" and not relay["waiting_rows"] and not relay["reading_back"]:
+            return time.perf_counter() - started
+        time.sleep(0.1)
 
 
 def stage_metrics(url: str) -> dict[str, float]:
