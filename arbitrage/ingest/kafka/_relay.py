@@ -35,6 +35,7 @@ from arbitrage.ingest.kafka import _metrics as m
 from arbitrage.ingest.kafka._commit import produce_keyed
 from arbitrage.ingest.kafka._options import KafkaOptions
 from arbitrage.ingest.kafka._records import Keyed, opportunities, risk_metrics
+from arbitrage.ingest.kafka._topics import ensure_topics
 from arbitrage.stream import POSITION_COLUMN
 
 log = logging.getLogger(__name__)
@@ -200,6 +201,8 @@ class DerivedRelay:
         if o.transactional:
             config["transactional.id"] = o.relay_id
         self._producer = Producer(config)
+        if o.create_topics:  # before producing: a topic the producer auto-creates gets the broker's partition count
+            await self._until_answered("list or create topics", lambda: ensure_topics(o))
         if o.transactional:
             await self._until_answered("initialise transactions", lambda: self._init_transactions())
         progress = await self._until_answered("read its progress", lambda: read_progress(o))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
@@ -47,6 +48,9 @@ def _create_missing(admin: AdminClient, wanted: dict[str, int], timeout_s: float
         try:
             future.result(timeout_s + 1)
             created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:  # else another client just created it
+                log.warning("could not create Kafka topic %s (%s); relying on auto-creation", name, exc)
         except Exception as exc:
             log.warning("could not create Kafka topic %s (%s); relying on auto-creation", name, exc)
     if created:

@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from arbitrage.app import start_services
 from arbitrage.config import Settings
@@ -63,16 +64,18 @@ def _profitable(records: list[dict[str, Any]], profits: dict[str, float]) -> set
     return {r["signature"] for r in records if profits[r["signature"]] > 0}
 
 
-async def _positions(settings: Settings, services: Services | None = None) -> list[int]:
-    """Stream positions stored (through `services`' warehouse, or a fresh one after they closed)."""
+async def _positions(settings: Settings, services: Services | None = None, *, posted_only: bool = False) -> list[int]:
+    """Stream positions stored (through `services`' warehouse, or a fresh one after they closed); of rows
+    that did not come from Kafka with `posted_only`."""
     if services is None:
         services = await start_services(settings, jobs=False)
         try:
-            return await _positions(settings, services)
+            return await _positions(settings, services, posted_only=posted_only)
         finally:
             await services.close()
+    where = " WHERE kafka_partition IS NULL" if posted_only else ""
     table = await services.warehouse.query_arrow(
-        f"SELECT stream_position FROM {services.warehouse.database}.transactions"
+        f"SELECT stream_position FROM {services.warehouse.database}.transactions{where}"
     )
     return [int(p) for p in table.column(0).to_pylist()]
 
@@ -91,31 +94,40 @@ async def _published(relay: DerivedRelay) -> None:
     await wait_for(drained, within=60, what="the relay to publish what waits")
 
 
-async def test_rows_stored_through_http_reach_both_derived_topics_once(
+async def test_posted_rows_reach_both_derived_topics_once_and_consumed_rows_only_through_the_consumer(
     tansu_broker: Broker, settings: Settings, start_relay: StartRelay
 ) -> None:
     options = options_for(tansu_broker)
+    consumed, posted = Simulator(seed=31).records(400), Simulator(seed=32).records(800)
+    everything = [*consumed, *posted]
     services = await start_services(settings, jobs=False)
+    kafka = KafkaIngest(services.ingest, options)
     try:
         relay = await start_relay(services, options)
-        records = Simulator(seed=5).records(1_200)
-        for start in range(0, len(records), 400):
-            report = await _store(services, records[start : start + 400], "http")
+        await kafka.start()
+        await produce(tansu_broker.bootstrap, options.topic_transactions, consumed)
+        for start in range(0, len(posted), 400):  # interleaved with the consumer's batches
+            report = await _store(services, posted[start : start + 400], "http")
             assert report.accepted == 400
+
+        async def stored() -> bool:
+            return len(await _positions(settings, services)) == len(everything)
+
+        await wait_for(stored, what="every record stored")
         await _published(relay)
         profits = await _net_profits(services)
     finally:
+        await kafka.stop()
         await services.close()
-    profitable = _profitable(records, profits)
-    assert 0 < len(profitable) < len(records)
-    risk = await read_topic(tansu_broker.bootstrap, options.topic_risk, expect=len(records))
-    assert _signatures(risk) == Counter(r["signature"] for r in records)
+    await _each_risk_record_once(tansu_broker, options, everything)
+    profitable = _profitable(everything, profits)
+    assert 0 < len(profitable) < len(everything)
     offers = await read_topic(tansu_broker.bootstrap, options.topic_opportunities, expect=len(profitable))
     assert _signatures(offers) == Counter(profitable)
     rendered = msgspec.json.decode(offers[0].value())
     assert rendered["signature"] == offers[0].key().decode() and "features" not in rendered
     progress = read_progress(options)
-    assert progress is not None and progress.through >= max(p for p in await _positions(settings)) > 0
+    assert progress is not None and progress.through >= max(await _positions(settings, posted_only=True)) > 0
 
 
 async def test_rows_the_previous_run_stored_but_did_not_publish_are_published_after_a_restart(
@@ -156,6 +168,10 @@ async def test_what_another_process_stored_while_the_server_was_down_is_publishe
 
         await wait_for(progress_written, what="the relay's first progress record")
         await relay.stop(5.0)
+        # It created the topics before producing (a produce would auto-create them with the broker's count).
+        topics = AdminClient({"bootstrap.servers": tansu_broker.bootstrap}).list_topics(timeout=10).topics
+        assert len(topics[options.topic_opportunities].partitions) == options.partitions["opportunities"]
+        assert len(topics[options.topic_relay_progress].partitions) == 1
     finally:
         await services.close()
     records = Simulator(seed=51).records(200)
@@ -201,31 +217,6 @@ async def test_batches_beyond_the_memory_bound_are_read_back_from_the_warehouse(
     finally:
         await services.close()
     await _each_risk_record_once(tansu_broker, options, records)
-
-
-async def test_rows_consumed_from_kafka_are_published_by_the_consumer_only(
-    tansu_broker: Broker, settings: Settings, start_relay: StartRelay
-) -> None:
-    options = options_for(tansu_broker)
-    consumed, posted = Simulator(seed=31).records(400), Simulator(seed=32).records(400)
-    services = await start_services(settings, jobs=False)
-    kafka = KafkaIngest(services.ingest, options)
-    try:
-        relay = await start_relay(services, options)
-        await kafka.start()
-        await produce(tansu_broker.bootstrap, options.topic_transactions, consumed)
-        await _store(services, posted, "http")
-        everything = [*consumed, *posted]
-
-        async def stored() -> bool:
-            return len(await _positions(settings, services)) == len(everything)
-
-        await wait_for(stored, what="every record stored")
-        await _published(relay)
-    finally:
-        await kafka.stop()
-        await services.close()
-    await _each_risk_record_once(tansu_broker, options, everything)
 
 
 async def test_an_unreachable_broker_shows_in_health_and_keeps_the_batches(
