@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from arbitrage.ingest.kafka._dead_letters import (
@@ -18,7 +19,8 @@ from arbitrage.ingest.kafka._dead_letters import (
     replay_dead_letters,
 )
 from arbitrage.ingest.kafka._options import KafkaOptions
-from arbitrage.ingest.kafka._relay import DerivedRelay, RelayProgress, read_progress
+from arbitrage.ingest.kafka._relay import DerivedRelay
+from arbitrage.ingest.kafka._relay_progress import RelayProgress, read_progress
 from arbitrage.ingest.kafka._service import KafkaIngest, KafkaNotConnected, KafkaStatus, PartitionState
 from arbitrage.ingest.kafka._strategies import SOURCE
 from arbitrage.ingest.kafka._topics import ensure_topics
@@ -42,7 +44,7 @@ async def start_kafka(services: Services) -> Callable[[], Awaitable[None]]:
             services.ingest,
             options,
             highest_position=lambda: feed.highest_position,
-            recover=services.warehouse.backend == "embedded",
+            data_dir=Path(services.settings.storage.data_dir) if services.warehouse.backend == "embedded" else None,
         )
         await relay.start()
         services.health_checks["kafka_relay"] = relay.health

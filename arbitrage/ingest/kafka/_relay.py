@@ -24,17 +24,19 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import polars as pl
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from arbitrage.ingest import IngestService
 from arbitrage.ingest.kafka import _metrics as m
 from arbitrage.ingest.kafka._commit import produce_keyed
 from arbitrage.ingest.kafka._options import KafkaOptions
 from arbitrage.ingest.kafka._records import Keyed, opportunities, risk_metrics
+from arbitrage.ingest.kafka._relay_progress import DataDirMarks, RelayProgress, Runs, read_progress
 from arbitrage.ingest.kafka._topics import ensure_topics
 from arbitrage.stream import POSITION_COLUMN
 
@@ -43,21 +45,13 @@ log = logging.getLogger(__name__)
 _TIMEOUT_S = 30.0
 _CALL_TIMEOUT_S = 3.0
 """One attempt to reach the broker at start-up (retried): a stop cannot interrupt the worker thread."""
-_PROGRESS_WINDOW = 1_000
-"""Offsets of the progress topic read back per look for this relay's latest record (then 4× more)."""
 _MAX_ALSO = 10_000
 _RUNS_PER_READ = 200
 """Runs of positions one read-back query names at most (each is a `BETWEEN` in its WHERE)."""
-
-Runs = list[tuple[int, int]]
-"""Positions as runs of consecutive values, first and last."""
-
-
-class RelayProgress(msgspec.Struct, frozen=True):
-    """What a relay published: every position up to `through`, and the runs in `also` above it."""
-
-    through: int
-    also: Runs = msgspec.field(default_factory=list)
+_MAX_FRAMES = 2_000
+"""Batches kept in memory at most, whatever their rows: a one-row frame of 150 columns costs ≈ 25 KB."""
+_LATE_S = 5.0
+"""Rows waiting longer than this make `/health` say the relay is behind."""
 
 
 @dataclass(eq=False)
@@ -71,6 +65,7 @@ class _Waiting:
     """Read back up to this position (rows without a frame are read a page at a time)."""
     skip: Runs = field(default_factory=list)
     """Positions inside `runs` already published (a predecessor's `also`)."""
+    arrived: float = field(default_factory=time.monotonic)
 
     @property
     def first(self) -> int:
@@ -86,27 +81,37 @@ class DerivedRelay:
         options: KafkaOptions,
         *,
         highest_position: Callable[[], int],
-        recover: bool,
+        data_dir: Path | None,
         max_buffered_rows: int = 100_000,
         page_rows: int = 20_000,
     ) -> None:
+        """`data_dir`: the embedded warehouse's, whose rows the relay reads back after a restart; None on a
+        shared ClickHouse server, where it cannot tell its own rows from other processes'."""
         self.ingest = ingest
         self.options = options
         self._highest = highest_position
         """The highest position this process knows was handed out (its own or, through Redis, any)."""
-        self._recover = recover
         self.max_buffered_rows = max_buffered_rows
         self.page_rows = page_rows
         self._waiting: list[_Waiting] = []
         self._buffered = 0
-        self._through = self._start_mark = highest_position()
+        self._framed = 0
+        self._reading: _Waiting | None = None
+        """The entry a read-back is under way for: later batches do not join it."""
+        self._start_mark = highest_position()
+        self._through = self._start_mark
         self._also: Runs = []
+        self._marks_here = DataDirMarks(data_dir) if data_dir else None
+        """This data dir's id and the relay's own account of its progress here (None: no read-back)."""
+        if self._marks_here is not None:  # recorded now at a first start, in case the broker never answers
+            self._marks_here.through(options.relay_id, self._start_mark)
+        self._connected = False
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
         """Set while nothing waits."""
         self._drained.set()
         self._task: asyncio.Task[None] | None = None
-        self._producer: Producer | None = None
+        self._producer = RelayProducer(options)
         self.error: str | None = "connecting"
         """Why the relay is not publishing now (None while it keeps up)."""
         self.failure: str | None = None
@@ -117,7 +122,7 @@ class DerivedRelay:
         self._task = asyncio.create_task(self._run(), name="kafka-relay")
 
     async def stop(self, timeout_s: float) -> None:
-        """Publish what waits (up to `timeout_s`; the rest is read back after the next start), then close."""
+        """Publish what waits (up to `timeout_s`), then close; what is left is read back after the next start."""
         if self._task is None:
             return
         if self.error is None:
@@ -128,23 +133,24 @@ class DerivedRelay:
             await self._task
         self._task = None
         if self._waiting:
-            log.warning(
-                "Kafka relay stopped with %d rows unpublished; they are published after the next start", self._rows()
-            )
-        if self._producer is not None:
-            with contextlib.suppress(KafkaException):
-                await asyncio.to_thread(self._producer.flush, 5)
+            later = "they are published after the next start" if self._marks_here else "they may lack derived records"
+            log.warning("Kafka relay stopped with %d rows unpublished; %s", self._rows(), later)
+        await asyncio.to_thread(self._producer.close)
 
     async def health(self) -> dict[str, Any]:
-        status = "unhealthy" if self.failure else "degraded" if self.error else "healthy"
+        late = self._waiting and time.monotonic() - min(w.arrived for w in self._waiting) > _LATE_S
+        error = self.failure or self.error
+        if error is None and late:
+            error = f"rows have waited over {_LATE_S:g} s for the broker to take their derived records"
+        status = "unhealthy" if self.failure else "degraded" if error else "healthy"
         report: dict[str, Any] = {
             "status": status,
             "waiting_rows": self._rows(),
             "reading_back": any(w.frame is None for w in self._waiting),
-            "published_through": self._through,
+            "published_through": self._through if self._connected else None,
         }
-        if self.failure or self.error:
-            report["error"] = self.failure or self.error
+        if error:
+            report["error"] = error
         return report
 
     async def _stored(self, frame: pl.DataFrame) -> None:
@@ -155,9 +161,10 @@ class DerivedRelay:
         if frame.is_empty():
             return
         runs = _runs(frame.get_column(POSITION_COLUMN))
-        if self._buffered + len(frame) <= self.max_buffered_rows:
+        if self._buffered + len(frame) <= self.max_buffered_rows and self._framed < _MAX_FRAMES:
             bisect.insort(self._waiting, _Waiting(runs, frame, len(frame)), key=lambda w: w.first)
             self._buffered += len(frame)
+            self._framed += 1
         else:
             self._wait_as_positions(runs, len(frame))
         m.RELAY_WAITING.set(self._rows())
@@ -168,16 +175,22 @@ class DerivedRelay:
         """Past the memory bound: the batch's positions join the last such batch's when they follow it (a
         long broker outage keeps a few long lists of runs, not one entry per batch)."""
         last = self._waiting[-1] if self._waiting else None
-        if last is None or last.frame is not None or last.skip or len(last.runs) >= _RUNS_PER_READ:
+        joins = (
+            last is not None
+            and last is not self._reading
+            and last.frame is None
+            and not last.skip
+            and len(last.runs) < _RUNS_PER_READ
+            and runs[0][0] > last.runs[-1][1]
+        )
+        if not joins or last is None:
             bisect.insort(self._waiting, _Waiting(runs, None, rows), key=lambda w: w.first)
-        elif runs[0][0] > last.runs[-1][1]:
-            if runs[0][0] == last.runs[-1][1] + 1:
-                last.runs[-1] = (last.runs[-1][0], runs[0][1])
-                runs = runs[1:]
-            last.runs.extend(runs)
-            last.rows += rows
-        else:
-            bisect.insort(self._waiting, _Waiting(runs, None, rows), key=lambda w: w.first)
+            return
+        if runs[0][0] == last.runs[-1][1] + 1:
+            last.runs[-1] = (last.runs[-1][0], runs[0][1])
+            runs = runs[1:]
+        last.runs.extend(runs)
+        last.rows += rows
 
     def _rows(self) -> int:
         return sum(w.rows for w in self._waiting)
@@ -197,23 +210,15 @@ class DerivedRelay:
 
     async def _connect(self) -> None:
         o = self.options
-        config = {"transaction.timeout.ms": 60_000, **o.producer_config()}
-        if o.transactional:
-            config["transactional.id"] = o.relay_id
-        self._producer = Producer(config)
         if o.create_topics:  # before producing: a topic the producer auto-creates gets the broker's partition count
             await self._until_answered("list or create topics", lambda: ensure_topics(o))
-        if o.transactional:
-            await self._until_answered("initialise transactions", lambda: self._init_transactions())
+        await self._until_answered("initialise transactions", self._producer.start)
         progress = await self._until_answered("read its progress", lambda: read_progress(o))
-        self._resume_from(progress)
-        if progress is None:  # so that what `arbitrage ingest` stores before the next start is read back then
-            await self._commit(Keyed(), Keyed(), msgspec.json.encode(RelayProgress(self._through)))
+        if not self._resume_from(progress):  # so that what `arbitrage ingest` stores before the next start is read back
+            await self._commit(Keyed(), Keyed(), self._progress(self._through, []))
+            self._account(self._through)
+        self._connected = True
         self.error = None
-
-    def _init_transactions(self) -> None:
-        assert self._producer is not None
-        self._producer.init_transactions(_CALL_TIMEOUT_S)
 
     async def _until_answered(self, what: str, call: Callable[[], Any]) -> Any:
         delay = 0.5
@@ -226,31 +231,59 @@ class DerivedRelay:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.options.retry_backoff_max_s)
 
-    def _resume_from(self, progress: RelayProgress | None) -> None:
-        """What the previous run of this relay left unpublished is published first (embedded warehouse only)."""
-        if progress is None or progress.through >= self._start_mark:
-            return  # a first run: what was stored before it is not its to publish
-        missed = (progress.through + 1, self._start_mark)
-        if not self._recover:
+    def _resume_from(self, progress: RelayProgress | None) -> bool:
+        """Queue what the previous runs on this data dir stored and did not publish; False when `progress`
+        is not this data dir's (or there is none), and a record of it is to be written."""
+        if self._marks_here is None:
+            if progress is not None and progress.through < self._start_mark:
+                log.warning(
+                    "Kafka relay: positions %d-%d were stored before this start and may lack derived records "
+                    "(not read back from a shared ClickHouse warehouse: other processes' rows lie there too)",
+                    progress.through + 1,
+                    self._start_mark,
+                )
+            return progress is not None
+        own_account = self._marks_here.through(self.options.relay_id, self._start_mark)
+        ours = progress is not None and progress.warehouse == self._marks_here.warehouse
+        if progress is not None and not ours:
             log.warning(
-                "Kafka relay: positions %d-%d were stored before this start and may lack derived records "
-                "(not read back from a shared ClickHouse warehouse: other processes' rows lie there too)",
-                *missed,
+                "Kafka relay: the progress under id %s is another data dir's (a new or restored one?); "
+                "this one's rows are published from position %d on",
+                self.options.relay_id,
+                own_account + 1,
             )
-            return
-        self._through = progress.through
-        skip = [run for run in progress.also if run[0] > progress.through]
-        self._waiting.insert(0, _Waiting([missed], None, 0, skip=skip))
-        self._drained.clear()
-        log.info("Kafka relay: publishing the derived records of positions %d-%d, stored before this start", *missed)
-        self._wake.set()
+        through, also = (progress.through, progress.also) if ours and progress else (own_account, [])
+        if through < self._start_mark:
+            self._through = through
+            skip = [run for run in also if run[1] > through]
+            missed = (through + 1, self._start_mark)
+            self._waiting.insert(0, _Waiting([missed], None, 0, skip=skip))
+            self._drained.clear()
+            self._wake.set()
+            log.info(
+                "Kafka relay: publishing the derived records of positions %d-%d, stored before this start", *missed
+            )
+        return ours
+
+    def _progress(self, through: int, also: Runs) -> bytes:
+        warehouse = self._marks_here.warehouse if self._marks_here else ""
+        return msgspec.json.encode(RelayProgress(through, also, warehouse))
+
+    def _account(self, through: int) -> None:
+        """Keep the data dir's own account up with a committed progress record."""
+        if self._marks_here is not None:
+            self._marks_here.record(self.options.relay_id, through)
 
     async def _publish_next(self) -> None:
         """One transaction: the rows waiting in memory at the front (up to `page_rows`), or a page read back."""
         front = self._waiting[0]
         partly: _Waiting | None = None
         if front.frame is None:
-            frame, read_to, exhausted = await self._read_back(front)
+            self._reading = front
+            try:
+                frame, read_to, exhausted = await self._read_back(front)
+            finally:
+                self._reading = None
             taken, partly = ([front], None) if exhausted else ([], front)
             published = _runs(frame.get_column(POSITION_COLUMN)) if len(frame) else []
         else:
@@ -260,13 +293,17 @@ class DerivedRelay:
         omit = self.options.opportunity_omit
         offers, risk = await asyncio.to_thread(lambda: (opportunities(frame, omit), risk_metrics(frame)))
         through, also = self._marks(taken, partly, read_to, published)
-        await self._commit(offers, risk, msgspec.json.encode(RelayProgress(through, also)))
+        await self._commit(offers, risk, self._progress(through, also))
         for waiting in taken:
             self._waiting.remove(waiting)
-            self._buffered -= len(waiting.frame) if waiting.frame is not None else 0
+            if waiting.frame is not None:
+                self._buffered -= len(waiting.frame)
+                self._framed -= 1
         if partly is not None:
             partly.after = read_to
             partly.rows = max(0, partly.rows - len(frame))
+        if through != self._through:
+            self._account(through)
         self._through, self._also = through, also
         m.RELAY_PRODUCED.labels("opportunity").inc(len(offers))
         m.RELAY_PRODUCED.labels("risk").inc(len(risk))
@@ -284,15 +321,17 @@ class DerivedRelay:
         return taken
 
     def _marks(self, taken: list[_Waiting], partly: _Waiting | None, read_to: int, published: Runs) -> tuple[int, Runs]:
-        """The progress once this transaction commits: `through` stays below every position still on its way."""
-        firsts = [w.first for w in self._waiting if w not in taken and w is not partly]
-        if partly is not None:
-            firsts.append(read_to + 1)
+        """The progress once this transaction commits: `through` stays below every position still on its way,
+        and `also` names what is published above it (this run's, and what a predecessor published that a
+        read-back still skips)."""
+        rest = [w for w in self._waiting if w not in taken]
+        firsts = [read_to + 1 if w is partly else w.first for w in rest]
         lowest_unpublished = self.ingest.unpublished.lowest()
         if lowest_unpublished is not None:
             firsts.append(lowest_unpublished)
         through = max(self._through, min([self._highest(), *(first - 1 for first in firsts)]))
-        also = [(max(a, through + 1), b) for a, b in [*self._also, *published] if b > through]
+        skipped = [run for w in rest for run in w.skip]
+        also = sorted((max(a, through + 1), b) for a, b in {*self._also, *published, *skipped} if b > through)
         if len(also) > _MAX_ALSO:
             log.error(
                 "Kafka relay: %d published runs above position %d; a restart may publish some again", len(also), through
@@ -304,7 +343,8 @@ class DerivedRelay:
         """A page of the waiting rows from the warehouse after `waiting.after`, in position order: the rows,
         the last position read, and whether that was the last page."""
         warehouse = self.ingest.warehouse
-        spans = " OR ".join(f"{POSITION_COLUMN} BETWEEN {int(a)} AND {int(b)}" for a, b in waiting.runs)
+        runs = list(waiting.runs)
+        spans = " OR ".join(f"{POSITION_COLUMN} BETWEEN {int(a)} AND {int(b)}" for a, b in runs)
         sql = (
             f"SELECT * FROM {warehouse.database}.transactions WHERE ({spans}) AND {POSITION_COLUMN} > {int(waiting.after)} "
             f"AND kafka_partition IS NULL ORDER BY {POSITION_COLUMN} LIMIT {int(self.page_rows)}"
@@ -321,21 +361,19 @@ class DerivedRelay:
             delay = min(delay * 2, self.options.retry_backoff_max_s)
         frame = pl.from_arrow(table)
         assert isinstance(frame, pl.DataFrame)
-        if frame.is_empty():
-            return frame, waiting.runs[-1][1], True
-        read_to = int(frame.get_column(POSITION_COLUMN)[-1])
         exhausted = len(frame) < self.page_rows
-        if waiting.skip:
+        read_to = runs[-1][1] if exhausted else int(frame.get_column(POSITION_COLUMN)[-1])
+        if waiting.skip and len(frame):
             position = pl.col(POSITION_COLUMN)
             frame = frame.filter(~pl.any_horizontal([position.is_between(a, b) for a, b in waiting.skip]))
-        return frame, (waiting.runs[-1][1] if exhausted else read_to), exhausted
+        return frame, read_to, exhausted
 
     async def _commit(self, offers: Keyed, risk: Keyed, progress: bytes) -> None:
         """Produce the records and the progress record, retried with backoff until the broker takes them."""
         delay = 0.2
         while True:
             try:
-                await asyncio.to_thread(self._produce, offers, risk, progress)
+                await asyncio.to_thread(self._producer.publish, offers, risk, progress)
                 self.error = None
                 return
             except KafkaException as exc:
@@ -347,24 +385,93 @@ class DerivedRelay:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.options.retry_backoff_max_s)
 
-    def _produce(self, offers: Keyed, risk: Keyed, progress: bytes) -> None:
-        producer, o = self._producer, self.options
-        assert producer is not None
+
+class RelayProducer:
+    """The relay's producer: one transaction per call (or, without transactions, one flush that fails on any
+    refused record). Blocking; called from a worker thread, one call at a time."""
+
+    def __init__(self, options: KafkaOptions) -> None:
+        self.options = options
+        self._refused: list[str] = []
+        self._producer = self._new()
+        self._stale = False
+        """A failed transaction could not be aborted: the next call starts a new producer (which fences the
+        old one's open transaction) instead of a transaction the old one would refuse."""
+
+    def _new(self) -> Producer:
+        o = self.options
+        config: dict[str, Any] = {"transaction.timeout.ms": 60_000, **o.producer_config()}
         if o.transactional:
-            producer.begin_transaction()
-        try:
-            produce_keyed(producer, o.topic_opportunities, offers)
-            produce_keyed(producer, o.topic_risk, risk)
-            producer.produce(o.topic_relay_progress, progress, o.relay_id.encode(), partition=0)
-            if o.transactional:
-                producer.commit_transaction(_TIMEOUT_S)
-            elif producer.flush(_TIMEOUT_S):
+            config["transactional.id"] = o.relay_id
+        else:
+            config |= {"delivery.report.only.error": True, "on_delivery": self._on_refused}
+        return Producer(config)
+
+    def _on_refused(self, error: KafkaError, message: Any) -> None:
+        self._refused.append(f"{message.topic()}: {error.str()}")
+
+    def start(self) -> None:
+        if self.options.transactional:
+            self._producer.init_transactions(_CALL_TIMEOUT_S)
+
+    def publish(self, offers: Keyed, risk: Keyed, progress: bytes) -> None:
+        o, producer = self.options, self._producer
+        if not o.transactional:
+            self._refused.clear()
+            self._produce_all(offers, risk, progress)
+            if producer.flush(_TIMEOUT_S):
                 raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "derived records not delivered in time"))
+            if self._refused:
+                raise KafkaException(
+                    KafkaError(
+                        KafkaError._MSG_TIMED_OUT,
+                        f"the broker refused {len(self._refused)} records ({self._refused[0]})",
+                    )
+                )
+            return
+        if self._stale:
+            self._producer = producer = self._new()
+            producer.init_transactions(_CALL_TIMEOUT_S)
+            self._stale = False
+        try:
+            producer.begin_transaction()
+            self._produce_all(offers, risk, progress)
+            self._commit_transaction()
         except KafkaException:
-            if o.transactional:
-                with contextlib.suppress(KafkaException):
-                    producer.abort_transaction(_TIMEOUT_S)
+            try:
+                producer.abort_transaction(_TIMEOUT_S)
+            except KafkaException:
+                self._stale = True
             raise
+
+    def _produce_all(self, offers: Keyed, risk: Keyed, progress: bytes) -> None:
+        o = self.options
+        produce_keyed(self._producer, o.topic_opportunities, offers)
+        produce_keyed(self._producer, o.topic_risk, risk)
+        while True:
+            try:
+                self._producer.produce(o.topic_relay_progress, progress, o.relay_id.encode(), partition=0)
+                return
+            except BufferError:  # the records before it filled the queue
+                self._producer.poll(0.05)
+
+    def _commit_transaction(self) -> None:
+        """A commit that times out may still go through: it is retried as such (librdkafka refuses an abort
+        then), and aborted only when the error says the transaction must be."""
+        for _ in range(3):
+            try:
+                self._producer.commit_transaction(_TIMEOUT_S)
+                return
+            except KafkaException as exc:
+                error = exc.args[0]
+                if not error.retriable() or error.txn_requires_abort():
+                    raise
+                last = exc
+        raise last
+
+    def close(self) -> None:
+        with contextlib.suppress(KafkaException):  # a fenced producer refuses even this; it has nothing to deliver
+            self._producer.flush(5)
 
 
 class _Fenced(Exception):
@@ -383,53 +490,3 @@ def _runs(positions: pl.Series) -> Runs:
         pl.col("p").first().alias("a"), pl.col("p").last().alias("b")
     )
     return [(int(a), int(b)) for a, b in zip(grouped["a"], grouped["b"], strict=True)]
-
-
-def read_progress(options: KafkaOptions) -> RelayProgress | None:
-    """The latest committed progress record of this relay, None if it never published."""
-    consumer = Consumer(
-        {
-            **options.client_config(),
-            "group.id": f"{options.relay_id}-progress",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-        }
-    )
-    try:
-        partition = TopicPartition(options.topic_relay_progress, 0)
-        try:
-            low, high = consumer.get_watermark_offsets(partition, timeout=_CALL_TIMEOUT_S, cached=False)
-        except KafkaException as exc:
-            if exc.args[0].code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_PARTITION):
-                return None
-            raise
-        key, end, window = options.relay_id.encode(), high, _PROGRESS_WINDOW
-        while end > low:
-            start = max(low, end - window)
-            latest = _latest_value(consumer, TopicPartition(options.topic_relay_progress, 0, start), key)
-            if latest is not None:
-                return msgspec.json.decode(latest, type=RelayProgress)
-            end, window = start, window * 4
-        return None
-    finally:
-        consumer.close()
-
-
-def _latest_value(consumer: Consumer, start: TopicPartition, key: bytes) -> bytes | None:
-    """The value of the last record with `key` from `start` to the partition's end."""
-    consumer.assign([start])
-    deadline = time.monotonic() + _TIMEOUT_S
-    latest: bytes | None = None
-    while time.monotonic() < deadline:
-        for message in consumer.consume(500, 0.5):
-            error = message.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    return latest
-                raise KafkaException(error)
-            if message.key() == key:
-                latest = message.value()
-    raise KafkaException(
-        KafkaError(KafkaError._TIMED_OUT, "the relay's progress topic was not read to its end in time")
-    )

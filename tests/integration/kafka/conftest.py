@@ -16,7 +16,7 @@ from arbitrage.ingest import IngestService
 from arbitrage.ingest.kafka import KafkaIngest, KafkaOptions
 from arbitrage.storage import EmbeddedWarehouse
 from arbitrage.stream import RecentTransactions
-from tests.services.kafka_broker import Broker, start_broker, tansu_binary
+from tests.services.kafka_broker import Broker, MockCluster, start_broker, tansu_binary
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +33,14 @@ def tansu_broker() -> Iterator[Broker]:
     broker = start_broker("tansu")
     yield broker
     broker.stop()
+
+
+@pytest.fixture
+def own_mock() -> Iterator[MockCluster]:
+    """A mock cluster in this process, so that the test can make it refuse requests."""
+    cluster = MockCluster({})
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture

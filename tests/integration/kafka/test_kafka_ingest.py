@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import polars as pl
@@ -315,14 +314,6 @@ async def test_derived_records_wait_for_room_in_a_full_producer_queue_and_none_i
     await wait_for(lambda: stored_at_least(warehouse, 1200), what="1200 stored")
     risk = await read_topic(mock_broker.bootstrap, options.topic_risk, expect=1200, within=30)
     assert sorted(m.key() for m in risk) == sorted(r["signature"].encode() for r in records)
-
-
-@pytest.fixture
-def own_mock() -> Iterator[MockCluster]:
-    """A mock cluster in this process, so that the test can make it refuse requests."""
-    cluster = MockCluster({})
-    yield cluster
-    cluster.stop()
 
 
 async def test_without_transactions_derived_records_the_broker_refused_are_sent_again_before_offsets_commit(

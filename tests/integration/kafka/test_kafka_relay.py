@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -18,7 +19,7 @@ from arbitrage.ingest.kafka import DerivedRelay, KafkaIngest, KafkaOptions, read
 from arbitrage.services import Services
 from arbitrage.simulator import Simulator
 from tests.integration.kafka.conftest import options_for, produce, read_topic, wait_for
-from tests.services.kafka_broker import Broker
+from tests.services.kafka_broker import Broker, MockCluster
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -34,7 +35,7 @@ async def start_relay() -> AsyncIterator[StartRelay]:
             services.ingest,
             options,
             highest_position=lambda: services.feed.highest_position,
-            recover=True,
+            data_dir=Path(services.settings.storage.data_dir),
             **overrides,
         )
         await relay.start()
@@ -200,7 +201,7 @@ async def test_batches_beyond_the_memory_bound_are_read_back_from_the_warehouse(
             services.ingest,
             options,
             highest_position=lambda: services.feed.highest_position,
-            recover=True,
+            data_dir=Path(settings.storage.data_dir),
             max_buffered_rows=250,
             page_rows=200,
         )
@@ -236,3 +237,26 @@ async def test_an_unreachable_broker_shows_in_health_and_keeps_the_batches(
         assert health["status"] == "degraded" and health["waiting_rows"] == 50
     finally:
         await services.close()
+
+
+async def test_without_transactions_a_batch_the_broker_refuses_is_produced_again_not_skipped(
+    own_mock: MockCluster, settings: Settings, start_relay: StartRelay
+) -> None:
+    options = options_for(own_mock, transactional=False, create_topics=False)  # type: ignore[arg-type]
+    records = Simulator(seed=61).records(300)
+    services = await start_services(settings, jobs=False)
+    try:
+        relay = await start_relay(services, options)
+        await _store(services, records[:100], "http")
+        await _published(relay)
+        own_mock.fail_requests(0, [10, 10])  # Produce: MSG_SIZE_TOO_LARGE, twice
+        await _store(services, records[100:200], "http")
+        await _store(services, records[200:], "http")
+        await _published(relay)
+        profitable = _profitable(records, await _net_profits(services))
+    finally:
+        await services.close()
+    risk = await read_topic(own_mock.bootstrap, options.topic_risk, expect=len(records), settle=2.0)
+    assert set(_signatures(risk)) == {r["signature"] for r in records}  # at least once
+    offers = await read_topic(own_mock.bootstrap, options.topic_opportunities, expect=len(profitable), settle=2.0)
+    assert set(_signatures(offers)) == profitable
