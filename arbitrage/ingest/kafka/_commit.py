@@ -106,12 +106,53 @@ class _Producing:
             self.producer.flush(5)
 
 
+class Transactions:
+    """A transactional producer that gets over a transaction it could not end.
+
+    A commit that times out may still go through: librdkafka then refuses an abort, so it is
+    retried as a commit. A transaction that can be neither committed nor aborted (a broker that
+    stalled past the timeouts, or kept failing EndTxn) leaves the producer refusing every later
+    transaction; the next `begin` then makes a new producer, whose `init_transactions` fences the
+    old one and aborts its open transaction.
+    """
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self._config = config
+        self.producer = Producer(config)
+        self._stale = False
+
+    def begin(self) -> None:
+        if self._stale:
+            self.producer = Producer(self._config)
+            self.producer.init_transactions(_INIT_TIMEOUT_S)
+            self._stale = False
+        self.producer.begin_transaction()
+
+    def commit(self) -> None:
+        for attempt in range(1, 4):
+            try:
+                self.producer.commit_transaction(_TIMEOUT_S)
+                return
+            except KafkaException as exc:
+                error = exc.args[0]
+                if attempt == 3 or not error.retriable() or error.txn_requires_abort():
+                    raise
+
+    def abort(self) -> None:
+        try:
+            self.producer.abort_transaction(_TIMEOUT_S)
+        except KafkaException as exc:
+            log.warning("Kafka: could not abort a failed transaction (%s); the next one gets a new producer", exc)
+            self._stale = True
+
+
 class TransactionalCommitter(_Producing):
     """Derived records, dead letters and offsets in one transaction per batch."""
 
     def __init__(self, options: KafkaOptions, fetcher: Fetcher) -> None:
         config = {"transaction.timeout.ms": 60_000, **options.producer_config(), "transactional.id": options.txn_id}
-        super().__init__(options, fetcher, Producer(config))
+        self._transactions = Transactions(config)
+        super().__init__(options, fetcher, self._transactions.producer)
 
     def start(self) -> None:
         """Fence a crashed predecessor with the same transactional id and abort its open transaction.
@@ -125,11 +166,12 @@ class TransactionalCommitter(_Producing):
         delay = 0.2
         for attempt in range(1, _ATTEMPTS + 1):
             try:
-                self.producer.begin_transaction()
+                self._transactions.begin()
+                self.producer = self._transactions.producer
                 self._produce(batch)
                 group = self.fetcher.group_metadata(_TIMEOUT_S)
                 self.producer.send_offsets_to_transaction(self._offsets(batch), group, _TIMEOUT_S)
-                self.producer.commit_transaction(_TIMEOUT_S)
+                self._transactions.commit()
                 m.COMMITS.labels("ok").inc()
                 self._count(batch)
                 return
@@ -139,8 +181,7 @@ class TransactionalCommitter(_Producing):
                 log.warning("Kafka transaction failed (attempt %d): %s", attempt, error)
                 if error.fatal() or error.code() in _FENCED:
                     raise CommitFailed(str(error), fatal=True) from exc
-                with contextlib.suppress(KafkaException):
-                    self.producer.abort_transaction(_TIMEOUT_S)
+                self._transactions.abort()
                 time.sleep(delay)
                 delay *= 2
         raise CommitFailed(f"gave up after {_ATTEMPTS} attempts")

@@ -33,7 +33,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 from arbitrage.ingest import IngestService
 from arbitrage.ingest.kafka import _metrics as m
-from arbitrage.ingest.kafka._commit import produce_keyed
+from arbitrage.ingest.kafka._commit import Transactions, produce_keyed
 from arbitrage.ingest.kafka._options import KafkaOptions
 from arbitrage.ingest.kafka._records import Keyed, opportunities, risk_metrics
 from arbitrage.ingest.kafka._relay_progress import DataDirMarks, RelayProgress, Runs, read_progress
@@ -393,55 +393,39 @@ class RelayProducer:
     def __init__(self, options: KafkaOptions) -> None:
         self.options = options
         self._refused: list[str] = []
-        self._producer = self._new()
-        self._stale = False
-        """A failed transaction could not be aborted: the next call starts a new producer (which fences the
-        old one's open transaction) instead of a transaction the old one would refuse."""
-
-    def _new(self) -> Producer:
-        o = self.options
-        config: dict[str, Any] = {"transaction.timeout.ms": 60_000, **o.producer_config()}
-        if o.transactional:
-            config["transactional.id"] = o.relay_id
+        config: dict[str, Any] = {"transaction.timeout.ms": 60_000, **options.producer_config()}
+        self._transactions: Transactions | None = None
+        if options.transactional:
+            self._transactions = Transactions(config | {"transactional.id": options.relay_id})
+            self._producer = self._transactions.producer
         else:
-            config |= {"delivery.report.only.error": True, "on_delivery": self._on_refused}
-        return Producer(config)
+            self._producer = Producer(config | {"delivery.report.only.error": True, "on_delivery": self._on_refused})
 
     def _on_refused(self, error: KafkaError, message: Any) -> None:
         self._refused.append(f"{message.topic()}: {error.str()}")
 
     def start(self) -> None:
-        if self.options.transactional:
+        if self._transactions is not None:
             self._producer.init_transactions(_CALL_TIMEOUT_S)
 
     def publish(self, offers: Keyed, risk: Keyed, progress: bytes) -> None:
-        o, producer = self.options, self._producer
-        if not o.transactional:
+        transactions = self._transactions
+        if transactions is None:
             self._refused.clear()
             self._produce_all(offers, risk, progress)
-            if producer.flush(_TIMEOUT_S):
+            if self._producer.flush(_TIMEOUT_S):
                 raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "derived records not delivered in time"))
             if self._refused:
-                raise KafkaException(
-                    KafkaError(
-                        KafkaError._MSG_TIMED_OUT,
-                        f"the broker refused {len(self._refused)} records ({self._refused[0]})",
-                    )
-                )
+                refused = f"the broker refused {len(self._refused)} records ({self._refused[0]})"
+                raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, refused))
             return
-        if self._stale:
-            self._producer = producer = self._new()
-            producer.init_transactions(_CALL_TIMEOUT_S)
-            self._stale = False
         try:
-            producer.begin_transaction()
+            transactions.begin()
+            self._producer = transactions.producer
             self._produce_all(offers, risk, progress)
-            self._commit_transaction()
+            transactions.commit()
         except KafkaException:
-            try:
-                producer.abort_transaction(_TIMEOUT_S)
-            except KafkaException:
-                self._stale = True
+            transactions.abort()
             raise
 
     def _produce_all(self, offers: Keyed, risk: Keyed, progress: bytes) -> None:
@@ -454,20 +438,6 @@ class RelayProducer:
                 return
             except BufferError:  # the records before it filled the queue
                 self._producer.poll(0.05)
-
-    def _commit_transaction(self) -> None:
-        """A commit that times out may still go through: it is retried as such (librdkafka refuses an abort
-        then), and aborted only when the error says the transaction must be."""
-        for _ in range(3):
-            try:
-                self._producer.commit_transaction(_TIMEOUT_S)
-                return
-            except KafkaException as exc:
-                error = exc.args[0]
-                if not error.retriable() or error.txn_requires_abort():
-                    raise
-                last = exc
-        raise last
 
     def close(self) -> None:
         with contextlib.suppress(KafkaException):  # a fenced producer refuses even this; it has nothing to deliver

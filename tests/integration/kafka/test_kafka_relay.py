@@ -23,6 +23,10 @@ from tests.services.kafka_broker import Broker, MockCluster
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
+_PRODUCE, _END_TXN = 0, 26
+"""Kafka API keys of requests the mock cluster is told to fail."""
+_REQUEST_TIMED_OUT, _MSG_SIZE_TOO_LARGE = 7, 10
+
 StartRelay = Callable[[Services, KafkaOptions], Awaitable[DerivedRelay]]
 
 
@@ -239,24 +243,49 @@ async def test_an_unreachable_broker_shows_in_health_and_keeps_the_batches(
         await services.close()
 
 
-async def test_without_transactions_a_batch_the_broker_refuses_is_produced_again_not_skipped(
-    own_mock: MockCluster, settings: Settings, start_relay: StartRelay
+async def _every_record_despite_failures(
+    mock: MockCluster,
+    settings: Settings,
+    start_relay: StartRelay,
+    *,
+    transactional: bool,
+    api_key: int,
+    errors: list[int],
 ) -> None:
-    options = options_for(own_mock, transactional=False, create_topics=False)  # type: ignore[arg-type]
+    """Store three batches, the broker failing `api_key` requests with `errors` before the second: every
+    record still reaches the topics (the mock cluster shows aborted records to every reader, so only
+    "nothing missing" is asserted)."""
+    options = options_for(mock, transactional=transactional, create_topics=False)  # type: ignore[arg-type]
     records = Simulator(seed=61).records(300)
     services = await start_services(settings, jobs=False)
     try:
         relay = await start_relay(services, options)
         await _store(services, records[:100], "http")
         await _published(relay)
-        own_mock.fail_requests(0, [10, 10])  # Produce: MSG_SIZE_TOO_LARGE, twice
+        mock.fail_requests(api_key, errors)
         await _store(services, records[100:200], "http")
         await _store(services, records[200:], "http")
         await _published(relay)
         profitable = _profitable(records, await _net_profits(services))
     finally:
         await services.close()
-    risk = await read_topic(own_mock.bootstrap, options.topic_risk, expect=len(records), settle=2.0)
-    assert set(_signatures(risk)) == {r["signature"] for r in records}  # at least once
-    offers = await read_topic(own_mock.bootstrap, options.topic_opportunities, expect=len(profitable), settle=2.0)
+    risk = await read_topic(mock.bootstrap, options.topic_risk, expect=len(records), settle=2.0)
+    assert set(_signatures(risk)) == {r["signature"] for r in records}
+    offers = await read_topic(mock.bootstrap, options.topic_opportunities, expect=len(profitable), settle=2.0)
     assert set(_signatures(offers)) == profitable
+
+
+async def test_without_transactions_a_batch_the_broker_refuses_is_produced_again_not_skipped(
+    own_mock: MockCluster, settings: Settings, start_relay: StartRelay
+) -> None:
+    await _every_record_despite_failures(
+        own_mock, settings, start_relay, transactional=False, api_key=_PRODUCE, errors=[_MSG_SIZE_TOO_LARGE] * 2
+    )
+
+
+async def test_a_transaction_whose_commit_and_abort_fail_is_published_again(
+    own_mock: MockCluster, settings: Settings, start_relay: StartRelay
+) -> None:
+    await _every_record_despite_failures(
+        own_mock, settings, start_relay, transactional=True, api_key=_END_TXN, errors=[_REQUEST_TIMED_OUT] * 4
+    )
