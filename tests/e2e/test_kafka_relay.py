@@ -47,7 +47,7 @@ def test_posted_transactions_reach_the_derived_topics_and_survive_a_kill_9(tansu
     finally:
         first.stop(signal.SIGKILL)  # right after the last acknowledgement: its rows may not be published yet
 
-    with ServerProcess(data_dir, env=env, port=first.port) as second:  # the same port: the same relay id
+    with ServerProcess(data_dir, env=env) as second:  # another port: the relay is the data dir's all the same
         deadline = time.monotonic() + 60
         while (health := _relay_health(second)).get("status") != "healthy" or health["reading_back"]:
             assert time.monotonic() < deadline, health

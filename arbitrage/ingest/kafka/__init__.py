@@ -6,6 +6,7 @@ enabled; it returns what the lifespan awaits on shutdown. The dead-letter helper
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -24,6 +25,9 @@ from arbitrage.ingest.kafka._relay_progress import RelayProgress, read_progress
 from arbitrage.ingest.kafka._service import KafkaIngest, KafkaNotConnected, KafkaStatus, PartitionState
 from arbitrage.ingest.kafka._strategies import SOURCE
 from arbitrage.ingest.kafka._topics import ensure_topics
+
+_RELAY_DRAIN_S = 5.0
+"""How long a stop lets the relay publish what waits; the rest is read back after the next start."""
 
 if TYPE_CHECKING:
     from arbitrage.services import Services
@@ -54,9 +58,11 @@ async def start_kafka(services: Services) -> Callable[[], Awaitable[None]]:
     services.extras["kafka"] = kafka
 
     async def stop() -> None:
-        await kafka.stop()
-        if relay is not None:
-            await relay.stop(options.stop_timeout_s)
+        """Both at once: their waits must add up to less than `server.stop_timeout_seconds` (30)."""
+        if relay is None:
+            await kafka.stop()
+        else:
+            await asyncio.gather(kafka.stop(), relay.stop(_RELAY_DRAIN_S))
 
     return stop
 

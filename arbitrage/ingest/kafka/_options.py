@@ -95,7 +95,8 @@ class KafkaOptions:
 
     @property
     def relay_id(self) -> str:
-        """The relay's transactional id, and the key of its progress records."""
+        """The relay's transactional id and progress key on a shared ClickHouse (the embedded warehouse's relay
+        takes its data dir's id instead: `DerivedRelay.relay_id`)."""
         return f"{self.txn_id}-relay"
 
     def client_config(self) -> dict[str, Any]:

@@ -21,11 +21,12 @@ import asyncio
 import bisect
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import msgspec
 import polars as pl
@@ -51,7 +52,8 @@ _RUNS_PER_READ = 200
 _MAX_FRAMES = 2_000
 """Batches kept in memory at most, whatever their rows: a one-row frame of 150 columns costs ≈ 25 KB."""
 _LATE_S = 5.0
-"""Rows waiting longer than this make `/health` say the relay is behind."""
+"""Rows waiting longer than this make `/health` say the relay is behind (and a commit hanging this long
+is not waited for at a stop)."""
 
 
 @dataclass(eq=False)
@@ -103,15 +105,19 @@ class DerivedRelay:
         self._also: Runs = []
         self._marks_here = DataDirMarks(data_dir) if data_dir else None
         """This data dir's id and the relay's own account of its progress here (None: no read-back)."""
-        if self._marks_here is not None:  # recorded now at a first start, in case the broker never answers
-            self._marks_here.through(options.relay_id, self._start_mark)
+        self.relay_id = options.relay_id
+        """Its transactional id and progress key: the data dir's (one owner at a time) when there is one."""
+        if self._marks_here is not None:
+            self.relay_id = f"{options.group_id}-relay-{self._marks_here.warehouse}"
+            self._marks_here.through(self._start_mark)  # recorded now at a first start, in case no broker answers
+        self._committing_since: float | None = None
         self._connected = False
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
         """Set while nothing waits."""
         self._drained.set()
         self._task: asyncio.Task[None] | None = None
-        self._producer = RelayProducer(options)
+        self._producer = RelayProducer(options, self.relay_id)
         self.error: str | None = "connecting"
         """Why the relay is not publishing now (None while it keeps up)."""
         self.failure: str | None = None
@@ -122,10 +128,12 @@ class DerivedRelay:
         self._task = asyncio.create_task(self._run(), name="kafka-relay")
 
     async def stop(self, timeout_s: float) -> None:
-        """Publish what waits (up to `timeout_s`), then close; what is left is read back after the next start."""
+        """Publish what waits (up to `timeout_s`, not at all while a commit hangs), then close; what is left is
+        read back after the next start."""
         if self._task is None:
             return
-        if self.error is None:
+        hanging = self._committing_since is not None and time.monotonic() - self._committing_since > _LATE_S
+        if self.error is None and not hanging:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drained.wait(), timeout_s)
         self._task.cancel()
@@ -213,7 +221,7 @@ class DerivedRelay:
         if o.create_topics:  # before producing: a topic the producer auto-creates gets the broker's partition count
             await self._until_answered("list or create topics", lambda: ensure_topics(o))
         await self._until_answered("initialise transactions", self._producer.start)
-        progress = await self._until_answered("read its progress", lambda: read_progress(o))
+        progress = await self._until_answered("read its progress", lambda: read_progress(o, self.relay_id))
         if not self._resume_from(progress):  # so that what `arbitrage ingest` stores before the next start is read back
             await self._commit(Keyed(), Keyed(), self._progress(self._through, []))
             self._account(self._through)
@@ -243,13 +251,13 @@ class DerivedRelay:
                     self._start_mark,
                 )
             return progress is not None
-        own_account = self._marks_here.through(self.options.relay_id, self._start_mark)
+        own_account = self._marks_here.through(self._start_mark)
         ours = progress is not None and progress.warehouse == self._marks_here.warehouse
         if progress is not None and not ours:
             log.warning(
-                "Kafka relay: the progress under id %s is another data dir's (a new or restored one?); "
+                "Kafka relay: the progress under id %s is another data dir's (a copied one?); "
                 "this one's rows are published from position %d on",
-                self.options.relay_id,
+                self.relay_id,
                 own_account + 1,
             )
         through, also = (progress.through, progress.also) if ours and progress else (own_account, [])
@@ -272,7 +280,7 @@ class DerivedRelay:
     def _account(self, through: int) -> None:
         """Keep the data dir's own account up with a committed progress record."""
         if self._marks_here is not None:
-            self._marks_here.record(self.options.relay_id, through)
+            self._marks_here.record(through)
 
     async def _publish_next(self) -> None:
         """One transaction: the rows waiting in memory at the front (up to `page_rows`), or a page read back."""
@@ -372,8 +380,9 @@ class DerivedRelay:
         """Produce the records and the progress record, retried with backoff until the broker takes them."""
         delay = 0.2
         while True:
+            self._committing_since = time.monotonic()
             try:
-                await asyncio.to_thread(self._producer.publish, offers, risk, progress)
+                await _in_daemon_thread(lambda: self._producer.publish(offers, risk, progress))
                 self.error = None
                 return
             except KafkaException as exc:
@@ -382,6 +391,8 @@ class DerivedRelay:
                     raise _Fenced(f"the producer cannot publish any more: {error}") from exc
                 self.error = f"could not publish derived records: {error}"
                 log.warning("Kafka relay: %s; retrying", self.error)
+            finally:
+                self._committing_since = None
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.options.retry_backoff_max_s)
 
@@ -390,13 +401,14 @@ class RelayProducer:
     """The relay's producer: one transaction per call (or, without transactions, one flush that fails on any
     refused record). Blocking; called from a worker thread, one call at a time."""
 
-    def __init__(self, options: KafkaOptions) -> None:
+    def __init__(self, options: KafkaOptions, relay_id: str) -> None:
         self.options = options
+        self.relay_id = relay_id
         self._refused: list[str] = []
         config: dict[str, Any] = {"transaction.timeout.ms": 60_000, **options.producer_config()}
         self._transactions: Transactions | None = None
         if options.transactional:
-            self._transactions = Transactions(config | {"transactional.id": options.relay_id})
+            self._transactions = Transactions(config | {"transactional.id": relay_id})
             self._producer = self._transactions.producer
         else:
             self._producer = Producer(config | {"delivery.report.only.error": True, "on_delivery": self._on_refused})
@@ -434,14 +446,45 @@ class RelayProducer:
         produce_keyed(self._producer, o.topic_risk, risk)
         while True:
             try:
-                self._producer.produce(o.topic_relay_progress, progress, o.relay_id.encode(), partition=0)
+                self._producer.produce(o.topic_relay_progress, progress, self.relay_id.encode(), partition=0)
                 return
             except BufferError:  # the records before it filled the queue
                 self._producer.poll(0.05)
 
     def close(self) -> None:
         with contextlib.suppress(KafkaException):  # a fenced producer refuses even this; it has nothing to deliver
-            self._producer.flush(5)
+            self._producer.flush(1)
+
+
+_T = TypeVar("_T")
+
+
+async def _in_daemon_thread(call: Callable[[], _T]) -> _T:
+    """`call()` in a thread of its own that does not hold the process's exit: a commit against a stalled
+    broker blocks for up to three times `_TIMEOUT_S`, longer than a stop may take (`asyncio.to_thread`'s
+    workers are joined at exit)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[_T] = loop.create_future()
+
+    def run() -> None:
+        try:
+            result = call()
+        except BaseException as exc:  # handed to the awaiting task
+            loop.call_soon_threadsafe(_settle, done, None, exc)
+        else:
+            loop.call_soon_threadsafe(_settle, done, result, None)
+
+    threading.Thread(target=run, name="kafka-relay-publish", daemon=True).start()
+    return await done
+
+
+def _settle(done: asyncio.Future[_T], result: _T | None, exc: BaseException | None) -> None:
+    if done.cancelled():
+        return
+    if exc is not None:
+        done.set_exception(exc)
+    else:
+        done.set_result(cast(_T, result))
 
 
 class _Fenced(Exception):

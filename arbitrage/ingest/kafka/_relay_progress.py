@@ -1,10 +1,10 @@
-"""The relay's progress: a record per transaction on `topic_relay_progress`, and this data dir's own marks.
+"""The relay's progress: a record per transaction on `topic_relay_progress`, and its data dir's own account.
 
 The record (keyed by the relay's transactional id, on partition 0) says which stream positions the
-relay published. Positions are a warehouse's own, so the record names the data dir it counts in
-(`warehouse`, a random id kept in `kafka_relay.json` there) and a record of another data dir (a new
-or restored one under the same host and port) is not taken for this one's. The same file keeps each
-relay's own account of its progress here (`DataDirMarks`).
+relay published. Positions are a data dir's own, so with the embedded warehouse the relay's id is
+the data dir's (a random id kept in `kafka_relay.json` there), whatever the host and port serving
+it: a restart on another port goes on where the last one stopped. The same file keeps the relay's
+own account of its progress (`DataDirMarks`).
 """
 
 from __future__ import annotations
@@ -43,16 +43,16 @@ class RelayProgress(msgspec.Struct, frozen=True):
 
 class _Marks(msgspec.Struct):
     warehouse: str
-    through: dict[str, int] = msgspec.field(default_factory=dict)
-    """Per relay id: the `through` of its last commit here (at its first start: the highest position then)."""
+    through: int | None = None
+    """The `through` of the relay's last commit here (at its first start: the highest position then)."""
 
 
 class DataDirMarks:
-    """This data dir's id, and how far each relay got here by its own account.
+    """This data dir's id, and how far the relay got here by its own account.
 
-    The account lags the progress record by at most the commit in flight, so it is what a relay
-    goes on from when the topic has no record of it: one that never reached its broker, one whose
-    record the topic's retention deleted, or a record of another data dir.
+    The account lags the progress record by at most the commit in flight, so it is what the relay
+    goes on from when the topic has no record of it: one that never reached its broker, or one
+    whose record the topic's retention deleted.
     """
 
     def __init__(self, data_dir: Path) -> None:
@@ -69,25 +69,26 @@ class DataDirMarks:
     def warehouse(self) -> str:
         return self._marks.warehouse
 
-    def through(self, relay_id: str, start_mark: int) -> int:
-        """What `relay_id` counts as published here; `start_mark`, recorded now, at its first start here."""
-        if relay_id not in self._marks.through:
-            self.record(relay_id, start_mark)
-        return self._marks.through[relay_id]
+    def through(self, start_mark: int) -> int:
+        """What the relay counts as published here; `start_mark`, recorded now, at its first start here."""
+        if self._marks.through is None:
+            self.record(start_mark)
+        assert self._marks.through is not None
+        return self._marks.through
 
-    def record(self, relay_id: str, through: int) -> None:
-        self._marks.through[relay_id] = through
+    def record(self, through: int) -> None:
+        self._marks.through = through
         staged = self.path.with_name(f".{self.path.name}.tmp")
         staged.write_bytes(msgspec.json.encode(self._marks))
         os.replace(staged, self.path)
 
 
-def read_progress(options: KafkaOptions) -> RelayProgress | None:
+def read_progress(options: KafkaOptions, relay_id: str) -> RelayProgress | None:
     """The latest committed progress record of this relay, None if it never published."""
     consumer = Consumer(
         {
             **options.client_config(),
-            "group.id": f"{options.relay_id}-progress",
+            "group.id": f"{relay_id}-progress",
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
             "enable.partition.eof": True,
@@ -101,7 +102,7 @@ def read_progress(options: KafkaOptions) -> RelayProgress | None:
             if exc.args[0].code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_PARTITION):
                 return None
             raise
-        key, end, window = options.relay_id.encode(), high, _PROGRESS_WINDOW
+        key, end, window = relay_id.encode(), high, _PROGRESS_WINDOW
         while end > low:
             start = max(low, end - window)
             latest = _latest_value(consumer, TopicPartition(options.topic_relay_progress, 0, start), key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -131,7 +132,7 @@ async def test_posted_rows_reach_both_derived_topics_once_and_consumed_rows_only
     assert _signatures(offers) == Counter(profitable)
     rendered = msgspec.json.decode(offers[0].value())
     assert rendered["signature"] == offers[0].key().decode() and "features" not in rendered
-    progress = read_progress(options)
+    progress = read_progress(options, relay.relay_id)
     assert progress is not None and progress.through >= max(await _positions(settings, posted_only=True)) > 0
 
 
@@ -152,9 +153,16 @@ async def test_rows_the_previous_run_stored_but_did_not_publish_are_published_af
         await services.close()
     services = await start_services(settings, jobs=False)
     try:
-        relay = await start_relay(services, options)
+        # Served on another port this time: the relay is the data dir's, whatever serves it.
+        relay = await start_relay(services, dataclasses.replace(options, instance="box-9090"))
         await _store(services, third, "http")
         await _published(relay)
+        await relay.stop(5.0)
+    finally:
+        await services.close()
+    services = await start_services(settings, jobs=False)
+    try:  # back on the first port: nothing it published is published again
+        await _published(await start_relay(services, options))
     finally:
         await services.close()
     await _each_risk_record_once(tansu_broker, options, [*first, *second, *third])
@@ -169,7 +177,7 @@ async def test_what_another_process_stored_while_the_server_was_down_is_publishe
         relay = await start_relay(services, options)  # publishes nothing: only its first progress
 
         async def progress_written() -> bool:
-            return relay.error is None and await asyncio.to_thread(read_progress, options) is not None
+            return relay.error is None and await asyncio.to_thread(read_progress, options, relay.relay_id) is not None
 
         await wait_for(progress_written, what="the relay's first progress record")
         await relay.stop(5.0)
