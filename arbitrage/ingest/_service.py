@@ -157,7 +157,7 @@ class IngestService:
         self._turns = _Turns()
         self._listeners: list[StoredListener] = []
         self.unpublished = UnpublishedPositions()
-        """Positions reserved whose rows the listeners have not had yet (`lowest_unpublished`)."""
+        """Positions reserved whose rows the listeners have not had yet (the Kafka relay reads `lowest()`)."""
         self.insert_error: str | None = None
         """Why the last insert (of rows or dead letters) failed; None once an insert of rows succeeds."""
         self._stamp_in_flight: datetime | None = None

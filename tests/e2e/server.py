@@ -9,10 +9,13 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from types import TracebackType
 
 import httpx
+
+from tests.services.kafka_broker import Broker
 
 ARBITRAGE = Path(sys.executable).with_name("arbitrage")
 
@@ -89,3 +92,24 @@ class ServerProcess:
 
     def __exit__(self, *exc: object | TracebackType) -> None:
         self.stop()
+
+
+def kafka_env(broker: Broker, **kafka: str) -> tuple[dict[str, str], dict[str, str]]:
+    """A server's environment to consume from `broker` with a group and topics of its own (plus `[kafka]`
+    settings `kafka`), and those topics by role."""
+    tag = uuid.uuid4().hex[:8]
+    topics = {
+        "transactions": f"tx-{tag}",
+        "opportunities": f"opp-{tag}",
+        "risk": f"risk-{tag}",
+        "dlq": f"dlq-{tag}",
+        "relay_progress": f"progress-{tag}",
+    }
+    env = {
+        "ARB_KAFKA__ENABLED": "true",
+        "ARB_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
+        "ARB_KAFKA__GROUP_ID": f"group-{tag}",
+        **{f"ARB_KAFKA__TOPIC_{role.upper()}": topic for role, topic in topics.items()},
+        **{f"ARB_KAFKA__{key.upper()}": value for key, value in kafka.items()},
+    }
+    return env, topics

